@@ -1,0 +1,1 @@
+"""Gymnasium environments for verifiable math and code, with their pure task generators and verifiers."""

@@ -1,0 +1,43 @@
+"""The pieces every environment is built from: a task, a verdict, a task family.
+
+A task family is a pure generator plus a pure verifier; the Gymnasium env is a
+thin wrapper around one, so the farm can generate and score without Gymnasium.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str  # stable: same family, seed and difficulty give the same id
+    prompt: str
+    reference: str  # a reference completion; it must score 1.0
+    difficulty: int
+    data: dict[str, Any] = field(default_factory=dict)  # what the verifier needs
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reward: float  # in [0, 1]
+    passed: bool
+    reason: str  # short, for people
+    details: dict[str, Any] = field(default_factory=dict)
+    infra_error: bool = False  # the checker failed, not the completion
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.reward <= 1.0:
+            raise ValueError(f"reward must lie in [0, 1], got {self.reward}")
+
+
+class TaskFamily(Protocol):
+    name: str
+    verifier_version: str
+    min_difficulty: int
+    max_difficulty: int
+
+    def generate(self, seed: int, difficulty: int) -> Task: ...
+
+    def verify(self, task: Task, completion: str) -> Verdict: ...

@@ -1,0 +1,1 @@
+"""The Mixture-of-Experts policy: model, tokenizer, sampling, training steps, checkpoints."""

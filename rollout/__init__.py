@@ -1,0 +1,1 @@
+"""The rollout farm: Celery app and tasks, campaigns, the rollout store, datasets."""

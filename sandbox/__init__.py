@@ -1,0 +1,1 @@
+"""Run untrusted programs under hard limits; backends behind one small interface."""

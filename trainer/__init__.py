@@ -1,0 +1,1 @@
+"""The continual-training daemon: interleaves pre-training with post-training on verified rollouts."""

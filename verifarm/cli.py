@@ -1,0 +1,19 @@
+"""The `verifarm` command: each part contributes its own sub-commands."""
+
+import typer
+
+from verifarm.policy.cli import app as policy_app
+from verifarm.rollout.cli import campaign_app, data_app, workers_app
+from verifarm.sandbox.cli import app as sandbox_app
+from verifarm.trainer.cli import app as train_app
+
+app = typer.Typer(no_args_is_help=True, help="verifarm: a rollout farm for verifiable domains")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(policy_app, name="policy")
+app.add_typer(workers_app, name="workers")
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+
+if __name__ == "__main__":
+    app()
