@@ -41,3 +41,25 @@ class TaskFamily(Protocol):
     def generate(self, seed: int, difficulty: int) -> Task: ...
 
     def verify(self, task: Task, completion: str) -> Verdict: ...
+
+
+# Longer completions are refused before any parsing: a policy that rambles gets 0, and no verifier (math-verify's
+# parser, the sandbox) is fed megabytes of text.
+MAX_COMPLETION_CHARS = 100_000
+
+
+def as_completion_text(completion: str | bytes) -> str:
+    """A completion as text: bytes (a raw, possibly binary, sample) are decoded leniently, never rejected."""
+    if isinstance(completion, bytes):
+        return completion.decode("utf-8", errors="replace")
+    if not isinstance(completion, str):
+        raise ValueError(f"a completion must be str or bytes, got {type(completion).__name__}")
+    return completion
+
+
+def check_completion_size(completion: str, limit: int = MAX_COMPLETION_CHARS) -> Verdict | None:
+    """A zero verdict for an over-long completion, else None."""
+    if len(completion) > limit:
+        return Verdict(0.0, False, f"completion too long ({len(completion)} chars > {limit})",
+                       {"completion_chars": len(completion)})
+    return None

@@ -1,0 +1,94 @@
+"""Every env id mapped to its task family, so the farm can generate and verify without Gymnasium.
+
+Families are built lazily (HumanEval and reasoning-gym imports are heavy); ``import verifarm.envs`` registers each
+id with Gymnasium as ``verifarm.envs.gym_env:TaskEnv`` with ``env_id`` in its kwargs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from verifarm.envs.base import TaskFamily
+
+
+def _arithmetic(operations: tuple[str, ...] | list[str] = ("+", "-", "*")) -> TaskFamily:
+    from verifarm.envs.arithmetic import ArithmeticFamily
+
+    return ArithmeticFamily(operations=tuple(operations))
+
+
+def _addition() -> TaskFamily:
+    from verifarm.envs.arithmetic import ArithmeticFamily
+
+    return ArithmeticFamily(operations=("+",), name="addition")
+
+
+def _math_answer(**options: Any) -> TaskFamily:
+    from verifarm.envs.math_answer import MathAnswerFamily
+
+    return MathAnswerFamily(**options)
+
+
+def _python_function(**options: Any) -> TaskFamily:
+    from verifarm.envs.python_function import PythonFunctionFamily
+
+    return PythonFunctionFamily(**options)
+
+
+def _human_eval(**options: Any) -> TaskFamily:
+    from verifarm.envs.human_eval import HumanEvalFamily
+
+    return HumanEvalFamily(**options)
+
+
+def _c_program(**options: Any) -> TaskFamily:
+    from verifarm.envs.c_program import CProgramFamily
+
+    return CProgramFamily(**options)
+
+
+def _c_program_multi_turn(**options: Any) -> TaskFamily:
+    from verifarm.envs.c_program import CProgramFamily
+
+    return CProgramFamily(multi_turn=True, **options)
+
+
+def _reasoning_gym(**options: Any) -> TaskFamily:
+    from verifarm.envs.reasoning_gym_adapter import ReasoningGymFamily
+
+    return ReasoningGymFamily(**options)
+
+
+ENV_IDS: dict[str, Callable[..., TaskFamily]] = {
+    "verifarm/Arithmetic-v0": _arithmetic,
+    "verifarm/Addition-v0": _addition,
+    "verifarm/MathAnswer-v0": _math_answer,
+    "verifarm/PythonFunction-v0": _python_function,
+    "verifarm/HumanEval-v0": _human_eval,
+    "verifarm/CProgram-v0": _c_program,
+    "verifarm/CProgramMultiTurn-v0": _c_program_multi_turn,
+    "verifarm/ReasoningGym-v0": _reasoning_gym,
+}
+
+
+def get_family(env_id: str, **options: Any) -> TaskFamily:
+    """The task family behind ``env_id``, built with the same keyword options ``gymnasium.make`` takes."""
+    try:
+        factory = ENV_IDS[env_id]
+    except KeyError:
+        raise ValueError(f"unknown env id {env_id!r}; known: {sorted(ENV_IDS)}") from None
+    try:
+        return factory(**options)
+    except TypeError as error:
+        raise ValueError(f"bad options for {env_id}: {error}") from None
+
+
+def register_all() -> None:
+    """Register every id with Gymnasium (idempotent)."""
+    import gymnasium
+
+    for env_id in ENV_IDS:
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point="verifarm.envs.gym_env:TaskEnv", kwargs={"env_id": env_id},
+                               disable_env_checker=False)

@@ -1,0 +1,71 @@
+"""The Gymnasium face: registration, check_env, seeded resets, the verdict in info, multi-turn bookkeeping."""
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import verifarm.envs  # noqa: F401  (registers the ids)
+from verifarm.envs.catalog import ENV_IDS, get_family
+
+
+def test_every_catalog_id_is_registered() -> None:
+    for env_id in ENV_IDS:
+        assert env_id in gym.registry
+        assert gym.registry[env_id].entry_point == "verifarm.envs.gym_env:TaskEnv"
+
+
+@pytest.mark.parametrize("env_id", ["verifarm/Arithmetic-v0", "verifarm/Addition-v0"])
+def test_arithmetic_envs_pass_check_env(env_id: str) -> None:
+    check_env(gym.make(env_id, difficulty=3).unwrapped)
+
+
+def test_reset_with_seed_poses_the_family_task_and_step_reports_the_verdict() -> None:
+    env = gym.make("verifarm/Addition-v0", difficulty=4)
+    family = get_family("verifarm/Addition-v0")
+    observation, info = env.reset(seed=11)
+    task = family.generate(11, 4)
+    assert observation == task.prompt and info["task_id"] == task.task_id and info["task_seed"] == 11
+    _, reward, terminated, truncated, info = env.step(task.reference)
+    assert (reward, terminated, truncated) == (1.0, True, False)
+    assert info["passed"] and info["reason"] == "correct" and info["reference"] == task.reference
+    assert info["verifier_version"] == family.verifier_version
+    with pytest.raises(RuntimeError):
+        env.step("Answer: 1")
+
+
+def test_unseeded_resets_follow_the_first_seed() -> None:
+    first = gym.make("verifarm/Arithmetic-v0", difficulty=2)
+    second = gym.make("verifarm/Arithmetic-v0", difficulty=2)
+    first.reset(seed=5)
+    second.reset(seed=5)
+    for _ in range(5):
+        assert first.reset()[0] == second.reset()[0]
+
+
+def test_reset_options_override_difficulty_and_task_seed() -> None:
+    env = gym.make("verifarm/Arithmetic-v0", difficulty=2)
+    observation, info = env.reset(options={"difficulty": 6, "task_seed": 3})
+    assert info["difficulty"] == 6 and observation == get_family("verifarm/Arithmetic-v0").generate(3, 6).prompt
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(options={"level": 1})
+
+
+def test_arithmetic_kwargs_reach_the_family() -> None:
+    env = gym.make("verifarm/Arithmetic-v0", operations=("*",), difficulty=2)
+    for seed in range(10):
+        assert "*" in env.reset(seed=seed)[0]
+
+
+@pytest.mark.parametrize("kwargs", [{"difficulty": 0}, {"difficulty": 99}, {"operations": ("^",)},
+                                    {"colour": "red"}])
+def test_bad_env_kwargs_raise_value_error(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        gym.make("verifarm/Arithmetic-v0", **kwargs)
+
+
+def test_malformed_actions_give_zero_not_an_exception() -> None:
+    env = gym.make("verifarm/Arithmetic-v0", difficulty=2)
+    for action in ["", b"\x00\xff\xfe binary", "Answer", "\ud800", "9" * 1_000_000]:
+        env.reset(seed=1)
+        _, reward, terminated, _, info = env.step(action)
+        assert reward == 0.0 and terminated and info["reason"]
