@@ -90,7 +90,7 @@ class DataCursor:
 
     corpus_epoch: int = 0
     corpus_offset: int = 0
-    store_after_id: int | None = None  # the store's insertion-order cursor
+    store_after_seq: int | None = None  # the store's insertion-order cursor (RolloutRecord.seq)
     records_used: int = 0
     records_skipped_stale: int = 0
     records_skipped_other: int = 0  # failing records an RFT step cannot learn from, incomplete groups, ...

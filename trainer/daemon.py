@@ -1,0 +1,283 @@
+"""The continual-training loop: pre-training batches from the corpus interleaved with post-training batches
+from the rollout store, publishing a new policy version every N steps.
+
+Restart safety: before each publish the trainer state (optimizer, step, data cursor) is written atomically
+under `state_dir`, and the published version's metadata names it. A restarted trainer loads the newest good
+version and its state, so it continues with exactly the data the killed one would have read next.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from verifarm.trainer.batches import encode_texts
+from verifarm.trainer.config import TrainerConfig
+from verifarm.trainer.corpus import Corpus, build_corpus
+from verifarm.trainer.post_data import PostBatch, PostSelection, read_post_batch
+from verifarm.trainer.schedule import PRETRAIN, DataCursor, next_corpus_indices, step_kind
+
+logger = logging.getLogger("verifarm.trainer")
+
+STATE_FORMAT = 1
+
+
+@dataclass
+class StepReport:
+    step: int  # the step just taken, 0-based
+    kind: str  # "pretrain" or a post-training mode
+    loss: float
+    samples: int
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PublishReport:
+    version: int
+    step: int
+    metrics: dict[str, float]
+
+
+class ContinualTrainer:
+    """One training run over a registry and a store; `run()` is the daemon loop, `step()` one step of it."""
+
+    def __init__(
+        self,
+        config: TrainerConfig,
+        registry,
+        store,
+        state_dir: Path,
+        corpus: Corpus | None = None,
+        evaluate: Callable | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.store = store
+        self.state_dir = Path(state_dir)
+        self.corpus = corpus if corpus is not None else build_corpus(config.corpus)
+        # Evaluation is injectable so the demo can evaluate once per round instead of on every publish.
+        self._evaluate = evaluate
+        self.selection = PostSelection(
+            env_ids=tuple(config.env_ids),
+            campaign_id=config.campaign_id,
+            staleness_bound=config.staleness_bound,
+        )
+        torch.set_num_threads(config.torch_threads)
+        self._load()
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Start from the newest good version; resume its trainer state if this trainer wrote one."""
+        loaded = self.registry.load(None)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.version = loaded.version
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
+        self.step_index = 0
+        self.cursor = DataCursor()
+        self.kind_counts: Counter[str] = Counter()
+        self.resumed_from: str | None = None
+        state_name = loaded.metadata.get("trainer_state")
+        if state_name and (self.state_dir / state_name).is_file():
+            state = torch.load(self.state_dir / state_name, weights_only=False)
+            if state.get("format") != STATE_FORMAT:
+                raise ValueError(f"trainer state {state_name} has format {state.get('format')}, expected {STATE_FORMAT}")
+            if state["corpus_fingerprint"] != self.corpus.fingerprint():
+                raise ValueError(
+                    f"trainer state {state_name} was written with a different corpus "
+                    f"({state['corpus_fingerprint']} vs {self.corpus.fingerprint()}); "
+                    "use the same corpus config, or point --state-dir at a fresh folder to start over"
+                )
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step_index = int(state["step"])
+            self.cursor = DataCursor.from_dict(state["cursor"])
+            self.kind_counts = Counter(state["kind_counts"])
+            self.resumed_from = state_name
+        self.teacher = None
+        if self.config.schedule.mode_weights.get("distill", 0) > 0:
+            self.teacher = self.registry.load(self.config.teacher_version).model
+            self.teacher.eval()
+        self._last_published_step = self.step_index
+        logger.info(
+            "trainer at policy v%d, step %d%s", self.version, self.step_index,
+            f" (resumed from {self.resumed_from})" if self.resumed_from else " (fresh trainer state)",
+        )
+
+    def _save_state(self) -> str:
+        """Write the trainer state atomically; returns its file name (recorded in the version's metadata)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        name = f"state-step{self.step_index:09d}.pt"
+        tmp = self.state_dir / f".{name}.tmp-{os.getpid()}"
+        torch.save(
+            {
+                "format": STATE_FORMAT,
+                "step": self.step_index,
+                "cursor": self.cursor.to_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "kind_counts": dict(self.kind_counts),
+                "corpus_fingerprint": self.corpus.fingerprint(),
+            },
+            tmp,
+        )
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.state_dir / name)
+        return name
+
+    # ---- steps ---------------------------------------------------------------------------------
+
+    def next_kind(self) -> str:
+        return step_kind(self.step_index, self.config.schedule)
+
+    def step(self) -> StepReport | None:
+        """Take one scheduled step; None (nothing changes but skipped-record counts) if no fresh data yet."""
+        kind = self.next_kind()
+        started = time.perf_counter()
+        if kind == PRETRAIN:
+            indices, cursor = next_corpus_indices(
+                self.cursor, len(self.corpus.train), self.config.batch_size, self.config.seed
+            )
+            loss, metrics = self._pretrain_loss([self.corpus.train[i] for i in indices])
+            samples = len(indices)
+        else:
+            batch, cursor = read_post_batch(
+                self.store, self.cursor, kind, self.config.batch_size, self.version, self.selection
+            )
+            if batch is None:
+                self.cursor = cursor  # stale or useless records scanned are not scanned again
+                return None
+            loss, metrics = self._post_loss(batch)
+            metrics.update(batch.staleness_summary())
+            samples = len(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        # The cursor advances only once the step that consumed its data has been applied.
+        self.cursor = cursor
+        self.kind_counts[kind] += 1
+        report = StepReport(
+            step=self.step_index, kind=kind, loss=float(loss), samples=samples,
+            seconds=time.perf_counter() - started, metrics={**metrics, "grad_norm": float(grad_norm)},
+        )
+        self.step_index += 1
+        return report
+
+    def _pretrain_loss(self, texts: list[str]):
+        from verifarm.policy.losses import lm_loss
+
+        batch = encode_texts(self.tokenizer, texts, self.config.max_seq_len)
+        return lm_loss(self.model, batch.input_ids, batch.attention_mask)
+
+    def _post_loss(self, batch: PostBatch):
+        from verifarm.policy.losses import distill_loss, grpo_loss, sft_loss
+        from verifarm.policy.training import encode_batch
+
+        encoded = encode_batch(self.tokenizer, batch.prompts, batch.completions, max_length=self.config.max_seq_len)
+        ids, mask, completion_mask = encoded.input_ids, encoded.attention_mask, encoded.completion_mask
+        if batch.mode == "rft":
+            return sft_loss(self.model, ids, mask, completion_mask)
+        if batch.mode == "grpo":
+            from verifarm.policy.losses import sequence_token_logprobs
+
+            # Old log-probabilities under the weights about to be updated: the step is on-policy for
+            # the current version (records within the staleness bound were sampled by a recent one).
+            with torch.no_grad():
+                old = sequence_token_logprobs(self.model, ids, mask)
+            rewards = torch.tensor(batch.rewards, dtype=torch.float32)
+            groups = torch.tensor(batch.group_ids, dtype=torch.long)
+            return grpo_loss(self.model, ids, mask, completion_mask, old, rewards, groups,
+                             clip=self.config.grpo_clip, kl_coef=self.config.kl_coef)
+        if batch.mode == "distill":
+            return distill_loss(self.model, self.teacher, ids, mask, completion_mask,
+                                temperature=self.config.distill_temperature)
+        raise ValueError(f"unknown post-training mode {batch.mode!r}")
+
+    # ---- publishing ----------------------------------------------------------------------------
+
+    def publish(self) -> PublishReport:
+        """Save state, publish the weights as a new version, evaluate it and record the metrics."""
+        state_name = self._save_state()
+        metadata = {
+            "source": "trainer",
+            "trainer_state": state_name,
+            "trainer_step": self.step_index,
+            "parent_version": self.version,
+            "kind_counts": dict(self.kind_counts),
+            "cursor": self.cursor.to_dict(),
+        }
+        self.model.eval()
+        version = self.registry.publish(self.model, self.tokenizer, metadata)
+        self.version = version
+        self._last_published_step = self.step_index
+        metrics = {
+            "trainer_step": float(self.step_index),
+            "records_used": float(self.cursor.records_used),
+            "records_skipped_stale": float(self.cursor.records_skipped_stale),
+            "records_skipped_other": float(self.cursor.records_skipped_other),
+        }
+        if self.config.evaluate_on_publish:
+            metrics.update(self.evaluate())
+        self.model.train()
+        self.store.record_metrics(version, metrics, step=self.step_index)
+        logger.info("published policy v%d at step %d: %s", version, self.step_index, _short(metrics))
+        return PublishReport(version=version, step=self.step_index, metrics=metrics)
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out pass@1 / pass@k per env and difficulty and held-out corpus loss for the current weights."""
+        if self._evaluate is not None:
+            return self._evaluate(self)
+        from verifarm.policy.sampling import LocalPolicy
+        from verifarm.trainer.evaluate import evaluate_policy
+
+        policy = LocalPolicy(self.model, self.tokenizer, version=self.version)
+        report = evaluate_policy(policy, self.config.evaluation, self.corpus.heldout, self.config.max_seq_len)
+        return report.metrics()
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        max_steps: int | None = None,
+        until_idle: bool = False,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_step: Callable[[StepReport], None] | None = None,
+    ) -> list[PublishReport]:
+        """Train until `max_steps` more steps, until no fresh data (`until_idle`), or until asked to stop.
+
+        Publishes every `publish_every` steps, and once more on the way out if steps were taken since.
+        """
+        published: list[PublishReport] = []
+        taken = 0
+        while not should_stop() and (max_steps is None or taken < max_steps):
+            report = self.step()
+            if report is None:
+                if until_idle:
+                    break
+                time.sleep(self.config.idle_poll_seconds)
+                continue
+            taken += 1
+            if on_step is not None:
+                on_step(report)
+            logger.debug("step %d %s loss=%.4f n=%d %.2fs", report.step, report.kind, report.loss,
+                         report.samples, report.seconds)
+            if self.step_index % self.config.publish_every == 0:
+                published.append(self.publish())
+        if self.step_index > self._last_published_step:
+            published.append(self.publish())
+        return published
+
+
+def _short(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.3g}" for k, v in list(metrics.items())[:12])
