@@ -1,0 +1,304 @@
+"""Rollout campaigns: the validated spec, the pure plan of its tasks, and submit / status / cancel.
+
+Task i of a campaign is a pure function of (spec, i), so any worker can rebuild any task from two numbers and a
+redelivered batch regenerates exactly the same prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from verifarm.envs.catalog import ENV_IDS, get_family
+from verifarm.rollout.store import CampaignRow, RolloutStore
+
+if TYPE_CHECKING:
+    from verifarm.rollout.config import FarmConfig
+
+# Upper bounds that catch typos (an extra zero or three), not real campaigns.
+MAX_TASKS = 10_000_000
+MAX_SAMPLES_PER_TASK = 1024
+MAX_NEW_TOKENS = 32_768
+MAX_BATCH_SIZE = 10_000
+
+
+class EnvChoice(BaseModel):
+    """One env of the campaign's mix: how often it is drawn and at what difficulties."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env_id: str
+    weight: float = Field(default=1.0, gt=0, le=1e6)
+    min_difficulty: int | None = None  # None: the family's own minimum
+    max_difficulty: int | None = None  # None: the family's own minimum too (the easiest tasks)
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword options of the env id, e.g. dataset=...
+
+    @field_validator("env_id")
+    @classmethod
+    def _known_env(cls, env_id: str) -> str:
+        if env_id not in ENV_IDS:
+            raise ValueError(f"unknown env id {env_id!r}; known: {', '.join(sorted(ENV_IDS))}")
+        return env_id
+
+    @model_validator(mode="after")
+    def _difficulty_range_fits_family(self) -> EnvChoice:
+        family = get_family(self.env_id, **self.options)  # raises ValueError on bad options
+        low = family.min_difficulty if self.min_difficulty is None else self.min_difficulty
+        high = low if self.max_difficulty is None else self.max_difficulty
+        if not family.min_difficulty <= low <= high <= family.max_difficulty:
+            raise ValueError(
+                f"{self.env_id}: difficulty range [{low}, {high}] must lie within the family's "
+                f"[{family.min_difficulty}, {family.max_difficulty}] with min <= max"
+            )
+        self.min_difficulty, self.max_difficulty = low, high
+        return self
+
+
+class SamplingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(default=1.0, ge=0.0, le=5.0)  # 0 is greedy
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_NEW_TOKENS)
+    stop: list[str] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _non_empty_stops(cls, stop: list[str] | None) -> list[str] | None:
+        if stop is not None and any(not s for s in stop):
+            raise ValueError("stop strings must not be empty")
+        return stop
+
+
+class CampaignSpec(BaseModel):
+    """What to roll out: an env mix, how many tasks and samples, how to sample, with which policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="campaign", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    envs: list[EnvChoice] = Field(min_length=1)
+    tasks: int = Field(ge=1, le=MAX_TASKS)
+    samples_per_task: int = Field(default=4, ge=1, le=MAX_SAMPLES_PER_TASK)
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    # "latest" follows new checkpoints between batches; a number pins one; "reference" is the load-test policy.
+    policy: Literal["latest", "reference"] | int = "latest"
+    reference_corruption: float = Field(default=0.0, ge=0.0, le=1.0)  # only with policy: reference
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    priority: int = Field(default=5, ge=0, le=9)  # 9 is the most urgent
+    batch_size: int = Field(default=8, ge=1, le=MAX_BATCH_SIZE)  # tasks per Celery task
+
+    @field_validator("policy")
+    @classmethod
+    def _non_negative_version(cls, policy: str | int) -> str | int:
+        if isinstance(policy, int) and policy < 1:
+            raise ValueError(f"policy version must be >= 1 (versions start at 1), got {policy}")
+        return policy
+
+    @model_validator(mode="after")
+    def _corruption_only_for_reference(self) -> CampaignSpec:
+        if self.reference_corruption and self.policy != "reference":
+            raise ValueError("reference_corruption only applies to policy: reference")
+        return self
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.tasks // self.batch_size)
+
+    def batch_range(self, batch_index: int) -> range:
+        """The task indices of batch `batch_index`."""
+        if not 0 <= batch_index < self.num_batches:
+            raise ValueError(f"batch index {batch_index} outside [0, {self.num_batches})")
+        start = batch_index * self.batch_size
+        return range(start, min(start + self.batch_size, self.tasks))
+
+
+def _readable_errors(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "spec"
+        lines.append(f"{where}: {problem['msg']}")
+    return "invalid campaign spec:\n  " + "\n  ".join(lines)
+
+
+def parse_spec(data: Any) -> CampaignSpec:
+    """A CampaignSpec from already-parsed data; every problem is reported as one ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"invalid campaign spec: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return CampaignSpec.model_validate(data)
+    except ValidationError as error:
+        raise ValueError(_readable_errors(error)) from None
+
+
+def parse_spec_text(text: str, fmt: Literal["yaml", "json"] = "yaml") -> CampaignSpec:
+    """Parse YAML (which includes JSON) or strict JSON text into a validated spec."""
+    try:
+        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"malformed campaign spec ({fmt}): {error}") from None
+    return parse_spec(data)
+
+
+def load_spec(path: Path | str) -> CampaignSpec:
+    """Read a .yaml/.yml/.json spec file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"campaign spec file {str(path)!r} does not exist")
+    fmt: Literal["yaml", "json"] = "json" if path.suffix.lower() == ".json" else "yaml"
+    return parse_spec_text(path.read_text(encoding="utf-8"), fmt)
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """Everything a worker needs to regenerate task `task_index` of a campaign."""
+
+    task_index: int
+    env_id: str
+    options: dict[str, Any]
+    difficulty: int
+    seed: int  # the task seed handed to the family's generate()
+
+
+def plan_task(spec: CampaignSpec, task_index: int) -> PlannedTask:
+    """Task `task_index` of the campaign: a pure function of the spec and the index."""
+    if not 0 <= task_index < spec.tasks:
+        raise ValueError(f"task index {task_index} outside [0, {spec.tasks})")
+    # Hash (seed, index) rather than add them, so campaigns with seeds 0 and 1 do not share shifted tasks.
+    digest = hashlib.sha256(f"verifarm-campaign:{spec.seed}:{task_index}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    choice = rng.choices(spec.envs, weights=[e.weight for e in spec.envs])[0]
+    # The validator filled both bounds; the fallbacks only keep the type checker calm.
+    difficulty = rng.randint(choice.min_difficulty or 0, choice.max_difficulty or 0)
+    return PlannedTask(task_index, choice.env_id, dict(choice.options), difficulty, rng.getrandbits(31))
+
+
+def new_campaign_id(spec: CampaignSpec) -> str:
+    return f"{spec.name}-{uuid.uuid4().hex[:10]}"
+
+
+# ---- the Python API behind `verifarm campaign ...` ---------------------------------------------
+
+
+class CampaignStatus(BaseModel):
+    campaign_id: str
+    name: str
+    state: Literal["running", "done", "cancelled"]
+    expected: int
+    done: int
+    passed: int
+    failed: int
+    infra_errors: int
+    infra_retries: int
+    rollouts_per_second: float | None  # over the stored records' time span
+    created_at: datetime
+
+    @property
+    def pass_rate(self) -> float | None:
+        scored = self.passed + self.failed
+        return self.passed / scored if scored else None
+
+    @property
+    def fraction_done(self) -> float:
+        return self.done / self.expected if self.expected else 1.0
+
+
+def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None) -> CampaignRow:
+    """Store the campaign and enqueue one Celery task per batch, with the campaign's priority.
+
+    The broker is checked before anything is stored, so a farm with no broker stores nothing.
+    """
+    from verifarm.rollout.app import create_app, enqueue_batches
+
+    app = create_app(farm)
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=3)
+    campaign_id = check_campaign_id(campaign_id) if campaign_id else new_campaign_id(spec)
+    with RolloutStore(farm.store_url) as store:
+        row = store.create_campaign(
+            campaign_id, spec.name, spec.model_dump(mode="json"), total_tasks=spec.tasks,
+            samples_per_task=spec.samples_per_task, priority=spec.priority,
+        )
+    enqueue_batches(app, campaign_id, spec, range(spec.num_batches))
+    return row
+
+
+def requeue(campaign_id: str, farm: FarmConfig) -> int:
+    """Enqueue again every batch that still misses records (after a broker lost its queue). Returns how many.
+
+    Safe at any time: batches are idempotent, so one enqueued twice only costs a skip.
+    """
+    from verifarm.rollout.app import create_app, enqueue_batches
+
+    with RolloutStore(farm.store_url) as store:
+        row = store.get_campaign(campaign_id)
+        if row is None:
+            raise ValueError(f"no campaign {campaign_id!r}")
+        spec = parse_spec(row.spec)
+        missing = [
+            b for b in range(spec.num_batches)
+            if len(store.stored_record_ids(campaign_id, spec.batch_range(b)))
+            < len(spec.batch_range(b)) * spec.samples_per_task
+        ]
+    if missing and not row.cancelled:
+        enqueue_batches(create_app(farm), campaign_id, spec, missing)
+    return len(missing) if not row.cancelled else 0
+
+
+def status_from_store(store: RolloutStore, campaign_id: str) -> CampaignStatus:
+    row = store.get_campaign(campaign_id)
+    if row is None:
+        raise ValueError(f"no campaign {campaign_id!r}")
+    counts = store.outcome_counts(campaign_id)
+    done = sum(counts.values())
+    rate = None
+    span = store.time_span(campaign_id)
+    if span is not None and done > 1 and span[1] > span[0]:
+        rate = (done - 1) / (span[1] - span[0]).total_seconds()
+    if row.cancelled:
+        state = "cancelled"
+    elif done >= row.expected_records:
+        state = "done"
+    else:
+        state = "running"
+    return CampaignStatus(
+        campaign_id=campaign_id, name=row.name, state=state, expected=row.expected_records, done=done,
+        passed=counts["pass"], failed=counts["fail"], infra_errors=counts["infra_error"],
+        infra_retries=row.infra_retries, rollouts_per_second=rate, created_at=row.created_at,
+    )
+
+
+def status(campaign_id: str, farm: FarmConfig) -> CampaignStatus:
+    """Progress is the records in the store: no broker needed."""
+    with RolloutStore(farm.store_url) as store:
+        return status_from_store(store, campaign_id)
+
+
+def list_campaigns(farm: FarmConfig) -> list[CampaignStatus]:
+    with RolloutStore(farm.store_url) as store:
+        return [status_from_store(store, row.campaign_id) for row in store.list_campaigns()]
+
+
+def cancel(campaign_id: str, farm: FarmConfig) -> CampaignStatus:
+    """Flag the campaign: batches not started yet do nothing; records already stored stay."""
+    with RolloutStore(farm.store_url) as store:
+        store.set_cancelled(campaign_id)
+        return status_from_store(store, campaign_id)
+
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def check_campaign_id(campaign_id: str) -> str:
+    if not _ID_PATTERN.match(campaign_id) or len(campaign_id) > 64:
+        raise ValueError(f"campaign id {campaign_id!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    return campaign_id

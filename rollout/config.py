@@ -1,0 +1,62 @@
+"""Where a farm process finds its broker, store and checkpoints, and how patient it is with failures.
+
+One typed config passed explicitly to the Celery app, the workers and the campaign API; it is built from the
+shared VERIFARM_* settings plus the farm's own tuning knobs (VERIFARM_FARM_*).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from verifarm.settings import Settings
+
+
+class FarmTuning(BaseSettings):
+    """Timing knobs, from VERIFARM_FARM_* so that worker processes started elsewhere share them."""
+
+    model_config = SettingsConfigDict(env_prefix="VERIFARM_FARM_", extra="ignore")
+
+    # A task not acknowledged this long after delivery (its worker died) is handed to another worker.
+    # It must exceed the longest batch, or a slow batch is run twice (harmless, since batches are
+    # idempotent, but wasted work).
+    visibility_timeout_s: int = Field(default=900, ge=2)
+    # How often workers sweep for such abandoned tasks.
+    restore_interval_s: int = Field(default=10, ge=1)
+    # Sandbox failures are retried this many times per completion before the record says infra_error.
+    infra_retries: int = Field(default=2, ge=0, le=20)
+    # Torch threads per worker process: one per process keeps N processes on N cores from oversubscribing.
+    torch_threads: int = Field(default=1, ge=1, le=256)
+
+
+class FarmConfig(BaseModel):
+    broker_url: str = Field(min_length=1)
+    store_url: str = Field(min_length=1)
+    checkpoint_dir: Path
+    sandbox_backend: str = "auto"
+    visibility_timeout_s: int = Field(default=900, ge=2)
+    restore_interval_s: int = Field(default=10, ge=1)
+    infra_retries: int = Field(default=2, ge=0, le=20)
+    torch_threads: int = Field(default=1, ge=1, le=256)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, broker_url: str | None = None,
+                      tuning: FarmTuning | None = None) -> FarmConfig:
+        """The farm of these settings; `broker_url` overrides VERIFARM_REDIS_URL (e.g. a private Redis)."""
+        from verifarm.rollout.embedded_redis import EmbeddedRedis
+
+        url = broker_url or settings.redis_url or EmbeddedRedis(settings.home / "redis").running_url()
+        if not url:
+            raise ValueError(
+                "no Redis broker: set VERIFARM_REDIS_URL, or start the pool with `verifarm workers start` "
+                "(it runs a private Redis under VERIFARM_HOME that other commands then find)"
+            )
+        tuning = tuning or FarmTuning()
+        return cls(
+            broker_url=url, store_url=settings.store_url, checkpoint_dir=settings.checkpoints,
+            sandbox_backend=settings.sandbox_backend, visibility_timeout_s=tuning.visibility_timeout_s,
+            restore_interval_s=tuning.restore_interval_s, infra_retries=tuning.infra_retries,
+            torch_threads=tuning.torch_threads,
+        )

@@ -1,0 +1,56 @@
+"""The policy a worker process samples with: loaded once, kept, and swapped between batches when a newer
+checkpoint is published (for campaigns that ask for `latest`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from verifarm.rollout.reference_policy import ReferencePolicy
+from verifarm.rollout.rollouts import CheckpointSampler, TaskSampler
+
+
+class CheckpointPolicySource:
+    """Keeps one loaded checkpoint per worker process; `sampler_for` is called before each batch."""
+
+    def __init__(self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1) -> None:
+        from verifarm.policy.registry import CheckpointRegistry
+
+        self.registry = CheckpointRegistry(checkpoint_dir)
+        self.device = device
+        self.torch_threads = torch_threads
+        self._loaded: CheckpointSampler | None = None
+        self.loads = 0  # how many times a checkpoint was read from disk
+
+    @property
+    def loaded_version(self) -> int | None:
+        return None if self._loaded is None else self._loaded.version
+
+    def _load(self, version: int | None) -> CheckpointSampler:
+        import torch
+
+        from verifarm.policy.sampling import LocalPolicy
+
+        torch.set_num_threads(self.torch_threads)
+        loaded = self.registry.load(version, device=self.device)
+        self._loaded = CheckpointSampler(LocalPolicy(loaded.model, loaded.tokenizer, version=loaded.version))
+        self.loads += 1
+        return self._loaded
+
+    def sampler(self, wanted: Literal["latest"] | int) -> CheckpointSampler:
+        if wanted == "latest":
+            if self._loaded is None:
+                return self._load(None)  # the newest good version; corrupt newer ones are skipped
+            newer = self.registry.newer_than(self._loaded.version)  # cheap poll: one directory listing
+            return self._load(newer) if newer is not None else self._loaded
+        if not isinstance(wanted, int) or wanted < 1:
+            raise ValueError(f"a policy is 'latest', 'reference' or a version >= 1, got {wanted!r}")
+        if self._loaded is None or self._loaded.version != wanted:
+            return self._load(wanted)
+        return self._loaded
+
+    def sampler_for_campaign(self, policy: Literal["latest", "reference"] | int, reference_corruption: float,
+                             seed: int) -> TaskSampler:
+        if policy == "reference":
+            return ReferencePolicy(p_corrupt=reference_corruption, seed=seed)
+        return self.sampler(policy)

@@ -1,0 +1,196 @@
+"""Rolling out one batch of a campaign, with no broker: generate tasks, sample, verify, write records.
+
+The Celery task is a thin wrapper around `rollout_batch`; everything here runs and is tested in one process.
+Outcomes are three-state: a verifier that could not judge (the sandbox failed) is retried a bounded number of
+times, counted, and stored as `infra_error`, never as a fail.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from verifarm.envs.base import Task, TaskFamily, Verdict
+from verifarm.envs.catalog import get_family
+from verifarm.rollout.campaign import CampaignSpec, PlannedTask, SamplingSettings, plan_task
+from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for, group_id_for, record_id_for
+
+
+class Sample(Protocol):
+    """What a policy returns per sample (`verifarm.policy.sampling.Completion` has this shape)."""
+
+    text: str
+    token_ids: Any
+    logprobs: Any
+    policy_version: int | None
+
+
+class TaskSampler(Protocol):
+    """A policy as the farm uses it: n samples for each task, outer list per task."""
+
+    name: str
+
+    def sample_tasks(self, tasks: list[Task], n: int, sampling: SamplingSettings) -> Sequence[Sequence[Sample]]: ...
+
+
+class CheckpointSampler:
+    """Adapts a policy with `.sample(prompts, n, ...)` (LocalPolicy, HttpPolicy) to the farm."""
+
+    name = "checkpoint"
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    @property
+    def version(self) -> int | None:
+        return getattr(self.policy, "version", None)
+
+    def sample_tasks(self, tasks: list[Task], n: int, sampling: SamplingSettings) -> Sequence[Sequence[Sample]]:
+        return self.policy.sample(
+            [task.prompt for task in tasks], n=n, temperature=sampling.temperature, top_p=sampling.top_p,
+            max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
+        )
+
+
+class FamilyCache:
+    """Task families built once per worker process (some load data sets when built)."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, TaskFamily] = {}
+
+    def get(self, env_id: str, options: dict[str, Any]) -> TaskFamily:
+        key = json.dumps([env_id, options], sort_keys=True, default=str)
+        if key not in self._families:
+            self._families[key] = get_family(env_id, **options)
+        return self._families[key]
+
+
+@dataclass
+class BatchReport:
+    campaign_id: str
+    task_indices: list[int]
+    cancelled: bool = False
+    tasks_rolled_out: int = 0
+    tasks_skipped: int = 0  # already fully stored (a redelivered batch)
+    records_written: int = 0
+    passed: int = 0
+    failed: int = 0
+    infra_errors: int = 0
+    infra_retries: int = 0
+    sample_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    policy_versions: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def verify_with_retries(family: TaskFamily, task: Task, completion: str, retries: int) -> tuple[Verdict, int]:
+    """The verdict, retrying infra errors up to `retries` times. Returns (verdict, retries used).
+
+    A verifier that raises is the checker's failure, not the completion's: it counts as an infra error.
+    """
+    used = 0
+    while True:
+        try:
+            verdict = family.verify(task, completion)
+        except Exception as error:  # noqa: BLE001 - any crash of the checker is an infra error by definition
+            verdict = Verdict(0.0, False, f"verifier crashed: {type(error).__name__}: {error}"[:500],
+                              {"exception": type(error).__name__}, infra_error=True)
+        if not verdict.infra_error or used >= retries:
+            return verdict, used
+        used += 1
+        time.sleep(min(0.1 * 2**used, 2.0))  # a busy sandbox host often recovers within a moment
+
+
+def _outcome(verdict: Verdict) -> str:
+    if verdict.infra_error:
+        return "infra_error"
+    return "pass" if verdict.passed else "fail"
+
+
+def build_records(
+    campaign_id: str,
+    spec: CampaignSpec,
+    plan: PlannedTask,
+    family: TaskFamily,
+    task: Task,
+    samples: Sequence[Sample],
+    verdicts: Sequence[tuple[Verdict, float]],
+    sampler_name: str,
+    sample_seconds_each: float,
+) -> list[RolloutRecord]:
+    env_version = plan.env_id.rsplit("-", 1)[-1]
+    records = []
+    for index, (sample, (verdict, verify_seconds)) in enumerate(zip(samples, verdicts, strict=True)):
+        outcome = _outcome(verdict)
+        records.append(RolloutRecord(
+            record_id=record_id_for(campaign_id, plan.task_index, index), campaign_id=campaign_id,
+            env_id=plan.env_id, env_version=env_version, task_index=plan.task_index, task_seed=plan.seed,
+            task_id=task.task_id, difficulty=task.difficulty, group_id=group_id_for(campaign_id, plan.task_index),
+            group_size=spec.samples_per_task, sample_index=index, prompt=task.prompt, completion=sample.text,
+            reward=verdict.reward if outcome != "infra_error" else 0.0, passed=outcome == "pass",
+            reason=verdict.reason[:2000], outcome=outcome, policy_version=sample.policy_version,
+            policy_name=sampler_name, verifier_version=family.verifier_version,
+            sandbox_backend=verdict.details.get("sandbox_backend"), sample_seconds=sample_seconds_each,
+            verify_seconds=verify_seconds, content_hash=content_hash_for(plan.env_id, task.prompt, sample.text),
+            token_ids=list(sample.token_ids) if sample.token_ids is not None else None,
+            logprobs=[float(x) for x in sample.logprobs] if sample.logprobs is not None else None,
+            details=json.loads(json.dumps(verdict.details, default=str)),
+        ))
+    return records
+
+
+def rollout_batch(
+    store: RolloutStore,
+    campaign_id: str,
+    spec: CampaignSpec,
+    task_indices: Sequence[int],
+    sampler: TaskSampler,
+    families: FamilyCache,
+    infra_retries: int = 2,
+) -> BatchReport:
+    """Roll out the given tasks of a campaign and store their records; safe to run again (skips stored tasks)."""
+    report = BatchReport(campaign_id, list(task_indices))
+    if store.is_cancelled(campaign_id):
+        report.cancelled = True
+        return report
+    n = spec.samples_per_task
+    stored = store.stored_record_ids(campaign_id, task_indices)
+    todo = [i for i in task_indices if any(record_id_for(campaign_id, i, s) not in stored for s in range(n))]
+    report.tasks_skipped = len(task_indices) - len(todo)
+    if not todo:
+        return report
+
+    plans = [plan_task(spec, i) for i in todo]
+    families_used = [families.get(p.env_id, p.options) for p in plans]
+    tasks = [family.generate(p.seed, p.difficulty) for family, p in zip(families_used, plans)]
+
+    started = time.perf_counter()
+    samples = sampler.sample_tasks(tasks, n, spec.sampling)
+    report.sample_seconds = time.perf_counter() - started
+    if len(samples) != len(tasks) or any(len(group) != n for group in samples):
+        raise RuntimeError(f"policy returned {[len(g) for g in samples]} samples for {len(tasks)} tasks x {n}")
+    per_sample = report.sample_seconds / (len(tasks) * n)
+
+    records: list[RolloutRecord] = []
+    for plan, family, task, group in zip(plans, families_used, tasks, samples):
+        verdicts = []
+        for sample in group:
+            verify_started = time.perf_counter()
+            verdict, retries = verify_with_retries(family, task, sample.text, infra_retries)
+            verdicts.append((verdict, time.perf_counter() - verify_started))
+            report.infra_retries += retries
+        records.extend(build_records(campaign_id, spec, plan, family, task, group, verdicts, sampler.name,
+                                     per_sample))
+    report.verify_seconds = sum(r.verify_seconds for r in records)
+    report.records_written = store.add_records(records)
+    store.add_infra_retries(campaign_id, report.infra_retries)
+    report.tasks_rolled_out = len(todo)
+    report.passed = sum(r.outcome == "pass" for r in records)
+    report.failed = sum(r.outcome == "fail" for r in records)
+    report.infra_errors = sum(r.outcome == "infra_error" for r in records)
+    report.policy_versions = sorted({r.policy_version for r in records if r.policy_version is not None})
+    return report
