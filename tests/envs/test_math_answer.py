@@ -1,0 +1,171 @@
+"""MathAnswer: references score 1.0, math-verify equivalence over a table of pairs, timeouts, threads, malformed input."""
+
+import threading
+import time
+
+import pytest
+
+from verifarm.envs.math_answer import PROBLEM_KINDS, MathAnswerFamily
+from verifarm.envs.math_equivalence import MathEquivalenceChecker
+
+# (gold, answer, equivalent?): what the verifier must decide. Gold answers are written as the generators write them.
+EQUIVALENCE_TABLE = [
+    # fractions in every spelling
+    ("\\frac{1}{2}", "1/2", True), ("\\frac{1}{2}", "0.5", True), ("\\frac{1}{2}", "\\frac12", True),
+    ("\\frac{1}{2}", "\\dfrac{1}{2}", True), ("\\frac{1}{2}", "2/4", True), ("\\frac{1}{2}", "\\frac{2}{4}", True),
+    ("\\frac{1}{2}", "0.50", True), ("\\frac{1}{2}", "1/3", False), ("\\frac{1}{2}", "2", False),
+    ("\\frac{1}{2}", "-1/2", False), ("\\frac{1}{2}", "0.49", False), ("\\frac{1}{2}", "\\frac{2}{1}", False),
+    ("-\\frac{5}{3}", "-5/3", True), ("-\\frac{5}{3}", "\\frac{-5}{3}", True), ("-\\frac{5}{3}", "\\frac{5}{-3}", True),
+    ("-\\frac{5}{3}", "5/3", False), ("-\\frac{5}{3}", "-3/5", False), ("-\\frac{5}{3}", "-1.6666666667", True),
+    ("-\\frac{5}{3}", "-1.6", False), ("\\frac{66}{19}", "66/19", True), ("\\frac{66}{19}", "3.47", False),
+    ("\\frac{66}{19}", "\\frac{132}{38}", True), ("\\frac{66}{19}", "19/66", False),
+    ("\\frac{7}{12}", "7/12", True), ("\\frac{7}{12}", "0.5833", False), ("\\frac{7}{12}", "0.58333333", True),
+    ("\\frac{1}{3}", "0.333", False), ("\\frac{1}{3}", "0.3333333", True), ("\\frac{1}{3}", "1/3", True),
+    ("\\frac{4}{5}", "0.8", True), ("\\frac{4}{5}", "8/10", True), ("\\frac{4}{5}", "0.08", False),
+    ("\\frac{16}{3}", "5.333333333", True), ("\\frac{16}{3}", "5 1/3", False),
+    # integers and decimals
+    ("32", "32", True), ("32", "32.0", True), ("32", "32.00", True), ("32", "\\boxed{32}", True),
+    ("32", "$32$", True), ("32", "64/2", True), ("32", "2^5", True), ("32", "2^{5}", True), ("32", "31", False),
+    ("32", "-32", False), ("32", "320", False), ("32", "3.2", False), ("32", "x", False),
+    ("0", "0", True), ("0", "-0", True), ("0", "0.0", True), ("0", "1", False),
+    ("-75.514", "-75.514", True), ("-75.514", "-75.5140", True), ("-75.514", "-\\frac{37757}{500}", True),
+    ("-75.514", "75.514", False), ("-75.514", "-75.51", False), ("-75.514", "-75.515", False),
+    ("989.5923950556", "989.5923950556", True), ("989.5923950556", "989.59", False),
+    ("0.125", "1/8", True), ("0.125", "\\frac{1}{8}", True), ("0.125", "0.12", False), ("0.125", "1/4", False),
+    ("12.5", "25/2", True), ("12.5", "12.50", True), ("12.5", "12", False), ("1000", "1,000", True),
+    ("1000", "10^3", True), ("1000", "10^{3}", True), ("1000", "100", False), ("-4", "−4", True), ("-4", "4", False),
+    ("9", "3^2", True), ("2", "\\sqrt{4}", True), ("3", "\\sqrt{9}", True), ("3", "\\sqrt{10}", False),
+    ("3", "x = 3", True), ("3", "x=3", True), ("3", "x = 4", False),
+    ("\\frac{3}{2}", "x = 3/2", True), ("\\frac{3}{2}", "x = \\frac{3}{2}", True), ("\\frac{3}{2}", "x = 1.5", True),
+    ("\\frac{3}{2}", "x = -1.5", False),
+    ("\\frac{27}{2}", "13.5", True), ("\\frac{27}{2}", "27/2", True), ("\\frac{27}{2}", "13", False),
+    # polynomials: order, implicit products, factored forms
+    ("4x^{2} - 14x + 12", "4x^2 - 14x + 12", True), ("4x^{2} - 14x + 12", "12 - 14x + 4x^2", True),
+    ("4x^{2} - 14x + 12", "(2x-3)(2x-4)", True), ("4x^{2} - 14x + 12", "4*x^2-14*x+12", True),
+    ("4x^{2} - 14x + 12", "2(2x^2 - 7x + 6)", True), ("4x^{2} - 14x + 12", "4x^2 - 14x - 12", False),
+    ("4x^{2} - 14x + 12", "4x^2 + 14x + 12", False), ("4x^{2} - 14x + 12", "4x^2 - 14x", False),
+    ("4x^{2} - 14x + 12", "4y^2 - 14y + 12", False),
+    ("x^{2} + 5x + 6", "x^2+5x+6", True), ("x^{2} + 5x + 6", "(x+2)(x+3)", True),
+    ("x^{2} + 5x + 6", "x^2+6x+5", False), ("x^{2} + 5x + 6", "x^2+5x", False),
+    ("x^{2} - 1", "(x-1)(x+1)", True), ("x^{2} - 1", "(x-1)(x-1)", False), ("x^{2} - 1", "x^2+1", False),
+    ("6x^{2} - x - 2", "(2x+1)(3x-2)", True), ("6x^{2} - x - 2", "(2x-1)(3x+2)", False),
+    ("2x + 1", "1 + 2x", True), ("2x + 1", "2*x+1", True), ("2x + 1", "x + x + 1", True), ("2x + 1", "2x - 1", False),
+    ("x^{3} - 6x^{2} + 11x - 6", "(x-1)(x-2)(x-3)", True), ("x^{3} - 6x^{2} + 11x - 6", "(x-1)(x-2)(x+3)", False),
+    ("-x^{2} + 4", "4 - x^2", True), ("-x^{2} + 4", "(2-x)(2+x)", True), ("-x^{2} + 4", "x^2 - 4", False),
+    # irrational and symbolic constants
+    ("\\sqrt{2}", "2^{1/2}", True), ("\\sqrt{2}", "\\sqrt{2}", True), ("\\sqrt{2}", "1.414", False),
+    ("\\pi", "\\pi", True), ("\\pi", "3.14", False),
+    # not an answer at all
+    ("5", "", False), ("5", "five hundred", False), ("5", "\\frac{", False), ("5", "((((((((1", False),
+    ("5", "NaN", False), ("5", "\\infty", False),
+]
+
+
+@pytest.fixture(scope="module")
+def family():
+    family = MathAnswerFamily()
+    yield family
+    family.close()
+
+
+@pytest.fixture(scope="module")
+def checker():
+    checker = MathEquivalenceChecker(timeout_seconds=3)
+    yield checker
+    checker.close()
+
+
+def test_table_is_large_and_balanced() -> None:
+    assert len(EQUIVALENCE_TABLE) >= 100
+    assert sum(expected for _, _, expected in EQUIVALENCE_TABLE) >= 40
+    assert sum(not expected for _, _, expected in EQUIVALENCE_TABLE) >= 40
+
+
+def test_equivalence_table(checker: MathEquivalenceChecker) -> None:
+    wrong = []
+    for gold, answer, expected in EQUIVALENCE_TABLE:
+        result = checker.check(gold, answer)
+        assert not result.infra_error, (gold, answer, result)
+        if result.equivalent != expected:
+            wrong.append((gold, answer, expected, result.detail))
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("kind", sorted(PROBLEM_KINDS))
+def test_references_score_one_across_seeds(family: MathAnswerFamily, kind: str) -> None:
+    one_kind = MathAnswerFamily(kinds=(kind,))
+    try:
+        for difficulty in range(1, 6):
+            for seed in range(40):
+                task = one_kind.generate(seed, difficulty)
+                assert task.data["kind"] == kind and task.prompt.endswith("\n")
+                verdict = one_kind.verify(task, task.reference)
+                assert verdict.passed and verdict.reward == 1.0, (task, verdict)
+        # a few go through math-verify rather than the identical-string shortcut
+        for seed in range(5):
+            task = one_kind.generate(seed, 3)
+            verdict = one_kind.verify(task, f"I am sure.\nAnswer: {task.data['answer']} + 0\n")
+            assert verdict.passed and "equivalent" in verdict.reason, (task, verdict)
+    finally:
+        one_kind.close()
+
+
+def test_wrong_answers_score_zero(family: MathAnswerFamily) -> None:
+    for seed in range(10):
+        task = family.generate(seed, 2)
+        verdict = family.verify(task, f"Answer: {task.data['answer']} + 1\n")
+        assert verdict.reward == 0.0 and not verdict.passed and not verdict.infra_error, (task, verdict)
+
+
+def test_generation_is_deterministic() -> None:
+    first, second = MathAnswerFamily(), MathAnswerFamily()
+    assert [first.generate(s, 3) for s in range(20)] == [second.generate(s, 3) for s in range(20)]
+    assert len({first.generate(s, 3).prompt for s in range(40)}) > 35
+
+
+@pytest.mark.parametrize("completion, reason", [
+    ("", "no 'Answer:'"),
+    ("the answer is 5", "no 'Answer:'"),
+    ("Answer:   \n", "nothing after"),
+    ("Answer: " + "1+" * 400 + "1", "answer too long"),
+    ("x" * 100_000 + "\nAnswer: 1", "too long"),
+    ("Answer: \x00\x01\xff\ufffd", "wrong answer"),
+])
+def test_malformed_completions_score_zero(family: MathAnswerFamily, completion: str, reason: str) -> None:
+    verdict = family.verify(family.generate(0, 1), completion)
+    assert verdict.reward == 0.0 and not verdict.passed and not verdict.infra_error
+    assert reason in verdict.reason
+
+
+def test_hostile_answer_is_cut_off_by_the_timeout() -> None:
+    checker = MathEquivalenceChecker(timeout_seconds=1)
+    try:
+        start = time.monotonic()
+        result = checker.check("5", "9^{9^{9^{9^{9}}}}")
+        assert not result.equivalent and not result.infra_error
+        assert time.monotonic() - start < 10
+        assert checker.check("5", "10/2").equivalent  # a fresh child takes over after a kill
+    finally:
+        checker.close()
+
+
+def test_checks_work_from_worker_threads(family: MathAnswerFamily) -> None:
+    tasks = [family.generate(seed, 2) for seed in range(8)]
+    verdicts: list = [None] * len(tasks)
+
+    def check(index: int) -> None:
+        verdicts[index] = family.verify(tasks[index], f"Answer: {tasks[index].data['answer']} * 1")
+
+    threads = [threading.Thread(target=check, args=(i,)) for i in range(len(tasks))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(v is not None and v.passed for v in verdicts), verdicts
+
+
+def test_bad_options_raise_value_error() -> None:
+    with pytest.raises(ValueError, match="kinds"):
+        MathAnswerFamily(kinds=("calculus",))
+    with pytest.raises(ValueError, match="timeout_seconds"):
+        MathEquivalenceChecker(timeout_seconds=0)
