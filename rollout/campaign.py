@@ -277,20 +277,20 @@ def status_from_store(store: RolloutStore, campaign_id: str) -> CampaignStatus:
     )
 
 
-def status(campaign_id: str, farm: FarmConfig) -> CampaignStatus:
+def status(campaign_id: str, store_url: str) -> CampaignStatus:
     """Progress is the records in the store: no broker needed."""
-    with RolloutStore(farm.store_url) as store:
+    with RolloutStore(store_url) as store:
         return status_from_store(store, campaign_id)
 
 
-def list_campaigns(farm: FarmConfig) -> list[CampaignStatus]:
-    with RolloutStore(farm.store_url) as store:
+def list_campaigns(store_url: str) -> list[CampaignStatus]:
+    with RolloutStore(store_url) as store:
         return [status_from_store(store, row.campaign_id) for row in store.list_campaigns()]
 
 
-def cancel(campaign_id: str, farm: FarmConfig) -> CampaignStatus:
+def cancel(campaign_id: str, store_url: str) -> CampaignStatus:
     """Flag the campaign: batches not started yet do nothing; records already stored stay."""
-    with RolloutStore(farm.store_url) as store:
+    with RolloutStore(store_url) as store:
         store.set_cancelled(campaign_id)
         return status_from_store(store, campaign_id)
 

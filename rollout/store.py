@@ -319,6 +319,21 @@ class RolloutStore:
         data["created_at"] = _as_utc(data["created_at"])
         return RolloutRecord.model_validate(data)
 
+    def get_record(self, record_id: str) -> RolloutRecord | None:
+        statement = select(self.records).where(self.records.c.record_id == record_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(statement).mappings().first()
+        return None if row is None else self._record_from_row(row)
+
+    def get_record_by_prefix(self, prefix: str) -> RolloutRecord | None:
+        """The one record whose id starts with `prefix`; None if none or several do."""
+        if not prefix:
+            return None
+        statement = select(self.records).where(self.records.c.record_id.startswith(prefix, autoescape=True)).limit(2)
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement).mappings().all()
+        return self._record_from_row(rows[0]) if len(rows) == 1 else None
+
     def count(self, flt: RecordFilter = RecordFilter()) -> int:
         c = self.records.c
         where = self._where(flt)
