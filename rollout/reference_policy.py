@@ -46,9 +46,10 @@ class ReferencePolicy:
     def version(self) -> None:
         return None
 
-    def sample_tasks(self, tasks: list[Task], n: int, sampling: object = None) -> list[list[SampledText]]:
-        """n answers per task; which ones are corrupted is a pure function of (seed, task id, sample index),
-        so a redelivered batch produces the same records. Sampling settings do not apply to it."""
+    def sample_tasks(self, tasks: list[Task], n: int, sampling: object = None,
+                     seed: int | None = None) -> list[list[SampledText]]:
+        """n answers per task; which ones are corrupted is a pure function of (self.seed, task id, sample index),
+        so a redelivered batch produces the same records. Sampling settings and the batch seed do not apply."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         out = []

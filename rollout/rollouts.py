@@ -7,6 +7,7 @@ times, counted, and stored as `infra_error`, never as a fail.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ class TaskSampler(Protocol):
 
     name: str
 
-    def sample_tasks(self, tasks: list[Task], n: int, sampling: SamplingSettings) -> Sequence[Sequence[Sample]]: ...
+    def sample_tasks(self, tasks: list[Task], n: int, sampling: SamplingSettings,
+                     seed: int) -> Sequence[Sequence[Sample]]: ...
 
 
 class CheckpointSampler:
@@ -47,10 +49,11 @@ class CheckpointSampler:
     def version(self) -> int | None:
         return getattr(self.policy, "version", None)
 
-    def sample_tasks(self, tasks: list[Task], n: int, sampling: SamplingSettings) -> Sequence[Sequence[Sample]]:
+    def sample_tasks(self, tasks: list[Task], n: int, sampling: SamplingSettings,
+                     seed: int) -> Sequence[Sequence[Sample]]:
         return self.policy.sample(
             [task.prompt for task in tasks], n=n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
+            max_new_tokens=sampling.max_new_tokens, stop=sampling.stop, seed=seed,
         )
 
 
@@ -85,6 +88,12 @@ class BatchReport:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def sampling_seed(spec: CampaignSpec, task_indices: Sequence[int]) -> int:
+    """The sampler's seed for these tasks of the campaign: a rerun of the batch draws the same samples."""
+    key = f"verifarm-sampling:{spec.seed}:{','.join(map(str, task_indices))}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
 
 
 def verify_with_retries(family: TaskFamily, task: Task, completion: str, retries: int) -> tuple[Verdict, int]:
@@ -169,7 +178,7 @@ def rollout_batch(
     tasks = [family.generate(p.seed, p.difficulty) for family, p in zip(families_used, plans)]
 
     started = time.perf_counter()
-    samples = sampler.sample_tasks(tasks, n, spec.sampling)
+    samples = sampler.sample_tasks(tasks, n, spec.sampling, sampling_seed(spec, todo))
     report.sample_seconds = time.perf_counter() - started
     if len(samples) != len(tasks) or any(len(group) != n for group in samples):
         raise RuntimeError(f"policy returned {[len(g) for g in samples]} samples for {len(tasks)} tasks x {n}")

@@ -40,3 +40,34 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def store(store_url: str) -> Iterator[RolloutStore]:
     with RolloutStore(store_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def checkpoint_root(tmp_path: Path) -> Path:
+    """A registry holding version 1 of the tiny preset with random weights (a real checkpoint)."""
+    import torch
+
+    from verifarm.policy.model import build_model
+    from verifarm.policy.registry import CheckpointRegistry
+    from verifarm.policy.tokenizer import build_tokenizer
+
+    torch.set_num_threads(1)
+    tokenizer = build_tokenizer()
+    root = tmp_path / "checkpoints"
+    CheckpointRegistry(root).publish(build_model("tiny", len(tokenizer), seed=0), tokenizer, {"note": "random"})
+    return root
+
+
+@pytest.fixture
+def publish_tiny():
+    """publish_tiny(root, seed) -> version: publish another tiny random policy, as the trainer would."""
+    from verifarm.policy.model import build_model
+    from verifarm.policy.registry import CheckpointRegistry
+    from verifarm.policy.tokenizer import build_tokenizer
+
+    def publish(root: Path, seed: int) -> int:
+        tokenizer = build_tokenizer()
+        model = build_model("tiny", len(tokenizer), seed=seed)
+        return CheckpointRegistry(root).publish(model, tokenizer, {"seed": seed})
+
+    return publish
