@@ -13,13 +13,24 @@ class Program:
     command: tuple[str, ...]
     files: dict[str, bytes | str] = field(default_factory=dict)
     stdin: bytes = b""
+    # Plain file names (no folders) read back from the work dir after the run,
+    # e.g. a compiled binary; symlinks and non-regular files are never followed.
+    outputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.command:
             raise ValueError("Program.command must name at least the executable")
+        if isinstance(self.command, str):
+            raise ValueError("Program.command must be a sequence of arguments, not one string")
         for name in self.files:
-            if name.startswith("/") or ".." in name.split("/"):
+            if not name or name.startswith("/") or ".." in name.split("/"):
                 raise ValueError(f"file name {name!r} must be relative and stay inside the work dir")
+        for name in self.outputs:
+            if not name or "/" in name or name in (".", ".."):
+                raise ValueError(f"output name {name!r} must be a plain file name in the work dir")
+
+    def file_bytes(self) -> dict[str, bytes]:
+        return {name: data.encode() if isinstance(data, str) else data for name, data in self.files.items()}
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,7 @@ class ExecResult:
     peak_memory_bytes: int
     backend: str
     detail: str = ""  # why, for infra errors and limit hits
+    files: dict[str, bytes] = field(default_factory=dict)  # the Program's outputs that existed
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,151 @@
+"""The bwrap backend: bubblewrap namespaces (user, pid, net, ipc, uts, cgroup), read-only system, rlimits.
+
+bwrap itself runs under the run's private uid (unprivileged user namespace), so RLIMIT_NPROC holds and
+the final uid sweep reaches everything; the pid namespace dies with its init, taking daemons along.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from verifarm.sandbox.backend import Backend
+from verifarm.sandbox.outcome import classify, infra_error
+from verifarm.sandbox.program import ExecResult, Limits, Program
+from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
+from verifarm.sandbox.workdir import HostWorkDir, acquire_identity, sweep_uid
+
+# bwrap's monitor exits without reaping its namespace init, which then lingers as a zombie of the host's
+# pid 1 and keeps counting against the run uid's RLIMIT_NPROC. This small parent is a child subreaper:
+# it waits for bwrap, then for everything reparented to it, so the run leaves nothing behind and the CPU
+# time of the whole tree reaches our wait4. It also moves the setup marker pipe to fd 3 for the shell.
+REAPER = r"""
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+marker = int(sys.argv[1])
+if marker != 3:
+    os.dup2(marker, 3)
+    os.close(marker)
+child = os.fork()
+if child == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+os.close(3)
+code = 1
+while True:
+    try:
+        pid, status = os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    if pid == child:
+        code = os.waitstatus_to_exitcode(status)
+        code = code if code >= 0 else 128 - code
+os._exit(code)
+"""
+# Written inside the sandbox just before exec'ing the program: absent marker = the sandbox failed to start.
+MARKER_SHELL = 'printf . >&3; exec 3>&-; exec "$@"'
+SANDBOX_UID = 65534  # "nobody" inside the namespace
+WORK = "/work"
+TMP_BYTES = 64 * 1024 * 1024
+
+
+def sandbox_env() -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORK, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+
+
+def bwrap_argv(workdir: Path, marker_fd: int, network: bool) -> list[str]:
+    argv = ["python3", "-I", "-S", "-c", REAPER, str(marker_fd), "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+            "--bind", str(workdir), WORK, "--chdir", WORK,
+            "--cap-drop", "ALL"]
+    if os.path.exists("/etc/ld.so.cache"):
+        argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    if network:
+        argv.insert(argv.index("--unshare-all") + 1, "--share-net")
+    return argv + ["--", "/bin/sh", "-c", MARKER_SHELL, "sh"]
+
+
+def _marker_written(read_fd: int) -> bool:
+    os.set_blocking(read_fd, False)
+    try:
+        return bool(os.read(read_fd, 1))
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(read_fd)
+
+
+class BwrapBackend(Backend):
+    name = "bwrap"
+
+    @classmethod
+    def probe(cls) -> str | None:
+        if shutil.which("bwrap") is None:
+            return "bwrap is not installed"
+        try:
+            result = subprocess.run(["bwrap", "--unshare-all", "--ro-bind", "/usr", "/usr",
+                                     "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                                     "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
+                                     "--", "true"], capture_output=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"bwrap failed to start: {error}"
+        if result.returncode != 0:
+            return f"bwrap cannot create namespaces here: {result.stderr.decode(errors='replace').strip()}"
+        return None
+
+    def run(self, program: Program, limits: Limits) -> ExecResult:
+        try:
+            identity = acquire_identity()
+        except (OSError, RuntimeError) as error:
+            return infra_error(self.name, f"could not reserve a run uid: {error}")
+        try:
+            workdir = HostWorkDir(identity)
+            try:
+                workdir.write(program.file_bytes())
+                raw = self._supervise(program, limits, workdir, identity.uid, identity.gid)
+                if identity.uid is not None and not sweep_uid(identity.uid):
+                    return infra_error(self.name, "processes of the run survived the sweep")
+                outputs = workdir.read_outputs(program.outputs, limits.file_size_bytes)
+            finally:
+                workdir.remove()
+        except OSError as error:
+            return infra_error(self.name, f"work dir failed: {error}")
+        finally:
+            identity.release()
+        return classify(raw, limits, self.name, outputs)
+
+    def _supervise(self, program: Program, limits: Limits, workdir: HostWorkDir,
+                   uid: int | None, gid: int | None) -> RawOutcome:
+        marker_read, marker_write = os.pipe()
+        try:
+            # The reaper, bwrap's monitor and its init count against RLIMIT_NPROC too.
+            raw = supervise(SpawnRequest(
+                argv=bwrap_argv(workdir.path, marker_write, limits.network) + list(program.command),
+                cwd="/", env=sandbox_env(), stdin=program.stdin, cpu_seconds=limits.cpu_seconds,
+                wall_seconds=limits.wall_seconds, memory_bytes=limits.memory_bytes,
+                max_processes=limits.max_processes + 3, output_bytes=limits.output_bytes,
+                file_size_bytes=limits.file_size_bytes, open_files=limits.open_files,
+                uid=uid, gid=gid, pass_fds=(marker_write,)))
+        finally:
+            os.close(marker_write)
+        started = _marker_written(marker_read)
+        if raw.spawn_error:
+            return raw
+        if not started:
+            message = raw.stderr.decode("utf-8", "replace").strip()[-500:]
+            raw.spawn_error = f"bwrap failed to set up the sandbox: {message or 'no status reported'}"
+            return raw
+        # bwrap reports a signal death of its child as exit code 128+N.
+        if raw.exit_code is not None and 128 < raw.exit_code < 128 + 65:
+            raw.signal, raw.exit_code = raw.exit_code - 128, None
+        return raw

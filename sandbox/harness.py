@@ -1,0 +1,59 @@
+"""Check a Python solution against HumanEval-style tests (`check(candidate)`) with a verdict the candidate cannot forge.
+
+The tests run in a trusted driver process inside the sandbox, the candidate in a forked child that only
+ever hands back plain data (see `harness_driver.py`). The pass verdict is a per-run random sentinel that
+the driver prints only after `check` returned; it is decided here, outside the sandbox.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from verifarm.sandbox.backend import run
+from verifarm.sandbox.program import ExecResult, Limits, Program, Status
+
+DRIVER_SOURCE = (Path(__file__).parent / "harness_driver.py").read_text()
+HARNESS_LIMITS = Limits(cpu_seconds=10, wall_seconds=15, memory_bytes=512 * 1024 * 1024, max_processes=32,
+                        output_bytes=64 * 1024, file_size_bytes=4 * 1024 * 1024, open_files=64)
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    passed: bool
+    reason: str
+    infra_error: bool
+    result: ExecResult
+
+    __test__ = False  # not a pytest test class
+
+
+def check_python(solution: str, test_code: str, entry_point: str, limits: Limits = HARNESS_LIMITS,
+                 backend: str = "auto") -> TestOutcome:
+    """Run `check(<entry_point>)` from test_code against solution in the sandbox; passed only on the sentinel."""
+    if not entry_point.isidentifier():
+        raise ValueError(f"entry_point must be a Python identifier, got {entry_point!r}")
+    if "def check" not in test_code:
+        raise ValueError("test_code must define check(candidate) in the HumanEval style")
+    sentinel = secrets.token_hex(16)
+    program = Program(
+        command=("python3", "-I", "-S", "driver.py", "solution.py", "tests.py", entry_point),
+        files={"driver.py": DRIVER_SOURCE, "solution.py": solution, "tests.py": test_code},
+        stdin=(sentinel + "\n").encode(),
+    )
+    result = run(program, limits, backend=backend)
+    return judge(result, sentinel)
+
+
+def judge(result: ExecResult, sentinel: str) -> TestOutcome:
+    """The verdict from outside the sandbox: infra errors are never the candidate's failure."""
+    if result.status is Status.INFRA_ERROR:
+        return TestOutcome(False, f"sandbox infrastructure error: {result.detail}", True, result)
+    lines = result.stdout.decode("utf-8", "replace").splitlines()
+    if result.status is Status.OK and f"{sentinel} PASS" in lines:
+        return TestOutcome(True, "all tests passed", False, result)
+    if result.status is not Status.OK:
+        return TestOutcome(False, f"{result.status.value}: {result.detail}", False, result)
+    failure = next((line[5:] for line in lines if line.startswith("FAIL ")), "the tests did not complete")
+    return TestOutcome(False, failure[:300], False, result)
