@@ -1,0 +1,219 @@
+"""A fast batched decoder for Mixtral-style MoE models, in the spirit of gpt-fast.
+
+It reads the very same weights as `transformers.MixtralForCausalLM` (views, not copies, except the
+fused q/k/v matrix) and runs them with a preallocated KV cache, grouped-query attention without
+repeating the cache, and the experts computed as one batched product over the stacked expert
+weights (a grouped GEMM, no Python loop over experts). `policy.sampling` drives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import MixtralForCausalLM
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys/values for every layer; `valid[b, s]` says slot s of row b holds a real token."""
+
+    keys: torch.Tensor  # (L, B, Hkv, S, D)
+    values: torch.Tensor  # (L, B, Hkv, S, D)
+    valid: torch.Tensor  # (B, S) bool
+
+    @classmethod
+    def allocate(cls, layers: int, batch: int, kv_heads: int, slots: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device) -> "KVCache":
+        shape = (layers, batch, kv_heads, slots, head_dim)
+        return cls(
+            keys=torch.zeros(shape, dtype=dtype, device=device),
+            values=torch.zeros(shape, dtype=dtype, device=device),
+            valid=torch.zeros(batch, slots, dtype=torch.bool, device=device),
+        )
+
+    def select_rows(self, rows: torch.Tensor) -> "KVCache":
+        """The cache of a subset (or repetition) of batch rows, e.g. to drop finished sequences."""
+        return KVCache(self.keys.index_select(1, rows), self.values.index_select(1, rows), self.valid.index_select(0, rows))
+
+
+@dataclass(frozen=True)
+class _LayerWeights:
+    input_norm: torch.Tensor  # (C,)
+    qkv: torch.Tensor  # ((H + 2*Hkv) * D, C)
+    out: torch.Tensor  # (C, H*D)
+    post_norm: torch.Tensor  # (C,)
+    router: torch.Tensor  # (E, C)
+    gate_up: torch.Tensor  # (E, 2I, C)
+    down: torch.Tensor  # (E, C, I)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm computed in float32 exactly as Mixtral does."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
+                top_k: int) -> torch.Tensor:
+    """Mixtral's sparse MoE feed-forward for x (N, C) as one grouped product over the stacked experts.
+
+    The N*k (token, expert) assignments are sorted by expert, and each expert matrix runs as one
+    grouped GEMM over the contiguous slices (no Python loop over experts, no dropped token).
+    """
+    tokens, channels = x.shape
+    experts = router.shape[0]
+    probs = torch.softmax(F.linear(x, router).float(), dim=-1)  # (N, E)
+    top_weights, top_experts = torch.topk(probs, top_k, dim=-1)  # (N, k)
+    top_weights = (top_weights / top_weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+
+    flat_experts = top_experts.reshape(-1)  # (N*k,)
+    order = torch.argsort(flat_experts, stable=True)
+    token_of = order // top_k  # the token of each expert-sorted assignment
+    counts = torch.bincount(flat_experts, minlength=experts)  # (E,)
+    routed = x[token_of]  # (N*k, C)
+    gate, up = _grouped_linear(routed, gate_up, counts).chunk(2, dim=-1)  # (N*k, I) each
+    expert_out = _grouped_linear(F.silu(gate) * up, down, counts)  # (N*k, C)
+    weighted = expert_out * top_weights.reshape(-1)[order].unsqueeze(-1)
+    return x.new_zeros(tokens, channels).index_add_(0, token_of, weighted)
+
+
+def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """rows (M, in) sorted by group, weights (G, out, in), counts (G,): row i times its group's weight^T."""
+    if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        offsets = torch.cumsum(counts, 0).to(torch.int32)
+        return F.grouped_mm(rows, weights.transpose(1, 2), offs=offsets)
+    # Elsewhere (GPU kernels want bf16 and aligned shapes): pad groups to the largest one and use bmm.
+    groups = weights.shape[0]
+    capacity = int(counts.max())
+    starts = torch.cumsum(counts, 0) - counts
+    group_of = torch.repeat_interleave(torch.arange(groups, device=rows.device), counts)
+    slot = torch.arange(rows.shape[0], device=rows.device) - starts[group_of]
+    padded = rows.new_zeros(groups, capacity, rows.shape[1])
+    padded[group_of, slot] = rows
+    return torch.bmm(padded, weights.transpose(1, 2))[group_of, slot]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding in the rotate-half layout Mixtral uses; x (B, H, T, D), cos/sin (B, 1, T, D)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class FastMoEDecoder:
+    """Prefill and single-token decode steps over a `MixtralForCausalLM`'s weights with a `KVCache`."""
+
+    def __init__(self, model: MixtralForCausalLM):
+        if not isinstance(model, MixtralForCausalLM):
+            raise ValueError(f"the fast decoder runs MixtralForCausalLM models, got {type(model).__name__}")
+        config = model.config
+        if config.sliding_window is not None:
+            raise ValueError("the fast decoder does not implement sliding-window attention; set sliding_window=None")
+        rope_type = (config.rope_parameters or {}).get("rope_type", "default")
+        if rope_type != "default":
+            raise ValueError(f"the fast decoder implements default rotary positions only, got rope_type={rope_type!r}")
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.top_k = config.num_experts_per_tok
+        self.eps = config.rms_norm_eps
+        inner = model.model
+        self.embed = inner.embed_tokens.weight.detach()
+        self.final_norm = inner.norm.weight.detach()
+        self.lm_head = model.lm_head.weight.detach()
+        self.inv_freq = inner.rotary_emb.inv_freq.detach().float()
+        self.rope_scaling = float(inner.rotary_emb.attention_scaling)
+        self.layers = [
+            _LayerWeights(
+                input_norm=layer.input_layernorm.weight.detach(),
+                qkv=torch.cat([layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
+                               layer.self_attn.v_proj.weight]).detach(),
+                out=layer.self_attn.o_proj.weight.detach(),
+                post_norm=layer.post_attention_layernorm.weight.detach(),
+                router=layer.mlp.gate.weight.detach(),
+                gate_up=layer.mlp.experts.gate_up_proj.detach(),
+                down=layer.mlp.experts.down_proj.detach(),
+            )
+            for layer in inner.layers
+        ]
+        self.dtype = self.embed.dtype
+        self.device = self.embed.device
+
+    def allocate_cache(self, batch: int, slots: int) -> KVCache:
+        return KVCache.allocate(len(self.layers), batch, self.kv_heads, slots, self.head_dim, self.dtype, self.device)
+
+    def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[..., None].float() * self.inv_freq  # (B, T, D/2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * self.rope_scaling).to(self.dtype).unsqueeze(1)  # (B, 1, T, D)
+        sin = (emb.sin() * self.rope_scaling).to(self.dtype).unsqueeze(1)
+        return cos, sin
+
+    def _split_qkv(self, weights: _LayerWeights, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        batch, steps, _ = x.shape
+        q_size, kv_size = self.num_heads * self.head_dim, self.kv_heads * self.head_dim
+        q, k, v = F.linear(x, weights.qkv).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(batch, steps, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(batch, steps, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.view(batch, steps, self.kv_heads, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def _feed_forward(self, weights: _LayerWeights, hidden: torch.Tensor) -> torch.Tensor:
+        normed = rms_norm(hidden, weights.post_norm, self.eps)
+        flat = normed.reshape(-1, normed.shape[-1])
+        return hidden + batched_moe(flat, weights.router, weights.gate_up, weights.down, self.top_k).view_as(hidden)
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Run left-padded prompts (B, T) into cache slots [0, T); return the last position's logits (B, V)."""
+        batch, steps = input_ids.shape
+        real = attention_mask.bool()
+        positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
+        cos, sin = self._rotary(positions)
+        cache.valid[:, :steps] = real
+        causal = torch.ones(steps, steps, dtype=torch.bool, device=self.device).tril()
+        # Padding rows may still attend to themselves so that no softmax row is empty (NaN).
+        mask = (causal & real[:, None, :]) | torch.eye(steps, dtype=torch.bool, device=self.device)
+        mask = mask.unsqueeze(1)  # (B, 1, T, T)
+        groups = self.num_heads // self.kv_heads
+        hidden = F.embedding(input_ids, self.embed)  # (B, T, C)
+        for index, weights in enumerate(self.layers):
+            q, k, v = self._split_qkv(weights, rms_norm(hidden, weights.input_norm, self.eps))
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            cache.keys[index, :, :, :steps] = k
+            cache.values[index, :, :, :steps] = v
+            attended = F.scaled_dot_product_attention(
+                q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), attn_mask=mask
+            )  # (B, H, T, D)
+            hidden = hidden + F.linear(attended.transpose(1, 2).reshape(batch, steps, -1), weights.out)
+            hidden = self._feed_forward(weights, hidden)
+        last = rms_norm(hidden[:, -1], self.final_norm, self.eps)
+        return F.linear(last, self.lm_head)  # (B, V)
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, slot: int) -> torch.Tensor:
+        """Decode one token per row: tokens/positions (B,), written into cache slot `slot`; logits (B, V)."""
+        batch = tokens.shape[0]
+        cos, sin = self._rotary(positions[:, None])
+        cache.valid[:, slot] = True
+        visible = cache.valid[:, : slot + 1][:, None, None, :]  # (B, 1, 1, S)
+        groups = self.num_heads // self.kv_heads
+        hidden = F.embedding(tokens[:, None], self.embed)  # (B, 1, C)
+        for index, weights in enumerate(self.layers):
+            q, k, v = self._split_qkv(weights, rms_norm(hidden, weights.input_norm, self.eps))
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            cache.keys[index, :, :, slot] = k[:, :, 0]
+            cache.values[index, :, :, slot] = v[:, :, 0]
+            # Grouped-query attention without repeating the cache: the query heads that share one
+            # key/value head become that head's "query positions".
+            q = q.reshape(batch, self.kv_heads, groups, self.head_dim)  # (B, Hkv, G, D)
+            attended = F.scaled_dot_product_attention(
+                q, cache.keys[index, :, :, : slot + 1], cache.values[index, :, :, : slot + 1], attn_mask=visible
+            )  # (B, Hkv, G, D)
+            hidden = hidden + F.linear(attended.reshape(batch, 1, -1), weights.out)
+            hidden = self._feed_forward(weights, hidden)
+        return F.linear(rms_norm(hidden[:, 0], self.final_norm, self.eps), self.lm_head)
