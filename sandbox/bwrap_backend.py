@@ -47,7 +47,8 @@ while True:
 os._exit(code)
 """
 # Written inside the sandbox just before exec'ing the program: absent marker = the sandbox failed to start.
-MARKER_SHELL = 'printf . >&3; exec 3>&-; exec "$@"'
+# A command that cannot be found is the caller's set-up error, so it gets no marker either.
+MARKER_SHELL = 'command -v "$1" >/dev/null 2>&1 && printf . >&3; exec 3>&-; exec "$@"'
 SANDBOX_UID = 65534  # "nobody" inside the namespace
 WORK = "/work"
 TMP_BYTES = 64 * 1024 * 1024

@@ -1,0 +1,155 @@
+"""The agent inside a warm sandbox container: runs one program at a time as `nobody`, then wipes every trace.
+
+Standard library only; bind-mounted read-only with `supervisor.py` and `workdir.py` at /opt/verifarm and
+started as the container's pid 1 (root, few capabilities). It listens on a unix socket in a folder only
+root can enter, so the programs it runs (uid 65534) cannot talk to it. After each run it kills every
+process of uid 65534, reaps them, and empties /work, /tmp, /dev/shm and System V IPC before answering,
+so nothing one run writes or starts reaches the next.
+"""
+
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+
+try:
+    from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
+    from verifarm.sandbox.workdir import read_outputs, sweep_uid
+except ImportError:  # inside the container only this folder exists, mounted at /opt/verifarm
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from supervisor import RawOutcome, SpawnRequest, supervise
+    from workdir import read_outputs, sweep_uid
+
+SOCKET_PATH = "/run/verifarm/agent.sock"
+RUN_UID = 65534
+RUN_DIR = "/work/run"
+SCRATCH = ("/tmp", "/dev/shm", "/work")
+HEADER = struct.Struct("!Q")
+
+
+def receive_message(connection):
+    header = _receive_exactly(connection, HEADER.size)
+    return json.loads(_receive_exactly(connection, HEADER.unpack(header)[0]))
+
+
+def send_message(connection, message):
+    data = json.dumps(message).encode()
+    connection.sendall(HEADER.pack(len(data)) + data)
+
+
+def _receive_exactly(connection, size):
+    chunks, remaining = [], size
+    while remaining:
+        chunk = connection.recv(min(remaining, 1 << 20))
+        if not chunk:
+            raise ConnectionError("host closed the connection")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def reap_zombies():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def empty_folder(folder):
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+
+
+def ipc_in_use():
+    for kind in ("shm", "msg", "sem"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as handle:
+                if len(handle.read().splitlines()) > 1:
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def wipe():
+    """Leave the container as it started; False when something could not be removed."""
+    clean = sweep_uid(RUN_UID)
+    reap_zombies()
+    for folder in SCRATCH:
+        if os.path.isdir(folder):
+            empty_folder(folder)
+    if ipc_in_use():
+        subprocess.run(["ipcrm", "--all"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        clean = clean and not ipc_in_use()
+    leftovers = [folder for folder in SCRATCH if os.path.isdir(folder) and os.listdir(folder)]
+    return clean and not leftovers
+
+
+def handle(request):
+    os.mkdir(RUN_DIR, 0o700)
+    for name, hex_data in request["files"].items():
+        target = os.path.join(RUN_DIR, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as handle:
+            handle.write(bytes.fromhex(hex_data))
+        os.chmod(target, 0o755)
+    for folder, _, names in os.walk(RUN_DIR):
+        os.chown(folder, RUN_UID, RUN_UID)
+        for name in names:
+            os.chown(os.path.join(folder, name), RUN_UID, RUN_UID)
+    spawn = SpawnRequest(**request["spawn"])
+    spawn.stdin = bytes.fromhex(request["stdin"])
+    spawn.cwd, spawn.uid, spawn.gid = RUN_DIR, RUN_UID, RUN_UID
+    spawn.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": RUN_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+                 "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+    raw = supervise(spawn)
+    sweep_uid(RUN_UID)  # stop daemons before reading outputs, so none can swap a file underneath us
+    outputs = read_outputs(RUN_DIR, tuple(request["outputs"]), spawn.file_size_bytes)
+    return raw, outputs
+
+
+def serve():
+    os.umask(0o077)
+    if os.path.exists(SOCKET_PATH):
+        os.unlink(SOCKET_PATH)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(SOCKET_PATH)
+    listener.listen(1)
+    wipe()
+    while True:
+        connection, _ = listener.accept()
+        with connection:
+            try:
+                request = receive_message(connection)
+            except (ConnectionError, ValueError):
+                continue
+            try:
+                raw, outputs = handle(request)
+                reply = {"raw": raw.to_wire(), "files": {k: v.hex() for k, v in outputs.items()}}
+            except Exception as error:  # the agent's own failure: an infra error, never the program's
+                reply = {"error": f"{type(error).__name__}: {error}"}
+            reply["clean"] = wipe()
+            try:
+                send_message(connection, reply)
+            except OSError:
+                pass
+
+
+def decode_reply(reply):
+    return RawOutcome.from_wire(reply["raw"]), {k: bytes.fromhex(v) for k, v in reply.get("files", {}).items()}
+
+
+if __name__ == "__main__":
+    serve()
