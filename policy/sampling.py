@@ -231,9 +231,10 @@ class LocalPolicy:
                               params: SamplingParams) -> list[tuple[list[int], list[float], str]]:
         """Any other causal LM: `transformers` `generate`, with raw logits kept for the log-probs."""
         device = self.model.device
-        input_ids, attention_mask = self._left_pad(prompt_ids, device)
+        # Expand the n samples ourselves: `generate` refuses num_return_sequences > 1 when greedy.
+        input_ids, attention_mask = self._left_pad([ids for ids in prompt_ids for _ in range(params.n)], device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        options = dict(max_new_tokens=params.max_new_tokens, num_return_sequences=params.n, pad_token_id=pad,
+        options = dict(max_new_tokens=params.max_new_tokens, pad_token_id=pad,
                        eos_token_id=sorted(self.eos_ids) or None, return_dict_in_generate=True, output_logits=True)
         if params.temperature == 0:
             options.update(do_sample=False)
