@@ -59,11 +59,15 @@ def acquire_identity() -> RunIdentity:
             continue
         uid = RUN_UID_BASE + slot
         sweep_uid(uid)  # a crashed earlier holder may have left processes behind
+        if _uid_processes(uid, include_zombies=True):
+            # Orphaned zombies still count against RLIMIT_NPROC until the host's init reaps them.
+            os.close(fd)
+            continue
         return RunIdentity(uid, uid, fd)
     raise RuntimeError(f"all {RUN_UID_SLOTS} sandbox uid slots are busy")
 
 
-def _uid_processes(uid: int) -> list[int]:
+def _uid_processes(uid: int, include_zombies: bool = False) -> list[int]:
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -74,7 +78,7 @@ def _uid_processes(uid: int) -> list[int]:
                     state = handle.read().rsplit(b")", 1)[1].split()[0]
             except (FileNotFoundError, ProcessLookupError, IndexError):
                 continue
-            if state not in (b"Z", b"X"):  # a zombie holds no resources; its reaper is not ours
+            if include_zombies or state not in (b"Z", b"X"):  # a zombie holds no resources; its reaper is not ours
                 pids.append(int(entry))
     return pids
 
