@@ -34,7 +34,7 @@ class EvalConfig:
     suites: tuple[EvalSuite, ...] = (EvalSuite("verifarm/Addition-v0", (1, 2, 3, 4)),)
     tasks_per_difficulty: int = 32
     k: int = 8
-    samples: int = 8  # draws per task for the unbiased pass@k estimator; needs samples >= k
+    samples: int = 8  # draws per task for the unbiased pass@k estimator (>= k); 0 evaluates greedy pass@1 only
     temperature: float = 1.0
     max_new_tokens: int = 96
     heldout_loss_documents: int = 64
@@ -43,8 +43,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.tasks_per_difficulty <= 0:
             raise ValueError(f"tasks_per_difficulty must be > 0, got {self.tasks_per_difficulty}")
-        if self.k < 1 or self.samples < self.k:
-            raise ValueError(f"pass@k needs 1 <= k <= samples, got k={self.k}, samples={self.samples}")
+        if self.k < 1 or (self.samples and self.samples < self.k):
+            raise ValueError(f"pass@k needs 1 <= k <= samples (or samples=0), got k={self.k}, samples={self.samples}")
         if self.temperature <= 0:
             raise ValueError(f"pass@k sampling needs temperature > 0, got {self.temperature}")
         if self.max_new_tokens <= 0:

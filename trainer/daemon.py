@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from verifarm.trainer.batches import encode_texts
+from verifarm.policy.training import TrainConfig, make_optimizer
 from verifarm.trainer.config import TrainerConfig
 from verifarm.trainer.corpus import Corpus, build_corpus
 from verifarm.trainer.post_data import PostBatch, PostSelection, read_post_batch
@@ -81,8 +81,8 @@ class ContinualTrainer:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.version = loaded.version
         self.model.train()
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        self.optimizer = make_optimizer(
+            self.model, TrainConfig(learning_rate=self.config.learning_rate, weight_decay=self.config.weight_decay)
         )
         self.step_index = 0
         self.cursor = DataCursor()
@@ -168,7 +168,7 @@ class ContinualTrainer:
         self.cursor = cursor
         self.kind_counts[kind] += 1
         report = StepReport(
-            step=self.step_index, kind=kind, loss=float(loss), samples=samples,
+            step=self.step_index, kind=kind, loss=loss.item(), samples=samples,
             seconds=time.perf_counter() - started, metrics={**metrics, "grad_norm": float(grad_norm)},
         )
         self.step_index += 1
@@ -176,8 +176,9 @@ class ContinualTrainer:
 
     def _pretrain_loss(self, texts: list[str]):
         from verifarm.policy.losses import lm_loss
+        from verifarm.policy.training import encode_texts
 
-        batch = encode_texts(self.tokenizer, texts, self.config.max_seq_len)
+        batch = encode_texts(self.tokenizer, texts, max_length=self.config.max_seq_len)
         return lm_loss(self.model, batch.input_ids, batch.attention_mask)
 
     def _post_loss(self, batch: PostBatch):
@@ -189,15 +190,12 @@ class ContinualTrainer:
         if batch.mode == "rft":
             return sft_loss(self.model, ids, mask, completion_mask)
         if batch.mode == "grpo":
-            from verifarm.policy.losses import sequence_token_logprobs
-
-            # Old log-probabilities under the weights about to be updated: the step is on-policy for
-            # the current version (records within the staleness bound were sampled by a recent one).
-            with torch.no_grad():
-                old = sequence_token_logprobs(self.model, ids, mask)
+            # old_logprobs=None: the ratio is taken against the weights about to be updated (one update
+            # per batch), so the step is on-policy for the current version; the records themselves come
+            # from a version within the staleness bound.
             rewards = torch.tensor(batch.rewards, dtype=torch.float32)
             groups = torch.tensor(batch.group_ids, dtype=torch.long)
-            return grpo_loss(self.model, ids, mask, completion_mask, old, rewards, groups,
+            return grpo_loss(self.model, ids, mask, completion_mask, None, rewards, groups,
                              clip=self.config.grpo_clip, kl_coef=self.config.kl_coef)
         if batch.mode == "distill":
             return distill_loss(self.model, self.teacher, ids, mask, completion_mask,
@@ -250,17 +248,23 @@ class ContinualTrainer:
     def run(
         self,
         max_steps: int | None = None,
+        until_step: int | None = None,
         until_idle: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
         on_step: Callable[[StepReport], None] | None = None,
     ) -> list[PublishReport]:
-        """Train until `max_steps` more steps, until no fresh data (`until_idle`), or until asked to stop.
+        """Train for `max_steps` more steps, up to step `until_step` (counted across restarts), until no fresh
+        post-training data is left (`until_idle`), or until `should_stop()` says so.
 
         Publishes every `publish_every` steps, and once more on the way out if steps were taken since.
         """
         published: list[PublishReport] = []
         taken = 0
-        while not should_stop() and (max_steps is None or taken < max_steps):
+        while (
+            not should_stop()
+            and (max_steps is None or taken < max_steps)
+            and (until_step is None or self.step_index < until_step)
+        ):
             report = self.step()
             if report is None:
                 if until_idle:

@@ -48,8 +48,9 @@ class EvalReport:
         for r in self.results:
             prefix = f"{short_env_name(r.env_id)}/d{r.difficulty}"
             flat[f"{prefix}/pass@1"] = r.pass_at_1
-            flat[f"{prefix}/pass@{r.k}"] = r.pass_at_k
-            flat[f"{prefix}/sample_pass_rate"] = r.sampled_pass_rate
+            if not math.isnan(r.pass_at_k):
+                flat[f"{prefix}/pass@{r.k}"] = r.pass_at_k
+                flat[f"{prefix}/sample_pass_rate"] = r.sampled_pass_rate
         if self.heldout_loss is not None:
             flat["heldout_loss"] = self.heldout_loss
         flat.update(self.extra)
@@ -60,7 +61,8 @@ class EvalReport:
         for r in self.results:
             lines.append(
                 f"  {short_env_name(r.env_id):<14} d={r.difficulty:<2} pass@1={r.pass_at_1:6.1%}  "
-                f"pass@{r.k}={r.pass_at_k:6.1%}  ({r.tasks} tasks)"
+                + ("" if math.isnan(r.pass_at_k) else f"pass@{r.k}={r.pass_at_k:6.1%}  ")
+                + f"({r.tasks} tasks)"
             )
         if self.heldout_loss is not None:
             lines.append(f"  held-out pre-training loss {self.heldout_loss:.4f}")
@@ -86,10 +88,14 @@ def evaluate_suite_difficulty(policy, suite: EvalSuite, difficulty: int, config:
     tasks, family = heldout_tasks(suite, difficulty, config.tasks_per_difficulty, config.seed)
     prompts = [task.prompt for task in tasks]
     greedy = policy.sample(prompts, n=1, temperature=0.0, max_new_tokens=config.max_new_tokens)
-    greedy_passed = [family.verify(task, samples[0].text).passed for task, samples in zip(tasks, greedy)]
+    pass_at_1 = sum(family.verify(t, s[0].text).passed for t, s in zip(tasks, greedy)) / len(tasks)
+    if config.samples == 0:  # greedy only: the cheap evaluation between rounds
+        return DifficultyResult(suite.env_id, difficulty, len(tasks), pass_at_1, float("nan"), config.k, float("nan"))
 
     pass_k, sample_rate = 0.0, 0.0
-    sampled = policy.sample(prompts, n=config.samples, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    # Seeded per difficulty, so two versions are compared on the same random stream.
+    sampled = policy.sample(prompts, n=config.samples, temperature=config.temperature,
+                            max_new_tokens=config.max_new_tokens, seed=config.seed + difficulty)
     for task, samples in zip(tasks, sampled):
         correct = sum(family.verify(task, s.text).passed for s in samples)
         pass_k += pass_at_k(len(samples), correct, config.k)
@@ -98,7 +104,7 @@ def evaluate_suite_difficulty(policy, suite: EvalSuite, difficulty: int, config:
         env_id=suite.env_id,
         difficulty=difficulty,
         tasks=len(tasks),
-        pass_at_1=sum(greedy_passed) / len(tasks),
+        pass_at_1=pass_at_1,
         pass_at_k=pass_k / len(tasks),
         k=config.k,
         sampled_pass_rate=sample_rate / len(tasks),
@@ -123,7 +129,7 @@ def heldout_loss(model, tokenizer, texts: list[str], max_seq_len: int = 256, bat
     """Token-weighted mean language-model loss on held-out corpus documents (to watch forgetting)."""
     import torch
 
-    from verifarm.trainer.batches import encode_texts
+    from verifarm.policy.training import encode_texts
 
     if not texts:
         raise ValueError("held-out loss needs at least one document")
@@ -132,7 +138,7 @@ def heldout_loss(model, tokenizer, texts: list[str], max_seq_len: int = 256, bat
     total, tokens = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            batch = encode_texts(tokenizer, texts[start : start + batch_size], max_seq_len)
+            batch = encode_texts(tokenizer, texts[start : start + batch_size], max_length=max_seq_len)
             # Plain next-token cross-entropy, computed here so no MoE auxiliary loss leaks into the number.
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             targets = batch.input_ids[:, 1:].masked_fill(batch.attention_mask[:, 1:] == 0, -100)
