@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 from verifarm.rollout.config import FarmConfig
 
@@ -43,6 +44,7 @@ def celery_settings(farm: FarmConfig) -> dict[str, Any]:
             "sep": ":",
         },
         "result_backend_transport_options": {"visibility_timeout": farm.visibility_timeout_s},
+        "worker_proc_alive_timeout": 120,  # pool processes start slowly on a busy machine
         "worker_send_task_events": True,  # Flower can watch the pool
         "task_send_sent_event": True,
         "verifarm_farm": farm.model_dump(mode="json"),
@@ -107,11 +109,21 @@ def create_app(farm: FarmConfig | None = None) -> Celery:
     else:
         app.add_defaults(celery_settings(farm))
 
-    @app.task(name=TASK_NAME, bind=True)
+    # A batch that raised (a database blip, a bug) is retried a few times with backoff, then given up on;
+    # `campaign requeue` can enqueue it again once the cause is fixed.
+    @app.task(name=TASK_NAME, bind=True, autoretry_for=(Exception,), max_retries=3, retry_backoff=2,
+              retry_backoff_max=60, retry_jitter=False)
     def rollout_batch_task(self: Any, campaign_id: str, batch_index: int) -> dict[str, Any]:
         return _runtime(self.app).run_batch(campaign_id, int(batch_index))
 
     return app
+
+
+@worker_init.connect
+def _import_policy_stack(**_: Any) -> None:
+    # Imported once in the worker's main process, before the pool forks, so that no pool process spends its
+    # first batch importing torch and transformers (and overruns the visibility timeout doing so).
+    import verifarm.policy.sampling  # noqa: F401
 
 
 def enqueue_batches(app: Celery, campaign_id: str, spec: Any, batch_indices: Iterable[int]) -> int:

@@ -90,6 +90,26 @@ class BatchReport:
         return dict(self.__dict__)
 
 
+def storable_text(text: str) -> str:
+    """The text with NUL characters replaced (U+FFFD): PostgreSQL text cannot hold them, and a byte-level
+    policy can emit them. Applied before verifying, so what is stored is exactly what was judged."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _storable_details(details: dict[str, Any]) -> dict[str, Any]:
+    # Through JSON (non-JSON values become strings), with NULs replaced in every string.
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return storable_text(value)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {storable_text(str(k)): clean(v) for k, v in value.items()}
+        return value
+
+    return clean(json.loads(json.dumps(details, default=str)))
+
+
 def sampling_seed(spec: CampaignSpec, task_indices: Sequence[int]) -> int:
     """The sampler's seed for these tasks of the campaign: a rerun of the batch draws the same samples."""
     key = f"verifarm-sampling:{spec.seed}:{','.join(map(str, task_indices))}"
@@ -132,22 +152,24 @@ def build_records(
     sample_seconds_each: float,
 ) -> list[RolloutRecord]:
     env_version = plan.env_id.rsplit("-", 1)[-1]
+    prompt = storable_text(task.prompt)
     records = []
     for index, (sample, (verdict, verify_seconds)) in enumerate(zip(samples, verdicts, strict=True)):
         outcome = _outcome(verdict)
+        completion = storable_text(sample.text)
         records.append(RolloutRecord(
             record_id=record_id_for(campaign_id, plan.task_index, index), campaign_id=campaign_id,
             env_id=plan.env_id, env_version=env_version, task_index=plan.task_index, task_seed=plan.seed,
             task_id=task.task_id, difficulty=task.difficulty, group_id=group_id_for(campaign_id, plan.task_index),
-            group_size=spec.samples_per_task, sample_index=index, prompt=task.prompt, completion=sample.text,
+            group_size=spec.samples_per_task, sample_index=index, prompt=prompt, completion=completion,
             reward=verdict.reward if outcome != "infra_error" else 0.0, passed=outcome == "pass",
-            reason=verdict.reason[:2000], outcome=outcome, policy_version=sample.policy_version,
+            reason=storable_text(verdict.reason[:2000]), outcome=outcome, policy_version=sample.policy_version,
             policy_name=sampler_name, verifier_version=family.verifier_version,
             sandbox_backend=verdict.details.get("sandbox_backend"), sample_seconds=sample_seconds_each,
-            verify_seconds=verify_seconds, content_hash=content_hash_for(plan.env_id, task.prompt, sample.text),
+            verify_seconds=verify_seconds, content_hash=content_hash_for(plan.env_id, prompt, completion),
             token_ids=list(sample.token_ids) if sample.token_ids is not None else None,
             logprobs=[float(x) for x in sample.logprobs] if sample.logprobs is not None else None,
-            details=json.loads(json.dumps(verdict.details, default=str)),
+            details=_storable_details(verdict.details),
         ))
     return records
 
@@ -189,7 +211,7 @@ def rollout_batch(
         verdicts = []
         for sample in group:
             verify_started = time.perf_counter()
-            verdict, retries = verify_with_retries(family, task, sample.text, infra_retries)
+            verdict, retries = verify_with_retries(family, task, storable_text(sample.text), infra_retries)
             verdicts.append((verdict, time.perf_counter() - verify_started))
             report.infra_retries += retries
         records.extend(build_records(campaign_id, spec, plan, family, task, group, verdicts, sampler.name,

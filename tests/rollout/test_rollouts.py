@@ -162,3 +162,19 @@ def test_corrupt_changes_the_answer() -> None:
     wrong = corrupt(text, random.Random(0))
     assert wrong != text and wrong[:-2] == text[:-2]
     assert corrupt("no digits here", random.Random(0)) == "no digi"
+
+
+def test_nul_characters_from_a_byte_level_policy_are_storable(store: RolloutStore) -> None:
+    from verifarm.rollout.reference_policy import SampledText
+
+    spec = new_campaign(store, "nul", policy="reference")
+    plan = plan_task(spec, 0)
+    family = FamilyCache().get(plan.env_id, plan.options)
+    task = family.generate(plan.seed, plan.difficulty)
+    text = "\x00garbage\x00"
+    verdict, _ = verify_with_retries(family, task, text, retries=0)
+    records = build_records("nul", spec, plan, family, task, [SampledText(text, [0, 1], [-1.0, -2.0], 1)],
+                            [(verdict, 0.0)], "checkpoint", 0.0)
+    assert store.add_records(records) == 1
+    stored = store.query(RecordFilter(campaign_id="nul"))[0]
+    assert stored.completion == "\ufffdgarbage\ufffd" and stored.outcome == "fail"

@@ -1,0 +1,233 @@
+"""The farm end to end: real Redis, real Celery worker processes, real envs and verifiers, a real checkpoint.
+
+Workers are started the way users start them (`verifarm workers start`, `celery -A verifarm.rollout.app worker`)
+in their own process groups, so a test can SIGKILL one like a machine that died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+
+from verifarm.rollout.app import QUEUE
+from verifarm.rollout.campaign import cancel, parse_spec, status, submit
+from verifarm.rollout.config import FarmConfig
+from verifarm.rollout.embedded_redis import EmbeddedRedis
+from verifarm.rollout.store import RecordFilter, RolloutStore, record_id_for
+
+pytestmark = pytest.mark.slow
+
+ENV_MIX = [
+    {"env_id": "verifarm/Addition-v0", "weight": 2, "min_difficulty": 1, "max_difficulty": 3},
+    {"env_id": "verifarm/Arithmetic-v0", "options": {"operations": ["-", "*"]}, "max_difficulty": 2},
+    {"env_id": "verifarm/MathAnswer-v0"},
+]
+
+
+@dataclass
+class Farm:
+    """Environment and processes of one test farm; everything started is stopped at teardown."""
+
+    home: Path
+    store_url: str
+    checkpoint_dir: Path
+    redis_url: str | None = None
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFARM_")}
+        env.update({
+            "VERIFARM_HOME": str(self.home), "VERIFARM_DATABASE_URL": self.store_url,
+            "VERIFARM_CHECKPOINT_DIR": str(self.checkpoint_dir), "VERIFARM_SANDBOX_BACKEND": "process",
+            # Short enough that a killed worker's batch is handed on within the test, long enough that
+            # a healthy batch (including the first policy load) is not.
+            "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": "12", "VERIFARM_FARM_RESTORE_INTERVAL_S": "1",
+        })
+        if self.redis_url:
+            env["VERIFARM_REDIS_URL"] = self.redis_url
+        return env
+
+    def config(self) -> FarmConfig:
+        assert self.redis_url, "this farm's broker is started by its workers"
+        return FarmConfig(broker_url=self.redis_url, store_url=self.store_url, checkpoint_dir=self.checkpoint_dir,
+                          visibility_timeout_s=12, restore_interval_s=1)
+
+    def start_worker(self, name: str, plain_celery: bool = False) -> subprocess.Popen:
+        if plain_celery:
+            command = [sys.executable, "-m", "celery", "-A", "verifarm.rollout.app", "worker", "-c", "1",
+                       "-n", f"{name}@%h", "-Q", QUEUE, "-l", "INFO"]
+        else:
+            command = [sys.executable, "-m", "verifarm.cli", "workers", "start", "-c", "1", "-n", f"{name}@%h"]
+        log = open(self.home / f"{name}.log", "w")
+        process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "verifarm.cli", *args], env=self.env(), capture_output=True,
+                              text=True, timeout=120)
+
+    def count(self, campaign_id: str) -> int:
+        with RolloutStore(self.store_url) as store:
+            return store.count(RecordFilter(campaign_id=campaign_id))
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, farm: Farm | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            logs = ""
+            if farm is not None:
+                logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in farm.home.glob("*.log"))
+            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{logs}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def farm(tmp_path: Path, postgres_url: str, checkpoint_root: Path) -> Iterator[Farm]:
+    home = tmp_path / "home"
+    home.mkdir()
+    made = Farm(home=home, store_url=postgres_url, checkpoint_dir=checkpoint_root)
+    try:
+        yield made
+    finally:
+        made.stop_all()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[EmbeddedRedis, str, list[int]]]:
+    """A redis-server this test may kill and restart on the same port and data folder."""
+    server = EmbeddedRedis(tmp_path / "broker")
+    url, pid = server.start()
+    pids = [pid]
+    try:
+        yield server, url, pids
+    finally:
+        server.stop(pids[-1])
+
+
+def assert_complete_and_unique(farm: Farm, campaign_id: str, tasks: int, samples: int) -> None:
+    with RolloutStore(farm.store_url) as store:
+        records = store.query(RecordFilter(campaign_id=campaign_id))
+    expected = {record_id_for(campaign_id, t, s) for t in range(tasks) for s in range(samples)}
+    assert len(records) == tasks * samples
+    assert {r.record_id for r in records} == expected
+
+
+def test_cli_farm_on_embedded_redis_completes_exactly(farm: Farm) -> None:
+    """No Redis configured: `workers start` runs a private one, a plain celery worker and `campaign submit`
+    find it, and a campaign over several envs ends with exactly tasks x samples records."""
+    spec = {"name": "e2e", "envs": ENV_MIX, "tasks": 12, "samples_per_task": 3, "batch_size": 3,
+            "policy": "latest", "sampling": {"temperature": 1.0, "max_new_tokens": 24}}
+    (farm.home / "spec.yaml").write_text(yaml.safe_dump(spec))
+    farm.start_worker("cli-worker")
+    server = EmbeddedRedis(farm.home / "redis")
+    wait_until(lambda: server.running_url() is not None, 60, "the private Redis of `workers start`", farm)
+    farm.start_worker("plain-worker", plain_celery=True)
+
+    submitted = farm.cli("campaign", "submit", str(farm.home / "spec.yaml"), "--id", "e2e-1")
+    assert submitted.returncode == 0, submitted.stderr
+    assert submitted.stdout.strip() == "e2e-1"
+    wait_until(lambda: farm.count("e2e-1") >= 36, 150, "all records", farm)
+    assert_complete_and_unique(farm, "e2e-1", 12, 3)
+
+    state = json.loads(farm.cli("campaign", "status", "e2e-1", "--json").stdout)
+    assert state["state"] == "done" and state["done"] == state["expected"] == 36
+    assert state["infra_errors"] == 0
+    with RolloutStore(farm.store_url) as store:
+        records = store.query(RecordFilter(campaign_id="e2e-1"))
+    assert {r.env_id for r in records} == {e["env_id"] for e in ENV_MIX}
+    assert {r.policy_version for r in records} == {1}
+    # Both workers took part (each holds one batch at a time, so the queue was shared).
+    logs = [(farm.home / f"{n}.log").read_text() for n in ("cli-worker", "plain-worker")]
+    assert all("succeeded" in log for log in logs), logs
+
+    # Stopping the pool that started the private Redis stops that Redis too.
+    farm.stop_all()
+    assert server.running_url() is None
+
+
+def test_sigkilled_worker_loses_and_duplicates_nothing(farm: Farm, private_redis) -> None:
+    _, farm.redis_url, _ = private_redis
+    spec = parse_spec({"name": "kill", "envs": ENV_MIX[:2], "tasks": 40, "samples_per_task": 4, "batch_size": 4,
+                       "policy": 1, "sampling": {"max_new_tokens": 48}})
+    victim = farm.start_worker("victim", plain_celery=True)
+    submit(spec, farm.config(), "kill-1")
+    wait_until(lambda: farm.count("kill-1") >= 16, 120, "the victim's first batches", farm)
+    os.killpg(victim.pid, signal.SIGKILL)  # the whole worker, pool and all, mid-campaign
+    victim.wait(10)
+    killed_at = farm.count("kill-1")
+    assert killed_at < 160
+    farm.start_worker("survivor", plain_celery=True)
+    wait_until(lambda: farm.count("kill-1") >= 160, 150, "the survivor to finish, redelivered batch included", farm)
+    assert_complete_and_unique(farm, "kill-1", 40, 4)
+    assert status("kill-1", farm.store_url).state == "done"
+
+
+def test_redis_restart_mid_campaign_loses_and_duplicates_nothing(farm: Farm, private_redis) -> None:
+    server, farm.redis_url, pids = private_redis
+    port = int(farm.redis_url.rsplit(":", 1)[1].split("/")[0])
+    spec = parse_spec({"name": "restart", "envs": ENV_MIX[:2], "tasks": 40, "samples_per_task": 4,
+                       "batch_size": 4, "policy": "latest", "sampling": {"max_new_tokens": 48}})
+    farm.start_worker("w1", plain_celery=True)
+    farm.start_worker("w2", plain_celery=True)
+    submit(spec, farm.config(), "restart-1")
+    wait_until(lambda: farm.count("restart-1") >= 16, 120, "the first batches", farm)
+    os.kill(pids[-1], signal.SIGKILL)  # the broker dies hard; its append-only file keeps the queue
+    os.waitpid(pids[-1], 0)
+    time.sleep(2)
+    _, pid = server.start(port=port)
+    pids.append(pid)
+    wait_until(lambda: farm.count("restart-1") >= 160, 180, "the campaign to finish after the restart", farm)
+    assert_complete_and_unique(farm, "restart-1", 40, 4)
+
+
+def test_cancel_stops_new_work_and_keeps_records(farm: Farm, private_redis) -> None:
+    _, farm.redis_url, _ = private_redis
+    spec = parse_spec({"name": "cancel", "envs": ENV_MIX[:1], "tasks": 200, "samples_per_task": 4,
+                       "batch_size": 4, "policy": "latest", "sampling": {"max_new_tokens": 48}})
+    farm.start_worker("w1", plain_celery=True)
+    submit(spec, farm.config(), "cancel-1")
+    wait_until(lambda: farm.count("cancel-1") >= 16, 120, "some records", farm)
+    result = farm.cli("campaign", "cancel", "cancel-1")
+    assert result.returncode == 0, result.stderr
+    at_cancel = farm.count("cancel-1")
+    broker = redis.Redis.from_url(farm.redis_url)
+    # The remaining batches are consumed without work: the queue drains fast.
+    wait_until(lambda: sum(broker.llen(key) for key in broker.keys(f"{QUEUE}*")) == 0, 60, "the queue to drain", farm)
+    time.sleep(1.0)
+    final = farm.count("cancel-1")
+    assert final - at_cancel <= 4 * 4  # at most the batch that was running when the flag was set
+    assert 16 <= final < 800
+    st = status("cancel-1", farm.store_url)
+    assert st.state == "cancelled" and st.done == final
+    # What was collected stays, complete per task.
+    with RolloutStore(farm.store_url) as store:
+        per_task: dict[int, int] = {}
+        for r in store.query(RecordFilter(campaign_id="cancel-1")):
+            per_task[r.task_index] = per_task.get(r.task_index, 0) + 1
+    assert set(per_task.values()) == {4}
+    cancel("cancel-1", farm.store_url)  # cancelling twice is harmless
