@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from verifarm.envs.base import Task, Verdict, check_completion_size
-from verifarm.envs.code_completion import last_fenced_block
+from verifarm.envs.code_completion import last_fenced_block, sandbox_failure
 from verifarm.sandbox.program import ExecResult, Limits, Status
 
 COMPILE_LIMITS = Limits(cpu_seconds=10, wall_seconds=20, memory_bytes=512 * 1024 * 1024, max_processes=32,
@@ -352,8 +352,11 @@ class CProgramFamily:
         if not source.strip():
             return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty."})
         inputs, outputs = task.data["inputs"], task.data["outputs"]
-        crun = compile_and_run_c(source, [text.encode() for text in inputs], compile_limits=self.compile_limits,
-                                 run_limits=self.run_limits, backend=self.backend)
+        try:
+            crun = compile_and_run_c(source, [text.encode() for text in inputs], compile_limits=self.compile_limits,
+                                     run_limits=self.run_limits, backend=self.backend)
+        except Exception as error:  # noqa: BLE001  (the sandbox could not run at all)
+            return sandbox_failure(error, details, self.backend)
         details["sandbox_backend"] = crun.compile.backend
         seconds = crun.compile.wall_seconds + sum(run.wall_seconds for run in crun.runs)
         infra = [r for r in [crun.compile, *crun.runs] if r.status is Status.INFRA_ERROR]

@@ -63,6 +63,13 @@ def syntax_problem(source: str) -> str | None:
     return None
 
 
+def sandbox_failure(error: Exception, details: dict, backend: str) -> Verdict:
+    """The verdict when the sandbox itself raised (backend unavailable, daemon gone): an infrastructure error."""
+    details = {**details, "sandbox_backend": backend}
+    return Verdict(0.0, False, f"sandbox infrastructure error: {type(error).__name__}: {str(error)[:200]}",
+                   details, infra_error=True)
+
+
 def verify_python(solution: str, test_code: str, entry_point: str, verifier_version: str,
                   limits: Limits = PYTHON_TEST_LIMITS, backend: str = "auto") -> Verdict:
     """Run HumanEval-style ``check(candidate)`` tests against ``solution`` in the sandbox."""
@@ -72,7 +79,10 @@ def verify_python(solution: str, test_code: str, entry_point: str, verifier_vers
     problem = syntax_problem(solution)
     if problem is not None:
         return Verdict(0.0, False, problem, details)
-    outcome = check_python(solution, test_code, entry_point, limits=limits, backend=backend)
+    try:
+        outcome = check_python(solution, test_code, entry_point, limits=limits, backend=backend)
+    except Exception as error:  # noqa: BLE001  (the sandbox could not run at all: its failure, not the completion's)
+        return sandbox_failure(error, details, backend)
     details.update(sandbox_backend=outcome.result.backend, sandbox_status=outcome.result.status.value)
     sandbox_seconds = outcome.result.wall_seconds
     if outcome.infra_error:
