@@ -3,11 +3,15 @@
 import typer
 
 from verifarm.policy.cli import app as policy_app
+from verifarm.policy.server import serve
 from verifarm.rollout.cli import campaign_app, data_app, workers_app
 from verifarm.sandbox.cli import app as sandbox_app
 from verifarm.trainer.cli import app as train_app
+from verifarm.trainer.demo import demo
 
 app = typer.Typer(no_args_is_help=True, help="verifarm: a rollout farm for verifiable domains")
+app.command("demo")(demo)
+app.command("serve")(serve)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(policy_app, name="policy")
 app.add_typer(workers_app, name="workers")
