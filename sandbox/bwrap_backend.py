@@ -22,8 +22,11 @@ from verifarm.sandbox.workdir import HostWorkDir, acquire_identity, sweep_uid
 # it waits for bwrap, then for everything reparented to it, so the run leaves nothing behind and the CPU
 # time of the whole tree reaches our wait4. It also moves the setup marker pipe to fd 3 for the shell.
 REAPER = r"""
-import ctypes, os, sys
+import ctypes, os, signal, sys
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+# Python ignores SIGPIPE and SIGXFSZ; the program must get the default actions back (file size limit).
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 marker = int(sys.argv[1])
 if marker != 3:
     os.dup2(marker, 3)
