@@ -57,7 +57,13 @@ def processes_with(token: str) -> list[int]:
     return found
 
 
-def assert_nothing_left(token: str) -> None:
+@pytest.fixture
+def nothing_left():
+    """Call with the test's token: fails if any process of the run is still alive a moment later."""
+    return _assert_nothing_left
+
+
+def _assert_nothing_left(token: str) -> None:
     deadline = time.monotonic() + 3
     while processes_with(token) and time.monotonic() < deadline:
         time.sleep(0.05)
