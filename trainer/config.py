@@ -71,13 +71,14 @@ class TrainerConfig:
     evaluate_on_publish: bool = True
     teacher_version: int | None = None  # registry version that distillation steps learn from
     distill_temperature: float = 2.0
+    post_updates_per_batch: int = 1  # optimizer updates on each post-training batch (PPO-style epochs)
     grpo_clip: float = 0.2
-    kl_coef: float = 0.0
     idle_poll_seconds: float = 2.0  # how long to wait before looking again when no post-training data is fresh
     torch_threads: int = 2
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "learning_rate", "max_seq_len", "publish_every", "torch_threads", "grad_clip")
+        positive = ("batch_size", "learning_rate", "max_seq_len", "publish_every", "torch_threads", "grad_clip",
+                    "post_updates_per_batch")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

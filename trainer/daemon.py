@@ -148,7 +148,8 @@ class ContinualTrainer:
             indices, cursor = next_corpus_indices(
                 self.cursor, len(self.corpus.train), self.config.batch_size, self.config.seed
             )
-            loss, metrics = self._pretrain_loss([self.corpus.train[i] for i in indices])
+            texts = [self.corpus.train[i] for i in indices]
+            loss, metrics, grad_norm = self._update(lambda: self._pretrain_loss(texts))
             samples = len(indices)
         else:
             batch, cursor = read_post_batch(
@@ -157,13 +158,18 @@ class ContinualTrainer:
             if batch is None:
                 self.cursor = cursor  # stale or useless records scanned are not scanned again
                 return None
-            loss, metrics = self._post_loss(batch)
+            encoded = self._encode_post(batch)
+            old_logprobs = None
+            if batch.mode == "grpo":
+                from verifarm.policy.losses import sequence_logprobs
+
+                # Log-probs under the weights before this batch's first update: the clipped ratio of
+                # later updates on the same batch is taken against them (PPO-style epochs).
+                old_logprobs = sequence_logprobs(self.model, encoded.input_ids, encoded.attention_mask)
+            for _ in range(self.config.post_updates_per_batch):
+                loss, metrics, grad_norm = self._update(lambda: self._post_loss(batch, encoded, old_logprobs))
             metrics.update(batch.staleness_summary())
             samples = len(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
         # The cursor advances only once the step that consumed its data has been applied.
         self.cursor = cursor
         self.kind_counts[kind] += 1
@@ -174,6 +180,15 @@ class ContinualTrainer:
         self.step_index += 1
         return report
 
+    def _update(self, compute_loss):
+        """One optimizer update; returns (loss, metrics, gradient norm before clipping)."""
+        loss, metrics = compute_loss()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return loss, metrics, grad_norm
+
     def _pretrain_loss(self, texts: list[str]):
         from verifarm.policy.losses import lm_loss
         from verifarm.policy.training import encode_texts
@@ -181,22 +196,24 @@ class ContinualTrainer:
         batch = encode_texts(self.tokenizer, texts, max_length=self.config.max_seq_len)
         return lm_loss(self.model, batch.input_ids, batch.attention_mask)
 
-    def _post_loss(self, batch: PostBatch):
-        from verifarm.policy.losses import distill_loss, grpo_loss, sft_loss
+    def _encode_post(self, batch: PostBatch):
         from verifarm.policy.training import encode_batch
 
-        encoded = encode_batch(self.tokenizer, batch.prompts, batch.completions, max_length=self.config.max_seq_len)
+        return encode_batch(self.tokenizer, batch.prompts, batch.completions, max_length=self.config.max_seq_len)
+
+    def _post_loss(self, batch: PostBatch, encoded, old_logprobs):
+        from verifarm.policy.losses import distill_loss, grpo_loss, sft_loss
+
         ids, mask, completion_mask = encoded.input_ids, encoded.attention_mask, encoded.completion_mask
         if batch.mode == "rft":
             return sft_loss(self.model, ids, mask, completion_mask)
         if batch.mode == "grpo":
-            # old_logprobs=None: the ratio is taken against the weights about to be updated (one update
-            # per batch), so the step is on-policy for the current version; the records themselves come
-            # from a version within the staleness bound.
+            # The records come from a version within the staleness bound; the ratio is taken against the
+            # weights this batch started from (not the sampler's), which keeps updates on a known base.
             rewards = torch.tensor(batch.rewards, dtype=torch.float32)
             groups = torch.tensor(batch.group_ids, dtype=torch.long)
-            return grpo_loss(self.model, ids, mask, completion_mask, None, rewards, groups,
-                             clip=self.config.grpo_clip, kl_coef=self.config.kl_coef)
+            return grpo_loss(self.model, ids, mask, completion_mask, old_logprobs, rewards, groups,
+                             clip=self.config.grpo_clip)
         if batch.mode == "distill":
             return distill_loss(self.model, self.teacher, ids, mask, completion_mask,
                                 temperature=self.config.distill_temperature)

@@ -51,7 +51,12 @@ class PostBatch:
 def usable_samples(mode: str, group: list) -> list:
     """The samples of one complete group that a step of `mode` learns from."""
     if mode == "rft":
-        return [r for r in group if r.passed]
+        # Identical passing completions (common on easy tasks) would weight a task by how easy it is.
+        unique = {}
+        for r in group:
+            if r.passed:
+                unique.setdefault(r.completion, r)
+        return list(unique.values())
     if mode == "grpo":
         # A group whose rewards are all equal has zero advantage everywhere: no learning signal.
         rewards = {r.reward for r in group}

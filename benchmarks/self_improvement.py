@@ -1,0 +1,281 @@
+"""Does the loop make the policy better? The four targets of issue 6, each runnable on its own with a budget.
+
+  expert       expert iteration: pass@1 after <= 5 rounds vs the starting policy's pass@16 (target: >=)
+  forgetting   held-out pre-training loss after post-training vs before (target: within 10%)
+  interleave   the same rounds with interleaved pre/post-training, post-training only, pre-training only
+  easy-to-hard pre-trained on <= 4-digit addition only; the loop alone extends the digits (target: 8-digit
+               pass@1 >= 90% within 30 minutes)
+
+Rollouts use the farm's own rollout function in this process (`--workers N` runs them on a worker pool through
+Redis instead). Every part prints its figures, and the last line is the headline ratio of that part.
+
+    python benchmarks/self_improvement.py --part expert --quick
+    python benchmarks/self_improvement.py --part all
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from verifarm.policy.registry import CheckpointRegistry
+from verifarm.rollout.store import RolloutStore
+from verifarm.settings import Settings
+from verifarm.trainer.config import EvalConfig, EvalSuite
+from verifarm.trainer.corpus import ARITHMETIC_ENV, CorpusConfig, build_corpus
+from verifarm.trainer.daemon import ContinualTrainer
+from verifarm.trainer.demo import (
+    DemoConfig,
+    InProcessCampaigns,
+    PoolCampaigns,
+    RoundResult,
+    WorkerPool,
+    evaluate_version,
+    pretrain_initial_policy,
+    run_rounds,
+    summary_table,
+)
+from verifarm.trainer.evaluate import evaluate_policy
+from verifarm.trainer.schedule import ScheduleConfig
+
+
+def base_config(quick: bool) -> DemoConfig:
+    config = DemoConfig(workers=0)
+    if quick:
+        config = replace(config, pretrain_steps=150, pretrain_seconds=120, campaign_tasks=48, rounds=3,
+                         eval_tasks=24, pretrain_max_digits=2, campaign_max_digits=3, eval_difficulties=(1, 2, 3),
+                         trainer=replace(config.trainer, corpus=CorpusConfig(arithmetic_max_digits=2,
+                                                                             arithmetic_documents=3000)))
+    return config
+
+
+class Farm:
+    """One experiment's home: registry, store, and the campaign runner (in-process or a worker pool)."""
+
+    def __init__(self, home: Path, workers: int) -> None:
+        if home.exists():
+            shutil.rmtree(home)
+        home.mkdir(parents=True)
+        self.home = home
+        self.settings = Settings(home=home, redis_url=None, database_url=None, checkpoint_dir=None)
+        self.registry = CheckpointRegistry(self.settings.checkpoints)
+        self.store = RolloutStore(self.settings.store_url)
+        self.pool = WorkerPool(home, workers) if workers > 0 else None
+
+    def campaigns(self, timeout: float):
+        if self.pool is None:
+            return InProcessCampaigns(self.store, self.registry)
+        from verifarm.rollout.config import FarmConfig
+
+        return PoolCampaigns(FarmConfig.from_settings(self.settings, broker_url=self.pool.broker_url), self.pool,
+                             timeout)
+
+    def trainer(self, config: DemoConfig, corpus) -> ContinualTrainer:
+        return ContinualTrainer(config.trainer, self.registry, self.store, self.home / "trainer" / "state",
+                                corpus=corpus)
+
+    def close(self) -> None:
+        self.store.close()
+        if self.pool is not None:
+            self.pool.stop()
+
+
+def pretrained_farm(config: DemoConfig, home: Path, workers: int, source: Path | None = None) -> Farm:
+    """A farm whose registry holds the pre-trained v1 (copied from `source` when given, so runs compare)."""
+    farm = Farm(home, workers)
+    if source is not None:
+        shutil.copytree(source, farm.settings.checkpoints)
+    else:
+        pretrain_initial_policy(config, farm.registry, build_corpus(config.trainer.corpus), print)
+    return farm
+
+
+def pass_at_k_baseline(config: DemoConfig, trainer, k: int) -> dict[int, tuple[float, float]]:
+    """(pass@1 greedy, pass@k) per difficulty of the starting policy."""
+    from verifarm.policy.sampling import LocalPolicy
+
+    evaluation = replace(config.evaluation(), samples=k, k=k)
+    trainer.model.eval()
+    report = evaluate_policy(LocalPolicy(trainer.model, trainer.tokenizer, trainer.version), evaluation)
+    trainer.model.train()
+    return {r.difficulty: (r.pass_at_1, r.pass_at_k) for r in report.results}
+
+
+def part_expert(config: DemoConfig, out: Path, workers: int, budget: float) -> tuple[list[RoundResult], Path]:
+    """Targets 1 and 3: rounds of campaigns + training from a briefly pre-trained policy."""
+    print(f"== expert iteration: up to {config.rounds} rounds, budget {budget:.0f}s")
+    deadline = time.monotonic() + budget
+    farm = pretrained_farm(config, out / "expert", workers)
+    try:
+        corpus = build_corpus(config.trainer.corpus)
+        trainer = farm.trainer(config, corpus)
+        baseline = pass_at_k_baseline(config, trainer, 16)
+        for digits, (p1, p16) in sorted(baseline.items()):
+            print(f"start v{trainer.version} d{digits}: pass@1 {p1:.1%}  pass@16 {p16:.1%}")
+        results = run_rounds(config, trainer, farm.campaigns(config.round_timeout_seconds), print, deadline)
+    finally:
+        farm.close()
+    print(summary_table(results))
+    q0 = sum(p16 for _, p16 in baseline.values()) / len(baseline)
+    p0 = sum(p1 for p1, _ in baseline.values()) / len(baseline)
+    final = sum(results[-1].pass_at_1.values()) / len(results[-1].pass_at_1)
+    best = max(sum(r.pass_at_1.values()) / len(r.pass_at_1) for r in results)
+    for digits, (p1, p16) in sorted(baseline.items()):
+        reached = max(r.pass_at_1[digits] for r in results)
+        print(f"d{digits}: p0={p1:.1%} q0(pass@16)={p16:.1%} best pass@1 after rounds={reached:.1%} "
+              f"{'MET' if reached >= p16 else 'not met'}")
+    print(f"target 1 (mean over difficulties): p0={p0:.1%} q0={q0:.1%} final pass@1={final:.1%} best={best:.1%} "
+          f"-> {'MET' if best >= q0 else 'NOT MET'} within {len(results) - 1} rounds")
+    _forgetting(results)
+    print(f"expert iteration: best pass@1 / starting pass@16 = {best / q0 if q0 else float('nan'):.2f}")
+    return results, farm.settings.checkpoints
+
+
+def _forgetting(results: list[RoundResult]) -> float:
+    before = results[0].heldout_loss
+    worst = max(r.heldout_loss for r in results[1:]) if len(results) > 1 else before
+    ratio = worst / before
+    print(f"target 3 (no forgetting): held-out loss before post-training {before:.4f}, worst after {worst:.4f} "
+          f"(x{ratio:.3f}) -> {'MET' if ratio <= 1.10 else 'NOT MET'} (limit x1.10)")
+    return ratio
+
+
+def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float) -> None:
+    """Target 4: the same rounds with three schedules, from the same pre-trained policy."""
+    print(f"== interleaving: 1 pre : 3 post vs post only vs pre only, {config.rounds} rounds each")
+    source_farm = pretrained_farm(config, out / "interleave-source", 0)
+    source = source_farm.settings.checkpoints
+    source_farm.close()
+    corpus = build_corpus(config.trainer.corpus)
+    schedules = {
+        "interleaved 1:3": ScheduleConfig(1, 3, {"rft": 1.0}),
+        "post-training only": ScheduleConfig(0, 1, {"rft": 1.0}),
+    }
+    finals: dict[str, RoundResult] = {}
+    steps_per_round: list[int] = []
+    per_run_budget = budget / 3
+    for name, schedule in schedules.items():
+        run_config = replace(config, trainer=replace(config.trainer, schedule=schedule))
+        farm = pretrained_farm(run_config, out / name.split()[0], workers, source)
+        try:
+            trainer = farm.trainer(run_config, corpus)
+            results = run_rounds(run_config, trainer, farm.campaigns(config.round_timeout_seconds), print,
+                                 time.monotonic() + per_run_budget)
+        finally:
+            farm.close()
+        finals[name] = results[-1]
+        if name.startswith("interleaved"):
+            steps_per_round = [r.steps for r in results[1:]]
+    # Pre-training only: as many steps per round as the interleaved run took, no rollouts.
+    run_config = replace(config, trainer=replace(config.trainer, schedule=ScheduleConfig(1, 0, {"rft": 1.0})))
+    farm = pretrained_farm(run_config, out / "pre-only", 0, source)
+    try:
+        trainer = farm.trainer(run_config, corpus)
+        results = [evaluate_version(run_config, trainer, 0)]
+        for index, steps in enumerate(steps_per_round, start=1):
+            trainer.run(max_steps=steps)
+            results.append(evaluate_version(run_config, trainer, index))
+    finally:
+        farm.close()
+    finals["pre-training only"] = results[-1]
+    difficulties = sorted(next(iter(finals.values())).pass_at_1)
+    print("schedule              " + "  ".join(f"{f'd{d}':>6}" for d in difficulties) + "  mean    held-out loss")
+    means = {}
+    for name, result in finals.items():
+        means[name] = sum(result.pass_at_1.values()) / len(result.pass_at_1)
+        cells = "  ".join(f"{result.pass_at_1[d]:6.1%}" for d in difficulties)
+        print(f"{name:<20}  {cells}  {means[name]:5.1%}  {result.heldout_loss:.4f}")
+    best_other = max(means["post-training only"], means["pre-training only"])
+    print(f"interleaving: interleaved mean pass@1 / best single-kind schedule = "
+          f"{means['interleaved 1:3'] / best_other if best_other else float('nan'):.2f}")
+
+
+def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float, target_digits: int) -> None:
+    """Target 2: gold data only up to 4 digits; each round samples up to one digit past the frontier and the
+    frontier moves up once greedy pass@1 there reaches the promotion threshold."""
+    gold = 4
+    promote_at = 0.8
+    config = replace(
+        config, pretrain_max_digits=gold,
+        trainer=replace(config.trainer, corpus=CorpusConfig(arithmetic_max_digits=gold, arithmetic_documents=8000),
+                        max_seq_len=config.max_new_tokens(target_digits) + 2 * target_digits + 8),
+    )
+    print(f"== easy to hard: gold <= {gold} digits, target {target_digits}-digit pass@1 >= 90%, budget {budget:.0f}s")
+    started = time.monotonic()
+    farm = pretrained_farm(config, out / "easy-to-hard", workers)
+    frontier = gold
+    history = []
+    try:
+        corpus = build_corpus(config.trainer.corpus)
+        trainer = farm.trainer(config, corpus)
+        campaigns = farm.campaigns(config.round_timeout_seconds)
+        round_index = 0
+        while time.monotonic() - started < budget:
+            eval_digits = tuple(sorted({frontier, frontier + 1, target_digits}))
+            round_config = replace(config, eval_difficulties=eval_digits, campaign_min_digits=max(1, frontier - 2),
+                                   campaign_max_digits=min(frontier + 1, target_digits))
+            result = evaluate_version(round_config, trainer, round_index)
+            history.append((time.monotonic() - started, frontier, result))
+            scores = "  ".join(f"d{d}={p:.1%}" for d, p in sorted(result.pass_at_1.items()))
+            print(f"[{time.monotonic() - started:6.0f}s] round {round_index} v{result.version} frontier {frontier}: "
+                  f"{scores}")
+            if result.pass_at_1[target_digits] >= 0.9:
+                break
+            if frontier < target_digits and result.pass_at_1.get(frontier + 1, 0.0) >= promote_at:
+                frontier += 1
+                continue
+            round_index += 1
+            campaigns.run(_spec(round_config, round_index))
+            trainer.run(until_idle=True)
+    finally:
+        farm.close()
+    elapsed, reached, last = history[-1]
+    best_target = max(r.pass_at_1[target_digits] for _, _, r in history)
+    print(f"target 2: after {elapsed:.0f}s and {len(history) - 1} rounds the frontier is {reached} digits; "
+          f"{target_digits}-digit pass@1 best {best_target:.1%} -> {'MET' if best_target >= 0.9 else 'NOT MET'}")
+    print(f"easy to hard: digits mastered beyond the gold data = {max(0, reached - gold)} "
+          f"(of {target_digits - gold} asked)")
+
+
+def _spec(config: DemoConfig, round_index: int):
+    from verifarm.trainer.demo import campaign_spec
+
+    return campaign_spec(config, round_index)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["expert", "forgetting", "interleave", "easy-to-hard", "all"],
+                        default="expert")
+    parser.add_argument("--quick", action="store_true", help="small budgets: a few minutes per part")
+    parser.add_argument("--budget", type=float, default=None, help="seconds per part (default 900, quick 300)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=0, help="worker pool processes (0: in-process rollouts)")
+    parser.add_argument("--target-digits", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path(".verifarm/bench"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = base_config(args.quick)
+    config = replace(config, trainer=replace(config.trainer, torch_threads=args.threads))
+    if args.rounds:
+        config = replace(config, rounds=args.rounds)
+    budget = args.budget or (300.0 if args.quick else 900.0)
+    parts = ["expert", "interleave", "easy-to-hard"] if args.part == "all" else [args.part]
+    for part in parts:
+        if part in ("expert", "forgetting"):
+            part_expert(config, args.out, args.workers, budget)
+        elif part == "interleave":
+            part_interleave(config, args.out, args.workers, budget)
+        else:
+            part_easy_to_hard(config, args.out, args.workers, max(budget, 1800.0) if not args.quick else budget,
+                              args.target_digits)
+
+
+if __name__ == "__main__":
+    main()
