@@ -104,6 +104,15 @@ class EmbeddedRedis:
             self.state_file.write_text(json.dumps({"pid": process.pid, "port": port}))
             return url, process.pid
 
+    def stop_recorded(self) -> bool:
+        """Stop the server this folder's state file names (e.g. one left by a crashed command). True if one ran."""
+        state = self._state()
+        if state is None or not _alive(int(state["pid"])):
+            self.state_file.unlink(missing_ok=True)
+            return False
+        self.stop(int(state["pid"]))
+        return True
+
     def stop(self, pid: int, timeout_s: float = 15.0) -> None:
         """Stop the server we started (SIGTERM lets it flush its append-only file)."""
         if pid <= 0:

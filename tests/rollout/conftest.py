@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,9 +43,9 @@ def store(store_url: str) -> Iterator[RolloutStore]:
         yield opened
 
 
-@pytest.fixture
-def checkpoint_root(tmp_path: Path) -> Path:
-    """A registry holding version 1 of the tiny preset with random weights (a real checkpoint)."""
+@pytest.fixture(scope="session")
+def checkpoint_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding version 1 of the tiny preset with random weights (a real checkpoint), built once."""
     import torch
 
     from verifarm.policy.model import build_model
@@ -53,8 +54,16 @@ def checkpoint_root(tmp_path: Path) -> Path:
 
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
-    root = tmp_path / "checkpoints"
+    root = tmp_path_factory.mktemp("template") / "checkpoints"
     CheckpointRegistry(root).publish(build_model("tiny", len(tokenizer), seed=0), tokenizer, {"note": "random"})
+    return root
+
+
+@pytest.fixture
+def checkpoint_root(checkpoint_template: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the registry, free to publish into."""
+    root = tmp_path / "checkpoints"
+    shutil.copytree(checkpoint_template, root)
     return root
 
 
