@@ -9,6 +9,7 @@ the first failing test as the next observation.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 
 from verifarm.envs.base import Task, Verdict, check_completion_size
 from verifarm.envs.code_completion import last_fenced_block, sandbox_failure
+from verifarm.sandbox.languages import C_COMPILE_LIMITS
 from verifarm.sandbox.program import ExecResult, Limits, Status
 
-COMPILE_LIMITS = Limits(cpu_seconds=10, wall_seconds=20, memory_bytes=512 * 1024 * 1024, max_processes=32,
-                        output_bytes=64 * 1024, file_size_bytes=32 * 1024 * 1024, open_files=128)
-RUN_LIMITS = Limits(cpu_seconds=1, wall_seconds=3, memory_bytes=128 * 1024 * 1024, max_processes=4,
+# gcc needs the sandbox's generous compile memory; 5 CPU seconds is far above what these programs take.
+COMPILE_LIMITS = dataclasses.replace(C_COMPILE_LIMITS, cpu_seconds=5, wall_seconds=20)
+RUN_LIMITS = Limits(cpu_seconds=1, wall_seconds=10, memory_bytes=128 * 1024 * 1024, max_processes=4,
                     output_bytes=256 * 1024, file_size_bytes=1024 * 1024, open_files=32)
 FEEDBACK_SOURCE_CHARS = 3000
 
@@ -294,6 +296,10 @@ def extract_c_source(completion: str) -> str:
     return completion if block is None else block
 
 
+def _seconds(results: list[ExecResult]) -> float:
+    return sum(result.wall_seconds for result in results)
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
 
@@ -342,7 +348,7 @@ class CProgramFamily:
         )
 
     def verify(self, task: Task, completion: str) -> Verdict:
-        from verifarm.sandbox.languages import compile_and_run_c
+        from verifarm.sandbox.languages import compile_c, run_binary
 
         too_big = check_completion_size(completion, self.max_completion_chars * 4)
         if too_big is not None:
@@ -352,38 +358,45 @@ class CProgramFamily:
         if not source.strip():
             return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty."})
         inputs, outputs = task.data["inputs"], task.data["outputs"]
+        results: list[ExecResult] = []
         try:
-            crun = compile_and_run_c(source, [text.encode() for text in inputs], compile_limits=self.compile_limits,
-                                     run_limits=self.run_limits, backend=self.backend)
+            compiled = compile_c(source, self.compile_limits, self.backend)
+            details["sandbox_backend"] = compiled.backend
+            if compiled.status is Status.INFRA_ERROR:
+                return self._infra(compiled, details, [compiled])
+            if compiled.status is not Status.OK or "prog" not in compiled.files:
+                errors = compiled.stderr.decode("utf-8", "replace")
+                reason = ("compilation timed out" if compiled.status is Status.TIMEOUT else
+                          "compilation failed" if compiled.status is not Status.OK else "the compiler produced no binary")
+                details["feedback"] = f"It did not compile ({reason}):\n{_clip(errors, 1500)}"
+                return Verdict(0.0, False, reason, details, sandbox_seconds=compiled.wall_seconds)
+            details["tests_total"] = len(inputs)
+            # One input at a time, stopping at the first failure: most attempts fail, and an endless loop
+            # should cost one run's CPU limit, not one per input.
+            for index, (text, expected) in enumerate(zip(inputs, outputs)):
+                run = run_binary(compiled.files["prog"], text.encode(), self.run_limits, self.backend)
+                results.append(run)
+                if run.status is Status.INFRA_ERROR:
+                    return self._infra(run, details, [compiled, *results])
+                problem = self._run_problem(run, expected)
+                if problem is not None:
+                    details["tests_passed"] = index
+                    got = run.stdout.decode("utf-8", "replace")
+                    details["feedback"] = (f"It failed test {index + 1} of {len(inputs)}: {problem}.\n"
+                                           f"Input:\n{_clip(text, 400)}\nExpected output:\n{_clip(expected, 300)}\n"
+                                           f"Your output:\n{_clip(got, 300)}")
+                    return Verdict(0.0, False, f"test {index + 1}/{len(inputs)}: {problem}", details,
+                                   sandbox_seconds=_seconds([compiled, *results]))
         except Exception as error:  # noqa: BLE001  (the sandbox could not run at all)
             return sandbox_failure(error, details, self.backend)
-        details["sandbox_backend"] = crun.compile.backend
-        seconds = crun.compile.wall_seconds + sum(run.wall_seconds for run in crun.runs)
-        infra = [r for r in [crun.compile, *crun.runs] if r.status is Status.INFRA_ERROR]
-        if infra:
-            return Verdict(0.0, False, f"sandbox infrastructure error: {infra[0].detail[:200]}", details,
-                           infra_error=True, sandbox_seconds=seconds)
-        if crun.compile.status is not Status.OK:
-            errors = crun.compile.stderr.decode("utf-8", "replace")
-            reason = "compilation timed out" if crun.compile.status is Status.TIMEOUT else "compilation failed"
-            details["feedback"] = f"It did not compile ({reason}):\n{_clip(errors, 1500)}"
-            return Verdict(0.0, False, reason, details, sandbox_seconds=seconds)
-        details["tests_total"] = len(inputs)
-        for index, (run, text, expected) in enumerate(zip(crun.runs, inputs, outputs)):
-            problem = self._run_problem(run, expected)
-            if problem is not None:
-                details["tests_passed"] = index
-                got = run.stdout.decode("utf-8", "replace")
-                details["feedback"] = (f"It failed test {index + 1} of {len(inputs)}: {problem}.\n"
-                                       f"Input:\n{_clip(text, 400)}\nExpected output:\n{_clip(expected, 300)}\n"
-                                       f"Your output:\n{_clip(got, 300)}")
-                return Verdict(0.0, False, f"test {index + 1}/{len(inputs)}: {problem}", details,
-                               sandbox_seconds=seconds)
-        if len(crun.runs) != len(inputs):
-            return Verdict(0.0, False, "sandbox returned fewer runs than inputs", details, infra_error=True,
-                           sandbox_seconds=seconds)
         details["tests_passed"] = len(inputs)
-        return Verdict(1.0, True, f"all {len(inputs)} tests passed", details, sandbox_seconds=seconds)
+        return Verdict(1.0, True, f"all {len(inputs)} tests passed", details,
+                       sandbox_seconds=_seconds([compiled, *results]))
+
+    @staticmethod
+    def _infra(result: ExecResult, details: dict, results: list[ExecResult]) -> Verdict:
+        return Verdict(0.0, False, f"sandbox infrastructure error: {result.detail[:200]}", details,
+                       infra_error=True, sandbox_seconds=_seconds(results))
 
     @staticmethod
     def _run_problem(run: ExecResult, expected: str) -> str | None:

@@ -17,8 +17,9 @@ from verifarm.sandbox.program import Limits
 
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#-]*)[ \t]*\r?\n(.*?)(?:```|\Z)", re.DOTALL)
 
-# Small on purpose: generated tasks and HumanEval run in well under a second; an endless loop costs 2 s, not 10.
-PYTHON_TEST_LIMITS = Limits(cpu_seconds=2, wall_seconds=6, memory_bytes=256 * 1024 * 1024, max_processes=16,
+# Small CPU on purpose: generated tasks and HumanEval need well under a second, so an endless loop costs 2 s, not
+# 10; the wall limit is generous because a loaded machine (many workers on few cores) stretches wall time.
+PYTHON_TEST_LIMITS = Limits(cpu_seconds=2, wall_seconds=20, memory_bytes=256 * 1024 * 1024, max_processes=16,
                             output_bytes=64 * 1024, file_size_bytes=1024 * 1024, open_files=64)
 
 
@@ -89,4 +90,6 @@ def verify_python(solution: str, test_code: str, entry_point: str, verifier_vers
         return Verdict(0.0, False, outcome.reason[:300], details, infra_error=True, sandbox_seconds=sandbox_seconds)
     if outcome.passed:
         return Verdict(1.0, True, "all tests passed", details, sandbox_seconds=sandbox_seconds)
+    if outcome.result.stderr:
+        details["stderr_tail"] = outcome.result.stderr[-300:].decode("utf-8", "replace")
     return Verdict(0.0, False, f"tests failed: {outcome.reason[:300]}", details, sandbox_seconds=sandbox_seconds)
