@@ -246,8 +246,8 @@ def requeue(campaign_id: str, farm: FarmConfig) -> int:
         spec = parse_spec(row.spec)
         missing = [
             b for b in range(spec.num_batches)
-            if len(store.stored_record_ids(campaign_id, spec.batch_range(b)))
-            < len(spec.batch_range(b)) * spec.samples_per_task
+            if len(store.complete_tasks(campaign_id, spec.batch_range(b), spec.samples_per_task))
+            < len(spec.batch_range(b))
         ]
     if missing and not row.cancelled:
         enqueue_batches(create_app(farm), campaign_id, spec, missing)

@@ -60,3 +60,21 @@ class FarmConfig(BaseModel):
             restore_interval_s=tuning.restore_interval_s, infra_retries=tuning.infra_retries,
             torch_threads=tuning.torch_threads,
         )
+
+
+def farm_environment(farm: FarmConfig, base: dict[str, str]) -> dict[str, str]:
+    """`base` (e.g. os.environ) with the VERIFARM_* variables that make a child process join this farm."""
+    env = {k: v for k, v in base.items() if not k.startswith("VERIFARM_")}
+    env.update({
+        "VERIFARM_REDIS_URL": farm.broker_url,
+        "VERIFARM_DATABASE_URL": farm.store_url,
+        "VERIFARM_CHECKPOINT_DIR": str(farm.checkpoint_dir),
+        "VERIFARM_SANDBOX_BACKEND": farm.sandbox_backend,
+        "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": str(farm.visibility_timeout_s),
+        "VERIFARM_FARM_RESTORE_INTERVAL_S": str(farm.restore_interval_s),
+        "VERIFARM_FARM_INFRA_RETRIES": str(farm.infra_retries),
+        "VERIFARM_FARM_TORCH_THREADS": str(farm.torch_threads),
+    })
+    if "VERIFARM_HOME" in base:
+        env["VERIFARM_HOME"] = base["VERIFARM_HOME"]
+    return env

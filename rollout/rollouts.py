@@ -96,8 +96,14 @@ def storable_text(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _storable_details(details: dict[str, Any]) -> dict[str, Any]:
-    # Through JSON (non-JSON values become strings), with NULs replaced in every string.
+    """Details as JSON-safe data with NULs replaced in every string (flat plain dicts skip the round trip)."""
+    if all(isinstance(k, str) and isinstance(v, _PLAIN) for k, v in details.items()):
+        return {k: storable_text(v) if isinstance(v, str) else v for k, v in details.items()}
+
     def clean(value: Any) -> Any:
         if isinstance(value, str):
             return storable_text(value)
@@ -189,8 +195,8 @@ def rollout_batch(
         report.cancelled = True
         return report
     n = spec.samples_per_task
-    stored = store.stored_record_ids(campaign_id, task_indices)
-    todo = [i for i in task_indices if any(record_id_for(campaign_id, i, s) not in stored for s in range(n))]
+    complete = store.complete_tasks(campaign_id, task_indices, n)
+    todo = [i for i in task_indices if i not in complete]
     report.tasks_skipped = len(task_indices) - len(todo)
     if not todo:
         return report

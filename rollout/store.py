@@ -361,6 +361,18 @@ class RolloutStore:
         with self.engine.connect() as conn:
             return {row[0] for row in conn.execute(statement)}
 
+    def complete_tasks(self, campaign_id: str, task_indices: Iterable[int], samples_per_task: int) -> set[int]:
+        """The task indices among these whose `samples_per_task` records are all stored."""
+        c = self.records.c
+        statement = (
+            select(c.task_index)
+            .where(c.campaign_id == campaign_id, c.task_index.in_(list(task_indices)))
+            .group_by(c.task_index)
+            .having(func.count() >= samples_per_task)
+        )
+        with self.engine.connect() as conn:
+            return {row[0] for row in conn.execute(statement)}
+
     def time_span(self, campaign_id: str) -> tuple[datetime, datetime] | None:
         """When the campaign's first and last records were stored (None before any)."""
         c = self.records.c

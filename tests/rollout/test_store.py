@@ -116,7 +116,10 @@ def test_campaigns_crud(store: RolloutStore) -> None:
     assert [c.campaign_id for c in store.list_campaigns()] == ["camp"]
     store.add_records([make_record("camp", 0, 0), make_record("camp", 0, 1)])
     assert store.stored_record_ids("camp", [0, 1]) == {record_id_for("camp", 0, 0), record_id_for("camp", 0, 1)}
-    assert store.delete_campaign("camp") == 2
+    store.add_records([make_record("camp", 1, 0)])
+    assert store.complete_tasks("camp", [0, 1, 2], samples_per_task=2) == {0}
+    assert store.complete_tasks("camp", [0, 1, 2], samples_per_task=1) == {0, 1}
+    assert store.delete_campaign("camp") == 3
     assert store.get_campaign("camp") is None
     with pytest.raises(ValueError, match="no campaign"):
         store.is_cancelled("camp")
