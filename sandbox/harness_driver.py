@@ -1,24 +1,24 @@
 """In-sandbox test driver for check_python; shipped as a file into the run, standard library only.
 
 Two processes: this trusted driver runs the tests, a forked child runs the candidate. Every call to a
-candidate function crosses a pipe as tagged JSON of plain data and is rebuilt here from builtins, so the
+candidate function crosses a pipe as length-prefixed tagged plain data, rebuilt here from builtins, so the
 candidate can forge neither a value (`__eq__`), nor the test code, nor the verdict. The driver is made
 non-dumpable before forking, so the child cannot read its memory or file descriptors through /proc or
 ptrace. The sentinel arrives on stdin only after the fork and is printed only after every test ran.
 Usage: python3 -I -S driver.py SOLUTION_FILE TESTS_FILE ENTRY_POINT   (sentinel line on stdin)
 """
 
-import ast
+# Only built-in modules: json, ast, ctypes and signal would cost more start-up time than the tests.
+import _ctypes
 import builtins
-import ctypes
-import json
 import math
 import os
-import signal
 import sys
 
 PR_SET_DUMPABLE = 4
 MAX_DEPTH = 64
+SIGKILL = 9
+CodeType = type(compile("", "", "exec"))
 
 
 class CandidateError(Exception):
@@ -26,83 +26,135 @@ class CandidateError(Exception):
 
 
 def to_wire(value, depth=0):
+    """Plain data to length-prefixed tagged bytes; anything else is refused (no forged __eq__ can cross)."""
     if depth > MAX_DEPTH:
         raise CandidateError("value nested too deeply")
     kind = type(value)
-    if value is None or kind is bool or kind is str:
-        return value if kind is not str else {"s": value}
+    if value is None:
+        return b"N"
+    if kind is bool:
+        return b"T" if value else b"F"
     if kind is int:
-        return {"i": str(value)}
+        return b"i" + str(value).encode() + b";"
     if kind is float:
-        return {"f": repr(value)}
+        return b"f" + repr(value).encode() + b";"
     if kind is complex:
-        return {"c": [repr(value.real), repr(value.imag)]}
+        return b"c" + repr(value.real).encode() + b";" + repr(value.imag).encode() + b";"
+    if kind is str:
+        data = value.encode("utf-8", "surrogatepass")
+        return b"s" + str(len(data)).encode() + b":" + data
     if kind is bytes:
-        return {"b": value.hex()}
-    if kind in (list, tuple, set, frozenset):
-        tag = {list: "l", tuple: "t", set: "S", frozenset: "F"}[kind]
-        return {tag: [to_wire(item, depth + 1) for item in value]}
-    if kind is dict:
-        return {"d": [[to_wire(k, depth + 1), to_wire(v, depth + 1)] for k, v in value.items()]}
-    raise CandidateError(f"value of type {kind.__name__} is not plain data")
+        return b"b" + str(len(value)).encode() + b":" + value
+    tag = {list: b"l", tuple: b"t", set: b"S", frozenset: b"z", dict: b"d"}.get(kind)
+    if tag is None:
+        raise CandidateError(f"value of type {kind.__name__} is not plain data")
+    items = value.items() if kind is dict else value
+    parts = [tag, str(len(value)).encode(), b":"]
+    for item in items:
+        if kind is dict:
+            parts.append(to_wire(item[0], depth + 1))
+            parts.append(to_wire(item[1], depth + 1))
+        else:
+            parts.append(to_wire(item, depth + 1))
+    return b"".join(parts)
 
 
-def from_wire(wire, depth=0):
+def from_wire(data):
+    """Rebuild a value from to_wire's bytes using builtins only; malformed input raises CandidateError."""
+    if type(data) is not bytes:
+        raise CandidateError("malformed value from candidate")
+    try:
+        value, end = _decode(data, 0, 0)
+    except (ValueError, IndexError, TypeError, OverflowError, RecursionError, UnicodeDecodeError):
+        raise CandidateError("malformed value from candidate") from None
+    if end != len(data):
+        raise CandidateError("malformed value from candidate")
+    return value
+
+
+def _number(data, position):
+    end = data.index(b";", position)
+    return data[position:end].decode("ascii"), end + 1
+
+
+def _decode(data, position, depth):
     if depth > MAX_DEPTH:
         raise CandidateError("value nested too deeply")
-    if wire is None or type(wire) is bool:
-        return wire
-    if type(wire) is not dict or len(wire) != 1:
-        raise CandidateError("malformed value from candidate")
-    (tag, body), = wire.items()
-    if tag == "s" and type(body) is str:
-        return str(body)
-    if tag == "i" and type(body) is str:
-        return int(body)
-    if tag == "f" and type(body) is str:
-        return float(body)
-    if tag == "c" and type(body) is list and len(body) == 2:
-        return complex(float(body[0]), float(body[1]))
-    if tag == "b" and type(body) is str:
-        return bytes.fromhex(body)
-    if tag in ("l", "t", "S", "F") and type(body) is list:
-        items = [from_wire(item, depth + 1) for item in body]
-        return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
-    if tag == "d" and type(body) is list:
-        return {from_wire(k, depth + 1): from_wire(v, depth + 1) for k, v in (pair for pair in body)}
-    raise CandidateError("malformed value from candidate")
+    tag = data[position:position + 1]
+    position += 1
+    if tag == b"N":
+        return None, position
+    if tag == b"T":
+        return True, position
+    if tag == b"F":
+        return False, position
+    if tag == b"i":
+        text, position = _number(data, position)
+        return int(text), position
+    if tag == b"f":
+        text, position = _number(data, position)
+        return float(text), position
+    if tag == b"c":
+        real, position = _number(data, position)
+        imag, position = _number(data, position)
+        return complex(float(real), float(imag)), position
+    colon = data.index(b":", position)
+    count = int(data[position:colon].decode("ascii"))
+    if count < 0:
+        raise ValueError("negative length")
+    position = colon + 1
+    if tag in (b"s", b"b"):
+        chunk = data[position:position + count]
+        if len(chunk) != count:
+            raise ValueError("truncated")
+        value = chunk.decode("utf-8", "surrogatepass") if tag == b"s" else bytes(chunk)
+        return value, position + count
+    if tag in (b"l", b"t", b"S", b"z", b"d"):
+        items = []
+        for _ in range(count * 2 if tag == b"d" else count):
+            item, position = _decode(data, position, depth + 1)
+            items.append(item)
+        if tag == b"d":
+            return dict(zip(items[0::2], items[1::2])), position
+        return {b"l": list, b"t": tuple, b"S": set, b"z": frozenset}[tag](items), position
+    raise ValueError("unknown tag")
 
 
-def send(fd, message):
-    data = json.dumps(message).encode() + b"\n"
+def send(fd, payload):
+    data = str(len(payload)).encode() + b"\n" + payload
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
 def receive(stream):
-    line = stream.readline()
-    if not line:
+    header = stream.readline()
+    if not header:
         raise CandidateError("candidate process ended early")
-    return json.loads(line)
+    try:
+        size = int(header)
+    except ValueError:
+        raise CandidateError("malformed message from candidate") from None
+    payload = stream.read(size)
+    if size < 0 or len(payload) != size:
+        raise CandidateError("candidate process ended early")
+    return payload
 
 
-def serve_candidate(solution_source, request_fd, reply_fd):
+def serve_candidate(solution_code, request_fd, reply_fd):
     """Child: run the candidate's module, then answer call requests until the pipe closes."""
     namespace = {"__name__": "__candidate__", "__builtins__": builtins}
-    exec(compile(solution_source, "solution.py", "exec"), namespace)
+    exec(solution_code, namespace)
     requests = os.fdopen(request_fd, "rb")
     while True:
-        line = requests.readline()
-        if not line:
-            os._exit(0)
-        request = json.loads(line)
         try:
-            args = from_wire(request["args"])
-            result = namespace[request["name"]](*args)
-            reply = {"ok": to_wire(result)}
+            name, args = from_wire(receive(requests))
+        except CandidateError:
+            os._exit(0)
+        try:
+            reply = b"R" + to_wire(namespace[name](*args))
         except BaseException as error:  # the candidate's exception is data for the driver
-            reply = {"raised": type(error).__name__, "message": str(error)[:500]}
+            reply = b"E" + to_wire((type(error).__name__, str(error)[:500]))
         send(reply_fd, reply)
 
 
@@ -114,26 +166,32 @@ class CandidateProxy:
 
     def __call__(self, *args):
         try:
-            send(self.request_fd, {"name": self.name, "args": to_wire(list(args))})
+            send(self.request_fd, to_wire((self.name, list(args))))
         except OSError:
             raise CandidateError("candidate process ended early") from None
         reply = receive(self.replies)
-        if type(reply) is dict and "ok" in reply:
-            return from_wire(reply["ok"])
-        raised = reply.get("raised") if type(reply) is dict else None
-        builtin_error = getattr(builtins, str(raised), None)
-        message = str(reply.get("message", "")) if type(reply) is dict else ""
+        if reply[:1] == b"R":
+            return from_wire(reply[1:])
+        raised = from_wire(reply[1:]) if reply[:1] == b"E" else None
+        if type(raised) is not tuple or len(raised) != 2 or type(raised[0]) is not str:
+            raise CandidateError("malformed reply from candidate")
+        builtin_error = getattr(builtins, raised[0], None)
         if isinstance(builtin_error, type) and issubclass(builtin_error, Exception):
-            raise builtin_error(message)
-        raise CandidateError(f"{raised}: {message}")
+            raise builtin_error(str(raised[1]))
+        raise CandidateError(f"{raised[0]}: {raised[1]}")
 
 
-def top_level_functions(source):
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as error:
-        return None, f"syntax error: {error.msg} (line {error.lineno})"
-    return [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))], ""
+def top_level_functions(solution_code):
+    """Names of the functions the module defines at top level, read from its code object (nothing runs)."""
+    return [const.co_name for const in solution_code.co_consts
+            if type(const) is CodeType and const.co_name.isidentifier()]
+
+
+def make_non_dumpable():
+    """prctl(PR_SET_DUMPABLE, 0): the candidate (same uid) may no longer ptrace us or open /proc/<us>/..."""
+    libc = _ctypes.dlopen(None)
+    if _ctypes.call_function(_ctypes.dlsym(libc, "prctl"), (PR_SET_DUMPABLE, 0, 0, 0, 0)) != 0:
+        raise OSError("prctl(PR_SET_DUMPABLE) failed")
 
 
 def main():
@@ -142,14 +200,16 @@ def main():
         solution_source = handle.read()
     with open(tests_path) as handle:
         tests_source = handle.read()
-    names, problem = top_level_functions(solution_source)
-    if names is None:
-        print("FAIL " + problem, flush=True)
+    try:
+        solution_code = compile(solution_source, "solution.py", "exec")
+    except (SyntaxError, ValueError) as error:
+        print(f"FAIL syntax error: {error}", flush=True)
         return
+    names = top_level_functions(solution_code)
     if entry_point not in names:
         print(f"FAIL the solution defines no function {entry_point!r}", flush=True)
         return
-    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    make_non_dumpable()
     request_read, request_write = os.pipe()
     reply_read, reply_write = os.pipe()
     child = os.fork()
@@ -159,7 +219,7 @@ def main():
         os.close(request_write)
         os.close(reply_read)
         try:
-            serve_candidate(solution_source, request_read, reply_write)
+            serve_candidate(solution_code, request_read, reply_write)
         except BaseException as error:
             os.write(2, f"candidate failed to load: {type(error).__name__}: {error}\n".encode()[:2000])
         os._exit(0)
@@ -185,7 +245,7 @@ def main():
         return
     finally:
         try:
-            os.kill(child, signal.SIGKILL)
+            os.kill(child, SIGKILL)
             os.waitpid(child, 0)
         except (ProcessLookupError, ChildProcessError):
             pass

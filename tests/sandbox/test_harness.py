@@ -117,10 +117,9 @@ def test_wire_rejects_non_plain_data():
         to_wire(Forged(1))
     with pytest.raises(CandidateError):
         to_wire(object())
-    with pytest.raises(CandidateError):
-        from_wire({"x": 1})
-    with pytest.raises(CandidateError):
-        from_wire([1, 2])
+    for malformed in ({"x": 1}, [1, 2], b"", b"X", b"i12", b"s5:abc", b"l2:N", b"NN", b"s-1:", b"i" + b"9" * 5000 + b";"):
+        with pytest.raises(CandidateError):
+            from_wire(malformed)
 
 
 def test_default_limits_are_sane():
