@@ -20,6 +20,7 @@ is out of reach there; the figure is a lower bound of the farm's efficiency.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import uuid
@@ -116,11 +117,17 @@ def main() -> None:
             RolloutStore(store_url).close()  # tables exist before either side starts its clock
             print(f"campaign: {tasks} tasks x {args.samples} samples, {spec.num_batches} batches of {args.batch_size}"
                   f" tasks; reference policy, addition 3-6 digits; store {args.store}")
-            rate_in, n_in = in_process_rate(store_url, spec)
-            print(f"in-process (1 process, no broker): {n_in} rollouts, {rate_in:,.0f} rollouts/s")
+            print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+            # In-process runs before and after the farm, averaged: the machine's load drifts during a run.
+            before, n_in = in_process_rate(store_url, spec)
+            print(f"in-process (1 process, no broker): {n_in} rollouts, {before:,.0f} rollouts/s")
             rate_farm, n_farm = farm_rate(farm, spec, root / "logs")
             print(f"farm ({WORKERS} workers, Redis, store):   {n_farm} rollouts, {rate_farm:,.0f} rollouts/s")
-            print(f"ideal farm rate = in-process x {WORKERS} = {rate_in * WORKERS:,.0f} rollouts/s")
+            after, _ = in_process_rate(store_url, spec)
+            print(f"in-process again:                  {n_in} rollouts, {after:,.0f} rollouts/s")
+            rate_in = (before + after) / 2
+            print(f"load average after: {os.getloadavg()[0]:.1f}")
+            print(f"ideal farm rate = mean in-process x {WORKERS} = {rate_in * WORKERS:,.0f} rollouts/s")
         finally:
             redis.stop(redis_pid)
             if schema is not None:
