@@ -50,10 +50,8 @@ class _LayerWeights:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm computed in float32 exactly as Mixtral does."""
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(x.dtype)
+    """RMSNorm normalised in float32 then scaled in the model dtype, exactly as Mixtral does."""
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
@@ -65,19 +63,18 @@ def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, do
     """
     tokens, channels = x.shape
     experts = router.shape[0]
-    probs = torch.softmax(F.linear(x, router).float(), dim=-1)  # (N, E)
-    top_weights, top_experts = torch.topk(probs, top_k, dim=-1)  # (N, k)
-    top_weights = (top_weights / top_weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+    # Softmax over the top-k logits equals Mixtral's renormalised top-k of the full softmax.
+    top_logits, top_experts = torch.topk(F.linear(x, router), top_k, dim=-1)  # (N, k)
+    top_weights = torch.softmax(top_logits.float(), dim=-1).to(x.dtype)
 
-    flat_experts = top_experts.reshape(-1)  # (N*k,)
+    flat_experts = top_experts.view(-1)  # (N*k,)
     order = torch.argsort(flat_experts, stable=True)
     token_of = order // top_k  # the token of each expert-sorted assignment
     counts = torch.bincount(flat_experts, minlength=experts)  # (E,)
-    routed = x[token_of]  # (N*k, C)
-    gate, up = _grouped_linear(routed, gate_up, counts).chunk(2, dim=-1)  # (N*k, I) each
-    expert_out = _grouped_linear(F.silu(gate) * up, down, counts)  # (N*k, C)
-    weighted = expert_out * top_weights.reshape(-1)[order].unsqueeze(-1)
-    return x.new_zeros(tokens, channels).index_add_(0, token_of, weighted)
+    gate, up = _grouped_linear(x[token_of], gate_up, counts).chunk(2, dim=-1)  # (N*k, I) each
+    expert_out = _grouped_linear(F.silu(gate).mul_(up), down, counts)  # (N*k, C)
+    expert_out.mul_(top_weights.view(-1, 1)[order])
+    return x.new_zeros(tokens, channels).index_add_(0, token_of, expert_out)
 
 
 def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -96,11 +93,10 @@ def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Ten
     return torch.bmm(padded, weights.transpose(1, 2))[group_of, slot]
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding in the rotate-half layout Mixtral uses; x (B, H, T, D), cos/sin (B, 1, T, D)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Mixtral's rotate-half rotary embedding, x * cos + rotate_half(x) * sin, with the sign of the
+    first half of sin folded in so that rotate_half becomes a roll; x (..., D), cos/sin broadcastable."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
 
 
 class FastMoEDecoder:
@@ -146,21 +142,23 @@ class FastMoEDecoder:
     def allocate_cache(self, batch: int, slots: int) -> KVCache:
         return KVCache.allocate(len(self.layers), batch, self.kv_heads, slots, self.head_dim, self.dtype, self.device)
 
-    def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions[..., None].float() * self.inv_freq  # (B, T, D/2)
+    def rotary_table(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and signed sin for positions [0, positions), each (P, D), computed as Mixtral does."""
+        freqs = torch.arange(positions, device=self.device).float()[:, None] * self.inv_freq  # (P, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * self.rope_scaling).to(self.dtype).unsqueeze(1)  # (B, 1, T, D)
-        sin = (emb.sin() * self.rope_scaling).to(self.dtype).unsqueeze(1)
-        return cos, sin
+        cos = (emb.cos() * self.rope_scaling).to(self.dtype)
+        sin = (emb.sin() * self.rope_scaling).to(self.dtype)
+        half = sin.shape[-1] // 2
+        return cos, torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
 
-    def _split_qkv(self, weights: _LayerWeights, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        batch, steps, _ = x.shape
-        q_size, kv_size = self.num_heads * self.head_dim, self.kv_heads * self.head_dim
-        q, k, v = F.linear(x, weights.qkv).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(batch, steps, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(batch, steps, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = v.view(batch, steps, self.kv_heads, self.head_dim).transpose(1, 2)
-        return q, k, v
+    def _rotated_qkv(self, weights: _LayerWeights, hidden: torch.Tensor, cos: torch.Tensor,
+                     signed_sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, T, H, D), k and v (B, T, Hkv, D) of the normed hidden states, q and k rotated together."""
+        batch, steps, _ = hidden.shape
+        qkv = F.linear(rms_norm(hidden, weights.input_norm, self.eps), weights.qkv)
+        qkv = qkv.view(batch, steps, self.num_heads + 2 * self.kv_heads, self.head_dim)
+        qk = apply_rotary(qkv[:, :, : self.num_heads + self.kv_heads], cos, signed_sin)
+        return qk[:, :, : self.num_heads], qk[:, :, self.num_heads:], qkv[:, :, self.num_heads + self.kv_heads:]
 
     def _feed_forward(self, weights: _LayerWeights, hidden: torch.Tensor) -> torch.Tensor:
         normed = rms_norm(hidden, weights.post_norm, self.eps)
@@ -168,12 +166,16 @@ class FastMoEDecoder:
         return hidden + batched_moe(flat, weights.router, weights.gate_up, weights.down, self.top_k).view_as(hidden)
 
     @torch.inference_mode()
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Run left-padded prompts (B, T) into cache slots [0, T); return the last position's logits (B, V)."""
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache,
+                rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Run left-padded prompts (B, T) into cache slots [0, T); return the last position's logits (B, V).
+
+        `rotary` is `rotary_table(n)` for at least every position the cache will hold.
+        """
         batch, steps = input_ids.shape
         real = attention_mask.bool()
         positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
-        cos, sin = self._rotary(positions)
+        cos, signed_sin = rotary[0][positions].unsqueeze(2), rotary[1][positions].unsqueeze(2)  # (B, T, 1, D)
         cache.valid[:, :steps] = real
         causal = torch.ones(steps, steps, dtype=torch.bool, device=self.device).tril()
         # Padding rows may still attend to themselves so that no softmax row is empty (NaN).
@@ -182,9 +184,8 @@ class FastMoEDecoder:
         groups = self.num_heads // self.kv_heads
         hidden = F.embedding(input_ids, self.embed)  # (B, T, C)
         for index, weights in enumerate(self.layers):
-            q, k, v = self._split_qkv(weights, rms_norm(hidden, weights.input_norm, self.eps))
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-            cache.keys[index, :, :, :steps] = k
+            q, k, v = (t.transpose(1, 2) for t in self._rotated_qkv(weights, hidden, cos, signed_sin))
+            cache.keys[index, :, :, :steps] = k  # (B, Hkv, T, D)
             cache.values[index, :, :, :steps] = v
             attended = F.scaled_dot_product_attention(
                 q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), attn_mask=mask
@@ -195,24 +196,24 @@ class FastMoEDecoder:
         return F.linear(last, self.lm_head)  # (B, V)
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, slot: int) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, slot: int,
+             rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Decode one token per row: tokens/positions (B,), written into cache slot `slot`; logits (B, V)."""
         batch = tokens.shape[0]
-        cos, sin = self._rotary(positions[:, None])
+        cos, signed_sin = rotary[0][positions][:, None, None], rotary[1][positions][:, None, None]  # (B,1,1,D)
         cache.valid[:, slot] = True
         visible = cache.valid[:, : slot + 1][:, None, None, :]  # (B, 1, 1, S)
         groups = self.num_heads // self.kv_heads
         hidden = F.embedding(tokens[:, None], self.embed)  # (B, 1, C)
         for index, weights in enumerate(self.layers):
-            q, k, v = self._split_qkv(weights, rms_norm(hidden, weights.input_norm, self.eps))
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-            cache.keys[index, :, :, slot] = k[:, :, 0]
-            cache.values[index, :, :, slot] = v[:, :, 0]
+            q, k, v = self._rotated_qkv(weights, hidden, cos, signed_sin)
+            cache.keys[index, :, :, slot] = k[:, 0]  # (B, Hkv, D)
+            cache.values[index, :, :, slot] = v[:, 0]
             # Grouped-query attention without repeating the cache: the query heads that share one
             # key/value head become that head's "query positions".
-            q = q.reshape(batch, self.kv_heads, groups, self.head_dim)  # (B, Hkv, G, D)
             attended = F.scaled_dot_product_attention(
-                q, cache.keys[index, :, :, : slot + 1], cache.values[index, :, :, : slot + 1], attn_mask=visible
+                q.reshape(batch, self.kv_heads, groups, self.head_dim),  # (B, Hkv, G, D)
+                cache.keys[index, :, :, : slot + 1], cache.values[index, :, :, : slot + 1], attn_mask=visible,
             )  # (B, Hkv, G, D)
             hidden = hidden + F.linear(attended.reshape(batch, 1, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)

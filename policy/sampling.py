@@ -181,7 +181,8 @@ class LocalPolicy:
 
         # Prefill each distinct prompt once, then give each of its n samples a copy of the cache.
         cache = decoder.allocate_cache(len(prompt_ids), prompt_width + params.max_new_tokens)
-        logits = decoder.prefill(input_ids, attention_mask, cache)
+        rotary = decoder.rotary_table(prompt_width + params.max_new_tokens)
+        logits = decoder.prefill(input_ids, attention_mask, cache, rotary)
         expand = torch.arange(len(prompt_ids), device=device).repeat_interleave(params.n)
         cache, logits = cache.select_rows(expand), logits.index_select(0, expand)
         positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row
@@ -221,7 +222,7 @@ class LocalPolicy:
                 cache, row_ids, tokens, positions = (cache.select_rows(keep), row_ids[keep], tokens[keep],
                                                      positions[keep])
                 finished = finished[keep]
-            logits = decoder.step(tokens, positions, cache, prompt_width + step)
+            logits = decoder.step(tokens, positions, cache, prompt_width + step, rotary)
             positions = positions + 1
 
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()
