@@ -181,3 +181,34 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path, tokenizer):
     assert all(info.ok for info in registry.versions())
     pids = {info.metadata["pid"] for info in registry.versions()}
     assert len(pids) == 4
+
+
+def test_cli_init_ls_verify(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from verifarm.policy.cli import app
+
+    monkeypatch.setenv("VERIFARM_HOME", str(tmp_path / "home"))  # no rollout store there: ls shows no metrics
+    root = tmp_path / "checkpoints"
+    runner = CliRunner()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("1+2=?\nAnswer: 3\n\n2+2=?\nAnswer: 4\n")
+    result = runner.invoke(app, ["init", "--root", str(root), "--corpus", str(corpus), "--pretrain-seconds", "2",
+                                 "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "published v1" in result.output
+    registry = CheckpointRegistry(root)
+    assert registry.load().metadata["source"] == "pretrained"
+    assert registry.load().metadata["documents"] == 2
+
+    result = runner.invoke(app, ["init", "--root", str(root)])
+    assert result.exit_code == 2 and "already holds versions" in result.output
+
+    result = runner.invoke(app, ["ls", "--root", str(root)])
+    assert result.exit_code == 0 and "v1" in result.output and "ok" in result.output
+
+    assert runner.invoke(app, ["verify", "--root", str(root)]).exit_code == 0
+    _flip_one_bit(_weights_file(registry.path(1)))
+    result = runner.invoke(app, ["verify", "--root", str(root)])
+    assert result.exit_code == 1 and "CORRUPT" in result.output and "SHA-256 mismatch" in result.output
+    assert "CORRUPT" in runner.invoke(app, ["ls", "--root", str(root)]).output
