@@ -219,17 +219,41 @@ def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None)
     """
     from verifarm.rollout.app import create_app, enqueue_batches
 
+    check_policy_available(spec, farm)
     app = create_app(farm)
-    with app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=3)
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
+    except Exception as error:
+        raise ConnectionError(f"cannot reach the broker at {farm.broker_url}: {error}; nothing was stored") from None
     campaign_id = check_campaign_id(campaign_id) if campaign_id else new_campaign_id(spec)
     with RolloutStore(farm.store_url) as store:
         row = store.create_campaign(
             campaign_id, spec.name, spec.model_dump(mode="json"), total_tasks=spec.tasks,
             samples_per_task=spec.samples_per_task, priority=spec.priority,
         )
-    enqueue_batches(app, campaign_id, spec, range(spec.num_batches))
+    try:
+        enqueue_batches(app, campaign_id, spec, range(spec.num_batches))
+    except Exception as error:
+        raise RuntimeError(f"campaign {campaign_id} is stored but enqueueing its batches failed ({error}); "
+                           f"once the broker is back, run `verifarm campaign requeue {campaign_id}`") from error
     return row
+
+
+def check_policy_available(spec: CampaignSpec, farm: FarmConfig) -> None:
+    """Refuse a campaign whose policy no worker could load (workers read the same checkpoint folder)."""
+    if spec.policy == "reference":
+        return
+    from verifarm.policy.registry import CheckpointRegistry
+
+    registry = CheckpointRegistry(farm.checkpoint_dir)
+    if spec.policy == "latest":
+        if registry.latest_version() is None:
+            raise ValueError(f"policy 'latest': no good checkpoint in {farm.checkpoint_dir}; publish one first "
+                             "(or use policy: reference for a load test)")
+    elif spec.policy not in registry.published_versions() or not registry.inspect(spec.policy).ok:
+        raise ValueError(f"policy version {spec.policy} is not a good checkpoint in {farm.checkpoint_dir} "
+                         f"(published: {registry.published_versions()})")
 
 
 def requeue(campaign_id: str, farm: FarmConfig) -> int:

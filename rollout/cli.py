@@ -97,7 +97,7 @@ def campaign_submit(
     with session_broker(settings.redis_url, settings.home) as broker_url:
         try:
             row = submit(spec, FarmConfig.from_settings(settings, broker_url=broker_url), campaign_id)
-        except ValueError as error:
+        except (ValueError, ConnectionError, RuntimeError) as error:
             _fail(str(error))
     typer.echo(row.campaign_id)
     typer.echo(f"{spec.num_batches} batches queued: {spec.tasks} tasks x {spec.samples_per_task} samples", err=True)

@@ -33,12 +33,16 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 Outcome = Literal["pass", "fail", "infra_error"]
 OUTCOMES: tuple[str, ...] = ("pass", "fail", "infra_error")
+
+# Any fixed 64-bit number: the PostgreSQL advisory lock that orders record inserts.
+_INSERT_LOCK_KEY = 0x7665726966726D31
 
 # A fixed namespace: record ids must be the same on every machine and every run.
 _RECORD_NAMESPACE = uuid.UUID("6f1d3c1e-9a43-5b8e-8d5e-0c6a1f2b7e10")
@@ -263,6 +267,10 @@ class RolloutStore:
             .returning(self.records.c.record_id)
         )
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Writers take turns so that `seq` order is commit order: otherwise a reader at cursor c could
+                # see seq c+2 committed before c+1 and step past c+1 for good. (SQLite has one writer anyway.)
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INSERT_LOCK_KEY})
             inserted = conn.execute(statement, rows).all()
         return len(inserted)
 

@@ -59,6 +59,14 @@ def test_bad_specs_are_refused_and_nothing_is_stored(env: dict[str, str], tmp_pa
     assert result.exit_code == 2 and "malformed" in result.output
     result = invoke(env, "campaign", "submit", str(tmp_path / "absent.json"))
     assert result.exit_code == 2 and "does not exist" in result.output
+    # A policy no worker could load is refused too (no checkpoint published in this home).
+    result = invoke(env, "campaign", "submit", str(write_spec(tmp_path / "latest.yaml", {
+        **SPEC, "policy": "latest", "reference_corruption": 0.0})))
+    assert result.exit_code == 2 and "no good checkpoint" in result.output
+    # So is any campaign while the broker is unreachable.
+    down = {**env, "VERIFARM_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = invoke(down, "campaign", "submit", str(write_spec(tmp_path / "good.yaml", SPEC)))
+    assert result.exit_code == 2 and "cannot reach the broker" in result.output
     assert invoke(env, "campaign", "list").output.strip() == "no campaigns"
     assert not redis.Redis.from_url(broker).keys(f"{QUEUE}*")  # nothing enqueued either
 
@@ -97,6 +105,8 @@ def test_data_commands(env: dict[str, str], tmp_path: Path) -> None:
         rollout_batch(store, "data-1", spec, range(spec.tasks), ReferencePolicy(0.5, 0), FamilyCache())
         first = store.query()[0]
 
+    watched = invoke(env, "campaign", "watch", "data-1", "--interval", "0.1")
+    assert watched.exit_code == 0 and "done" in watched.output and "20/20" in watched.output
     listed = invoke(env, "data", "ls", "--campaign", "data-1", "--outcome", "fail", "--limit", "3")
     assert listed.exit_code == 0, listed.output
     assert "fail" in listed.output and "pass " not in listed.output
