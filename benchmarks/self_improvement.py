@@ -258,7 +258,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="worker pool processes (0: in-process rollouts)")
     parser.add_argument("--target-digits", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(".verifarm/bench"))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = base_config(args.quick)

@@ -74,7 +74,9 @@ class TrainerConfig:
     post_updates_per_batch: int = 1  # optimizer updates on each post-training batch (PPO-style epochs)
     grpo_clip: float = 0.2
     idle_poll_seconds: float = 2.0  # how long to wait before looking again when no post-training data is fresh
-    torch_threads: int = 2
+    # One thread: on a shared or busy machine two OpenMP threads spin against each other and a tiny model's
+    # step gets up to 10x slower; the farm's worker processes take the other cores.
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "learning_rate", "max_seq_len", "publish_every", "torch_threads", "grad_clip",
