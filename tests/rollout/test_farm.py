@@ -167,12 +167,16 @@ def test_cli_farm_on_embedded_redis_completes_exactly(farm: Farm) -> None:
     logs = [(farm.home / f"{n}.log").read_text() for n in ("cli-worker", "plain-worker")]
     assert all("succeeded" in log for log in logs), logs
 
+    listed = farm.cli("workers", "ls")
+    assert "cli-worker@" in listed.stdout and "plain-worker@" in listed.stdout, listed.stdout + listed.stderr
+
     # Stopping the pool that started the private Redis stops that Redis too.
     farm.stop_all()
     assert server.running_url() is None
 
 
-def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Farm, private_redis) -> None:
+def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Farm, private_redis,
+                                                                      publish_tiny) -> None:
     """Mid-campaign, one worker dies by SIGKILL while it holds a batch, then the broker dies hard and comes back:
     the campaign still completes with every record exactly once. (One campaign for both faults keeps the
     suite within its time budget; the logs name which fault a failure follows.)"""
@@ -191,6 +195,9 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(10)
     assert farm.count("faults-1") < 128
+    # A new policy version lands meanwhile: the survivor swaps it in between batches ("latest"), and the
+    # victim's batch, handed on only after the visibility timeout, is certainly sampled with it.
+    assert publish_tiny(farm.checkpoint_dir, seed=5) == 2
 
     wait_until(lambda: farm.count("faults-1") >= 48, 60, "more batches by the survivor", farm)
     os.kill(pids[-1], signal.SIGKILL)  # the broker dies hard; its append-only file keeps queue and unacked
@@ -204,6 +211,8 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
     wait_until(lambda: farm.count("faults-1") >= 128, 150, "the campaign to finish, redelivered batch included", farm)
     assert_complete_and_unique(farm, "faults-1", 32, 4)
     assert status("faults-1", farm.store_url).state == "done"
+    with RolloutStore(farm.store_url) as store:
+        assert {r.policy_version for r in store.query(RecordFilter(campaign_id="faults-1"))} == {1, 2}
 
 
 def test_cancel_stops_new_work_and_keeps_records(farm: Farm, private_redis) -> None:
