@@ -25,3 +25,31 @@ def test_run_refuses_an_empty_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("VERIFARM_HOME", str(tmp_path / "empty"))
     result = CliRunner().invoke(app, ["run", "--max-steps", "1"])
     assert result.exit_code == 2 and "no good policy version" in result.output
+
+
+def test_start_status_stop_a_daemon_that_publishes_on_stop(farm_home, tmp_path):
+    import time
+
+    from verifarm.policy.registry import CheckpointRegistry
+
+    config_path = tmp_path / "trainer.yaml"
+    # Pre-training only: the daemon always has data, so it is mid-run when stopped.
+    small_trainer_config(schedule={"pretrain_steps": 1, "posttrain_steps": 0}, publish_every=1000,
+                         evaluate_on_publish=False).to_yaml(config_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["start", "--config", str(config_path)])
+    assert result.exit_code == 0, result.output
+    try:
+        assert "already running" in runner.invoke(app, ["start"]).output
+        log = farm_home / "trainer" / "trainer.log"
+        deadline = time.monotonic() + 120
+        while "trainer at policy v1" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "running (pid" in runner.invoke(app, ["status"]).output
+        time.sleep(2)  # a few steps
+    finally:
+        stopped = runner.invoke(app, ["stop"])
+    assert stopped.exit_code == 0 and "stopped" in stopped.output, stopped.output + log.read_text()[-2000:]
+    latest = CheckpointRegistry(farm_home / "checkpoints").load(None)
+    assert latest.version == 2 and latest.metadata["trainer_step"] >= 1
+    assert "not running" in runner.invoke(app, ["status"]).output

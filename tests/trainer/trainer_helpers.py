@@ -55,4 +55,6 @@ def small_trainer_config(**overrides) -> TrainerConfig:
         torch_threads=1,
     )
     values.update(overrides)
+    if isinstance(values["schedule"], dict):
+        values["schedule"] = ScheduleConfig(**values["schedule"])
     return TrainerConfig(**values)
