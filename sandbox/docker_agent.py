@@ -16,12 +16,14 @@ import subprocess
 import sys
 
 try:
-    from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
+    from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, popen_launch, supervise
     from verifarm.sandbox.workdir import read_outputs, sweep_uid
+    from verifarm.sandbox.zygote import Zygote, runs_in_zygote
 except ImportError:  # inside the container only this folder exists, mounted at /opt/verifarm
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from supervisor import RawOutcome, SpawnRequest, supervise
+    from supervisor import RawOutcome, SpawnRequest, popen_launch, supervise
     from workdir import read_outputs, sweep_uid
+    from zygote import Zygote, runs_in_zygote
 
 SOCKET_PATH = "/run/verifarm/agent.sock"
 RUN_UID = 65534
@@ -97,7 +99,7 @@ def wipe():
     return clean and not leftovers
 
 
-def handle(request):
+def handle(request, zygote):
     os.mkdir(RUN_DIR, 0o700)
     for name, hex_data in request["files"].items():
         target = os.path.join(RUN_DIR, name)
@@ -114,7 +116,8 @@ def handle(request):
     spawn.cwd, spawn.uid, spawn.gid = RUN_DIR, RUN_UID, RUN_UID
     spawn.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": RUN_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
                  "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
-    raw = supervise(spawn)
+    launch = zygote.launch if zygote is not None and runs_in_zygote(spawn.argv) else popen_launch
+    raw = supervise(spawn, launch)
     sweep_uid(RUN_UID)  # stop daemons before reading outputs, so none can swap a file underneath us
     outputs = read_outputs(RUN_DIR, tuple(request["outputs"]), spawn.file_size_bytes)
     return raw, outputs
@@ -128,6 +131,7 @@ def serve():
     listener.bind(SOCKET_PATH)
     listener.listen(1)
     wipe()
+    zygote = Zygote()
     while True:
         connection, _ = listener.accept()
         with connection:
@@ -135,8 +139,10 @@ def serve():
                 request = receive_message(connection)
             except (ConnectionError, ValueError):
                 continue
+            if not zygote.alive():
+                zygote = Zygote()
             try:
-                raw, outputs = handle(request)
+                raw, outputs = handle(request, zygote)
                 reply = {"raw": raw.to_wire(), "files": {k: v.hex() for k, v in outputs.items()}}
             except Exception as error:  # the agent's own failure: an infra error, never the program's
                 reply = {"error": f"{type(error).__name__}: {error}"}

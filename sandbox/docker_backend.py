@@ -72,12 +72,23 @@ class WarmContainer:
             hostname="sandbox", environment={"PATH": "/usr/local/bin:/usr/bin:/bin"},
             labels={LABEL: "1", f"{LABEL}.owner": f"{socket.gethostname()}:{os.getpid()}"})
         deadline = time.monotonic() + config.start_timeout
-        while not self.socket_path.exists():
+        while not self._agent_listening():
             if time.monotonic() > deadline:
                 logs = self.container.logs(tail=20).decode(errors="replace")
                 self.destroy()
                 raise RuntimeError(f"sandbox container {self.name} did not start its agent: {logs}")
             time.sleep(0.01)
+
+    def _agent_listening(self) -> bool:
+        """An empty connection: the agent accepts it and goes back to waiting."""
+        if not self.socket_path.exists():
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.socket_path))
+                return True
+            except OSError:
+                return False
 
     def request(self, message: dict, timeout: float) -> dict:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:

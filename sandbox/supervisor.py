@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 PR_SET_PDEATHSIG = 1
 _READ_CHUNK = 65536
@@ -92,48 +93,87 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def supervise(request: SpawnRequest) -> RawOutcome:
-    """Run the command to completion, timeout or output cap; never raises for the program's behaviour."""
-    started = time.monotonic()
+@dataclass
+class Launched:
+    """A started program: its pid (leader of its own session), our ends of its pipes, and how to reap it."""
+
+    pid: int
+    stdin_fd: int
+    stdout_fd: int
+    stderr_fd: int
+    reap: Callable[[], tuple[int, float, int]]  # blocks: (wait status, CPU seconds, peak RSS bytes)
+    pidfd: int | None = None  # opened by the launcher when the pid is not our child (fork server)
+
+
+def popen_launch(request: SpawnRequest) -> Launched:
+    """Start the command with fork+exec; raises OSError or SubprocessError when it cannot start."""
     user_kwargs: dict = {}
     if request.uid is not None:
         user_kwargs = {"user": request.uid, "group": request.gid, "extra_groups": []}
+    proc = subprocess.Popen(
+        request.argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=request.cwd,
+        env=request.env,
+        start_new_session=True,  # setsid: the program leads its own group, killed as a whole
+        preexec_fn=lambda: _limit_child(request),
+        pass_fds=request.pass_fds,
+        close_fds=True,
+        **user_kwargs,
+    )
+    # Our own fds from here on: the Popen object is dropped, we reap with wait4 for the rusage.
+    stdin_fd, stdout_fd, stderr_fd = (os.dup(stream.fileno()) for stream in (proc.stdin, proc.stdout, proc.stderr))
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        stream.close()
+
+    def reap() -> tuple[int, float, int]:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+    return Launched(proc.pid, stdin_fd, stdout_fd, stderr_fd, reap)
+
+
+def supervise(request: SpawnRequest, launch: Callable[[SpawnRequest], Launched] = popen_launch) -> RawOutcome:
+    """Run the command to completion, timeout or output cap; never raises for the program's behaviour."""
+    started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            request.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=request.cwd,
-            env=request.env,
-            start_new_session=True,  # setsid: the program leads its own group, killed as a whole
-            preexec_fn=lambda: _limit_child(request),
-            pass_fds=request.pass_fds,
-            close_fds=True,
-            **user_kwargs,
-        )
+        launched = launch(request)
     except (OSError, subprocess.SubprocessError) as error:
         return RawOutcome(None, None, b"", b"", False, False, 0.0, time.monotonic() - started, 0,
                           spawn_error=f"could not start {request.argv[0]!r}: {error}")
+    try:
+        return _watch(launched, request, started)
+    finally:
+        for fd in (launched.stdin_fd, launched.stdout_fd, launched.stderr_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
+
+def _watch(launched: Launched, request: SpawnRequest, started: float) -> RawOutcome:
     deadline = started + request.wall_seconds
-    stdout_fd, stderr_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    stdout_fd, stderr_fd, stdin_fd = launched.stdout_fd, launched.stderr_fd, launched.stdin_fd
     out = {stdout_fd: bytearray(), stderr_fd: bytearray()}
     budget = request.output_bytes
     truncated = timed_out = False
-    pidfd = os.pidfd_open(proc.pid)
+    pidfd = launched.pidfd if launched.pidfd is not None else os.pidfd_open(launched.pid)
     selector = selectors.DefaultSelector()
     try:
-        for stream in (proc.stdout, proc.stderr):
-            os.set_blocking(stream.fileno(), False)
-            selector.register(stream.fileno(), selectors.EVENT_READ)
+        for fd in (stdout_fd, stderr_fd):
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
         pending_stdin = memoryview(request.stdin)
-        stdin_fd = proc.stdin.fileno()
+        stdin_open = True
         if pending_stdin:
-            os.set_blocking(proc.stdin.fileno(), False)
-            selector.register(proc.stdin.fileno(), selectors.EVENT_WRITE)
+            os.set_blocking(stdin_fd, False)
+            selector.register(stdin_fd, selectors.EVENT_WRITE)
         else:
-            proc.stdin.close()
+            os.close(stdin_fd)
+            stdin_open = False
         selector.register(pidfd, selectors.EVENT_READ)
         exited = False
         while not exited and not truncated:
@@ -145,36 +185,34 @@ def supervise(request: SpawnRequest) -> RawOutcome:
                 fd = key.fd
                 if fd == pidfd:
                     exited = True
-                elif fd == stdin_fd:
+                elif fd == stdin_fd and stdin_open:
                     try:
                         written = os.write(fd, pending_stdin[:_READ_CHUNK])
                         pending_stdin = pending_stdin[written:]
-                    except (BrokenPipeError, BlockingIOError) as error:
-                        if isinstance(error, BlockingIOError):
-                            continue
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
                         pending_stdin = pending_stdin[:0]
                     if not pending_stdin:
                         selector.unregister(fd)
-                        proc.stdin.close()
+                        os.close(fd)
+                        stdin_open = False
                 else:
                     truncated = _drain(fd, out[fd], out, budget, selector) or truncated
         # The leader is gone, timed out or flooded: stop every process of its group, then take what
         # the pipes still hold without waiting for a daemon that kept them open.
-        _kill_group(proc.pid)
+        _kill_group(launched.pid)
         for fd in list(out):
             if not truncated:
                 truncated = _drain(fd, out[fd], out, budget, None, final=True) or truncated
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        _kill_group(proc.pid)
+        status, cpu_seconds, peak_memory = launched.reap()
+        _kill_group(launched.pid)
     finally:
         selector.close()
         os.close(pidfd)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        if stdin_open:
+            os.close(stdin_fd)
+        launched.stdin_fd = -1  # closed here; supervise() must not close a reused number
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     term_signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     return RawOutcome(
@@ -184,9 +222,9 @@ def supervise(request: SpawnRequest) -> RawOutcome:
         stderr=bytes(out[stderr_fd]),
         truncated=truncated,
         timed_out=timed_out,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        cpu_seconds=cpu_seconds,
         wall_seconds=time.monotonic() - started,
-        peak_memory_bytes=usage.ru_maxrss * 1024,
+        peak_memory_bytes=peak_memory,
     )
 
 

@@ -7,6 +7,7 @@ and network), those checks are skipped for it with the reason.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -184,3 +185,49 @@ def test_compile_bombs_are_contained(backend: str):
                                backend=backend)
     assert errors.compile.status in ANY_FAILURE and errors.runs == []
     assert len(errors.compile.stderr) <= HOSTILE.output_bytes
+
+
+MEMORY_SCAN = """
+import hashlib, sys
+# Only the secret's hash and length are given, so the secret itself can only be in memory if it leaked.
+digest, length, prefix = sys.argv[1], int(sys.argv[2]), b'secret-'
+found = False
+with open('/proc/self/maps') as maps, open('/proc/self/mem', 'rb', 0) as mem:
+    for line in maps:
+        span, perms = line.split()[:2]
+        if 'r' not in perms or '[vvar' in line or '[vsyscall' in line:
+            continue
+        start, end = (int(part, 16) for part in span.split('-'))
+        try:
+            mem.seek(start)
+            data = mem.read(end - start)
+        except (OSError, ValueError, OverflowError):
+            continue
+        at = data.find(prefix)
+        while at >= 0:
+            if hashlib.sha256(data[at:at + length]).hexdigest() == digest:
+                found = True
+            at = data.find(prefix, at + 1)
+print('FOUND' if found else 'clean')
+"""
+
+
+def test_python_fast_path_leaves_no_process_and_no_memory_of_earlier_runs(backend: str, token: str):
+    """`python3 -I -S script` runs through the docker fork server: a daemon must still die with its run,
+    and a later run must not find an earlier run's stdin or files in its own (forked) memory."""
+    secret = f"secret-{token}-{token[::-1]}"
+    daemon = ("import os, sys, time\nsys.stdin.read()\nif os.fork() == 0:\n    os.setsid()\n"
+              "    if os.fork() == 0:\n        time.sleep(120)\n    os._exit(0)\n")
+    first = run(Program(("python3", "-I", "-S", "daemon.py"), files={"daemon.py": daemon, "notes.txt": secret},
+                        stdin=secret.encode()), HOSTILE, backend)
+    assert first.status is Status.OK, first
+    # pid 1 is bwrap's own init in the bwrap backend; the docker agent and fork server run as root.
+    census = ("import os\nmine = (os.getpid(), os.getppid(), 1)\nothers = [p for p in os.listdir('/proc')"
+              " if p.isdigit() and int(p) not in mine and os.stat('/proc/' + p).st_uid == os.getuid()]\n"
+              "print(len(others))\n")
+    counted = run(Program(("python3", "-I", "-S", "census.py"), files={"census.py": census}), HOSTILE, backend)
+    assert counted.stdout == b"0\n", counted
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    scan = run(Program(("python3", "-I", "-S", "scan.py", digest, str(len(secret))), files={"scan.py": MEMORY_SCAN}),
+               HOSTILE, backend)
+    assert scan.status is Status.OK and scan.stdout == b"clean\n", scan

@@ -1,0 +1,172 @@
+"""Fork server for Python runs inside the docker sandbox: a warm interpreter forks each run's process.
+
+Starting `python3 -I -S script` costs more CPU than a HumanEval test itself; forking an interpreter that is
+already up costs a millisecond. The template (root, in the container) forks an idle child *before* the
+next job exists, so no child ever holds another run's data; the child receives its job and pipe ends
+over a socket, applies the run's rlimits, new session and uid 65534, and runs the script as `__main__`
+exactly as `python3 -I -S script args` would. The template only reports pids and wait statuses.
+Standard library only; used by docker_agent.py.
+"""
+
+import builtins
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+
+try:
+    from verifarm.sandbox.supervisor import Launched, SpawnRequest, _limit_child
+except ImportError:  # inside the container only this folder exists, mounted at /opt/verifarm
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from supervisor import Launched, SpawnRequest, _limit_child
+
+PYTHON_PREFIX = ["python3", "-I", "-S"]
+PR_SET_DUMPABLE = 4
+RUN_UID = 65534
+
+
+def runs_in_zygote(argv: list[str]) -> bool:
+    """Commands the fork server reproduces exactly: `python3 -I -S <script.py> [args...]`."""
+    return (len(argv) >= 4 and argv[:3] == PYTHON_PREFIX and argv[3].endswith(".py")
+            and not argv[3].startswith("-") and "/" not in argv[3])
+
+
+def _run_job(job_socket: socket.socket, control: socket.socket) -> None:
+    """In the pre-forked child: wait for one job, become the run, never return."""
+    code = 1
+    try:
+        control.close()
+        message, fds, _, _ = socket.recv_fds(job_socket, 1 << 16, 3)
+        job_socket.close()
+        if not message or len(fds) != 3:
+            os._exit(1)
+        job = json.loads(message)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        os.setsid()
+        for number in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+            signal.signal(number, signal.SIG_DFL)
+        os.setgroups([])
+        os.setgid(RUN_UID)
+        os.setuid(RUN_UID)
+        _limit_child(SpawnRequest(**job["spawn"]))
+        # Changing uid made us non-dumpable (root-owned /proc/self); a program exec'd as this uid is not.
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+        os.chdir(job["cwd"])
+        os.environ.clear()
+        os.environ.update(job["env"])
+        script = job["argv"][3]
+        sys.argv = job["argv"][3:]
+        sys.path[:] = [entry for entry in sys.path if entry != os.path.dirname(os.path.abspath(__file__))]
+        main = type(sys)("__main__")
+        main.__file__ = script
+        main.__builtins__ = builtins
+        sys.modules["__main__"] = main
+        with open(script, "rb") as handle:
+            source = handle.read()
+        code = 0
+        exec(compile(source, script, "exec"), main.__dict__)
+    except SystemExit as stop:
+        if stop.code is None:
+            code = 0
+        elif isinstance(stop.code, int):
+            code = stop.code & 0xFF
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        os._exit(code)
+
+
+def serve(job_fd: int, control_fd: int) -> None:
+    """The template: keep one idle child ready; report its pid, then its wait status and usage."""
+    job_socket = socket.socket(fileno=job_fd)
+    control = socket.socket(fileno=control_fd)
+    for stream_fd in (0, 1):
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, stream_fd)
+        os.close(null)
+    while True:
+        child = os.fork()
+        if child == 0:
+            _run_job(job_socket, control)
+        try:
+            control.send(str(child).encode())
+        except OSError:
+            os._exit(0)
+        _, status, usage = os.wait4(child, 0)
+        try:
+            control.send(json.dumps([status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024]).encode())
+        except OSError:
+            os._exit(0)
+
+
+class Zygote:
+    """The agent's handle on the template process."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        self._job, job_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        script = os.path.abspath(__file__)
+        self.process = subprocess.Popen(
+            ["python3", "-I", "-S", script, str(job_child.fileno()), str(control_child.fileno())],
+            pass_fds=(job_child.fileno(), control_child.fileno()), stdin=subprocess.DEVNULL)
+        job_child.close()
+        control_child.close()
+
+    def launch(self, request: SpawnRequest) -> Launched:
+        message = self._control.recv(64)
+        if not message:
+            raise OSError("the fork server is gone")
+        pid = int(message)
+        stdin_read, stdin_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
+        # Only the limits travel in "spawn"; stdin goes through the pipe, never through the child's memory.
+        job = {"spawn": {**vars(request), "argv": [], "env": {}, "cwd": "", "stdin": "", "pass_fds": []},
+               "argv": request.argv, "env": request.env, "cwd": request.cwd}
+        pidfd = os.pidfd_open(pid)  # before the job exists, so the pid cannot be reaped and reused under us
+        try:
+            socket.send_fds(self._job, [json.dumps(job).encode()], [stdin_read, stdout_write, stderr_write])
+        finally:
+            for fd in (stdin_read, stdout_write, stderr_write):
+                os.close(fd)
+
+        def reap() -> tuple[int, float, int]:
+            reply = self._control.recv(256)
+            if not reply:
+                raise OSError("the fork server died during a run")
+            status, cpu_seconds, peak_memory = json.loads(reply)
+            return status, cpu_seconds, peak_memory
+
+        return Launched(pid, stdin_write, stdout_read, stderr_read, reap, pidfd)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._job.close()
+        self._control.close()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]))
