@@ -99,6 +99,33 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
     return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
 
 
+@dataclass(frozen=True)
+class AttentionSpan:
+    """Rows [row_begin, row_end) of the batch attend over cache slots from `first_slot` on."""
+
+    row_begin: int
+    row_end: int
+    first_slot: int
+
+
+def attention_spans(first_valid_slots: list[int], max_spans: int = 4, min_gap: int = 32) -> list[AttentionSpan]:
+    """Split rows, ordered by ascending first valid slot, where the slot jumps by at least `min_gap`.
+
+    Left padding makes a short prompt beside a long one attend over many empty slots; giving each
+    span its own first slot skips them, at the cost of one attention call per span (at most
+    `max_spans`, cut at the largest jumps).
+    """
+    if any(b < a for a, b in zip(first_valid_slots, first_valid_slots[1:])):
+        raise ValueError("rows must be ordered by ascending first valid slot (longest prompts first)")
+    if not first_valid_slots:
+        return []
+    pairs = enumerate(zip(first_valid_slots, first_valid_slots[1:]))
+    jumps = sorted(((b - a, row + 1) for row, (a, b) in pairs if b - a >= min_gap), reverse=True)
+    cuts = sorted(row for _, row in jumps[: max_spans - 1])
+    bounds = [0, *cuts, len(first_valid_slots)]
+    return [AttentionSpan(begin, end, first_valid_slots[begin]) for begin, end in zip(bounds, bounds[1:])]
+
+
 class FastMoEDecoder:
     """Prefill and single-token decode steps over a `MixtralForCausalLM`'s weights with a `KVCache`."""
 
@@ -197,12 +224,17 @@ class FastMoEDecoder:
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, slot: int,
-             rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Decode one token per row: tokens/positions (B,), written into cache slot `slot`; logits (B, V)."""
+             rotary: tuple[torch.Tensor, torch.Tensor],
+             spans: list[AttentionSpan] | None = None) -> torch.Tensor:
+        """Decode one token per row: tokens/positions (B,), written into cache slot `slot`; logits (B, V).
+
+        `spans` split the rows for attention only (see `attention_spans`); default: one span, all slots.
+        """
         batch = tokens.shape[0]
+        spans = spans or [AttentionSpan(0, batch, 0)]
         cos, signed_sin = rotary[0][positions][:, None, None], rotary[1][positions][:, None, None]  # (B,1,1,D)
         cache.valid[:, slot] = True
-        visible = cache.valid[:, : slot + 1][:, None, None, :]  # (B, 1, 1, S)
+        visible = cache.valid[:, None, None, :]  # (B, 1, 1, S)
         groups = self.num_heads // self.kv_heads
         hidden = F.embedding(tokens[:, None], self.embed)  # (B, 1, C)
         for index, weights in enumerate(self.layers):
@@ -211,9 +243,19 @@ class FastMoEDecoder:
             cache.values[index, :, :, slot] = v[:, 0]
             # Grouped-query attention without repeating the cache: the query heads that share one
             # key/value head become that head's "query positions".
-            attended = F.scaled_dot_product_attention(
-                q.reshape(batch, self.kv_heads, groups, self.head_dim),  # (B, Hkv, G, D)
-                cache.keys[index, :, :, : slot + 1], cache.values[index, :, :, : slot + 1], attn_mask=visible,
+            q = q.reshape(batch, self.kv_heads, groups, self.head_dim)  # (B, Hkv, G, D)
+            keys, values = cache.keys[index], cache.values[index]  # (B, Hkv, S, D)
+            attended = torch.cat([
+                F.scaled_dot_product_attention(
+                    q[span.row_begin:span.row_end],
+                    keys[span.row_begin:span.row_end, :, span.first_slot: slot + 1],
+                    values[span.row_begin:span.row_end, :, span.first_slot: slot + 1],
+                    attn_mask=visible[span.row_begin:span.row_end, ..., span.first_slot: slot + 1],
+                )
+                for span in spans
+            ]) if len(spans) > 1 else F.scaled_dot_product_attention(
+                q, keys[:, :, spans[0].first_slot: slot + 1], values[:, :, spans[0].first_slot: slot + 1],
+                attn_mask=visible[..., spans[0].first_slot: slot + 1],
             )  # (B, Hkv, G, D)
             hidden = hidden + F.linear(attended.reshape(batch, 1, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, MixtralForCausalLM, PreTrainedModel
 
-from verifarm.policy.fast_decode import FastMoEDecoder
+from verifarm.policy.fast_decode import FastMoEDecoder, attention_spans
 
 
 @dataclass
@@ -175,7 +175,9 @@ class LocalPolicy:
         decoder = FastMoEDecoder(self.model)
         device = decoder.device
         generator = _make_generator(params.seed, device)
-        input_ids, attention_mask = self._left_pad(prompt_ids, device)
+        # Longest prompts first, so rows with similar left padding sit together (see attention_spans).
+        by_length = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+        input_ids, attention_mask = self._left_pad([prompt_ids[i] for i in by_length], device)
         prompt_width = input_ids.shape[1]
         total_rows = len(prompt_ids) * params.n
 
@@ -186,12 +188,16 @@ class LocalPolicy:
         expand = torch.arange(len(prompt_ids), device=device).repeat_interleave(params.n)
         cache, logits = cache.select_rows(expand), logits.index_select(0, expand)
         positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row
+        first_slots = (prompt_width - positions).tolist()  # where each row's prompt starts
+        spans = attention_spans(first_slots)
+        # The output row (prompt index * n + sample index) of each live batch row.
+        row_ids = torch.tensor([by_length[i // params.n] * params.n + i % params.n for i in range(total_rows)],
+                               device=device)
 
         out_tokens = torch.zeros(total_rows, params.max_new_tokens, dtype=torch.long, device=device)
         out_logprobs = torch.zeros(total_rows, params.max_new_tokens, dtype=torch.float32, device=device)
         lengths = torch.full((total_rows,), params.max_new_tokens, dtype=torch.long)
         reasons = ["length"] * total_rows
-        row_ids = torch.arange(total_rows, device=device)  # output row of each live batch row
         eos = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
         stop_candidates = self._stop_candidate_tokens(params.stop, device) if params.stop else None
         stop_window = 4 * max((len(s) for s in params.stop), default=0) + 4
@@ -222,7 +228,9 @@ class LocalPolicy:
                 cache, row_ids, tokens, positions = (cache.select_rows(keep), row_ids[keep], tokens[keep],
                                                      positions[keep])
                 finished = finished[keep]
-            logits = decoder.step(tokens, positions, cache, prompt_width + step, rotary)
+                first_slots = [first_slots[i] for i in keep.tolist()]
+                spans = attention_spans(first_slots)
+            logits = decoder.step(tokens, positions, cache, prompt_width + step, rotary, spans)
             positions = positions + 1
 
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()
