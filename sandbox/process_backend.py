@@ -6,6 +6,7 @@ where nothing stronger works; every result it returns says so.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from verifarm.sandbox.backend import UNSAFE_NOTE, Backend
@@ -25,6 +26,9 @@ def clean_env(home: str) -> dict[str, str]:
 
 class ProcessBackend(Backend):
     name = "process"
+
+    def __init__(self) -> None:
+        logging.getLogger(__name__).warning("sandbox backend 'process' in use: %s", UNSAFE_NOTE)
 
     @classmethod
     def probe(cls) -> str | None:
