@@ -4,12 +4,14 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from verifarm.policy.fast_decode import batched_moe
+from verifarm.policy.fast_decode import AttentionSpan, attention_spans, batched_moe
 from verifarm.policy.model import build_model
 from verifarm.policy.sampling import Completion, LocalPolicy, choose_tokens
 from verifarm.policy.tokenizer import build_tokenizer
 
 PROMPTS = ["1+2=?\n", "345+678=?\n", "def add(a, b):\n    return", "Z"]
+# Prompt lengths far apart, so short rows get their own attention span beside the long ones.
+MIXED_PROMPTS = PROMPTS + ["# " + "a long comment line to pad the prompt " * 3 + "\ndef f(x):\n", "9+9=?\n" * 12]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,11 +78,22 @@ def test_batched_moe_matches_mixtral_block(model):
     torch.testing.assert_close(actual, expected)
 
 
+def test_attention_spans_cut_at_the_largest_jumps():
+    assert attention_spans([0, 0, 3, 40, 41, 100, 100]) == [
+        AttentionSpan(0, 3, 0), AttentionSpan(3, 5, 40), AttentionSpan(5, 7, 100)]
+    assert attention_spans([0, 50, 90, 200], max_spans=2) == [AttentionSpan(0, 3, 0), AttentionSpan(3, 4, 200)]
+    assert attention_spans([5, 5, 20]) == [AttentionSpan(0, 3, 5)]
+    with pytest.raises(ValueError, match="ascending"):
+        attention_spans([10, 0])
+
+
 def test_greedy_matches_generate_with_left_padding(model, tokenizer):
     policy = LocalPolicy(model, tokenizer, version=7)
-    results = policy.sample(PROMPTS, n=2, temperature=0, max_new_tokens=24)
-    expected = hf_greedy(model, tokenizer, PROMPTS, 24)
-    assert [len(r) for r in results] == [2] * len(PROMPTS)
+    lengths = sorted(len(tokenizer(p)["input_ids"]) for p in MIXED_PROMPTS)
+    assert lengths[-1] - lengths[0] >= 64  # several attention spans
+    results = policy.sample(MIXED_PROMPTS, n=2, temperature=0, max_new_tokens=24)
+    expected = hf_greedy(model, tokenizer, MIXED_PROMPTS, 24)
+    assert [len(r) for r in results] == [2] * len(MIXED_PROMPTS)
     for samples, reference in zip(results, expected):
         for completion in samples:
             assert isinstance(completion, Completion) and completion.policy_version == 7
@@ -96,8 +109,8 @@ def test_eos_ends_rows_at_different_steps_and_matches_generate(tokenizer):
     with torch.no_grad():
         model.lm_head.weight[tokenizer.eos_token_id] = model.lm_head.weight[trigger] * 1.05
     policy = LocalPolicy(model, tokenizer, 0)
-    results = policy.sample(PROMPTS * 4, n=2, temperature=0, max_new_tokens=24)
-    expected = hf_greedy(model, tokenizer, PROMPTS * 4, 24)
+    results = policy.sample(MIXED_PROMPTS * 3, n=2, temperature=0, max_new_tokens=24)
+    expected = hf_greedy(model, tokenizer, MIXED_PROMPTS * 3, 24)
     lengths = set()
     for samples, reference in zip(results, expected):
         for completion in samples:
@@ -111,8 +124,8 @@ def test_eos_ends_rows_at_different_steps_and_matches_generate(tokenizer):
 
 def test_logprobs_are_the_models_own_distribution(model, tokenizer):
     policy = LocalPolicy(model, tokenizer, 0)
-    results = policy.sample(PROMPTS[:2], n=3, temperature=0.7, top_p=0.9, max_new_tokens=12, seed=5)
-    for prompt, samples in zip(PROMPTS, results):
+    results = policy.sample(MIXED_PROMPTS, n=3, temperature=0.7, top_p=0.9, max_new_tokens=12, seed=5)
+    for prompt, samples in zip(MIXED_PROMPTS, results):
         for completion in samples:
             expected = teacher_forced_logprobs(model, tokenizer, prompt, completion.token_ids)
             torch.testing.assert_close(torch.tensor(completion.logprobs), expected, rtol=1e-4, atol=1e-4)
