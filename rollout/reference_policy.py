@@ -7,6 +7,7 @@ records carry `policy_name="reference"` and no policy version, so training data 
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 
@@ -48,7 +49,7 @@ class ReferencePolicy:
 
     def sample_tasks(self, tasks: list[Task], n: int, sampling: object = None,
                      seed: int | None = None) -> list[list[SampledText]]:
-        """n answers per task; which ones are corrupted is a pure function of (self.seed, task id, sample index),
+        """n answers per task; which ones are corrupted is a pure function of (seed, task, prompt, sample index),
         so a redelivered batch produces the same records. Sampling settings and the batch seed do not apply."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
@@ -56,7 +57,9 @@ class ReferencePolicy:
         for task in tasks:
             samples = []
             for index in range(n):
-                rng = random.Random(f"reference:{self.seed}:{task.task_id}:{index}")
+                # The prompt is in the key so that a multi-turn follow-up (a new prompt) is a new draw.
+                prompt_key = hashlib.sha256(task.prompt.encode()).hexdigest()[:16]
+                rng = random.Random(f"reference:{self.seed}:{task.task_id}:{prompt_key}:{index}")
                 text = corrupt(task.reference, rng) if rng.random() < self.p_corrupt else task.reference
                 samples.append(SampledText(text=text))
             out.append(samples)

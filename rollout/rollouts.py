@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, Sequence
 
 from verifarm.envs.base import Task, TaskFamily, Verdict
@@ -146,23 +146,42 @@ def _outcome(verdict: Verdict) -> str:
     return "pass" if verdict.passed else "fail"
 
 
+@dataclass
+class Attempt:
+    """The latest turn of one sample: what the policy saw, what it answered, and the verdict."""
+
+    prompt: str
+    sample: Sample
+    verdict: Verdict
+    verify_seconds: float
+    turns: int = 1
+    earlier: list[str] = field(default_factory=list)  # verdict reasons of the failed earlier turns
+
+    def wants_another_turn(self, max_turns: int) -> bool:
+        return not self.verdict.passed and not self.verdict.infra_error and self.turns < max_turns
+
+
 def build_records(
     campaign_id: str,
     spec: CampaignSpec,
     plan: PlannedTask,
     family: TaskFamily,
     task: Task,
-    samples: Sequence[Sample],
-    verdicts: Sequence[tuple[Verdict, float]],
+    attempts: Sequence[Attempt],
     sampler_name: str,
     sample_seconds_each: float,
 ) -> list[RolloutRecord]:
+    """One record per sample of the task. A multi-turn sample is recorded at its last turn: the prompt is the
+    observation of that turn (with the feedback), the completion that turn's answer."""
     env_version = plan.env_id.rsplit("-", 1)[-1]
-    prompt = storable_text(task.prompt)
     records = []
-    for index, (sample, (verdict, verify_seconds)) in enumerate(zip(samples, verdicts, strict=True)):
+    for index, attempt in enumerate(attempts):
+        verdict, sample = attempt.verdict, attempt.sample
         outcome = _outcome(verdict)
-        completion = storable_text(sample.text)
+        prompt, completion = storable_text(attempt.prompt), storable_text(sample.text)
+        details = _storable_details(verdict.details)
+        if attempt.turns > 1:
+            details = {**details, "turns": attempt.turns, "earlier_reasons": [storable_text(r) for r in attempt.earlier]}
         records.append(RolloutRecord(
             record_id=record_id_for(campaign_id, plan.task_index, index), campaign_id=campaign_id,
             env_id=plan.env_id, env_version=env_version, task_index=plan.task_index, task_seed=plan.seed,
@@ -171,13 +190,19 @@ def build_records(
             reward=verdict.reward if outcome != "infra_error" else 0.0, passed=outcome == "pass",
             reason=storable_text(verdict.reason[:2000]), outcome=outcome, policy_version=sample.policy_version,
             policy_name=sampler_name, verifier_version=family.verifier_version,
-            sandbox_backend=verdict.details.get("sandbox_backend"), sample_seconds=sample_seconds_each,
-            verify_seconds=verify_seconds, content_hash=content_hash_for(plan.env_id, prompt, completion),
+            sandbox_backend=verdict.details.get("sandbox_backend"),
+            sample_seconds=sample_seconds_each * attempt.turns, verify_seconds=attempt.verify_seconds,
+            content_hash=content_hash_for(plan.env_id, prompt, completion),
             token_ids=list(sample.token_ids) if sample.token_ids is not None else None,
             logprobs=[float(x) for x in sample.logprobs] if sample.logprobs is not None else None,
-            details=_storable_details(verdict.details),
+            details=details,
         ))
     return records
+
+
+def _max_turns(family: TaskFamily) -> int:
+    # Multi-turn families expose `max_turns` and `feedback(task, completion, verdict, turn, max_turns)`.
+    return int(getattr(family, "max_turns", 1)) if hasattr(family, "feedback") else 1
 
 
 def rollout_batch(
@@ -189,7 +214,11 @@ def rollout_batch(
     families: FamilyCache,
     infra_retries: int = 2,
 ) -> BatchReport:
-    """Roll out the given tasks of a campaign and store their records; safe to run again (skips stored tasks)."""
+    """Roll out the given tasks of a campaign and store their records; safe to run again (skips stored tasks).
+
+    Multi-turn envs get up to their `max_turns`: a failed sample's next prompt is the env's feedback on it.
+    All records of the batch are written in one transaction, so a task is either fully stored or not at all.
+    """
     report = BatchReport(campaign_id, list(task_indices))
     if store.is_cancelled(campaign_id):
         report.cancelled = True
@@ -204,24 +233,50 @@ def rollout_batch(
     plans = [plan_task(spec, i) for i in todo]
     families_used = [families.get(p.env_id, p.options) for p in plans]
     tasks = [family.generate(p.seed, p.difficulty) for family, p in zip(families_used, plans)]
+    seed = sampling_seed(spec, todo)
+
+    def verify(family: TaskFamily, task: Task, sample: Sample) -> tuple[Verdict, float]:
+        started = time.perf_counter()
+        verdict, retries = verify_with_retries(family, task, storable_text(sample.text), infra_retries)
+        report.infra_retries += retries
+        return verdict, time.perf_counter() - started
 
     started = time.perf_counter()
-    samples = sampler.sample_tasks(tasks, n, spec.sampling, sampling_seed(spec, todo))
+    samples = sampler.sample_tasks(tasks, n, spec.sampling, seed)
     report.sample_seconds = time.perf_counter() - started
     if len(samples) != len(tasks) or any(len(group) != n for group in samples):
         raise RuntimeError(f"policy returned {[len(g) for g in samples]} samples for {len(tasks)} tasks x {n}")
-    per_sample = report.sample_seconds / (len(tasks) * n)
+    attempts = [
+        [Attempt(task.prompt, sample, *verify(family, task, sample)) for sample in group]
+        for family, task, group in zip(families_used, tasks, samples)
+    ]
 
+    turn = 1
+    while True:
+        retry = [(t, s) for t, family in enumerate(families_used) for s in range(n)
+                 if attempts[t][s].wants_another_turn(_max_turns(family))]
+        if not retry:
+            break
+        turn += 1
+        followups = []
+        for t, s in retry:
+            previous = attempts[t][s]
+            observation = families_used[t].feedback(tasks[t], storable_text(previous.sample.text), previous.verdict,
+                                                    previous.turns, _max_turns(families_used[t]))
+            followups.append(replace(tasks[t], prompt=observation))
+        started = time.perf_counter()
+        answers = sampler.sample_tasks(followups, 1, spec.sampling, seed + turn)
+        report.sample_seconds += time.perf_counter() - started
+        for (t, s), followup, answer in zip(retry, followups, answers, strict=True):
+            previous = attempts[t][s]
+            verdict, seconds = verify(families_used[t], tasks[t], answer[0])
+            attempts[t][s] = Attempt(followup.prompt, answer[0], verdict, previous.verify_seconds + seconds,
+                                     previous.turns + 1, [*previous.earlier, previous.verdict.reason])
+
+    per_sample = report.sample_seconds / sum(a.turns for group in attempts for a in group)
     records: list[RolloutRecord] = []
-    for plan, family, task, group in zip(plans, families_used, tasks, samples):
-        verdicts = []
-        for sample in group:
-            verify_started = time.perf_counter()
-            verdict, retries = verify_with_retries(family, task, storable_text(sample.text), infra_retries)
-            verdicts.append((verdict, time.perf_counter() - verify_started))
-            report.infra_retries += retries
-        records.extend(build_records(campaign_id, spec, plan, family, task, group, verdicts, sampler.name,
-                                     per_sample))
+    for plan, family, task, group in zip(plans, families_used, tasks, attempts):
+        records.extend(build_records(campaign_id, spec, plan, family, task, group, sampler.name, per_sample))
     report.verify_seconds = sum(r.verify_seconds for r in records)
     report.records_written = store.add_records(records)
     store.add_infra_retries(campaign_id, report.infra_retries)

@@ -9,7 +9,7 @@ from verifarm.envs.base import Task, Verdict
 from verifarm.rollout.campaign import parse_spec, plan_task
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.reference_policy import ReferencePolicy, corrupt
-from verifarm.rollout.rollouts import FamilyCache, build_records, rollout_batch, verify_with_retries
+from verifarm.rollout.rollouts import Attempt, FamilyCache, build_records, rollout_batch, verify_with_retries
 from verifarm.rollout.store import RecordFilter, RolloutStore, record_id_for
 
 MIX = [
@@ -149,8 +149,8 @@ def test_infra_errors_are_retried_then_recorded_as_infra_error_never_fail() -> N
     plan = plan_task(spec, 0)
     samples = ReferencePolicy().sample_tasks([task, task], 1)
     good, _ = verify_with_retries(FlakyChecker(0), task, task.reference, retries=0)
-    records = build_records("c", spec, plan, broken, task, [samples[0][0], samples[1][0]],
-                            [(verdict, 0.1), (good, 0.1)], "reference", 0.0)
+    attempts = [Attempt(task.prompt, samples[0][0], verdict, 0.1), Attempt(task.prompt, samples[1][0], good, 0.1)]
+    records = build_records("c", spec, plan, broken, task, attempts, "reference", 0.0)
     assert [r.outcome for r in records] == ["infra_error", "pass"]
     assert records[0].reward == 0.0 and not records[0].passed and records[0].sandbox_backend == "docker"
 
@@ -173,8 +173,29 @@ def test_nul_characters_from_a_byte_level_policy_are_storable(store: RolloutStor
     task = family.generate(plan.seed, plan.difficulty)
     text = "\x00garbage\x00"
     verdict, _ = verify_with_retries(family, task, text, retries=0)
-    records = build_records("nul", spec, plan, family, task, [SampledText(text, [0, 1], [-1.0, -2.0], 1)],
-                            [(verdict, 0.0)], "checkpoint", 0.0)
+    records = build_records("nul", spec, plan, family, task,
+                            [Attempt(task.prompt, SampledText(text, [0, 1], [-1.0, -2.0], 1), verdict, 0.0)],
+                            "checkpoint", 0.0)
     assert store.add_records(records) == 1
     stored = store.query(RecordFilter(campaign_id="nul"))[0]
     assert stored.completion == "\ufffdgarbage\ufffd" and stored.outcome == "fail"
+
+
+def test_multi_turn_env_gets_feedback_turns(tmp_path: Path) -> None:
+    """CProgramMultiTurn through the real sandbox: a failed sample is asked again with the compiler/test feedback."""
+    with RolloutStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        spec = parse_spec({"envs": [{"env_id": "verifarm/CProgramMultiTurn-v0", "options": {"max_turns": 2}}],
+                           "tasks": 3, "samples_per_task": 2, "policy": "reference", "reference_corruption": 0.5,
+                           "seed": 3})
+        store.create_campaign("mt", spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, 5)
+        report = rollout_batch(store, "mt", spec, range(3), ReferencePolicy(0.5, spec.seed), FamilyCache())
+        assert report.records_written == 6 and report.infra_errors == 0
+        records = store.query(RecordFilter(campaign_id="mt"))
+    second_turns = [r for r in records if r.details.get("turns") == 2]
+    assert second_turns, "with half the answers corrupted, some sample must have needed a second turn"
+    for r in records:
+        assert r.sandbox_backend
+        if r.details.get("turns") == 2:
+            assert "Your previous program (attempt 1 of 2)" in r.prompt and len(r.details["earlier_reasons"]) == 1
+        else:
+            assert "Your previous program" not in r.prompt and r.passed  # only a pass ends after one turn
