@@ -141,6 +141,7 @@ class DockerBackend(Backend):
         remove_stale_containers(self.client)
         self.image = self.config.image or ensure_image(self.client)[0]
         self._idle: queue.LifoQueue[WarmContainer] = queue.LifoQueue()
+        self._all: dict[str, WarmContainer] = {}  # every live container, idle or running a program
         self._started = 0
         self._lock = threading.Lock()
         self._closed = False
@@ -170,7 +171,10 @@ class DockerBackend(Backend):
                 grow = False
         if grow:
             try:
-                return WarmContainer(self.client, self.image, self.config)
+                container = WarmContainer(self.client, self.image, self.config)
+                with self._lock:
+                    self._all[container.name] = container
+                return container
             except Exception:
                 with self._lock:
                     self._started -= 1
@@ -184,6 +188,7 @@ class DockerBackend(Backend):
         container.destroy()
         with self._lock:
             self._started -= 1
+            self._all.pop(container.name, None)
 
     def warm_up(self) -> None:
         """Start the whole pool now instead of on first use."""
@@ -219,14 +224,19 @@ class DockerBackend(Backend):
         note = "" if healthy else "container discarded after an unclean wipe"
         return classify(raw, limits, self.name, outputs, note=note)
 
+    def container_names(self) -> list[str]:
+        """Names of the pool's live containers (idle or running a program)."""
+        with self._lock:
+            return list(self._all)
+
     def close(self) -> None:
+        """Remove every container of the pool, including ones still running a program."""
         with self._lock:
             self._closed = True
-        while True:
-            try:
-                self._idle.get_nowait().destroy()
-            except queue.Empty:
-                break
+            containers = list(self._all.values())
+            self._all.clear()
+        for container in containers:
+            container.destroy()
 
 
 __all__ = ["DockerBackend", "DockerConfig", "HEADER", "remove_stale_containers"]

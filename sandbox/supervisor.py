@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 PR_SET_PDEATHSIG = 1
+# Loaded once here: a dlopen between fork and exec could deadlock on a loader lock held by another thread.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 _READ_CHUNK = 65536
 
 
@@ -83,7 +85,7 @@ def _limit_child(request: SpawnRequest) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
     resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _kill_group(pgid: int) -> None:

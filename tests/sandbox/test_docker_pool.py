@@ -1,0 +1,61 @@
+"""The docker backend's warm pool: a container that dies mid-run is an infra error and gets replaced."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from verifarm.sandbox import Limits, Program, Status
+from verifarm.sandbox.backend import probe_backend
+
+pytestmark = [pytest.mark.docker,
+              pytest.mark.skipif(probe_backend("docker") is not None, reason="no docker engine running")]
+
+
+def test_a_container_killed_mid_run_is_an_infra_error_and_is_replaced():
+    import docker
+
+    from verifarm.sandbox.docker_backend import LABEL, DockerBackend, DockerConfig
+
+    backend = DockerBackend(DockerConfig(pool_size=1))
+    try:
+        results = []
+        sleeper = threading.Thread(target=lambda: results.append(
+            backend.run(Program(("python3", "-c", "import time; time.sleep(20)")), Limits(wall_seconds=30))))
+        sleeper.start()
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        client = docker.from_env()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not results:
+            names = backend.container_names()
+            mine = [c for c in client.containers.list(filters={"label": f"{LABEL}.owner={owner}"})
+                    if c.name in names]
+            if mine:
+                time.sleep(0.5)
+                mine[0].kill()
+                break
+            time.sleep(0.05)
+        sleeper.join(timeout=30)
+        assert results and results[0].status is Status.INFRA_ERROR, results
+        after = backend.run(Program(("python3", "-c", "print('fresh')")), Limits())
+        assert after.status is Status.OK and after.stdout == b"fresh\n"
+    finally:
+        backend.close()
+
+
+def test_close_removes_the_pool():
+    import docker
+
+    from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
+
+    backend = DockerBackend(DockerConfig(pool_size=2))
+    backend.warm_up()
+    names = backend.container_names()
+    assert len(names) == 2
+    backend.close()
+    client = docker.from_env()
+    assert [c for c in client.containers.list(all=True) if c.name in names] == []
