@@ -59,6 +59,11 @@ def as_completion_text(completion: str | bytes) -> str:
     return completion
 
 
+def as_valid_utf8(text: str) -> str:
+    """``text`` with lone surrogates (which no file or pipe can carry) replaced, for handing to a sandbox."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
 def check_completion_size(completion: str, limit: int = MAX_COMPLETION_CHARS) -> Verdict | None:
     """A zero verdict for an over-long completion, else None."""
     if len(completion) > limit:

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from verifarm.envs.base import Task, Verdict, check_completion_size
+from verifarm.envs.base import Task, Verdict, as_valid_utf8, check_completion_size
 from verifarm.envs.code_completion import last_fenced_block, sandbox_failure
 from verifarm.sandbox.languages import C_COMPILE_LIMITS
 from verifarm.sandbox.program import ExecResult, Limits, Status
@@ -354,7 +354,7 @@ class CProgramFamily:
         if too_big is not None:
             return too_big
         details: dict = {"verifier_version": self.verifier_version, "sandbox_backend": "none"}
-        source = extract_c_source(completion)
+        source = as_valid_utf8(extract_c_source(completion))
         if not source.strip():
             return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty."})
         inputs, outputs = task.data["inputs"], task.data["outputs"]

@@ -12,7 +12,7 @@ import ast
 import re
 import textwrap
 
-from verifarm.envs.base import Verdict
+from verifarm.envs.base import Verdict, as_valid_utf8
 from verifarm.sandbox.program import Limits
 
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#-]*)[ \t]*\r?\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -66,7 +66,13 @@ def syntax_problem(source: str) -> str | None:
 
 def sandbox_failure(error: Exception, details: dict, backend: str) -> Verdict:
     """The verdict when the sandbox itself raised (backend unavailable, daemon gone): an infrastructure error."""
-    details = {**details, "sandbox_backend": backend}
+    from verifarm.sandbox.backend import default_backend_name
+
+    try:
+        name = default_backend_name() if backend == "auto" else backend
+    except Exception:  # noqa: BLE001  (no backend works at all; say what was asked for)
+        name = backend
+    details = {**details, "sandbox_backend": name}
     return Verdict(0.0, False, f"sandbox infrastructure error: {type(error).__name__}: {str(error)[:200]}",
                    details, infra_error=True)
 
@@ -81,7 +87,7 @@ def verify_python(solution: str, test_code: str, entry_point: str, verifier_vers
     if problem is not None:
         return Verdict(0.0, False, problem, details)
     try:
-        outcome = check_python(solution, test_code, entry_point, limits=limits, backend=backend)
+        outcome = check_python(as_valid_utf8(solution), test_code, entry_point, limits=limits, backend=backend)
     except Exception as error:  # noqa: BLE001  (the sandbox could not run at all: its failure, not the completion's)
         return sandbox_failure(error, details, backend)
     details.update(sandbox_backend=outcome.result.backend, sandbox_status=outcome.result.status.value)

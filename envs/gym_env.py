@@ -131,6 +131,13 @@ class TaskEnv(gym.Env[str, str]):
             info["reference"] = self.task.reference
         return observation, float(verdict.reward), terminated, truncated, info
 
+    def close(self) -> None:
+        """Stop what the family holds (MathAnswer's checker process)."""
+        close = getattr(self.family, "close", None)
+        if close is not None:
+            close()
+        super().close()
+
     def render(self) -> str | None:
         if self.render_mode == "ansi":
             return self._last_observation

@@ -14,9 +14,30 @@ def test_every_catalog_id_is_registered() -> None:
         assert gym.registry[env_id].entry_point == "verifarm.envs.gym_env:TaskEnv"
 
 
-@pytest.mark.parametrize("env_id", ["verifarm/Arithmetic-v0", "verifarm/Addition-v0"])
-def test_arithmetic_envs_pass_check_env(env_id: str) -> None:
-    check_env(gym.make(env_id, difficulty=3).unwrapped)
+@pytest.mark.parametrize("env_id", sorted(ENV_IDS))
+def test_every_registered_env_passes_check_env(env_id: str) -> None:
+    env = gym.make(env_id)
+    check_env(env.unwrapped)
+    env.close()
+
+
+MALFORMED = {
+    "empty": "",
+    "huge": "7" * 500_000,
+    "binary": b"\x00\xff\xfe\x80 \x1b[2J garbage \xc3",
+    "no answer marker": "I thought about it for a long time and I am confident.",
+    "control characters": "\x00\x01\x02\x7f\u202e\ud800",
+}
+
+
+@pytest.mark.parametrize("env_id", sorted(ENV_IDS))
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_malformed_completions_score_zero_with_a_reason_in_every_env(env_id: str, kind: str) -> None:
+    env = gym.make(env_id)
+    env.reset(seed=2)
+    _, reward, _, _, info = env.step(MALFORMED[kind])
+    assert reward == 0.0 and not info["passed"] and not info["infra_error"], info
+    assert isinstance(info["reason"], str) and info["reason"]
 
 
 def test_reset_with_seed_poses_the_family_task_and_step_reports_the_verdict() -> None:

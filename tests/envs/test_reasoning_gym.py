@@ -1,0 +1,61 @@
+"""ReasoningGym adapter: the datasets' own answers score 1.0 through the adapter and the env; wrong ones do not."""
+
+import gymnasium as gym
+import pytest
+
+import verifarm.envs  # noqa: F401  (registers the ids)
+from verifarm.envs.reasoning_gym_adapter import ReasoningGymFamily
+
+DATASETS = [
+    "basic_arithmetic", "chain_sum", "leg_counting", "spell_backward", "letter_counting", "number_sorting", "gcd",
+    "lcm", "base_conversion", "fraction_simplification", "word_sorting", "caesar_cipher", "simple_equations",
+    "prime_factorization", "count_bits", "mini_sudoku", "maze", "gsm_symbolic",
+]
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_dataset_answers_score_one(dataset: str) -> None:
+    family = ReasoningGymFamily(dataset)
+    for difficulty in (1, 3, 5):
+        for seed in range(8):
+            task = family.generate(seed, difficulty)
+            verdict = family.verify(task, f"Some reasoning first.\n{task.reference}")
+            assert verdict.reward == 1.0 and verdict.passed, (task.task_id, task.data["entry"]["answer"], verdict)
+    wrong = family.verify(task, "<answer>certainly not this 918273645</answer>")
+    assert wrong.reward < 1.0 and not wrong.passed
+
+
+def test_generation_is_deterministic_and_difficulty_matters() -> None:
+    first, second = ReasoningGymFamily("basic_arithmetic"), ReasoningGymFamily("basic_arithmetic")
+    assert [first.generate(s, 2) for s in range(10)] == [second.generate(s, 2) for s in range(10)]
+    easy = {first.generate(s, 1).prompt for s in range(20)}
+    hard = {first.generate(s, 5).prompt for s in range(20)}
+    assert len(easy) > 15 and sum(len(p) for p in hard) > sum(len(p) for p in easy)
+
+
+def test_env_by_dataset_kwarg() -> None:
+    env = gym.make("verifarm/ReasoningGym-v0", dataset="gcd", difficulty=2)
+    observation, info = env.reset(seed=3)
+    assert "GCD" in observation and info["task_id"].startswith("reasoning_gym[gcd]")
+    _, reward, terminated, _, info = env.step(env.unwrapped.task.reference)
+    assert reward == 1.0 and terminated and info["passed"]
+
+
+@pytest.mark.parametrize("completion, reason", [
+    ("", "no <answer>"),
+    ("the answer is 4", "no <answer>"),
+    ("<answer></answer>", "empty"),
+    ("<answer>" + "9" * 30_000 + "</answer>", "too long"),
+    ("<answer>\x00\xff\x01</answer>", "scored"),
+])
+def test_malformed_completions(completion: str, reason: str) -> None:
+    family = ReasoningGymFamily("gcd")
+    verdict = family.verify(family.generate(0, 1), completion)
+    assert verdict.reward == 0.0 and not verdict.passed and reason in verdict.reason, verdict
+
+
+def test_unknown_dataset_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="basic_arithmetic"):
+        ReasoningGymFamily("no_such_dataset")
+    with pytest.raises(ValueError):
+        gym.make("verifarm/ReasoningGym-v0", dataset="composite")
