@@ -64,6 +64,7 @@ class TaskEnv(gym.Env[str, str]):
         self.action_space = spaces.Text(max_length=max_completion, min_length=0, charset=self.charset)
         self._charset_set = frozenset(self.charset)
         self.task: Task | None = None
+        self.last_verdict: Verdict | None = None
         self.task_seed: int | None = None
         self.turn = 0
         self._done = True
@@ -106,6 +107,7 @@ class TaskEnv(gym.Env[str, str]):
         completion = as_completion_text(action)
         self.turn += 1
         verdict: Verdict = self.family.verify(self.task, completion)
+        self.last_verdict = verdict  # the whole verdict, timings included (info stays deterministic)
         terminated = verdict.passed or self.max_turns == 1
         truncated = not terminated and self.turn >= self.max_turns
         self._done = terminated or truncated

