@@ -1,26 +1,30 @@
 """Farm efficiency: rollouts/s through the farm (2 workers, Redis, store) vs the same rollouts in one process.
 
-Both sides roll out the same campaign shape into the same kind of store in the same run:
+Both sides roll out the same campaign shape into the same store in the same run:
 
   in-process  `rollout_batch` called batch after batch in this process: no broker, no worker
-  farm        the campaign submitted to a private Redis and rolled out by 2 worker processes (concurrency 1 each)
+  farm        the campaign submitted to a private Redis and rolled out by 2 worker processes (concurrency 1
+              each), started and warmed up before the clock starts
 
-It prints efficiency = farm rate / (in-process rate x workers), last. Target >= 0.85.
+The two alternate for a few rounds (the machine's load drifts: other jobs share it), and the medians are
+compared. The last line is efficiency = farm rate / (in-process rate x workers); target >= 0.85.
 
 The policy is the load-test `ReferencePolicy` (the env's reference answer, 20% corrupted) and the env is 3- to
 6-digit addition, whose verifier is a string comparison: per-rollout work is small on purpose, so what the ratio
-measures is the farm's own overhead (broker round trips, task dispatch, concurrent store writes). Note that on a
-2-core machine the 2 workers share the cores with Redis, the database server and this script, so the ideal 1.0
-is out of reach there; the figure is a lower bound of the farm's efficiency.
+measures is the farm's own overhead (broker round trips, task dispatch, concurrent store writes). On a 2-core
+machine the 2 workers share the cores with Redis, the database server and this script, so the wall-clock ratio
+there is a lower bound; the CPU line (CPU seconds per rollout of this process vs of the worker processes and
+Redis) shows the overhead free of that contention.
 
     python benchmarks/farm_efficiency.py --quick
-    python benchmarks/farm_efficiency.py --store postgresql --tasks 4000
+    python benchmarks/farm_efficiency.py --store sqlite --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -38,6 +42,7 @@ from verifarm.rollout.store import RecordFilter, RolloutStore
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 WORKERS = 2
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def campaign_spec(tasks: int, samples: int, batch_size: int, seed: int) -> CampaignSpec:
@@ -48,55 +53,73 @@ def campaign_spec(tasks: int, samples: int, batch_size: int, seed: int) -> Campa
     })
 
 
-def create(store: RolloutStore, campaign_id: str, spec: CampaignSpec) -> None:
+def tree_cpu_seconds(root_pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and all their descendants (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    wanted, frontier = set(root_pids), list(root_pids)
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in wanted:
+                wanted.add(child)
+                frontier.append(child)
+    total = 0.0
+    for pid in wanted:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return total
+
+
+def in_process_round(store: RolloutStore, spec: CampaignSpec) -> tuple[float, float, int]:
+    """(rollouts/s, CPU seconds per rollout, rollouts) of this process rolling the campaign out alone."""
+    campaign_id = f"inproc-{uuid.uuid4().hex[:8]}"
     store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task,
                           spec.priority)
+    families, policy = FamilyCache(), ReferencePolicy(spec.reference_corruption, spec.seed)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for batch in range(spec.num_batches):
+        rollout_batch(store, campaign_id, spec, spec.batch_range(batch), policy, families)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    done = store.count(RecordFilter(campaign_id=campaign_id))
+    return done / wall, cpu / done, done
 
 
-def in_process_rate(store_url: str, spec: CampaignSpec) -> tuple[float, int]:
-    """Rollouts/s of one process rolling the campaign out batch after batch."""
-    with RolloutStore(store_url) as store:
-        campaign_id = f"inproc-{uuid.uuid4().hex[:8]}"
-        create(store, campaign_id, spec)
-        families, policy = FamilyCache(), ReferencePolicy(spec.reference_corruption, spec.seed)
-        rollout_batch(store, campaign_id, spec, spec.batch_range(0), policy, families)  # warm caches, not timed
-        started = time.perf_counter()
-        for batch in range(1, spec.num_batches):
-            rollout_batch(store, campaign_id, spec, spec.batch_range(batch), policy, families)
-        seconds = time.perf_counter() - started
-        done = store.count(RecordFilter(campaign_id=campaign_id)) - len(spec.batch_range(0)) * spec.samples_per_task
-    return done / seconds, done
-
-
-def farm_rate(farm: FarmConfig, spec: CampaignSpec, log_dir: Path) -> tuple[float, int]:
-    """Rollouts/s from submission to the last record stored, with the workers already up and warm."""
+def farm_round(store: RolloutStore, farm: FarmConfig, spec: CampaignSpec, pool: WorkerPool,
+               farm_pids: list[int]) -> tuple[float, float, int]:
+    """(rollouts/s, CPU seconds per rollout of workers + Redis, rollouts) from submission to the last record."""
     expected = spec.tasks * spec.samples_per_task
-    with WorkerPool(farm, log_dir, processes=WORKERS, concurrency=1, name="bench") as pool:
-        pool.wait_ready()
-        warm = submit(campaign_spec(WORKERS * 2, spec.samples_per_task, 1, spec.seed + 1), farm)
-        with RolloutStore(farm.store_url) as store:
-            while store.count(RecordFilter(campaign_id=warm.campaign_id)) < WORKERS * 2 * spec.samples_per_task:
-                pool.check_alive()
-                time.sleep(0.2)
-            started = time.time()
-            row = submit(spec, farm)
-            while store.count(RecordFilter(campaign_id=row.campaign_id)) < expected:
-                pool.check_alive()
-                time.sleep(0.25)  # a slow poll: this script must not take CPU from the workers
-            _, last = store.time_span(row.campaign_id)
-    return expected / (last.timestamp() - started), expected
+    cpu = tree_cpu_seconds(farm_pids)
+    started = time.time()
+    row = submit(spec, farm)
+    while store.count(RecordFilter(campaign_id=row.campaign_id)) < expected:
+        pool.check_alive()
+        time.sleep(0.25)  # a slow poll: this script must not take CPU from the workers
+    cpu = tree_cpu_seconds(farm_pids) - cpu
+    _, last = store.time_span(row.campaign_id)
+    return expected / (last.timestamp() - started), cpu / expected, expected
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small run (about a minute)")
-    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--tasks", type=int, default=3000, help="tasks per campaign (one campaign per round)")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=50, help="tasks per Celery task")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="postgresql")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    tasks = 800 if args.quick else args.tasks
+    tasks, rounds = (600, 2) if args.quick else (args.tasks, args.rounds)
     spec = campaign_spec(tasks, args.samples, args.batch_size, args.seed)
 
     with tempfile.TemporaryDirectory(prefix="verifarm-bench-") as scratch:
@@ -112,28 +135,41 @@ def main() -> None:
             store_url = f"sqlite:///{root / 'rollouts.db'}"
         redis = EmbeddedRedis(root / "redis")
         broker_url, redis_pid = redis.start()
+        farm = FarmConfig(broker_url=broker_url, store_url=store_url, checkpoint_dir=root / "checkpoints")
+        in_rates, in_cpu, farm_rates, farm_cpu = [], [], [], []
         try:
-            farm = FarmConfig(broker_url=broker_url, store_url=store_url, checkpoint_dir=root / "checkpoints")
-            RolloutStore(store_url).close()  # tables exist before either side starts its clock
-            print(f"campaign: {tasks} tasks x {args.samples} samples, {spec.num_batches} batches of {args.batch_size}"
-                  f" tasks; reference policy, addition 3-6 digits; store {args.store}")
+            print(f"campaign per round: {tasks} tasks x {args.samples} samples, {spec.num_batches} batches of "
+                  f"{args.batch_size} tasks; reference policy, addition 3-6 digits; store {args.store}")
             print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-            # In-process runs before and after the farm, averaged: the machine's load drifts during a run.
-            before, n_in = in_process_rate(store_url, spec)
-            print(f"in-process (1 process, no broker): {n_in} rollouts, {before:,.0f} rollouts/s")
-            rate_farm, n_farm = farm_rate(farm, spec, root / "logs")
-            print(f"farm ({WORKERS} workers, Redis, store):   {n_farm} rollouts, {rate_farm:,.0f} rollouts/s")
-            after, _ = in_process_rate(store_url, spec)
-            print(f"in-process again:                  {n_in} rollouts, {after:,.0f} rollouts/s")
-            rate_in = (before + after) / 2
+            with RolloutStore(store_url) as store, WorkerPool(farm, root / "logs", WORKERS, 1, "bench") as pool:
+                pool.wait_ready()
+                farm_pids = [p.pid for p in pool.processes] + [redis_pid]
+                in_process_round(store, campaign_spec(100, args.samples, args.batch_size, 99))  # warm-up
+                farm_round(store, farm, campaign_spec(4 * WORKERS, args.samples, 1, 98), pool, farm_pids)
+                for index in range(rounds):
+                    seed_spec = campaign_spec(tasks, args.samples, args.batch_size, args.seed + index)
+                    rate, cpu, n = in_process_round(store, seed_spec)
+                    in_rates.append(rate)
+                    in_cpu.append(cpu)
+                    print(f"round {index + 1}: in-process {n} rollouts {rate:,.0f}/s", end="", flush=True)
+                    rate, cpu, n = farm_round(store, farm, seed_spec, pool, farm_pids)
+                    farm_rates.append(rate)
+                    farm_cpu.append(cpu)
+                    print(f" | farm {n} rollouts {rate:,.0f}/s")
             print(f"load average after: {os.getloadavg()[0]:.1f}")
-            print(f"ideal farm rate = mean in-process x {WORKERS} = {rate_in * WORKERS:,.0f} rollouts/s")
         finally:
             redis.stop(redis_pid)
             if schema is not None:
                 with admin.begin() as conn:
                     conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
                 admin.dispose()
+    rate_in, rate_farm = statistics.median(in_rates), statistics.median(farm_rates)
+    cpu_in, cpu_farm = statistics.median(in_cpu), statistics.median(farm_cpu)
+    print(f"in-process (1 process, no broker): median {rate_in:,.0f} rollouts/s")
+    print(f"farm ({WORKERS} workers, Redis, store):   median {rate_farm:,.0f} rollouts/s "
+          f"(ideal: {rate_in * WORKERS:,.0f})")
+    print(f"CPU per rollout: in-process {cpu_in * 1e3:.3f} ms, farm (workers + Redis) {cpu_farm * 1e3:.3f} ms "
+          f"-> CPU efficiency {cpu_in / cpu_farm:.2f} (database server excluded on both sides)")
     print(f"efficiency = farm rate / (in-process rate x {WORKERS}) = {rate_farm / (rate_in * WORKERS):.2f}")
 
 

@@ -62,7 +62,10 @@ class TrainerConfig:
     campaign_id: str | None = None  # None: records of every campaign
     seed: int = 0
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4
+    # Linear warm-up from the trainer's first step: a fresh AdamW moves every weight by ~lr on its first
+    # update, which can undo a small pre-trained policy's skills before the moments are estimated.
+    warmup_steps: int = 20
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     max_seq_len: int = 192
@@ -84,6 +87,8 @@ class TrainerConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.staleness_bound < 0:
             raise ValueError(f"staleness_bound must be >= 0 policy versions, got {self.staleness_bound}")
         if self.schedule.mode_weights.get("distill", 0) > 0 and self.teacher_version is None:

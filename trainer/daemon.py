@@ -175,13 +175,24 @@ class ContinualTrainer:
         self.kind_counts[kind] += 1
         report = StepReport(
             step=self.step_index, kind=kind, loss=loss.item(), samples=samples,
-            seconds=time.perf_counter() - started, metrics={**metrics, "grad_norm": float(grad_norm)},
+            seconds=time.perf_counter() - started,
+            metrics={**metrics, "grad_norm": float(grad_norm), "learning_rate": self.learning_rate_now()},
         )
         self.step_index += 1
         return report
 
+    def learning_rate_now(self) -> float:
+        """Constant after a linear warm-up over the first steps; a function of the step, so resumes match."""
+        warmup = self.config.warmup_steps
+        if warmup and self.step_index < warmup:
+            return self.config.learning_rate * (self.step_index + 1) / warmup
+        return self.config.learning_rate
+
     def _update(self, compute_loss):
         """One optimizer update; returns (loss, metrics, gradient norm before clipping)."""
+        rate = self.learning_rate_now()
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
         loss, metrics = compute_loss()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

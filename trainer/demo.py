@@ -32,7 +32,9 @@ class DemoConfig:
 
     seed: int = 0
     preset: str = "tiny"
-    pretrain_steps: int = 600
+    # ~350 steps take the tiny policy just past the point where it starts to add (2 cores: ~2.5 minutes),
+    # so the rounds have room to improve it.
+    pretrain_steps: int = 350
     pretrain_seconds: float = 240.0  # a cap: a busy machine stops pre-training early rather than run long
     pretrain_learning_rate: float = 3e-3
     pretrain_max_digits: int = 3  # gold worked solutions exist only up to here
@@ -51,6 +53,7 @@ class DemoConfig:
         schedule=ScheduleConfig(pretrain_steps=1, posttrain_steps=3, mode_weights={"rft": 1.0}),
         batch_size=32,
         learning_rate=1e-3,
+        post_updates_per_batch=2,
         max_seq_len=96,
         staleness_bound=1,
         publish_every=10_000,  # the demo publishes once per round, when the round's data is used up
