@@ -45,8 +45,9 @@ def celery_settings(farm: FarmConfig) -> dict[str, Any]:
         },
         "result_backend_transport_options": {"visibility_timeout": farm.visibility_timeout_s},
         "worker_proc_alive_timeout": 120,  # pool processes start slowly on a busy machine
-        "worker_send_task_events": True,  # Flower can watch the pool
-        "task_send_sent_event": True,
+        # Task events cost three broker messages per batch; Flower switches them on when it starts
+        # (`enable_events`), and `celery -A verifarm.rollout.app control enable_events` does too.
+        "worker_send_task_events": False,
         "verifarm_farm": farm.model_dump(mode="json"),
     }
 
