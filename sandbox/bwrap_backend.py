@@ -11,11 +11,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from verifarm.sandbox.backend import Backend
-from verifarm.sandbox.outcome import classify, infra_error
-from verifarm.sandbox.program import ExecResult, Limits, Program
+from verifarm.sandbox.host_backend import HostBackend
+from verifarm.sandbox.program import Limits, Program
 from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
-from verifarm.sandbox.workdir import HostWorkDir, acquire_identity, sweep_uid
+from verifarm.sandbox.workdir import HostWorkDir, RunIdentity
 
 # bwrap's monitor exits without reaping its namespace init, which then lingers as a zombie of the host's
 # pid 1 and keeps counting against the run uid's RLIMIT_NPROC. This small parent is a child subreaper:
@@ -89,8 +88,10 @@ def _marker_written(read_fd: int) -> bool:
         os.close(read_fd)
 
 
-class BwrapBackend(Backend):
+class BwrapBackend(HostBackend):
     name = "bwrap"
+    extra_processes = 3  # the reaper, bwrap's monitor and the namespace's init
+    memory_headroom = 64 * 1024 * 1024
 
     @classmethod
     def probe(cls) -> str | None:
@@ -107,39 +108,18 @@ class BwrapBackend(Backend):
             return f"bwrap cannot create namespaces here: {result.stderr.decode(errors='replace').strip()}"
         return None
 
-    def run(self, program: Program, limits: Limits) -> ExecResult:
-        try:
-            identity = acquire_identity()
-        except (OSError, RuntimeError) as error:
-            return infra_error(self.name, f"could not reserve a run uid: {error}")
-        try:
-            workdir = HostWorkDir(identity)
-            try:
-                workdir.write(program.file_bytes())
-                raw = self._supervise(program, limits, workdir, identity.uid, identity.gid)
-                if identity.uid is not None and not sweep_uid(identity.uid):
-                    return infra_error(self.name, "processes of the run survived the sweep")
-                outputs = workdir.read_outputs(program.outputs, limits.file_size_bytes)
-            finally:
-                workdir.remove()
-        except OSError as error:
-            return infra_error(self.name, f"work dir failed: {error}")
-        finally:
-            identity.release()
-        return classify(raw, limits, self.name, outputs)
-
-    def _supervise(self, program: Program, limits: Limits, workdir: HostWorkDir,
-                   uid: int | None, gid: int | None) -> RawOutcome:
+    def _supervise(self, program: Program, limits: Limits, workdir: HostWorkDir, identity: RunIdentity,
+                   cgroup_procs: tuple[str, ...]) -> RawOutcome:
         marker_read, marker_write = os.pipe()
         try:
-            # The reaper, bwrap's monitor and its init count against RLIMIT_NPROC too.
+            # The reaper, bwrap's monitor and its init count against RLIMIT_NPROC too (extra_processes).
             raw = supervise(SpawnRequest(
                 argv=bwrap_argv(workdir.path, marker_write, limits.network) + list(program.command),
                 cwd="/", env=sandbox_env(), stdin=program.stdin, cpu_seconds=limits.cpu_seconds,
                 wall_seconds=limits.wall_seconds, memory_bytes=limits.memory_bytes,
-                max_processes=limits.max_processes + 3, output_bytes=limits.output_bytes,
+                max_processes=limits.max_processes + self.extra_processes, output_bytes=limits.output_bytes,
                 file_size_bytes=limits.file_size_bytes, open_files=limits.open_files,
-                uid=uid, gid=gid, pass_fds=(marker_write,)))
+                uid=identity.uid, gid=identity.gid, pass_fds=(marker_write,), cgroup_procs=cgroup_procs))
         finally:
             os.close(marker_write)
         started = _marker_written(marker_read)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from verifarm.sandbox.backend import Backend
+from verifarm.sandbox.cgroup import ContainerMemory
 from verifarm.sandbox.docker_agent import HEADER, decode_reply, receive_message, send_message
 from verifarm.sandbox.outcome import classify, infra_error
 from verifarm.sandbox.program import ExecResult, Limits, Program
@@ -25,6 +26,7 @@ from verifarm.sandbox.workdir import state_root
 
 LABEL = "verifarm.sandbox"
 SANDBOX_SOURCE = Path(__file__).parent
+AGENT_MEMORY = 96 * 1024 * 1024  # the agent, its fork server and the idle child, on top of the run
 AGENT_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
 
 
@@ -72,12 +74,20 @@ class WarmContainer:
             hostname="sandbox", environment={"PATH": "/usr/local/bin:/usr/bin:/bin"},
             labels={LABEL: "1", f"{LABEL}.owner": f"{socket.gethostname()}:{os.getpid()}"})
         deadline = time.monotonic() + config.start_timeout
+        self.memory: ContainerMemory | None = None
         while not self._agent_listening():
             if time.monotonic() > deadline:
                 logs = self.container.logs(tail=20).decode(errors="replace")
                 self.destroy()
                 raise RuntimeError(f"sandbox container {self.name} did not start its agent: {logs}")
             time.sleep(0.01)
+        self.container.reload()
+        agent_pid = self.container.attrs["State"]["Pid"]
+        self.memory = ContainerMemory.of_process(agent_pid)
+        try:  # the agent and its fork server are never the OOM killer's choice; programs always are
+            Path(f"/proc/{agent_pid}/oom_score_adj").write_text("-1000")
+        except OSError:
+            pass
 
     def _agent_listening(self) -> bool:
         """An empty connection: the agent accepts it and goes back to waiting."""
@@ -211,17 +221,24 @@ class DockerBackend(Backend):
         message = {"spawn": wire_spawn, "stdin": program.stdin.hex(), "outputs": list(program.outputs),
                    "files": {name: data.hex() for name, data in program.file_bytes().items()}}
         healthy = False
+        capped = container.memory is not None and container.memory.cap(
+            min(limits.memory_bytes + AGENT_MEMORY, self.config.memory_bytes))
+        oom_before = container.memory.oom_kills() if capped else 0
         try:
             reply = container.request(message, timeout=limits.wall_seconds + 30)
             healthy = bool(reply.get("clean"))
             if "error" in reply:
                 return infra_error(self.name, f"sandbox agent failed: {reply['error']}", time.monotonic() - started)
             raw, outputs = decode_reply(reply)
+            raw.memory_exceeded = capped and container.memory.oom_kills() > oom_before
         except (OSError, ValueError, KeyError) as error:
             return infra_error(self.name, f"sandbox container failed: {error}", time.monotonic() - started)
         finally:
             self._give_back(container, healthy)
-        note = "" if healthy else "container discarded after an unclean wipe"
+        notes = [] if healthy else ["container discarded after an unclean wipe"]
+        if not capped:
+            notes.append(f"memory capped per process and at {self.config.memory_bytes} bytes per container")
+        note = "; ".join(notes)
         return classify(raw, limits, self.name, outputs, note=note)
 
     def container_names(self) -> list[str]:

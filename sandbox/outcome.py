@@ -53,7 +53,7 @@ def _status(raw: RawOutcome, limits: Limits) -> tuple[Status, str]:
     tail = raw.stderr[-4096:]
     failed = raw.signal is not None or (raw.exit_code or 0) != 0
     near_memory_cap = raw.peak_memory_bytes >= 0.9 * limits.memory_bytes
-    if failed and (any(marker in tail for marker in _MEMORY_MARKERS) or
+    if failed and (raw.memory_exceeded or any(marker in tail for marker in _MEMORY_MARKERS) or
                    (raw.signal == signal.SIGKILL and near_memory_cap)):
         return Status.MEMORY_LIMIT, f"memory limit of {limits.memory_bytes} bytes reached"
     if failed and any(marker in tail for marker in _FILE_SIZE_MARKERS):

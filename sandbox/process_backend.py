@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import os
 
-from verifarm.sandbox.backend import UNSAFE_NOTE, Backend
-from verifarm.sandbox.outcome import classify, infra_error
-from verifarm.sandbox.program import ExecResult, Limits, Program
-from verifarm.sandbox.supervisor import SpawnRequest, supervise
-from verifarm.sandbox.workdir import HostWorkDir, acquire_identity, sweep_uid
+from verifarm.sandbox.backend import UNSAFE_NOTE
+from verifarm.sandbox.cgroup import RunCgroup
+from verifarm.sandbox.host_backend import HostBackend
+from verifarm.sandbox.program import Limits, Program
+from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
+from verifarm.sandbox.workdir import HostWorkDir, RunIdentity
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -24,7 +25,7 @@ def clean_env(home: str) -> dict[str, str]:
             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
 
 
-class ProcessBackend(Backend):
+class ProcessBackend(HostBackend):
     name = "process"
 
     def __init__(self) -> None:
@@ -34,33 +35,14 @@ class ProcessBackend(Backend):
     def probe(cls) -> str | None:
         return None if hasattr(os, "pidfd_open") else "needs Linux pidfds (kernel >= 5.3)"
 
-    def run(self, program: Program, limits: Limits) -> ExecResult:
-        if limits.network:
-            network_note = "network requested: the process backend cannot turn it off anyway"
-        else:
-            network_note = "network NOT blocked"
-        try:
-            identity = acquire_identity()
-        except (OSError, RuntimeError) as error:
-            return infra_error(self.name, f"could not reserve a run uid: {error}")
-        try:
-            workdir = HostWorkDir(identity)
-            try:
-                workdir.write(program.file_bytes())
-                raw = supervise(SpawnRequest(
-                    argv=list(program.command), cwd=str(workdir.path), env=clean_env(str(workdir.path)),
-                    stdin=program.stdin, cpu_seconds=limits.cpu_seconds, wall_seconds=limits.wall_seconds,
-                    memory_bytes=limits.memory_bytes, max_processes=limits.max_processes,
-                    output_bytes=limits.output_bytes, file_size_bytes=limits.file_size_bytes,
-                    open_files=limits.open_files, uid=identity.uid, gid=identity.gid))
-                if identity.uid is not None and not sweep_uid(identity.uid):
-                    return infra_error(self.name, "processes of the run survived the sweep")
-                outputs = workdir.read_outputs(program.outputs, limits.file_size_bytes)
-            finally:
-                workdir.remove()
-        except OSError as error:
-            return infra_error(self.name, f"work dir failed: {error}")
-        finally:
-            identity.release()
-        uid_note = "private uid" if identity.uid is not None else "same uid as the caller"
-        return classify(raw, limits, self.name, outputs, note=f"{UNSAFE_NOTE}; {uid_note}; {network_note}")
+    def _notes(self, identity: RunIdentity, cgroup: RunCgroup | None, limits: Limits) -> list[str]:
+        return [UNSAFE_NOTE, "network NOT blocked", *super()._notes(identity, cgroup, limits)]
+
+    def _supervise(self, program: Program, limits: Limits, workdir: HostWorkDir, identity: RunIdentity,
+                   cgroup_procs: tuple[str, ...]) -> RawOutcome:
+        return supervise(SpawnRequest(
+            argv=list(program.command), cwd=str(workdir.path), env=clean_env(str(workdir.path)),
+            stdin=program.stdin, cpu_seconds=limits.cpu_seconds, wall_seconds=limits.wall_seconds,
+            memory_bytes=limits.memory_bytes, max_processes=limits.max_processes,
+            output_bytes=limits.output_bytes, file_size_bytes=limits.file_size_bytes,
+            open_files=limits.open_files, uid=identity.uid, gid=identity.gid, cgroup_procs=cgroup_procs))

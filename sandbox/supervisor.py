@@ -41,6 +41,7 @@ class SpawnRequest:
     uid: int | None = None  # drop to this uid/gid before exec (needs root)
     gid: int | None = None
     pass_fds: tuple[int, ...] = ()
+    cgroup_procs: tuple[str, ...] = ()  # cgroup.procs files to join before exec (see cgroup.py)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class RawOutcome:
     wall_seconds: float
     peak_memory_bytes: int
     spawn_error: str = ""  # the command could not be started: the sandbox's failure, not the program's
+    memory_exceeded: bool = False  # the run's cgroup reported an out-of-memory kill
     extra: dict = field(default_factory=dict)
 
     def to_wire(self) -> dict:
@@ -74,7 +76,15 @@ class RawOutcome:
 
 
 def _limit_child(request: SpawnRequest) -> None:
-    """Runs in the child between fork and exec (after the uid drop): rlimits and parent-death signal."""
+    """Runs in the child between fork and exec: join the cgroup, set rlimits, drop to the run's uid."""
+    for procs in request.cgroup_procs:  # while still root: the cgroup files belong to root
+        with open(procs, "w") as handle:
+            handle.write(str(os.getpid()))
+    try:  # first in line for the OOM killer, before the agent or anything of the host
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("1000")
+    except OSError:
+        pass
     cpu = max(1, math.ceil(request.cpu_seconds))
     # Soft limit sends SIGXCPU (catchable), the hard one a second later SIGKILL (not).
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -85,6 +95,11 @@ def _limit_child(request: SpawnRequest) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
     resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+    if request.uid is not None:
+        os.setgroups([])
+        os.setgid(request.gid)
+        os.setuid(request.uid)
+    # After the uid change, which would clear it.
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
@@ -109,9 +124,6 @@ class Launched:
 
 def popen_launch(request: SpawnRequest) -> Launched:
     """Start the command with fork+exec; raises OSError or SubprocessError when it cannot start."""
-    user_kwargs: dict = {}
-    if request.uid is not None:
-        user_kwargs = {"user": request.uid, "group": request.gid, "extra_groups": []}
     proc = subprocess.Popen(
         request.argv,
         stdin=subprocess.PIPE,
@@ -123,7 +135,6 @@ def popen_launch(request: SpawnRequest) -> Launched:
         preexec_fn=lambda: _limit_child(request),
         pass_fds=request.pass_fds,
         close_fds=True,
-        **user_kwargs,
     )
     # Our own fds from here on: the Popen object is dropped, we reap with wait4 for the rusage.
     stdin_fd, stdout_fd, stderr_fd = (os.dup(stream.fileno()) for stream in (proc.stdin, proc.stdout, proc.stderr))

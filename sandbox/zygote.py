@@ -51,10 +51,7 @@ def _run_job(job_socket: socket.socket, control: socket.socket) -> None:
         os.setsid()
         for number in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(number, signal.SIG_DFL)
-        os.setgroups([])
-        os.setgid(RUN_UID)
-        os.setuid(RUN_UID)
-        _limit_child(SpawnRequest(**job["spawn"]))
+        _limit_child(SpawnRequest(**job["spawn"]))  # rlimits, then uid 65534
         # Changing uid made us non-dumpable (root-owned /proc/self); a program exec'd as this uid is not.
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         os.chdir(job["cwd"])
@@ -140,7 +137,8 @@ class Zygote:
         stdout_read, stdout_write = os.pipe()
         stderr_read, stderr_write = os.pipe()
         # Only the limits travel in "spawn"; stdin goes through the pipe, never through the child's memory.
-        job = {"spawn": {**vars(request), "argv": [], "env": {}, "cwd": "", "stdin": "", "pass_fds": []},
+        job = {"spawn": {**vars(request), "argv": [], "env": {}, "cwd": "", "stdin": "", "pass_fds": [],
+                         "uid": RUN_UID, "gid": RUN_UID, "cgroup_procs": []},
                "argv": request.argv, "env": request.env, "cwd": request.cwd}
         pidfd = os.pidfd_open(pid)  # before the job exists, so the pid cannot be reaped and reused under us
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status, run
+from verifarm.sandbox.cgroup import RunCgroup
 from verifarm.sandbox.languages import compile_and_run_c
 
 HOSTILE = Limits(cpu_seconds=1.5, wall_seconds=20, memory_bytes=256 * 1024 * 1024, max_processes=16,
@@ -32,11 +33,23 @@ class Hostile:
     source: str
     expect: frozenset  # acceptable statuses
     needs_isolation: bool = False  # the process backend cannot pass it by design
+    needs_cgroup: bool = False  # host backends need a writable cgroupfs for a whole-tree memory cap
 
 
-def hostile(name, language, source, expect, needs_isolation=False):
+def hostile(name, language, source, expect, needs_isolation=False, needs_cgroup=False):
     expect = frozenset(expect if isinstance(expect, (set, frozenset)) else {expect})
-    return Hostile(name, language, source, expect, needs_isolation)
+    return Hostile(name, language, source, expect, needs_isolation, needs_cgroup)
+
+
+def _host_cgroups_work() -> bool:
+    group = RunCgroup.create(64 * 1024 * 1024, 8)
+    if group is None:
+        return False
+    group.remove()
+    return True
+
+
+HOST_CGROUPS = _host_cgroups_work()
 
 
 CASES = [
@@ -50,6 +63,10 @@ CASES = [
     hostile("c_memory_balloon", "c", "#include <stdlib.h>\n#include <string.h>\n#include <stdio.h>\n"
             "int main(){for(;;){char*p=malloc(1<<24); if(!p){fprintf(stderr,\"out of memory\\n\"); return 1;}"
             " memset(p,1,1<<24);}}\n", Status.MEMORY_LIMIT),
+    hostile("py_forked_memory_balloon", "python",
+            "import os, time\nfor i in range(6):\n    if os.fork() == 0:\n        x = b'x' * (100 << 20)\n"
+            "        time.sleep(2)\n        os._exit(0)\nstatuses = [os.wait()[1] for _ in range(6)]\n"
+            "raise SystemExit(9 if any(statuses) else 0)\n", Status.MEMORY_LIMIT, needs_cgroup=True),
     hostile("py_cpu_spin", "python", "while True: pass\n", Status.TIMEOUT),
     hostile("c_cpu_spin", "c", "int main(){volatile unsigned long i=0; for(;;) i++;}\n", Status.TIMEOUT),
     hostile("py_ignores_sigxcpu", "python",
@@ -115,6 +132,8 @@ def python_program(source: str, token: str) -> Program:
 def test_hostile_program(case: Hostile, backend: str, token: str, nothing_left):
     if case.needs_isolation and backend == "process":
         pytest.skip("the process backend shares the host's network and filesystem by design (unsafe, dev only)")
+    if case.needs_cgroup and backend != "docker" and not HOST_CGROUPS:
+        pytest.skip("no writable cgroupfs here: host backends cap memory per process only")
     build = c_program if case.language == "c" else python_program
     limits = HOSTILE_SHORT if Status.TIMEOUT in case.expect else HOSTILE
     result = run(build(case.source, token), limits, backend)
