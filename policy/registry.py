@@ -263,7 +263,7 @@ class CheckpointRegistry:
         info = self.inspect(version)
         if not info.ok:
             raise CorruptCheckpoint(version, info.path, list(info.problems))
-        from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         kwargs: dict[str, Any] = {}
         if dtype is not None:
@@ -272,7 +272,7 @@ class CheckpointRegistry:
         if device is not None:
             model = model.to(device)
         model.eval()
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(info.path)
+        tokenizer = AutoTokenizer.from_pretrained(info.path)
         return LoadedPolicy(
             model=model,
             tokenizer=tokenizer,
