@@ -108,24 +108,31 @@ def _linear(a: int, b: int) -> str:
     return f"{coefficient}x" + (f" + {b}" if b > 0 else f" - {-b}" if b < 0 else "")
 
 
-def _expression(rng: random.Random, depth: int) -> tuple[str, Fraction]:
+def _expression(rng: random.Random, depth: int, steps: list[str]) -> tuple[str, Fraction]:
+    """A random expression tree as text and value; ``steps`` gets one line per operation, innermost first."""
     if depth == 0:
         number = rng.randint(1, 12)
         return str(number), Fraction(number)
-    left_text, left = _expression(rng, depth - 1 if rng.random() < 0.8 else 0)
-    right_text, right = _expression(rng, depth - 1 if rng.random() < 0.5 else 0)
+    left_text, left = _expression(rng, depth - 1 if rng.random() < 0.8 else 0, steps)
+    right_text, right = _expression(rng, depth - 1 if rng.random() < 0.5 else 0, steps)
     op = rng.choice("+-*/") if right != 0 else rng.choice("+-*")
     value = {"+": left + right, "-": left - right, "*": left * right, "/": left / right if right else left}[op]
+    steps.append(f"{_operand(left)} {op} {_operand(right)} = {plain_fraction(value)}")
     return f"({left_text} {op} {right_text})", value
 
 
+def _operand(value: Fraction) -> str:
+    text = plain_fraction(value)
+    return f"({text})" if value < 0 or value.denominator != 1 else text
+
+
 def expression_problem(rng: random.Random, difficulty: int) -> Generated:
-    text, value = _expression(rng, min(difficulty, 4))
+    steps: list[str] = []
+    text, value = _expression(rng, min(difficulty, 4), steps)
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1]
     question = f"Evaluate {text} exactly (as an integer or a simplified fraction)."
-    steps = [f"Working inside the parentheses first gives {plain_fraction(value)}."]
-    return question, steps, latex_fraction(value)
+    return question, [*steps, f"So the value is {plain_fraction(value)}."], latex_fraction(value)
 
 
 def expansion_problem(rng: random.Random, difficulty: int) -> Generated:
