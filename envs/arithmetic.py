@@ -33,6 +33,9 @@ Leading zeros of the running digits are dropped in the answer (``1000-999`` work
 The verifier reads the text after the last ``Answer:`` up to the end of that line and compares it exactly with the
 canonical integer (no sign for non-negative results, no leading zeros, no separators); the chain of thought before
 it is not judged. Difficulty is the number of digits of both operands (1 to 40).
+
+The bare prompt is the contract with the tiny character-level policy (its pre-training corpus has no instructions).
+For a general language model, ``instruct=True`` puts one line stating the answer format before the problem.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ ANSWER_MARKER = "Answer:"
 # Everything a prompt or a worked solution can contain; the env's Text spaces use it.
 CHARSET = "0123456789+-*=?() \nAnswer:"
 MAX_DIGITS = 40
+INSTRUCTION = "Work column by column, then end with the line 'Answer: <integer>'.\n"
 
 
 def _add_lines(a: int, b: int) -> tuple[list[str], str]:
@@ -160,13 +164,14 @@ class ArithmeticFamily:
     """Random ``a op b`` with both operands of exactly ``difficulty`` digits (0-9 for one digit)."""
 
     operations: tuple[str, ...] = OPERATIONS
+    instruct: bool = False  # prefix the prompt with INSTRUCTION (for policies that need to be told the format)
     name: str = "arithmetic"
     verifier_version: str = "arithmetic-1"
     min_difficulty: int = 1
     max_difficulty: int = MAX_DIGITS
     charset: str = CHARSET
     # Bounds for the Text spaces: prompt 2*40 digits + 4; completion of 40x40 multiplication is ~3.3k chars.
-    max_prompt_chars: int = 2 * MAX_DIGITS + 8
+    max_prompt_chars: int = 2 * MAX_DIGITS + 8 + len(INSTRUCTION)
     max_completion_chars: int = 4096
 
     def __post_init__(self) -> None:
@@ -174,6 +179,8 @@ class ArithmeticFamily:
         if not ops or any(op not in OPERATIONS for op in ops) or len(set(ops)) != len(ops):
             raise ValueError(f"operations must be distinct members of {OPERATIONS}, got {self.operations!r}")
         object.__setattr__(self, "operations", ops)
+        if self.instruct:
+            object.__setattr__(self, "charset", "".join(sorted(set(CHARSET + INSTRUCTION))))
 
     def _draw_operand(self, rng: random.Random, digits: int) -> int:
         if digits == 1:
@@ -189,7 +196,7 @@ class ArithmeticFamily:
         a, b = self._draw_operand(rng, difficulty), self._draw_operand(rng, difficulty)
         return Task(
             task_id=f"{self.name}[{''.join(self.operations)}]:d{difficulty}:s{seed}",
-            prompt=format_prompt(a, b, op),
+            prompt=(INSTRUCTION if self.instruct else "") + format_prompt(a, b, op),
             reference=worked_solution(a, b, op),
             difficulty=difficulty,
             data={"a": a, "b": b, "op": op, "answer": exact_result(a, b, op)},

@@ -12,16 +12,16 @@ from typing import Any
 from verifarm.envs.base import TaskFamily
 
 
-def _arithmetic(operations: tuple[str, ...] | list[str] = ("+", "-", "*")) -> TaskFamily:
+def _arithmetic(operations: tuple[str, ...] | list[str] = ("+", "-", "*"), instruct: bool = False) -> TaskFamily:
     from verifarm.envs.arithmetic import ArithmeticFamily
 
-    return ArithmeticFamily(operations=tuple(operations))
+    return ArithmeticFamily(operations=tuple(operations), instruct=instruct)
 
 
-def _addition() -> TaskFamily:
+def _addition(instruct: bool = False) -> TaskFamily:
     from verifarm.envs.arithmetic import ArithmeticFamily
 
-    return ArithmeticFamily(operations=("+",), name="addition")
+    return ArithmeticFamily(operations=("+",), instruct=instruct, name="addition")
 
 
 def _math_answer(**options: Any) -> TaskFamily:

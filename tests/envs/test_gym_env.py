@@ -75,6 +75,11 @@ def test_arithmetic_kwargs_reach_the_family() -> None:
     env = gym.make("verifarm/Arithmetic-v0", operations=("*",), difficulty=2)
     for seed in range(10):
         assert "*" in env.reset(seed=seed)[0]
+    bare = gym.make("verifarm/Addition-v0").reset(seed=1)[0]
+    instructed_env = gym.make("verifarm/Addition-v0", instruct=True)
+    check_env(instructed_env.unwrapped)
+    instructed = instructed_env.reset(seed=1)[0]
+    assert instructed.endswith(bare) and "Answer: <integer>" in instructed
 
 
 @pytest.mark.parametrize("kwargs", [{"difficulty": 0}, {"difficulty": 99}, {"operations": ("^",)},
