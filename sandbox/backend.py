@@ -120,8 +120,11 @@ def resolve_backend_name(name: str = "auto") -> str:
     return name
 
 
-def get_backend(name: str = "auto") -> Backend:
-    """The process-wide instance of the named backend ('auto' picks the default)."""
+def get_backend(name: str | Backend = "auto") -> Backend:
+    """The process-wide instance of the named backend ('auto' picks the default); a Backend passes through,
+    so callers with their own configured instance (e.g. a bigger docker pool) use the same functions."""
+    if isinstance(name, Backend):
+        return name
     return _CACHE.get(resolve_backend_name(name))
 
 
@@ -129,6 +132,6 @@ def close_backends() -> None:
     _CACHE.close_all()
 
 
-def run(program: Program, limits: Limits | None = None, backend: str = "auto") -> ExecResult:
+def run(program: Program, limits: Limits | None = None, backend: str | Backend = "auto") -> ExecResult:
     """Run program under limits on the named backend; the result always names the backend used."""
     return get_backend(backend).run(program, limits or Limits())

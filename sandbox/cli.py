@@ -15,9 +15,9 @@ def build_image() -> None:
     try:
         client = docker.from_env()
         client.ping()
-    except Exception as error:
-        typer.echo(f"docker engine not reachable ({error}); nothing to build")
-        raise typer.Exit(1)
+    except Exception as error:  # no engine: the docker backend is simply unavailable, auto picks another
+        typer.echo(f"docker engine not reachable ({error}); no image built, the docker backend is unavailable")
+        return
     tag, built = ensure_image(client)
     typer.echo(f"{'built' if built else 'already present'}: {tag}")
 

@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifarm.sandbox.backend import run
+from verifarm.sandbox.backend import Backend, run
 from verifarm.sandbox.program import ExecResult, Limits, Program, Status
 
 DRIVER_SOURCE = (Path(__file__).parent / "harness_driver.py").read_text()
@@ -30,7 +30,7 @@ class TestOutcome:
 
 
 def check_python(solution: str, test_code: str, entry_point: str, limits: Limits = HARNESS_LIMITS,
-                 backend: str = "auto") -> TestOutcome:
+                 backend: "str | Backend" = "auto") -> TestOutcome:
     """Run `check(<entry_point>)` from test_code against solution in the sandbox; passed only on the sentinel."""
     if not entry_point.isidentifier():
         raise ValueError(f"entry_point must be a Python identifier, got {entry_point!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifarm.sandbox.backend import get_backend
+from verifarm.sandbox.backend import Backend, get_backend
 from verifarm.sandbox.program import ExecResult, Limits, Program
 
 # gcc forks cc1, as and collect2/ld, and cc1 wants more memory than the programs it builds.
@@ -26,18 +26,18 @@ class CRun:
         return self.compile.ok and bool(self.runs or "prog" in self.compile.files)
 
 
-def compile_c(source: str, limits: Limits = C_COMPILE_LIMITS, backend: str = "auto") -> ExecResult:
+def compile_c(source: str, limits: Limits = C_COMPILE_LIMITS, backend: "str | Backend" = "auto") -> ExecResult:
     """Compile main.c to prog; the binary comes back in result.files['prog'] (compiler output capped)."""
     program = Program(command=C_COMPILER, files={"main.c": source}, outputs=("prog",))
     return get_backend(backend).run(program, limits)
 
 
-def run_binary(binary: bytes, stdin: bytes, limits: Limits = C_RUN_LIMITS, backend: str = "auto") -> ExecResult:
+def run_binary(binary: bytes, stdin: bytes, limits: Limits = C_RUN_LIMITS, backend: "str | Backend" = "auto") -> ExecResult:
     return get_backend(backend).run(Program(command=("./prog",), files={"prog": binary}, stdin=stdin), limits)
 
 
 def compile_and_run_c(source: str, inputs: list[bytes], compile_limits: Limits = C_COMPILE_LIMITS,
-                      run_limits: Limits = C_RUN_LIMITS, backend: str = "auto") -> CRun:
+                      run_limits: Limits = C_RUN_LIMITS, backend: "str | Backend" = "auto") -> CRun:
     """Compile once, then run the binary once per input, each run in a fresh sandbox."""
     if not isinstance(inputs, list) or not all(isinstance(item, bytes) for item in inputs):
         raise ValueError("inputs must be a list of bytes, one stdin per run")
