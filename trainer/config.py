@@ -36,7 +36,7 @@ class EvalConfig:
     k: int = 8
     samples: int = 8  # draws per task for the unbiased pass@k estimator (>= k); 0 evaluates greedy pass@1 only
     temperature: float = 1.0
-    max_new_tokens: int = 96
+    max_new_tokens: int = 128  # enough for a worked 4-digit sum (5 lines of ~18 characters + answer)
     heldout_loss_documents: int = 64
     seed: int = HELDOUT_SEED_BASE
 

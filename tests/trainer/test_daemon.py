@@ -132,3 +132,15 @@ def test_sigkill_and_restart_resume_with_the_same_data_and_optimizer_state(farm_
     assert sa.keys() == sb.keys()
     for key in sa:
         assert torch.allclose(sa[key]["exp_avg"], sb[key]["exp_avg"], atol=1e-6)
+
+
+def test_distillation_steps_learn_from_a_teacher_version(farm_home):
+    run_campaign(farm_home, "distill", tasks=8, samples=2, policy_version=1)
+    config = small_trainer_config(schedule=ScheduleConfig(0, 1, {"distill": 1.0}), teacher_version=1,
+                                  evaluate_on_publish=False)
+    trainer = make_trainer(farm_home, config)
+    reports = [trainer.step() for _ in range(2)]
+    assert all(r is not None and r.kind == "distill" for r in reports)
+    # The student starts as the teacher: the KL starts at zero and the first update makes it positive.
+    assert reports[0].metrics["distill_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert reports[1].metrics["distill_kl"] > 0.0
