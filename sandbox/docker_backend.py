@@ -18,7 +18,7 @@ from pathlib import Path
 
 from verifarm.sandbox.backend import Backend
 from verifarm.sandbox.cgroup import ContainerMemory
-from verifarm.sandbox.docker_agent import HEADER, decode_reply, receive_message, send_message
+from verifarm.sandbox.docker_agent import decode_reply, receive_message, send_message
 from verifarm.sandbox.outcome import classify, infra_error
 from verifarm.sandbox.program import ExecResult, Limits, Program
 from verifarm.sandbox.supervisor import SpawnRequest
@@ -112,12 +112,8 @@ class WarmContainer:
             self.container.remove(force=True)
         except Exception:  # already gone or the engine is down: nothing left to release
             pass
-        for leftover in (self.socket_path,):
-            try:
-                leftover.unlink()
-            except OSError:
-                pass
         try:
+            self.socket_path.unlink(missing_ok=True)
             self.socket_dir.rmdir()
         except OSError:
             pass
@@ -254,6 +250,3 @@ class DockerBackend(Backend):
             self._all.clear()
         for container in containers:
             container.destroy()
-
-
-__all__ = ["DockerBackend", "DockerConfig", "HEADER", "remove_stale_containers"]
