@@ -8,6 +8,7 @@ exactly as `python3 -I -S script args` would. The template only reports pids and
 Standard library only; used by docker_agent.py.
 """
 
+import atexit
 import builtins
 import ctypes
 import json
@@ -61,13 +62,14 @@ def _run_job(job_socket: socket.socket, control: socket.socket) -> None:
         sys.argv = job["argv"][3:]
         sys.path[:] = [entry for entry in sys.path if entry != os.path.dirname(os.path.abspath(__file__))]
         main = type(sys)("__main__")
-        main.__file__ = script
+        main.__file__ = os.path.abspath(script)  # as Python 3.9+ sets it for the __main__ script
         main.__builtins__ = builtins
         sys.modules["__main__"] = main
         with open(script, "rb") as handle:
             source = handle.read()
+        atexit._clear()  # exit handlers of the template are not the program's
         code = 0
-        exec(compile(source, script, "exec"), main.__dict__)
+        exec(compile(source, main.__file__, "exec"), main.__dict__)
     except SystemExit as stop:
         if stop.code is None:
             code = 0
@@ -82,12 +84,26 @@ def _run_job(job_socket: socket.socket, control: socket.socket) -> None:
         traceback.print_exc()
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
+        code = _finalize(code)
         os._exit(code)
+
+
+def _finalize(code: int) -> int:
+    """What the interpreter does at exit: join non-daemon threads, run atexit handlers, flush."""
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        atexit._run_exitfuncs()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        code = code or 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            code = code or 120  # as Python does when flushing stdout fails at exit
+    return code
 
 
 def serve(job_fd: int, control_fd: int) -> None:

@@ -129,3 +129,31 @@ def test_classify(overrides, status):
 def test_exec_result_ok_property():
     result = classify(_raw(), Limits(), "test")
     assert isinstance(result, ExecResult) and result.ok
+
+
+FAST_PATH_PROGRAMS = [
+    # (source, stdin, expected exit code, expected stdout, text expected in stderr)
+    ("import os, sys\nprint(sys.argv, __name__, os.path.isabs(__file__), os.path.basename(__file__))\n", b"", 0,
+     b"['main.py', 'x', 'y'] __main__ True main.py\n", b""),
+    ("import sys\nsys.stdout.write(sys.stdin.read().upper())\n", b"echo me", 0, b"ECHO ME", b""),
+    ("import sys\nsys.exit(3)\n", b"", 3, b"", b""),
+    ("import sys\nsys.exit('fatal message')\n", b"", 1, b"", b"fatal message"),
+    ("raise ValueError('boom')\n", b"", 1, b"", b"ValueError: boom"),
+    ("import atexit, threading, time\natexit.register(lambda: print('bye'))\n"
+     "threading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start()\nprint('main')\n",
+     b"", 0, b"main\nthread\nbye\n", b""),
+    ("import os\nprint(os.environ.get('HOME') == os.getcwd() or os.environ.get('HOME'), 'PATH' in os.environ)\n",
+     b"", 0, None, b""),
+]
+
+
+@pytest.mark.parametrize("index", range(len(FAST_PATH_PROGRAMS)))
+def test_python_isolated_mode_behaves_the_same_on_every_backend(backend, index):
+    """`python3 -I -S main.py` takes the docker fork server's fast path; it must behave like an interpreter."""
+    source, stdin, exit_code, stdout, stderr_part = FAST_PATH_PROGRAMS[index]
+    result = run(Program(("python3", "-I", "-S", "main.py", "x", "y"), files={"main.py": source}, stdin=stdin),
+                 FAST, backend)
+    assert result.exit_code == exit_code, result
+    if stdout is not None:
+        assert result.stdout == stdout
+    assert stderr_part in result.stderr
