@@ -79,7 +79,7 @@ class WorkerRuntime:
         spec = self._specs[campaign_id]
         sampler = (
             None if self.store.is_cancelled(campaign_id)
-            else self.policies.sampler_for_campaign(spec.policy, spec.reference_corruption, spec.seed)
+            else self.policies.sampler_for_spec(spec)
         )
         if sampler is None:
             return {"campaign_id": campaign_id, "batch_index": batch_index, "cancelled": True}

@@ -80,6 +80,16 @@ class SamplingSettings(BaseModel):
         return stop
 
 
+class EndpointSpec(BaseModel):
+    """An OpenAI-compatible completions server (e.g. `verifarm serve` on a GPU machine) to sample from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(pattern=r"^https?://[^\s]+$")
+    model: str = Field(default="verifarm-policy", min_length=1)
+    timeout_s: float = Field(default=600.0, gt=0, le=3600)
+
+
 class CampaignSpec(BaseModel):
     """What to roll out: an env mix, how many tasks and samples, how to sample, with which policy."""
 
@@ -93,6 +103,9 @@ class CampaignSpec(BaseModel):
     # "latest" follows new checkpoints between batches; a number pins one; "reference" is the load-test policy.
     policy: Literal["latest", "reference"] | int = "latest"
     reference_corruption: float = Field(default=0.0, ge=0.0, le=1.0)  # only with policy: reference
+    # Sample from a completions server instead of a checkpoint loaded in each worker; the server decides the
+    # version (reported per completion), so it goes with policy: latest.
+    endpoint: EndpointSpec | None = None
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     priority: int = Field(default=5, ge=0, le=9)  # 9 is the most urgent
     batch_size: int = Field(default=8, ge=1, le=MAX_BATCH_SIZE)  # tasks per Celery task
@@ -105,9 +118,11 @@ class CampaignSpec(BaseModel):
         return policy
 
     @model_validator(mode="after")
-    def _corruption_only_for_reference(self) -> CampaignSpec:
+    def _policy_options_fit(self) -> CampaignSpec:
         if self.reference_corruption and self.policy != "reference":
             raise ValueError("reference_corruption only applies to policy: reference")
+        if self.endpoint is not None and self.policy != "latest":
+            raise ValueError("an endpoint serves whatever version it holds: use it with policy: latest")
         return self
 
     @property
@@ -242,7 +257,7 @@ def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None)
 
 def check_policy_available(spec: CampaignSpec, farm: FarmConfig) -> None:
     """Refuse a campaign whose policy no worker could load (workers read the same checkpoint folder)."""
-    if spec.policy == "reference":
+    if spec.policy == "reference" or spec.endpoint is not None:
         return
     from verifarm.policy.registry import CheckpointRegistry
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from verifarm.rollout.campaign import CampaignSpec, EndpointSpec
 from verifarm.rollout.reference_policy import ReferencePolicy
 from verifarm.rollout.rollouts import CheckpointSampler, TaskSampler
 
@@ -20,6 +21,7 @@ class CheckpointPolicySource:
         self.device = device
         self.torch_threads = torch_threads
         self._loaded: CheckpointSampler | None = None
+        self._endpoints: dict[tuple[str, str], CheckpointSampler] = {}
         self.loads = 0  # how many times a checkpoint was read from disk
 
     @property
@@ -49,8 +51,20 @@ class CheckpointPolicySource:
             return self._load(wanted)
         return self._loaded
 
-    def sampler_for_campaign(self, policy: Literal["latest", "reference"] | int, reference_corruption: float,
-                             seed: int) -> TaskSampler:
-        if policy == "reference":
-            return ReferencePolicy(p_corrupt=reference_corruption, seed=seed)
-        return self.sampler(policy)
+    def endpoint_sampler(self, endpoint: EndpointSpec) -> CheckpointSampler:
+        """A sampler over a completions server; one client per endpoint, kept between batches."""
+        from verifarm.policy.http_policy import HttpPolicy
+
+        key = (endpoint.base_url, endpoint.model)
+        if key not in self._endpoints:
+            policy = HttpPolicy(endpoint.base_url, endpoint.model, timeout_s=endpoint.timeout_s)
+            self._endpoints[key] = CheckpointSampler(policy, name="endpoint")
+        return self._endpoints[key]
+
+    def sampler_for_spec(self, spec: CampaignSpec) -> TaskSampler:
+        """The sampler a batch of this campaign uses: reference, endpoint, or a local checkpoint."""
+        if spec.policy == "reference":
+            return ReferencePolicy(p_corrupt=spec.reference_corruption, seed=spec.seed)
+        if spec.endpoint is not None:
+            return self.endpoint_sampler(spec.endpoint)
+        return self.sampler(spec.policy)

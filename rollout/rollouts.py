@@ -40,10 +40,9 @@ class TaskSampler(Protocol):
 class CheckpointSampler:
     """Adapts a policy with `.sample(prompts, n, ...)` (LocalPolicy, HttpPolicy) to the farm."""
 
-    name = "checkpoint"
-
-    def __init__(self, policy: Any) -> None:
+    def __init__(self, policy: Any, name: str = "checkpoint") -> None:
         self.policy = policy
+        self.name = name  # recorded as each record's policy_name
 
     @property
     def version(self) -> int | None:

@@ -78,6 +78,8 @@ def test_good_spec_parses_from_yaml_and_json(tmp_path: Path) -> None:
         ({"envs": [{"env_id": "verifarm/Addition-v0", "weight": 0}]}, "weight"),
         ({"envs": [{"env_id": "verifarm/Addition-v0", "options": {"colour": "red"}}]}, "bad options"),
         ({"name": "has spaces"}, "name"),
+        ({"endpoint": {"base_url": "ftp://x"}}, "base_url"),
+        ({"endpoint": {"base_url": "http://gpu:8000"}, "policy": 3}, "endpoint"),
     ],
 )
 def test_bad_specs_refused_with_the_problem_named(changes: dict, message: str) -> None:

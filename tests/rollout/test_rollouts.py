@@ -83,7 +83,7 @@ def test_checkpoint_policy_and_reload_on_publish(tmp_path: Path, checkpoint_root
         families = FamilyCache()
 
         def batch(b: int, policy="latest"):
-            sampler = source.sampler_for_campaign(policy, 0.0, spec.seed)
+            sampler = source.sampler(policy)
             return rollout_batch(store, "ckpt", spec, spec.batch_range(b), sampler, families)
 
         assert batch(0).policy_versions == [1]
@@ -97,7 +97,7 @@ def test_checkpoint_policy_and_reload_on_publish(tmp_path: Path, checkpoint_root
             assert r.token_ids and r.logprobs and len(r.token_ids) == len(r.logprobs) <= 24
             assert all(lp <= 0.0 for lp in r.logprobs)
             assert r.outcome in ("pass", "fail")  # random weights: almost surely fail, but never infra_error
-        pinned = source.sampler_for_campaign(1, 0.0, spec.seed)
+        pinned = source.sampler_for_spec(spec.model_copy(update={"policy": 1}))
         assert pinned.version == 1 and source.loads == 3
 
 
@@ -199,3 +199,28 @@ def test_multi_turn_env_gets_feedback_turns(tmp_path: Path) -> None:
             assert "Your previous program (attempt 1 of 2)" in r.prompt and len(r.details["earlier_reasons"]) == 1
         else:
             assert "Your previous program" not in r.prompt and r.passed  # only a pass ends after one turn
+
+
+def test_endpoint_policy_samples_through_a_completions_server(tmp_path: Path, checkpoint_root: Path) -> None:
+    """A campaign with an endpoint samples from a real `verifarm serve`-style server over HTTP."""
+    import threading
+
+    from verifarm.policy.server import CompletionService, RegistryFollower, build_server
+
+    server = build_server(CompletionService(RegistryFollower(checkpoint_root), "verifarm-policy"), port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        with RolloutStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
+            spec = new_campaign(store, "http", endpoint={"base_url": f"http://{host}:{port}"},
+                                sampling={"max_new_tokens": 16})
+            source = CheckpointPolicySource(tmp_path / "no-checkpoints-here")  # the server holds the policy
+            report = rollout_batch(store, "http", spec, range(4), source.sampler_for_spec(spec), FamilyCache())
+            assert report.records_written == 4 * 3 and report.policy_versions == [1]
+            records = store.query(RecordFilter(campaign_id="http"))
+        assert {r.policy_name for r in records} == {"endpoint"}
+        assert all(r.token_ids and len(r.token_ids) == len(r.logprobs) for r in records)
+    finally:
+        server.shutdown()
+        server.server_close()
