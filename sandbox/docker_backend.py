@@ -232,6 +232,8 @@ class DockerBackend(Backend):
         finally:
             self._give_back(container, healthy)
         notes = [] if healthy else ["container discarded after an unclean wipe"]
+        if limits.network:
+            notes.append("network was requested but sandbox containers never have one")
         if not capped:
             notes.append(f"memory capped per process and at {self.config.memory_bytes} bytes per container")
         note = "; ".join(notes)

@@ -69,6 +69,15 @@ def test_outputs_come_back_and_never_follow_symlinks(backend):
     assert result.files == {"made.bin": b"\x00\x01"}
 
 
+def test_outputs_that_are_fifos_or_folders_are_skipped_without_hanging(backend):
+    code = ("import os\nos.mkfifo('pipe')\nos.mkdir('folder')\nopen('big', 'wb').write(b'x' * 2048)\n"
+            "open('fine', 'wb').write(b'ok')\n")
+    program = Program(("python3", "main.py"), files={"main.py": code}, outputs=("pipe", "folder", "big", "fine"))
+    result = run(program, Limits(file_size_bytes=1024, wall_seconds=10), backend)
+    assert result.files["fine"] == b"ok" and "pipe" not in result.files and "folder" not in result.files
+    assert len(result.files.get("big", b"")) <= 1024  # the file size limit already cut it there
+
+
 def test_missing_command_is_an_infra_error(backend):
     result = run(Program(("no-such-interpreter-here", "x")), FAST, backend)
     assert result.status is Status.INFRA_ERROR, result
