@@ -65,7 +65,7 @@ class WorkerRuntime:
         self.store = RolloutStore(farm.store_url)
         self.families = FamilyCache()
         self.policies = CheckpointPolicySource(farm.checkpoint_dir, torch_threads=farm.torch_threads)
-        self._specs: dict[str, Any] = {}
+        self._specs: dict[str, Any] = {}  # specs never change once stored
 
     def run_batch(self, campaign_id: str, batch_index: int) -> dict[str, Any]:
         from verifarm.rollout.campaign import parse_spec
@@ -77,12 +77,9 @@ class WorkerRuntime:
                 return {"campaign_id": campaign_id, "batch_index": batch_index, "missing_campaign": True}
             self._specs[campaign_id] = parse_spec(row.spec)
         spec = self._specs[campaign_id]
-        sampler = (
-            None if self.store.is_cancelled(campaign_id)
-            else self.policies.sampler_for_spec(spec)
-        )
-        if sampler is None:
+        if self.store.is_cancelled(campaign_id):  # before loading any policy for it
             return {"campaign_id": campaign_id, "batch_index": batch_index, "cancelled": True}
+        sampler = self.policies.sampler_for_spec(spec)  # "latest": a newer checkpoint is swapped in here
         report = rollout_batch(self.store, campaign_id, spec, spec.batch_range(batch_index), sampler,
                                self.families, self.farm.infra_retries)
         return {"batch_index": batch_index, **report.as_dict()}

@@ -7,6 +7,7 @@ session (or use the one `workers start` keeps running). Progress, status and dat
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ def _store_url() -> str:
 
 @workers_app.command("start")
 def workers_start(
-    concurrency: int = typer.Option(2, "--concurrency", "-c", min=1, help="pool processes"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", min=1,
+                                              help="pool processes (default: one per CPU core)"),
     name: str = typer.Option("verifarm@%h", "--name", "-n", help="worker node name (%h: host name)"),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
