@@ -1,0 +1,83 @@
+"""Command-line commands of verifarm.envs: list the envs, show a task, verify a completion (imports stay inside)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="environment commands")
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as JSON when they parse (numbers, lists, booleans), else as text."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise typer.BadParameter(f"options are key=value with a Python identifier as key, got {pair!r}")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+        if isinstance(options[key], list):
+            options[key] = tuple(options[key])
+    return options
+
+
+def _family(env_id: str, options: list[str]) -> Any:
+    from verifarm.envs.catalog import get_family
+
+    try:
+        return get_family(env_id, **parse_options(options))
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+@app.command("list")
+def list_envs() -> None:
+    """Every registered env id with its difficulty range and verifier version."""
+    from verifarm.envs.catalog import ENV_IDS, get_family
+
+    for env_id in ENV_IDS:
+        family = get_family(env_id)
+        typer.echo(f"{env_id:<32} difficulty {family.min_difficulty}-{family.max_difficulty:<3} "
+                   f"verifier {family.verifier_version}")
+
+
+@app.command("show")
+def show(
+    env_id: str = typer.Argument(..., help="e.g. verifarm/Addition-v0"),
+    seed: int = typer.Option(0, "--seed", "-s"),
+    difficulty: int = typer.Option(None, "--difficulty", "-d", help="default: the env's lowest"),
+    option: list[str] = typer.Option([], "--option", "-o", help="family option key=value, e.g. dataset=gcd"),
+) -> None:
+    """Print the task a seed poses, and its reference completion."""
+    family = _family(env_id, option)
+    task = family.generate(seed, family.min_difficulty if difficulty is None else difficulty)
+    typer.echo(f"# {task.task_id}\n# prompt\n{task.prompt}\n# reference completion\n{task.reference}")
+
+
+@app.command("verify")
+def verify(
+    env_id: str = typer.Argument(..., help="e.g. verifarm/HumanEval-v0"),
+    completion_file: Path = typer.Argument(..., help="file with the completion; '-' reads standard input"),
+    seed: int = typer.Option(0, "--seed", "-s"),
+    difficulty: int = typer.Option(None, "--difficulty", "-d", help="default: the env's lowest"),
+    option: list[str] = typer.Option([], "--option", "-o", help="family option key=value"),
+) -> None:
+    """Verify a completion against the task a seed poses; prints the verdict as JSON, exit code 1 unless it passed."""
+    family = _family(env_id, option)
+    task = family.generate(seed, family.min_difficulty if difficulty is None else difficulty)
+    raw = sys.stdin.buffer.read() if str(completion_file) == "-" else completion_file.read_bytes()
+    verdict = family.verify(task, raw.decode("utf-8", errors="replace"))
+    typer.echo(json.dumps({"task_id": task.task_id, "reward": verdict.reward, "passed": verdict.passed,
+                           "reason": verdict.reason, "infra_error": verdict.infra_error,
+                           "details": verdict.details}, default=str, indent=2))
+    close = getattr(family, "close", None)
+    if close is not None:
+        close()
+    raise typer.Exit(0 if verdict.passed else 1)
