@@ -134,6 +134,19 @@ def _parse(text: str, timeout: int) -> list:
     return parsed or parse(text, extraction_config=config, parsing_timeout=timeout)
 
 
+def _is_answer_form(value: object) -> bool:
+    """A value, or an assignment to one symbol (``x = 3``); ``4 = 3`` or ``x < 4`` are not answers.
+
+    math-verify compares only the right side of an equation, so without this ``anything = gold`` would pass.
+    """
+    from sympy import Symbol
+    from sympy.core.relational import Equality, Relational
+
+    if isinstance(value, Relational):
+        return isinstance(value, Equality) and isinstance(value.lhs, Symbol)
+    return True
+
+
 def _serve() -> None:
     import resource
 
@@ -161,6 +174,8 @@ def _serve() -> None:
                 reply = {"gold_error": "the gold answer did not parse"}
             elif not answer:
                 reply = {"equivalent": False, "parsed": "answer did not parse"}
+            elif not _is_answer_form(answer[0]):
+                reply = {"equivalent": False, "parsed": f"{answer[-1]} is a relation, not a value"}
             else:
                 reply = {"equivalent": bool(verify(gold, answer, timeout_seconds=timeout)),
                          "parsed": f"{gold[-1]} vs {answer[-1]}"}
