@@ -4,7 +4,8 @@ Each problem template has a statement, an input generator, a Python reference th
 here in the trusted parent, and a reference C program (the task's reference completion). A completion passes when
 it compiles and, on every test input, exits normally with output equal to the expected one (trailing whitespace on
 lines and trailing blank lines ignored). The multi-turn variant answers a failed attempt with the compiler errors or
-the first failing test as the next observation.
+the first failing test as the next observation; the last, largest test is never revealed, so outputs learned from
+feedback cannot be hard-coded into a pass.
 """
 
 from __future__ import annotations
@@ -382,9 +383,14 @@ class CProgramFamily:
                 if problem is not None:
                     details["tests_passed"] = index
                     got = run.stdout.decode("utf-8", "replace")
-                    details["feedback"] = (f"It failed test {index + 1} of {len(inputs)}: {problem}.\n"
-                                           f"Input:\n{_clip(text, 400)}\nExpected output:\n{_clip(expected, 300)}\n"
-                                           f"Your output:\n{_clip(got, 300)}")
+                    if index == len(inputs) - 1:
+                        # The last (largest) test is never shown, so no number of turns lets a policy pass by
+                        # hard-coding the outputs that earlier feedback revealed.
+                        details["feedback"] = f"It failed the final hidden test ({index + 1} of {len(inputs)}): {problem}."
+                    else:
+                        details["feedback"] = (f"It failed test {index + 1} of {len(inputs)}: {problem}.\n"
+                                               f"Input:\n{_clip(text, 400)}\nExpected output:\n{_clip(expected, 300)}\n"
+                                               f"Your output:\n{_clip(got, 300)}")
                     return Verdict(0.0, False, f"test {index + 1}/{len(inputs)}: {problem}", details,
                                    sandbox_seconds=_seconds([compiled, *results]))
         except Exception as error:  # noqa: BLE001  (the sandbox could not run at all)

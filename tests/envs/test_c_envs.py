@@ -115,3 +115,17 @@ def test_single_turn_c_env_terminates_after_one_step() -> None:
     env.reset(seed=9)
     _, reward, terminated, truncated, info = env.step("int main(void) { return 0; }")
     assert (reward, terminated, truncated) == (0.0, True, False) and info["details"]["sandbox_backend"] != "none"
+
+
+def test_feedback_never_reveals_the_final_test(family: CProgramFamily) -> None:
+    task = next(t for t in (family.generate(s, 1) for s in range(100)) if t.data["problem"] == "sum_numbers")
+    inputs, outputs = task.data["inputs"], task.data["outputs"]
+    # Hard-code every output but the last, as a policy that memorised earlier feedback would.
+    cases = "".join(f"    if (n == {text.split()[0]} && first == {text.split()[1]}) {{ puts(\"{out.strip()}\"); return 0; }}\n"
+                    for text, out in zip(inputs[:-1], outputs[:-1]))
+    cheat = ("#include <stdio.h>\nint main(void) {\n    long long n, first; scanf(\"%lld %lld\", &n, &first);\n"
+             f"{cases}    puts(\"0\");\n    return 0;\n}}\n")
+    assert inputs[-1].split()[:2] not in [text.split()[:2] for text in inputs[:-1]]
+    verdict = family.verify(task, cheat)
+    assert not verdict.passed and verdict.reason.startswith(f"test {len(inputs)}/{len(inputs)}")
+    assert "hidden" in verdict.details["feedback"] and inputs[-1].strip() not in verdict.details["feedback"]
