@@ -14,7 +14,7 @@ from pathlib import Path
 from verifarm.sandbox.host_backend import HostBackend
 from verifarm.sandbox.program import Limits, Program
 from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
-from verifarm.sandbox.workdir import HostWorkDir, RunIdentity
+from verifarm.sandbox.workdir import RUN_UID_BASE, HostWorkDir, RunIdentity
 
 # bwrap's monitor exits without reaping its namespace init, which then lingers as a zombie of the host's
 # pid 1 and keeps counting against the run uid's RLIMIT_NPROC. This small parent is a child subreaper:
@@ -62,7 +62,8 @@ def sandbox_env() -> dict[str, str]:
 
 
 def bwrap_argv(workdir: Path, marker_fd: int, network: bool) -> list[str]:
-    argv = ["python3", "-I", "-S", "-c", REAPER, str(marker_fd), "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+    argv = ["python3", "-I", "-S", "-c", REAPER, str(marker_fd),
+            "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
@@ -97,11 +98,13 @@ class BwrapBackend(HostBackend):
     def probe(cls) -> str | None:
         if shutil.which("bwrap") is None:
             return "bwrap is not installed"
+        # As root, runs use an unprivileged uid (an unprivileged user namespace): probe exactly that.
+        as_run_uid = {"user": RUN_UID_BASE, "group": RUN_UID_BASE, "extra_groups": []} if os.geteuid() == 0 else {}
         try:
             result = subprocess.run(["bwrap", "--unshare-all", "--ro-bind", "/usr", "/usr",
                                      "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
                                      "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
-                                     "--", "true"], capture_output=True, timeout=20)
+                                     "--", "true"], capture_output=True, timeout=20, cwd="/", **as_run_uid)
         except (OSError, subprocess.TimeoutExpired) as error:
             return f"bwrap failed to start: {error}"
         if result.returncode != 0:

@@ -32,7 +32,9 @@ def compile_c(source: str, limits: Limits = C_COMPILE_LIMITS, backend: "str | Ba
     return get_backend(backend).run(program, limits)
 
 
-def run_binary(binary: bytes, stdin: bytes, limits: Limits = C_RUN_LIMITS, backend: "str | Backend" = "auto") -> ExecResult:
+def run_binary(binary: bytes, stdin: bytes, limits: Limits = C_RUN_LIMITS,
+               backend: "str | Backend" = "auto") -> ExecResult:
+    """Run a binary from compile_c as ./prog in a fresh sandbox with stdin."""
     return get_backend(backend).run(Program(command=("./prog",), files={"prog": binary}, stdin=stdin), limits)
 
 
