@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="samples per prompt; batch = prompts x n (default 8)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs per side; best counts")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads for both sides")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for both sides (default 1: tiny ops gain nothing from more)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="128 new tokens, one run per side")
     args = parser.parse_args()

@@ -234,7 +234,9 @@ class FastMoEDecoder:
         spans = spans or [AttentionSpan(0, batch, 0)]
         cos, signed_sin = rotary[0][positions][:, None, None], rotary[1][positions][:, None, None]  # (B,1,1,D)
         cache.valid[:, slot] = True
-        visible = cache.valid[:, None, None, :]  # (B, 1, 1, S)
+        # One additive mask per step, shared by every layer (a boolean one is converted per call).
+        visible = torch.zeros(cache.valid.shape, dtype=self.dtype, device=self.device)
+        visible = visible.masked_fill_(~cache.valid, float("-inf"))[:, None, None, :]  # (B, 1, 1, S)
         groups = self.num_heads // self.kv_heads
         hidden = F.embedding(tokens[:, None], self.embed)  # (B, 1, C)
         for index, weights in enumerate(self.layers):
