@@ -100,7 +100,7 @@ class LocalPolicy:
     def __init__(self, model: PreTrainedModel, tokenizer, version: int):
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad or eos token to pad prompt batches")
-        self.model = model.eval()
+        self.model = model  # left in its mode: a trainer may share it; sampling never uses dropout
         self.tokenizer = tokenizer
         self.version = int(version)
         self._stop_candidates: dict[tuple[str, ...], torch.Tensor] = {}
@@ -112,7 +112,7 @@ class LocalPolicy:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a Hugging Face checkpoint folder (no config.json)")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         return cls(model, AutoTokenizer.from_pretrained(path), version)
 
     @property
@@ -251,11 +251,16 @@ class LocalPolicy:
             options.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
             options.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            with torch.inference_mode():
-                output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
+        was_training = self.model.training
+        self.model.eval()  # no dropout while sampling; the caller's mode is restored below
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                with torch.inference_mode():
+                    output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
+        finally:
+            self.model.train(was_training)
         generated = output.sequences[:, input_ids.shape[1]:]  # (B*n, T)
         logprobs = torch.log_softmax(torch.stack(output.logits, dim=1).float(), dim=-1)  # (B*n, T, V)
         chosen = logprobs.gather(-1, generated[..., None]).squeeze(-1)

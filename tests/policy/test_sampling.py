@@ -207,3 +207,9 @@ def test_invalid_arguments_raise_value_error(model, tokenizer, bad, message):
     arguments = dict(prompts=["1+1=?\n"], n=1, temperature=1.0, top_p=1.0, max_new_tokens=4, stop=None) | bad
     with pytest.raises(ValueError, match=message):
         LocalPolicy(model, tokenizer, 0).sample(**arguments)
+
+
+def test_sampling_leaves_a_shared_training_model_in_training_mode(tokenizer):
+    model = build_model("tiny", len(tokenizer), seed=0).train()
+    LocalPolicy(model, tokenizer, 0).sample(PROMPTS[:1], n=2, max_new_tokens=4, seed=0)
+    assert model.training
