@@ -20,7 +20,7 @@ import pytest
 import redis
 import yaml
 
-from verifarm.rollout.app import QUEUE
+from verifarm.rollout.app import QUEUE, create_app
 from verifarm.rollout.campaign import cancel, parse_spec, status, submit
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
@@ -149,6 +149,15 @@ def test_cli_farm_on_embedded_redis_completes_exactly(farm: Farm) -> None:
     server = EmbeddedRedis(farm.home / "redis")
     wait_until(lambda: server.running_url() is not None, 60, "the private Redis of `workers start`", farm)
     farm.start_worker("plain-worker", plain_celery=True)
+    # Both answer before the campaign goes in, so each takes a batch at once (prefetch 1).
+    app = create_app(FarmConfig(broker_url=server.running_url(), store_url=farm.store_url,
+                                checkpoint_dir=farm.checkpoint_dir))
+
+    def both_ready() -> bool:
+        answered = {name.split("@")[0] for reply in app.control.ping(timeout=0.5) for name in reply}
+        return {"cli-worker", "plain-worker"} <= answered
+
+    wait_until(both_ready, 90, "both workers to answer a ping", farm)
 
     submitted = farm.cli("campaign", "submit", str(farm.home / "spec.yaml"), "--id", "e2e-1")
     assert submitted.returncode == 0, submitted.stderr
