@@ -39,6 +39,15 @@ def info() -> None:
         table.add_row(name, "yes" if reason is None else "no", reason or "")
     console = Console()
     console.print(table)
+    from verifarm.sandbox.cgroup import RunCgroup
+    from verifarm.sandbox.image import image_tag
+
+    group = RunCgroup.create(64 * 1024 * 1024, 8)
+    if group is not None:
+        group.remove()
+    console.print(f"per-run cgroup for process/bwrap: {'cgroup v%d' % group.version if group else 'unavailable'}")
+    if probe_backend("docker") is None:
+        console.print(f"docker image: {image_tag()} (host /usr mounted read-only)")
     console.print(f"default backend: [bold]{default_backend_name()}[/bold]")
 
 
