@@ -121,7 +121,7 @@ def create_app(farm: FarmConfig | None = None) -> Celery:
 def _import_policy_stack(**_: Any) -> None:
     # Imported once in the worker's main process, before the pool forks, so that no pool process spends its
     # first batch importing torch and transformers (and overruns the visibility timeout doing so).
-    import verifarm.policy.sampling  # noqa: F401
+    import verifarm.policy.sampling  # noqa: F401  (imported for its side effect: modules loaded before fork)
 
 
 def enqueue_batches(app: Celery, campaign_id: str, spec: Any, batch_indices: Iterable[int]) -> int:

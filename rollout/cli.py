@@ -53,6 +53,7 @@ def workers_start(
         farm = FarmConfig.from_settings(settings, broker_url=broker_url)
         typer.echo(f"broker {broker_url}  store {farm.store_url}  checkpoints {farm.checkpoint_dir}", err=True)
         app = create_app(farm)
+        concurrency = concurrency or os.cpu_count() or 1
         # No gossip or mingle: the farm keeps its state in the store, not in worker-to-worker chatter.
         app.worker_main(["worker", f"--concurrency={concurrency}", f"--hostname={name}",
                          f"--loglevel={loglevel}", f"--queues={QUEUE}", "--pool=prefork", "--without-gossip",

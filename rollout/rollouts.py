@@ -180,7 +180,8 @@ def build_records(
         prompt, completion = storable_text(attempt.prompt), storable_text(sample.text)
         details = _storable_details(verdict.details)
         if attempt.turns > 1:
-            details = {**details, "turns": attempt.turns, "earlier_reasons": [storable_text(r) for r in attempt.earlier]}
+            earlier = [storable_text(reason) for reason in attempt.earlier]
+            details = {**details, "turns": attempt.turns, "earlier_reasons": earlier}
         records.append(RolloutRecord(
             record_id=record_id_for(campaign_id, plan.task_index, index), campaign_id=campaign_id,
             env_id=plan.env_id, env_version=env_version, task_index=plan.task_index, task_seed=plan.seed,
