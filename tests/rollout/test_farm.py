@@ -194,7 +194,7 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
     spec = parse_spec({"name": "faults", "envs": ENV_MIX[:2], "tasks": 32, "samples_per_task": 4, "batch_size": 4,
                        "policy": "latest", "sampling": {"max_new_tokens": 48}})
     victim = farm.start_worker("victim", plain_celery=True)
-    farm.start_worker("survivor", plain_celery=True)
+    survivor = farm.start_worker("survivor", plain_celery=True)
     submit(spec, farm.config(), "faults-1")
     victim_log = farm.home / "victim.log"
     wait_until(lambda: "succeeded" in victim_log.read_text(), 120, "the victim's first batch", farm)
@@ -207,6 +207,15 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
     # A new policy version lands meanwhile: the survivor swaps it in between batches ("latest"), and the
     # victim's batch, handed on only after the visibility timeout, is certainly sampled with it.
     assert publish_tiny(farm.checkpoint_dir, seed=5) == 2
+
+    # Then one pool process of the survivor dies: its batch goes straight back to the queue
+    # (task_reject_on_worker_lost) and the worker forks a new pool process.
+    survivor_log = farm.home / "survivor.log"
+    wait_until(lambda: survivor_log.read_text().count("received") > survivor_log.read_text().count("succeeded"),
+               60, "the survivor to hold a batch", farm)
+    pool_children = Path(f"/proc/{survivor.pid}/task/{survivor.pid}/children").read_text().split()
+    assert pool_children, "the survivor has no pool process"
+    os.kill(int(pool_children[0]), signal.SIGKILL)
 
     wait_until(lambda: farm.count("faults-1") >= 48, 60, "more batches by the survivor", farm)
     os.kill(pids[-1], signal.SIGKILL)  # the broker dies hard; its append-only file keeps queue and unacked
