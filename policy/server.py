@@ -26,6 +26,14 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4 << 20
 MAX_ROWS_PER_REQUEST = 4096  # prompts x n: bounds the memory one request can claim
 MAX_TOKENS_PER_REQUEST = 8192
+DEFAULT_MAX_CACHE_BYTES = 4 << 30  # KV cache one request may allocate
+
+
+def kv_cache_bytes(config: Any, rows: int, slots: int, bytes_per_value: int) -> int:
+    """Bytes of the preallocated key/value cache for `rows` sequences of `slots` positions."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * rows * kv_heads * slots * head_dim * bytes_per_value
 
 
 @dataclass(frozen=True)
@@ -92,15 +100,24 @@ def _number(body: dict[str, Any], key: str, default: float) -> float:
 class CompletionService:
     """Turns validated requests into OpenAI-style responses; one `sample` call at a time."""
 
-    def __init__(self, current_policy: Callable[[], Any], model_name: str):
+    def __init__(self, current_policy: Callable[[], Any], model_name: str,
+                 max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES):
         self.current_policy = current_policy  # returns the LocalPolicy to use for the next request
         self.model_name = model_name
+        self.max_cache_bytes = max_cache_bytes
         # The model uses every core for one batch; concurrent batches would only thrash each other.
         self._lock = threading.Lock()
 
     def complete(self, request: CompletionRequest) -> dict[str, Any]:
         with self._lock:
             policy = self.current_policy()
+            prompt_tokens = [len(policy.tokenizer(p)["input_ids"]) for p in request.prompts]
+            model = policy.model
+            needed = kv_cache_bytes(model.config, len(request.prompts) * request.n,
+                                    max(prompt_tokens) + request.max_tokens, model.dtype.itemsize)
+            if needed > self.max_cache_bytes:
+                raise ValueError(f"this request needs a {needed / 2**30:.1f} GiB KV cache, over the server's "
+                                 f"{self.max_cache_bytes / 2**30:.1f} GiB; ask for fewer prompts x n or max_tokens")
             results = policy.sample(request.prompts, n=request.n, temperature=request.temperature,
                                     top_p=request.top_p, max_new_tokens=request.max_tokens,
                                     stop=request.stop or None, seed=request.seed)
@@ -126,7 +143,7 @@ class CompletionService:
                     choice["token_ids"] = completion.token_ids
                 choices.append(choice)
                 completion_tokens += len(completion.token_ids)
-        prompt_tokens = sum(len(tokenizer(p)["input_ids"]) for p in request.prompts)
+        prompt_tokens = sum(prompt_tokens)
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -237,6 +254,7 @@ def serve(
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
     model_name: Annotated[str, typer.Option(help="the model id clients send")] = "verifarm-policy",
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+    max_cache_gib: Annotated[float, typer.Option(help="refuse requests whose KV cache exceeds this")] = 4.0,
 ) -> None:
     """Serve a policy through an OpenAI-compatible /v1/completions endpoint until interrupted."""
     from verifarm.policy.sampling import LocalPolicy
@@ -259,7 +277,10 @@ def serve(
             loaded = CheckpointRegistry(registry).load(version, device=device)
             pinned = LocalPolicy(loaded.model, loaded.tokenizer, loaded.version)
             current_policy = lambda: pinned  # noqa: E731
-    server = build_server(CompletionService(current_policy, model_name), host, port)
+    if max_cache_gib <= 0:
+        raise typer.BadParameter("--max-cache-gib must be positive")
+    service = CompletionService(current_policy, model_name, max_cache_bytes=int(max_cache_gib * 2**30))
+    server = build_server(service, host, port)
     bound_host, bound_port = server.server_address[:2]
     typer.echo(f"serving {model_name} on http://{bound_host}:{bound_port}/v1/completions")
     try:

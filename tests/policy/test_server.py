@@ -97,6 +97,7 @@ def test_response_is_openai_shaped(endpoint):
     ({"model": "tiny-moe", "prompt": "x", "temperature": -1}, 400, "temperature"),
     ({"model": "tiny-moe", "prompt": "x", "n": "3"}, 400, "n must be an integer"),
     ({"model": "tiny-moe", "prompt": "x", "n": 5000}, 400, "exceeds"),
+    ({"model": "tiny-moe", "prompt": ["x"] * 64, "n": 64, "max_tokens": 8000}, 400, "KV cache"),
 ])
 def test_bad_requests_get_clear_errors(endpoint, body, status, message):
     code, reply = post(endpoint, body)
