@@ -106,11 +106,12 @@ def pass_at_k_baseline(config: DemoConfig, trainer, k: int) -> dict[int, tuple[f
     return {r.difficulty: (r.pass_at_1, r.pass_at_k) for r in report.results}
 
 
-def part_expert(config: DemoConfig, out: Path, workers: int, budget: float) -> tuple[list[RoundResult], Path]:
+def part_expert(config: DemoConfig, out: Path, workers: int, budget: float,
+                pretrained: Path | None = None) -> tuple[list[RoundResult], Path]:
     """Targets 1 and 3: rounds of campaigns + training from a briefly pre-trained policy."""
     print(f"== expert iteration: up to {config.rounds} rounds, budget {budget:.0f}s")
     deadline = time.monotonic() + budget
-    farm = pretrained_farm(config, out / "expert", workers)
+    farm = pretrained_farm(config, out / "expert", workers, pretrained)
     try:
         corpus = build_corpus(config.trainer.corpus)
         trainer = farm.trainer(config, corpus)
@@ -145,12 +146,15 @@ def _forgetting(results: list[RoundResult]) -> float:
     return ratio
 
 
-def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float) -> None:
+def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float,
+                    pretrained: Path | None = None) -> None:
     """Target 4: the same rounds with three schedules, from the same pre-trained policy."""
     print(f"== interleaving: 1 pre : 3 post vs post only vs pre only, {config.rounds} rounds each")
-    source_farm = pretrained_farm(config, out / "interleave-source", 0)
-    source = source_farm.settings.checkpoints
-    source_farm.close()
+    source = pretrained
+    if source is None:
+        source_farm = pretrained_farm(config, out / "interleave-source", 0)
+        source = source_farm.settings.checkpoints
+        source_farm.close()
     corpus = build_corpus(config.trainer.corpus)
     schedules = {
         "interleaved 1:3": ScheduleConfig(1, 3, {"rft": 1.0}),
@@ -259,6 +263,9 @@ def main() -> None:
     parser.add_argument("--target-digits", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(".verifarm/bench"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="a checkpoints folder holding only the pre-trained v1 (skips pre-training; must match "
+                             "the part's corpus)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = base_config(args.quick)
@@ -269,9 +276,9 @@ def main() -> None:
     parts = ["expert", "interleave", "easy-to-hard"] if args.part == "all" else [args.part]
     for part in parts:
         if part in ("expert", "forgetting"):
-            part_expert(config, args.out, args.workers, budget)
+            part_expert(config, args.out, args.workers, budget, args.pretrained)
         elif part == "interleave":
-            part_interleave(config, args.out, args.workers, budget)
+            part_interleave(config, args.out, args.workers, budget, args.pretrained)
         else:
             part_easy_to_hard(config, args.out, args.workers, max(budget, 1800.0) if not args.quick else budget,
                               args.target_digits)

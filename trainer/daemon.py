@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from verifarm.policy.registry import sha256_file
 from verifarm.policy.training import TrainConfig, make_optimizer
 from verifarm.trainer.config import TrainerConfig
 from verifarm.trainer.corpus import Corpus, build_corpus
@@ -90,7 +91,12 @@ class ContinualTrainer:
         self.resumed_from: str | None = None
         state_name = loaded.metadata.get("trainer_state")
         if state_name and (self.state_dir / state_name).is_file():
-            state = torch.load(self.state_dir / state_name, weights_only=False)
+            path = self.state_dir / state_name
+            expected = loaded.metadata.get("trainer_state_sha256")
+            if expected and sha256_file(path) != expected:
+                raise ValueError(f"trainer state {path} does not match the SHA-256 recorded in policy "
+                                 f"v{loaded.version}; it was modified or is corrupt")
+            state = torch.load(path, weights_only=True)
             if state.get("format") != STATE_FORMAT:
                 raise ValueError(f"trainer state {state_name} has format {state.get('format')}, expected {STATE_FORMAT}")
             if state["corpus_fingerprint"] != self.corpus.fingerprint():
@@ -238,6 +244,7 @@ class ContinualTrainer:
         metadata = {
             "source": "trainer",
             "trainer_state": state_name,
+            "trainer_state_sha256": sha256_file(self.state_dir / state_name),
             "trainer_step": self.step_index,
             "parent_version": self.version,
             "kind_counts": dict(self.kind_counts),

@@ -64,7 +64,15 @@ def test_trains_on_campaign_records_publishes_loadable_versions_and_records_metr
     again = make_trainer(farm_home, small_trainer_config())
     assert again.resumed_from is not None and again.step_index == trainer.step_index
     assert again.cursor == trainer.cursor
-    assert again.step() is None or again.next_kind() == "pretrain"
+    while again.next_kind() == "pretrain":
+        again.step()
+    assert again.step() is None, "every record was used once already"
+
+    # A trainer state that no longer matches the checksum in the version's metadata is refused.
+    state_file = farm_home / "trainer" / "state" / again.resumed_from
+    state_file.write_bytes(state_file.read_bytes() + b"tampered")
+    with pytest.raises(ValueError, match="SHA-256"):
+        make_trainer(farm_home, small_trainer_config())
 
 
 def test_stale_records_are_skipped(farm_home):
