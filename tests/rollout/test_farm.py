@@ -65,8 +65,9 @@ class Farm:
 
     def start_worker(self, name: str, plain_celery: bool = False) -> subprocess.Popen:
         if plain_celery:
+            # Exactly the plain command of the docs: no queue named, the app's default queue is consumed.
             command = [sys.executable, "-m", "celery", "-A", "verifarm.rollout.app", "worker", "-c", "1",
-                       "-n", f"{name}@%h", "-Q", QUEUE, "-l", "INFO"]
+                       "-n", f"{name}@%h", "-l", "INFO"]
         else:
             command = [sys.executable, "-m", "verifarm.cli", "workers", "start", "-c", "1", "-n", f"{name}@%h"]
         log = open(self.home / f"{name}.log", "w")
