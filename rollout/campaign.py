@@ -40,7 +40,7 @@ class EnvChoice(BaseModel):
     env_id: str
     weight: float = Field(default=1.0, gt=0, le=1e6)
     min_difficulty: int | None = None  # None: the family's own minimum
-    max_difficulty: int | None = None  # None: the family's own minimum too (the easiest tasks)
+    max_difficulty: int | None = None  # None: the same as min_difficulty (a single difficulty)
     options: dict[str, Any] = Field(default_factory=dict)  # keyword options of the env id, e.g. dataset=...
 
     @field_validator("env_id")
