@@ -24,7 +24,7 @@ from verifarm.sandbox.program import ExecResult, Limits, Status
 
 # gcc needs the sandbox's generous compile memory; 5 CPU seconds is far above what these programs take.
 COMPILE_LIMITS = dataclasses.replace(C_COMPILE_LIMITS, cpu_seconds=5, wall_seconds=20)
-RUN_LIMITS = Limits(cpu_seconds=1, wall_seconds=10, memory_bytes=128 * 1024 * 1024, max_processes=4,
+RUN_LIMITS = Limits(cpu_seconds=1, wall_seconds=10, memory_bytes=128 * 1024 * 1024, max_processes=16,
                     output_bytes=256 * 1024, file_size_bytes=1024 * 1024, open_files=32)
 FEEDBACK_SOURCE_CHARS = 3000
 
