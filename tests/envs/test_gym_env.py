@@ -95,3 +95,32 @@ def test_malformed_actions_give_zero_not_an_exception() -> None:
         env.reset(seed=1)
         _, reward, terminated, _, info = env.step(action)
         assert reward == 0.0 and terminated and info["reason"]
+
+
+def test_tasks_are_the_same_in_another_process_with_another_hash_seed() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = ("import json, sys\nfrom verifarm.envs.catalog import ENV_IDS, get_family\nout = {}\n"
+              "for env_id in ENV_IDS:\n    family = get_family(env_id)\n"
+              "    out[env_id] = [family.generate(seed, family.max_difficulty).prompt for seed in (0, 7, 123456)]\n"
+              "json.dump(out, sys.stdout)\n")
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    theirs = json.loads(result.stdout)
+    for env_id in ENV_IDS:
+        family = get_family(env_id)
+        ours = [family.generate(seed, family.max_difficulty).prompt for seed in (0, 7, 123456)]
+        assert theirs[env_id] == ours, env_id
+
+
+def test_observations_stay_inside_the_observation_space() -> None:
+    env = gym.make("verifarm/ReasoningGym-v0", dataset="word_sorting").unwrapped
+    for seed in range(20):
+        observation, _ = env.reset(seed=seed)
+        assert env.observation_space.contains(observation)
+    assert env._fit("emoji \U0001F600 and \x07 bell") == "emoji \ufffd and \ufffd bell"
+    assert len(env._fit("x" * (env.observation_space.max_length + 10))) == env.observation_space.max_length
