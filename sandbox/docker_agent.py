@@ -1,9 +1,9 @@
-"""The agent inside a warm sandbox container: runs one program at a time as `nobody`, then wipes every trace.
+"""The agent inside a warm sandbox container: runs one program at a time as an unprivileged uid, then wipes every trace.
 
 Standard library only; bind-mounted read-only with `supervisor.py` and `workdir.py` at /opt/verifarm and
 started as the container's pid 1 (root, few capabilities). It listens on a unix socket in a folder only
-root can enter, so the programs it runs (uid 65534) cannot talk to it. After each run it kills every
-process of uid 65534, reaps them, and empties /work, /tmp, /dev/shm and System V IPC before answering,
+root can enter, so the programs it runs (as the container's own run uid) cannot talk to it. After each run
+it kills every process of that uid, reaps them, and empties /work, /tmp, /dev/shm and System V IPC before answering,
 so nothing one run writes or starts reaches the next.
 """
 
@@ -26,7 +26,6 @@ except ImportError:  # inside the container only this folder exists, mounted at 
     from zygote import Zygote, runs_in_zygote
 
 SOCKET_PATH = "/run/verifarm/agent.sock"
-RUN_UID = 65534
 RUN_DIR = "/work/run"
 SCRATCH = ("/tmp", "/dev/shm", "/work")
 HEADER = struct.Struct("!Q")
@@ -85,9 +84,9 @@ def ipc_in_use():
     return False
 
 
-def wipe():
+def wipe(run_uid):
     """Leave the container as it started; False when something could not be removed."""
-    clean = sweep_uid(RUN_UID)
+    clean = sweep_uid(run_uid)
     reap_zombies()
     for folder in SCRATCH:
         if os.path.isdir(folder):
@@ -99,7 +98,7 @@ def wipe():
     return clean and not leftovers
 
 
-def handle(request, zygote):
+def handle(request, zygote, run_uid):
     os.mkdir(RUN_DIR, 0o700)
     for name, hex_data in request["files"].items():
         target = os.path.join(RUN_DIR, name)
@@ -108,29 +107,31 @@ def handle(request, zygote):
             handle.write(bytes.fromhex(hex_data))
         os.chmod(target, 0o755)
     for folder, _, names in os.walk(RUN_DIR):
-        os.chown(folder, RUN_UID, RUN_UID)
+        os.chown(folder, run_uid, run_uid)
         for name in names:
-            os.chown(os.path.join(folder, name), RUN_UID, RUN_UID)
+            os.chown(os.path.join(folder, name), run_uid, run_uid)
     spawn = SpawnRequest(**request["spawn"])
     spawn.stdin = bytes.fromhex(request["stdin"])
-    spawn.cwd, spawn.uid, spawn.gid = RUN_DIR, RUN_UID, RUN_UID
+    spawn.cwd, spawn.uid, spawn.gid = RUN_DIR, run_uid, run_uid
     spawn.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": RUN_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
                  "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
     launch = zygote.launch if zygote is not None and runs_in_zygote(spawn.argv) else popen_launch
     raw = supervise(spawn, launch)
-    sweep_uid(RUN_UID)  # stop daemons before reading outputs, so none can swap a file underneath us
+    sweep_uid(run_uid)  # stop daemons before reading outputs, so none can swap a file underneath us
     outputs = read_outputs(RUN_DIR, tuple(request["outputs"]), spawn.file_size_bytes)
     return raw, outputs
 
 
-def serve():
+def serve(run_uid):
+    """Serve runs as run_uid: a host uid reserved for this container alone, so RLIMIT_NPROC (counted per uid
+    across the whole host) and the kill(-1) sweep never involve another container's or the host's processes."""
     os.umask(0o077)
     if os.path.exists(SOCKET_PATH):
         os.unlink(SOCKET_PATH)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(SOCKET_PATH)
     listener.listen(1)
-    wipe()
+    wipe(run_uid)
     zygote = Zygote()
     while True:
         connection, _ = listener.accept()
@@ -142,11 +143,11 @@ def serve():
             if not zygote.alive():
                 zygote = Zygote()
             try:
-                raw, outputs = handle(request, zygote)
+                raw, outputs = handle(request, zygote, run_uid)
                 reply = {"raw": raw.to_wire(), "files": {k: v.hex() for k, v in outputs.items()}}
             except Exception as error:  # the agent's own failure: an infra error, never the program's
                 reply = {"error": f"{type(error).__name__}: {error}"}
-            reply["clean"] = wipe()
+            reply["clean"] = wipe(run_uid)
             try:
                 send_message(connection, reply)
             except OSError:
@@ -158,4 +159,4 @@ def decode_reply(reply):
 
 
 if __name__ == "__main__":
-    serve()
+    serve(int(sys.argv[1]))

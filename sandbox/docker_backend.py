@@ -22,9 +22,10 @@ from verifarm.sandbox.docker_agent import decode_reply, receive_message, send_me
 from verifarm.sandbox.outcome import classify, infra_error
 from verifarm.sandbox.program import ExecResult, Limits, Program
 from verifarm.sandbox.supervisor import SpawnRequest
-from verifarm.sandbox.workdir import state_root
+from verifarm.sandbox.workdir import RunIdentity, acquire_identity, state_root
 
 LABEL = "verifarm.sandbox"
+FALLBACK_RUN_UID = 65534  # when we are not root and hold no uid slots (docker group access): nobody
 SANDBOX_SOURCE = Path(__file__).parent
 AGENT_MEMORY = 96 * 1024 * 1024  # the agent, its fork server and the idle child, on top of the run
 AGENT_CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
@@ -55,6 +56,10 @@ class WarmContainer:
         import docker.types
 
         self.name = f"verifarm-sandbox-{uuid.uuid4().hex[:12]}"
+        # Containers share the host's user namespace: a uid of its own keeps RLIMIT_NPROC per container.
+        self.identity = acquire_identity()
+        if self.identity.uid is None:
+            self.identity = RunIdentity(FALLBACK_RUN_UID, FALLBACK_RUN_UID, None)
         self.socket_dir = state_root() / "docker" / self.name
         self.socket_dir.mkdir(parents=True, mode=0o700)
         self.socket_path = self.socket_dir / "agent.sock"
@@ -64,15 +69,20 @@ class WarmContainer:
             mounts.append(docker.types.Mount("/usr", "/usr", type="bind", read_only=True))
         # exec: compiled binaries run from the work dir; nosuid and nodev stay.
         tmpfs_options = f"size={config.work_bytes},mode=755,exec,nosuid,nodev"
-        self.container = client.containers.run(
-            image, ["python3", "-I", "-S", "/opt/verifarm/docker_agent.py"], name=self.name, detach=True,
-            user="0:0", network_mode="none", read_only=True, mounts=mounts,
-            tmpfs={"/work": tmpfs_options, "/tmp": f"size={config.work_bytes},mode=1777"},
-            shm_size=config.work_bytes, mem_limit=config.memory_bytes, memswap_limit=config.memory_bytes,
-            pids_limit=config.pids, nano_cpus=int(config.cpus * 1e9), cap_drop=["ALL"],
-            cap_add=AGENT_CAPABILITIES, security_opt=["no-new-privileges"], ipc_mode="private",
-            hostname="sandbox", environment={"PATH": "/usr/local/bin:/usr/bin:/bin"},
-            labels={LABEL: "1", f"{LABEL}.owner": f"{socket.gethostname()}:{os.getpid()}"})
+        try:
+            self.container = client.containers.run(
+                image, ["python3", "-I", "-S", "/opt/verifarm/docker_agent.py", str(self.identity.uid)],
+                name=self.name, detach=True,
+                user="0:0", network_mode="none", read_only=True, mounts=mounts,
+                tmpfs={"/work": tmpfs_options, "/tmp": f"size={config.work_bytes},mode=1777"},
+                shm_size=config.work_bytes, mem_limit=config.memory_bytes, memswap_limit=config.memory_bytes,
+                pids_limit=config.pids, nano_cpus=int(config.cpus * 1e9), cap_drop=["ALL"],
+                cap_add=AGENT_CAPABILITIES, security_opt=["no-new-privileges"], ipc_mode="private",
+                hostname="sandbox", environment={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+                labels={LABEL: "1", f"{LABEL}.owner": f"{socket.gethostname()}:{os.getpid()}"})
+        except Exception:
+            self.identity.release()
+            raise
         deadline = time.monotonic() + config.start_timeout
         self.memory: ContainerMemory | None = None
         while not self._agent_listening():
@@ -117,6 +127,7 @@ class WarmContainer:
             self.socket_dir.rmdir()
         except OSError:
             pass
+        self.identity.release()
 
 
 def remove_stale_containers(client) -> int:

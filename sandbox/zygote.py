@@ -3,7 +3,7 @@
 Starting `python3 -I -S script` costs more CPU than a HumanEval test itself; forking an interpreter that is
 already up costs a millisecond. The template (root, in the container) forks an idle child *before* the
 next job exists, so no child ever holds another run's data; the child receives its job and pipe ends
-over a socket, applies the run's rlimits, new session and uid 65534, and runs the script as `__main__`
+over a socket, applies the run's rlimits, new session and run uid, and runs the script as `__main__`
 exactly as `python3 -I -S script args` would. The template only reports pids and wait statuses.
 Standard library only; used by docker_agent.py.
 """
@@ -25,7 +25,6 @@ except ImportError:  # inside the container only this folder exists, mounted at 
 
 PYTHON_PREFIX = ["python3", "-I", "-S"]
 PR_SET_DUMPABLE = 4
-RUN_UID = 65534
 
 
 def runs_in_zygote(argv: list[str]) -> bool:
@@ -52,7 +51,7 @@ def _run_job(job_socket: socket.socket, control: socket.socket) -> None:
         os.setsid()
         for number in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(number, signal.SIG_DFL)
-        _limit_child(SpawnRequest(**job["spawn"]))  # rlimits, then uid 65534
+        _limit_child(SpawnRequest(**job["spawn"]))  # rlimits, then the run uid
         # Changing uid made us non-dumpable (root-owned /proc/self); a program exec'd as this uid is not.
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         os.chdir(job["cwd"])
@@ -154,7 +153,7 @@ class Zygote:
         stderr_read, stderr_write = os.pipe()
         # Only the limits travel in "spawn"; stdin goes through the pipe, never through the child's memory.
         job = {"spawn": {**vars(request), "argv": [], "env": {}, "cwd": "", "stdin": "", "pass_fds": [],
-                         "uid": RUN_UID, "gid": RUN_UID, "cgroup_procs": []},
+                         "cgroup_procs": []},
                "argv": request.argv, "env": request.env, "cwd": request.cwd}
         pidfd = os.pidfd_open(pid)  # before the job exists, so the pid cannot be reaped and reused under us
         try:

@@ -59,3 +59,25 @@ def test_close_removes_the_pool():
     backend.close()
     client = docker.from_env()
     assert [c for c in client.containers.list(all=True) if c.name in names] == []
+
+
+def test_a_fork_bomb_in_one_container_does_not_starve_another():
+    """Containers share the host's uids: each pool container runs programs under its own uid, so one run's
+    process count never counts against another's RLIMIT_NPROC."""
+    from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
+
+    bomber, bystander = DockerBackend(DockerConfig(pool_size=1)), DockerBackend(DockerConfig(pool_size=1))
+    try:
+        bystander.warm_up()
+        bomb = threading.Thread(target=bomber.run, args=(
+            Program(("python3", "-c", "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass\n")),
+            Limits(max_processes=16, wall_seconds=4)))
+        bomb.start()
+        time.sleep(1.5)
+        results = [bystander.run(Program(("sh", "-c", "for i in 1 2 3 4 5 6; do (sleep 0.1 &); done; echo ok")),
+                                 Limits(max_processes=12)) for _ in range(3)]
+        bomb.join()
+        assert all(result.status is Status.OK and result.stdout == b"ok\n" for result in results), results
+    finally:
+        bomber.close()
+        bystander.close()
