@@ -88,8 +88,9 @@ def sweep_uid(uid: int, attempts: int = 50) -> bool:
     for _ in range(attempts):
         if not _uid_processes(uid):
             return True
-        subprocess.run(["kill", "-KILL", "-1"], user=uid, group=uid, extra_groups=[], env={"PATH": "/usr/bin:/bin"},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        # The shell's builtin kill: no procps needed; kill(-1) from the uid spares only the caller itself.
+        subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=uid, group=uid, extra_groups=[],
+                       env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         time.sleep(0.005)
     return not _uid_processes(uid)
 
