@@ -1,10 +1,10 @@
-"""The agent inside a warm sandbox container: runs one program at a time as an unprivileged uid, then wipes every trace.
+"""The agent inside a warm sandbox container: runs one program at a time, unprivileged, then wipes every trace.
 
-Standard library only; bind-mounted read-only with `supervisor.py` and `workdir.py` at /opt/verifarm and
-started as the container's pid 1 (root, few capabilities). It listens on a unix socket in a folder only
-root can enter, so the programs it runs (as the container's own run uid) cannot talk to it. After each run
-it kills every process of that uid, reaps them, and empties /work, /tmp, /dev/shm and System V IPC before answering,
-so nothing one run writes or starts reaches the next.
+Standard library only; bind-mounted read-only with `supervisor.py`, `workdir.py` and `zygote.py` at
+/opt/verifarm and started as the container's pid 1 (root, few capabilities). It listens on a unix socket in
+a folder only root can enter, so the programs it runs (as the container's own run uid) cannot talk to it.
+After each run it kills every process of that uid, reaps them, and empties /work, /tmp, /dev/shm and
+System V IPC before answering, so nothing one run writes or starts reaches the next.
 """
 
 import json
