@@ -76,7 +76,10 @@ def choose_tokens(logits: torch.Tensor, temperature: float, top_p: float,
         # Inverse-CDF sampling needs one uniform number per row (multinomial draws one per token).
         cdf = probs.cumsum(dim=-1)  # (B, V)
         uniform = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device) * cdf[:, -1:]
-        tokens = torch.searchsorted(cdf, uniform, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
+        tokens = torch.searchsorted(cdf, uniform, right=True).squeeze(-1)
+        # Rounding can put u*total at the total itself; never step past the last token with mass.
+        last_with_mass = cdf.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.uint8).argmax(dim=-1)
+        tokens = torch.minimum(tokens, last_with_mass)
     return tokens, model_logprobs.gather(-1, tokens[:, None]).squeeze(-1)
 
 

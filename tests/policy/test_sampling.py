@@ -151,6 +151,9 @@ def test_choose_tokens_never_picks_outside_the_nucleus():
     assert counts[2:].sum() == 0 and counts[0] > counts[1] > 0  # nucleus {0, 1}, renormalised 5:3
     assert abs(counts[0] / 2000 - 0.625) < 0.05
     torch.testing.assert_close(logprobs, logits[0, tokens])
+    impossible = torch.tensor([[0.0, 0.0, -float("inf"), -float("inf")]] * 500)
+    tokens, _ = choose_tokens(impossible, temperature=1.0, top_p=1.0, generator=generator)
+    assert set(tokens.tolist()) == {0, 1}
 
 
 def test_stop_string_cuts_text_and_ends_the_row(model, tokenizer):
