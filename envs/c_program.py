@@ -368,7 +368,8 @@ class CProgramFamily:
             if compiled.status is not Status.OK or "prog" not in compiled.files:
                 errors = compiled.stderr.decode("utf-8", "replace")
                 reason = ("compilation timed out" if compiled.status is Status.TIMEOUT else
-                          "compilation failed" if compiled.status is not Status.OK else "the compiler produced no binary")
+                          "compilation failed" if compiled.status is not Status.OK else
+                          "the compiler produced no binary")
                 details["feedback"] = f"It did not compile ({reason}):\n{_clip(errors, 1500)}"
                 return Verdict(0.0, False, reason, details, sandbox_seconds=compiled.wall_seconds)
             details["tests_total"] = len(inputs)
@@ -386,7 +387,8 @@ class CProgramFamily:
                     if index == len(inputs) - 1:
                         # The last (largest) test is never shown, so no number of turns lets a policy pass by
                         # hard-coding the outputs that earlier feedback revealed.
-                        details["feedback"] = f"It failed the final hidden test ({index + 1} of {len(inputs)}): {problem}."
+                        details["feedback"] = (f"It failed the final hidden test ({index + 1} of {len(inputs)}): "
+                                               f"{problem}.")
                     else:
                         details["feedback"] = (f"It failed test {index + 1} of {len(inputs)}: {problem}.\n"
                                                f"Input:\n{_clip(text, 400)}\nExpected output:\n{_clip(expected, 300)}\n"

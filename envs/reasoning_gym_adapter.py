@@ -5,8 +5,8 @@ Task ``seed`` is item ``seed`` of one dataset instance per difficulty built with
 alone; the few datasets that precompute every item up front are instead built per task with ``seed`` and size 1.
 Difficulty 1-5 sets the dataset's curriculum to global level ``difficulty - 1`` (capped at its highest level, and
 falling back to the highest lower level whose configuration the dataset accepts); datasets without a curriculum use
-their default configuration at every difficulty. The completion's final answer goes between ``<answer>`` and ``</answer>``
-(reasoning-gym's convention; answers may span lines); the reward is the dataset's score, passed means 1.0.
+their default configuration at every difficulty. The completion's final answer goes between ``<answer>`` and
+``</answer>`` (reasoning-gym's convention; answers may span lines); the reward is the dataset's score, passed means 1.0.
 """
 
 from __future__ import annotations

@@ -121,7 +121,8 @@ def test_feedback_never_reveals_the_final_test(family: CProgramFamily) -> None:
     task = next(t for t in (family.generate(s, 1) for s in range(100)) if t.data["problem"] == "sum_numbers")
     inputs, outputs = task.data["inputs"], task.data["outputs"]
     # Hard-code every output but the last, as a policy that memorised earlier feedback would.
-    cases = "".join(f"    if (n == {text.split()[0]} && first == {text.split()[1]}) {{ puts(\"{out.strip()}\"); return 0; }}\n"
+    cases = "".join(f"    if (n == {text.split()[0]} && first == {text.split()[1]}) "
+                    f"{{ puts(\"{out.strip()}\"); return 0; }}\n"
                     for text, out in zip(inputs[:-1], outputs[:-1]))
     cheat = ("#include <stdio.h>\nint main(void) {\n    long long n, first; scanf(\"%lld %lld\", &n, &first);\n"
              f"{cases}    puts(\"0\");\n    return 0;\n}}\n")

@@ -1,4 +1,4 @@
-"""MathAnswer: references score 1.0, math-verify equivalence over a table of pairs, timeouts, threads, malformed input."""
+"""MathAnswer: references score 1.0, math-verify equivalence over a table of pairs, timeouts, threads, bad input."""
 
 import threading
 import time

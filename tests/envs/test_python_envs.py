@@ -116,7 +116,8 @@ def test_all_164_human_eval_references_pass_through_the_env() -> None:
 
 
 def test_human_eval_wrong_and_forged_completions_fail(human_eval: HumanEvalFamily) -> None:
-    cases = [(seed, completion) for seed in (0, 11, 32, 100, 163) for completion in ("    return None\n", *FORGERIES[:5])]
+    cases = [(seed, completion) for seed in (0, 11, 32, 100, 163)
+             for completion in ("    return None\n", *FORGERIES[:5])]
     with ThreadPoolExecutor(max_workers=4) as pool:
         verdicts = list(pool.map(lambda c: human_eval.verify(human_eval.generate(c[0]), c[1]), cases))
     for case, verdict in zip(cases, verdicts):
