@@ -22,6 +22,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -153,14 +154,14 @@ def _tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         # An autoincrement cursor: records are read in the order they were stored, never skipped.
         Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
         Column("record_id", String(36), nullable=False, unique=True),
-        Column("campaign_id", String(64), nullable=False, index=True),
-        Column("env_id", String(128), nullable=False, index=True),
+        Column("campaign_id", String(64), nullable=False),
+        Column("env_id", String(128), nullable=False),
         Column("env_version", String(64), nullable=False),
         Column("task_index", Integer, nullable=False),
         Column("task_seed", BigInteger, nullable=False),
         Column("task_id", String(256), nullable=False),
         Column("difficulty", Integer, nullable=False),
-        Column("group_id", String(128), nullable=False, index=True),
+        Column("group_id", String(128), nullable=False),
         Column("group_size", Integer, nullable=False),
         Column("sample_index", Integer, nullable=False),
         Column("prompt", Text, nullable=False),
@@ -168,8 +169,8 @@ def _tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         Column("reward", Float, nullable=False),
         Column("passed", Boolean, nullable=False),
         Column("reason", Text, nullable=False),
-        Column("outcome", String(16), nullable=False, index=True),
-        Column("policy_version", Integer, nullable=True, index=True),
+        Column("outcome", String(16), nullable=False),
+        Column("policy_version", Integer, nullable=True),
         Column("policy_name", String(32), nullable=False),
         Column("verifier_version", String(64), nullable=False),
         Column("sandbox_backend", String(32), nullable=True),
@@ -180,6 +181,9 @@ def _tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         Column("logprobs", JSON, nullable=True),
         Column("details", JSON, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False),
+        # Few indexes on purpose: every one is paid on each insert, and most reads are a campaign's records
+        # in seq order (the primary key) or one batch's tasks (this index).
+        Index("ix_rollout_records_campaign_task", "campaign_id", "task_index"),
     )
     campaigns = Table(
         "rollout_campaigns",
