@@ -38,7 +38,7 @@ class DemoConfig:
     pretrain_seconds: float = 240.0  # a cap: a busy machine stops pre-training early rather than run long
     pretrain_learning_rate: float = 3e-3
     pretrain_max_digits: int = 3  # gold worked solutions exist only up to here
-    rounds: int = 5
+    rounds: int = 8  # ~20 s each on 2 cores: the whole demo takes about 5-6 minutes
     campaign_tasks: int = 128
     samples_per_task: int = 8
     campaign_min_digits: int = 1
@@ -360,7 +360,7 @@ def plot_rounds(results: list[RoundResult], path: Path) -> Path:
 
 def demo(
     quick: bool = typer.Option(False, "--quick", help="a two-round run of a minute or two (the test uses it)"),
-    rounds: Optional[int] = typer.Option(None, help="campaign + training rounds (default 5)"),
+    rounds: Optional[int] = typer.Option(None, help="campaign + training rounds (default 8)"),
     home: Optional[Path] = typer.Option(None, help="folder for the demo's farm (default VERIFARM_HOME/demo); wiped"),
     seed: int = typer.Option(0, help="seed of the model init, the corpus and the campaigns"),
     workers: Optional[int] = typer.Option(None, help="worker pool processes (default 2; 0: roll out in-process)"),
