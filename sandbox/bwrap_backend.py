@@ -1,4 +1,5 @@
-"""The bwrap backend: bubblewrap namespaces (user, pid, net, ipc, uts, cgroup), read-only system, rlimits.
+"""The bwrap backend: bubblewrap namespaces (user, pid, net, ipc, uts, cgroup), read-only system, rlimits,
+a size- and inode-capped tmpfs work dir and a per-run cgroup (both when we are root).
 
 bwrap itself runs under the run's private uid (unprivileged user namespace), so RLIMIT_NPROC holds and
 the final uid sweep reaches everything; the pid namespace dies with its init, taking daemons along.

@@ -22,7 +22,7 @@ from verifarm.sandbox.docker_agent import decode_reply, receive_message, send_me
 from verifarm.sandbox.outcome import classify, infra_error
 from verifarm.sandbox.program import ExecResult, Limits, Program
 from verifarm.sandbox.supervisor import SpawnRequest
-from verifarm.sandbox.workdir import RunIdentity, acquire_identity, state_root
+from verifarm.sandbox.workdir import WORK_INODES, RunIdentity, acquire_identity, state_root
 
 LABEL = "verifarm.sandbox"
 FALLBACK_RUN_UID = 65534  # when we are not root and hold no uid slots (docker group access): nobody
@@ -68,13 +68,13 @@ class WarmContainer:
         if config.mount_host_usr:
             mounts.append(docker.types.Mount("/usr", "/usr", type="bind", read_only=True))
         # exec: compiled binaries run from the work dir; nosuid and nodev stay.
-        tmpfs_options = f"size={config.work_bytes},mode=755,exec,nosuid,nodev"
+        tmpfs_options = f"size={config.work_bytes},nr_inodes={WORK_INODES},mode=755,exec,nosuid,nodev"
         try:
             self.container = client.containers.run(
                 image, ["python3", "-I", "-S", "/opt/verifarm/docker_agent.py", str(self.identity.uid)],
                 name=self.name, detach=True,
                 user="0:0", network_mode="none", read_only=True, mounts=mounts,
-                tmpfs={"/work": tmpfs_options, "/tmp": f"size={config.work_bytes},mode=1777"},
+                tmpfs={"/work": tmpfs_options, "/tmp": f"size={config.work_bytes},nr_inodes={WORK_INODES},mode=1777"},
                 shm_size=config.work_bytes, mem_limit=config.memory_bytes, memswap_limit=config.memory_bytes,
                 pids_limit=config.pids, nano_cpus=int(config.cpus * 1e9), cap_drop=["ALL"],
                 cap_add=AGENT_CAPABILITIES, security_opt=["no-new-privileges"], ipc_mode="private",

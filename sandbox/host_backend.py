@@ -10,7 +10,7 @@ from verifarm.sandbox.cgroup import RunCgroup
 from verifarm.sandbox.outcome import classify, infra_error
 from verifarm.sandbox.program import ExecResult, Limits, Program
 from verifarm.sandbox.supervisor import RawOutcome
-from verifarm.sandbox.workdir import HostWorkDir, RunIdentity, acquire_identity, sweep_uid
+from verifarm.sandbox.workdir import DEFAULT_WORK_BYTES, HostWorkDir, RunIdentity, acquire_identity, sweep_uid
 
 
 class HostBackend(Backend):
@@ -21,6 +21,12 @@ class HostBackend(Backend):
     @abstractmethod
     def _supervise(self, program: Program, limits: Limits, workdir: HostWorkDir, identity: RunIdentity,
                    cgroup_procs: tuple[str, ...]) -> RawOutcome: ...
+
+    @staticmethod
+    def _work_bytes(program: Program, limits: Limits) -> int:
+        """Room for the program's files, two files at the size limit, and ordinary scratch."""
+        inputs = sum(len(data) for data in program.file_bytes().values())
+        return max(DEFAULT_WORK_BYTES, inputs + 2 * limits.file_size_bytes)
 
     def _notes(self, identity: RunIdentity, cgroup: RunCgroup | None, limits: Limits) -> list[str]:
         notes = []
@@ -38,7 +44,7 @@ class HostBackend(Backend):
         cgroup = RunCgroup.create(limits.memory_bytes + self.memory_headroom,
                                   limits.max_processes + self.extra_processes)
         try:
-            workdir = HostWorkDir(identity)
+            workdir = HostWorkDir(identity, self._work_bytes(program, limits))
             try:
                 workdir.write(program.file_bytes())
                 raw = self._supervise(program, limits, workdir, identity,

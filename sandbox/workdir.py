@@ -7,6 +7,7 @@ the run cannot touch other runs or our own process, RLIMIT_NPROC counts only its
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import shutil
@@ -19,6 +20,10 @@ from pathlib import Path
 
 RUN_UID_BASE = 1_610_000_000  # far above any real account
 RUN_UID_SLOTS = 4096
+DEFAULT_WORK_BYTES = 64 * 1024 * 1024
+WORK_INODES = 32768  # empty files cost no size but kernel memory: cap their number too
+MS_NOSUID, MS_NODEV, MNT_DETACH = 2, 4, 2
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -96,11 +101,16 @@ def sweep_uid(uid: int, attempts: int = 50) -> bool:
 
 
 class HostWorkDir:
-    """A fresh private folder holding the program's files, owned by the run's uid, removed afterwards."""
+    """A fresh private folder holding the program's files, owned by the run's uid, removed afterwards.
 
-    def __init__(self, identity: RunIdentity):
+    As root it is a tmpfs of its own (size-capped, nosuid, nodev; its pages are charged to the run's
+    cgroup), so a run can neither fill the host's disk nor leave anything on it; otherwise a plain folder.
+    """
+
+    def __init__(self, identity: RunIdentity, size_bytes: int = DEFAULT_WORK_BYTES):
         self.identity = identity
         self.path = Path(tempfile.mkdtemp(prefix="run-", dir=state_root()))
+        self.tmpfs = identity.uid is not None and _mount_tmpfs(self.path, size_bytes, identity.uid)
 
     def write(self, files: dict[str, bytes]) -> None:
         for name, data in files.items():
@@ -120,7 +130,15 @@ class HostWorkDir:
         return read_outputs(str(self.path), names, max_bytes)
 
     def remove(self) -> None:
+        if self.tmpfs and _LIBC.umount2(str(self.path).encode(), MNT_DETACH) == 0:
+            self.path.rmdir()
+            return
         shutil.rmtree(self.path, ignore_errors=True)  # fd-based on Linux: never follows a planted symlink
+
+
+def _mount_tmpfs(path: Path, size_bytes: int, uid: int) -> bool:
+    options = f"size={size_bytes},nr_inodes={WORK_INODES},mode=0700,uid={uid},gid={uid}".encode()
+    return _LIBC.mount(b"tmpfs", str(path).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) == 0
 
 
 def read_outputs(folder: str, names: tuple[str, ...], max_bytes: int) -> dict[str, bytes]:

@@ -83,6 +83,9 @@ CASES = [
             " for(;;) fwrite(b,1,sizeof b,f);}\n", Status.OUTPUT_LIMIT),
     hostile("py_many_small_files", "python",
             "for i in range(1000): open(f'small{i}', 'w').write('x')\nprint('done')\n", Status.OK),
+    hostile("py_inode_flood", "python",
+            "try:\n    for i in range(10**6):\n        with open(f'e{i}', 'w'): pass\n"
+            "except OSError as error:\n    print('stopped', error.errno)\n", Status.OK),
     hostile("py_daemon_outlives_run", "python",
             "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
             "        os.close(1); os.close(2)\n        time.sleep(120)\n    os._exit(0)\nprint('parent leaves')\n",
@@ -140,6 +143,8 @@ def test_hostile_program(case: Hostile, backend: str, token: str, nothing_left):
     assert result.status in case.expect, (result.status, result.detail, result.stderr[-300:])
     assert result.status is not Status.INFRA_ERROR
     assert b"CONNECTED" not in result.stdout and b"ROOT" not in result.stdout and b"READ" not in result.stdout
+    if case.name == "py_inode_flood" and (backend == "docker" or os.geteuid() == 0):  # root: tmpfs work dirs
+        assert result.stdout.startswith(b"stopped"), "the work dir must cap the number of files"
     nothing_left(token)
     follow_up = run(Program(("python3", "-c", "print('alive')")), HOSTILE, backend)
     assert follow_up.status is Status.OK and follow_up.stdout == b"alive\n"
