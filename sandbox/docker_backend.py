@@ -131,17 +131,29 @@ class WarmContainer:
 
 
 def remove_stale_containers(client) -> int:
-    """Remove sandbox containers whose owning process on this host is gone (a crashed worker's pool)."""
+    """Remove sandbox containers whose owning process on this host is gone (a crashed worker's pool), and
+    socket folders left without a container (older than a minute, so none that is starting right now)."""
     removed = 0
     host = socket.gethostname()
+    alive = set()
     for container in client.containers.list(all=True, filters={"label": LABEL}):
         owner_host, _, owner_pid = container.labels.get(f"{LABEL}.owner", ":").partition(":")
         if owner_host == host and owner_pid.isdigit() and not Path(f"/proc/{owner_pid}").exists():
             try:
                 container.remove(force=True)
                 removed += 1
-            except Exception:
+                continue
+            except Exception:  # removed concurrently by another process: fine
                 pass
+        alive.add(container.name)
+    sockets = state_root() / "docker"
+    for folder in sockets.iterdir() if sockets.is_dir() else ():
+        try:
+            if folder.name not in alive and time.time() - folder.stat().st_mtime > 60:
+                (folder / "agent.sock").unlink(missing_ok=True)
+                folder.rmdir()
+        except OSError:
+            pass
     return removed
 
 
