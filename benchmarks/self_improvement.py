@@ -26,8 +26,7 @@ import torch
 from verifarm.policy.registry import CheckpointRegistry
 from verifarm.rollout.store import RolloutStore
 from verifarm.settings import Settings
-from verifarm.trainer.config import EvalConfig, EvalSuite
-from verifarm.trainer.corpus import ARITHMETIC_ENV, CorpusConfig, build_corpus
+from verifarm.trainer.corpus import CorpusConfig, build_corpus
 from verifarm.trainer.daemon import ContinualTrainer
 from verifarm.trainer.demo import (
     DemoConfig,

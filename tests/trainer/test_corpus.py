@@ -30,6 +30,18 @@ def test_arithmetic_documents_are_verified_worked_solutions_within_the_digit_ran
         assert family.verify(task, completion).passed
 
 
+def test_python_documents_are_the_envs_tasks_with_their_reference_solutions():
+    from verifarm.trainer.corpus import PYTHON_ENV, python_task_documents
+
+    family = get_family(PYTHON_ENV)
+    documents = python_task_documents(4, seed=1)
+    assert len(set(documents)) == 4
+    for index, text in enumerate(documents):
+        difficulty = family.min_difficulty + index % (family.max_difficulty - family.min_difficulty + 1)
+        task = family.generate(seed=1 * 1_000_003 + index, difficulty=difficulty)
+        assert text == task.prompt + task.reference and "def " in text
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [dict(arithmetic_max_digits=0), dict(arithmetic_documents=0), dict(heldout_fraction=1.0),
