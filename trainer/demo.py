@@ -47,7 +47,7 @@ class DemoConfig:
     # and fine-tuning on those teaches the policy that the answer need not follow from its work.
     temperature: float = 0.7
     eval_difficulties: tuple[int, ...] = (1, 2, 3, 4)
-    eval_tasks: int = 32
+    eval_tasks: int = 64  # per difficulty: 32 left round-to-round noise of +-9 points
     workers: int = 2  # worker pool processes; 0 rolls out in this process, without a broker
     round_timeout_seconds: float = 600.0
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
