@@ -35,7 +35,8 @@ class KVCache:
 
     def select_rows(self, rows: torch.Tensor) -> "KVCache":
         """The cache of a subset (or repetition) of batch rows, e.g. to drop finished sequences."""
-        return KVCache(self.keys.index_select(1, rows), self.values.index_select(1, rows), self.valid.index_select(0, rows))
+        return KVCache(self.keys.index_select(1, rows), self.values.index_select(1, rows),
+                       self.valid.index_select(0, rows))
 
 
 @dataclass(frozen=True)
@@ -126,18 +127,29 @@ def attention_spans(first_valid_slots: list[int], max_spans: int = 4, min_gap: i
     return [AttentionSpan(begin, end, first_valid_slots[begin]) for begin, end in zip(bounds, bounds[1:])]
 
 
+def unsupported_reason(model) -> str | None:
+    """Why `FastMoEDecoder` cannot run `model` exactly as `transformers` does, or None if it can."""
+    if not isinstance(model, MixtralForCausalLM):
+        return f"the fast decoder runs MixtralForCausalLM models, got {type(model).__name__}"
+    config = model.config
+    if config.sliding_window is not None:
+        return "the fast decoder does not implement sliding-window attention"
+    rope_type = (config.rope_parameters or {}).get("rope_type", "default")
+    if rope_type != "default":
+        return f"the fast decoder implements default rotary positions only, got rope_type={rope_type!r}"
+    if config.hidden_act != "silu":
+        return f"the fast decoder implements SiLU experts only, got hidden_act={config.hidden_act!r}"
+    return None
+
+
 class FastMoEDecoder:
     """Prefill and single-token decode steps over a `MixtralForCausalLM`'s weights with a `KVCache`."""
 
     def __init__(self, model: MixtralForCausalLM):
-        if not isinstance(model, MixtralForCausalLM):
-            raise ValueError(f"the fast decoder runs MixtralForCausalLM models, got {type(model).__name__}")
+        reason = unsupported_reason(model)
+        if reason is not None:
+            raise ValueError(reason + "; sample it through transformers generate instead")
         config = model.config
-        if config.sliding_window is not None:
-            raise ValueError("the fast decoder does not implement sliding-window attention; set sliding_window=None")
-        rope_type = (config.rope_parameters or {}).get("rope_type", "default")
-        if rope_type != "default":
-            raise ValueError(f"the fast decoder implements default rotary positions only, got rope_type={rope_type!r}")
         self.config = config
         self.num_heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads

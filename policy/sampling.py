@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, MixtralForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from verifarm.policy.fast_decode import FastMoEDecoder, attention_spans
+from verifarm.policy.fast_decode import FastMoEDecoder, attention_spans, unsupported_reason
 
 
 @dataclass
@@ -136,7 +136,7 @@ class LocalPolicy:
         prompt_ids = [self.tokenizer(p)["input_ids"] for p in prompts]
         if any(len(ids) == 0 for ids in prompt_ids):
             raise ValueError("an empty prompt encodes to no tokens with this tokenizer; give it some text")
-        if isinstance(self.model, MixtralForCausalLM) and self.model.config.sliding_window is None:
+        if unsupported_reason(self.model) is None:
             rows = self._sample_fast(prompt_ids, params)
         else:
             rows = self._sample_with_generate(prompt_ids, params)

@@ -216,3 +216,20 @@ def test_sampling_leaves_a_shared_training_model_in_training_mode(tokenizer):
     model = build_model("tiny", len(tokenizer), seed=0).train()
     LocalPolicy(model, tokenizer, 0).sample(PROMPTS[:1], n=2, max_new_tokens=4, seed=0)
     assert model.training
+
+
+def test_mixtral_variants_the_fast_path_lacks_fall_back_to_generate(tokenizer):
+    from transformers import MixtralForCausalLM
+
+    from verifarm.policy.fast_decode import FastMoEDecoder, unsupported_reason
+    from verifarm.policy.model import model_config
+
+    config = model_config("tiny", len(tokenizer))
+    config.hidden_act = "gelu"
+    torch.manual_seed(0)
+    model = MixtralForCausalLM(config).eval()
+    assert "hidden_act" in unsupported_reason(model)
+    with pytest.raises(ValueError, match="generate instead"):
+        FastMoEDecoder(model)
+    results = LocalPolicy(model, tokenizer, 0).sample(PROMPTS, n=1, temperature=0, max_new_tokens=8)
+    assert [r[0].token_ids for r in results] == hf_greedy(model, tokenizer, PROMPTS, 8)
