@@ -115,6 +115,7 @@ class ContinualTrainer:
             self.teacher = self.registry.load(self.config.teacher_version).model
             self.teacher.eval()
         self._last_published_step = self.step_index
+        self._staleness_since_publish: list[int] = []  # of every post-training sample since the last publish
         logger.info(
             "trainer at policy v%d, step %d%s", self.version, self.step_index,
             f" (resumed from {self.resumed_from})" if self.resumed_from else " (fresh trainer state)",
@@ -175,6 +176,7 @@ class ContinualTrainer:
             for _ in range(self.config.post_updates_per_batch):
                 loss, metrics, grad_norm = self._update(lambda: self._post_loss(batch, encoded, old_logprobs))
             metrics.update(batch.staleness_summary())
+            self._staleness_since_publish.extend(batch.staleness)
             samples = len(batch)
         # The cursor advances only once the step that consumed its data has been applied.
         self.cursor = cursor
@@ -260,6 +262,12 @@ class ContinualTrainer:
             "records_skipped_stale": float(self.cursor.records_skipped_stale),
             "records_skipped_other": float(self.cursor.records_skipped_other),
         }
+        if self._staleness_since_publish:
+            # How many versions behind the trained-on data was, over the steps since the previous publish.
+            stale = self._staleness_since_publish
+            metrics["data_staleness_mean"] = sum(stale) / len(stale)
+            metrics["data_staleness_max"] = float(max(stale))
+            self._staleness_since_publish = []
         if self.config.evaluate_on_publish:
             metrics.update(self.evaluate())
         self.model.train()

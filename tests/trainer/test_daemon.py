@@ -59,6 +59,7 @@ def test_trains_on_campaign_records_publishes_loadable_versions_and_records_metr
     assert 0.0 <= metrics["Addition-v0/d1/pass@1"] <= 1.0
     assert 0.0 <= metrics["Addition-v0/d1/pass@2"] <= 1.0
     assert metrics["heldout_loss"] > 0 and metrics["records_used"] == trainer.cursor.records_used
+    assert any(e.metrics.get("data_staleness_max", -1) >= 0 for e in store_entries(farm_home))
 
     # Started again, it resumes from its own state and finds nothing new to read.
     again = make_trainer(farm_home, small_trainer_config())
@@ -92,6 +93,11 @@ def test_stale_records_are_skipped(farm_home):
                                                           staleness_bound=2, evaluate_on_publish=False))
     report = fresh.step()
     assert report is not None and report.metrics["data_staleness_max"] == 2.0
+
+
+def store_entries(home):
+    with RolloutStore(store_url(home)) as store:
+        return store.metrics()
 
 
 def _weights(home, version):
