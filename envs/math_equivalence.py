@@ -1,28 +1,17 @@
-"""Answer equivalence with math-verify, run in a child process so it works from any thread and can be killed.
+"""Answer equivalence with math-verify, run in a hardened child process so it works from any thread and can be killed.
 
-math-verify's own timeout uses ``signal.alarm``, which only works in a main thread, and a hostile answer such as
-``9^{9^{9^9}}`` spends its time inside C code where no signal handler runs. So every check goes to a long-lived
-child process (its main thread uses math-verify's timeouts; memory is capped), and the parent enforces a hard wall
-deadline on the reply: a child that misses it is killed and replaced on the next check.
-
-Run as ``python -m verifarm.envs.math_equivalence`` it is that child: JSON lines in on stdin, JSON lines out.
+math-verify's own timeout uses ``signal.alarm``, which only works in a main thread; a hostile answer such as
+``9^{9^{9^9}}`` spends its time inside C code where no signal handler runs; and plain-text answers go through
+sympy's ``parse_expr``, which evaluates code. So every check goes to a ``ScoringProcess`` child (see
+``scoring_process``: de-privileged, memory-capped, killed and replaced when it misses the wall deadline) whose main
+thread also uses math-verify's own timeouts.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import subprocess
-import sys
-import threading
-import time
-import weakref
 from dataclasses import dataclass
 
-# Virtual memory cap for the child: sympy plus math-verify need a few hundred MiB; this stops a blow-up answer.
-CHILD_MEMORY_BYTES = 3 * 1024**3
-STARTUP_SECONDS = 120.0
+from verifarm.envs.scoring_process import ScoringProcess
 
 
 @dataclass(frozen=True)
@@ -33,15 +22,6 @@ class Equivalence:
     detail: str = ""
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.kill()
-    process.wait()
-    for stream in (process.stdin, process.stdout):
-        if stream is not None:
-            stream.close()
-
-
 class MathEquivalenceChecker:
     """Thread-safe; one child process per checker, started on first use, stopped by ``close()``."""
 
@@ -50,79 +30,26 @@ class MathEquivalenceChecker:
             raise ValueError(f"timeout_seconds must be a positive integer (math-verify uses whole seconds), "
                              f"got {timeout_seconds!r}")
         self.timeout_seconds = timeout_seconds
-        self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
-        self._finalizer: weakref.finalize | None = None
-        self._buffer = b""
-
-    def _start(self) -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "verifarm.envs.math_equivalence"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )
-        self._process, self._buffer = process, b""
-        self._finalizer = weakref.finalize(self, _stop, process)
-        ready = self._read_line(time.monotonic() + STARTUP_SECONDS)
-        if ready != {"ready": True}:
-            self._kill()
-            raise RuntimeError(f"math-verify child did not start: {ready!r}")
-        return process
-
-    def _kill(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()  # kills and reaps the child; idempotent
-        self._process, self._finalizer, self._buffer = None, None, b""
-
-    def _read_line(self, deadline: float) -> dict | None:
-        """One JSON reply, or None on deadline or EOF."""
-        assert self._process is not None and self._process.stdout is not None
-        fd = self._process.stdout.fileno()
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            readable, _, _ = select.select([fd], [], [], remaining)
-            if not readable:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
+        self._process = ScoringProcess("verifarm.envs.math_equivalence:math_verify_handler",
+                                       {"timeout_seconds": timeout_seconds})
 
     def check(self, gold: str, answer: str) -> Equivalence:
         """Whether ``answer`` (LaTeX or plain math) equals ``gold``."""
-        request = json.dumps({"gold": gold, "answer": answer, "timeout": self.timeout_seconds}) + "\n"
-        with self._lock:
-            try:
-                process = self._process if self._process is not None and self._process.poll() is None \
-                    else self._start()
-                assert process.stdin is not None
-                process.stdin.write(request.encode())
-                process.stdin.flush()
-            except (OSError, RuntimeError) as error:
-                self._kill()
-                return Equivalence(False, infra_error=True, detail=f"math-verify child failed: {error}")
-            # Gold and answer are parsed and then compared, each step under math-verify's own timeout.
-            deadline = time.monotonic() + 3 * self.timeout_seconds + 2.0
-            reply = self._read_line(deadline)
-            if reply is None:
-                died = process.poll() is not None
-                self._kill()
-                if died:
-                    return Equivalence(False, infra_error=True, detail="math-verify child died")
-                return Equivalence(False, timed_out=True, detail="equivalence check timed out")
-        if "gold_error" in reply:  # our generator's fault, never the completion's
-            return Equivalence(False, infra_error=True, detail=str(reply["gold_error"]))
-        if "error" in reply:
-            return Equivalence(False, detail=str(reply["error"])[:200])
-        return Equivalence(bool(reply["equivalent"]), timed_out=bool(reply.get("timed_out")),
-                           detail=str(reply.get("parsed", ""))[:200])
+        # Gold and answer are parsed and then compared, each step under math-verify's own timeout.
+        reply = self._process.call({"gold": gold, "answer": answer}, 3 * self.timeout_seconds + 2.0)
+        if reply.status == "timeout":
+            return Equivalence(False, timed_out=True, detail="equivalence check timed out")
+        if reply.status != "ok":
+            return Equivalence(False, infra_error=True, detail=str(reply.body.get("error", ""))[:200])
+        body = reply.body
+        if "gold_error" in body:  # our generator's fault, never the completion's
+            return Equivalence(False, infra_error=True, detail=str(body["gold_error"]))
+        if "error" in body:
+            return Equivalence(False, detail=str(body["error"])[:200])
+        return Equivalence(bool(body.get("equivalent")), detail=str(body.get("parsed", ""))[:200])
 
     def close(self) -> None:
-        with self._lock:
-            self._kill()
+        self._process.close()
 
 
 def _parse(text: str, timeout: int) -> list:
@@ -147,43 +74,23 @@ def _is_answer_form(value: object) -> bool:
     return True
 
 
-def _serve() -> None:
-    import resource
-
-    try:  # die with the parent even while stuck in a computation
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
-    # The protocol owns the real stdout; anything a library prints goes to stderr instead.
-    protocol = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
+def math_verify_handler(timeout_seconds: int):
+    """Runs in the child: import and warm up math-verify (before hardening), return the request handler."""
     from math_verify import verify
 
-    protocol.write(json.dumps({"ready": True}) + "\n")
-    protocol.flush()
-    for line in sys.stdin:
-        try:
-            request = json.loads(line)
-            timeout = int(request["timeout"])
-            gold, answer = _parse(request["gold"], timeout), _parse(request["answer"], timeout)
-            if not gold:
-                reply = {"gold_error": "the gold answer did not parse"}
-            elif not answer:
-                reply = {"equivalent": False, "parsed": "answer did not parse"}
-            elif not _is_answer_form(answer[0]):
-                reply = {"equivalent": False, "parsed": f"{answer[-1]} is a relation, not a value"}
-            else:
-                reply = {"equivalent": bool(verify(gold, answer, timeout_seconds=timeout)),
-                         "parsed": f"{gold[-1]} vs {answer[-1]}"}
-        except (Exception, MemoryError, RecursionError) as error:  # noqa: BLE001  (a bad answer, never a crash)
-            reply = {"error": f"{type(error).__name__}: {error}"}
-        protocol.write(json.dumps(reply) + "\n")
-        protocol.flush()
+    for gold, answer in (("\\frac{1}{2}", "0.5"), ("x^{2} - 1", "(x-1)(x+1)"), ("3", "x = 3"), ("2", "2 \\le 3")):
+        verify(_parse(gold, timeout_seconds), _parse(answer, timeout_seconds), timeout_seconds=timeout_seconds)
 
+    def handle(request: dict) -> dict:
+        gold = _parse(str(request["gold"]), timeout_seconds)
+        answer = _parse(str(request["answer"]), timeout_seconds)
+        if not gold:
+            return {"gold_error": "the gold answer did not parse"}
+        if not answer:
+            return {"equivalent": False, "parsed": "answer did not parse"}
+        if not _is_answer_form(answer[0]):
+            return {"equivalent": False, "parsed": f"{answer[-1]} is a relation, not a value"}
+        return {"equivalent": bool(verify(gold, answer, timeout_seconds=timeout_seconds)),
+                "parsed": f"{gold[-1]} vs {answer[-1]}"}
 
-if __name__ == "__main__":
-    _serve()
+    return handle

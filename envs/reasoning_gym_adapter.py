@@ -7,6 +7,11 @@ Difficulty 1-5 sets the dataset's curriculum to global level ``difficulty - 1`` 
 falling back to the highest lower level whose configuration the dataset accepts); datasets without a curriculum use
 their default configuration at every difficulty. The completion's final answer goes between ``<answer>`` and
 ``</answer>`` (reasoning-gym's convention; answers may span lines); the reward is the dataset's score, passed means 1.0.
+
+Several datasets' scorers hand the answer to ``eval`` or sympy's ``parse_expr`` (spiral_matrix, puzzle24,
+countdown, the integration tasks...), so any answer other than the dataset's own is scored in a hardened child
+process (``scoring_process``) under a wall deadline; only an answer identical to the oracle's is scored here, with
+the oracle's own (trusted) string.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import threading
 from typing import Any
 
 from verifarm.envs.base import Task, Verdict, check_completion_size
+from verifarm.envs.scoring_process import ScoringProcess
 
 ANSWER_INSTRUCTION = ("\n\nThink it through, then give only the final answer between <answer> and </answer>, "
                       "for example <answer>42</answer>.")
@@ -40,19 +46,23 @@ class ReasoningGymFamily:
     max_prompt_chars = 16384
     max_completion_chars = 8192
 
-    def __init__(self, dataset: str = "basic_arithmetic") -> None:
+    def __init__(self, dataset: str = "basic_arithmetic", score_timeout_seconds: float = 20.0) -> None:
         from reasoning_gym.factory import DATASETS
 
         if dataset not in DATASETS or dataset == "composite":
             known = sorted(name for name in DATASETS if name != "composite")
             raise ValueError(f"unknown reasoning-gym dataset {dataset!r}; choose one of {known}")
+        if not score_timeout_seconds > 0:
+            raise ValueError(f"score_timeout_seconds must be positive, got {score_timeout_seconds!r}")
         self.dataset = dataset
+        self.score_timeout_seconds = float(score_timeout_seconds)
         self.name = f"reasoning_gym[{dataset}]"
         self._dataset_cls, self._config_cls = DATASETS[dataset]
         # Config fields per difficulty, computed once: a curriculum object is mutable, generation must not be.
         self._config_fields = {d: self._fields_for(d) for d in range(self.min_difficulty, self.max_difficulty + 1)}
         self._shared: dict[int, Any] = {}
         self._lock = threading.Lock()  # datasets keep caches that are not thread-safe
+        self._scorer = ScoringProcess("verifarm.envs.reasoning_gym_adapter:score_handler", {"dataset": dataset})
 
     def _fields_for(self, difficulty: int) -> dict[str, Any]:
         from reasoning_gym.factory import CURRICULA, create_curriculum
@@ -111,12 +121,49 @@ class ReasoningGymFamily:
             return Verdict(0.0, False, "empty <answer></answer>", details)
         if len(answer) > MAX_ANSWER_CHARS:
             return Verdict(0.0, False, f"answer too long ({len(answer)} chars > {MAX_ANSWER_CHARS})", details)
-        try:
+        entry = task.data["entry"]
+        if entry["answer"] is not None and answer == str(entry["answer"]):
+            # Identical to the oracle: score the oracle's own string, which is trusted, in this process.
             with self._lock:
                 scorer, _ = self._dataset_and_index(int(task.data["seed"]), task.difficulty)
-                score = float(scorer.score_answer(answer, task.data["entry"]))
-        except Exception as error:  # noqa: BLE001  (a scorer choking on a malformed answer means 0, not a crash)
-            return Verdict(0.0, False, f"the dataset's scorer rejected the answer: {type(error).__name__}", details)
+                score = float(scorer.score_answer(str(entry["answer"]), entry))
+        else:
+            reply = self._scorer.call({"difficulty": task.difficulty, "answer": answer, "entry": entry},
+                                      self.score_timeout_seconds)
+            if reply.status == "timeout":
+                return Verdict(0.0, False, "the dataset's scorer timed out on the answer", details)
+            if reply.status != "ok":
+                return Verdict(0.0, False, f"scorer process failed: {reply.body.get('error', '')}", details,
+                               infra_error=True)
+            if "score" not in reply.body:
+                return Verdict(0.0, False, f"the dataset's scorer rejected the answer: {reply.body.get('error', '')}"[:200],
+                               details)
+            try:
+                score = float(reply.body["score"])
+            except (TypeError, ValueError):
+                score = 0.0
         score = min(1.0, max(0.0, score)) if score == score else 0.0  # NaN counts as 0
         passed = score >= 1.0
         return Verdict(score, passed, "correct" if passed else f"scored {score:.3f} by the dataset's scorer", details)
+
+    def close(self) -> None:
+        self._scorer.close()
+
+
+def score_handler(dataset: str):
+    """Runs in the scoring child: build every difficulty's scorer and warm it up (before hardening)."""
+    family = ReasoningGymFamily(dataset)
+    scorers = {}
+    for difficulty in range(family.min_difficulty, family.max_difficulty + 1):
+        scorer, index = family._dataset_and_index(0, difficulty)
+        entry = scorer[index]
+        scorer.score_answer(str(entry["answer"]), entry)  # loads what scoring imports lazily
+        scorer.score_answer("0", entry)
+        scorers[difficulty] = scorer
+
+    def handle(request: dict) -> dict:
+        score = scorers[int(request["difficulty"])].score_answer(str(request["answer"]), request["entry"])
+        return {"score": float(score)}
+
+    return handle
+

@@ -21,8 +21,37 @@ def test_dataset_answers_score_one(dataset: str) -> None:
             task = family.generate(seed, difficulty)
             verdict = family.verify(task, f"Some reasoning first.\n{task.reference}")
             assert verdict.reward == 1.0 and verdict.passed, (task.task_id, task.data["entry"]["answer"], verdict)
-    wrong = family.verify(task, "<answer>certainly not this 918273645</answer>")
-    assert wrong.reward < 1.0 and not wrong.passed
+
+
+@pytest.mark.parametrize("dataset", ["basic_arithmetic", "number_sorting", "maze"])
+def test_other_answers_are_scored_by_the_dataset_in_the_child(dataset: str) -> None:
+    family = ReasoningGymFamily(dataset)
+    try:
+        task = family.generate(1, 2)
+        wrong = family.verify(task, "<answer>certainly not this 918273645</answer>")
+        assert wrong.reward < 1.0 and not wrong.passed and not wrong.infra_error, wrong
+        spaced = family.verify(task, f"<answer>  {task.data['entry']['answer']}\n</answer>")  # stripped, not identical
+        assert spaced.passed, spaced
+    finally:
+        family.close()
+
+
+def test_scorers_that_eval_answers_cannot_act_or_hang(tmp_path) -> None:
+    family = ReasoningGymFamily("spiral_matrix", score_timeout_seconds=3)
+    try:
+        task = family.generate(0, 1)
+        marker = tmp_path / "pwned"
+        attack = (f"[__import__('os').system('touch {marker}'), open('{marker}', 'w').write('x'), "
+                  f"__import__('shutil').rmtree('{tmp_path}')]")
+        verdict = family.verify(task, f"<answer>{attack}</answer>")
+        assert verdict.reward == 0.0 and not verdict.infra_error, verdict
+        assert tmp_path.exists() and not marker.exists()
+        hang = family.verify(task, "<answer>[9**9**9**9]</answer>")
+        assert hang.reward == 0.0 and "timed out" in hang.reason, hang
+        assert family.verify(task, task.reference).passed  # a fresh child takes over after the kill
+        assert family.verify(task, "<answer>[1, 2]</answer>").reward == 0.0
+    finally:
+        family.close()
 
 
 def test_generation_is_deterministic_and_difficulty_matters() -> None:

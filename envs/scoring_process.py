@@ -1,0 +1,203 @@
+"""A killable, de-privileged child process for third-party scorers that parse or evaluate a completion's text.
+
+math-verify and several reasoning-gym scorers hand the answer to sympy's ``parse_expr`` or to ``eval``, so a hostile
+answer can run code or compute forever. They run here instead: a long-lived child that builds its scorer first
+(imports, data files, a warm-up call), then hardens itself before it reads the first answer (no new processes, no
+file writes, a memory cap, death with the parent; when started as root also a private network namespace, an empty
+chroot and the ``nobody`` user), and serves requests one at a time. The parent enforces a wall deadline on every reply and kills
+and replaces a child that misses it, so it works from any thread.
+
+Requests go parent -> child as length-prefixed pickles (the parent is trusted); replies come back as JSON lines, so a
+compromised child can only ever send data. Run as ``python -m verifarm.envs.scoring_process MODULE:FACTORY JSON``:
+``FACTORY(**JSON)`` returns the handler ``request dict -> reply dict``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+CHILD_MEMORY_BYTES = 3 * 1024**3
+NOBODY = 65534
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+CLONE_NEWNET = 0x40000000
+EMPTY_ROOT = "/tmp/verifarm-empty-root"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: str  # "ok", "timeout" (the child missed the deadline and was killed) or "failed" (it died or never started)
+    body: dict[str, Any]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            stream.close()
+
+
+class ScoringProcess:
+    """Thread-safe handle on one child; started on first use, replaced after a kill, stopped by ``close()``."""
+
+    def __init__(self, factory: str, options: dict[str, Any], startup_seconds: float = 180.0) -> None:
+        self.factory = factory
+        self.options = options
+        self.startup_seconds = startup_seconds
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._buffer = b""
+
+    def _start(self) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "verifarm.envs.scoring_process", self.factory, json.dumps(self.options)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        self._process, self._buffer = process, b""
+        self._finalizer = weakref.finalize(self, _stop, process)
+        ready = self._read_line(time.monotonic() + self.startup_seconds)
+        if ready != {"ready": True}:
+            self._kill()
+            raise RuntimeError(f"scorer child {self.factory} did not start: {ready!r}")
+        return process
+
+    def _kill(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()  # kills and reaps the child; idempotent
+        self._process, self._finalizer, self._buffer = None, None, b""
+
+    def _read_line(self, deadline: float) -> dict | None:
+        assert self._process is not None and self._process.stdout is not None
+        fd = self._process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if not readable:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+            if len(self._buffer) > 1024 * 1024:  # a reply is a few hundred bytes; anything else is an attack
+                return None
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            return None
+        return reply if isinstance(reply, dict) else None
+
+    def call(self, request: dict[str, Any], wall_seconds: float) -> Reply:
+        payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            try:
+                process = self._process if self._process is not None and self._process.poll() is None \
+                    else self._start()
+                assert process.stdin is not None
+                process.stdin.write(struct.pack(">I", len(payload)) + payload)
+                process.stdin.flush()
+            except (OSError, RuntimeError) as error:
+                self._kill()
+                return Reply("failed", {"error": f"scorer child failed: {error}"})
+            reply = self._read_line(time.monotonic() + wall_seconds)
+            if reply is None:
+                died = process.poll() is not None
+                self._kill()
+                return Reply("failed" if died else "timeout",
+                             {"error": "scorer child died" if died else "scorer timed out"})
+        return Reply("ok", reply)
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
+
+def harden() -> None:
+    """Irreversible for this process: called once the scorer is built, before the first untrusted answer."""
+    import ctypes
+    import resource
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        libc = None
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # writes fail with EFBIG (Python ignores SIGXFSZ)
+    sys.dont_write_bytecode = True
+    if os.getuid() == 0:
+        if libc is not None:
+            libc.unshare(CLONE_NEWNET)  # best effort: a fresh namespace has no interfaces but loopback
+        os.makedirs(EMPTY_ROOT, mode=0o555, exist_ok=True)
+        os.chroot(EMPTY_ROOT)  # nothing left to read or delete
+        os.chdir("/")
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    if libc is not None:
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # no fork, no threads, no subprocess
+
+
+def _read_exact(stream: Any, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def serve(factory: str, options: dict[str, Any]) -> None:
+    # The protocol owns the real stdout; anything a library prints goes to stderr instead.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    module_name, _, function_name = factory.partition(":")
+    handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(importlib.import_module(module_name),
+                                                                   function_name)(**options)
+    harden()
+    replies.write(json.dumps({"ready": True}) + "\n")
+    replies.flush()
+    requests = sys.stdin.buffer
+    while True:
+        header = _read_exact(requests, 4)
+        if header is None:
+            return
+        payload = _read_exact(requests, struct.unpack(">I", header)[0])
+        if payload is None:
+            return
+        try:
+            reply = handler(pickle.loads(payload))
+        except (Exception, MemoryError, RecursionError) as error:  # noqa: BLE001  (a bad answer, never a crash)
+            reply = {"error": f"{type(error).__name__}: {str(error)[:200]}"}
+        try:
+            line = json.dumps(reply)
+        except (TypeError, ValueError):
+            line = json.dumps({"error": "the scorer returned something that is not plain data"})
+        replies.write(line + "\n")
+        replies.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], json.loads(sys.argv[2]))
