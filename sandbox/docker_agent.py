@@ -132,7 +132,7 @@ def serve(run_uid):
     listener.bind(SOCKET_PATH)
     listener.listen(1)
     wipe(run_uid)
-    zygote = Zygote()
+    zygote = Zygote(RUN_DIR)
     while True:
         connection, _ = listener.accept()
         with connection:
@@ -141,7 +141,7 @@ def serve(run_uid):
             except (ConnectionError, ValueError):
                 continue
             if not zygote.alive():
-                zygote = Zygote()
+                zygote = Zygote(RUN_DIR)
             try:
                 raw, outputs = handle(request, zygote, run_uid)
                 reply = {"raw": raw.to_wire(), "files": {k: v.hex() for k, v in outputs.items()}}

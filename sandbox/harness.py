@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from verifarm.sandbox.backend import Backend, run
+from verifarm.sandbox.harness_driver import DRIVER_FILE_NAME
 from verifarm.sandbox.program import ExecResult, Limits, Program, Status
 
 DRIVER_SOURCE = (Path(__file__).parent / "harness_driver.py").read_text()
@@ -38,8 +39,8 @@ def check_python(solution: str, test_code: str, entry_point: str, limits: Limits
         raise ValueError("test_code must define check(candidate) in the HumanEval style")
     sentinel = secrets.token_hex(16)
     program = Program(
-        command=("python3", "-I", "-S", "driver.py", "solution.py", "tests.py", entry_point),
-        files={"driver.py": DRIVER_SOURCE, "solution.py": solution, "tests.py": test_code},
+        command=("python3", "-I", "-S", DRIVER_FILE_NAME, "solution.py", "tests.py", entry_point),
+        files={DRIVER_FILE_NAME: DRIVER_SOURCE, "solution.py": solution, "tests.py": test_code},
         stdin=(sentinel + "\n").encode(),
     )
     result = run(program, limits, backend=backend)
