@@ -35,6 +35,7 @@ from verifarm.trainer.demo import (
     RoundResult,
     WorkerPool,
     evaluate_version,
+    prepare_home,
     pretrain_initial_policy,
     run_rounds,
     summary_table,
@@ -57,9 +58,7 @@ class Farm:
     """One experiment's home: registry, store, and the campaign runner (in-process or a worker pool)."""
 
     def __init__(self, home: Path, workers: int) -> None:
-        if home.exists():
-            shutil.rmtree(home)
-        home.mkdir(parents=True)
+        prepare_home(home)
         self.home = home
         self.settings = Settings(home=home, redis_url=None, database_url=None, checkpoint_dir=None)
         self.registry = CheckpointRegistry(self.settings.checkpoints)

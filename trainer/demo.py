@@ -267,8 +267,22 @@ def run_rounds(config: DemoConfig, trainer, campaigns, say: Callable[[str], None
     return results
 
 
+DEMO_MARKER = ".verifarm-demo"
+
+
+def prepare_home(home: Path) -> None:
+    """Empty the demo folder, but only one that a previous demo made (never a user's folder by mistake)."""
+    if home.exists() and any(home.iterdir()):
+        if not (home / DEMO_MARKER).is_file():
+            raise ValueError(f"{home} is not empty and was not made by `verifarm demo`; choose another --home")
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / DEMO_MARKER).write_text("made by verifarm demo; wiped by the next run\n")
+
+
 def run_demo(config: DemoConfig, home: Path, say: Callable[[str], None] = print) -> list[RoundResult]:
-    """The whole demo in `home` (wiped first); returns one result per round, round 0 being the start."""
+    """The whole demo in `home` (a previous demo's folder is wiped first); returns one result per round,
+    round 0 being the pre-trained policy."""
     import torch
 
     from verifarm.policy.registry import CheckpointRegistry
@@ -280,9 +294,7 @@ def run_demo(config: DemoConfig, home: Path, say: Callable[[str], None] = print)
 
     started = time.perf_counter()
     torch.set_num_threads(config.trainer.torch_threads)
-    if home.exists():
-        shutil.rmtree(home)
-    home.mkdir(parents=True)
+    prepare_home(home)
     settings = Settings(home=home, redis_url=None, database_url=None, checkpoint_dir=None)
     registry = CheckpointRegistry(settings.checkpoints)
     corpus = build_corpus(config.trainer.corpus)

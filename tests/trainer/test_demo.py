@@ -36,3 +36,10 @@ def test_quick_demo_runs_rounds_through_the_worker_pool_and_plots(tmp_path):
     assert {r.version for r in results} <= evaluated
     if any(r.passed for r in records if r.campaign_id.startswith("demo-round1")):
         assert results[1].version > results[0].version and results[1].steps > 0
+
+
+def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not made by"):
+        run_demo(DemoConfig.quick(), tmp_path)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
