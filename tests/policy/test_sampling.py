@@ -233,3 +233,11 @@ def test_mixtral_variants_the_fast_path_lacks_fall_back_to_generate(tokenizer):
         FastMoEDecoder(model)
     results = LocalPolicy(model, tokenizer, 0).sample(PROMPTS, n=1, temperature=0, max_new_tokens=8)
     assert [r[0].token_ids for r in results] == hf_greedy(model, tokenizer, PROMPTS, 8)
+
+
+def test_bfloat16_weights_decode_like_generate(tokenizer):
+    """The dtype a GPU deployment uses: norms in float32, everything else in bfloat16, as Mixtral does."""
+    model = build_model("tiny", len(tokenizer), seed=0).to(torch.bfloat16).eval()
+    results = LocalPolicy(model, tokenizer, 0).sample(PROMPTS, n=1, temperature=0, max_new_tokens=16)
+    assert [r[0].token_ids for r in results] == hf_greedy(model, tokenizer, PROMPTS, 16)
+    assert all(isinstance(lp, float) for lp in results[0][0].logprobs)
