@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,12 +65,18 @@ class ScoringProcess:
         self._process: subprocess.Popen | None = None
         self._finalizer: weakref.finalize | None = None
         self._buffer = b""
+        self._spawner: ThreadPoolExecutor | None = None
 
     def _start(self) -> subprocess.Popen:
-        process = subprocess.Popen(
+        # The child dies with the thread that started it (PR_SET_PDEATHSIG), so it is started from this object's
+        # own long-lived thread, never from a caller's thread that may end while others still use the child.
+        if self._spawner is None:
+            self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer-spawner")
+        process = self._spawner.submit(
+            subprocess.Popen,
             [sys.executable, "-m", "verifarm.envs.scoring_process", self.factory, json.dumps(self.options)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )
+        ).result()
         self._process, self._buffer = process, b""
         self._finalizer = weakref.finalize(self, _stop, process)
         ready = self._read_line(time.monotonic() + self.startup_seconds)
@@ -129,6 +136,9 @@ class ScoringProcess:
     def close(self) -> None:
         with self._lock:
             self._kill()
+            if self._spawner is not None:
+                self._spawner.shutdown(wait=False)
+                self._spawner = None
 
 
 def harden() -> None:
