@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -255,3 +257,27 @@ def test_python_fast_path_leaves_no_process_and_no_memory_of_earlier_runs(backen
     scan = run(Program(("python3", "-I", "-S", "scan.py", digest, str(len(secret))), files={"scan.py": MEMORY_SCAN}),
                HOSTILE, backend)
     assert scan.status is Status.OK and scan.stdout == b"clean\n", scan
+
+
+def test_concurrent_runs_cannot_see_each_other(backend: str, token: str):
+    """While one run holds a secret in its work dir, another run on the same backend looks for it through
+    every process it can see (/proc/<pid>/cwd, environ, fds) and through the shared temp folders."""
+    secret = f"concurrent-secret-{token}"
+    holder = Program(("python3", "hold.py"), files={"hold.py": (
+        f"import time\nopen('secret.txt', 'w').write({secret!r})\nkeep = open('secret.txt')\ntime.sleep(3)\n")})
+    seeker = Program(("python3", "seek.py"), files={"seek.py": (
+        "import glob, os\nfound = []\n"
+        "for pid in [p for p in os.listdir('/proc') if p.isdigit()]:\n"
+        "    for path in glob.glob(f'/proc/{pid}/fd/*') + [f'/proc/{pid}/cwd/secret.txt', f'/proc/{pid}/environ']:\n"
+        "        try: found.append(open(path, 'rb').read(4096))\n        except OSError: pass\n"
+        "for path in glob.glob('/tmp/**/secret.txt', recursive=True):\n"
+        "    try: found.append(open(path, 'rb').read())\n    except OSError: pass\n"
+        f"print('FOUND' if any({secret!r}.encode() in blob for blob in found) else 'nothing')\n")})
+    held = []
+    thread = threading.Thread(target=lambda: held.append(run(holder, HOSTILE, backend)))
+    thread.start()
+    time.sleep(1.0)
+    seen = run(seeker, HOSTILE, backend)
+    thread.join()
+    assert held and held[0].status is Status.OK, held
+    assert seen.status is Status.OK and seen.stdout == b"nothing\n", seen
