@@ -28,12 +28,13 @@ except ImportError:  # inside the container only this folder exists, mounted at 
 PYTHON_PREFIX = ["python3", "-I", "-S"]
 CodeType = type(compile("", "", "exec"))
 PR_SET_DUMPABLE = 4
+JOB_ARGV_BYTES = 16 * 1024  # the whole job must fit one socket message (see _run_job)
 
 
 def runs_in_zygote(argv: list[str]) -> bool:
     """Commands the fork server reproduces exactly: `python3 -I -S <script.py> [args...]`."""
     return (len(argv) >= 4 and argv[:3] == PYTHON_PREFIX and argv[3].endswith(".py")
-            and not argv[3].startswith("-") and "/" not in argv[3])
+            and not argv[3].startswith("-") and "/" not in argv[3] and sum(map(len, argv)) < JOB_ARGV_BYTES)
 
 
 def precompile_harness(run_dir: str) -> dict[tuple[str, bytes], CodeType]:
