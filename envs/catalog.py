@@ -81,6 +81,8 @@ def get_family(env_id: str, **options: Any) -> TaskFamily:
     try:
         return factory(**options)
     except TypeError as error:
+        if "argument" not in str(error):  # a bug inside a family, not an option the caller got wrong
+            raise
         raise ValueError(f"bad options for {env_id}: {error}") from None
 
 
