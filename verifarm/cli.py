@@ -2,6 +2,7 @@
 
 import typer
 
+from verifarm.envs.cli import app as envs_app
 from verifarm.policy.cli import app as policy_app
 from verifarm.policy.server import serve
 from verifarm.rollout.cli import campaign_app, data_app, workers_app
@@ -13,6 +14,7 @@ app = typer.Typer(no_args_is_help=True, help="verifarm: a rollout farm for verif
 app.command("demo")(demo)
 app.command("serve")(serve)
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(envs_app, name="envs")
 app.add_typer(policy_app, name="policy")
 app.add_typer(workers_app, name="workers")
 app.add_typer(campaign_app, name="campaign")
