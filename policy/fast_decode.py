@@ -101,30 +101,44 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
 
 
 @dataclass(frozen=True)
-class AttentionSpan:
-    """Rows [row_begin, row_end) of the batch attend over cache slots from `first_slot` on."""
+class PromptGroups:
+    """Which batch rows continue which prompt, laid out so one matmul serves a prompt's rows together.
 
-    row_begin: int
-    row_end: int
-    first_slot: int
-
-
-def attention_spans(first_valid_slots: list[int], max_spans: int = 4, min_gap: int = 32) -> list[AttentionSpan]:
-    """Split rows, ordered by ascending first valid slot, where the slot jumps by at least `min_gap`.
-
-    Left padding makes a short prompt beside a long one attend over many empty slots; giving each
-    span its own first slot skips them, at the cost of one attention call per span (at most
-    `max_spans`, cut at the largest jumps).
+    `index[p, j]` is the j-th batch row sampling prompt p (padded with the dummy row `rows`), and
+    `position[b]` is the flat place (p * width + j) of row b in that layout.
     """
-    if any(b < a for a, b in zip(first_valid_slots, first_valid_slots[1:])):
-        raise ValueError("rows must be ordered by ascending first valid slot (longest prompts first)")
-    if not first_valid_slots:
-        return []
-    pairs = enumerate(zip(first_valid_slots, first_valid_slots[1:]))
-    jumps = sorted(((b - a, row + 1) for row, (a, b) in pairs if b - a >= min_gap), reverse=True)
-    cuts = sorted(row for _, row in jumps[: max_spans - 1])
-    bounds = [0, *cuts, len(first_valid_slots)]
-    return [AttentionSpan(begin, end, first_valid_slots[begin]) for begin, end in zip(bounds, bounds[1:])]
+
+    index: torch.Tensor  # (P, R) long
+    position: torch.Tensor  # (B,) long
+    rows: int
+
+    @classmethod
+    def from_prompt_of(cls, prompt_of: list[int], prompts: int, device: torch.device) -> "PromptGroups":
+        """Groups for rows whose prompts are `prompt_of` (each in [0, prompts))."""
+        if any(not 0 <= p < prompts for p in prompt_of):
+            raise ValueError(f"prompt indices must lie in [0, {prompts}), got {sorted(set(prompt_of))}")
+        members: list[list[int]] = [[] for _ in range(prompts)]
+        for row, prompt in enumerate(prompt_of):
+            members[prompt].append(row)
+        width = max(1, max(len(m) for m in members))
+        rows = len(prompt_of)
+        index = [m + [rows] * (width - len(m)) for m in members]
+        position = [0] * rows
+        for prompt, member_rows in enumerate(members):
+            for slot, row in enumerate(member_rows):
+                position[row] = prompt * width + slot
+        return cls(torch.tensor(index, device=device), torch.tensor(position, device=device, dtype=torch.long), rows)
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+            scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unnormalised attention of q (..., Q, D) over keys/values (..., S, D): (out, row max, row sum)."""
+    scores = torch.matmul(q, keys.transpose(-1, -2)).float().mul_(scale)  # (..., Q, S)
+    if bias is not None:
+        scores.add_(bias)
+    peak = scores.amax(dim=-1, keepdim=True)
+    weights = scores.sub_(peak).exp_()
+    return torch.matmul(weights.to(values.dtype), values).float(), peak, weights.sum(dim=-1, keepdim=True)
 
 
 def unsupported_reason(model) -> str | None:
@@ -235,42 +249,45 @@ class FastMoEDecoder:
         return F.linear(last, self.lm_head)  # (B, V)
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, slot: int,
-             rotary: tuple[torch.Tensor, torch.Tensor],
-             spans: list[AttentionSpan] | None = None) -> torch.Tensor:
-        """Decode one token per row: tokens/positions (B,), written into cache slot `slot`; logits (B, V).
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, prompt_cache: KVCache, groups: PromptGroups,
+             cache: KVCache, slot: int, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Decode one token per row: tokens/positions (B,); logits (B, V).
 
-        `spans` split the rows for attention only (see `attention_spans`); default: one span, all slots.
+        Attention is split, as in shared-prefix ("cascade") attention: the prompt part is read once
+        per prompt from `prompt_cache` for all rows sampling that prompt (`groups`), the generated
+        part per row from `cache` (this token written at `slot`), and the two merge through their
+        softmax statistics. n samples of one prompt thus never copy or re-read its keys n times.
         """
         batch = tokens.shape[0]
-        spans = spans or [AttentionSpan(0, batch, 0)]
         cos, signed_sin = rotary[0][positions][:, None, None], rotary[1][positions][:, None, None]  # (B,1,1,D)
-        cache.valid[:, slot] = True
-        # One additive mask per step, shared by every layer (a boolean one is converted per call).
-        visible = torch.zeros(cache.valid.shape, dtype=self.dtype, device=self.device)
-        visible = visible.masked_fill_(~cache.valid, float("-inf"))[:, None, None, :]  # (B, 1, 1, S)
-        groups = self.num_heads // self.kv_heads
+        prompts, width = groups.index.shape
+        groups_per_kv = self.num_heads // self.kv_heads
+        scale = self.head_dim ** -0.5
+        # Padding slots of left-padded prompts get -inf; every prompt has at least one real slot.
+        prompt_bias = torch.zeros(prompt_cache.valid.shape, dtype=torch.float32, device=self.device)
+        prompt_bias = prompt_bias.masked_fill_(~prompt_cache.valid, float("-inf"))[:, None, None, :]  # (P,1,1,W)
         hidden = F.embedding(tokens[:, None], self.embed)  # (B, 1, C)
         for index, weights in enumerate(self.layers):
             q, k, v = self._rotated_qkv(weights, hidden, cos, signed_sin)
             cache.keys[index, :, :, slot] = k[:, 0]  # (B, Hkv, D)
             cache.values[index, :, :, slot] = v[:, 0]
-            # Grouped-query attention without repeating the cache: the query heads that share one
-            # key/value head become that head's "query positions".
-            q = q.reshape(batch, self.kv_heads, groups, self.head_dim)  # (B, Hkv, G, D)
-            keys, values = cache.keys[index], cache.values[index]  # (B, Hkv, S, D)
-            attended = torch.cat([
-                F.scaled_dot_product_attention(
-                    q[span.row_begin:span.row_end],
-                    keys[span.row_begin:span.row_end, :, span.first_slot: slot + 1],
-                    values[span.row_begin:span.row_end, :, span.first_slot: slot + 1],
-                    attn_mask=visible[span.row_begin:span.row_end, ..., span.first_slot: slot + 1],
-                )
-                for span in spans
-            ]) if len(spans) > 1 else F.scaled_dot_product_attention(
-                q, keys[:, :, spans[0].first_slot: slot + 1], values[:, :, spans[0].first_slot: slot + 1],
-                attn_mask=visible[..., spans[0].first_slot: slot + 1],
-            )  # (B, Hkv, G, D)
-            hidden = hidden + F.linear(attended.reshape(batch, 1, -1), weights.out)
+            q = q.reshape(batch, self.kv_heads, groups_per_kv, self.head_dim)  # (B, Hkv, G, D)
+            # Prompt part: the rows of one prompt stacked as that prompt's queries (dummy row = zeros).
+            stacked = torch.cat([q, q.new_zeros(1, *q.shape[1:])])[groups.index]  # (P, R, Hkv, G, D)
+            stacked = stacked.transpose(1, 2).reshape(prompts, self.kv_heads, width * groups_per_kv, self.head_dim)
+            out_p, peak_p, sum_p = _attend(stacked, prompt_cache.keys[index], prompt_cache.values[index],
+                                           prompt_bias, scale)  # (P, Hkv, R*G, ·)
+            out_p, peak_p, sum_p = (
+                t.view(prompts, self.kv_heads, width, groups_per_kv, -1).transpose(1, 2)
+                .reshape(prompts * width, self.kv_heads, groups_per_kv, -1)[groups.position]
+                for t in (out_p, peak_p, sum_p)
+            )  # (B, Hkv, G, ·)
+            # Generated part: each row's own tokens so far, this one included (no padding).
+            out_g, peak_g, sum_g = _attend(q, cache.keys[index, :, :, : slot + 1],
+                                           cache.values[index, :, :, : slot + 1], None, scale)
+            peak = torch.maximum(peak_p, peak_g)
+            weight_p, weight_g = (peak_p - peak).exp_(), (peak_g - peak).exp_()
+            attended = (out_p * weight_p + out_g * weight_g) / (sum_p * weight_p + sum_g * weight_g)
+            hidden = hidden + F.linear(attended.to(self.dtype).reshape(batch, 1, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)
         return F.linear(rms_norm(hidden[:, 0], self.final_norm, self.eps), self.lm_head)

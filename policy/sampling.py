@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from verifarm.policy.fast_decode import FastMoEDecoder, attention_spans, unsupported_reason
+from verifarm.policy.fast_decode import FastMoEDecoder, PromptGroups, unsupported_reason
 
 
 @dataclass
@@ -178,24 +178,22 @@ class LocalPolicy:
         decoder = FastMoEDecoder(self.model)
         device = decoder.device
         generator = _make_generator(params.seed, device)
-        # Longest prompts first, so rows with similar left padding sit together (see attention_spans).
-        by_length = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
-        input_ids, attention_mask = self._left_pad([prompt_ids[i] for i in by_length], device)
+        input_ids, attention_mask = self._left_pad(prompt_ids, device)
         prompt_width = input_ids.shape[1]
         total_rows = len(prompt_ids) * params.n
 
-        # Prefill each distinct prompt once, then give each of its n samples a copy of the cache.
-        cache = decoder.allocate_cache(len(prompt_ids), prompt_width + params.max_new_tokens)
+        # Each distinct prompt is prefilled once and its keys are shared by its n samples (see
+        # FastMoEDecoder.step); only the generated tokens get a cache per row.
+        prompt_cache = decoder.allocate_cache(len(prompt_ids), prompt_width)
         rotary = decoder.rotary_table(prompt_width + params.max_new_tokens)
-        logits = decoder.prefill(input_ids, attention_mask, cache, rotary)
-        expand = torch.arange(len(prompt_ids), device=device).repeat_interleave(params.n)
-        cache, logits = cache.select_rows(expand), logits.index_select(0, expand)
+        logits = decoder.prefill(input_ids, attention_mask, prompt_cache, rotary)
+        prompt_of = [row // params.n for row in range(total_rows)]  # batch rows in output order
+        expand = torch.tensor(prompt_of, device=device)
+        logits = logits.index_select(0, expand)
         positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row
-        first_slots = (prompt_width - positions).tolist()  # where each row's prompt starts
-        spans = attention_spans(first_slots)
-        # The output row (prompt index * n + sample index) of each live batch row.
-        row_ids = torch.tensor([by_length[i // params.n] * params.n + i % params.n for i in range(total_rows)],
-                               device=device)
+        cache = decoder.allocate_cache(total_rows, params.max_new_tokens)
+        groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
+        row_ids = torch.arange(total_rows, device=device)  # the output row of each live batch row
 
         out_tokens = torch.zeros(total_rows, params.max_new_tokens, dtype=torch.long, device=device)
         out_logprobs = torch.zeros(total_rows, params.max_new_tokens, dtype=torch.float32, device=device)
@@ -231,9 +229,9 @@ class LocalPolicy:
                 cache, row_ids, tokens, positions = (cache.select_rows(keep), row_ids[keep], tokens[keep],
                                                      positions[keep])
                 finished = finished[keep]
-                first_slots = [first_slots[i] for i in keep.tolist()]
-                spans = attention_spans(first_slots)
-            logits = decoder.step(tokens, positions, cache, prompt_width + step, rotary, spans)
+                prompt_of = [prompt_of[i] for i in keep.tolist()]
+                groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
+            logits = decoder.step(tokens, positions, prompt_cache, groups, cache, step, rotary)
             positions = positions + 1
 
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()

@@ -4,13 +4,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from verifarm.policy.fast_decode import AttentionSpan, attention_spans, batched_moe
+from verifarm.policy.fast_decode import PromptGroups, batched_moe
 from verifarm.policy.model import build_model
 from verifarm.policy.sampling import Completion, LocalPolicy, choose_tokens
 from verifarm.policy.tokenizer import build_tokenizer
 
 PROMPTS = ["1+2=?\n", "345+678=?\n", "def add(a, b):\n    return", "Z"]
-# Prompt lengths far apart, so short rows get their own attention span beside the long ones.
+# Prompt lengths far apart: short prompts sit beside long ones with much left padding.
 MIXED_PROMPTS = PROMPTS + ["# " + "a long comment line to pad the prompt " * 3 + "\ndef f(x):\n", "9+9=?\n" * 12]
 
 
@@ -78,19 +78,18 @@ def test_batched_moe_matches_mixtral_block(model):
     torch.testing.assert_close(actual, expected)
 
 
-def test_attention_spans_cut_at_the_largest_jumps():
-    assert attention_spans([0, 0, 3, 40, 41, 100, 100]) == [
-        AttentionSpan(0, 3, 0), AttentionSpan(3, 5, 40), AttentionSpan(5, 7, 100)]
-    assert attention_spans([0, 50, 90, 200], max_spans=2) == [AttentionSpan(0, 3, 0), AttentionSpan(3, 4, 200)]
-    assert attention_spans([5, 5, 20]) == [AttentionSpan(0, 3, 5)]
-    with pytest.raises(ValueError, match="ascending"):
-        attention_spans([10, 0])
+def test_prompt_groups_lay_rows_out_by_prompt():
+    groups = PromptGroups.from_prompt_of([0, 0, 1, 2, 2, 2], prompts=3, device=torch.device("cpu"))
+    assert groups.index.tolist() == [[0, 1, 6], [2, 6, 6], [3, 4, 5]]  # 6 = the dummy row
+    assert groups.position.tolist() == [0, 1, 3, 6, 7, 8]
+    with pytest.raises(ValueError, match="prompt indices"):
+        PromptGroups.from_prompt_of([0, 3], prompts=3, device=torch.device("cpu"))
 
 
 def test_greedy_matches_generate_with_left_padding(model, tokenizer):
     policy = LocalPolicy(model, tokenizer, version=7)
     lengths = sorted(len(tokenizer(p)["input_ids"]) for p in MIXED_PROMPTS)
-    assert lengths[-1] - lengths[0] >= 64  # several attention spans
+    assert lengths[-1] - lengths[0] >= 64
     results = policy.sample(MIXED_PROMPTS, n=2, temperature=0, max_new_tokens=24)
     expected = hf_greedy(model, tokenizer, MIXED_PROMPTS, 24)
     assert [len(r) for r in results] == [2] * len(MIXED_PROMPTS)
