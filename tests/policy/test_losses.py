@@ -61,7 +61,7 @@ def _train(model, loss_fn, steps=8, lr=3e-3) -> list[float]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
@@ -92,7 +92,7 @@ def test_sft_loss_counts_completion_tokens_only(model, batch):
     assert metrics["sft_loss"] == pytest.approx(float(expected.detach()), rel=1e-4)
     assert metrics["tokens"] == float(batch.completion_mask.sum())
     # The MoE auxiliary losses are folded into the returned loss and reported.
-    assert float(loss) == pytest.approx(metrics["sft_loss"] + metrics["moe_aux_total"], rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(metrics["sft_loss"] + metrics["moe_aux_total"], rel=1e-5)
     # Mixtral's balance loss is about top_k when routing is even, larger when it is skewed.
     assert metrics["moe_balance_loss"] >= 0.9 * model.config.num_experts_per_tok
     assert metrics["moe_z_loss"] > 0.0
@@ -153,7 +153,7 @@ def test_grpo_raises_rewarded_and_lowers_unrewarded(model, tokenizer):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     after = _sequence_logprob(model, batch)
     change = after - before
     rewarded, unrewarded = rewards == 1, rewards == 0

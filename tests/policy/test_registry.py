@@ -168,7 +168,7 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path, tokenizer):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     workers = [
-        context.Process(target=_publish_in_child, args=(str(tmp_path), len(tokenizer), queue)) for _ in range(4)
+        context.Process(target=_publish_in_child, args=(str(tmp_path), len(tokenizer), queue)) for _ in range(3)
     ]
     for worker in workers:
         worker.start()
@@ -176,11 +176,11 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path, tokenizer):
         worker.join(timeout=120)
         assert worker.exitcode == 0
     versions = sorted(queue.get(timeout=5) for _ in workers)
-    assert versions == [1, 2, 3, 4]
+    assert versions == [1, 2, 3]
     registry = CheckpointRegistry(tmp_path)
     assert all(info.ok for info in registry.versions())
     pids = {info.metadata["pid"] for info in registry.versions()}
-    assert len(pids) == 4
+    assert len(pids) == 3
 
 
 def test_cli_init_ls_verify(tmp_path, monkeypatch):
