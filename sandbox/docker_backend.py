@@ -227,10 +227,6 @@ class DockerBackend(Backend):
 
     def run(self, program: Program, limits: Limits) -> ExecResult:
         started = time.monotonic()
-        try:
-            container = self._take()
-        except Exception as error:
-            return infra_error(self.name, f"no sandbox container: {error}", time.monotonic() - started)
         spawn = SpawnRequest(argv=list(program.command), cwd="", env={}, stdin=b"", cpu_seconds=limits.cpu_seconds,
                              wall_seconds=limits.wall_seconds, memory_bytes=limits.memory_bytes,
                              max_processes=limits.max_processes, output_bytes=limits.output_bytes,
@@ -239,11 +235,17 @@ class DockerBackend(Backend):
         wire_spawn["stdin"] = ""
         message = {"spawn": wire_spawn, "stdin": program.stdin.hex(), "outputs": list(program.outputs),
                    "files": {name: data.hex() for name, data in program.file_bytes().items()}}
-        healthy = False
-        capped = container.memory is not None and container.memory.cap(
-            min(limits.memory_bytes + AGENT_MEMORY, self.config.memory_bytes))
-        oom_before = container.memory.oom_kills() if capped else 0
+        # Everything that can fail on the program's content happens above, before a container is taken:
+        # a container taken must always be given back.
         try:
+            container = self._take()
+        except Exception as error:
+            return infra_error(self.name, f"no sandbox container: {error}", time.monotonic() - started)
+        healthy = False
+        try:
+            capped = container.memory is not None and container.memory.cap(
+                min(limits.memory_bytes + AGENT_MEMORY, self.config.memory_bytes))
+            oom_before = container.memory.oom_kills() if capped else 0
             reply = container.request(message, timeout=limits.wall_seconds + 30)
             healthy = bool(reply.get("clean"))
             if "error" in reply:

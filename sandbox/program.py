@@ -30,7 +30,9 @@ class Program:
                 raise ValueError(f"output name {name!r} must be a plain file name in the work dir")
 
     def file_bytes(self) -> dict[str, bytes]:
-        return {name: data.encode() if isinstance(data, str) else data for name, data in self.files.items()}
+        # surrogatepass: model text may hold lone surrogates; the program gets the raw bytes, the sandbox never raises
+        return {name: data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+                for name, data in self.files.items()}
 
 
 @dataclass(frozen=True)

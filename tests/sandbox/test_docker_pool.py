@@ -81,3 +81,20 @@ def test_a_fork_bomb_in_one_container_does_not_starve_another():
     finally:
         bomber.close()
         bystander.close()
+
+
+def test_unencodable_program_text_runs_and_never_leaks_a_pool_container():
+    from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
+
+    # A lone surrogate in model text once raised after a container was taken, leaking it: with a pool of
+    # one, the next run then waited forever.
+    backend = DockerBackend(DockerConfig(pool_size=1))
+    try:
+        for _ in range(2):
+            odd = backend.run(Program(("python3", "-c", "print(open('a.txt','rb').read())"),
+                                      files={"a.txt": "x\ud800y"}), Limits(wall_seconds=10))
+            assert odd.status is Status.OK and odd.stdout == b"b'x\\xed\\xa0\\x80y'\n"
+        after = backend.run(Program(("python3", "-c", "print('fresh')")), Limits(wall_seconds=10))
+        assert after.status is Status.OK and after.stdout == b"fresh\n"
+    finally:
+        backend.close()
