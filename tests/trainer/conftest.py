@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer_helpers import TEST_CORPUS
+from .trainer_helpers import TEST_CORPUS
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from verifarm.trainer.cli import app
-from trainer_helpers import small_trainer_config
+from .trainer_helpers import small_trainer_config
 
 
 def test_eval_records_metrics_and_status_shows_them(farm_home, tmp_path):

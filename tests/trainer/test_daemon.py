@@ -19,7 +19,7 @@ from verifarm.rollout.store import RecordFilter, RolloutStore
 from verifarm.trainer.daemon import ContinualTrainer
 from verifarm.trainer.schedule import ScheduleConfig
 
-from trainer_helpers import run_campaign, small_trainer_config, store_url
+from .trainer_helpers import run_campaign, small_trainer_config, store_url
 
 
 def make_trainer(home, config):
