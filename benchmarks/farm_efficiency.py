@@ -16,7 +16,11 @@ machine the 2 workers share the cores with Redis, the database server and this s
 there is a lower bound; the CPU line (CPU seconds per rollout of this process vs of the worker processes and
 Redis) shows the overhead free of that contention.
 
+With `--policy tiny` the tiny MoE policy (random weights, version 1 of a private registry) really samples 48
+tokens per rollout, as a real campaign does: the farm's overhead is then measured against real work.
+
     python benchmarks/farm_efficiency.py --quick
+    python benchmarks/farm_efficiency.py --policy tiny
     python benchmarks/farm_efficiency.py --store sqlite --rounds 5
 """
 
@@ -35,8 +39,8 @@ import sqlalchemy
 from verifarm.rollout.campaign import CampaignSpec, parse_spec, submit
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
+from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.pool import WorkerPool
-from verifarm.rollout.reference_policy import ReferencePolicy
 from verifarm.rollout.rollouts import FamilyCache, rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
@@ -45,12 +49,25 @@ WORKERS = 2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def campaign_spec(tasks: int, samples: int, batch_size: int, seed: int) -> CampaignSpec:
+def campaign_spec(tasks: int, samples: int, batch_size: int, seed: int, policy: str = "reference") -> CampaignSpec:
+    """`reference`: the load-test policy (farm overhead only); `tiny`: version 1 of the registry, really sampled."""
+    sampled = {"policy": 1, "sampling": {"temperature": 1.0, "max_new_tokens": 48}} if policy == "tiny" else \
+        {"policy": "reference", "reference_corruption": 0.2}
     return parse_spec({
         "name": "bench", "envs": [{"env_id": "verifarm/Addition-v0", "min_difficulty": 3, "max_difficulty": 6}],
-        "tasks": tasks, "samples_per_task": samples, "batch_size": batch_size, "policy": "reference",
-        "reference_corruption": 0.2, "seed": seed,
+        "tasks": tasks, "samples_per_task": samples, "batch_size": batch_size, "seed": seed, **sampled,
     })
+
+
+def publish_tiny_policy(checkpoint_dir: Path) -> None:
+    """Version 1: the tiny preset with seeded random weights (sampling cost is what matters here, not answers)."""
+    from verifarm.policy.model import build_model
+    from verifarm.policy.registry import CheckpointRegistry
+    from verifarm.policy.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    CheckpointRegistry(checkpoint_dir).publish(build_model("tiny", len(tokenizer), seed=0), tokenizer,
+                                               {"source": "farm_efficiency benchmark, random weights"})
 
 
 def tree_cpu_seconds(root_pids: list[int]) -> float:
@@ -80,12 +97,12 @@ def tree_cpu_seconds(root_pids: list[int]) -> float:
     return total
 
 
-def in_process_round(store: RolloutStore, spec: CampaignSpec) -> tuple[float, float, int]:
+def in_process_round(store: RolloutStore, spec: CampaignSpec, source: CheckpointPolicySource) -> tuple[float, float, int]:
     """(rollouts/s, CPU seconds per rollout, rollouts) of this process rolling the campaign out alone."""
     campaign_id = f"inproc-{uuid.uuid4().hex[:8]}"
     store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task,
                           spec.priority)
-    families, policy = FamilyCache(), ReferencePolicy(spec.reference_corruption, spec.seed)
+    families, policy = FamilyCache(), source.sampler_for_spec(spec)
     wall, cpu = time.perf_counter(), time.process_time()
     for batch in range(spec.num_batches):
         rollout_batch(store, campaign_id, spec, spec.batch_range(batch), policy, families)
@@ -118,9 +135,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="postgresql")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policy", choices=("reference", "tiny"), default="reference",
+                        help="reference: farm overhead alone; tiny: the tiny MoE policy really samples 48 tokens")
     args = parser.parse_args()
-    tasks, rounds = (600, 2) if args.quick else (args.tasks, args.rounds)
-    spec = campaign_spec(tasks, args.samples, args.batch_size, args.seed)
+    if args.policy == "tiny":  # a rollout costs milliseconds, not microseconds: fewer are needed
+        tasks, rounds = (32, 2) if args.quick else (min(args.tasks, 96), args.rounds)
+        args.batch_size = min(args.batch_size, 4)
+    else:
+        tasks, rounds = (600, 2) if args.quick else (args.tasks, args.rounds)
+    spec = campaign_spec(tasks, args.samples, args.batch_size, args.seed, args.policy)
 
     with tempfile.TemporaryDirectory(prefix="verifarm-bench-") as scratch:
         root = Path(scratch)
@@ -136,19 +159,24 @@ def main() -> None:
         redis = EmbeddedRedis(root / "redis")
         broker_url, redis_pid = redis.start()
         farm = FarmConfig(broker_url=broker_url, store_url=store_url, checkpoint_dir=root / "checkpoints")
+        if args.policy == "tiny":
+            publish_tiny_policy(farm.checkpoint_dir)
+        source = CheckpointPolicySource(farm.checkpoint_dir)
         in_rates, in_cpu, farm_rates, farm_cpu = [], [], [], []
         try:
             print(f"campaign per round: {tasks} tasks x {args.samples} samples, {spec.num_batches} batches of "
-                  f"{args.batch_size} tasks; reference policy, addition 3-6 digits; store {args.store}")
+                  f"{args.batch_size} tasks; {args.policy} policy, addition 3-6 digits; store {args.store}")
             print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             with RolloutStore(store_url) as store, WorkerPool(farm, root / "logs", WORKERS, 1, "bench") as pool:
                 pool.wait_ready()
                 farm_pids = [p.pid for p in pool.processes] + [redis_pid]
-                in_process_round(store, campaign_spec(100, args.samples, args.batch_size, 99))  # warm-up
-                farm_round(store, farm, campaign_spec(4 * WORKERS, args.samples, 1, 98), pool, farm_pids)
+                warm_tasks = 8 if args.policy == "tiny" else 100
+                in_process_round(store, campaign_spec(warm_tasks, args.samples, args.batch_size, 99, args.policy),
+                                 source)  # warm-up
+                farm_round(store, farm, campaign_spec(4 * WORKERS, args.samples, 1, 98, args.policy), pool, farm_pids)
                 for index in range(rounds):
-                    seed_spec = campaign_spec(tasks, args.samples, args.batch_size, args.seed + index)
-                    rate, cpu, n = in_process_round(store, seed_spec)
+                    seed_spec = campaign_spec(tasks, args.samples, args.batch_size, args.seed + index, args.policy)
+                    rate, cpu, n = in_process_round(store, seed_spec, source)
                     in_rates.append(rate)
                     in_cpu.append(cpu)
                     print(f"round {index + 1}: in-process {n} rollouts {rate:,.0f}/s", end="", flush=True)
