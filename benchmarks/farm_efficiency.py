@@ -9,18 +9,18 @@ Both sides roll out the same campaign shape into the same store in the same run:
 The two alternate for a few rounds (the machine's load drifts: other jobs share it), and the medians are
 compared. The last line is efficiency = farm rate / (in-process rate x workers); target >= 0.85.
 
-The policy is the load-test `ReferencePolicy` (the env's reference answer, 20% corrupted) and the env is 3- to
-6-digit addition, whose verifier is a string comparison: per-rollout work is small on purpose, so what the ratio
-measures is the farm's own overhead (broker round trips, task dispatch, concurrent store writes). On a 2-core
+By default the tiny MoE policy (random weights, version 1 of a private registry) really samples 48 tokens per
+rollout, as a real campaign does, on 3- to 6-digit addition: the farm's overhead is measured against real work.
+
+With `--policy reference` the policy is the load-test `ReferencePolicy` (the env's reference answer, 20%
+corrupted), whose per-rollout work is a few microseconds on purpose, so what the ratio measures is the farm's own
+overhead (broker round trips, task dispatch, concurrent store writes). On a 2-core
 machine the 2 workers share the cores with Redis, the database server and this script, so the wall-clock ratio
 there is a lower bound; the CPU line (CPU seconds per rollout of this process vs of the worker processes and
 Redis) shows the overhead free of that contention.
 
-With `--policy tiny` the tiny MoE policy (random weights, version 1 of a private registry) really samples 48
-tokens per rollout, as a real campaign does: the farm's overhead is then measured against real work.
-
     python benchmarks/farm_efficiency.py --quick
-    python benchmarks/farm_efficiency.py --policy tiny
+    python benchmarks/farm_efficiency.py --policy reference
     python benchmarks/farm_efficiency.py --store sqlite --rounds 5
 """
 
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="postgresql")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--policy", choices=("reference", "tiny"), default="reference",
+    parser.add_argument("--policy", choices=("reference", "tiny"), default="tiny",
                         help="reference: farm overhead alone; tiny: the tiny MoE policy really samples 48 tokens")
     args = parser.parse_args()
     if args.policy == "tiny":  # a rollout costs milliseconds, not microseconds: fewer are needed
