@@ -1,5 +1,7 @@
 """The `verifarm` command: each part contributes its own sub-commands."""
 
+import os
+
 import typer
 
 from verifarm.envs.cli import app as envs_app
@@ -9,6 +11,9 @@ from verifarm.rollout.cli import campaign_app, data_app, workers_app
 from verifarm.sandbox.cli import app as sandbox_app
 from verifarm.trainer.cli import app as train_app
 from verifarm.trainer.demo import demo
+
+# Saving and loading checkpoints is routine here: no progress bar per shard (worker processes inherit this).
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 app = typer.Typer(no_args_is_help=True, help="verifarm: a rollout farm for verifiable domains")
 app.command("demo")(demo)
