@@ -9,11 +9,7 @@ version. Prints pass@1 per round and difficulty and saves a PNG of those curves.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -110,44 +106,6 @@ class RoundResult:
     seconds: float = 0.0
 
 
-class WorkerPool:
-    """A private Redis and `verifarm workers start` in its own process group; stop() always cleans both."""
-
-    def __init__(self, home: Path, workers: int) -> None:
-        from verifarm.rollout.embedded_redis import EmbeddedRedis
-
-        self.home = home
-        self.redis = EmbeddedRedis(home / "redis")
-        self.broker_url, self.redis_pid = self.redis.start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFARM_")}
-        env.update({"VERIFARM_HOME": str(home), "VERIFARM_REDIS_URL": self.broker_url,
-                    "VERIFARM_SANDBOX_BACKEND": os.environ.get("VERIFARM_SANDBOX_BACKEND", "auto")})
-        self.log_path = home / "workers.log"
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "verifarm.cli", "workers", "start", "-c", str(workers), "-n", "demo@%h"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"the worker pool exited ({self.process.returncode}); log tail:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self._log.close()
-        self.redis.stop(self.redis_pid)
-
-
 def pretrain_initial_policy(config: DemoConfig, registry, corpus, say: Callable[[str], None]) -> int:
     """Build the tiny policy, pre-train it on the gold corpus for a short time budget, publish it as v1."""
     from verifarm.policy.model import build_model
@@ -200,7 +158,7 @@ def campaign_spec(config: DemoConfig, round_index: int):
 class PoolCampaigns:
     """Runs a campaign on the worker pool through the broker and waits until every record is stored."""
 
-    def __init__(self, farm, pool: WorkerPool, timeout_seconds: float) -> None:
+    def __init__(self, farm, pool, timeout_seconds: float) -> None:
         self.farm, self.pool, self.timeout_seconds = farm, pool, timeout_seconds
 
     def run(self, spec):
@@ -215,7 +173,7 @@ class PoolCampaigns:
             self.pool.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"campaign {row.campaign_id} did not finish in {self.timeout_seconds:.0f}s "
-                                   f"({state.done}/{state.expected}); worker log tail:\n{self.pool.log_tail()}")
+                                   f"({state.done}/{state.expected}); worker logs in {self.pool.log_dir}")
             time.sleep(0.5)
 
 
@@ -287,6 +245,8 @@ def run_demo(config: DemoConfig, home: Path, say: Callable[[str], None] = print)
 
     from verifarm.policy.registry import CheckpointRegistry
     from verifarm.rollout.config import FarmConfig
+    from verifarm.rollout.embedded_redis import EmbeddedRedis
+    from verifarm.rollout.pool import WorkerPool
     from verifarm.rollout.store import RolloutStore
     from verifarm.settings import Settings
     from verifarm.trainer.corpus import build_corpus
@@ -301,12 +261,14 @@ def run_demo(config: DemoConfig, home: Path, say: Callable[[str], None] = print)
     pretrain_initial_policy(config, registry, corpus, say)
 
     store = RolloutStore(settings.store_url)
-    pool = WorkerPool(home, config.workers) if config.workers > 0 else None
+    redis = EmbeddedRedis(home / "redis") if config.workers > 0 else None
+    redis_pid, pool = None, None
     try:
-        if pool is not None:
-            say(f"worker pool: {config.workers} process(es), private Redis {pool.broker_url}; "
-                f"store {settings.store_url}")
-            farm = FarmConfig.from_settings(settings, broker_url=pool.broker_url)
+        if redis is not None:
+            broker_url, redis_pid = redis.start()
+            farm = FarmConfig.from_settings(settings, broker_url=broker_url)
+            pool = WorkerPool(farm, home / "logs", processes=1, concurrency=config.workers, name="demo").start()
+            say(f"worker pool: {config.workers} process(es), private Redis {broker_url}; store {settings.store_url}")
             campaigns = PoolCampaigns(farm, pool, config.round_timeout_seconds)
         else:
             say(f"rollouts in this process (no worker pool); store {settings.store_url}")
@@ -317,6 +279,8 @@ def run_demo(config: DemoConfig, home: Path, say: Callable[[str], None] = print)
         store.close()
         if pool is not None:
             pool.stop()
+        if redis_pid is not None:
+            redis.stop(redis_pid)
     plot_path = plot_rounds(results, home / "pass_at_1.png")
     (home / "demo_results.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
     say(summary_table(results))
