@@ -12,7 +12,7 @@ import ast
 import re
 import textwrap
 
-from verifarm.envs.base import Verdict, as_valid_utf8
+from verifarm.envs.base import Task, Verdict, as_valid_utf8, check_completion_size
 from verifarm.sandbox.program import Limits
 
 # Comment lines, so that a prompt ending in a signature and docstring plus a body is still the whole program.
@@ -102,3 +102,19 @@ def verify_python(solution: str, test_code: str, entry_point: str, verifier_vers
     if outcome.result.stderr:
         details["stderr_tail"] = outcome.result.stderr[-300:].decode("utf-8", "replace")
     return Verdict(0.0, False, f"tests failed: {outcome.reason[:300]}", details, sandbox_seconds=sandbox_seconds)
+
+
+def verify_python_task(task: Task, completion: str, verifier_version: str, max_completion_chars: int,
+                       limits: Limits = PYTHON_TEST_LIMITS, backend: str = "auto") -> Verdict:
+    """Score a completion (function body or fenced block) of a Python function task: the prompt's signature
+    plus the completion, run against the task's ``check(candidate)`` tests in the sandbox."""
+    too_big = check_completion_size(completion, max_completion_chars * 4)
+    if too_big is not None:
+        return too_big
+    if not completion.strip():
+        return Verdict(0.0, False, "empty completion", {"verifier_version": verifier_version,
+                                                        "sandbox_backend": "none"})
+    entry_point = task.data["entry_point"]
+    solution = assemble_python(task.prompt, completion, entry_point)
+    return verify_python(solution, task.data["test_code"], entry_point, verifier_version, limits=limits,
+                         backend=backend)

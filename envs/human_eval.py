@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from verifarm.envs.base import Task, Verdict, check_completion_size
-from verifarm.envs.code_completion import PYTHON_INSTRUCTION, PYTHON_TEST_LIMITS, assemble_python, verify_python
+from verifarm.envs.base import Task, Verdict
+from verifarm.envs.code_completion import PYTHON_INSTRUCTION, PYTHON_TEST_LIMITS, verify_python_task
 from verifarm.sandbox.program import Limits
 
 
@@ -51,13 +51,5 @@ class HumanEvalFamily:
         )
 
     def verify(self, task: Task, completion: str) -> Verdict:
-        too_big = check_completion_size(completion, self.max_completion_chars * 4)
-        if too_big is not None:
-            return too_big
-        if not completion.strip():
-            return Verdict(0.0, False, "empty completion", {"verifier_version": self.verifier_version,
-                                                            "sandbox_backend": "none"})
-        entry_point = task.data["entry_point"]
-        solution = assemble_python(task.prompt, completion, entry_point)
-        return verify_python(solution, task.data["test_code"], entry_point, self.verifier_version,
-                             limits=self.limits, backend=self.backend)
+        return verify_python_task(task, completion, self.verifier_version, self.max_completion_chars,
+                                  limits=self.limits, backend=self.backend)
