@@ -16,25 +16,10 @@ from verifarm.policy.losses import (
     sft_loss,
 )
 from verifarm.policy.model import build_model, expert_load_report
-from verifarm.policy.tokenizer import build_tokenizer
 from verifarm.policy.training import TrainConfig, encode_batch, encode_texts, make_optimizer
 
 PROMPTS = ["12+34=?\n", "50+7=?\n", "9+9=?\n", "21+13=?\n"]
 COMPLETIONS = ["Answer: 46\n", "Answer: 57\n", "Answer: 18\n", "Answer: 34\n"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matrices gain nothing from a second thread, and OpenMP spin-waits badly on a busy 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
 
 
 @pytest.fixture

@@ -7,25 +7,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from verifarm.policy.fast_decode import PromptGroups, batched_moe
 from verifarm.policy.model import build_model
 from verifarm.policy.sampling import Completion, LocalPolicy, choose_tokens
-from verifarm.policy.tokenizer import build_tokenizer
 
 PROMPTS = ["1+2=?\n", "345+678=?\n", "def add(a, b):\n    return", "Z"]
 # Prompt lengths far apart: short prompts sit beside long ones with much left padding.
 MIXED_PROMPTS = PROMPTS + ["# " + "a long comment line to pad the prompt " * 3 + "\ndef f(x):\n", "9+9=?\n" * 12]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread; extra threads only contend on a shared 2-core runner."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -22,15 +22,6 @@ from verifarm.policy.tokenizer import build_tokenizer
 PROMPTS = ["12+34=?\n", "345+678=?\n", "def f(x):\n"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread; extra threads only contend on a shared 2-core runner."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def local_policy():
     tokenizer = build_tokenizer()
