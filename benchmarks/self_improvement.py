@@ -31,9 +31,8 @@ from verifarm.trainer.daemon import ContinualTrainer
 from verifarm.trainer.demo import (
     DemoConfig,
     InProcessCampaigns,
-    PoolCampaigns,
     RoundResult,
-    WorkerPool,
+    PrivatePool,
     evaluate_version,
     prepare_home,
     pretrain_initial_policy,
@@ -63,15 +62,12 @@ class Farm:
         self.settings = Settings(home=home, redis_url=None, database_url=None, checkpoint_dir=None)
         self.registry = CheckpointRegistry(self.settings.checkpoints)
         self.store = RolloutStore(self.settings.store_url)
-        self.pool = WorkerPool(home, workers) if workers > 0 else None
+        self.pool = PrivatePool(self.settings, workers) if workers > 0 else None
 
     def campaigns(self, timeout: float):
         if self.pool is None:
             return InProcessCampaigns(self.store, self.registry)
-        from verifarm.rollout.config import FarmConfig
-
-        return PoolCampaigns(FarmConfig.from_settings(self.settings, broker_url=self.pool.broker_url), self.pool,
-                             timeout)
+        return self.pool.campaigns(timeout)
 
     def trainer(self, config: DemoConfig, corpus) -> ContinualTrainer:
         return ContinualTrainer(config.trainer, self.registry, self.store, self.home / "trainer" / "state",

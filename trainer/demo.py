@@ -155,6 +155,35 @@ def campaign_spec(config: DemoConfig, round_index: int):
     )
 
 
+class PrivatePool:
+    """A private Redis under the settings' home and one `verifarm workers start` process on it, with `workers`
+    pool processes; `stop()` always ends both."""
+
+    def __init__(self, settings, workers: int) -> None:
+        from verifarm.rollout.config import FarmConfig
+        from verifarm.rollout.embedded_redis import EmbeddedRedis
+        from verifarm.rollout.pool import WorkerPool
+
+        self.redis = EmbeddedRedis(settings.home / "redis")
+        self.broker_url, self.redis_pid = self.redis.start()
+        try:
+            self.farm = FarmConfig.from_settings(settings, broker_url=self.broker_url)
+            self.pool = WorkerPool(self.farm, settings.home / "logs", processes=1, concurrency=workers,
+                                   name="demo").start()
+        except BaseException:
+            self.redis.stop(self.redis_pid)
+            raise
+
+    def campaigns(self, timeout_seconds: float) -> "PoolCampaigns":
+        return PoolCampaigns(self.farm, self.pool, timeout_seconds)
+
+    def stop(self) -> None:
+        try:
+            self.pool.stop()
+        finally:
+            self.redis.stop(self.redis_pid)
+
+
 class PoolCampaigns:
     """Runs a campaign on the worker pool through the broker and waits until every record is stored."""
 
@@ -244,9 +273,6 @@ def run_demo(config: DemoConfig, home: Path, say: Callable[[str], None] = print)
     import torch
 
     from verifarm.policy.registry import CheckpointRegistry
-    from verifarm.rollout.config import FarmConfig
-    from verifarm.rollout.embedded_redis import EmbeddedRedis
-    from verifarm.rollout.pool import WorkerPool
     from verifarm.rollout.store import RolloutStore
     from verifarm.settings import Settings
     from verifarm.trainer.corpus import build_corpus
@@ -261,15 +287,12 @@ def run_demo(config: DemoConfig, home: Path, say: Callable[[str], None] = print)
     pretrain_initial_policy(config, registry, corpus, say)
 
     store = RolloutStore(settings.store_url)
-    redis = EmbeddedRedis(home / "redis") if config.workers > 0 else None
-    redis_pid, pool = None, None
+    pool = PrivatePool(settings, config.workers) if config.workers > 0 else None
     try:
-        if redis is not None:
-            broker_url, redis_pid = redis.start()
-            farm = FarmConfig.from_settings(settings, broker_url=broker_url)
-            pool = WorkerPool(farm, home / "logs", processes=1, concurrency=config.workers, name="demo").start()
-            say(f"worker pool: {config.workers} process(es), private Redis {broker_url}; store {settings.store_url}")
-            campaigns = PoolCampaigns(farm, pool, config.round_timeout_seconds)
+        if pool is not None:
+            say(f"worker pool: {config.workers} process(es), private Redis {pool.broker_url}; "
+                f"store {settings.store_url}")
+            campaigns = pool.campaigns(config.round_timeout_seconds)
         else:
             say(f"rollouts in this process (no worker pool); store {settings.store_url}")
             campaigns = InProcessCampaigns(store, registry)
@@ -279,8 +302,6 @@ def run_demo(config: DemoConfig, home: Path, say: Callable[[str], None] = print)
         store.close()
         if pool is not None:
             pool.stop()
-        if redis_pid is not None:
-            redis.stop(redis_pid)
     plot_path = plot_rounds(results, home / "pass_at_1.png")
     (home / "demo_results.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
     say(summary_table(results))
