@@ -72,16 +72,18 @@ def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, do
     order = torch.argsort(flat_experts, stable=True)
     token_of = order // top_k  # the token of each expert-sorted assignment
     counts = torch.bincount(flat_experts, minlength=experts)  # (E,)
-    gate, up = _grouped_linear(x[token_of], gate_up, counts).chunk(2, dim=-1)  # (N*k, I) each
-    expert_out = _grouped_linear(F.silu(gate).mul_(up), down, counts)  # (N*k, C)
+    offsets = torch.cumsum(counts, 0).to(torch.int32)  # group ends, shared by both products
+    gate, up = _grouped_linear(x[token_of], gate_up, counts, offsets).chunk(2, dim=-1)  # (N*k, I) each
+    expert_out = _grouped_linear(F.silu(gate).mul_(up), down, counts, offsets)  # (N*k, C)
     expert_out.mul_(top_weights.view(-1, 1)[order])
     return x.new_zeros(tokens, channels).index_add_(0, token_of, expert_out)
 
 
-def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """rows (M, in) sorted by group, weights (G, out, in), counts (G,): row i times its group's weight^T."""
+def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor,
+                    offsets: torch.Tensor) -> torch.Tensor:
+    """rows (M, in) sorted by group, weights (G, out, in), counts (G,) with their int32 cumsum
+    `offsets`: row i times its group's weight^T."""
     if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.bfloat16, torch.float16):
-        offsets = torch.cumsum(counts, 0).to(torch.int32)
         return F.grouped_mm(rows, weights.transpose(1, 2), offs=offsets)
     # Elsewhere (GPU kernels want bf16 and aligned shapes): pad groups to the largest one and use bmm.
     groups = weights.shape[0]
@@ -105,12 +107,15 @@ class PromptGroups:
     """Which batch rows continue which prompt, laid out so one matmul serves a prompt's rows together.
 
     `index[p, j]` is the j-th batch row sampling prompt p (padded with the dummy row `rows`), and
-    `position[b]` is the flat place (p * width + j) of row b in that layout.
+    `position[b]` is the flat place (p * width + j) of row b in that layout. `aligned` says the
+    layout is the batch itself (rows sorted by prompt, every prompt with `width` rows, no padding),
+    so a decode step may view the batch as (P, R) instead of gathering it.
     """
 
     index: torch.Tensor  # (P, R) long
     position: torch.Tensor  # (B,) long
     rows: int
+    aligned: bool = False
 
     @classmethod
     def from_prompt_of(cls, prompt_of: list[int], prompts: int, device: torch.device) -> "PromptGroups":
@@ -127,7 +132,9 @@ class PromptGroups:
         for prompt, member_rows in enumerate(members):
             for slot, row in enumerate(member_rows):
                 position[row] = prompt * width + slot
-        return cls(torch.tensor(index, device=device), torch.tensor(position, device=device, dtype=torch.long), rows)
+        aligned = position == list(range(rows)) and rows == prompts * width
+        return cls(torch.tensor(index, device=device), torch.tensor(position, device=device, dtype=torch.long), rows,
+                   aligned)
 
 
 def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
@@ -266,6 +273,9 @@ class FastMoEDecoder:
         # Padding slots of left-padded prompts get -inf; every prompt has at least one real slot.
         prompt_bias = torch.zeros(prompt_cache.valid.shape, dtype=torch.float32, device=self.device)
         prompt_bias = prompt_bias.masked_fill_(~prompt_cache.valid, float("-inf"))[:, None, None, :]  # (P,1,1,W)
+        # Padding places of the layout read row 0: their results are never gathered back, so any
+        # finite query will do, and no zero row has to be appended to q in every layer.
+        gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
         hidden = F.embedding(tokens[:, None], self.embed)  # (B, 1, C)
         for index, weights in enumerate(self.layers):
             q, k, v = self._rotated_qkv(weights, hidden, cos, signed_sin)
@@ -273,15 +283,18 @@ class FastMoEDecoder:
             cache.values[index, :, :, slot] = v[:, 0]
             q = q.reshape(batch, self.kv_heads, groups_per_kv, self.head_dim)  # (B, Hkv, G, D)
             # Prompt part: the rows of one prompt stacked as that prompt's queries (dummy row = zeros).
-            stacked = torch.cat([q, q.new_zeros(1, *q.shape[1:])])[groups.index]  # (P, R, Hkv, G, D)
+            # (P, R, Hkv, G, D): a view when the batch is already laid out by prompt, else a gather.
+            stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
             stacked = stacked.transpose(1, 2).reshape(prompts, self.kv_heads, width * groups_per_kv, self.head_dim)
             out_p, peak_p, sum_p = _attend(stacked, prompt_cache.keys[index], prompt_cache.values[index],
                                            prompt_bias, scale)  # (P, Hkv, R*G, ·)
             out_p, peak_p, sum_p = (
                 t.view(prompts, self.kv_heads, width, groups_per_kv, -1).transpose(1, 2)
-                .reshape(prompts * width, self.kv_heads, groups_per_kv, -1)[groups.position]
+                .reshape(prompts * width, self.kv_heads, groups_per_kv, -1)
                 for t in (out_p, peak_p, sum_p)
-            )  # (B, Hkv, G, ·)
+            )  # (P*R, Hkv, G, ·)
+            if not groups.aligned:
+                out_p, peak_p, sum_p = (t[groups.position] for t in (out_p, peak_p, sum_p))  # (B, Hkv, G, ·)
             # Generated part: each row's own tokens so far, this one included (no padding).
             out_g, peak_g, sum_g = _attend(q, cache.keys[index, :, :, : slot + 1],
                                            cache.values[index, :, :, : slot + 1], None, scale)

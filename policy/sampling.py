@@ -66,7 +66,8 @@ def choose_tokens(logits: torch.Tensor, temperature: float, top_p: float,
     if temperature == 0:
         tokens = logits.argmax(dim=-1)
     else:
-        probs = torch.softmax(logits / temperature, dim=-1)
+        # At temperature 1 the sampling distribution is the model's own: reuse its log-softmax.
+        probs = model_logprobs.exp() if temperature == 1 else torch.softmax(logits / temperature, dim=-1)
         if top_p < 1.0:
             sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
             # Keep the smallest prefix whose mass reaches top_p (the top token always survives).
@@ -75,11 +76,12 @@ def choose_tokens(logits: torch.Tensor, temperature: float, top_p: float,
             probs = torch.zeros_like(probs).scatter_(-1, sorted_ids, sorted_probs)
         # Inverse-CDF sampling needs one uniform number per row (multinomial draws one per token).
         cdf = probs.cumsum(dim=-1)  # (B, V)
-        uniform = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device) * cdf[:, -1:]
+        total = cdf[:, -1:]
+        uniform = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device) * total
+        # Rounding can put u*total at the total itself; keeping u strictly below the total means the
+        # first cdf entry above u always exists and always belongs to a token with mass.
+        uniform = torch.minimum(uniform, torch.nextafter(total, torch.zeros_like(total)))
         tokens = torch.searchsorted(cdf, uniform, right=True).squeeze(-1)
-        # Rounding can put u*total at the total itself; never step past the last token with mass.
-        last_with_mass = cdf.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.uint8).argmax(dim=-1)
-        tokens = torch.minimum(tokens, last_with_mass)
     return tokens, model_logprobs.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -204,6 +206,7 @@ class LocalPolicy:
         stop_window = 4 * max((len(s) for s in params.stop), default=0) + 4
 
         finished = torch.zeros(total_rows, dtype=torch.bool, device=device)  # per live batch row
+        finished_count = 0
         for step in range(params.max_new_tokens):
             tokens, logprobs = choose_tokens(logits, params.temperature, params.top_p, generator)
             out_tokens[row_ids, step] = tokens
@@ -215,20 +218,24 @@ class LocalPolicy:
                     tail = out_tokens[row, max(0, step + 1 - stop_window): step + 1].tolist()
                     if any(s in self.tokenizer.decode(tail, skip_special_tokens=True) for s in params.stop):
                         newly_done[batch_row] = True
-            for batch_row in newly_done.nonzero().flatten().tolist():
-                row = int(row_ids[batch_row])
-                lengths[row], reasons[row] = step + 1, "stop"
-            finished |= newly_done
-            live = ~finished
-            if step + 1 == params.max_new_tokens or not live.any():
+            # One host sync per step: the rows that just ended (their count also gives the live count).
+            done_rows = newly_done.nonzero().flatten().tolist()
+            if done_rows:
+                for row in row_ids[done_rows].tolist():
+                    lengths[row], reasons[row] = step + 1, "stop"
+                finished |= newly_done
+                finished_count += len(done_rows)
+            live_count = len(row_ids) - finished_count
+            if step + 1 == params.max_new_tokens or live_count == 0:
                 break
-            if live.sum() <= 0.75 * len(row_ids):
+            if live_count <= 0.75 * len(row_ids):
+                live = ~finished
                 # Drop finished rows (one cache copy) once a quarter of the batch is done: they stop
                 # costing work. Until then they ride along and their extra tokens are discarded.
                 keep = live.nonzero().flatten()
                 cache, row_ids, tokens, positions = (cache.select_rows(keep), row_ids[keep], tokens[keep],
                                                      positions[keep])
-                finished = finished[keep]
+                finished, finished_count = finished[keep], 0
                 prompt_of = [prompt_of[i] for i in keep.tolist()]
                 groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
             logits = decoder.step(tokens, positions, prompt_cache, groups, cache, step, rotary)
