@@ -137,6 +137,45 @@ class PromptGroups:
                    aligned)
 
 
+@dataclass(frozen=True)
+class PromptSegment:
+    """Prompts [start, stop) with their prefilled cache trimmed to the longest of them, and the
+    attention bias (P_s, 1, 1, W_s) that is -inf at their left padding."""
+
+    start: int
+    stop: int
+    cache: KVCache
+    bias: torch.Tensor
+
+
+def split_prompt_cache(cache: KVCache, lengths: list[int]) -> list[PromptSegment]:
+    """Cut a left-padded prompt cache (P, W slots) into at most two runs of prompts, each trimmed.
+
+    Decoding attends to every slot of the prompt cache, padding included, so short prompts beside
+    long ones waste most of that work. Prompts sorted by length split where the padded area drops
+    most; the split is taken only when it saves at least a quarter of it (each run costs more ops).
+    """
+    prompts, width = cache.valid.shape
+    if len(lengths) != prompts or any(not 1 <= n <= width for n in lengths):
+        raise ValueError(f"need one length in [1, {width}] per prompt ({prompts}), got {lengths}")
+    whole = prompts * max(lengths)
+    best_area, best_cut = whole, None
+    for cut in range(1, prompts):
+        area = cut * max(lengths[:cut]) + (prompts - cut) * max(lengths[cut:])
+        if area < best_area:
+            best_area, best_cut = area, cut
+    bounds = [0, prompts] if best_cut is None or best_area > 0.75 * whole else [0, best_cut, prompts]
+    segments = []
+    for start, stop in zip(bounds, bounds[1:]):
+        first = width - max(lengths[start:stop])  # left padding: real tokens sit at the end
+        part = KVCache(cache.keys[:, start:stop, :, first:].contiguous(),
+                       cache.values[:, start:stop, :, first:].contiguous(), cache.valid[start:stop, first:])
+        bias = torch.zeros(part.valid.shape, dtype=torch.float32, device=part.valid.device)
+        bias.masked_fill_(~part.valid, float("-inf"))
+        segments.append(PromptSegment(start, stop, part, bias[:, None, None, :]))
+    return segments
+
+
 def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
             scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unnormalised attention of q (..., Q, D) over keys/values (..., S, D): (out, row max, row sum)."""
@@ -256,12 +295,13 @@ class FastMoEDecoder:
         return F.linear(last, self.lm_head)  # (B, V)
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, prompt_cache: KVCache, groups: PromptGroups,
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, prompt_segments: list[PromptSegment],
+             groups: PromptGroups,
              cache: KVCache, slot: int, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Decode one token per row: tokens/positions (B,); logits (B, V).
 
         Attention is split, as in shared-prefix ("cascade") attention: the prompt part is read once
-        per prompt from `prompt_cache` for all rows sampling that prompt (`groups`), the generated
+        per prompt from its `prompt_segments` cache for all rows sampling that prompt (`groups`), the generated
         part per row from `cache` (this token written at `slot`), and the two merge through their
         softmax statistics. n samples of one prompt thus never copy or re-read its keys n times.
         """
@@ -270,9 +310,6 @@ class FastMoEDecoder:
         prompts, width = groups.index.shape
         groups_per_kv = self.num_heads // self.kv_heads
         scale = self.head_dim ** -0.5
-        # Padding slots of left-padded prompts get -inf; every prompt has at least one real slot.
-        prompt_bias = torch.zeros(prompt_cache.valid.shape, dtype=torch.float32, device=self.device)
-        prompt_bias = prompt_bias.masked_fill_(~prompt_cache.valid, float("-inf"))[:, None, None, :]  # (P,1,1,W)
         # Padding places of the layout read row 0: their results are never gathered back, so any
         # finite query will do, and no zero row has to be appended to q in every layer.
         gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
@@ -286,8 +323,10 @@ class FastMoEDecoder:
             # (P, R, Hkv, G, D): a view when the batch is already laid out by prompt, else a gather.
             stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
             stacked = stacked.transpose(1, 2).reshape(prompts, self.kv_heads, width * groups_per_kv, self.head_dim)
-            out_p, peak_p, sum_p = _attend(stacked, prompt_cache.keys[index], prompt_cache.values[index],
-                                           prompt_bias, scale)  # (P, Hkv, R*G, ·)
+            # Padding slots of left-padded prompts get -inf; every prompt has at least one real slot.
+            parts = [_attend(stacked[seg.start:seg.stop], seg.cache.keys[index], seg.cache.values[index], seg.bias,
+                             scale) for seg in prompt_segments]
+            out_p, peak_p, sum_p = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))  # (P, Hkv, R*G, ·)
             out_p, peak_p, sum_p = (
                 t.view(prompts, self.kv_heads, width, groups_per_kv, -1).transpose(1, 2)
                 .reshape(prompts * width, self.kv_heads, groups_per_kv, -1)

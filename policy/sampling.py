@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from verifarm.policy.fast_decode import FastMoEDecoder, PromptGroups, unsupported_reason
+from verifarm.policy.fast_decode import FastMoEDecoder, PromptGroups, split_prompt_cache, unsupported_reason
 
 
 @dataclass
@@ -180,7 +180,11 @@ class LocalPolicy:
         decoder = FastMoEDecoder(self.model)
         device = decoder.device
         generator = _make_generator(params.seed, device)
-        input_ids, attention_mask = self._left_pad(prompt_ids, device)
+        # Prompts are decoded shortest first (batch rows map back to output rows through row_ids), so
+        # that the prompt cache can be cut into a short and a long run without gathering prompts.
+        order = sorted(range(len(prompt_ids)), key=lambda p: len(prompt_ids[p]))
+        sorted_ids = [prompt_ids[p] for p in order]
+        input_ids, attention_mask = self._left_pad(sorted_ids, device)
         prompt_width = input_ids.shape[1]
         total_rows = len(prompt_ids) * params.n
 
@@ -189,13 +193,15 @@ class LocalPolicy:
         prompt_cache = decoder.allocate_cache(len(prompt_ids), prompt_width)
         rotary = decoder.rotary_table(prompt_width + params.max_new_tokens)
         logits = decoder.prefill(input_ids, attention_mask, prompt_cache, rotary)
-        prompt_of = [row // params.n for row in range(total_rows)]  # batch rows in output order
+        prompt_segments = split_prompt_cache(prompt_cache, [len(ids) for ids in sorted_ids])
+        prompt_of = [row // params.n for row in range(total_rows)]  # sorted prompt of each batch row
         expand = torch.tensor(prompt_of, device=device)
         logits = logits.index_select(0, expand)
         positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row
         cache = decoder.allocate_cache(total_rows, params.max_new_tokens)
         groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
-        row_ids = torch.arange(total_rows, device=device)  # the output row of each live batch row
+        row_ids = torch.tensor([order[row // params.n] * params.n + row % params.n for row in range(total_rows)],
+                               device=device)  # the output row of each live batch row
 
         out_tokens = torch.zeros(total_rows, params.max_new_tokens, dtype=torch.long, device=device)
         out_logprobs = torch.zeros(total_rows, params.max_new_tokens, dtype=torch.float32, device=device)
@@ -238,7 +244,7 @@ class LocalPolicy:
                 finished, finished_count = finished[keep], 0
                 prompt_of = [prompt_of[i] for i in keep.tolist()]
                 groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
-            logits = decoder.step(tokens, positions, prompt_cache, groups, cache, step, rotary)
+            logits = decoder.step(tokens, positions, prompt_segments, groups, cache, step, rotary)
             positions = positions + 1
 
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from verifarm.policy.fast_decode import PromptGroups, batched_moe
+from verifarm.policy.fast_decode import KVCache, PromptGroups, batched_moe, split_prompt_cache
 from verifarm.policy.model import build_model
 from verifarm.policy.sampling import Completion, LocalPolicy, choose_tokens
 
@@ -69,6 +69,21 @@ def test_prompt_groups_lay_rows_out_by_prompt():
     assert groups.position.tolist() == [0, 1, 3, 6, 7, 8]
     with pytest.raises(ValueError, match="prompt indices"):
         PromptGroups.from_prompt_of([0, 3], prompts=3, device=torch.device("cpu"))
+
+
+def test_split_prompt_cache_trims_short_prompts_padding():
+    cache = KVCache.allocate(2, 4, 1, 10, 8, torch.float32, torch.device("cpu"))
+    for prompt, length in enumerate([2, 3, 9, 10]):
+        cache.valid[prompt, 10 - length:] = True
+        cache.keys[:, prompt, :, 10 - length:] = prompt + 1
+    short, long = split_prompt_cache(cache, [2, 3, 9, 10])
+    assert (short.start, short.stop, long.start, long.stop) == (0, 2, 2, 4)
+    assert short.cache.keys.shape == (2, 2, 1, 3, 8) and long.cache.keys.shape == (2, 2, 1, 10, 8)
+    assert short.cache.keys[0, 1, 0, :, 0].tolist() == [2, 2, 2] and short.cache.keys[0, 0, 0, 0, 0] == 0
+    assert short.bias[:, 0, 0].tolist() == [[float("-inf"), 0, 0], [0, 0, 0]]
+    assert len(split_prompt_cache(cache, [8, 9, 9, 10])) == 1  # nearly equal lengths: one run
+    with pytest.raises(ValueError, match="one length"):
+        split_prompt_cache(cache, [2, 3, 11, 10])
 
 
 def test_greedy_matches_generate_with_left_padding(model, tokenizer):
