@@ -179,7 +179,8 @@ def split_prompt_cache(cache: KVCache, lengths: list[int]) -> list[PromptSegment
 def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
             scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unnormalised attention of q (..., Q, D) over keys/values (..., S, D): (out, row max, row sum)."""
-    scores = torch.matmul(q, keys.transpose(-1, -2)).float().mul_(scale)  # (..., Q, S)
+    # Scaling the few queries instead of the many scores saves a pass over the scores.
+    scores = torch.matmul(q * scale, keys.transpose(-1, -2)).float()  # (..., Q, S)
     if bias is not None:
         scores.add_(bias)
     peak = scores.amax(dim=-1, keepdim=True)
