@@ -87,36 +87,34 @@ def measure_math_verify_direct(steps: int) -> Measurement:
     return Measurement("math-verify direct (baseline)", steps, passed, time.perf_counter() - started, 0.0)
 
 
-def measure_math_env_equivalence(steps: int) -> Measurement:
-    """MathAnswer through the env with ``<gold> + 0`` answers, so every step really runs math-verify."""
-    env = gym.make("verifarm/MathAnswer-v0", difficulty=3)
+def measure_env_answers(label: str, env: gym.Env, warm_up_action: str, answer_for, steps: int) -> Measurement:
+    """Steps/s of ``env`` answering each seed's task with ``answer_for(task)`` (after one warm-up step)."""
     env.reset(seed=10_000)
-    env.step("Answer: 1")
+    env.step(warm_up_action)
     passed = 0
     started = time.perf_counter()
     for seed in range(steps):
         env.reset(seed=seed)
-        _, reward, _, _, _ = env.step(f"Answer: {env.unwrapped.task.data['answer']} + 0")
+        _, reward, _, _, _ = env.step(answer_for(env.unwrapped.task))
         passed += reward == 1.0
     elapsed = time.perf_counter() - started
     env.close()
-    return Measurement("verifarm/MathAnswer-v0 via math-verify", steps, passed, elapsed, 0.0)
+    return Measurement(label, steps, passed, elapsed, 0.0)
+
+
+def measure_math_env_equivalence(steps: int) -> Measurement:
+    """MathAnswer through the env with ``<gold> + 0`` answers, so every step really runs math-verify."""
+    return measure_env_answers("verifarm/MathAnswer-v0 via math-verify",
+                               gym.make("verifarm/MathAnswer-v0", difficulty=3), "Answer: 1",
+                               lambda task: f"Answer: {task.data['answer']} + 0", steps)
 
 
 def measure_reasoning_gym_child(steps: int) -> Measurement:
     """ReasoningGym with a wrong answer: not the oracle's, so the hardened scorer child scores it (0 passed)."""
-    env = gym.make("verifarm/ReasoningGym-v0", dataset="basic_arithmetic", difficulty=2)
-    env.reset(seed=10_000)
-    env.step("<answer>x y</answer>")
-    passed = 0
-    started = time.perf_counter()
-    for seed in range(steps):
-        env.reset(seed=seed)
-        _, reward, _, _, _ = env.step(f"<answer>{env.unwrapped.task.data['entry']['answer']}0</answer>")
-        passed += reward == 1.0
-    elapsed = time.perf_counter() - started
-    env.close()
-    return Measurement("verifarm/ReasoningGym-v0 wrong answers via scorer child", steps, passed, elapsed, 0.0)
+    return measure_env_answers("verifarm/ReasoningGym-v0 wrong answers via scorer child",
+                               gym.make("verifarm/ReasoningGym-v0", dataset="basic_arithmetic", difficulty=2),
+                               "<answer>x y</answer>",
+                               lambda task: f"<answer>{task.data['entry']['answer']}0</answer>", steps)
 
 
 def measure_human_eval_baseline(steps: int) -> Measurement:

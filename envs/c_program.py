@@ -78,6 +78,20 @@ C_READ_NUMBERS = """#include <stdio.h>
 #include <stdlib.h>
 """
 
+# Reads "n" then n integers and returns them sorted ascending (NULL on a malformed first line).
+C_READ_SORTED = C_READ_NUMBERS + """static int compare(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+static long long *read_sorted(int *n) {
+    if (scanf("%d", n) != 1) return NULL;
+    long long *a = malloc(sizeof *a * *n);
+    for (int i = 0; i < *n; i++) scanf("%lld", &a[i]);
+    qsort(a, *n, sizeof *a, compare);
+    return a;
+}
+"""
+
 PROBLEMS: tuple[CProblem, ...] = (
     CProblem(
         "sum_numbers",
@@ -135,16 +149,10 @@ PROBLEMS: tuple[CProblem, ...] = (
         "Print them in ascending order on one line, separated by single spaces.",
         _numbers_input,
         lambda text: " ".join(str(x) for x in sorted(_numbers(text))) + "\n",
-        C_READ_NUMBERS + """static int compare(const void *a, const void *b) {
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return (x > y) - (x < y);
-}
-int main(void) {
+        C_READ_SORTED + """int main(void) {
     int n;
-    if (scanf("%d", &n) != 1) return 1;
-    long long *a = malloc(sizeof *a * n);
-    for (int i = 0; i < n; i++) scanf("%lld", &a[i]);
-    qsort(a, n, sizeof *a, compare);
+    long long *a = read_sorted(&n);
+    if (a == NULL) return 1;
     for (int i = 0; i < n; i++) printf("%lld%c", a[i], i == n - 1 ? '\\n' : ' ');
     free(a);
     return 0;
@@ -156,16 +164,10 @@ int main(void) {
         "Print how many distinct values there are.",
         lambda rng, size: _numbers_input(rng, size, bound=rng.choice([3, 20, 10**9])),
         lambda text: f"{len(set(_numbers(text)))}\n",
-        C_READ_NUMBERS + """static int compare(const void *a, const void *b) {
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return (x > y) - (x < y);
-}
-int main(void) {
+        C_READ_SORTED + """int main(void) {
     int n;
-    if (scanf("%d", &n) != 1) return 1;
-    long long *a = malloc(sizeof *a * n);
-    for (int i = 0; i < n; i++) scanf("%lld", &a[i]);
-    qsort(a, n, sizeof *a, compare);
+    long long *a = read_sorted(&n);
+    if (a == NULL) return 1;
     int distinct = 0;
     for (int i = 0; i < n; i++) if (i == 0 || a[i] != a[i - 1]) distinct++;
     printf("%d\\n", distinct);
