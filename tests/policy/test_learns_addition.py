@@ -17,10 +17,11 @@ DIGITS = 3
 HELD_OUT_TASKS = 200
 HELD_OUT_SEED = 10**9  # far from the training seeds 0..N
 # Tuned on 2 busy cores: one thread (a second one only helps on an idle machine, and OpenMP spin-waits
-# badly on a busy one), batch 64, a high peak learning rate with cosine decay. Measured: 700 steps reach
-# 99% held-out exact match in ~220 CPU-seconds for the whole test (a 1000-step schedule was at 88% after
-# 600 steps and 100% after 800).
-TRAIN_CONFIG = TrainConfig(steps=700, batch_size=64, learning_rate=1e-2, warmup_steps=30, min_lr_ratio=0.1,
+# badly on a busy one), batch 64, peak learning rate 3e-3 with cosine decay. Measured with seeds 0, 1, 2:
+# 100% held-out exact match after 700 steps (~180 CPU-seconds), 67-96% already at 300-500 steps. A peak
+# of 1e-2 stays on the plateau where the model has not learnt which prompt digit each column reads
+# (seed 1: 1% after 700 steps), so it is not used.
+TRAIN_CONFIG = TrainConfig(steps=700, batch_size=64, learning_rate=3e-3, warmup_steps=30, min_lr_ratio=0.1,
                            max_length=64, seed=0)
 
 
