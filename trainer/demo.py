@@ -33,6 +33,7 @@ class DemoConfig:
     pretrain_steps: int = 350
     pretrain_seconds: float = 240.0  # a cap: a busy machine stops pre-training early rather than run long
     pretrain_learning_rate: float = 3e-3
+    pretrain_batch_size: int = 32  # 64 with ~1500 steps masters 1-4 digits (the easy-to-hard experiment)
     pretrain_max_digits: int = 3  # gold worked solutions exist only up to here
     rounds: int = 8  # ~20 s each on 2 cores: the whole demo takes about 5-6 minutes
     campaign_tasks: int = 128
@@ -63,8 +64,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.campaign_tasks < 1 or self.samples_per_task < 1 or self.workers < 0:
             raise ValueError("rounds, campaign_tasks and samples_per_task must be >= 1, workers >= 0")
-        if self.pretrain_seconds <= 0 or self.pretrain_steps < 1:
-            raise ValueError("pretrain_steps and pretrain_seconds must be positive")
+        if self.pretrain_seconds <= 0 or self.pretrain_steps < 1 or self.pretrain_batch_size < 1:
+            raise ValueError("pretrain_steps, pretrain_seconds and pretrain_batch_size must be positive")
         if not 1 <= self.campaign_min_digits <= self.campaign_max_digits:
             raise ValueError("need 1 <= campaign_min_digits <= campaign_max_digits")
         if self.trainer.corpus.arithmetic_max_digits != self.pretrain_max_digits:
@@ -115,7 +116,7 @@ def pretrain_initial_policy(config: DemoConfig, registry, corpus, say: Callable[
     tokenizer = build_tokenizer()
     model = build_model(config.preset, len(tokenizer), seed=config.seed)
     metrics = pretrain(model, tokenizer, corpus.train, TrainConfig(
-        steps=config.pretrain_steps, max_seconds=config.pretrain_seconds, batch_size=config.trainer.batch_size,
+        steps=config.pretrain_steps, max_seconds=config.pretrain_seconds, batch_size=config.pretrain_batch_size,
         learning_rate=config.pretrain_learning_rate, max_length=config.trainer.max_seq_len, seed=config.seed,
     ))
     say(f"pre-trained the {config.preset} policy for {metrics['seconds']:.0f}s ({metrics['steps']:.0f} steps, "
