@@ -43,3 +43,17 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(ValueError, match="not made by"):
         run_demo(DemoConfig.quick(), tmp_path)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"pretrain_batch_size": 0}, "pretrain_batch_size"),
+    ({"pretrain_steps": 0}, "pretrain_steps"),
+    ({"rounds": 0}, "rounds"),
+    ({"campaign_min_digits": 3, "campaign_max_digits": 2}, "campaign_min_digits"),
+    ({"pretrain_max_digits": 4}, "same gold digits"),
+])
+def test_bad_demo_settings_are_refused_with_the_setting_named(changes, message):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=message):
+        replace(DemoConfig(), **changes)
