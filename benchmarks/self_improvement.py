@@ -44,12 +44,8 @@ from verifarm.trainer.schedule import ScheduleConfig
 
 
 def base_config(quick: bool) -> DemoConfig:
-    # Expert iteration needs many tasks per round: a worked solution is unique, so deduplicated passing samples
-    # number about one per solved task. Temperature 0.5 keeps right answers reached through wrong worked lines
-    # out of the data; two updates per batch (measured best of 1, 2 and 3 at lr 1e-4). 2048 tasks x 16 samples
-    # a round met target 1 in 4 rounds; 1024 stopped at 0.98 of it.
-    config = DemoConfig(workers=0, campaign_tasks=2048, samples_per_task=16, temperature=0.5)
-    config = replace(config, trainer=replace(config.trainer, post_updates_per_batch=2))
+    # Twice the demo's tasks a round: 2048 tasks x 16 samples met target 1 in 4 rounds; 1024 stopped at 0.98.
+    config = DemoConfig(workers=0, campaign_tasks=2048)
     if quick:
         config = replace(config, pretrain_steps=150, pretrain_seconds=120, campaign_tasks=48, rounds=3,
                          eval_tasks=24, pretrain_max_digits=2, campaign_max_digits=3, eval_difficulties=(1, 2, 3),
