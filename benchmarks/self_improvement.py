@@ -269,7 +269,8 @@ def main() -> None:
     parser.add_argument("--target-digits", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(".verifarm/bench"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the model init, the pre-training order and the campaigns")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the model init, the pre-training order and the campaigns")
     parser.add_argument("--learning-rate", type=float, default=None, help="the trainer's learning rate")
     parser.add_argument("--campaign-tasks", type=int, default=None, help="tasks per round's campaign")
     parser.add_argument("--campaign-max-digits", type=int, default=None, help="hardest campaign difficulty")
