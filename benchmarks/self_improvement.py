@@ -284,20 +284,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = base_config(args.quick)
-    config = replace(config, trainer=replace(config.trainer, torch_threads=args.threads))
-    # Overrides of the demo's embedded defaults: option name -> (field, whether it is a trainer field).
-    overrides = {"seed": ("seed", False), "rounds": ("rounds", False), "campaign_tasks": ("campaign_tasks", False),
-                 "campaign_max_digits": ("campaign_max_digits", False), "samples_per_task": ("samples_per_task", False),
-                 "temperature": ("temperature", False), "learning_rate": ("learning_rate", True),
-                 "updates_per_batch": ("post_updates_per_batch", True)}
-    for option, (name, of_trainer) in overrides.items():
-        value = getattr(args, option)
-        if value is None:
-            continue
-        if of_trainer:
-            config = replace(config, trainer=replace(config.trainer, **{name: value}))
-        else:
-            config = replace(config, **{name: value})
+    # Options left unset keep the demo's embedded defaults; two of them set trainer fields.
+    demo_options = ("seed", "rounds", "campaign_tasks", "campaign_max_digits", "samples_per_task", "temperature")
+    trainer_options = {"learning_rate": "learning_rate", "updates_per_batch": "post_updates_per_batch"}
+    given = {option: getattr(args, option) for option in (*demo_options, *trainer_options)
+             if getattr(args, option) is not None}
+    trainer_changes = {trainer_options[o]: v for o, v in given.items() if o in trainer_options}
+    config = replace(config, **{o: v for o, v in given.items() if o in demo_options},
+                     trainer=replace(config.trainer, torch_threads=args.threads, **trainer_changes))
     budget = args.budget or (300.0 if args.quick else 900.0)
     # The easy-to-hard target is stated for 30 minutes; an explicit --budget overrides it.
     easy_to_hard_budget = args.budget or (300.0 if args.quick else 1800.0)

@@ -4,6 +4,7 @@ trainer, per-round evaluation, and the PNG plot."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -53,7 +54,5 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
     ({"pretrain_max_digits": 4}, "same gold digits"),
 ])
 def test_bad_demo_settings_are_refused_with_the_setting_named(changes, message):
-    from dataclasses import replace
-
     with pytest.raises(ValueError, match=message):
         replace(DemoConfig(), **changes)
