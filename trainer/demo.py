@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import typer
 
 from verifarm.trainer.config import EvalConfig, EvalSuite, TrainerConfig
-from verifarm.trainer.corpus import ARITHMETIC_ENV, CorpusConfig
+from verifarm.trainer.corpus import CorpusConfig
 from verifarm.trainer.schedule import ScheduleConfig
 
 
@@ -88,13 +88,18 @@ class DemoConfig:
                             batch_size=16),
         )
 
+    @property
+    def env_id(self) -> str:
+        """The env of the campaigns and the evaluation: the one whose worked solutions are the gold corpus."""
+        return self.trainer.corpus.arithmetic_env
+
     def max_new_tokens(self, digits: int) -> int:
         # One worked line per column (~13 + digits chars) and the answer line, with room for mistakes.
         return (14 + digits) * (digits + 1) + 24
 
     def evaluation(self) -> EvalConfig:
         return EvalConfig(
-            suites=(EvalSuite(ARITHMETIC_ENV, tuple(self.eval_difficulties)),),
+            suites=(EvalSuite(self.env_id, tuple(self.eval_difficulties)),),
             tasks_per_difficulty=self.eval_tasks,
             samples=0,  # greedy pass@1 per round; pass@k costs samples x tasks more decoding
             max_new_tokens=self.max_new_tokens(max(self.eval_difficulties)),
@@ -150,7 +155,7 @@ def campaign_spec(config: DemoConfig, round_index: int):
 
     return CampaignSpec(
         name=f"demo-round{round_index}",
-        envs=[{"env_id": ARITHMETIC_ENV, "min_difficulty": config.campaign_min_digits,
+        envs=[{"env_id": config.env_id, "min_difficulty": config.campaign_min_digits,
                "max_difficulty": config.campaign_max_digits}],
         tasks=config.campaign_tasks,
         samples_per_task=config.samples_per_task,

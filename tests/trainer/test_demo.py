@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from verifarm.rollout.store import RecordFilter, RolloutStore
-from verifarm.trainer.demo import DemoConfig, run_demo
+from verifarm.trainer.demo import DemoConfig, campaign_spec, run_demo
 
 
 @pytest.mark.slow
@@ -56,3 +56,12 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
 def test_bad_demo_settings_are_refused_with_the_setting_named(changes, message):
     with pytest.raises(ValueError, match=message):
         replace(DemoConfig(), **changes)
+
+
+def test_campaigns_and_evaluation_use_the_env_of_the_gold_corpus():
+    base = DemoConfig()
+    assert campaign_spec(base, 1).envs[0].env_id == base.evaluation().suites[0].env_id == "verifarm/Addition-v0"
+    mixed = replace(base, trainer=replace(base.trainer, corpus=replace(
+        base.trainer.corpus, arithmetic_env="verifarm/Arithmetic-v0")))
+    assert campaign_spec(mixed, 1).envs[0].env_id == "verifarm/Arithmetic-v0"
+    assert mixed.evaluation().suites[0].env_id == "verifarm/Arithmetic-v0"
