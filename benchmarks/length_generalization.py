@@ -29,6 +29,7 @@ import time
 
 import torch
 
+from verifarm.envs.arithmetic import worked_solution
 from verifarm.policy.model import build_model
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.policy.tokenizer import EOS_TOKEN, build_tokenizer
@@ -53,22 +54,15 @@ class Presentation:
                        + digits_units_first[i] for i in order)
 
     def document(self, a: int, b: int, rng: random.Random) -> tuple[str, str]:
-        """(prompt, worked completion) for a + b."""
+        """(prompt, worked completion) for a + b: the env's own worked solution, its column lines tagged."""
         da, db = str(a)[::-1], str(b)[::-1]
-        width = max(len(da), len(db))
-        start = rng.randrange(PLACES - width + 1)
+        start = rng.randrange(PLACES - max(len(da), len(db)) + 1)
         low, up = string.ascii_lowercase, string.ascii_uppercase
         prompt = f"{self._number(da, low, start, rng)}+{self._number(db, up, start, rng)}=?\n"
-        carry, digits, lines = 0, "", []
-        for i in range(width):
-            x = int(da[i]) if i < len(da) else 0
-            y = int(db[i]) if i < len(db) else 0
-            total = x + y + carry
-            digits = str(total % 10) + digits
-            places = (low[start + i], up[start + i]) if self.tagged else ("", "")
-            lines.append(f"{places[0]}{x}+{places[1]}{y}+{carry}={total:02d} {digits}")
-            carry = total // 10
-        return prompt, "\n".join([*lines, f"Answer: {a + b}"]) + "\n"
+        *columns, answer = worked_solution(a, b, "+").rstrip("\n").split("\n")
+        if self.tagged:  # "5+8+0=13 3" reads places a and A: "a5+A8+0=13 3"
+            columns = [f"{low[start + i]}{line[:2]}{up[start + i]}{line[2:]}" for i, line in enumerate(columns)]
+        return prompt, "\n".join([*columns, answer]) + "\n"
 
 
 def operand(rng: random.Random, digits: int) -> int:
