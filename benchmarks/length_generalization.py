@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from verifarm.envs.arithmetic import worked_solution
+from verifarm.envs.arithmetic import extract_answer, worked_solution
 from verifarm.policy.model import build_model
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.policy.tokenizer import EOS_TOKEN, build_tokenizer
@@ -95,8 +95,8 @@ def pass_rates(policy, presentation: Presentation, digits: int, tasks: int, samp
         problems.append((presentation.document(a, b, rng)[0], a + b))
     budget = (16 + digits) * (digits + 1) + 24
 
-    def passed(text: str, answer: int) -> bool:
-        return text.rstrip("\n").rsplit("\n", 1)[-1] == f"Answer: {answer}"
+    def passed(text: str, answer: int) -> bool:  # the arithmetic env's verdict: the text after the last "Answer:"
+        return extract_answer(text) == str(answer)
 
     greedy = policy.sample([p for p, _ in problems], n=1, temperature=0.0, max_new_tokens=budget)
     sampled = policy.sample([p for p, _ in problems], n=samples, temperature=0.7, max_new_tokens=budget, seed=seed)
