@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_init
 
 from verifarm.rollout.config import FarmConfig
@@ -114,7 +114,29 @@ def create_app(farm: FarmConfig | None = None) -> Celery:
     def rollout_batch_task(self: Any, campaign_id: str, batch_index: int) -> dict[str, Any]:
         return _runtime(self.app).run_batch(campaign_id, int(batch_index))
 
+    app.steps["worker"].add(BatchReconciler)
     return app
+
+
+class BatchReconciler(bootsteps.StartStopStep):
+    """Worker bootstep: periodically re-enqueue batches the broker lost (see `verifarm.rollout.reconcile`)."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.entry: Any = None
+
+    def start(self, worker: Any) -> None:
+        from verifarm.rollout.reconcile import start_sweeping
+
+        farm = FarmConfig.model_validate(worker.app.conf["verifarm_farm"])
+        self.entry = start_sweeping(worker, farm, QUEUE)
+
+    def stop(self, worker: Any) -> None:
+        if self.entry is not None:
+            self.entry.cancel()
+            self.entry = None
 
 
 @worker_init.connect

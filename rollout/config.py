@@ -25,6 +25,8 @@ class FarmTuning(BaseSettings):
     visibility_timeout_s: int = Field(default=900, ge=2)
     # How often workers sweep for such abandoned tasks.
     restore_interval_s: int = Field(default=10, ge=1)
+    # How often workers look for batches the broker lost outright (rollout/reconcile.py).
+    reconcile_interval_s: int = Field(default=60, ge=1)
     # Sandbox failures are retried this many times per completion before the record says infra_error.
     infra_retries: int = Field(default=2, ge=0, le=20)
     # Torch threads per worker process: one per process keeps N processes on N cores from oversubscribing.
@@ -38,6 +40,7 @@ class FarmConfig(BaseModel):
     sandbox_backend: str = "auto"
     visibility_timeout_s: int = Field(default=900, ge=2)
     restore_interval_s: int = Field(default=10, ge=1)
+    reconcile_interval_s: int = Field(default=60, ge=1)
     infra_retries: int = Field(default=2, ge=0, le=20)
     torch_threads: int = Field(default=1, ge=1, le=256)
 
@@ -57,7 +60,8 @@ class FarmConfig(BaseModel):
         return cls(
             broker_url=url, store_url=settings.store_url, checkpoint_dir=settings.checkpoints,
             sandbox_backend=settings.sandbox_backend, visibility_timeout_s=tuning.visibility_timeout_s,
-            restore_interval_s=tuning.restore_interval_s, infra_retries=tuning.infra_retries,
+            restore_interval_s=tuning.restore_interval_s, reconcile_interval_s=tuning.reconcile_interval_s,
+            infra_retries=tuning.infra_retries,
             torch_threads=tuning.torch_threads,
         )
 
@@ -72,6 +76,7 @@ def farm_environment(farm: FarmConfig, base: dict[str, str]) -> dict[str, str]:
         "VERIFARM_SANDBOX_BACKEND": farm.sandbox_backend,
         "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": str(farm.visibility_timeout_s),
         "VERIFARM_FARM_RESTORE_INTERVAL_S": str(farm.restore_interval_s),
+        "VERIFARM_FARM_RECONCILE_INTERVAL_S": str(farm.reconcile_interval_s),
         "VERIFARM_FARM_INFRA_RETRIES": str(farm.infra_retries),
         "VERIFARM_FARM_TORCH_THREADS": str(farm.torch_threads),
     })

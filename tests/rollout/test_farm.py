@@ -53,6 +53,7 @@ class Farm:
             # Short enough that a killed worker's batch is handed on within the test, long enough that
             # a healthy batch (including the first policy load) is not.
             "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": "12", "VERIFARM_FARM_RESTORE_INTERVAL_S": "1",
+            "VERIFARM_FARM_RECONCILE_INTERVAL_S": "2",
         })
         if self.redis_url:
             env["VERIFARM_REDIS_URL"] = self.redis_url
@@ -61,7 +62,7 @@ class Farm:
     def config(self) -> FarmConfig:
         assert self.redis_url, "this farm's broker is started by its workers"
         return FarmConfig(broker_url=self.redis_url, store_url=self.store_url, checkpoint_dir=self.checkpoint_dir,
-                          visibility_timeout_s=12, restore_interval_s=1)
+                          visibility_timeout_s=12, restore_interval_s=1, reconcile_interval_s=2)
 
     def start_worker(self, name: str, plain_celery: bool = False) -> subprocess.Popen:
         if plain_celery:
@@ -232,6 +233,24 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
     assert status("faults-1", farm.store_url).state == "done"
     with RolloutStore(farm.store_url) as store:
         assert {r.policy_version for r in store.query(RecordFilter(campaign_id="faults-1"))} == {1, 2}
+
+
+def test_a_batch_the_broker_lost_is_enqueued_again_by_the_workers(farm: Farm, private_redis) -> None:
+    """A message gone from the broker (popped by a consumer whose broker then died before it was recorded as
+    unacknowledged) comes back through the workers' sweep, with no operator: the campaign completes."""
+    _, farm.redis_url, _ = private_redis
+    spec = parse_spec({"name": "lost", "envs": ENV_MIX[:1], "tasks": 16, "samples_per_task": 2, "batch_size": 4,
+                       "policy": "reference"})
+    submit(spec, farm.config(), "lost-1")
+    broker = redis.Redis.from_url(farm.redis_url)
+    queues = [key for key in broker.keys(f"{QUEUE}*") if broker.type(key) == b"list"]
+    assert sum(broker.llen(key) for key in queues) == 4
+    assert broker.rpop(queues[0]) is not None  # the next batch to be delivered vanishes
+    farm.start_worker("w1", plain_celery=True)
+    # The three batches still queued run at once; the sweep waits until the campaign is older than the visibility timeout (12 s), then enqueues the batch.
+    wait_until(lambda: farm.count("lost-1") >= 32, 60, "the lost batch, enqueued again by the sweep", farm)
+    assert_complete_and_unique(farm, "lost-1", 16, 2)
+    assert "enqueued them again" in (farm.home / "w1.log").read_text()
 
 
 def test_cancel_stops_new_work_and_keeps_records(farm: Farm, private_redis) -> None:

@@ -1,0 +1,104 @@
+"""The sweep that re-enqueues batches a broker lost, against a real private Redis and a real store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import redis
+
+from verifarm.rollout.app import QUEUE
+from verifarm.rollout.campaign import parse_spec, submit
+from verifarm.rollout.config import FarmConfig
+from verifarm.rollout.embedded_redis import EmbeddedRedis
+from verifarm.rollout.reconcile import SWEEPS_PER_CAMPAIGN, UNACKED_KEY, queue_keys, sweep
+from verifarm.rollout.reference_policy import ReferencePolicy
+from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.rollout.store import RolloutStore
+
+SPEC = parse_spec({"name": "lost", "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}], "tasks": 10,
+                   "samples_per_task": 2, "batch_size": 3, "policy": "reference"})
+LATER = datetime.now(timezone.utc) + timedelta(hours=1)  # every campaign is old enough to sweep
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[FarmConfig]:
+    server = EmbeddedRedis(tmp_path / "broker")
+    url, pid = server.start()
+    try:
+        yield FarmConfig(broker_url=url, store_url=f"sqlite:///{tmp_path / 'rollouts.db'}",
+                         checkpoint_dir=tmp_path / "checkpoints", reconcile_interval_s=1)
+    finally:
+        server.stop(pid)
+
+
+def queued_batches(client: redis.Redis) -> list[int]:
+    """Batch indices of the messages waiting on the queue's priority lists (task ids are `<campaign>:<batch>`)."""
+    bodies = [raw for key in queue_keys(QUEUE) for raw in client.lrange(key, 0, -1)]
+    return sorted(int(json.loads(body)["headers"]["id"].rsplit(":", 1)[1]) for body in bodies)
+
+
+def lose_queue(client: redis.Redis) -> None:
+    """What a broker restart without persistence does to waiting batches."""
+    for key in queue_keys(QUEUE):
+        client.delete(key)
+
+
+def roll_out(farm: FarmConfig, campaign_id: str, batches: list[int]) -> None:
+    with RolloutStore(farm.store_url) as store:
+        for batch in batches:
+            rollout_batch(store, campaign_id, SPEC, SPEC.batch_range(batch), ReferencePolicy(), FamilyCache(), 0)
+
+
+def fresh_lock(client: redis.Redis) -> None:
+    client.delete("verifarm:reconcile:lock")  # the next sweep is a new interval
+
+
+def test_lost_batches_are_enqueued_again_and_only_those(farm: FarmConfig) -> None:
+    client = redis.Redis.from_url(farm.broker_url)
+    submit(SPEC, farm, "lost-1")
+    assert queued_batches(client) == [0, 1, 2, 3]
+    lose_queue(client)
+    roll_out(farm, "lost-1", [0, 2])  # two batches had finished before the loss
+
+    assert sweep(farm, QUEUE, now=LATER) == {"lost-1": 2}
+    assert queued_batches(client) == [1, 3]
+
+
+def test_nothing_is_enqueued_while_the_broker_holds_a_batch(farm: FarmConfig) -> None:
+    client = redis.Redis.from_url(farm.broker_url)
+    submit(SPEC, farm, "busy-1")
+    assert sweep(farm, QUEUE, now=LATER) == {}  # queued: in flight
+    lose_queue(client)
+    client.hset(UNACKED_KEY, "some-delivery-tag", "[]")  # one delivered, not acknowledged: still in flight
+    fresh_lock(client)
+    assert sweep(farm, QUEUE, now=LATER) == {}
+    assert queued_batches(client) == []
+
+
+def test_young_cancelled_and_complete_campaigns_are_left_alone(farm: FarmConfig) -> None:
+    client = redis.Redis.from_url(farm.broker_url)
+    for campaign_id in ("young-1", "cancelled-1", "complete-1"):
+        submit(SPEC, farm, campaign_id)
+    lose_queue(client)
+    roll_out(farm, "complete-1", [0, 1, 2, 3])
+    with RolloutStore(farm.store_url) as store:
+        store.set_cancelled("cancelled-1")
+    # Just submitted: its batches may still be on their way to the broker.
+    assert sweep(farm, QUEUE, now=datetime.now(timezone.utc)) == {}
+    fresh_lock(client)
+    assert sweep(farm, QUEUE, now=LATER) == {"young-1": 4}
+
+
+def test_one_sweeper_per_interval_and_a_bounded_number_of_sweeps(farm: FarmConfig) -> None:
+    client = redis.Redis.from_url(farm.broker_url)
+    submit(SPEC, farm, "failing-1")
+    for sweep_number in range(SWEEPS_PER_CAMPAIGN + 2):
+        lose_queue(client)  # as if its batches kept failing and were given up on
+        fresh_lock(client)
+        expected = {"failing-1": 4} if sweep_number < SWEEPS_PER_CAMPAIGN else {}
+        assert sweep(farm, QUEUE, now=LATER) == expected
+        assert sweep(farm, QUEUE, now=LATER) == {}  # a second worker in the same interval does nothing
