@@ -15,6 +15,11 @@ Presentations (flags combine):
   --spaces         0-3 random spaces before each tagged digit (no digit sits at a fixed offset; needs --tagged)
   --reversed       operands written units first (``a5b4c3+A8B7C6=?``, as in Lee et al. 2025), so each column
                    line reads the places in prompt order
+  --shuffled       each operand's tagged digits in a random order (``b4a5c3+A8C6B7=?``): only the letters say
+                   which digit is where (needs --tagged)
+  --fixed-width    every line of the same width: the digits so far right-aligned in a 12-wide field and the
+                   answer in the same columns (``a5+A8+0=13            3`` ... ``Answer:            1023``),
+                   so a line finds what it needs in the line above at a fixed offset
 
     python benchmarks/length_generalization.py                       # plain
     python benchmarks/length_generalization.py --tagged --mixed-lengths --spaces
@@ -37,17 +42,22 @@ from verifarm.policy.training import TrainConfig, pretrain
 
 GOLD_DIGITS = 4
 PLACES = 26
+FIELD_WIDTH = 12  # --fixed-width: room for sums of up to 12 digits
 
 
 class Presentation:
-    def __init__(self, tagged: bool, spaces: bool, reversed_operands: bool) -> None:
-        if spaces and not tagged:
-            raise ValueError("--spaces needs --tagged: without place letters random spaces hide the columns")
+    def __init__(self, tagged: bool, spaces: bool, reversed_operands: bool, shuffled: bool = False,
+                 fixed_width: bool = False) -> None:
+        if (spaces or shuffled) and not tagged:
+            raise ValueError("--spaces and --shuffled need --tagged: without place letters they hide the columns")
         self.tagged, self.spaces, self.reversed_operands = tagged, spaces, reversed_operands
+        self.shuffled, self.fixed_width = shuffled, fixed_width
 
     def _number(self, digits_units_first: str, letters: str, start: int, rng: random.Random) -> str:
-        order = range(len(digits_units_first))
-        order = order if self.reversed_operands else reversed(order)
+        order = list(range(len(digits_units_first)))
+        order = order if self.reversed_operands else order[::-1]
+        if self.shuffled:
+            rng.shuffle(order)
         if not self.tagged:
             return "".join(digits_units_first[i] for i in order)
         return "".join((" " * rng.choice([0, 0, 1, 2, 3]) if self.spaces else "") + letters[start + i]
@@ -62,7 +72,16 @@ class Presentation:
         *columns, answer = worked_solution(a, b, "+").rstrip("\n").split("\n")
         if self.tagged:  # "5+8+0=13 3" reads places a and A: "a5+A8+0=13 3"
             columns = [f"{low[start + i]}{line[:2]}{up[start + i]}{line[2:]}" for i, line in enumerate(columns)]
+        if self.fixed_width:  # "a5+A8+0=13 3" -> "a5+A8+0=13" + the digits right-aligned in the field
+            columns = [f"{head} {digits:>{FIELD_WIDTH}}" for head, digits in (c.rsplit(" ", 1) for c in columns)]
+            marker, result = answer.split(" ")
+            answer = f"{marker:<{len(columns[0]) - FIELD_WIDTH}}{result:>{FIELD_WIDTH}}"
         return prompt, "\n".join([*columns, answer]) + "\n"
+
+    def completion_budget(self, digits: int) -> int:
+        """Tokens for a worked solution of `digits`-digit operands, with room for a mistake or two."""
+        line = (FIELD_WIDTH + 13) if self.fixed_width else (16 + digits)
+        return line * (digits + 1) + 24
 
 
 def operand(rng: random.Random, digits: int) -> int:
@@ -93,7 +112,7 @@ def pass_rates(policy, presentation: Presentation, digits: int, tasks: int, samp
     for _ in range(tasks):
         a, b = operand(rng, digits), operand(rng, digits)
         problems.append((presentation.document(a, b, rng)[0], a + b))
-    budget = (16 + digits) * (digits + 1) + 24
+    budget = presentation.completion_budget(digits)
 
     def passed(text: str, answer: int) -> bool:  # the arithmetic env's verdict: the text after the last "Answer:"
         return extract_answer(text) == str(answer)
@@ -112,13 +131,15 @@ def main() -> None:
     parser.add_argument("--pack", action="store_true")
     parser.add_argument("--spaces", action="store_true")
     parser.add_argument("--reversed", action="store_true")
+    parser.add_argument("--shuffled", action="store_true")
+    parser.add_argument("--fixed-width", action="store_true")
     parser.add_argument("--steps", type=int, default=1500, help="pre-training steps of batch 64 (default 1500)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", type=int, default=32, help="evaluation tasks per digit count (default 32)")
     args = parser.parse_args()
     if args.steps < 1 or args.tasks < 1:
         raise ValueError("--steps and --tasks must be at least 1")
-    presentation = Presentation(args.tagged, args.spaces, args.reversed)
+    presentation = Presentation(args.tagged, args.spaces, args.reversed, args.shuffled, args.fixed_width)
     torch.set_num_threads(1)
 
     texts = training_texts(presentation, args.steps * 64, args.mixed_lengths, args.pack, args.seed)
@@ -128,7 +149,7 @@ def main() -> None:
     started = time.perf_counter()
     metrics = pretrain(model, tokenizer, texts, TrainConfig(
         steps=args.steps, batch_size=64, learning_rate=3e-3, warmup_steps=30, min_lr_ratio=0.1,
-        max_length=256 if args.pack else 128, seed=args.seed))
+        max_length=(2 if args.pack else 1) * (160 if args.fixed_width else 128), seed=args.seed))
     print(f"pre-trained {metrics['steps']:.0f} steps on 1-{GOLD_DIGITS} digits in {time.perf_counter() - started:.0f}s "
           f"(final loss {metrics['final_loss']:.3f})")
     model.eval()
