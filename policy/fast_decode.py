@@ -17,19 +17,22 @@ from transformers import MixtralForCausalLM
 
 @dataclass
 class KVCache:
-    """Preallocated keys/values for every layer; `valid[b, s]` says slot s of row b holds a real token."""
+    """Preallocated keys/values for every layer; `valid[b, s]` says slot s of row b holds a real token.
 
-    keys: torch.Tensor  # (L, B, Hkv, S, D)
+    Keys are stored transposed, slot-minor, so that a decode step's query-key product reads them as they lie
+    (its many tiny per-row products run about a third faster than over a transposed view).
+    """
+
+    keys: torch.Tensor  # (L, B, Hkv, D, S)
     values: torch.Tensor  # (L, B, Hkv, S, D)
     valid: torch.Tensor  # (B, S) bool
 
     @classmethod
     def allocate(cls, layers: int, batch: int, kv_heads: int, slots: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device) -> "KVCache":
-        shape = (layers, batch, kv_heads, slots, head_dim)
         return cls(
-            keys=torch.zeros(shape, dtype=dtype, device=device),
-            values=torch.zeros(shape, dtype=dtype, device=device),
+            keys=torch.zeros((layers, batch, kv_heads, head_dim, slots), dtype=dtype, device=device),
+            values=torch.zeros((layers, batch, kv_heads, slots, head_dim), dtype=dtype, device=device),
             valid=torch.zeros(batch, slots, dtype=torch.bool, device=device),
         )
 
@@ -46,18 +49,21 @@ class _LayerWeights:
     out: torch.Tensor  # (C, H*D)
     post_norm: torch.Tensor  # (C,)
     router: torch.Tensor  # (E, C)
-    gate_up: torch.Tensor  # (E, 2I, C)
-    down: torch.Tensor  # (E, C, I)
+    gate_up: torch.Tensor  # (E, C, 2I): transposed views of Mixtral's (E, 2I, C)
+    down: torch.Tensor  # (E, I, C)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm normalised in float32 then scaled in the model dtype, exactly as Mixtral does."""
-    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    """RMSNorm normalised in float32 then scaled in the model dtype, Mixtral's own formula op for op (on the
+    tiny decode shapes it is also faster than the fused kernel)."""
+    x32 = x.float()
+    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
                 top_k: int) -> torch.Tensor:
-    """Mixtral's sparse MoE feed-forward for x (N, C) as one grouped product over the stacked experts.
+    """Mixtral's sparse MoE feed-forward for x (N, C) as one grouped product over the stacked experts,
+    whose weights come transposed: gate_up (E, C, 2I), down (E, I, C).
 
     The N*k (token, expert) assignments are sorted by expert, and each expert matrix runs as one
     grouped GEMM over the contiguous slices (no Python loop over experts, no dropped token).
@@ -81,10 +87,10 @@ def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, do
 
 def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor,
                     offsets: torch.Tensor) -> torch.Tensor:
-    """rows (M, in) sorted by group, weights (G, out, in), counts (G,) with their int32 cumsum
-    `offsets`: row i times its group's weight^T."""
+    """rows (M, in) sorted by group, weights (G, in, out), counts (G,) with their int32 cumsum
+    `offsets`: row i times its group's weight."""
     if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.bfloat16, torch.float16):
-        return F.grouped_mm(rows, weights.transpose(1, 2), offs=offsets)
+        return F.grouped_mm(rows, weights, offs=offsets)
     # Elsewhere (GPU kernels want bf16 and aligned shapes): pad groups to the largest one and use bmm.
     groups = weights.shape[0]
     capacity = int(counts.max())
@@ -93,7 +99,7 @@ def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Ten
     slot = torch.arange(rows.shape[0], device=rows.device) - starts[group_of]
     padded = rows.new_zeros(groups, capacity, rows.shape[1])
     padded[group_of, slot] = rows
-    return torch.bmm(padded, weights.transpose(1, 2))[group_of, slot]
+    return torch.bmm(padded, weights)[group_of, slot]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
@@ -168,7 +174,7 @@ def split_prompt_cache(cache: KVCache, lengths: list[int]) -> list[PromptSegment
     segments = []
     for start, stop in zip(bounds, bounds[1:]):
         first = width - max(lengths[start:stop])  # left padding: real tokens sit at the end
-        part = KVCache(cache.keys[:, start:stop, :, first:].contiguous(),
+        part = KVCache(cache.keys[:, start:stop, :, :, first:].contiguous(),
                        cache.values[:, start:stop, :, first:].contiguous(), cache.valid[start:stop, first:])
         bias = torch.zeros(part.valid.shape, dtype=torch.float32, device=part.valid.device)
         bias.masked_fill_(~part.valid, float("-inf"))
@@ -178,9 +184,10 @@ def split_prompt_cache(cache: KVCache, lengths: list[int]) -> list[PromptSegment
 
 def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
             scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unnormalised attention of q (..., Q, D) over keys/values (..., S, D): (out, row max, row sum)."""
+    """Unnormalised attention of q (..., Q, D) over keys (..., D, S) and values (..., S, D):
+    (out, row max, row sum)."""
     # Scaling the few queries instead of the many scores saves a pass over the scores.
-    scores = torch.matmul(q * scale, keys.transpose(-1, -2)).float()  # (..., Q, S)
+    scores = torch.matmul(q * scale, keys).float()  # (..., Q, S)
     if bias is not None:
         scores.add_(bias)
     peak = scores.amax(dim=-1, keepdim=True)
@@ -231,8 +238,8 @@ class FastMoEDecoder:
                 out=layer.self_attn.o_proj.weight.detach(),
                 post_norm=layer.post_attention_layernorm.weight.detach(),
                 router=layer.mlp.gate.weight.detach(),
-                gate_up=layer.mlp.experts.gate_up_proj.detach(),
-                down=layer.mlp.experts.down_proj.detach(),
+                gate_up=layer.mlp.experts.gate_up_proj.detach().transpose(1, 2),
+                down=layer.mlp.experts.down_proj.detach().transpose(1, 2),
             )
             for layer in inner.layers
         ]
@@ -285,7 +292,7 @@ class FastMoEDecoder:
         hidden = F.embedding(input_ids, self.embed)  # (B, T, C)
         for index, weights in enumerate(self.layers):
             q, k, v = (t.transpose(1, 2) for t in self._rotated_qkv(weights, hidden, cos, signed_sin))
-            cache.keys[index, :, :, :steps] = k  # (B, Hkv, T, D)
+            cache.keys[index, :, :, :, :steps] = k.transpose(-1, -2)  # (B, Hkv, D, T)
             cache.values[index, :, :, :steps] = v
             attended = F.scaled_dot_product_attention(
                 q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), attn_mask=mask
@@ -317,7 +324,7 @@ class FastMoEDecoder:
         hidden = F.embedding(tokens[:, None], self.embed)  # (B, 1, C)
         for index, weights in enumerate(self.layers):
             q, k, v = self._rotated_qkv(weights, hidden, cos, signed_sin)
-            cache.keys[index, :, :, slot] = k[:, 0]  # (B, Hkv, D)
+            cache.keys[index, :, :, :, slot] = k[:, 0]  # (B, Hkv, D)
             cache.values[index, :, :, slot] = v[:, 0]
             q = q.reshape(batch, self.kv_heads, groups_per_kv, self.head_dim)  # (B, Hkv, G, D)
             # Prompt part: the rows of one prompt stacked as that prompt's queries (dummy row = zeros).
@@ -336,7 +343,7 @@ class FastMoEDecoder:
             if not groups.aligned:
                 out_p, peak_p, sum_p = (t[groups.position] for t in (out_p, peak_p, sum_p))  # (B, Hkv, G, ·)
             # Generated part: each row's own tokens so far, this one included (no padding).
-            out_g, peak_g, sum_g = _attend(q, cache.keys[index, :, :, : slot + 1],
+            out_g, peak_g, sum_g = _attend(q, cache.keys[index, :, :, :, : slot + 1],
                                            cache.values[index, :, :, : slot + 1], None, scale)
             peak = torch.maximum(peak_p, peak_g)
             weight_p, weight_g = (peak_p - peak).exp_(), (peak_g - peak).exp_()

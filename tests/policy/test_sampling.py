@@ -47,7 +47,8 @@ def test_batched_moe_matches_mixtral_block(model):
     x = torch.randn(37, model.config.hidden_size)
     with torch.no_grad():
         expected = block(x[None])[0]
-        actual = batched_moe(x, block.gate.weight, block.experts.gate_up_proj, block.experts.down_proj, 2)
+        actual = batched_moe(x, block.gate.weight, block.experts.gate_up_proj.transpose(1, 2),
+                             block.experts.down_proj.transpose(1, 2), 2)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
     # float64 takes the padded-bmm path (the one GPUs use); check it against a per-token loop.
     router, gate_up = block.gate.weight.double(), block.experts.gate_up_proj.double()
@@ -59,7 +60,7 @@ def test_batched_moe_matches_mixtral_block(model):
             gate, up = (gate_up[expert] @ x[token]).chunk(2)
             expected[token] += weight * (down[expert] @ (torch.nn.functional.silu(gate) * up))
     with torch.no_grad():
-        actual = batched_moe(x, router, gate_up, down, 2)
+        actual = batched_moe(x, router, gate_up.transpose(1, 2), down.transpose(1, 2), 2)
     torch.testing.assert_close(actual, expected)
 
 
@@ -75,11 +76,12 @@ def test_split_prompt_cache_trims_short_prompts_padding():
     cache = KVCache.allocate(2, 4, 1, 10, 8, torch.float32, torch.device("cpu"))
     for prompt, length in enumerate([2, 3, 9, 10]):
         cache.valid[prompt, 10 - length:] = True
-        cache.keys[:, prompt, :, 10 - length:] = prompt + 1
+        cache.keys[:, prompt, :, :, 10 - length:] = prompt + 1
     short, long = split_prompt_cache(cache, [2, 3, 9, 10])
     assert (short.start, short.stop, long.start, long.stop) == (0, 2, 2, 4)
-    assert short.cache.keys.shape == (2, 2, 1, 3, 8) and long.cache.keys.shape == (2, 2, 1, 10, 8)
-    assert short.cache.keys[0, 1, 0, :, 0].tolist() == [2, 2, 2] and short.cache.keys[0, 0, 0, 0, 0] == 0
+    assert short.cache.keys.shape == (2, 2, 1, 8, 3) and long.cache.keys.shape == (2, 2, 1, 8, 10)  # keys: D, S
+    assert short.cache.values.shape == (2, 2, 1, 3, 8) and long.cache.values.shape == (2, 2, 1, 10, 8)
+    assert short.cache.keys[0, 1, 0, 0, :].tolist() == [2, 2, 2] and short.cache.keys[0, 0, 0, 0, 0] == 0
     assert short.bias[:, 0, 0].tolist() == [[float("-inf"), 0, 0], [0, 0, 0]]
     assert len(split_prompt_cache(cache, [8, 9, 9, 10])) == 1  # nearly equal lengths: one run
     with pytest.raises(ValueError, match="one length"):
