@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import ValidationError
 
 from verifarm.rollout.app import QUEUE
 from verifarm.rollout.campaign import parse_spec, submit
-from verifarm.rollout.config import FarmConfig
+from verifarm.rollout.config import FarmConfig, farm_environment
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.reconcile import SWEEPS_PER_CAMPAIGN, UNACKED_KEY, queue_keys, sweep
 from verifarm.rollout.reference_policy import ReferencePolicy
 from verifarm.rollout.rollouts import FamilyCache, rollout_batch
 from verifarm.rollout.store import RolloutStore
+from verifarm.settings import Settings
 
 SPEC = parse_spec({"name": "lost", "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}], "tasks": 10,
                    "samples_per_task": 2, "batch_size": 3, "policy": "reference"})
@@ -102,3 +104,15 @@ def test_one_sweeper_per_interval_and_a_bounded_number_of_sweeps(farm: FarmConfi
         expected = {"failing-1": 4} if sweep_number < SWEEPS_PER_CAMPAIGN else {}
         assert sweep(farm, QUEUE, now=LATER) == expected
         assert sweep(farm, QUEUE, now=LATER) == {}  # a second worker in the same interval does nothing
+
+
+def test_the_sweep_interval_travels_to_worker_processes_and_bad_values_are_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(home=tmp_path)
+    monkeypatch.setenv("VERIFARM_FARM_RECONCILE_INTERVAL_S", "7")
+    farm = FarmConfig.from_settings(settings, broker_url="redis://127.0.0.1:1/0")
+    assert farm.reconcile_interval_s == 7
+    assert farm_environment(farm, {})["VERIFARM_FARM_RECONCILE_INTERVAL_S"] == "7"
+    monkeypatch.setenv("VERIFARM_FARM_RECONCILE_INTERVAL_S", "0")
+    with pytest.raises(ValidationError, match="reconcile_interval_s"):
+        FarmConfig.from_settings(settings, broker_url="redis://127.0.0.1:1/0")
