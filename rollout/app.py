@@ -18,6 +18,13 @@ from verifarm.rollout.config import FarmConfig
 
 TASK_NAME = "verifarm.rollout.batch"
 QUEUE = "verifarm.rollouts"
+PRIORITY_STEPS = tuple(range(10))
+QUEUE_SEP = ":"
+
+
+def queue_keys() -> list[str]:
+    """The Redis lists kombu keeps the queue in: the queue itself for priority 0, `<queue>:<p>` for the others."""
+    return [QUEUE] + [f"{QUEUE}{QUEUE_SEP}{step}" for step in PRIORITY_STEPS if step]
 
 
 def celery_settings(farm: FarmConfig) -> dict[str, Any]:
@@ -40,8 +47,8 @@ def celery_settings(farm: FarmConfig) -> dict[str, Any]:
             "unacked_restore_interval": farm.restore_interval_s,
             "unacked_restore_throttle": 1,
             "queue_order_strategy": "priority",
-            "priority_steps": list(range(10)),
-            "sep": ":",
+            "priority_steps": list(PRIORITY_STEPS),
+            "sep": QUEUE_SEP,
         },
         "result_backend_transport_options": {"visibility_timeout": farm.visibility_timeout_s},
         "worker_proc_alive_timeout": 120,  # pool processes start slowly on a busy machine
@@ -131,7 +138,7 @@ class BatchReconciler(bootsteps.StartStopStep):
         from verifarm.rollout.reconcile import start_sweeping
 
         farm = FarmConfig.model_validate(worker.app.conf["verifarm_farm"])
-        self.entry = start_sweeping(worker, farm, QUEUE)
+        self.entry = start_sweeping(worker, farm, queue_keys())
 
     def stop(self, worker: Any) -> None:
         if self.entry is not None:

@@ -25,42 +25,35 @@ log = logging.getLogger(__name__)
 # Kombu's Redis transport keeps unacknowledged deliveries in this hash (its default `unacked_key`).
 UNACKED_KEY = "unacked"
 SWEEPS_PER_CAMPAIGN = 3
-_SWEEP_LOCK = "verifarm:reconcile:lock"
+SWEEP_LOCK = "verifarm:reconcile:lock"
 _SWEEP_COUNT = "verifarm:reconcile:sweeps:{}"
 
 
-def queue_keys(queue: str, priority_steps: range = range(10)) -> list[str]:
-    """The Redis lists behind one kombu queue: the queue itself for priority 0, `<queue>:<p>` for the others."""
-    return [queue] + [f"{queue}:{step}" for step in priority_steps if step]
-
-
-def batches_in_broker(client: redis.Redis, queue: str) -> int:
-    """Batch messages the broker holds: queued on any priority list, or delivered and not yet acknowledged."""
-    queued = sum(client.llen(key) for key in queue_keys(queue))
+def batches_in_broker(client: redis.Redis, queue_keys: list[str]) -> int:
+    """Batch messages the broker holds: queued on any of the queue's lists, or delivered and not yet acknowledged."""
+    queued = sum(client.llen(key) for key in queue_keys)
     return queued + client.hlen(UNACKED_KEY)
 
 
 def lost_campaigns(store: RolloutStore, older_than: datetime) -> list[str]:
-    """Running campaigns created before `older_than` whose records are still short of complete."""
-    lost = []
-    for row in store.list_campaigns():
-        if row.cancelled or row.created_at > older_than:
-            continue  # a campaign just submitted may not have enqueued its batches yet
-        if sum(store.outcome_counts(row.campaign_id).values()) < row.expected_records:
-            lost.append(row.campaign_id)
-    return lost
+    """Running campaigns created before `older_than` (so still short of complete)."""
+    from verifarm.rollout.campaign import status_from_store
+
+    return [row.campaign_id for row in store.list_campaigns()
+            # A campaign just submitted may not have enqueued its batches yet.
+            if row.created_at <= older_than and status_from_store(store, row.campaign_id).state == "running"]
 
 
-def sweep(farm: FarmConfig, queue: str, now: datetime | None = None) -> dict[str, int]:
+def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) -> dict[str, int]:
     """One reconciliation pass; returns {campaign id: batches enqueued again}. Safe from many workers at once."""
     from verifarm.rollout.campaign import requeue
 
     client = redis.Redis.from_url(farm.broker_url, socket_timeout=10)
     try:
         # One sweeper per interval across the farm; the lock expires by itself if its holder dies.
-        if not client.set(_SWEEP_LOCK, "1", nx=True, ex=max(1, farm.reconcile_interval_s)):
+        if not client.set(SWEEP_LOCK, "1", nx=True, ex=farm.reconcile_interval_s):
             return {}
-        if batches_in_broker(client, queue):
+        if batches_in_broker(client, queue_keys):
             return {}
         now = now or datetime.now(timezone.utc)
         with RolloutStore(farm.store_url) as store:
@@ -81,11 +74,11 @@ def sweep(farm: FarmConfig, queue: str, now: datetime | None = None) -> dict[str
         client.close()
 
 
-def start_sweeping(worker: Any, farm: FarmConfig, queue: str) -> Any:
+def start_sweeping(worker: Any, farm: FarmConfig, queue_keys: list[str]) -> Any:
     """Run `sweep` every `farm.reconcile_interval_s` on the worker's timer; returns the timer entry."""
     def tick() -> None:
         try:
-            sweep(farm, queue)
+            sweep(farm, queue_keys)
         except Exception as error:  # a broker or database blip: the next tick tries again
             log.warning("batch reconciliation skipped: %s", error)
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 import yaml
 
-from verifarm.rollout.app import QUEUE, create_app
+from verifarm.rollout.app import create_app, queue_keys
 from verifarm.rollout.campaign import cancel, parse_spec, status, submit
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
@@ -243,11 +243,12 @@ def test_a_batch_the_broker_lost_is_enqueued_again_by_the_workers(farm: Farm, pr
                        "policy": "reference"})
     submit(spec, farm.config(), "lost-1")
     broker = redis.Redis.from_url(farm.redis_url)
-    queues = [key for key in broker.keys(f"{QUEUE}*") if broker.type(key) == b"list"]
+    queues = [key for key in queue_keys() if broker.llen(key)]
     assert sum(broker.llen(key) for key in queues) == 4
     assert broker.rpop(queues[0]) is not None  # the next batch to be delivered vanishes
     farm.start_worker("w1", plain_celery=True)
-    # The three batches still queued run at once; the sweep waits until the campaign is older than the visibility timeout (12 s), then enqueues the batch.
+    # The three batches still queued run at once; the sweep waits until the campaign is older than the
+    # visibility timeout (12 s), then enqueues the lost one again.
     wait_until(lambda: farm.count("lost-1") >= 32, 60, "the lost batch, enqueued again by the sweep", farm)
     assert_complete_and_unique(farm, "lost-1", 16, 2)
     assert "enqueued them again" in (farm.home / "w1.log").read_text()
@@ -265,7 +266,7 @@ def test_cancel_stops_new_work_and_keeps_records(farm: Farm, private_redis) -> N
     at_cancel = farm.count("cancel-1")
     broker = redis.Redis.from_url(farm.redis_url)
     # The remaining batches are consumed without work: the queue drains fast.
-    wait_until(lambda: sum(broker.llen(key) for key in broker.keys(f"{QUEUE}*")) == 0, 60, "the queue to drain", farm)
+    wait_until(lambda: sum(broker.llen(key) for key in queue_keys()) == 0, 60, "the queue to drain", farm)
     time.sleep(1.0)
     final = farm.count("cancel-1")
     assert final - at_cancel <= 4 * 4  # at most the batch that was running when the flag was set

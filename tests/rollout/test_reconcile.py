@@ -11,11 +11,11 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from verifarm.rollout.app import QUEUE
+from verifarm.rollout.app import queue_keys
 from verifarm.rollout.campaign import parse_spec, submit
 from verifarm.rollout.config import FarmConfig, farm_environment
 from verifarm.rollout.embedded_redis import EmbeddedRedis
-from verifarm.rollout.reconcile import SWEEPS_PER_CAMPAIGN, UNACKED_KEY, queue_keys, sweep
+from verifarm.rollout.reconcile import SWEEP_LOCK, SWEEPS_PER_CAMPAIGN, UNACKED_KEY, sweep
 from verifarm.rollout.reference_policy import ReferencePolicy
 from verifarm.rollout.rollouts import FamilyCache, rollout_batch
 from verifarm.rollout.store import RolloutStore
@@ -39,13 +39,13 @@ def farm(tmp_path: Path) -> Iterator[FarmConfig]:
 
 def queued_batches(client: redis.Redis) -> list[int]:
     """Batch indices of the messages waiting on the queue's priority lists (task ids are `<campaign>:<batch>`)."""
-    bodies = [raw for key in queue_keys(QUEUE) for raw in client.lrange(key, 0, -1)]
+    bodies = [raw for key in queue_keys() for raw in client.lrange(key, 0, -1)]
     return sorted(int(json.loads(body)["headers"]["id"].rsplit(":", 1)[1]) for body in bodies)
 
 
 def lose_queue(client: redis.Redis) -> None:
     """What a broker restart without persistence does to waiting batches."""
-    for key in queue_keys(QUEUE):
+    for key in queue_keys():
         client.delete(key)
 
 
@@ -56,7 +56,7 @@ def roll_out(farm: FarmConfig, campaign_id: str, batches: list[int]) -> None:
 
 
 def fresh_lock(client: redis.Redis) -> None:
-    client.delete("verifarm:reconcile:lock")  # the next sweep is a new interval
+    client.delete(SWEEP_LOCK)  # the next sweep is a new interval
 
 
 def test_lost_batches_are_enqueued_again_and_only_those(farm: FarmConfig) -> None:
@@ -66,18 +66,18 @@ def test_lost_batches_are_enqueued_again_and_only_those(farm: FarmConfig) -> Non
     lose_queue(client)
     roll_out(farm, "lost-1", [0, 2])  # two batches had finished before the loss
 
-    assert sweep(farm, QUEUE, now=LATER) == {"lost-1": 2}
+    assert sweep(farm, queue_keys(), now=LATER) == {"lost-1": 2}
     assert queued_batches(client) == [1, 3]
 
 
 def test_nothing_is_enqueued_while_the_broker_holds_a_batch(farm: FarmConfig) -> None:
     client = redis.Redis.from_url(farm.broker_url)
     submit(SPEC, farm, "busy-1")
-    assert sweep(farm, QUEUE, now=LATER) == {}  # queued: in flight
+    assert sweep(farm, queue_keys(), now=LATER) == {}  # queued: in flight
     lose_queue(client)
     client.hset(UNACKED_KEY, "some-delivery-tag", "[]")  # one delivered, not acknowledged: still in flight
     fresh_lock(client)
-    assert sweep(farm, QUEUE, now=LATER) == {}
+    assert sweep(farm, queue_keys(), now=LATER) == {}
     assert queued_batches(client) == []
 
 
@@ -90,9 +90,9 @@ def test_young_cancelled_and_complete_campaigns_are_left_alone(farm: FarmConfig)
     with RolloutStore(farm.store_url) as store:
         store.set_cancelled("cancelled-1")
     # Just submitted: its batches may still be on their way to the broker.
-    assert sweep(farm, QUEUE, now=datetime.now(timezone.utc)) == {}
+    assert sweep(farm, queue_keys(), now=datetime.now(timezone.utc)) == {}
     fresh_lock(client)
-    assert sweep(farm, QUEUE, now=LATER) == {"young-1": 4}
+    assert sweep(farm, queue_keys(), now=LATER) == {"young-1": 4}
 
 
 def test_one_sweeper_per_interval_and_a_bounded_number_of_sweeps(farm: FarmConfig) -> None:
@@ -102,8 +102,8 @@ def test_one_sweeper_per_interval_and_a_bounded_number_of_sweeps(farm: FarmConfi
         lose_queue(client)  # as if its batches kept failing and were given up on
         fresh_lock(client)
         expected = {"failing-1": 4} if sweep_number < SWEEPS_PER_CAMPAIGN else {}
-        assert sweep(farm, QUEUE, now=LATER) == expected
-        assert sweep(farm, QUEUE, now=LATER) == {}  # a second worker in the same interval does nothing
+        assert sweep(farm, queue_keys(), now=LATER) == expected
+        assert sweep(farm, queue_keys(), now=LATER) == {}  # a second worker in the same interval does nothing
 
 
 def test_the_sweep_interval_travels_to_worker_processes_and_bad_values_are_refused(
