@@ -193,10 +193,11 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
     suite within its time budget; the logs name which fault a failure follows.)"""
     server, farm.redis_url, pids = private_redis
     port = int(farm.redis_url.rsplit(":", 1)[1].split("/")[0])
-    spec = parse_spec({"name": "faults", "envs": ENV_MIX[:2], "tasks": 32, "samples_per_task": 4, "batch_size": 4,
+    spec = parse_spec({"name": "faults", "envs": ENV_MIX[:2], "tasks": 48, "samples_per_task": 4, "batch_size": 4,
                        "policy": "latest", "sampling": {"max_new_tokens": 48}})
+    # The victim works alone until it dies, so it certainly holds a second batch (a survivor started beside it
+    # could take every batch first and leave it none).
     victim = farm.start_worker("victim", plain_celery=True)
-    survivor = farm.start_worker("survivor", plain_celery=True)
     submit(spec, farm.config(), "faults-1")
     victim_log = farm.home / "victim.log"
     wait_until(lambda: "succeeded" in victim_log.read_text(), 120, "the victim's first batch", farm)
@@ -205,10 +206,12 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
                60, "the victim to take another batch", farm)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(10)
-    assert farm.count("faults-1") < 128
+    at_kill = farm.count("faults-1")
+    assert at_kill < 192
     # A new policy version lands meanwhile: the survivor swaps it in between batches ("latest"), and the
     # victim's batch, handed on only after the visibility timeout, is certainly sampled with it.
     assert publish_tiny(farm.checkpoint_dir, seed=5) == 2
+    survivor = farm.start_worker("survivor", plain_celery=True)
 
     # Then one pool process of the survivor dies: its batch goes straight back to the queue
     # (task_reject_on_worker_lost) and the worker forks a new pool process.
@@ -219,17 +222,17 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
     assert pool_children, "the survivor has no pool process"
     os.kill(int(pool_children[0]), signal.SIGKILL)
 
-    wait_until(lambda: farm.count("faults-1") >= 48, 60, "more batches by the survivor", farm)
+    wait_until(lambda: farm.count("faults-1") >= at_kill + 32, 60, "more batches by the survivor", farm)
     os.kill(pids[-1], signal.SIGKILL)  # the broker dies hard; its append-only file keeps queue and unacked
     os.waitpid(pids[-1], 0)
     at_restart = farm.count("faults-1")
     time.sleep(1.5)
     _, pid = server.start(port=port)
     pids.append(pid)
-    assert at_restart < 128, "the campaign ended before the broker restart; make it longer"
+    assert at_restart < 192, "the campaign ended before the broker restart; make it longer"
 
-    wait_until(lambda: farm.count("faults-1") >= 128, 150, "the campaign to finish, redelivered batch included", farm)
-    assert_complete_and_unique(farm, "faults-1", 32, 4)
+    wait_until(lambda: farm.count("faults-1") >= 192, 150, "the campaign to finish, redelivered batch included", farm)
+    assert_complete_and_unique(farm, "faults-1", 48, 4)
     assert status("faults-1", farm.store_url).state == "done"
     with RolloutStore(farm.store_url) as store:
         assert {r.policy_version for r in store.query(RecordFilter(campaign_id="faults-1"))} == {1, 2}
