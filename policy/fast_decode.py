@@ -17,29 +17,35 @@ from transformers import MixtralForCausalLM
 
 @dataclass
 class KVCache:
-    """Preallocated keys/values for every layer; `valid[b, s]` says slot s of row b holds a real token.
+    """Preallocated keys and values of every layer in one tensor; `valid[b, s]` says slot s of row b holds a
+    real token.
 
-    Keys are stored transposed, slot-minor, so that a decode step's query-key product reads them as they lie
-    (its many tiny per-row products run about a third faster than over a transposed view).
+    Heads [0, Hkv) of `kv` hold keys and heads [Hkv, 2*Hkv) values, each head's slots contiguous (S, D) as
+    the attention kernel reads them, so that a decode step writes a token's keys and values with one copy.
     """
 
-    keys: torch.Tensor  # (L, B, Hkv, D, S)
-    values: torch.Tensor  # (L, B, Hkv, S, D)
+    kv: torch.Tensor  # (L, B, 2*Hkv, S, D)
     valid: torch.Tensor  # (B, S) bool
 
     @classmethod
     def allocate(cls, layers: int, batch: int, kv_heads: int, slots: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device) -> "KVCache":
         return cls(
-            keys=torch.zeros((layers, batch, kv_heads, head_dim, slots), dtype=dtype, device=device),
-            values=torch.zeros((layers, batch, kv_heads, slots, head_dim), dtype=dtype, device=device),
+            kv=torch.zeros((layers, batch, 2 * kv_heads, slots, head_dim), dtype=dtype, device=device),
             valid=torch.zeros(batch, slots, dtype=torch.bool, device=device),
         )
 
+    def keys(self, layer: int) -> torch.Tensor:
+        """(B, Hkv, S, D), a view."""
+        return self.kv[layer, :, : self.kv.shape[2] // 2]
+
+    def values(self, layer: int) -> torch.Tensor:
+        """(B, Hkv, S, D), a view."""
+        return self.kv[layer, :, self.kv.shape[2] // 2:]
+
     def select_rows(self, rows: torch.Tensor) -> "KVCache":
         """The cache of a subset (or repetition) of batch rows, e.g. to drop finished sequences."""
-        return KVCache(self.keys.index_select(1, rows), self.values.index_select(1, rows),
-                       self.valid.index_select(0, rows))
+        return KVCache(self.kv.index_select(1, rows), self.valid.index_select(0, rows))
 
 
 @dataclass(frozen=True)
@@ -54,8 +60,10 @@ class _LayerWeights:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm normalised in float32 then scaled in the model dtype, Mixtral's own formula op for op (on the
-    tiny decode shapes it is also faster than the fused kernel)."""
+    """Mixtral's RMSNorm: normalised in float32, then scaled in the model dtype."""
+    if x.dtype == torch.float32:
+        # One fused call, and the very same products as the formula below (scaling commutes).
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     x32 = x.float()
     return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
@@ -68,21 +76,20 @@ def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, do
     The N*k (token, expert) assignments are sorted by expert, and each expert matrix runs as one
     grouped GEMM over the contiguous slices (no Python loop over experts, no dropped token).
     """
-    tokens, channels = x.shape
-    experts = router.shape[0]
     # Softmax over the top-k logits equals Mixtral's renormalised top-k of the full softmax.
-    top_logits, top_experts = torch.topk(F.linear(x, router), top_k, dim=-1)  # (N, k)
-    top_weights = torch.softmax(top_logits.float(), dim=-1).to(x.dtype)
-
+    top_logits, top_experts = F.linear(x, router).topk(top_k)  # (N, k)
+    top_weights = top_logits.softmax(-1, dtype=torch.float32)
+    if x.dtype != torch.float32:
+        top_weights = top_weights.to(x.dtype)
     flat_experts = top_experts.view(-1)  # (N*k,)
-    order = torch.argsort(flat_experts, stable=True)
+    order = flat_experts.argsort(stable=True)
     token_of = order // top_k  # the token of each expert-sorted assignment
-    counts = torch.bincount(flat_experts, minlength=experts)  # (E,)
-    offsets = torch.cumsum(counts, 0).to(torch.int32)  # group ends, shared by both products
+    counts = torch.bincount(flat_experts, minlength=router.shape[0])  # (E,)
+    offsets = counts.cumsum(0, dtype=torch.int32)  # group ends, shared by both products
     gate, up = _grouped_linear(x[token_of], gate_up, counts, offsets).chunk(2, dim=-1)  # (N*k, I) each
     expert_out = _grouped_linear(F.silu(gate).mul_(up), down, counts, offsets)  # (N*k, C)
     expert_out.mul_(top_weights.view(-1, 1)[order])
-    return x.new_zeros(tokens, channels).index_add_(0, token_of, expert_out)
+    return torch.zeros_like(x).index_add_(0, token_of, expert_out)
 
 
 def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor,
@@ -94,7 +101,7 @@ def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Ten
     # Elsewhere (GPU kernels want bf16 and aligned shapes): pad groups to the largest one and use bmm.
     groups = weights.shape[0]
     capacity = int(counts.max())
-    starts = torch.cumsum(counts, 0) - counts
+    starts = offsets - counts
     group_of = torch.repeat_interleave(torch.arange(groups, device=rows.device), counts)
     slot = torch.arange(rows.shape[0], device=rows.device) - starts[group_of]
     padded = rows.new_zeros(groups, capacity, rows.shape[1])
@@ -104,7 +111,8 @@ def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Ten
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """Mixtral's rotate-half rotary embedding, x * cos + rotate_half(x) * sin, with the sign of the
-    first half of sin folded in so that rotate_half becomes a roll; x (..., D), cos/sin broadcastable."""
+    first half of sin folded in so that rotate_half becomes a roll; x (..., D), cos/sin broadcastable.
+    Where cos is 1 and sin 0 (the value heads of a decode step) x comes back exactly."""
     return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
 
 
@@ -174,25 +182,46 @@ def split_prompt_cache(cache: KVCache, lengths: list[int]) -> list[PromptSegment
     segments = []
     for start, stop in zip(bounds, bounds[1:]):
         first = width - max(lengths[start:stop])  # left padding: real tokens sit at the end
-        part = KVCache(cache.keys[:, start:stop, :, :, first:].contiguous(),
-                       cache.values[:, start:stop, :, first:].contiguous(), cache.valid[start:stop, first:])
-        bias = torch.zeros(part.valid.shape, dtype=torch.float32, device=part.valid.device)
+        part = KVCache(cache.kv[:, start:stop, :, first:].contiguous(), cache.valid[start:stop, first:])
+        bias = torch.zeros(part.valid.shape, dtype=cache.kv.dtype, device=part.valid.device)
         bias.masked_fill_(~part.valid, float("-inf"))
         segments.append(PromptSegment(start, stop, part, bias[:, None, None, :]))
     return segments
 
 
-def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
-            scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unnormalised attention of q (..., Q, D) over keys (..., D, S) and values (..., S, D):
-    (out, row max, row sum)."""
-    # Scaling the few queries instead of the many scores saves a pass over the scores.
-    scores = torch.matmul(q * scale, keys).float()  # (..., Q, S)
+# PyTorch's fused CPU attention kernel, which also returns the log-sum-exp that merging needs.
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+           scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of q (N, H, Q, D) over keys and values (N, H, S, D) plus an additive bias broadcastable
+    to (N, H, Q, S): the output (N, H, Q, D) and the float32 log-sum-exp of the scores (N, H, Q), which
+    `merge_attention` needs to join the parts of a split attention."""
+    if _CPU_FLASH is not None and q.device.type == "cpu" and q.dtype == torch.float32:
+        return _CPU_FLASH(q, keys, values, attn_mask=bias, scale=scale)
+    return attend_reference(q, keys, values, bias, scale)
+
+
+def attend_reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`attend` in plain tensor ops, for other devices and dtypes. Products run in the model dtype, as
+    `transformers` runs them; the softmax and the output come in float32."""
+    scores = torch.matmul(q * scale, keys.transpose(-1, -2)).float()
     if bias is not None:
-        scores.add_(bias)
+        scores = scores + bias
     peak = scores.amax(dim=-1, keepdim=True)
-    weights = scores.sub_(peak).exp_()
-    return torch.matmul(weights.to(values.dtype), values).float(), peak, weights.sum(dim=-1, keepdim=True)
+    weights = (scores - peak).exp()
+    total = weights.sum(dim=-1, keepdim=True)
+    out = torch.matmul(weights.to(values.dtype), values).float() / total
+    return out, (peak + total.log()).squeeze(-1)
+
+
+def merge_attention(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
+                    lse_b: torch.Tensor) -> torch.Tensor:
+    """Attention over the union of two disjoint key sets, in float32, from each set's output and
+    log-sum-exp: the softmax weight of set b is sigmoid(lse_b - lse_a)."""
+    return torch.lerp(out_a.float(), out_b.float(), torch.sigmoid(lse_b - lse_a).unsqueeze(-1))
 
 
 def unsupported_reason(model) -> str | None:
@@ -250,22 +279,23 @@ class FastMoEDecoder:
         return KVCache.allocate(len(self.layers), batch, self.kv_heads, slots, self.head_dim, self.dtype, self.device)
 
     def rotary_table(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and signed sin for positions [0, positions), each (P, D), computed as Mixtral does."""
+        """cos and signed sin for positions [0, positions), computed as Mixtral does, each (P, H + 2*Hkv, D):
+        a row per head of the fused q/k/v projection, the value heads' rows the identity (cos 1, sin 0),
+        so that a decode step rotates all its heads with one call."""
         freqs = torch.arange(positions, device=self.device).float()[:, None] * self.inv_freq  # (P, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos = (emb.cos() * self.rope_scaling).to(self.dtype)
         sin = (emb.sin() * self.rope_scaling).to(self.dtype)
         half = sin.shape[-1] // 2
-        return cos, torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
+        signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
+        rotated, shape = self.num_heads + self.kv_heads, (positions, self.kv_heads, self.head_dim)
+        return (torch.cat((cos[:, None].expand(-1, rotated, -1), cos.new_ones(shape)), dim=1),
+                torch.cat((signed_sin[:, None].expand(-1, rotated, -1), cos.new_zeros(shape)), dim=1))
 
-    def _rotated_qkv(self, weights: _LayerWeights, hidden: torch.Tensor, cos: torch.Tensor,
-                     signed_sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q (B, T, H, D), k and v (B, T, Hkv, D) of the normed hidden states, q and k rotated together."""
-        batch, steps, _ = hidden.shape
+    def _qkv(self, weights: _LayerWeights, hidden: torch.Tensor) -> torch.Tensor:
+        """The fused q/k/v projection of the normed hidden states (..., C), as heads (..., H + 2*Hkv, D)."""
         qkv = F.linear(rms_norm(hidden, weights.input_norm, self.eps), weights.qkv)
-        qkv = qkv.view(batch, steps, self.num_heads + 2 * self.kv_heads, self.head_dim)
-        qk = apply_rotary(qkv[:, :, : self.num_heads + self.kv_heads], cos, signed_sin)
-        return qk[:, :, : self.num_heads], qk[:, :, self.num_heads:], qkv[:, :, self.num_heads + self.kv_heads:]
+        return qkv.view(*hidden.shape[:-1], self.num_heads + 2 * self.kv_heads, self.head_dim)
 
     def _feed_forward(self, weights: _LayerWeights, hidden: torch.Tensor) -> torch.Tensor:
         normed = rms_norm(hidden, weights.post_norm, self.eps)
@@ -280,20 +310,24 @@ class FastMoEDecoder:
         `rotary` is `rotary_table(n)` for at least every position the cache will hold.
         """
         batch, steps = input_ids.shape
+        heads, kv_heads = self.num_heads, self.kv_heads
         real = attention_mask.bool()
         positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
-        cos, signed_sin = rotary[0][positions].unsqueeze(2), rotary[1][positions].unsqueeze(2)  # (B, T, 1, D)
+        # The first head's row of the table: queries and keys share it (B, T, 1, D).
+        cos, signed_sin = rotary[0][:, 0][positions].unsqueeze(2), rotary[1][:, 0][positions].unsqueeze(2)
         cache.valid[:, :steps] = real
         causal = torch.ones(steps, steps, dtype=torch.bool, device=self.device).tril()
         # Padding rows may still attend to themselves so that no softmax row is empty (NaN).
         mask = (causal & real[:, None, :]) | torch.eye(steps, dtype=torch.bool, device=self.device)
         mask = mask.unsqueeze(1)  # (B, 1, T, T)
-        groups = self.num_heads // self.kv_heads
+        groups = heads // kv_heads
         hidden = F.embedding(input_ids, self.embed)  # (B, T, C)
         for index, weights in enumerate(self.layers):
-            q, k, v = (t.transpose(1, 2) for t in self._rotated_qkv(weights, hidden, cos, signed_sin))
-            cache.keys[index, :, :, :, :steps] = k.transpose(-1, -2)  # (B, Hkv, D, T)
-            cache.values[index, :, :, :steps] = v
+            qkv = self._qkv(weights, hidden)  # (B, T, H + 2*Hkv, D)
+            qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, signed_sin).transpose(1, 2)
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, :, heads + kv_heads:].transpose(1, 2)
+            cache.keys(index)[:, :, :steps] = k  # (B, Hkv, T, D)
+            cache.values(index)[:, :, :steps] = v
             attended = F.scaled_dot_product_attention(
                 q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), attn_mask=mask
             )  # (B, H, T, D)
@@ -311,43 +345,40 @@ class FastMoEDecoder:
         Attention is split, as in shared-prefix ("cascade") attention: the prompt part is read once
         per prompt from its `prompt_segments` cache for all rows sampling that prompt (`groups`), the generated
         part per row from `cache` (this token written at `slot`), and the two merge through their
-        softmax statistics. n samples of one prompt thus never copy or re-read its keys n times.
+        log-sum-exps. n samples of one prompt thus never copy or re-read its keys n times.
         """
         batch = tokens.shape[0]
-        cos, signed_sin = rotary[0][positions][:, None, None], rotary[1][positions][:, None, None]  # (B,1,1,D)
+        heads, kv_heads, head_dim = self.num_heads, self.kv_heads, self.head_dim
+        cos, signed_sin = rotary[0][positions], rotary[1][positions]  # (B, H + 2*Hkv, D)
         prompts, width = groups.index.shape
-        groups_per_kv = self.num_heads // self.kv_heads
-        scale = self.head_dim ** -0.5
+        groups_per_kv = heads // kv_heads
+        scale = head_dim ** -0.5
         # Padding places of the layout read row 0: their results are never gathered back, so any
         # finite query will do, and no zero row has to be appended to q in every layer.
         gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
-        hidden = F.embedding(tokens[:, None], self.embed)  # (B, 1, C)
+        hidden = F.embedding(tokens, self.embed)  # (B, C)
         for index, weights in enumerate(self.layers):
-            q, k, v = self._rotated_qkv(weights, hidden, cos, signed_sin)
-            cache.keys[index, :, :, :, slot] = k[:, 0]  # (B, Hkv, D)
-            cache.values[index, :, :, slot] = v[:, 0]
-            q = q.reshape(batch, self.kv_heads, groups_per_kv, self.head_dim)  # (B, Hkv, G, D)
-            # Prompt part: the rows of one prompt stacked as that prompt's queries (dummy row = zeros).
+            qkv = apply_rotary(self._qkv(weights, hidden), cos, signed_sin)  # q, k rotated; v as it was
+            cache.kv[index, :, :, slot] = qkv[:, heads:]  # this token's keys and values, one copy
+            q = qkv[:, :heads].view(batch, kv_heads, groups_per_kv, head_dim)  # (B, Hkv, G, D)
+            # Prompt part: the rows of one prompt stacked as that prompt's queries.
             # (P, R, Hkv, G, D): a view when the batch is already laid out by prompt, else a gather.
             stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
-            stacked = stacked.transpose(1, 2).reshape(prompts, self.kv_heads, width * groups_per_kv, self.head_dim)
+            stacked = stacked.transpose(1, 2).reshape(prompts, kv_heads, width * groups_per_kv, head_dim)
             # Padding slots of left-padded prompts get -inf; every prompt has at least one real slot.
-            parts = [_attend(stacked[seg.start:seg.stop], seg.cache.keys[index], seg.cache.values[index], seg.bias,
-                             scale) for seg in prompt_segments]
-            out_p, peak_p, sum_p = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))  # (P, Hkv, R*G, ·)
-            out_p, peak_p, sum_p = (
-                t.view(prompts, self.kv_heads, width, groups_per_kv, -1).transpose(1, 2)
-                .reshape(prompts * width, self.kv_heads, groups_per_kv, -1)
-                for t in (out_p, peak_p, sum_p)
-            )  # (P*R, Hkv, G, ·)
+            parts = [attend(stacked[seg.start:seg.stop], seg.cache.keys(index), seg.cache.values(index), seg.bias,
+                            scale) for seg in prompt_segments]
+            out_p, lse_p = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))
+            out_p = out_p.view(prompts, kv_heads, width, groups_per_kv, head_dim).transpose(1, 2)
+            lse_p = lse_p.view(prompts, kv_heads, width, groups_per_kv).transpose(1, 2)
+            out_p = out_p.reshape(prompts * width, kv_heads, groups_per_kv, head_dim)  # (P*R, Hkv, G, D)
+            lse_p = lse_p.reshape(prompts * width, kv_heads, groups_per_kv)
             if not groups.aligned:
-                out_p, peak_p, sum_p = (t[groups.position] for t in (out_p, peak_p, sum_p))  # (B, Hkv, G, ·)
+                out_p, lse_p = out_p[groups.position], lse_p[groups.position]  # (B, Hkv, G, ·)
             # Generated part: each row's own tokens so far, this one included (no padding).
-            out_g, peak_g, sum_g = _attend(q, cache.keys[index, :, :, :, : slot + 1],
-                                           cache.values[index, :, :, : slot + 1], None, scale)
-            peak = torch.maximum(peak_p, peak_g)
-            weight_p, weight_g = (peak_p - peak).exp_(), (peak_g - peak).exp_()
-            attended = (out_p * weight_p + out_g * weight_g) / (sum_p * weight_p + sum_g * weight_g)
-            hidden = hidden + F.linear(attended.to(self.dtype).reshape(batch, 1, -1), weights.out)
+            generated = cache.kv[index, :, :, : slot + 1]
+            out_g, lse_g = attend(q, generated[:, :kv_heads], generated[:, kv_heads:], None, scale)
+            attended = merge_attention(out_p, lse_p, out_g, lse_g)
+            hidden = hidden + F.linear(attended.to(self.dtype).reshape(batch, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)
-        return F.linear(rms_norm(hidden[:, 0], self.final_norm, self.eps), self.lm_head)
+        return F.linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from verifarm.policy.fast_decode import KVCache, PromptGroups, batched_moe, split_prompt_cache
+from verifarm.policy.fast_decode import (KVCache, PromptGroups, attend, attend_reference, batched_moe,
+                                         merge_attention, split_prompt_cache)
 from verifarm.policy.model import build_model
 from verifarm.policy.sampling import Completion, LocalPolicy, choose_tokens
 
@@ -76,16 +77,36 @@ def test_split_prompt_cache_trims_short_prompts_padding():
     cache = KVCache.allocate(2, 4, 1, 10, 8, torch.float32, torch.device("cpu"))
     for prompt, length in enumerate([2, 3, 9, 10]):
         cache.valid[prompt, 10 - length:] = True
-        cache.keys[:, prompt, :, :, 10 - length:] = prompt + 1
+        cache.kv[:, prompt, :, 10 - length:] = prompt + 1
     short, long = split_prompt_cache(cache, [2, 3, 9, 10])
     assert (short.start, short.stop, long.start, long.stop) == (0, 2, 2, 4)
-    assert short.cache.keys.shape == (2, 2, 1, 8, 3) and long.cache.keys.shape == (2, 2, 1, 8, 10)  # keys: D, S
-    assert short.cache.values.shape == (2, 2, 1, 3, 8) and long.cache.values.shape == (2, 2, 1, 10, 8)
-    assert short.cache.keys[0, 1, 0, 0, :].tolist() == [2, 2, 2] and short.cache.keys[0, 0, 0, 0, 0] == 0
+    assert short.cache.kv.shape == (2, 2, 2, 3, 8) and long.cache.kv.shape == (2, 2, 2, 10, 8)  # keys, values heads
+    assert short.cache.keys(0).shape == short.cache.values(0).shape == (2, 1, 3, 8)
+    assert short.cache.keys(0)[1, 0, :, 0].tolist() == [2, 2, 2] and short.cache.values(1)[0, 0, 0, 0] == 0
     assert short.bias[:, 0, 0].tolist() == [[float("-inf"), 0, 0], [0, 0, 0]]
     assert len(split_prompt_cache(cache, [8, 9, 9, 10])) == 1  # nearly equal lengths: one run
     with pytest.raises(ValueError, match="one length"):
         split_prompt_cache(cache, [2, 3, 11, 10])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_attention_and_its_reference_agree_and_merge_to_full_attention(dtype):
+    """The CPU's fused kernel and the plain-ops path (what other devices run) give the same output and
+    log-sum-exp, and two disjoint key sets merged through them equal attention over their union."""
+    torch.manual_seed(0)
+    q, keys, values = (torch.randn(3, 2, 4, 8, dtype=dtype) if i == 0 else torch.randn(3, 2, 11, 8, dtype=dtype)
+                       for i in range(3))
+    bias = torch.zeros(3, 1, 1, 11, dtype=dtype)
+    bias[0, ..., :5] = float("-inf")  # left padding of a short prompt
+    fused, reference = attend(q, keys, values, bias, 0.3), attend_reference(q, keys, values, bias, 0.3)
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(fused[0].float(), reference[0], **tolerance)
+    torch.testing.assert_close(fused[1], reference[1], **tolerance)
+    assert fused[1].dtype == reference[1].dtype == torch.float32
+    whole = torch.softmax((q.float() @ keys.float().transpose(-1, -2)) * 0.3 + bias.float(), dim=-1) @ values.float()
+    first, second = (attend(q, keys[:, :, part], values[:, :, part], bias[..., part], 0.3)
+                     for part in (slice(0, 7), slice(7, 11)))
+    torch.testing.assert_close(merge_attention(*first, *second).float(), whole, **tolerance)
 
 
 def test_greedy_matches_generate_with_left_padding(model, tokenizer):
