@@ -78,9 +78,7 @@ def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, do
     """
     # Softmax over the top-k logits equals Mixtral's renormalised top-k of the full softmax.
     top_logits, top_experts = F.linear(x, router).topk(top_k)  # (N, k)
-    top_weights = top_logits.softmax(-1, dtype=torch.float32)
-    if x.dtype != torch.float32:
-        top_weights = top_weights.to(x.dtype)
+    top_weights = top_logits.softmax(-1, dtype=torch.float32).to(x.dtype)
     flat_experts = top_experts.view(-1)  # (N*k,)
     order = flat_experts.argsort(stable=True)
     token_of = order // top_k  # the token of each expert-sorted assignment

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from verifarm.policy import fast_decode
 from verifarm.policy.fast_decode import (KVCache, PromptGroups, attend, attend_reference, batched_moe,
                                          merge_attention, split_prompt_cache)
 from verifarm.policy.model import build_model
@@ -89,23 +90,34 @@ def test_split_prompt_cache_trims_short_prompts_padding():
         split_prompt_cache(cache, [2, 3, 11, 10])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_attention_and_its_reference_agree_and_merge_to_full_attention(dtype):
-    """The CPU's fused kernel and the plain-ops path (what other devices run) give the same output and
-    log-sum-exp, and two disjoint key sets merged through them equal attention over their union."""
+def _attention_inputs(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     torch.manual_seed(0)
-    q, keys, values = (torch.randn(3, 2, 4, 8, dtype=dtype) if i == 0 else torch.randn(3, 2, 11, 8, dtype=dtype)
-                       for i in range(3))
+    q = torch.randn(3, 2, 4, 8, dtype=dtype)
+    keys, values = torch.randn(3, 2, 11, 8, dtype=dtype), torch.randn(3, 2, 11, 8, dtype=dtype)
     bias = torch.zeros(3, 1, 1, 11, dtype=dtype)
     bias[0, ..., :5] = float("-inf")  # left padding of a short prompt
-    fused, reference = attend(q, keys, values, bias, 0.3), attend_reference(q, keys, values, bias, 0.3)
-    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(fused[0].float(), reference[0], **tolerance)
-    torch.testing.assert_close(fused[1], reference[1], **tolerance)
-    assert fused[1].dtype == reference[1].dtype == torch.float32
+    return q, keys, values, bias
+
+
+def test_fused_cpu_attention_and_the_plain_ops_path_agree():
+    """The CPU's fused kernel (float32 decoding) and the plain-ops path (other devices and dtypes) give the
+    same output and log-sum-exp."""
+    assert fast_decode._CPU_FLASH is not None  # else `attend` would be the reference itself
+    q, keys, values, bias = _attention_inputs(torch.float32)
+    fused, reference = fast_decode._CPU_FLASH(q, keys, values, attn_mask=bias, scale=0.3), \
+        attend_reference(q, keys, values, bias, 0.3)
+    torch.testing.assert_close(fused[0], reference[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused[1], reference[1], rtol=1e-5, atol=1e-5)
+    assert reference[1].dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_two_attention_parts_merge_to_attention_over_their_union(dtype):
+    q, keys, values, bias = _attention_inputs(dtype)
     whole = torch.softmax((q.float() @ keys.float().transpose(-1, -2)) * 0.3 + bias.float(), dim=-1) @ values.float()
     first, second = (attend(q, keys[:, :, part], values[:, :, part], bias[..., part], 0.3)
                      for part in (slice(0, 7), slice(7, 11)))
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(merge_attention(*first, *second).float(), whole, **tolerance)
 
 
