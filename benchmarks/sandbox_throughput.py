@@ -70,7 +70,8 @@ def docker_run_check(client, image: str) -> Callable[[dict], bool]:
 
 def sandbox_check(backend) -> Callable[[dict], bool]:
     def check(problem: dict) -> bool:
-        outcome = check_python(reference_solution(problem), problem["test"], problem["entry_point"], backend=backend)
+        outcome = check_python(reference_solution(problem), problem["test"], problem["entry_point"], backend=backend,
+                               prompt=problem["prompt"])
         return outcome.passed
 
     return check
