@@ -11,13 +11,21 @@ their default configuration at every difficulty. The completion's final answer g
 Several datasets' scorers hand the answer to ``eval`` or sympy's ``parse_expr`` (spiral_matrix, puzzle24,
 countdown, the integration tasks...), so any answer other than the dataset's own is scored in a hardened child
 process (``scoring_process``) under a wall deadline; only an answer identical to the oracle's is scored here, with
-the oracle's own (trusted) string.
+the oracle's own (trusted) string. That child is long-lived, so an answer that runs code in it could rewrite the
+scorer (or the reply path) and make it lie about every later answer. So for those datasets (found by reading
+their scoring modules for ``eval``, ``exec``, sympy and the like: ``scorer_may_run_answers``), a child that scored
+an answer able to name anything (any character outside digits, blanks and operators) is retired right after that
+reply, before any other answer reaches it: every answer is scored by a child no earlier answer ran code in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
+import sys
 import threading
+import types
 from typing import Any
 
 from verifarm.envs.base import Task, Verdict, check_completion_size
@@ -29,6 +37,46 @@ MAX_ANSWER_CHARS = 20_000
 VIRTUAL_SIZE = 2**31 - 1
 # These generate all `size` items (or validate size) when built, so they cannot take a large virtual size.
 BUILT_PER_TASK = frozenset({"acre", "gsm_symbolic", "list_functions", "word_ladder"})
+# What in a scoring module's source means it may execute an answer's text (parse_expr and sympify eval strings).
+RUNS_TEXT = re.compile(r"\beval\s*\(|\bexec\s*\(|\bcompile\s*\(|__import__|sympy|sympify|parse_expr|latex2sympy"
+                       r"|math_verify|numexpr|pickle")
+# An answer made only of these cannot name a function, attribute or module, so evaluating it runs no code.
+INERT_ANSWER = re.compile(r"[0-9\s+\-*/%^().,\[\]{}<>=!|&~:;]*")
+
+
+def _reasoning_gym_modules(cls: type, depth: int = 2) -> set[types.ModuleType]:
+    """The reasoning-gym modules that define ``cls`` (and its bases) and those their globals come from."""
+    found = {sys.modules[klass.__module__] for klass in cls.__mro__
+             if klass.__module__.startswith("reasoning_gym") and klass.__module__ in sys.modules}
+    frontier = set(found)
+    for _ in range(depth):
+        reached = set()
+        for module in frontier:
+            for value in vars(module).values():
+                source = value if isinstance(value, types.ModuleType) else \
+                    sys.modules.get(getattr(value, "__module__", None) or "")
+                if source is not None and source.__name__.startswith("reasoning_gym") and source not in found:
+                    reached.add(source)
+        found |= reached
+        frontier = reached
+    return found
+
+
+def scorer_may_run_answers(dataset_cls: type) -> bool:
+    """Whether the dataset's scoring code may execute an answer's text (read from its modules' source; a module
+    whose source cannot be read counts as yes)."""
+    for module in _reasoning_gym_modules(dataset_cls):
+        try:
+            source = inspect.getsource(module)
+        except (OSError, TypeError):
+            return True
+        if RUNS_TEXT.search(source):
+            return True
+    return False
+
+
+def answer_can_run_code(answer: str) -> bool:
+    return INERT_ANSWER.fullmatch(answer) is None
 
 
 def extract_tagged_answer(completion: str) -> str | None:
@@ -40,7 +88,7 @@ def extract_tagged_answer(completion: str) -> str | None:
 class ReasoningGymFamily:
     """``dataset`` is a registered reasoning-gym name (``reasoning_gym.factory.DATASETS``)."""
 
-    verifier_version = "reasoning-gym-1"
+    verifier_version = "reasoning-gym-2"  # 2: no answer is scored by a child an earlier answer ran code in
     min_difficulty = 1
     max_difficulty = 5
     max_prompt_chars = 16384
@@ -63,6 +111,10 @@ class ReasoningGymFamily:
         self._shared: dict[int, Any] = {}
         self._lock = threading.Lock()  # datasets keep caches that are not thread-safe
         self._scorer = ScoringProcess("verifarm.envs.reasoning_gym_adapter:score_handler", {"dataset": dataset})
+        self.scorer_runs_answers = scorer_may_run_answers(self._dataset_cls)
+        # Held from a request to the retirement of a child that answer may have rewritten, so no other answer
+        # reaches that child in between.
+        self._scoring_lock = threading.Lock()
 
     def _fields_for(self, difficulty: int) -> dict[str, Any]:
         from reasoning_gym.factory import CURRICULA, create_curriculum
@@ -128,8 +180,13 @@ class ReasoningGymFamily:
                 scorer, _ = self._dataset_and_index(int(task.data["seed"]), task.difficulty)
                 score = float(scorer.score_answer(str(entry["answer"]), entry))
         else:
-            reply = self._scorer.call({"difficulty": task.difficulty, "answer": answer, "entry": entry},
-                                      self.score_timeout_seconds)
+            retire = self.scorer_runs_answers and answer_can_run_code(answer)
+            with self._scoring_lock:
+                reply = self._scorer.call({"difficulty": task.difficulty, "answer": answer, "entry": entry},
+                                          self.score_timeout_seconds)
+                if retire:
+                    self._scorer.close()  # the next answer starts a fresh child
+            details["scorer_child_retired"] = retire
             if reply.status == "timeout":
                 return Verdict(0.0, False, "the dataset's scorer timed out on the answer", details)
             if reply.status != "ok":
