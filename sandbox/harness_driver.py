@@ -19,6 +19,7 @@ Usage: python3 -I -S driver.py SOLUTION_FILE PROMPT_FILE ENTRY_POINT   (stdin: s
 
 # Only built-in modules: json, ast, ctypes and signal would cost more start-up time than the tests.
 import _ctypes
+import _signal
 import builtins
 import math
 import os
@@ -284,6 +285,7 @@ def main():
     if not defines_function(solution_code, entry_point):
         print(f"FAIL the solution defines no function {entry_point!r}", flush=True)
         return
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # a candidate gone early is an error here, not our death
     namespace, prompt_error = run_prompt(prompt_source)
     if prompt_error is not None:  # the task's own code is broken: not the candidate's failure
         sentinel = read_all(0).split(b"\n", 1)[0].decode().strip()
