@@ -14,8 +14,9 @@ process (``scoring_process``) under a wall deadline; only an answer identical to
 the oracle's own (trusted) string. That child is long-lived, so an answer that runs code in it could rewrite the
 scorer (or the reply path) and make it lie about every later answer. So for those datasets (found by reading
 their scoring modules for ``eval``, ``exec``, sympy and the like: ``scorer_may_run_answers``), a child that scored
-an answer able to name anything (any character outside digits, blanks and operators) is retired right after that
-reply, before any other answer reaches it: every answer is scored by a child no earlier answer ran code in.
+an answer able to run code (``answer_can_run_code``: anything beyond numbers, operators, one-letter symbols and a few
+pure math functions) is retired right after that reply, before any other answer reaches it, and a replacement starts
+in the background: every answer is scored by a child no earlier answer ran code in.
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ BUILT_PER_TASK = frozenset({"acre", "gsm_symbolic", "list_functions", "word_ladd
 # What in a scoring module's source means it may execute an answer's text (parse_expr and sympify eval strings).
 RUNS_TEXT = re.compile(r"\beval\s*\(|\bexec\s*\(|\bcompile\s*\(|__import__|sympy|sympify|parse_expr|latex2sympy"
                        r"|math_verify|numexpr|pickle")
-# An answer made only of these cannot name a function, attribute or module, so evaluating it runs no code.
-INERT_ANSWER = re.compile(r"[0-9\s+\-*/%^().,\[\]{}<>=!|&~:;]*")
+# What an answer may contain and still run no code when a scorer evaluates it (eval, sympy's parse_expr): numbers,
+# blanks and operators, single-letter names (symbols such as x; no scoring module binds a one-letter name to anything
+# with side effects) and the pure math functions below, never an attribute (a name right after a dot), a string, an
+# underscore, a keyword, an assignment expression or a non-ASCII character (which Python may read as a name).
+INERT_CHARACTERS = re.compile(r"[A-Za-z0-9\s+\-*/%^().,\[\]{}<>=!|&~]*")
+NAME = re.compile(r"(\.\s*)?([A-Za-z][A-Za-z0-9]*)")
+PURE_MATH_NAMES = frozenset({"sqrt", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "exp", "log",
+                             "ln", "pi", "oo", "Abs", "abs"})
 
 
 def _reasoning_gym_modules(cls: type, depth: int = 2) -> set[types.ModuleType]:
@@ -76,7 +83,14 @@ def scorer_may_run_answers(dataset_cls: type) -> bool:
 
 
 def answer_can_run_code(answer: str) -> bool:
-    return INERT_ANSWER.fullmatch(answer) is None
+    """Whether evaluating ``answer`` as Python (or through sympy) could do more than compute a value."""
+    if INERT_CHARACTERS.fullmatch(answer) is None:
+        return True
+    for match in NAME.finditer(answer):
+        after_dot, name = match.groups()
+        if after_dot or len(name) > 1 and name not in PURE_MATH_NAMES:
+            return True
+    return False
 
 
 def extract_tagged_answer(completion: str) -> str | None:
@@ -110,7 +124,8 @@ class ReasoningGymFamily:
         self._config_fields = {d: self._fields_for(d) for d in range(self.min_difficulty, self.max_difficulty + 1)}
         self._shared: dict[int, Any] = {}
         self._lock = threading.Lock()  # datasets keep caches that are not thread-safe
-        self._scorer = ScoringProcess("verifarm.envs.reasoning_gym_adapter:score_handler", {"dataset": dataset})
+        self._closed = False
+        self._scorer = self._new_scorer()
         self.scorer_runs_answers = scorer_may_run_answers(self._dataset_cls)
         # Held from a request to the retirement of a child that answer may have rewritten, so no other answer
         # reaches that child in between.
@@ -185,7 +200,9 @@ class ReasoningGymFamily:
                 reply = self._scorer.call({"difficulty": task.difficulty, "answer": answer, "entry": entry},
                                           self.score_timeout_seconds)
                 if retire:
-                    self._scorer.close()  # the next answer starts a fresh child
+                    self._scorer.close()
+                    self._scorer = self._new_scorer(warm_up={"difficulty": task.difficulty, "answer": "0",
+                                                             "entry": entry})
             details["scorer_child_retired"] = retire
             if reply.status == "timeout":
                 return Verdict(0.0, False, "the dataset's scorer timed out on the answer", details)
@@ -203,8 +220,24 @@ class ReasoningGymFamily:
         passed = score >= 1.0
         return Verdict(score, passed, "correct" if passed else f"scored {score:.3f} by the dataset's scorer", details)
 
+    def _new_scorer(self, warm_up: dict[str, Any] | None = None) -> ScoringProcess:
+        """A scorer child handle; with ``warm_up`` (an inert request) its child starts now, in the background,
+        so the next answer rarely waits for a replacement's start-up."""
+        scorer = ScoringProcess("verifarm.envs.reasoning_gym_adapter:score_handler", {"dataset": self.dataset})
+
+        def start() -> None:
+            with self._scoring_lock:
+                if not self._closed and self._scorer is scorer:
+                    scorer.call(warm_up, self.score_timeout_seconds)
+
+        if warm_up is not None:
+            threading.Thread(target=start, daemon=True, name=f"start-{self.name}").start()
+        return scorer
+
     def close(self) -> None:
-        self._scorer.close()
+        with self._scoring_lock:
+            self._closed = True
+            self._scorer.close()
 
 
 def score_handler(dataset: str):

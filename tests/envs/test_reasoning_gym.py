@@ -76,8 +76,11 @@ def test_only_scorers_that_run_answers_retire_their_child() -> None:
     assert ReasoningGymFamily("basic_arithmetic").scorer_runs_answers
     assert not ReasoningGymFamily("maze").scorer_runs_answers
     assert not ReasoningGymFamily("spell_backward").scorer_runs_answers
-    assert not any(map(answer_can_run_code, ["42", "-3.5", "1 2 3", "[1, 2], [3]", "(2 + 3) * 4 / 5"]))
-    assert all(map(answer_can_run_code, ["x", "__import__('os')", "1e5", "\uff45val", "'a'", "f(1)", "a.b"]))
+    inert = ["42", "-3.5", "1 2 3", "[1, 2], [3]", "(2 + 3) * 4 / 5", "x**2/2 + C", "sqrt(x) + sin(2*x)", "E"]
+    assert not any(map(answer_can_run_code, inert))
+    able = ["__import__('os')", "\uff45val", "'a'", "getattr(x, y)", "a.b", "x . real", "(x := 1)", "lambda: 0",
+            "a and b", "1e5", "exec", "[setattr(x, y, z)]"]
+    assert all(map(answer_can_run_code, able))
 
 
 def test_generation_is_deterministic_and_difficulty_matters() -> None:
