@@ -256,6 +256,8 @@ def human_eval_cases() -> list[dict]:
     add("patches-math-fabs", 32, fenced("import math\nmath.fabs = lambda x: 0.0\nmath.pow = lambda a, b: 0.0\n\n\n"
                                         "def find_zero(xs: list):\n    return 0.0"),
         "fail", "monkeypatches math.fabs/math.pow that the tests and poly use")
+    add("stops-itself", 13, "    import os, signal\n    os.kill(os.getpid(), signal.SIGSTOP)\n    return a\n", "fail",
+        "SIGSTOPs itself mid-call so the driver waits (until the wall clock limit)")
     signatures = {0: "def has_close_elements(numbers, threshold):", 2: "def truncate_number(number: float) -> float:",
                   13: "def greatest_common_divisor(a: int, b: int) -> int:", 53: "def add(x: int, y: int):"}
     seeds = list(signatures)
