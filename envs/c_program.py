@@ -365,7 +365,8 @@ class CProgramFamily:
                          "harness": HARNESS_GUARANTEES}
         source = as_valid_utf8(extract_c_source(completion))
         if not source.strip():
-            return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty."})
+            return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty.",
+                                                         "harness_reason": "not run: empty program"})
         inputs, outputs = task.data["inputs"], task.data["outputs"]
         results: list[ExecResult] = []
         try:

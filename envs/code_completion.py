@@ -91,7 +91,7 @@ def verify_python(solution: str, test_code: str, entry_point: str, verifier_vers
     details: dict = {"verifier_version": verifier_version, "sandbox_backend": "none"}
     problem = syntax_problem(solution)
     if problem is not None:
-        return Verdict(0.0, False, problem, details)
+        return Verdict(0.0, False, problem, {**details, "harness_reason": f"not run: {problem}"})
     try:
         outcome = check_python(as_valid_utf8(solution), test_code, entry_point, limits=limits, backend=backend,
                                prompt=as_valid_utf8(prompt))
