@@ -17,10 +17,12 @@ class Series:
     points: list[tuple[float, float]]  # (x, y)
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+def _ticks(low: float, high: float, count: int = 5, integer: bool = False) -> list[float]:
     if high <= low:
         return [low]
     raw = (high - low) / count
+    if integer:
+        raw = max(raw, 1.0)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = min((m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw), default=raw)
     first = math.ceil(low / step) * step
@@ -30,14 +32,17 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 def _label(value: float) -> str:
     if value == 0:
         return "0"
-    if abs(value) >= 1000 or abs(value) < 0.01:
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) < 0.01:
         return f"{value:.2g}"
     return f"{value:.3g}"
 
 
 def line_chart(series: list[Series], title: str, x_label: str, y_label: str, width: int = 560,
-               height: int = 260, y_range: tuple[float, float] | None = None, downsample: int = 400) -> Markup:
-    """Lines (with dots when sparse) on shared axes; an empty chart says so."""
+               height: int = 260, y_range: tuple[float, float] | None = None, downsample: int = 400,
+               integer_x: bool = False) -> Markup:
+    """Lines (with dots when sparse) on shared axes; an empty chart says so. `integer_x` for versions or steps."""
     series = [s for s in series if s.points]
     left, right, top, bottom = 56, 12, 28, 40
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -54,6 +59,8 @@ def line_chart(series: list[Series], title: str, x_label: str, y_label: str, wid
     y0, y1 = y_range or (min(ys), max(ys))
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
+    if integer_x:
+        x0, x1 = math.floor(x0), math.ceil(x1)
     if y1 == y0:
         y0, y1 = y0 - 1, y1 + 1
 
@@ -68,7 +75,7 @@ def line_chart(series: list[Series], title: str, x_label: str, y_label: str, wid
                      'class="grid"/>')
         parts.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end" class="tick">'
                      f"{_label(tick)}</text>")
-    for tick in _ticks(x0, x1):
+    for tick in _ticks(x0, x1, integer=integer_x):
         parts.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">'
                      f"{_label(tick)}</text>")
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/>')
