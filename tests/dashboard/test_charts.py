@@ -34,8 +34,8 @@ def test_ticks_are_round_and_integer_axes_never_split_a_version():
 
 
 def test_shown_text_makes_controls_visible_and_cuts():
-    text = shown("a\x1b[31mb\x00\n\u202ec" + "z" * 100, limit=12)
-    assert text.text == "a\\x1b[31mb\\x00\n\\u202ec" and text.truncated and text.total_chars == 110
+    text = shown("a\x1b[31mb\x00\n\u202ec" + "z" * 100, limit=11)
+    assert text.text == "a\\x1b[31mb\\x00\n\\u202ec" and text.truncated and text.total_chars == 111
     assert one_line("x\ny", 10) == "x ⏎ y"
     with pytest.raises(ValueError, match="limit must be positive"):
         shown("x", 0)
