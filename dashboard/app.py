@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -33,16 +34,10 @@ def create_app(config: DashboardConfig) -> FastAPI:
     app.state.registry = CheckpointRegistry(config.checkpoint_dir)
     app.state.templates = deps.make_templates()
     app.state.metrics = farm_registry(app.state.store, config.broker_url)
+    app.state.campaign_ids = CampaignIds(app.state.store)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     for module in (campaigns, records, training, workers):
         app.include_router(module.router)
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
 
     @app.exception_handler(HTTPException)
     async def error_page(request: Request, error: HTTPException):
@@ -57,4 +52,44 @@ def create_app(config: DashboardConfig) -> FastAPI:
 
         return Response(generate_latest(app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+class CampaignIds:
+    """The campaign ids for the browser's filter menu, re-read at most every `max_age_s` (a page of records
+    should cost its own query, not a scan of the campaigns table too)."""
+
+    def __init__(self, store: RolloutStore, max_age_s: float = 5.0) -> None:
+        self.store, self.max_age_s = store, max_age_s
+        self._ids: list[str] = []
+        self._read_at = float("-inf")
+
+    def __call__(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._read_at > self.max_age_s:
+            self._ids = [row.campaign_id for row in self.store.list_campaigns()]
+            self._read_at = now
+        return self._ids
+
+
+class SecurityHeaders:
+    """Adds `SECURITY_HEADERS` to every response (plain ASGI: no per-request task as `BaseHTTPMiddleware` has)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *(h for h in self.headers if h[0] not in present)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -10,10 +10,12 @@ from fastapi.responses import PlainTextResponse
 
 from verifarm.dashboard import deps
 from verifarm.dashboard.config import DashboardConfig
+from verifarm.envs.catalog import ENV_IDS
 from verifarm.rollout.store import OUTCOMES, RecordFilter, RolloutStore, record_id_for
 
 router = APIRouter()
 
+ENV_CHOICES = tuple(sorted(ENV_IDS))
 TOKENS_SHOWN = 512  # of a record's token log-probs on its page
 
 FILTER_FIELDS = ("campaign", "env", "outcome", "policy_version", "verifier_version", "policy_name")
@@ -57,11 +59,9 @@ def records_page(
                                "policy_version": policy_version, "verifier_version": verifier_version,
                                "policy_name": policy_name}
     active = {k: v for k, v in filters.items() if v}
-    campaigns = [row.campaign_id for row in store.list_campaigns()]
-    from verifarm.envs.catalog import ENV_IDS
-
     return deps.render(request, "records.html", records=page, older=page[-1].seq if more and page else None,
-                       filters=filters, active=active, campaigns=campaigns, env_ids=sorted(ENV_IDS),
+                       filters=filters, active=active, campaigns=request.app.state.campaign_ids(),
+                       env_ids=ENV_CHOICES,
                        outcomes=OUTCOMES, before=before)
 
 
