@@ -160,3 +160,19 @@ def postgres_url():
         with admin.begin() as conn:
             conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def test_the_dashboard_command_refuses_a_busy_port_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from verifarm.policy.asgi import bind_socket
+
+    env = {**os.environ, "VERIFARM_HOME": str(tmp_path), "VERIFARM_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    with bind_socket("127.0.0.1", 0) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "verifarm.cli", "dashboard", "--port", str(port)], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: 127.0.0.1:{port} is already in use; pick another with --port (or --host)"
