@@ -9,7 +9,7 @@ in the same run so that load on the machine hits both alike:
   direct  RolloutStore.newest_first(...) with the same filter, cursor and limit in this process
 
 for three pages: the first page (no filter), a filtered page (one campaign's failures) and a page deep in the
-store (cursor at the middle seq). Targets: page p95 <= 2x direct p95, and the 1,000,000-record page p95 <= 1.5x
+store (cursor at the middle seq). Both stores are measured in the same loop (one dashboard process each). Targets: page p95 <= 2x direct p95, and the 1,000,000-record page p95 <= 1.5x
 the 10,000-record page p95 (a page must not grow with the store).
 
     python benchmarks/dashboard_latency.py                    # 10k and 1M (the 1M store takes ~1 min to fill)
@@ -88,46 +88,70 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(url: str, repeats: int) -> dict[str, dict[str, list[float]]]:
-    port = free_port()
-    env = {**os.environ, "VERIFARM_DATABASE_URL": url, "VERIFARM_HOME": tempfile.mkdtemp(prefix="vf-dash-")}
-    server = subprocess.Popen([sys.executable, "-m", "verifarm.cli", "dashboard", "--port", str(port),
-                               "--page-size", str(PAGE_SIZE)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
+class Dashboard:
+    """`verifarm dashboard` on one store, in its own process, and a keep-alive connection to it."""
+
+    def __init__(self, url: str) -> None:
+        self.port = free_port()
+        env = {**os.environ, "VERIFARM_DATABASE_URL": url, "VERIFARM_HOME": tempfile.mkdtemp(prefix="vf-dash-")}
+        self.process = subprocess.Popen([sys.executable, "-m", "verifarm.cli", "dashboard", "--port", str(self.port),
+                                         "--page-size", str(PAGE_SIZE)], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while True:
             try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                connection.request("GET", "/records")
-                connection.getresponse().read()
-                break
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                self.get("/records")
+                return
             except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
+                if time.monotonic() > deadline or self.process.poll() is not None:
                     raise SystemExit("the dashboard did not start")
                 time.sleep(0.2)
-        with RolloutStore(url) as store:
+
+    def get(self, path: str) -> bytes:
+        self.connection.request("GET", path)
+        reply = self.connection.getresponse()
+        body = reply.read()
+        if reply.status != 200:
+            raise SystemExit(f"GET {path}: {reply.status}")
+        return body
+
+    def close(self) -> None:
+        self.connection.close()
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def measure(urls: dict[int, str], repeats: int) -> dict[int, dict[str, dict[str, list[float]]]]:
+    """Every (store size, page, side) timed in one loop, alternating which goes first, so that the load of a
+    shared machine falls on all of them alike."""
+    dashboards = {size: Dashboard(url) for size, url in urls.items()}
+    stores = {size: RolloutStore(url) for size, url in urls.items()}
+    try:
+        cases = {}
+        for size, store in stores.items():
             middle = (store.latest_seq() or 0) // 2
-            cases = {
+            cases[size] = {
                 "first page": (RecordFilter(), None),
                 "filtered page": (RecordFilter(campaign_id="bench-07", outcome="fail"), None),
                 "deep page": (RecordFilter(), middle),
             }
-            timings: dict[str, dict[str, list[float]]] = {name: {"page": [], "direct": []} for name in cases}
-            for round_index in range(repeats + 3):  # the first 3 rounds warm caches and are dropped
-                for name, (flt, before) in cases.items():
+        timings = {size: {name: {"page": [], "direct": []} for name in cases[size]} for size in urls}
+        for round_index in range(repeats + 3):  # the first 3 rounds warm caches and are dropped
+            sizes = list(urls) if round_index % 2 else list(urls)[::-1]
+            for name in ("first page", "filtered page", "deep page"):
+                for size in sizes:
+                    flt, before = cases[size][name]
                     params = {k: v for k, v in (("campaign", flt.campaign_id), ("outcome", flt.outcome),
                                                 ("before", before)) if v is not None}
                     path = "/records" + ("?" + urllib.parse.urlencode(params) if params else "")
 
                     def page() -> None:
-                        connection.request("GET", path)
-                        reply = connection.getresponse()
-                        body = reply.read()
-                        assert reply.status == 200 and body.count(b'class="record-link"') == PAGE_SIZE, path
+                        body = dashboards[size].get(path)
+                        assert body.count(b'class="record-link"') == PAGE_SIZE, path
 
                     def direct() -> None:
-                        rows = store.newest_first(flt, before_seq=before, limit=PAGE_SIZE + 1)
+                        rows = stores[size].newest_first(flt, before_seq=before, limit=PAGE_SIZE + 1)
                         assert len(rows) == PAGE_SIZE + 1
 
                     order = (("page", page), ("direct", direct))
@@ -135,29 +159,30 @@ def measure(url: str, repeats: int) -> dict[str, dict[str, list[float]]]:
                         started = time.perf_counter()
                         call()
                         if round_index >= 3:
-                            timings[name][side].append(time.perf_counter() - started)
-        connection.close()
+                            timings[size][name][side].append(time.perf_counter() - started)
         return timings
     finally:
-        server.terminate()
-        server.wait(30)
+        for dashboard in dashboards.values():
+            dashboard.close()
+        for store in stores.values():
+            store.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
-    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--store-dir", type=Path, default=None, help="where the filled stores live (kept)")
     args = parser.parse_args()
     folder = args.store_dir or Path(tempfile.mkdtemp(prefix="vf-dash-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    results = {}
+    urls = {}
     for size in args.sizes:
-        url = f"sqlite:///{folder / f'records-{size}.db'}"
+        urls[size] = f"sqlite:///{folder / f'records-{size}.db'}"
         started = time.perf_counter()
-        fill(url, size)
-        print(f"{size:>9,} records ready in {time.perf_counter() - started:.1f} s ({url})", flush=True)
-        results[size] = measure(url, args.repeats)
+        fill(urls[size], size)
+        print(f"{size:>9,} records ready in {time.perf_counter() - started:.1f} s ({urls[size]})", flush=True)
+    results = measure(urls, args.repeats)
     print(f"\n{'store':>10} {'query':<14} {'page p50':>9} {'page p95':>9} {'direct p50':>10} {'direct p95':>10} "
           f"{'p95 ratio':>9}")
     for size, cases in results.items():

@@ -18,9 +18,6 @@ router = APIRouter()
 ENV_CHOICES = tuple(sorted(ENV_IDS))
 TOKENS_SHOWN = 512  # of a record's token log-probs on its page
 
-FILTER_FIELDS = ("campaign", "env", "outcome", "policy_version", "verifier_version", "policy_name")
-
-
 def _blank_to_none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 

@@ -13,8 +13,9 @@ from verifarm.dashboard.config import DashboardConfig
 router = APIRouter()
 
 
-def farm_view(broker_url: str | None, timeout: float = 1.0) -> dict[str, Any]:
+def farm_view(config: DashboardConfig, timeout: float = 1.0) -> dict[str, Any]:
     """Workers (Celery's inspect: active batches, pool size) and queue depth; errors become a message."""
+    broker_url = config.broker_url
     if not broker_url:
         return {"error": "no broker configured (VERIFARM_REDIS_URL unset and no private Redis running)"}
     import redis
@@ -29,7 +30,7 @@ def farm_view(broker_url: str | None, timeout: float = 1.0) -> dict[str, Any]:
             view["queues"] = [(key, client.llen(key)) for key in queue_keys()]
         finally:
             client.close()
-        farm = FarmConfig(broker_url=broker_url, store_url="sqlite://", checkpoint_dir=".")
+        farm = FarmConfig(broker_url=broker_url, store_url=config.store_url, checkpoint_dir=config.checkpoint_dir)
         inspector = create_app(farm).control.inspect(timeout=timeout)
         active = inspector.active() or {}
         stats = inspector.stats() or {}
@@ -57,6 +58,6 @@ def flower_is_up(url: str | None) -> bool:
 
 @router.get("/workers")
 def workers_page(request: Request, config: DashboardConfig = Depends(deps.config)):
-    view = farm_view(config.broker_url)
+    view = farm_view(config)
     return deps.render(request, "workers.html", view=view, flower=flower_is_up(config.flower_url),
                        queued=sum(depth for _, depth in view.get("queues", [])))
