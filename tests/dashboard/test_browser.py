@@ -242,6 +242,7 @@ def test_dashboard_in_a_browser_over_a_real_farm(farm: RunningFarm, tmp_path: Pa
         saved = tmp_path / "completion.txt"
         download.value.save_as(saved)
         assert saved.read_text(encoding="utf-8") == HOSTILE_COMPLETION
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(shots / "hostile.png"))
 
         # Cancel from the page: the row turns cancelled, the store says so, and no worker rolls it out.
