@@ -53,3 +53,18 @@ def test_tensorboard_can_be_switched_off_and_wandb_needs_the_package(tmp_path, m
     monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # as if not installed
     with pytest.raises(ValueError, match="wandb is not installed"):
         TrainerTelemetry(tmp_path / "state", TelemetrySettings(tensorboard=False, wandb=True))
+
+
+def test_weights_and_biases_gets_the_same_scalars_where_installed(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from verifarm.trainer.daemon import StepReport
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no account, no network: the run is written under tmp_path
+    telemetry = TrainerTelemetry(tmp_path / "state", TelemetrySettings(tensorboard=False, wandb=True))
+    from collections import Counter
+
+    telemetry.on_step(StepReport(step=0, kind="rft", loss=1.25, samples=8, seconds=0.5, metrics={"tokens": 100.0}),
+                      Counter({"rft": 1}), version=3)
+    assert telemetry.wandb_run.summary["train/loss/rft"] == 1.25
+    assert telemetry.wandb_run.summary["train/tokens_per_second"] == 200.0
+    telemetry.close()
