@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from verifarm.rollout.campaign import parse_spec
@@ -44,9 +42,10 @@ def fill(store: RolloutStore, campaign_id: str, tasks: int = 12, samples: int = 
         rollout_batch(store, campaign_id, spec, spec.batch_range(batch), ReferencePolicy(corruption, 0), families)
 
 
-@pytest.fixture
-def filled_store_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'rollouts.db'}"
+@pytest.fixture(scope="module")
+def filled_store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Filled once per test module; tests that write add campaigns of their own."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'rollouts.db'}"
     with RolloutStore(url) as store:
         fill(store, "alpha", tasks=12)
         fill(store, "beta", tasks=8, samples=2)

@@ -245,8 +245,18 @@ def test_dashboard_in_a_browser_over_a_real_farm(farm: RunningFarm, tmp_path: Pa
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(shots / "hostile.png"))
 
-        # Cancel from the page: the row turns cancelled, the store says so, and no worker rolls it out.
+        # Live progress: records stored while the page is open show up without a reload.
+        with RolloutStore(farm.store_url) as store:
+            store.create_campaign("live-1", "live", {"policy": "reference"}, 4, 1, 5)
         page.goto(base + "/")
+        live_row = page.locator('tr[data-campaign="live-1"]')
+        expect(live_row.locator('[data-field="done"]')).to_have_text("0")
+        with RolloutStore(farm.store_url) as store:
+            store.add_records([hostile_record("live-1", 0), hostile_record("live-1", 1)])
+        expect(live_row.locator('[data-field="done"]')).to_have_text("2", timeout=20_000)
+        expect(live_row.locator('[data-field="pass_rate"]')).to_have_text("0.0%")
+
+        # Cancel from the page: the row turns cancelled, the store says so, and no worker rolls it out.
         pending_row = page.locator('tr[data-campaign="pending-1"]')
         expect(pending_row.locator('[data-field="state"]')).to_have_text("running")
         pending_row.locator("button.cancel").click()
