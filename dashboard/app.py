@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException
 from verifarm.dashboard import campaigns, deps, records, training, workers
 from verifarm.dashboard.config import DashboardConfig
 from verifarm.dashboard.farm_metrics import farm_registry
+from verifarm.dashboard.training import TrainingScalars
 from verifarm.policy.registry import CheckpointRegistry
 from verifarm.rollout.store import RolloutStore
 
@@ -35,6 +37,7 @@ def create_app(config: DashboardConfig) -> FastAPI:
     app.state.templates = deps.make_templates()
     app.state.metrics = farm_registry(app.state.store, config.broker_url)
     app.state.campaign_ids = CampaignIds(app.state.store)
+    app.state.scalars = TrainingScalars(config.tensorboard_dir)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     for module in (campaigns, records, training, workers):
         app.include_router(module.router)
@@ -45,6 +48,11 @@ def create_app(config: DashboardConfig) -> FastAPI:
             return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
         return deps.render(request, "error.html", status_code=error.status_code, status=error.status_code,
                            message=str(error.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_query(request: Request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in error.errors())
+        return await error_page(request, HTTPException(400, problems or "invalid request"))
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 
 from verifarm.dashboard import deps
 from verifarm.dashboard.charts import Series, line_chart
-from verifarm.dashboard.config import DashboardConfig
 from verifarm.policy.registry import CheckpointRegistry
 from verifarm.rollout.store import RolloutStore
 from verifarm.trainer.metrics import read_scalars
@@ -39,15 +39,31 @@ def pass_at_columns(by_version: dict[int, dict[str, float]]) -> list[str]:
     return sorted(names, key=order)
 
 
+class TrainingScalars:
+    """The trainer's `train/` scalars, read again only when an event file under the folder changed."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._stamp: tuple = ()
+        self._series: dict[str, list[tuple[int, float]]] = {}
+
+    def __call__(self) -> dict[str, list[tuple[int, float]]]:
+        files = sorted(self.log_dir.rglob("events.out.tfevents.*")) if self.log_dir.is_dir() else []
+        stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        if stamp != self._stamp:
+            self._series = read_scalars(self.log_dir, prefix="train/") if files else {}
+            self._stamp = stamp
+        return self._series
+
+
 def _series_by_suffix(scalars: dict[str, list[tuple[int, float]]], prefix: str) -> list[Series]:
     return [Series(tag.removeprefix(prefix) or tag.rsplit("/", 1)[-1], [(float(s), v) for s, v in points])
             for tag, points in sorted(scalars.items()) if tag.startswith(prefix)]
 
 
 @router.get("/training")
-def training_page(request: Request, store: RolloutStore = Depends(deps.store),
-                  config: DashboardConfig = Depends(deps.config)):
-    scalars = read_scalars(config.tensorboard_dir, prefix="train/")
+def training_page(request: Request, store: RolloutStore = Depends(deps.store)):
+    scalars = request.app.state.scalars()
     by_version = evaluations(store)
     versions = sorted(by_version)
     columns = pass_at_columns(by_version)

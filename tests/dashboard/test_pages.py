@@ -19,8 +19,8 @@ from .conftest import HOSTILE_HEAD
 
 
 def client_for(store_url: str, tmp_path: Path, **overrides) -> TestClient:
-    config = DashboardConfig(store_url=store_url, checkpoint_dir=tmp_path / "checkpoints",
-                             tensorboard_dir=tmp_path / "tensorboard", **overrides)
+    values = {"checkpoint_dir": tmp_path / "checkpoints", "tensorboard_dir": tmp_path / "tensorboard", **overrides}
+    config = DashboardConfig(store_url=store_url, **values)
     return TestClient(create_app(config))
 
 
@@ -176,3 +176,30 @@ def test_the_dashboard_command_refuses_a_busy_port_in_one_line(tmp_path):
                               capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: 127.0.0.1:{port} is already in use; pick another with --port (or --host)"
+
+
+def test_a_bad_cursor_is_a_400_page(filled_store_url, tmp_path):
+    reply = client_for(filled_store_url, tmp_path).get("/records", params={"before": "-3"})
+    assert reply.status_code == 400 and "before" in reply.text and "<html" in reply.text
+
+
+def test_training_curves_are_read_from_the_trainers_event_files(filled_store_url, tmp_path):
+    from collections import Counter
+
+    from verifarm.trainer.daemon import StepReport
+    from verifarm.trainer.metrics import TelemetrySettings, TrainerTelemetry
+
+    telemetry = TrainerTelemetry(tmp_path / "trainer" / "state", TelemetrySettings())
+    client = client_for(filled_store_url, tmp_path, tensorboard_dir=tmp_path / "trainer" / "tensorboard")
+    assert "No TensorBoard event files" in client.get("/training").text
+    for step, loss in enumerate([3.0, 2.5, 2.0]):
+        telemetry.on_step(StepReport(step, "pretrain", loss, 8, 0.1, {"tokens": 64.0}), Counter(pretrain=step + 1), 1)
+    telemetry.flush()
+    page = client.get("/training").text
+    loss_chart = page.split("training loss by mode</title>", 1)[1].split("</svg>", 1)[0]
+    assert loss_chart.count("<circle") == 3 and ">pretrain</text>" in loss_chart
+    telemetry.on_step(StepReport(3, "pretrain", 1.5, 8, 0.1, {"tokens": 64.0}), Counter(pretrain=4), 1)
+    telemetry.flush()
+    loss_chart = client.get("/training").text.split("training loss by mode</title>", 1)[1].split("</svg>", 1)[0]
+    assert loss_chart.count("<circle") == 4  # a changed event file is read again
+    telemetry.close()
