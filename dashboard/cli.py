@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Optional
 
@@ -19,9 +20,10 @@ def dashboard(
 ) -> None:
     """A read-only web view of campaigns, datasets, training curves, policy versions and workers."""
     from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from verifarm.dashboard.app import create_app
-    from verifarm.dashboard.config import DashboardConfig
+    from verifarm.dashboard.config import DashboardConfig, without_secrets
     from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
     from verifarm.settings import load_settings
 
@@ -34,6 +36,18 @@ def dashboard(
             "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
+    try:
+        app = create_app(config)
+    except SQLAlchemyError as error:
+        sock.close()
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        typer.secho(f"error: cannot open the store at {without_secrets(config.store_url)}: {reason} (set "
+                    "VERIFARM_HOME or VERIFARM_DATABASE_URL to the farm's store)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     bound_host, bound_port = sock.getsockname()[:2]
+    if not ipaddress.ip_address(bound_host).is_loopback:
+        typer.secho(f"warning: the dashboard has no login and {bound_host} is reachable from other machines; "
+                    "anyone who can reach it can read the farm's data and cancel campaigns", fg=typer.colors.YELLOW,
+                    err=True)
     typer.echo(f"verifarm dashboard on http://{bound_host}:{bound_port}/")
-    serve_forever(create_app(config), sock)
+    serve_forever(app, sock)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
@@ -42,9 +42,10 @@ def without_secrets(url: str | None) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "(unparseable URL hidden)"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
+    shown = url.split("?", 1)[0].split("#", 1)[0]
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
         user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        masked = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+        shown = shown.replace(parts.netloc, masked, 1)
+    return shown

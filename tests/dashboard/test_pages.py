@@ -140,6 +140,8 @@ def test_no_page_shows_a_password(postgres_url, tmp_path):
         assert secret not in reply.text, path
     assert "postgres:***@127.0.0.1" in client.get("/").text
     assert without_secrets("redis://user:pw@host:6379/0?token=abc") == "redis://user:***@host:6379/0"
+    assert without_secrets("sqlite:////var/lib/verifarm/rollouts.db") == "sqlite:////var/lib/verifarm/rollouts.db"
+    assert without_secrets("redis://:only-a-password@h:6379/0") == "redis://:***@h:6379/0"
 
 
 @pytest.fixture
@@ -162,7 +164,7 @@ def postgres_url():
         admin.dispose()
 
 
-def test_the_dashboard_command_refuses_a_busy_port_in_one_line(tmp_path):
+def test_the_dashboard_command_refuses_a_busy_port_or_a_missing_store_in_one_line(tmp_path):
     import os
     import subprocess
     import sys
@@ -176,6 +178,11 @@ def test_the_dashboard_command_refuses_a_busy_port_in_one_line(tmp_path):
                               capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: 127.0.0.1:{port} is already in use; pick another with --port (or --host)"
+    env["VERIFARM_HOME"] = str(tmp_path / "no" / "such" / "home")
+    done = subprocess.run([sys.executable, "-m", "verifarm.cli", "dashboard", "--port", "0"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"error: cannot open the store at sqlite:///{tmp_path}/no/such/home/rollouts.db")
 
 
 def test_a_bad_cursor_is_a_400_page(filled_store_url, tmp_path):
