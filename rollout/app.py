@@ -15,6 +15,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init
 
 from verifarm.rollout.config import FarmConfig
+from verifarm.rollout.metrics import serve_worker_metrics
 
 TASK_NAME = "verifarm.rollout.batch"
 QUEUE = "verifarm.rollouts"
@@ -151,6 +152,9 @@ def _import_policy_stack(**_: Any) -> None:
     # Imported once in the worker's main process, before the pool forks, so that no pool process spends its
     # first batch importing torch and transformers (and overruns the visibility timeout doing so).
     import verifarm.policy.sampling  # noqa: F401  (imported for its side effect: modules loaded before fork)
+
+
+worker_init.connect(serve_worker_metrics)  # a Prometheus exporter when VERIFARM_METRICS_WORKER_PORT is set
 
 
 def enqueue_batches(app: Celery, campaign_id: str, spec: Any, batch_indices: Iterable[int]) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Protocol, Sequence
 from verifarm.envs.base import Task, TaskFamily, Verdict
 from verifarm.envs.catalog import get_family
 from verifarm.rollout.campaign import CampaignSpec, PlannedTask, SamplingSettings, plan_task
+from verifarm.rollout.metrics import observe_batch
 from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for, group_id_for, record_id_for
 
 
@@ -285,4 +286,5 @@ def rollout_batch(
     report.failed = sum(r.outcome == "fail" for r in records)
     report.infra_errors = sum(r.outcome == "infra_error" for r in records)
     report.policy_versions = sorted({r.policy_version for r in records if r.policy_version is not None})
+    observe_batch(report, records, sampler.name)
     return report

@@ -103,6 +103,27 @@ class RolloutRecord(BaseModel):
     seq: int | None = None  # assigned by the store: the trainer's stable cursor
 
 
+class RecordSummary(BaseModel):
+    """A record as a list shows it: provenance and verdict, with prompt and completion cut short."""
+
+    seq: int
+    record_id: str
+    campaign_id: str
+    env_id: str
+    task_index: int
+    sample_index: int
+    difficulty: int
+    outcome: Outcome
+    reward: float
+    reason: str
+    policy_version: int | None
+    policy_name: str
+    verifier_version: str
+    created_at: datetime
+    prompt_preview: str
+    completion_preview: str
+
+
 class CampaignRow(BaseModel):
     campaign_id: str
     name: str
@@ -136,6 +157,8 @@ class RecordFilter:
     passed: bool | None = None
     min_policy_version: int | None = None
     max_policy_version: int | None = None
+    verifier_version: str | None = None
+    policy_name: str | None = None  # "checkpoint" or "reference"
     after_seq: int | None = None  # cursor: only records stored after this one
     limit: int | None = None
     dedupe: bool = False  # keep only the first record of each content hash
@@ -184,6 +207,8 @@ def _tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         # Few indexes on purpose: every one is paid on each insert, and most reads are a campaign's records
         # in seq order (the primary key) or one batch's tasks (this index).
         Index("ix_rollout_records_campaign_task", "campaign_id", "task_index"),
+        # One campaign's records newest first (the dashboard's dataset browser) without sorting the campaign.
+        Index("ix_rollout_records_campaign_seq", "campaign_id", "seq"),
     )
     campaigns = Table(
         "rollout_campaigns",
@@ -242,6 +267,8 @@ class RolloutStore:
         self.metadata = MetaData()
         self.records, self.campaigns, self.metric_rows = _tables(self.metadata)
         self.metadata.create_all(self.engine, checkfirst=True)
+        for index in self.records.indexes:  # indexes added since an existing store's table was created
+            index.create(self.engine, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -293,6 +320,10 @@ class RolloutStore:
             clauses.append(c.policy_version >= flt.min_policy_version)
         if flt.max_policy_version is not None:
             clauses.append(c.policy_version <= flt.max_policy_version)
+        if flt.verifier_version is not None:
+            clauses.append(c.verifier_version == flt.verifier_version)
+        if flt.policy_name is not None:
+            clauses.append(c.policy_name == flt.policy_name)
         return clauses
 
     def query(self, flt: RecordFilter = RecordFilter()) -> list[RolloutRecord]:
@@ -324,6 +355,30 @@ class RolloutStore:
             cursor = rows[-1]["seq"]
             if remaining is not None:
                 remaining -= len(rows)
+
+    def newest_first(self, flt: RecordFilter = RecordFilter(), before_seq: int | None = None, limit: int = 50,
+                     preview_chars: int = 200) -> list[RecordSummary]:
+        """One page of matching records, newest first, stored before `before_seq` (keyset pagination).
+
+        The query walks the primary key (or a campaign's index) backwards from the cursor and stops after
+        `limit` matches, so a page costs the same in a store of ten thousand records or of a million. Prompt
+        and completion are cut to `preview_chars` in the database: a page never reads megabytes of text.
+        """
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        c = self.records.c
+        columns = [c.seq, c.record_id, c.campaign_id, c.env_id, c.task_index, c.sample_index, c.difficulty,
+                   c.outcome, c.reward, c.reason, c.policy_version, c.policy_name, c.verifier_version,
+                   c.created_at, func.substr(c.prompt, 1, preview_chars).label("prompt_preview"),
+                   func.substr(c.completion, 1, preview_chars).label("completion_preview")]
+        statement = select(*columns).where(*self._where(flt))
+        if before_seq is not None:
+            statement = statement.where(c.seq < before_seq)
+        statement = statement.order_by(c.seq.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement).mappings().all()
+        return [RecordSummary(**{**row, "reason": row["reason"][:preview_chars],
+                                 "created_at": _as_utc(row["created_at"])}) for row in rows]
 
     @staticmethod
     def _record_from_row(row: Any) -> RolloutRecord:

@@ -22,6 +22,7 @@ from verifarm.policy.registry import sha256_file
 from verifarm.policy.training import TrainConfig, make_optimizer
 from verifarm.trainer.config import TrainerConfig
 from verifarm.trainer.corpus import Corpus, build_corpus
+from verifarm.trainer.metrics import TrainerTelemetry
 from verifarm.trainer.post_data import PostBatch, PostSelection, read_post_batch
 from verifarm.trainer.schedule import PRETRAIN, DataCursor, next_corpus_indices, step_kind
 
@@ -72,6 +73,7 @@ class ContinualTrainer:
             staleness_bound=config.staleness_bound,
         )
         torch.set_num_threads(config.torch_threads)
+        self.telemetry = TrainerTelemetry(self.state_dir)  # TensorBoard scalars, Prometheus gauges, W&B if asked
         self._load()
 
     # ---- state ---------------------------------------------------------------------------------
@@ -187,6 +189,7 @@ class ContinualTrainer:
             metrics={**metrics, "grad_norm": float(grad_norm), "learning_rate": self.learning_rate_now()},
         )
         self.step_index += 1
+        self.telemetry.on_step(report, self.kind_counts, self.version)
         return report
 
     def learning_rate_now(self) -> float:
@@ -272,6 +275,7 @@ class ContinualTrainer:
             metrics.update(self.evaluate())
         self.model.train()
         self.store.record_metrics(version, metrics, step=self.step_index)
+        self.telemetry.on_publish(version, self.step_index, metrics)
         logger.info("published policy v%d at step %d: %s", version, self.step_index, _short(metrics))
         return PublishReport(version=version, step=self.step_index, metrics=metrics)
 

@@ -4,6 +4,7 @@ import os
 
 import typer
 
+from verifarm.dashboard.cli import dashboard
 from verifarm.envs.cli import app as envs_app
 from verifarm.policy.cli import app as policy_app
 from verifarm.policy.server import serve
@@ -18,6 +19,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 app = typer.Typer(no_args_is_help=True, help="verifarm: a rollout farm for verifiable domains")
 app.command("demo")(demo)
 app.command("serve")(serve)
+app.command("dashboard")(dashboard)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(envs_app, name="envs")
 app.add_typer(policy_app, name="policy")

@@ -1,10 +1,9 @@
-"""HttpPolicy against a real `verifarm serve` endpoint on 127.0.0.1 (in a thread and as a process)."""
+"""HttpPolicy and raw HTTP against a real `verifarm serve` endpoint on 127.0.0.1 (in a thread and as a process)."""
 
 import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +15,8 @@ from verifarm.policy.http_policy import HttpPolicy, HttpPolicyError
 from verifarm.policy.model import build_model
 from verifarm.policy.registry import CheckpointRegistry
 from verifarm.policy.sampling import LocalPolicy
-from verifarm.policy.server import CompletionService, RegistryFollower, build_server
+from verifarm.policy.asgi import BackgroundServer, bind_socket
+from verifarm.policy.server import CompletionService, RegistryFollower, build_app
 from verifarm.policy.tokenizer import build_tokenizer
 
 PROMPTS = ["12+34=?\n", "345+678=?\n", "def f(x):\n"]
@@ -29,26 +29,25 @@ def local_policy():
 
 
 def running(service):
-    server = build_server(service, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    return BackgroundServer(build_app(service))
 
 
 @pytest.fixture(scope="module")
 def endpoint(local_policy):
-    server, url = running(CompletionService(lambda: local_policy, "tiny-moe"))
-    yield url
-    server.shutdown()
-    server.server_close()
+    with running(CompletionService(lambda: local_policy, "tiny-moe")) as server:
+        yield server.url
 
 
-def post(url, body):
-    request = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+def post(url, body, route="/v1/completions", raw=None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(url + route, data=data, headers={"Content-Type": "application/json"},
+                                     method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
-            return reply.status, json.loads(reply.read())
+            text = reply.read().decode()
+            if reply.headers.get_content_type() == "text/event-stream":
+                return reply.status, text
+            return reply.status, json.loads(text)
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
 
@@ -93,6 +92,76 @@ def test_response_is_openai_shaped(endpoint):
 def test_bad_requests_get_clear_errors(endpoint, body, status, message):
     code, reply = post(endpoint, body)
     assert code == status and message in reply["error"]["message"]
+    assert reply["error"]["code"] == status and reply["error"]["type"].endswith("_error")
+
+
+@pytest.mark.parametrize("route, raw, status, message", [
+    ("/v1/completions", b"{not json", 400, "not JSON"),
+    ("/v1/completions", b"", 400, "need a JSON body"),
+    ("/v1/chat/completions", b'{"messages": []}', 400, "messages must be"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "robot", "content": "hi"}]}', 400, "messages[0]"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
+    ("/v1/nowhere", b"{}", 404, "no route POST /v1/nowhere"),
+    ("/v1/models", b"{}", 405, "no route POST /v1/models"),
+], ids=["bad-json", "empty", "no-messages", "bad-role", "bad-stream", "no-route", "wrong-method"])
+def test_malformed_requests_get_openai_shaped_errors(endpoint, route, raw, status, message):
+    code, reply = post(endpoint, None, route=route, raw=raw)
+    assert code == status
+    assert set(reply["error"]) == {"message", "type", "param", "code"} and message in reply["error"]["message"]
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(endpoint):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", int(endpoint.rsplit(":", 1)[1]), timeout=30)
+    connection.putrequest("POST", "/v1/completions")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(64 << 20))
+    connection.endheaders()  # no body follows: the server must answer from the header alone
+    reply = connection.getresponse()
+    assert reply.status == 413 and "at most" in json.loads(reply.read())["error"]["message"]
+    connection.close()
+
+
+def test_chat_completion_applies_the_chat_template(endpoint, local_policy):
+    messages = [{"role": "system", "content": "Add."}, {"role": "user", "content": "12+34=?"}]
+    status, reply = post(endpoint, {"model": "tiny-moe", "messages": messages, "max_tokens": 8, "temperature": 0,
+                                    "n": 2}, route="/v1/chat/completions")
+    assert status == 200 and reply["object"] == "chat.completion"
+    prompt = "system: Add.\nuser: 12+34=?\nassistant: "
+    expected = local_policy.sample([prompt], n=2, temperature=0, max_new_tokens=8)[0]
+    assert [c["message"] for c in reply["choices"]] == [{"role": "assistant", "content": e.text} for e in expected]
+    assert reply["usage"]["prompt_tokens"] == len(local_policy.tokenizer(prompt)["input_ids"])
+
+
+def test_streaming_sends_server_sent_events(endpoint):
+    body = {"model": "tiny-moe", "prompt": ["1+1=?\n", "2+2=?\n"], "max_tokens": 4, "temperature": 0}
+    _, whole = post(endpoint, body)
+    status, events = post(endpoint, {**body, "stream": True})
+    assert status == 200 and events.endswith("data: [DONE]\n\n")
+    chunks = [json.loads(line.removeprefix("data: ")) for line in events.split("\n\n")[:-2]]
+    assert [c["choices"][0]["text"] for c in chunks] == [c["text"] for c in whole["choices"]]
+    status, events = post(endpoint, {"model": "tiny-moe", "messages": [{"role": "user", "content": "hi"}],
+                                     "max_tokens": 4, "stream": True}, route="/v1/chat/completions")
+    deltas = [json.loads(line.removeprefix("data: "))["choices"][0]["delta"] for line in events.split("\n\n")[:-2]]
+    assert deltas[0] == {"role": "assistant"} and "content" in deltas[1] and deltas[2] == {}
+
+
+def test_metrics_count_requests_and_tokens(endpoint):
+    with urllib.request.urlopen(endpoint + "/metrics", timeout=10) as reply:
+        before = reply.read().decode()
+    post(endpoint, {"model": "tiny-moe", "prompt": "3+4=?\n", "max_tokens": 3, "temperature": 0})
+    with urllib.request.urlopen(endpoint + "/metrics", timeout=10) as reply:
+        after = reply.read().decode()
+
+    def value(text, name):
+        lines = [line for line in text.splitlines() if line.startswith(name + " ")]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    requests = 'verifarm_server_requests_total{route="completions",status="200"}'
+    assert value(after, requests) == value(before, requests) + 1
+    assert value(after, "verifarm_server_completion_tokens_total") > value(before, "verifarm_server_completion_tokens_total")
+    assert "verifarm_server_sampling_seconds_bucket" in after
 
 
 def test_http_policy_reports_server_errors(endpoint):
@@ -108,9 +177,9 @@ def test_registry_follower_serves_each_newly_published_version(tmp_path):
     tokenizer = build_tokenizer()
     registry = CheckpointRegistry(tmp_path)
     registry.publish(build_model("tiny", len(tokenizer), seed=1), tokenizer, {"note": "first"})
-    server, url = running(CompletionService(RegistryFollower(tmp_path), "tiny-moe"))
+    server = running(CompletionService(RegistryFollower(tmp_path), "tiny-moe"))
     try:
-        remote = HttpPolicy(url, "tiny-moe")
+        remote = HttpPolicy(server.url, "tiny-moe")
         first = remote.sample(["1+2=?\n"], temperature=0, max_new_tokens=8)
         assert remote.version == 1 and first[0][0].policy_version == 1
         registry.publish(build_model("tiny", len(tokenizer), seed=9), tokenizer, {"note": "second"})
@@ -118,8 +187,7 @@ def test_registry_follower_serves_each_newly_published_version(tmp_path):
         assert remote.version == 2 and second[0][0].policy_version == 2
         assert second != first
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def free_port():
@@ -133,8 +201,7 @@ def test_serve_command_serves_a_checkpoint_folder(tmp_path, local_policy):
     local_policy.model.save_pretrained(tmp_path)
     local_policy.tokenizer.save_pretrained(tmp_path)
     port = free_port()
-    command = [sys.executable, "-c", "import typer; from verifarm.policy.server import serve; typer.run(serve)",
-               "--checkpoint", str(tmp_path), "--version", "5", "--port", str(port), "--model-name", "tiny-moe"]
+    command = [*SERVE, "--checkpoint", str(tmp_path), "--version", "5", "--port", str(port), "--model-name", "tiny-moe"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
     try:
@@ -152,3 +219,51 @@ def test_serve_command_serves_a_checkpoint_folder(tmp_path, local_policy):
     finally:
         process.terminate()
         process.wait(timeout=30)
+    # A plain Hugging Face folder (no registry manifest) is served, with a one-line warning.
+    assert f"warning: {tmp_path} carries no registry manifest.json: serving it unverified" in process.stdout.read().decode()
+
+
+SERVE = [sys.executable, "-c", "import typer; from verifarm.policy.server import serve; typer.run(serve)"]
+
+
+def serve_refusal(*args):
+    """Run `serve` expecting a refusal: exit status 2 and exactly one line on stderr, no traceback."""
+    done = subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def test_serve_refuses_a_busy_port_in_one_line(tmp_path):
+    with bind_socket("127.0.0.1", 0) as taken:
+        port = taken.getsockname()[1]
+        line = serve_refusal("--registry", str(tmp_path), "--port", str(port))
+    assert line == f"error: 127.0.0.1:{port} is already in use; pick another with --port (or --host)"
+
+
+@pytest.fixture
+def published(tmp_path, local_policy):
+    registry = CheckpointRegistry(tmp_path / "registry")
+    registry.publish(local_policy.model, local_policy.tokenizer, {"note": "served"})
+    return registry
+
+
+def test_serve_refuses_a_corrupt_version_in_one_line(published):
+    with open(published.path(1) / "model.safetensors", "r+b") as weights:
+        weights.seek(-8, 2)
+        weights.write(b"\x00" * 8)
+    line = serve_refusal("--registry", str(published.root), "--version", "1", "--port", str(free_port()))
+    assert line.startswith("error: checkpoint v1 at") and "SHA-256 mismatch in model.safetensors" in line
+    assert "no policy version 7" in serve_refusal("--registry", str(published.root), "--version", "7",
+                                                  "--port", str(free_port()))
+
+
+def test_serve_checkpoint_folder_with_a_manifest_is_verified(published, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(published.path(1), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_experts_per_tok": 1}))
+    line = serve_refusal("--checkpoint", str(folder), "--port", str(free_port()))
+    assert line.startswith(f"error: checkpoint {folder} fails its checksums") and "config.json" in line

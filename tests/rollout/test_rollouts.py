@@ -203,17 +203,13 @@ def test_multi_turn_env_gets_feedback_turns(tmp_path: Path) -> None:
 
 def test_endpoint_policy_samples_through_a_completions_server(tmp_path: Path, checkpoint_root: Path) -> None:
     """A campaign with an endpoint samples from a real `verifarm serve`-style server over HTTP."""
-    import threading
+    from verifarm.policy.asgi import BackgroundServer
+    from verifarm.policy.server import CompletionService, RegistryFollower, build_app
 
-    from verifarm.policy.server import CompletionService, RegistryFollower, build_server
-
-    server = build_server(CompletionService(RegistryFollower(checkpoint_root), "verifarm-policy"), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = BackgroundServer(build_app(CompletionService(RegistryFollower(checkpoint_root), "verifarm-policy")))
     try:
-        host, port = server.server_address[:2]
         with RolloutStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
-            spec = new_campaign(store, "http", endpoint={"base_url": f"http://{host}:{port}"},
+            spec = new_campaign(store, "http", endpoint={"base_url": server.url},
                                 sampling={"max_new_tokens": 16})
             source = CheckpointPolicySource(tmp_path / "no-checkpoints-here")  # the server holds the policy
             report = rollout_batch(store, "http", spec, range(4), source.sampler_for_spec(spec), FamilyCache())
@@ -222,5 +218,4 @@ def test_endpoint_policy_samples_through_a_completions_server(tmp_path: Path, ch
         assert {r.policy_name for r in records} == {"endpoint"}
         assert all(r.token_ids and len(r.token_ids) == len(r.logprobs) for r in records)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()

@@ -162,3 +162,21 @@ def test_concurrent_writers_never_duplicate(store_url: str) -> None:
         assert p.exitcode == 0
     with RolloutStore(store_url) as store:
         assert store.count(RecordFilter(campaign_id="conc")) == 20 * 3
+
+
+def test_newest_first_pages_by_keyset_and_cuts_long_text(store: RolloutStore) -> None:
+    records = [make_record("a", t, 0, outcome="pass" if t % 3 else "fail") for t in range(10)]
+    records += [make_record("b", t, 0, completion="x" * 5000) for t in range(5)]
+    store.add_records(records)
+    everything = store.query()
+    first = store.newest_first(RecordFilter(), limit=4)
+    assert [r.seq for r in first] == [r.seq for r in everything][::-1][:4]
+    second = store.newest_first(RecordFilter(), before_seq=first[-1].seq, limit=4)
+    assert [r.seq for r in second] == [r.seq for r in everything][::-1][4:8]
+    assert all(len(r.completion_preview) == 200 for r in first)  # campaign b's 5000-character completions
+    fails = store.newest_first(RecordFilter(campaign_id="a", outcome="fail"), limit=50)
+    assert [r.task_index for r in fails] == [9, 6, 3, 0]
+    assert store.newest_first(RecordFilter(verifier_version="2")) == []
+    assert len(store.newest_first(RecordFilter(policy_name="checkpoint", verifier_version="1"), limit=50)) == 15
+    with pytest.raises(ValueError, match="limit must be positive"):
+        store.newest_first(limit=0)

@@ -1,0 +1,51 @@
+"""The dashboard's typed config: the same store, registry and broker as the CLI, plus what only it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field
+
+from verifarm.settings import Settings
+
+
+class DashboardConfig(BaseModel):
+    store_url: str = Field(min_length=1)
+    checkpoint_dir: Path
+    broker_url: str | None = None  # None: the workers page says no broker is configured
+    tensorboard_dir: Path  # the trainer's event files, read back for the loss curves
+    flower_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    page_size: int = Field(default=50, ge=1, le=500)  # records per page of the dataset browser
+    preview_chars: int = Field(default=160, ge=16, le=2000)  # prompt/completion shown in lists
+    text_chars: int = Field(default=20_000, ge=100, le=1_000_000)  # of one prompt/completion on its own page
+    refresh_seconds: float = Field(default=2.0, gt=0, le=3600)  # live progress polling
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> DashboardConfig:
+        """The farm the CLI would use: its store, checkpoints and broker (a private Redis only if running)."""
+        from verifarm.rollout.embedded_redis import EmbeddedRedis
+        from verifarm.trainer.metrics import tensorboard_dir_for
+
+        broker = settings.redis_url or EmbeddedRedis(settings.home / "redis").running_url()
+        values = dict(store_url=settings.store_url, checkpoint_dir=settings.checkpoints, broker_url=broker,
+                      tensorboard_dir=tensorboard_dir_for(settings.home / "trainer" / "state"))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def without_secrets(url: str | None) -> str:
+    """A URL fit to show: any password replaced by ***, query strings dropped (they can carry tokens)."""
+    if not url:
+        return "-"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL hidden)"
+    shown = url.split("?", 1)[0].split("#", 1)[0]
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        masked = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+        shown = shown.replace(parts.netloc, masked, 1)
+    return shown
