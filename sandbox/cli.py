@@ -39,10 +39,10 @@ def info() -> None:
         table.add_row(name, "yes" if reason is None else "no", reason or "")
     console = Console()
     console.print(table)
-    from verifarm.sandbox.cgroup import RunCgroup
+    from verifarm.sandbox.cgroup import Cgroup
     from verifarm.sandbox.image import image_tag
 
-    group = RunCgroup.create(64 * 1024 * 1024, 8)
+    group = Cgroup.create(64 * 1024 * 1024, 8, None)
     if group is not None:
         group.remove()
     console.print(f"per-run cgroup for process/bwrap: {'cgroup v%d' % group.version if group else 'unavailable'}")

@@ -19,8 +19,10 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import json
 import os
 import tempfile
+from dataclasses import dataclass
 
 # Allowed unconditionally: the first rule of Docker's default profile (names unknown on this architecture
 # or to this libseccomp are skipped; they cannot be called here anyway).
@@ -72,8 +74,28 @@ PTRACE_REQUESTS = tuple(request for request in (*range(0, 34), *range(0x4200, 0x
                         if request not in (PTRACE_ATTACH, PTRACE_SEIZE))
 
 SCMP_ACT_ALLOW = 0x7FFF0000
-SCMP_CMP_NE, SCMP_CMP_EQ, SCMP_CMP_MASKED_EQ = 1, 4, 7
+COMPARISONS = {"SCMP_CMP_NE": 1, "SCMP_CMP_EQ": 4, "SCMP_CMP_MASKED_EQ": 7}
 _NR_SCMP_ERROR = -1
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Syscalls answered with one action when the (optional) comparison on their first argument holds.
+    errno None: allowed; else the call fails with that errno."""
+
+    names: tuple[str, ...]
+    errno: int | None = None
+    compare: tuple[str, int, int] | None = None  # (operation, value, mask/second value)
+
+
+def rules() -> list[Rule]:
+    """The filter as data; everything not matched fails with EPERM."""
+    table = [Rule(tuple(ALLOWED)), Rule(("socket",), compare=("SCMP_CMP_NE", AF_VSOCK, 0)),
+             Rule(("clone",), compare=("SCMP_CMP_MASKED_EQ", CLONE_NAMESPACE_FLAGS, 0)),
+             Rule(("clone3",), errno=errno.ENOSYS)]
+    table += [Rule(("personality",), compare=("SCMP_CMP_EQ", persona, 0)) for persona in PERSONALITIES]
+    table += [Rule(("ptrace",), compare=("SCMP_CMP_EQ", request, 0)) for request in PTRACE_REQUESTS]
+    return table
 
 
 def _errno_action(number: int) -> int:
@@ -106,31 +128,25 @@ def _library() -> ctypes.CDLL:
 
 
 @functools.lru_cache(maxsize=1)
-def docker_default_bpf() -> bytes:
-    """The compiled filter (classic BPF, native architecture), built once per process."""
+def compiled_filter() -> bytes:
+    """The filter as classic BPF for the native architecture (what `bwrap --seccomp` loads), built once."""
     library = _library()
     context = library.seccomp_init(_errno_action(errno.EPERM))
     if not context:
         raise SeccompUnavailable("seccomp_init failed")
     try:
-        def add(action: int, name: str, *compares: tuple[int, int, int, int]) -> None:
-            number = library.seccomp_syscall_resolve_name(name.encode())
-            if number == _NR_SCMP_ERROR or number < 0:  # unknown here, or not a syscall of this architecture
-                return
-            array = (_ArgCompare * max(1, len(compares)))(*(_ArgCompare(*compare) for compare in compares))
-            result = library.seccomp_rule_add_array(context, action, number, len(compares), array)
-            if result < 0:
-                raise SeccompUnavailable(f"libseccomp refused the rule for {name}: {os.strerror(-result)}")
-
-        for name in ALLOWED:
-            add(SCMP_ACT_ALLOW, name)
-        add(SCMP_ACT_ALLOW, "socket", (0, SCMP_CMP_NE, AF_VSOCK, 0))
-        for persona in PERSONALITIES:
-            add(SCMP_ACT_ALLOW, "personality", (0, SCMP_CMP_EQ, persona, 0))
-        add(SCMP_ACT_ALLOW, "clone", (0, SCMP_CMP_MASKED_EQ, CLONE_NAMESPACE_FLAGS, 0))
-        for request in PTRACE_REQUESTS:
-            add(SCMP_ACT_ALLOW, "ptrace", (0, SCMP_CMP_EQ, request, 0))
-        add(_errno_action(errno.ENOSYS), "clone3")
+        for rule in rules():
+            action = SCMP_ACT_ALLOW if rule.errno is None else _errno_action(rule.errno)
+            compares = [] if rule.compare is None else \
+                [_ArgCompare(0, COMPARISONS[rule.compare[0]], rule.compare[1], rule.compare[2])]
+            array = (_ArgCompare * max(1, len(compares)))(*compares)
+            for name in rule.names:
+                number = library.seccomp_syscall_resolve_name(name.encode())
+                if number == _NR_SCMP_ERROR or number < 0:  # unknown here, or not of this architecture
+                    continue
+                result = library.seccomp_rule_add_array(context, action, number, len(compares), array)
+                if result < 0:
+                    raise SeccompUnavailable(f"libseccomp refused the rule for {name}: {os.strerror(-result)}")
         with tempfile.TemporaryFile() as handle:
             result = library.seccomp_export_bpf(context, handle.fileno())
             if result < 0:
@@ -144,10 +160,26 @@ def docker_default_bpf() -> bytes:
     return program
 
 
+def docker_profile() -> str:
+    """The same filter in Docker's profile format, for `security_opt=["seccomp=<profile>"]`, so containers
+    and bwrap sandboxes refuse exactly the same calls (Docker's own default lets ptrace attach)."""
+    syscalls = []
+    for rule in rules():
+        entry: dict = {"names": list(rule.names),
+                       "action": "SCMP_ACT_ALLOW" if rule.errno is None else "SCMP_ACT_ERRNO"}
+        if rule.errno is not None:
+            entry["errnoRet"] = rule.errno
+        if rule.compare is not None:
+            operation, value, second = rule.compare
+            entry["args"] = [{"index": 0, "value": value, "valueTwo": second, "op": operation}]
+        syscalls.append(entry)
+    return json.dumps({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EPERM, "syscalls": syscalls})
+
+
 def filter_fd() -> int:
     """A readable fd holding the filter, for `bwrap --seccomp FD` (bwrap reads it to the end); the caller
     closes it once bwrap has started."""
-    program = docker_default_bpf()
+    program = compiled_filter()
     read_fd, write_fd = os.pipe()
     try:
         if len(program) > 65536:  # a pipe holds 64 KiB; the filter is a few KiB

@@ -122,6 +122,18 @@ class Launched:
     pidfd: int | None = None  # opened by the launcher when the pid is not our child (fork server)
 
 
+def wait_for_exit(pid: int) -> tuple[int, float, int]:
+    """Block until pid has exited or been killed: (wait status, CPU seconds, peak RSS bytes).
+
+    A traced child reports each of its stops to its tracer's wait even without WUNTRACED (a program that
+    calls ptrace(PTRACE_TRACEME) and stops itself); a stopped process is still running, so keep waiting.
+    """
+    while True:
+        _, status, usage = os.wait4(pid, 0)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
 def popen_launch(request: SpawnRequest) -> Launched:
     """Start the command with fork+exec; raises OSError or SubprocessError when it cannot start."""
     proc = subprocess.Popen(
@@ -142,9 +154,9 @@ def popen_launch(request: SpawnRequest) -> Launched:
         stream.close()
 
     def reap() -> tuple[int, float, int]:
-        _, status, usage = os.wait4(proc.pid, 0)
+        status, cpu_seconds, peak_memory = wait_for_exit(proc.pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        return status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+        return status, cpu_seconds, peak_memory
 
     return Launched(proc.pid, stdin_fd, stdout_fd, stderr_fd, reap)
 

@@ -13,17 +13,17 @@ import builtins
 import ctypes
 import json
 import os
-import signal
 import socket
 import sys
 
 try:
     from verifarm.sandbox.harness_driver import DRIVER_FILE_NAME
-    from verifarm.sandbox.supervisor import Launched, SpawnRequest, _limit_child
-except ImportError:  # inside the container only this folder exists, mounted at /opt/verifarm
+    from verifarm.sandbox.supervisor import Launched, SpawnRequest, _limit_child, wait_for_exit
+except ImportError:  # inside a sandbox only this folder exists, mounted at /opt/verifarm
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from harness_driver import DRIVER_FILE_NAME
-    from supervisor import Launched, SpawnRequest, _limit_child
+    from supervisor import Launched, SpawnRequest, _limit_child, wait_for_exit
+import importlib.machinery
 
 PYTHON_PREFIX = ["python3", "-I", "-S"]
 CodeType = type(compile("", "", "exec"))
@@ -63,8 +63,8 @@ def _run_job(job_socket: socket.socket, control: socket.socket,
             if fd > 2:
                 os.close(fd)
         os.setsid()
-        for number in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-            signal.signal(number, signal.SIG_DFL)
+        # Signal dispositions stay as the template's interpreter set them, which is what a fresh `python3`
+        # sets: SIGPIPE and SIGXFSZ ignored (a write fails with an exception), SIGINT -> KeyboardInterrupt.
         _limit_child(SpawnRequest(**job["spawn"]))  # rlimits, then the run uid
         # Changing uid made us non-dumpable (root-owned /proc/self); a program exec'd as this uid is not.
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
@@ -73,9 +73,12 @@ def _run_job(job_socket: socket.socket, control: socket.socket,
         os.environ.update(job["env"])
         script = job["argv"][3]
         sys.argv = job["argv"][3:]
-        sys.path[:] = [entry for entry in sys.path if entry != os.path.dirname(os.path.abspath(__file__))]
+        sys.orig_argv = list(job["argv"])
+        _forget_template()
         main = type(sys)("__main__")
         main.__file__ = os.path.abspath(script)  # as Python 3.9+ sets it for the __main__ script
+        main.__cached__ = None
+        main.__loader__ = importlib.machinery.SourceFileLoader("__main__", main.__file__)
         main.__builtins__ = builtins
         sys.modules["__main__"] = main
         with open(script, "rb") as handle:
@@ -100,6 +103,16 @@ def _run_job(job_socket: socket.socket, control: socket.socket,
     finally:
         code = _finalize(code)
         os._exit(code)
+
+
+def _forget_template() -> None:
+    """Drop what the template added to the interpreter: its folder on sys.path and the modules it loaded
+    from there (a fresh `python3 -I -S` has neither: isolated mode never adds a script's folder)."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [entry for entry in sys.path if entry != folder]
+    for name, module in list(sys.modules.items()):
+        if os.path.dirname(os.path.abspath(getattr(module, "__file__", None) or "/")) == folder:
+            del sys.modules[name]
 
 
 def _finalize(code: int) -> int:
@@ -137,9 +150,10 @@ def serve(job_fd: int, control_fd: int, run_dir: str) -> None:
             control.send(str(child).encode())
         except OSError:
             os._exit(0)
-        _, status, usage = os.wait4(child, 0)
+        # A run that stops itself (ptrace TRACEME, then SIGSTOP) is still running: it ends as a timeout.
+        status, cpu_seconds, peak_memory = wait_for_exit(child)
         try:
-            control.send(json.dumps([status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024]).encode())
+            control.send(json.dumps([status, cpu_seconds, peak_memory]).encode())
         except OSError:
             os._exit(0)
 
@@ -147,15 +161,17 @@ def serve(job_fd: int, control_fd: int, run_dir: str) -> None:
 class Zygote:
     """The agent's handle on the template process."""
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, env: dict[str, str]) -> None:
         import subprocess
 
         self._job, job_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         script = os.path.abspath(__file__)
+        # The runs' own environment from the start: the interpreter reads the locale (stdio encoding, UTF-8
+        # mode) once at start-up, and a forked run must see what a fresh interpreter in that environment would.
         self.process = subprocess.Popen(
             ["python3", "-I", "-S", script, str(job_child.fileno()), str(control_child.fileno()), run_dir],
-            pass_fds=(job_child.fileno(), control_child.fileno()), stdin=subprocess.DEVNULL)
+            pass_fds=(job_child.fileno(), control_child.fileno()), stdin=subprocess.DEVNULL, env=env)
         job_child.close()
         control_child.close()
 

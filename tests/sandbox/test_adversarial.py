@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status, run
-from verifarm.sandbox.cgroup import RunCgroup
+from verifarm.sandbox.cgroup import Cgroup
 from verifarm.sandbox.languages import compile_and_run_c
 
 HOSTILE = Limits(cpu_seconds=1.5, wall_seconds=20, memory_bytes=256 * 1024 * 1024, max_processes=16,
@@ -44,7 +44,7 @@ def hostile(name, language, source, expect, needs_isolation=False, needs_cgroup=
 
 
 def _host_cgroups_work() -> bool:
-    group = RunCgroup.create(64 * 1024 * 1024, 8)
+    group = Cgroup.create(64 * 1024 * 1024, 8, None)
     if group is None:
         return False
     group.remove()
