@@ -78,6 +78,7 @@ def _run_job(job_socket: socket.socket, control: socket.socket,
         main = type(sys)("__main__")
         main.__file__ = os.path.abspath(script)  # as Python 3.9+ sets it for the __main__ script
         main.__cached__ = None
+        main.__annotations__ = {}
         main.__loader__ = importlib.machinery.SourceFileLoader("__main__", main.__file__)
         main.__builtins__ = builtins
         sys.modules["__main__"] = main
