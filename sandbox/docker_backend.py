@@ -107,16 +107,19 @@ def remove_stale_containers(client) -> int:
     removed = 0
     host = socket.gethostname()
     alive = set()
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        owner_host, _, owner_pid = container.labels.get(f"{LABEL}.owner", ":").partition(":")
+    # The plain listing: inspecting each container (containers.list) fails on one removed meanwhile by
+    # another process of this host.
+    for container in client.api.containers(all=True, filters={"label": LABEL}):
+        name = (container.get("Names") or ["/"])[0].lstrip("/")
+        owner_host, _, owner_pid = (container.get("Labels") or {}).get(f"{LABEL}.owner", ":").partition(":")
         if owner_host == host and owner_pid.isdigit() and not Path(f"/proc/{owner_pid}").exists():
             try:
-                container.remove(force=True)
+                client.api.remove_container(container["Id"], force=True)
                 removed += 1
                 continue
             except Exception:  # removed concurrently by another process: fine
                 pass
-        alive.add(container.name)
+        alive.add(name)
     sockets = state_root() / "docker"
     for folder in sockets.iterdir() if sockets.is_dir() else ():
         try:
