@@ -1,10 +1,10 @@
 """The docker backend: a warm pool (warm_pool.py) of containers with no network, a read-only root, cgroup
 limits and tmpfs scratch folders.
 
-Each container runs `agent.py` as pid 1 under the syscall filter bwrap sandboxes get (seccomp.py: Docker's
-default profile, ptrace attach refused too) and `no-new-privileges`; the
-program runs under rlimits as a uid reserved for that container, inside the container's cgroup limits
-(memory re-capped per run, one core by default).
+Each container runs `agent.py` as pid 1 under the syscall filter bwrap sandboxes get too (seccomp.py:
+Docker's default profile, and ptrace may not attach) and `no-new-privileges`; the program runs under
+rlimits as a uid reserved for that container, inside the container's cgroup limits (memory re-capped per
+run, one core by default).
 """
 
 from __future__ import annotations

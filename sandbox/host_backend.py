@@ -37,7 +37,7 @@ class HostBackend(Backend):
         if identity.uid is None:
             notes.append("same uid as the caller (not root)")
         if cgroup is None:
-            notes.append("no cgroup: memory is capped per process only")
+            notes.append("no cgroup: memory is capped per process only, and CPU seconds but not cores")
         return notes
 
     def run(self, program: Program, limits: Limits) -> ExecResult:

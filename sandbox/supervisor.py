@@ -1,7 +1,7 @@
 """Spawn one command under rlimits in its own session, feed it, cap its output, time it, kill its whole tree.
 
 Standard library only: the same file runs on the host (process and bwrap backends) and, bind-mounted
-read-only, inside the docker sandbox as the agent's engine. It reports raw facts; `outcome.py` names them.
+read-only, inside the warm sandboxes (docker and bwrap) as the agent's engine. It reports raw facts; `outcome.py` names them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _READ_CHUNK = 65536
 
 @dataclass
 class SpawnRequest:
-    """One command to run; limits are plain numbers so the request crosses the docker socket as JSON."""
+    """One command to run; limits are plain numbers so the request crosses the agent's socket as JSON."""
 
     argv: list[str]
     cwd: str

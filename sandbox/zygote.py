@@ -1,11 +1,15 @@
-"""Fork server for Python runs inside the docker sandbox: a warm interpreter forks each run's process.
+"""Fork server for Python runs inside a warm sandbox (docker or bwrap): a warm interpreter forks each run.
 
 Starting `python3 -I -S script` costs more CPU than a HumanEval test itself; forking an interpreter that is
-already up costs a millisecond. The template (root, in the container) forks an idle child *before* the
+already up costs a millisecond. The template (root, in the sandbox) forks an idle child *before* the
 next job exists, so no child ever holds another run's data; the child receives its job and pipe ends
 over a socket, applies the run's rlimits, new session and run uid, and runs the script as `__main__`
-exactly as `python3 -I -S script args` would. The template only reports pids and wait statuses.
-Standard library only; used by docker_agent.py.
+exactly as `python3 -I -S script args` would: same signal dispositions, argv, sys.path, environment (the
+template starts in the runs' environment, so stdio encodings agree), cwd, umask, rlimits, open fds and
+`__main__`. What stays visible: modules of the standard library the template had already imported sit in
+sys.modules, and every run of one template shares its string-hash seed. The template only reports pids and
+wait statuses (a stop is not an end: it waits on until the run exits or is killed). It runs any Program
+of that shape, whatever the script is. Standard library only; used by agent.py.
 """
 
 import atexit
