@@ -174,7 +174,9 @@ class WarmPoolBackend(Backend):
         notes = [] if healthy else ["sandbox discarded after an unclean wipe"]
         if limits.network:
             notes.append("network was requested but warm sandboxes never have one")
-        if not capped:
+        if sandbox.cgroup is None:
+            notes.append("no cgroup: memory is capped per process only, and CPU seconds but not cores")
+        elif not capped:
             notes.append(f"memory capped per process and at {self._memory_ceiling} bytes per sandbox")
         return classify(raw, limits, self.name, outputs, note="; ".join(notes))
 
