@@ -1,6 +1,6 @@
 """bwrap without root: one bubblewrap sandbox per run, started as the caller's uid in an unprivileged user
-namespace (user, pid, net, ipc, uts, cgroup namespaces), under Docker's default seccomp filter with nested
-user namespaces disabled, a read-only system view, rlimits and a private work dir.
+namespace (user, pid, net, ipc, uts, cgroup namespaces), under the seccomp filter of seccomp.py (Docker's
+default profile) with nested user namespaces disabled, a read-only system view, rlimits and a private work dir.
 
 Without root there is neither a second uid to run programs as (so no warm sandbox whose agent the program
 could not reach) nor a cgroup: the warm pool (bwrap_backend.py) needs root; this is what remains without it.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from verifarm.sandbox.bwrap_sandbox import SANDBOX_PATH, supports, system_view, unusable_reason
 from verifarm.sandbox.host_backend import HostBackend
-from verifarm.sandbox.seccomp import filter_fd
 from verifarm.sandbox.program import Limits, Program
+from verifarm.sandbox.seccomp import filter_fd
 from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
 from verifarm.sandbox.workdir import RUN_UID_BASE, HostWorkDir, RunIdentity
 

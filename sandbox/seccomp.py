@@ -1,4 +1,5 @@
-"""The syscall filter of bwrap sandboxes: Docker's default seccomp profile, compiled to BPF with libseccomp.
+"""The syscall filter of the isolated backends: Docker's default seccomp profile, as one rule table compiled
+to BPF with libseccomp for bwrap sandboxes and written in Docker's profile format for containers.
 
 Docker's profile (moby `profiles/seccomp/default.json`) allows a list of ordinary syscalls and answers every
 other one with EPERM; the rules that depend on capabilities are taken as for a container holding none of
@@ -7,7 +8,8 @@ CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_SYS_BOOT, ... (ours never do)
 with EPERM, `clone` may not create namespaces, and `clone3` answers ENOSYS so the C library falls back to
 `clone`, whose flags the filter can see. One rule is stricter than Docker's: `ptrace` may not attach to a
 process (PTRACE_ATTACH, PTRACE_SEIZE); a run can still trace its own children (PTRACE_TRACEME).
-Syscalls of other ABIs on the same CPU (32-bit `int 0x80`) kill the process: only the native ABI is allowed.
+In the BPF for bwrap, syscalls of other ABIs on the same CPU (32-bit `int 0x80`) kill the process: only
+the native ABI is allowed.
 
 libseccomp is reached through ctypes (its C API: `seccomp_init`, `seccomp_rule_add_array`,
 `seccomp_export_bpf`); bubblewrap loads the exported program with `--seccomp FD`.

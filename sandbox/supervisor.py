@@ -1,7 +1,8 @@
 """Spawn one command under rlimits in its own session, feed it, cap its output, time it, kill its whole tree.
 
-Standard library only: the same file runs on the host (process and bwrap backends) and, bind-mounted
-read-only, inside the warm sandboxes (docker and bwrap) as the agent's engine. It reports raw facts; `outcome.py` names them.
+Standard library only: the same file runs on the host (the process backend, bwrap without root) and,
+bind-mounted read-only, inside the warm sandboxes (docker and bwrap) as the agent's engine. It reports raw
+facts; `outcome.py` names them.
 """
 
 from __future__ import annotations

@@ -12,32 +12,37 @@ import pytest
 from verifarm.sandbox import Limits, Program, Status, run
 
 STATE = r'''
-import os, resource, signal, sys
+import json, os, resource, signal, sys
+SHOWN = {signal.SIG_DFL: "default", signal.SIG_IGN: "ignore", None: "foreign"}
 def disposition(number):
     handler = signal.getsignal(number)
-    return {signal.SIG_DFL: "default", signal.SIG_IGN: "ignore", None: "foreign"}.get(handler, getattr(handler, "__name__", "handler"))
-signals = {signal.Signals(n).name: disposition(n) for n in sorted(signal.valid_signals()) if n not in (signal.SIGKILL, signal.SIGSTOP) and n < signal.SIGRTMIN}
+    return SHOWN.get(handler, getattr(handler, "__name__", "handler"))
+numbers = [n for n in sorted(signal.valid_signals())
+           if n not in (signal.SIGKILL, signal.SIGSTOP) and n < signal.SIGRTMIN]
 main = sys.modules["__main__"]
+MAIN_ATTRIBUTES = ("__name__", "__file__", "__package__", "__spec__", "__cached__", "__doc__")
+STATUS_LINES = ("NoNewPrivs", "Seccomp", "CapEff", "CapBnd", "SigIgn", "SigBlk")
+OURS = ("supervisor", "run_limits", "harness_driver", "zygote", "agent", "workdir")
 state = {
-    "signals": signals,
+    "signals": {signal.Signals(n).name: disposition(n) for n in numbers},
     "blocked": sorted(int(n) for n in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
     "argv": sys.argv, "orig_argv": sys.orig_argv, "path": sys.path, "flags": str(sys.flags),
     "executable": sys.executable, "environ": dict(os.environ), "cwd": os.getcwd(),
     "umask": os.umask(0o022),
-    "rlimits": {name: resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")},
+    "rlimits": {name: resource.getrlimit(getattr(resource, name)) for name in dir(resource)
+                if name.startswith("RLIMIT_")},
     "fds": sorted(os.listdir("/proc/self/fd")),
-    "main": {name: repr(getattr(main, name, "<absent>")) if name != "__loader__" else type(getattr(main, name, None)).__name__
-             for name in ("__name__", "__file__", "__package__", "__spec__", "__cached__", "__loader__", "__doc__")},
+    "main": {name: repr(getattr(main, name, "<absent>")) for name in MAIN_ATTRIBUTES},
+    "main_loader": type(getattr(main, "__loader__", None)).__name__,
     "main_names": sorted(vars(main)),
     "stdio": [(s.encoding, s.errors, s.line_buffering) for s in (sys.stdin, sys.stdout, sys.stderr)],
     "session_leader": os.getsid(0) == os.getpid() == os.getpgid(0),
     "ids": [os.getuid() == os.geteuid(), os.getgid() == os.getegid(), os.getgroups()],
-    "status": [line for line in open("/proc/self/status").read().splitlines() if line.split(":")[0] in ("NoNewPrivs", "Seccomp", "CapEff", "CapBnd", "SigIgn", "SigBlk")],
-    "verifarm_modules": sorted(name for name in sys.modules if name in ("supervisor", "harness_driver", "zygote", "agent", "workdir")),
+    "status": [line for line in open("/proc/self/status").read().splitlines() if line.split(":")[0] in STATUS_LINES],
+    "our_modules": sorted(name for name in sys.modules if name in OURS),
 }
 print(json.dumps(state, sort_keys=True, default=str))
 '''
-STATE = "import json\n" + STATE
 BEHAVIOUR = r'''
 import os, resource
 r, w = os.pipe()
@@ -79,7 +84,7 @@ def test_a_forked_run_is_a_fresh_interpreter(backend: str):
     forked = _state(backend, ("python3", "-I", "-S", "state.py", "one", "two"))
     fresh = _state(backend, ("sh", "-c", "unset PWD; exec python3 -I -S state.py one two"))  # PWD: the shell's
     assert forked == fresh
-    assert forked["argv"] == ["state.py", "one", "two"] and forked["verifarm_modules"] == []
+    assert forked["argv"] == ["state.py", "one", "two"] and forked["our_modules"] == []
 
 
 def test_signal_dispositions_are_those_of_a_fresh_python3(backend: str, tmp_path):

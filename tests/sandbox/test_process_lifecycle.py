@@ -25,8 +25,9 @@ STOPPERS = {
 # Leaves three zombies (children never waited for), a child that stops itself under ptrace and one that
 # stops plainly, then exits at once.
 ZOMBIE_MAKER = ("import ctypes, os, signal\nfor _ in range(3):\n    if os.fork() == 0:\n        os._exit(0)\n"
-                "if os.fork() == 0:\n    ctypes.CDLL(None).ptrace(0, 0, 0, 0)\n    os.kill(os.getpid(), signal.SIGSTOP)\n"
-                "    os._exit(0)\nif os.fork() == 0:\n    os.kill(os.getpid(), signal.SIGSTOP)\n    os._exit(0)\n"
+                "if os.fork() == 0:\n    ctypes.CDLL(None).ptrace(0, 0, 0, 0)\n"
+                "    os.kill(os.getpid(), signal.SIGSTOP)\n    os._exit(0)\n"
+                "if os.fork() == 0:\n    os.kill(os.getpid(), signal.SIGSTOP)\n    os._exit(0)\n"
                 "print('left')\n")
 
 
