@@ -139,6 +139,39 @@ def handle(request, zygote, run_uid):
     return raw, outputs
 
 
+# The capabilities the agent keeps (warm_pool.AGENT_CAPABILITIES): chown, dac_override, fowner, kill,
+# setgid, setuid. CAP_SETPCAP is what lets the agent narrow the bounding set; it gives that up right after.
+KEPT_CAPABILITIES = (0, 1, 3, 5, 6, 7)
+CAP_SETPCAP = 8
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+CAPABILITY_VERSION_3 = 0x20080522
+
+
+def narrow_capabilities():
+    """Where the agent holds CAP_SETPCAP (a bwrap sandbox: bubblewrap leaves the bounding set full), drop
+    every capability it does not keep from the bounding set, then CAP_SETPCAP itself, so the sandbox ends
+    as a docker container starts: nothing beyond those six, for the agent or anything it starts."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # two (effective, permitted, inheritable) words
+    if libc.capget(header, data) != 0 or not data[0] & (1 << CAP_SETPCAP):
+        return
+    with open("/proc/sys/kernel/cap_last_cap") as handle:
+        last = int(handle.read())
+    for capability in range(last + 1):
+        if capability not in KEPT_CAPABILITIES and capability != CAP_SETPCAP:
+            libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    libc.prctl(PR_CAPBSET_DROP, CAP_SETPCAP, 0, 0, 0)
+    data[0] &= ~(1 << CAP_SETPCAP)  # effective
+    data[1] &= ~(1 << CAP_SETPCAP)  # permitted
+    data[2] = data[5] = 0  # inheritable: root keeps its capabilities across exec without them
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "could not drop CAP_SETPCAP")
+
+
 def serve(run_uid):
     """Serve runs as run_uid: a host uid reserved for this sandbox alone, so RLIMIT_NPROC (counted per uid
     across the whole host) and the kill(-1) sweep never involve another sandbox's or the host's processes."""
@@ -176,4 +209,5 @@ def decode_reply(reply):
 
 
 if __name__ == "__main__":
+    narrow_capabilities()
     serve(int(sys.argv[1]))

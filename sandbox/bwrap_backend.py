@@ -56,7 +56,8 @@ def sandbox_argv(socket_dir: Path, scratch: dict[str, Path], seccomp_fd: int, ru
     for name, (target, _) in SCRATCH.items():
         argv += ["--bind", str(scratch[name]), target]
     argv += ["--cap-drop", "ALL"]
-    for capability in AGENT_CAPABILITIES:
+    # CAP_SETPCAP only until the agent has narrowed the bounding set, which bubblewrap leaves full.
+    for capability in (*AGENT_CAPABILITIES, "SETPCAP"):
         argv += ["--cap-add", f"CAP_{capability}"]
     return argv + ["--seccomp", str(seccomp_fd), "--chdir", "/", "--", *AGENT_COMMAND, str(run_uid)]
 
