@@ -2,9 +2,9 @@
 
 Each sandbox has its own pid, net, ipc, uts and cgroup namespaces, a read-only system view, tmpfs /work,
 /tmp and /dev/shm (size- and inode-capped, mounted by us), Docker's default seccomp filter (`--seccomp`,
-which also refuses new namespaces of any kind, user namespaces included), every capability dropped but
-the few the agent needs, and a cgroup of its own: a CPU quota (one core by default), a process cap and a
-memory cap re-set before each run. `agent.py` is its pid 1; each run is forked from the agent's fork server
+which also refuses new namespaces of any kind, user namespaces included), no new privileges, every
+capability dropped but the six the agent needs (the bounding set too, as in a docker container), and a
+cgroup of its own: a CPU quota (one core by default), a process cap and a memory cap re-set before each run. `agent.py` is its pid 1; each run is forked from the agent's fork server
 under a host uid reserved for this sandbox alone, with the run's rlimits, and wiped afterwards.
 
 Needs root (bwrap is started as root without a user namespace, so the agent can switch to the run uid and
