@@ -122,6 +122,6 @@ def test_a_multithreaded_spin_is_held_to_the_cpu_quota(name: str):
         used = sandbox.cgroup.cpu_seconds() - used_before
         assert result.status is Status.OK, result
         assert used <= 0.5 * wall * 1.1 + 0.05, f"{used:.2f} CPU seconds in {wall:.2f}s: more than half a core"
-        assert used >= 0.3, "the spin should have used its share"
+        assert used >= 0.1, "the spin should have run (even on a saturated machine)"
     finally:
         pool.close()
