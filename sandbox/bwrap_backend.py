@@ -71,6 +71,7 @@ class WarmBwrapSandbox(WarmSandbox):
         self.folder = state_root() / "bwrap" / self.name
         self.process: subprocess.Popen | None = None
         self.cgroup = None
+        self.destroyed = False
         self.scratch = {name: self.folder / name for name in SCRATCH}
         try:
             self.folder.mkdir(parents=True, mode=0o700)
@@ -126,6 +127,9 @@ class WarmBwrapSandbox(WarmSandbox):
         return self.process is not None and self.process.poll() is None
 
     def destroy(self) -> None:
+        if self.destroyed:
+            return
+        self.destroyed = True
         if self.cgroup is not None:
             self.cgroup.kill_all()
         if self.process is not None:

@@ -52,6 +52,7 @@ class WarmContainer(WarmSandbox):
 
         self.name = f"verifarm-sandbox-{uuid.uuid4().hex[:12]}"
         self.cgroup: Cgroup | None = None
+        self.destroyed = False
         # Containers share the host's user namespace: a uid of its own keeps RLIMIT_NPROC per container.
         self.identity = acquire_identity()
         if self.identity.uid is None:
@@ -93,6 +94,9 @@ class WarmContainer(WarmSandbox):
         return True  # the engine restarts nothing; a dead agent shows as a refused connection
 
     def destroy(self) -> None:
+        if self.destroyed:
+            return
+        self.destroyed = True
         try:
             self.container.remove(force=True)
         except Exception:  # already gone or the engine is down: nothing left to release
