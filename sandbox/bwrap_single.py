@@ -52,9 +52,32 @@ while True:
         code = code if code >= 0 else 128 - code
 os._exit(code)
 """
-# Written inside the sandbox just before exec'ing the program: absent marker = the sandbox failed to start.
-# A command that cannot be found is the caller's set-up error, so it gets no marker either.
-MARKER_SHELL = 'command -v "$1" >/dev/null 2>&1 && printf . >&3; exec 3>&-; exec "$@"'
+# The program's parent inside the sandbox. bwrap's init takes any wait status of its first child, a stop
+# included, for its end; this parent waits as the fork server does (a process that stops itself, e.g. after
+# ptrace(PTRACE_TRACEME), is still running) and ends the way the program ended (bwrap reports a signal
+# death as 128+N). The program gets SIGPIPE and SIGXFSZ back at their default actions.
+INNER_PARENT = r"""
+import os, signal, sys
+child = os.fork()
+if child == 0:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+while True:
+    _, status = os.waitpid(child, 0)
+    if os.WIFEXITED(status):
+        os._exit(os.WEXITSTATUS(status))
+    if os.WIFSIGNALED(status):
+        os._exit(128 + os.WTERMSIG(status))
+"""
+# Written inside the sandbox just before starting the program: absent marker = the sandbox failed to start.
+# A command that cannot be found is the caller's set-up error, so it gets no marker either. The parent's
+# source arrives as the shell's $0.
+MARKER_SHELL = ('command -v "$1" >/dev/null 2>&1 && printf . >&3; exec 3>&-; '
+                'exec python3 -I -S -c "$0" "$@"')
 SANDBOX_UID = 65534  # "nobody" inside the namespace
 WORK = "/work"
 TMP_BYTES = 64 * 1024 * 1024
@@ -77,7 +100,7 @@ def bwrap_argv(workdir: Path, marker_fd: int, seccomp_fd: int, network: bool) ->
         argv.append("--disable-userns")
     if network:
         argv.insert(argv.index("--unshare-all") + 1, "--share-net")
-    return argv + ["--", "/bin/sh", "-c", MARKER_SHELL, "sh"]
+    return argv + ["--", "/bin/sh", "-c", MARKER_SHELL, INNER_PARENT]
 
 
 def _marker_written(read_fd: int) -> bool:
@@ -92,7 +115,7 @@ def _marker_written(read_fd: int) -> bool:
 
 class SingleRunBwrapBackend(HostBackend):
     name = "bwrap"
-    extra_processes = 3  # the reaper, bwrap's monitor and the namespace's init
+    extra_processes = 4  # the reaper, bwrap's monitor, the namespace's init and the program's parent
     memory_headroom = 64 * 1024 * 1024
 
     @classmethod
@@ -118,7 +141,7 @@ class SingleRunBwrapBackend(HostBackend):
         marker_read, marker_write = os.pipe()
         seccomp_fd = filter_fd()
         try:
-            # The reaper, bwrap's monitor and its init count against RLIMIT_NPROC too (extra_processes).
+            # The reaper, bwrap's monitor, its init and the inner parent count against RLIMIT_NPROC too.
             raw = supervise(SpawnRequest(
                 argv=bwrap_argv(workdir.path, marker_write, seccomp_fd, limits.network) + list(program.command),
                 cwd="/", env=sandbox_env(), stdin=program.stdin, cpu_seconds=limits.cpu_seconds,

@@ -125,3 +125,17 @@ def test_a_multithreaded_spin_is_held_to_the_cpu_quota(name: str):
         assert used >= 0.1, "the spin should have run (even on a saturated machine)"
     finally:
         pool.close()
+
+
+def test_bwrap_without_root_also_treats_a_stopped_program_as_running(token: str, nothing_left):
+    """The one-sandbox-per-run bwrap (what non-root users get) has bwrap's own init as a parent, which takes
+    a stop for an end; a parent of ours in between keeps waiting."""
+    from verifarm.sandbox.bwrap_single import SingleRunBwrapBackend
+
+    reason = SingleRunBwrapBackend.probe()
+    if reason:
+        pytest.skip(reason)
+    program = Program(("python3", f"s_{token}.py"), files={f"s_{token}.py": STOPPERS["traceme_then_stop"]})
+    result = SingleRunBwrapBackend().run(program, SHORT)
+    assert result.status is Status.TIMEOUT, (result.status, result.detail, result.stderr[-300:])
+    nothing_left(token)
