@@ -5,6 +5,10 @@ default profile) with nested user namespaces disabled, a read-only system view, 
 Without root there is neither a second uid to run programs as (so no warm sandbox whose agent the program
 could not reach) nor a cgroup: the warm pool (bwrap_backend.py) needs root; this is what remains without it.
 The pid namespace dies with its init, taking daemons along.
+
+Where its statuses differ from the warm pools' (not a backend CI runs, which is root): the program's parent
+is the namespace's init, of the program's own uid, so `kill(getppid(), SIGKILL)` is silently dropped (a
+pool's parent is root: PermissionError), and `kill(-1, ...)` finds nobody to signal (ESRCH).
 """
 
 from __future__ import annotations
@@ -52,10 +56,12 @@ while True:
         code = code if code >= 0 else 128 - code
 os._exit(code)
 """
-# The program's parent inside the sandbox. bwrap's init takes any wait status of its first child, a stop
-# included, for its end; this parent waits as the fork server does (a process that stops itself, e.g. after
-# ptrace(PTRACE_TRACEME), is still running) and ends the way the program ended (bwrap reports a signal
-# death as 128+N). The program gets SIGPIPE and SIGXFSZ back at their default actions.
+# The sandbox's pid 1 (bwrap --as-pid-1) and the program's parent. bwrap's own init would take any wait
+# status of its first child, a stop included, for its end; this one waits as the fork server does (a process
+# that stops itself, e.g. after ptrace(PTRACE_TRACEME), is still running), reaps orphans meanwhile, and ends
+# the way the program ended (bwrap reports a signal death as 128+N), taking the namespace's daemons along.
+# As the namespace's init it cannot be killed from inside. The program gets SIGPIPE and SIGXFSZ back at their
+# default actions.
 INNER_PARENT = r"""
 import os, signal, sys
 child = os.fork()
@@ -67,10 +73,10 @@ if child == 0:
     finally:
         os._exit(127)
 while True:
-    _, status = os.waitpid(child, 0)
-    if os.WIFEXITED(status):
+    pid, status = os.waitpid(-1, 0)
+    if pid == child and os.WIFEXITED(status):
         os._exit(os.WEXITSTATUS(status))
-    if os.WIFSIGNALED(status):
+    if pid == child and os.WIFSIGNALED(status):
         os._exit(128 + os.WTERMSIG(status))
 """
 # Written inside the sandbox just before starting the program: absent marker = the sandbox failed to start.
@@ -90,7 +96,7 @@ def sandbox_env() -> dict[str, str]:
 
 def bwrap_argv(workdir: Path, marker_fd: int, seccomp_fd: int, network: bool) -> list[str]:
     argv = ["python3", "-I", "-S", "-c", REAPER, str(marker_fd),
-            "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
+            "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--as-pid-1",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
             *system_view(),
             "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
@@ -115,7 +121,7 @@ def _marker_written(read_fd: int) -> bool:
 
 class SingleRunBwrapBackend(HostBackend):
     name = "bwrap"
-    extra_processes = 4  # the reaper, bwrap's monitor, the namespace's init and the program's parent
+    extra_processes = 3  # the reaper, bwrap's monitor and the namespace's init (the program's parent)
     memory_headroom = 64 * 1024 * 1024
 
     @classmethod
@@ -141,7 +147,7 @@ class SingleRunBwrapBackend(HostBackend):
         marker_read, marker_write = os.pipe()
         seccomp_fd = filter_fd()
         try:
-            # The reaper, bwrap's monitor, its init and the inner parent count against RLIMIT_NPROC too.
+            # The reaper, bwrap's monitor and its init count against RLIMIT_NPROC too (extra_processes).
             raw = supervise(SpawnRequest(
                 argv=bwrap_argv(workdir.path, marker_write, seccomp_fd, limits.network) + list(program.command),
                 cwd="/", env=sandbox_env(), stdin=program.stdin, cpu_seconds=limits.cpu_seconds,
