@@ -15,4 +15,4 @@ RUN apt-get update \
 
 ENV PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8
 WORKDIR /work
-CMD ["python3", "-I", "-S", "/opt/verifarm/docker_agent.py"]
+CMD ["python3", "-I", "-S", "/opt/verifarm/agent.py"]

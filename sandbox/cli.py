@@ -25,6 +25,8 @@ def build_image() -> None:
 @app.command("info")
 def info() -> None:
     """Show which sandbox backends work on this machine and which one is the default."""
+    import os
+
     from rich.console import Console
     from rich.table import Table
 
@@ -39,13 +41,18 @@ def info() -> None:
         table.add_row(name, "yes" if reason is None else "no", reason or "")
     console = Console()
     console.print(table)
-    from verifarm.sandbox.cgroup import RunCgroup
+    from verifarm.sandbox.cgroup import Cgroup
     from verifarm.sandbox.image import image_tag
 
-    group = RunCgroup.create(64 * 1024 * 1024, 8)
+    group = Cgroup.create(64 * 1024 * 1024, 8, 1.0)
     if group is not None:
         group.remove()
-    console.print(f"per-run cgroup for process/bwrap: {'cgroup v%d' % group.version if group else 'unavailable'}")
+    console.print(f"cgroups for process/bwrap runs (memory, pids, CPU quota): "
+                  f"{'cgroup v%d' % group.version if group else 'unavailable'}")
+    if probe_backend("bwrap") is None:
+        kind = "warm pool, agent as root, runs as a reserved uid" if os.geteuid() == 0 else \
+            "one sandbox per run (no root: no warm pool)"
+        console.print(f"bwrap: {kind}; seccomp filter = Docker's default profile")
     if probe_backend("docker") is None:
         console.print(f"docker image: {image_tag()} (host /usr mounted read-only)")
     console.print(f"default backend: [bold]{default_backend_name()}[/bold]")

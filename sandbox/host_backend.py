@@ -6,11 +6,15 @@ from __future__ import annotations
 from abc import abstractmethod
 
 from verifarm.sandbox.backend import Backend
-from verifarm.sandbox.cgroup import RunCgroup
+from verifarm.sandbox.cgroup import Cgroup
 from verifarm.sandbox.outcome import classify, infra_error
 from verifarm.sandbox.program import ExecResult, Limits, Program
 from verifarm.sandbox.supervisor import RawOutcome
 from verifarm.sandbox.workdir import DEFAULT_WORK_BYTES, HostWorkDir, RunIdentity, acquire_identity, sweep_uid
+
+
+# Cores one run may hold at once, as a docker container's and a warm bwrap sandbox's default CPU quota.
+RUN_CPUS = 1.0
 
 
 class HostBackend(Backend):
@@ -28,12 +32,12 @@ class HostBackend(Backend):
         inputs = sum(len(data) for data in program.file_bytes().values())
         return max(DEFAULT_WORK_BYTES, inputs + 2 * limits.file_size_bytes)
 
-    def _notes(self, identity: RunIdentity, cgroup: RunCgroup | None, limits: Limits) -> list[str]:
+    def _notes(self, identity: RunIdentity, cgroup: Cgroup | None, limits: Limits) -> list[str]:
         notes = []
         if identity.uid is None:
             notes.append("same uid as the caller (not root)")
         if cgroup is None:
-            notes.append("no cgroup: memory is capped per process only")
+            notes.append("no cgroup: memory is capped per process only, and CPU seconds but not cores")
         return notes
 
     def run(self, program: Program, limits: Limits) -> ExecResult:
@@ -41,8 +45,8 @@ class HostBackend(Backend):
             identity = acquire_identity()
         except (OSError, RuntimeError) as error:
             return infra_error(self.name, f"could not reserve a run uid: {error}")
-        cgroup = RunCgroup.create(limits.memory_bytes + self.memory_headroom,
-                                  limits.max_processes + self.extra_processes)
+        cgroup = Cgroup.create(limits.memory_bytes + self.memory_headroom,
+                               limits.max_processes + self.extra_processes, RUN_CPUS)
         try:
             workdir = HostWorkDir(identity, self._work_bytes(program, limits))
             try:
@@ -51,7 +55,7 @@ class HostBackend(Backend):
                                       tuple(cgroup.procs_files) if cgroup else ())
                 if cgroup is not None:
                     cgroup.kill_all()
-                    raw.memory_exceeded = cgroup.oom_killed()
+                    raw.memory_exceeded = cgroup.oom_kills() > 0
                     raw.peak_memory_bytes = max(raw.peak_memory_bytes, cgroup.peak_memory())
                 if identity.uid is not None and not sweep_uid(identity.uid):
                     return infra_error(self.name, "processes of the run survived the sweep")

@@ -10,7 +10,7 @@ import logging
 import os
 
 from verifarm.sandbox.backend import UNSAFE_NOTE
-from verifarm.sandbox.cgroup import RunCgroup
+from verifarm.sandbox.cgroup import Cgroup
 from verifarm.sandbox.host_backend import HostBackend
 from verifarm.sandbox.program import Limits, Program
 from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
@@ -35,7 +35,7 @@ class ProcessBackend(HostBackend):
     def probe(cls) -> str | None:
         return None if hasattr(os, "pidfd_open") else "needs Linux pidfds (kernel >= 5.3)"
 
-    def _notes(self, identity: RunIdentity, cgroup: RunCgroup | None, limits: Limits) -> list[str]:
+    def _notes(self, identity: RunIdentity, cgroup: Cgroup | None, limits: Limits) -> list[str]:
         return [UNSAFE_NOTE, "network NOT blocked", *super()._notes(identity, cgroup, limits)]
 
     def _supervise(self, program: Program, limits: Limits, workdir: HostWorkDir, identity: RunIdentity,

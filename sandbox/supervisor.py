@@ -1,31 +1,32 @@
 """Spawn one command under rlimits in its own session, feed it, cap its output, time it, kill its whole tree.
 
-Standard library only: the same file runs on the host (process and bwrap backends) and, bind-mounted
-read-only, inside the docker sandbox as the agent's engine. It reports raw facts; `outcome.py` names them.
+Standard library only: the same file runs on the host (the process backend, bwrap without root) and,
+bind-mounted read-only, inside the warm sandboxes (docker and bwrap) as the agent's engine. It reports raw
+facts; `outcome.py` names them.
 """
 
 from __future__ import annotations
 
-import ctypes
-import math
 import os
-import resource
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-PR_SET_PDEATHSIG = 1
-# Loaded once here: a dlopen between fork and exec could deadlock on a loader lock held by another thread.
-_LIBC = ctypes.CDLL(None, use_errno=True)
+try:
+    from verifarm.sandbox.run_limits import apply_run_limits, wait_for_exit
+except ImportError:  # inside a sandbox only this folder exists, mounted at /opt/verifarm
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from run_limits import apply_run_limits, wait_for_exit
 _READ_CHUNK = 65536
 
 
 @dataclass
 class SpawnRequest:
-    """One command to run; limits are plain numbers so the request crosses the docker socket as JSON."""
+    """One command to run; limits are plain numbers so the request crosses the agent's socket as JSON."""
 
     argv: list[str]
     cwd: str
@@ -77,30 +78,8 @@ class RawOutcome:
 
 def _limit_child(request: SpawnRequest) -> None:
     """Runs in the child between fork and exec: join the cgroup, set rlimits, drop to the run's uid."""
-    for procs in request.cgroup_procs:  # while still root: the cgroup files belong to root
-        with open(procs, "w") as handle:
-            handle.write(str(os.getpid()))
-    try:  # first in line for the OOM killer, before the agent or anything of the host
-        with open("/proc/self/oom_score_adj", "w") as handle:
-            handle.write("1000")
-    except OSError:
-        pass
-    cpu = max(1, math.ceil(request.cpu_seconds))
-    # Soft limit sends SIGXCPU (catchable), the hard one a second later SIGKILL (not).
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (request.memory_bytes, request.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_NPROC, (request.max_processes, request.max_processes))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (request.file_size_bytes, request.file_size_bytes))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (request.open_files, request.open_files))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
-    resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
-    if request.uid is not None:
-        os.setgroups([])
-        os.setgid(request.gid)
-        os.setuid(request.uid)
-    # After the uid change, which would clear it.
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    apply_run_limits(request.cpu_seconds, request.memory_bytes, request.max_processes, request.file_size_bytes,
+                     request.open_files, request.uid, request.gid, request.cgroup_procs)
 
 
 def _kill_group(pgid: int) -> None:
@@ -142,9 +121,9 @@ def popen_launch(request: SpawnRequest) -> Launched:
         stream.close()
 
     def reap() -> tuple[int, float, int]:
-        _, status, usage = os.wait4(proc.pid, 0)
+        status, cpu_seconds, peak_memory = wait_for_exit(proc.pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        return status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+        return status, cpu_seconds, peak_memory
 
     return Launched(proc.pid, stdin_fd, stdout_fd, stderr_fd, reap)
 

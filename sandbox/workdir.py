@@ -64,7 +64,7 @@ def acquire_identity() -> RunIdentity:
             continue
         uid = RUN_UID_BASE + slot
         sweep_uid(uid)  # a crashed earlier holder may have left processes behind
-        if _uid_processes(uid, include_zombies=True):
+        if uid_processes(uid, include_zombies=True):
             # Orphaned zombies still count against RLIMIT_NPROC until the host's init reaps them.
             os.close(fd)
             continue
@@ -72,12 +72,16 @@ def acquire_identity() -> RunIdentity:
     raise RuntimeError(f"all {RUN_UID_SLOTS} sandbox uid slots are busy")
 
 
-def _uid_processes(uid: int, include_zombies: bool = False) -> list[int]:
+def uid_processes(uid: int, include_zombies: bool = False) -> list[int]:
+    """Pids running as uid; stopped processes always count, zombies only when asked."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.stat(f"/proc/{entry}").st_uid != uid:
+                owner = os.stat(f"/proc/{entry}").st_uid
+                # A non-dumpable process (one that made itself so, or a zombie of one) shows a root-owned
+                # /proc folder whatever its uid: ask its status for the real one.
+                if owner != uid and not (owner == 0 and _real_uid(entry) == uid):
                     continue
                 with open(f"/proc/{entry}/stat", "rb") as handle:
                     state = handle.read().rsplit(b")", 1)[1].split()[0]
@@ -88,16 +92,24 @@ def _uid_processes(uid: int, include_zombies: bool = False) -> list[int]:
     return pids
 
 
+def _real_uid(pid: str) -> int | None:
+    with open(f"/proc/{pid}/status", "rb") as handle:
+        for line in handle:
+            if line.startswith(b"Uid:"):
+                return int(line.split()[1])
+    return None
+
+
 def sweep_uid(uid: int, attempts: int = 50) -> bool:
     """Kill every process running as uid (kill(-1) from that uid, so a forking tree cannot outrun it)."""
     for _ in range(attempts):
-        if not _uid_processes(uid):
+        if not uid_processes(uid):
             return True
         # The shell's builtin kill: no procps needed; kill(-1) from the uid spares only the caller itself.
         subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=uid, group=uid, extra_groups=[],
                        env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         time.sleep(0.005)
-    return not _uid_processes(uid)
+    return not uid_processes(uid)
 
 
 class HostWorkDir:
@@ -136,9 +148,21 @@ class HostWorkDir:
         shutil.rmtree(self.path, ignore_errors=True)  # fd-based on Linux: never follows a planted symlink
 
 
-def _mount_tmpfs(path: Path, size_bytes: int, uid: int) -> bool:
-    options = f"size={size_bytes},nr_inodes={WORK_INODES},mode=0700,uid={uid},gid={uid}".encode()
+def _mount_tmpfs(path: Path, size_bytes: int, uid: int, mode: int = 0o700) -> bool:
+    """A size- and inode-capped tmpfs (nosuid, nodev) at path, owned by uid; False when the kernel refused."""
+    options = f"size={size_bytes},nr_inodes={WORK_INODES},mode={mode:o},uid={uid},gid={uid}".encode()
     return _LIBC.mount(b"tmpfs", str(path).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) == 0
+
+
+def mount_tmpfs(path: Path, size_bytes: int, mode: int) -> None:
+    """A root-owned capped tmpfs at path (a warm sandbox's scratch folder); raises OSError on failure."""
+    if not _mount_tmpfs(path, size_bytes, 0, mode):
+        number = ctypes.get_errno()
+        raise OSError(number, f"mounting a tmpfs at {path} failed: {os.strerror(number)}")
+
+
+def unmount(path: Path) -> None:
+    _LIBC.umount2(str(path).encode(), MNT_DETACH)
 
 
 def read_outputs(folder: str, names: tuple[str, ...], max_bytes: int) -> dict[str, bytes]:

@@ -1,10 +1,13 @@
-"""The agent inside a warm sandbox container: runs one program at a time, unprivileged, then wipes every trace.
+"""The agent inside a warm sandbox (a docker container or a bwrap sandbox): runs one program at a time,
+unprivileged, then wipes every trace.
 
 Standard library only; bind-mounted read-only with `supervisor.py`, `workdir.py` and `zygote.py` at
-/opt/verifarm and started as the container's pid 1 (root, few capabilities). It listens on a unix socket in
-a folder only root can enter, so the programs it runs (as the container's own run uid) cannot talk to it.
+/opt/verifarm and started as the sandbox's pid 1 (root, few capabilities). It listens on a unix socket in
+a folder only root can enter, so the programs it runs (as the sandbox's own run uid) cannot talk to it.
 After each run it kills every process of that uid, reaps them, and empties /work, /tmp, /dev/shm and
-System V IPC before answering, so nothing one run writes or starts reaches the next.
+System V IPC before answering, so nothing one run writes or starts reaches the next; a process of the run
+that is still there afterwards (alive, stopped or a zombie nobody reaped) makes the wipe unclean, and the
+host then throws the sandbox away.
 """
 
 import json
@@ -14,21 +17,24 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 try:
     from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, popen_launch, supervise
-    from verifarm.sandbox.workdir import read_outputs, sweep_uid
+    from verifarm.sandbox.workdir import read_outputs, sweep_uid, uid_processes
     from verifarm.sandbox.zygote import Zygote, runs_in_zygote
-except ImportError:  # inside the container only this folder exists, mounted at /opt/verifarm
+except ImportError:  # inside a sandbox only this folder exists, mounted at /opt/verifarm
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from supervisor import RawOutcome, SpawnRequest, popen_launch, supervise
-    from workdir import read_outputs, sweep_uid
+    from workdir import read_outputs, sweep_uid, uid_processes
     from zygote import Zygote, runs_in_zygote
 
 SOCKET_PATH = "/run/verifarm/agent.sock"
 RUN_DIR = "/work/run"
 SCRATCH = ("/tmp", "/dev/shm", "/work")
 HEADER = struct.Struct("!Q")
+RUN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": RUN_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
 
 
 def receive_message(connection):
@@ -62,6 +68,18 @@ def reap_zombies():
             return
 
 
+def reap_run_processes(run_uid, attempts=200):
+    """Reap what the run left (orphans are ours as pid 1) until no process of run_uid is left in any state:
+    killed processes turn into zombies for a moment, and a zombie nobody reaps would count against the
+    run uid's RLIMIT_NPROC in every later run. True when none is left."""
+    for _ in range(attempts):
+        reap_zombies()
+        if not uid_processes(run_uid, include_zombies=True):
+            return True
+        time.sleep(0.001)
+    return False
+
+
 def empty_folder(folder):
     for entry in os.scandir(folder):
         if entry.is_dir(follow_symlinks=False):
@@ -85,9 +103,9 @@ def ipc_in_use():
 
 
 def wipe(run_uid):
-    """Leave the container as it started; False when something could not be removed."""
+    """Leave the sandbox as it started; False when something could not be removed."""
     clean = sweep_uid(run_uid)
-    reap_zombies()
+    clean = reap_run_processes(run_uid) and clean
     for folder in SCRATCH:
         if os.path.isdir(folder):
             empty_folder(folder)
@@ -113,8 +131,7 @@ def handle(request, zygote, run_uid):
     spawn = SpawnRequest(**request["spawn"])
     spawn.stdin = bytes.fromhex(request["stdin"])
     spawn.cwd, spawn.uid, spawn.gid = RUN_DIR, run_uid, run_uid
-    spawn.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": RUN_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-                 "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+    spawn.env = dict(RUN_ENV)
     launch = zygote.launch if zygote is not None and runs_in_zygote(spawn.argv) else popen_launch
     raw = supervise(spawn, launch)
     sweep_uid(run_uid)  # stop daemons before reading outputs, so none can swap a file underneath us
@@ -122,9 +139,42 @@ def handle(request, zygote, run_uid):
     return raw, outputs
 
 
+# The capabilities the agent keeps (warm_pool.AGENT_CAPABILITIES): chown, dac_override, fowner, kill,
+# setgid, setuid. CAP_SETPCAP is what lets the agent narrow the bounding set; it gives that up right after.
+KEPT_CAPABILITIES = (0, 1, 3, 5, 6, 7)
+CAP_SETPCAP = 8
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+CAPABILITY_VERSION_3 = 0x20080522
+
+
+def narrow_capabilities():
+    """Where the agent holds CAP_SETPCAP (a bwrap sandbox: bubblewrap leaves the bounding set full), drop
+    every capability it does not keep from the bounding set, then CAP_SETPCAP itself, so the sandbox ends
+    as a docker container starts: nothing beyond those six, for the agent or anything it starts."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # two (effective, permitted, inheritable) words
+    if libc.capget(header, data) != 0 or not data[0] & (1 << CAP_SETPCAP):
+        return
+    with open("/proc/sys/kernel/cap_last_cap") as handle:
+        last = int(handle.read())
+    for capability in range(last + 1):
+        if capability not in KEPT_CAPABILITIES and capability != CAP_SETPCAP:
+            libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    libc.prctl(PR_CAPBSET_DROP, CAP_SETPCAP, 0, 0, 0)
+    data[0] &= ~(1 << CAP_SETPCAP)  # effective
+    data[1] &= ~(1 << CAP_SETPCAP)  # permitted
+    data[2] = data[5] = 0  # inheritable: root keeps its capabilities across exec without them
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "could not drop CAP_SETPCAP")
+
+
 def serve(run_uid):
-    """Serve runs as run_uid: a host uid reserved for this container alone, so RLIMIT_NPROC (counted per uid
-    across the whole host) and the kill(-1) sweep never involve another container's or the host's processes."""
+    """Serve runs as run_uid: a host uid reserved for this sandbox alone, so RLIMIT_NPROC (counted per uid
+    across the whole host) and the kill(-1) sweep never involve another sandbox's or the host's processes."""
     os.umask(0o077)
     if os.path.exists(SOCKET_PATH):
         os.unlink(SOCKET_PATH)
@@ -132,7 +182,7 @@ def serve(run_uid):
     listener.bind(SOCKET_PATH)
     listener.listen(1)
     wipe(run_uid)
-    zygote = Zygote(RUN_DIR)
+    zygote = Zygote(RUN_DIR, RUN_ENV)
     while True:
         connection, _ = listener.accept()
         with connection:
@@ -141,7 +191,7 @@ def serve(run_uid):
             except (ConnectionError, ValueError):
                 continue
             if not zygote.alive():
-                zygote = Zygote(RUN_DIR)
+                zygote = Zygote(RUN_DIR, RUN_ENV)
             try:
                 raw, outputs = handle(request, zygote, run_uid)
                 reply = {"raw": raw.to_wire(), "files": {k: v.hex() for k, v in outputs.items()}}
@@ -159,4 +209,5 @@ def decode_reply(reply):
 
 
 if __name__ == "__main__":
+    narrow_capabilities()
     serve(int(sys.argv[1]))
