@@ -7,6 +7,12 @@ file writes, a memory cap, death with the parent; when started as root also a pr
 chroot and the ``nobody`` user), and serves requests one at a time. The parent enforces a wall deadline on every reply and kills
 and replaces a child that misses it, so it works from any thread.
 
+The lockdown must not change what the scorer computes: an import attempted after it (a module the library loads on
+first use, which the empty chroot cannot supply) is reported as a failure of the scorer, not passed off as its reply,
+and the child's stderr (where a library in trouble writes, and Python its tracebacks) comes back with every reply
+and with every failure, so callers can tell "the scorer said no" from "the scorer broke". Python warnings are
+silenced in the child: they are notices about library versions, not about the answer.
+
 Requests go parent -> child as length-prefixed pickles (the parent is trusted); replies come back as JSON lines, so a
 compromised child can only ever send data. Run as ``python -m verifarm.envs.scoring_process MODULE:FACTORY JSON``:
 ``FACTORY(**JSON)`` returns the handler ``request dict -> reply dict``.
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
@@ -37,19 +44,23 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNET = 0x40000000
 EMPTY_ROOT = "/tmp/verifarm-empty-root"
+STDERR_TAIL_BYTES = 4096
+FAILURE_KEY = "__scorer_failure__"  # a reply the child's serving loop (not the scorer) sends when the scorer broke
 
 
 @dataclass(frozen=True)
 class Reply:
-    status: str  # "ok", "timeout" (the child missed the deadline and was killed) or "failed" (it died or never started)
+    status: str  # "ok", "timeout" (the child missed the deadline and was killed) or "failed" (it died, never
+    # started, or reported that the scorer broke, e.g. an import after the lockdown)
     body: dict[str, Any]
+    stderr: str = ""  # what the child wrote to stderr while serving this request (or before it failed)
 
 
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.kill()
     process.wait()
-    for stream in (process.stdin, process.stdout):
+    for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
             stream.close()
 
@@ -65,6 +76,7 @@ class ScoringProcess:
         self._process: subprocess.Popen | None = None
         self._finalizer: weakref.finalize | None = None
         self._buffer = b""
+        self._stderr = b""
         self._spawner: ThreadPoolExecutor | None = None
 
     def _start(self) -> subprocess.Popen:
@@ -75,31 +87,55 @@ class ScoringProcess:
         process = self._spawner.submit(
             subprocess.Popen,
             [sys.executable, "-m", "verifarm.envs.scoring_process", self.factory, json.dumps(self.options)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         ).result()
-        self._process, self._buffer = process, b""
+        assert process.stderr is not None
+        os.set_blocking(process.stderr.fileno(), False)
+        self._process, self._buffer, self._stderr = process, b"", b""
         self._finalizer = weakref.finalize(self, _stop, process)
         ready = self._read_line(time.monotonic() + self.startup_seconds)
         if ready != {"ready": True}:
+            self._drain_stderr()
+            stderr = self._stderr.decode("utf-8", "replace").strip()[-1000:]
             self._kill()
-            raise RuntimeError(f"scorer child {self.factory} did not start: {ready!r}")
+            raise RuntimeError(f"scorer child {self.factory} did not start: {ready!r}; stderr: {stderr or '(empty)'}")
+        self._stderr = b""  # start-up chatter is not any request's trouble
         return process
+
+    def _drain_stderr(self) -> None:
+        """Moves what the child has written to stderr so far into a bounded tail (a full pipe would block it)."""
+        if self._process is None or self._process.stderr is None:
+            return
+        while True:
+            try:
+                chunk = os.read(self._process.stderr.fileno(), 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._stderr = (self._stderr + chunk)[-STDERR_TAIL_BYTES:]
 
     def _kill(self) -> None:
         if self._finalizer is not None:
             self._finalizer()  # kills and reaps the child; idempotent
-        self._process, self._finalizer, self._buffer = None, None, b""
+        self._process, self._finalizer, self._buffer, self._stderr = None, None, b"", b""
 
     def _read_line(self, deadline: float) -> dict | None:
         assert self._process is not None and self._process.stdout is not None
         fd = self._process.stdout.fileno()
+        watched = [fd] + ([self._process.stderr.fileno()] if self._process.stderr is not None else [])
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            readable, _, _ = select.select([fd], [], [], remaining)
+            readable, _, _ = select.select(watched, [], [], remaining)
             if not readable:
                 return None
+            if fd not in readable:
+                self._drain_stderr()
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 return None
@@ -120,18 +156,26 @@ class ScoringProcess:
                 process = self._process if self._process is not None and self._process.poll() is None \
                     else self._start()
                 assert process.stdin is not None
+                self._drain_stderr()
+                self._stderr = b""
                 process.stdin.write(struct.pack(">I", len(payload)) + payload)
                 process.stdin.flush()
             except (OSError, RuntimeError) as error:
+                stderr = self._stderr.decode("utf-8", "replace")
                 self._kill()
-                return Reply("failed", {"error": f"scorer child failed: {error}"})
+                return Reply("failed", {"error": f"scorer child failed: {error}"}, stderr)
             reply = self._read_line(time.monotonic() + wall_seconds)
+            self._drain_stderr()  # the child flushes stderr before it replies, so this request's output is here
+            stderr = self._stderr.decode("utf-8", "replace")
             if reply is None:
-                died = process.poll() is not None
+                died = process.poll()
                 self._kill()
-                return Reply("failed" if died else "timeout",
-                             {"error": "scorer child died" if died else "scorer timed out"})
-        return Reply("ok", reply)
+                if died is not None:
+                    return Reply("failed", {"error": f"scorer child died (exit status {died})"}, stderr)
+                return Reply("timeout", {"error": "scorer timed out"}, stderr)
+            if FAILURE_KEY in reply:
+                return Reply("failed", {"error": str(reply[FAILURE_KEY])[:500]}, stderr)
+        return Reply("ok", reply, stderr)
 
     def close(self) -> None:
         with self._lock:
@@ -169,6 +213,21 @@ def harden() -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # no fork, no threads, no subprocess
 
 
+class ImportWatch:
+    """A meta-path finder put first after the lockdown: Python asks it about every module not yet loaded, so any
+    name it sees is an import the lockdown broke (the normal finders can no longer read the module's file)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        self.names.append(name)
+        return None  # the import goes on (and fails) exactly as it would without the watch
+
+    def find_module(self, name: str, path: Any = None) -> None:  # pre-3.12 protocol, kept for completeness
+        return None
+
+
 def _read_exact(stream: Any, size: int) -> bytes | None:
     data = b""
     while len(data) < size:
@@ -183,10 +242,13 @@ def serve(factory: str, options: dict[str, Any]) -> None:
     # The protocol owns the real stdout; anything a library prints goes to stderr instead.
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    warnings.simplefilter("ignore")
     module_name, _, function_name = factory.partition(":")
     handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(importlib.import_module(module_name),
                                                                    function_name)(**options)
     harden()
+    watch = ImportWatch()
+    sys.meta_path.insert(0, watch)
     replies.write(json.dumps({"ready": True}) + "\n")
     replies.flush()
     requests = sys.stdin.buffer
@@ -197,14 +259,19 @@ def serve(factory: str, options: dict[str, Any]) -> None:
         payload = _read_exact(requests, struct.unpack(">I", header)[0])
         if payload is None:
             return
+        watch.names.clear()
         try:
             reply = handler(pickle.loads(payload))
         except (Exception, MemoryError, RecursionError) as error:  # noqa: BLE001  (a bad answer, never a crash)
             reply = {"error": f"{type(error).__name__}: {str(error)[:200]}"}
+        if watch.names:  # whatever the scorer replied, it replied without a module it wanted
+            reply = {FAILURE_KEY: f"the scorer imported {', '.join(sorted(set(watch.names))[:5])} after the "
+                                  f"lockdown (no module file is readable there)"}
         try:
             line = json.dumps(reply)
         except (TypeError, ValueError):
             line = json.dumps({"error": "the scorer returned something that is not plain data"})
+        sys.stderr.flush()
         replies.write(line + "\n")
         replies.flush()
 
