@@ -19,6 +19,8 @@ UNICODE_SIGNS = {
     "\u2264": " \\le ", "\u2265": " \\ge ", "\u2260": " \\ne ", "\u03c0": " \\pi ",
     "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2002": " ", "\u2003": " ",
     "\u00b0": "^{\\circ}", "\u2103": "^{\\circ}", "\\imath": "i", "\\degree": "^{\\circ}",
+    # an upright i is the imaginary unit; math-verify would drop a trailing \mathrm{...} as a unit
+    "\\mathrm{i}": "i", "\\text{i}": "i", "\\textrm{i}": "i", "\\operatorname{i}": "i",
 }
 
 # Canonical unit -> its spellings. Single letters (m, g, s, h, L) count only when set apart from the number by a space
