@@ -269,7 +269,7 @@ class MathAnswerFamily:
                            infra_error=True)
         if result.equivalent:
             return Verdict(1.0, True, "correct (equivalent to the gold answer)", details)
-        return Verdict(0.0, False, "wrong answer (not equivalent to the gold answer)", details)
+        return Verdict(0.0, False, f"wrong answer (not equivalent to the gold answer: {result.detail[:120]})", details)
 
     def close(self) -> None:
         self.checker.close()

@@ -38,7 +38,12 @@ PREIMPORTED_PACKAGES = (
 SKIPPED_MODULE_PARTS = (".tests", ".benchmarks", "sympy.core.compatibility", "sympy.core.trace",
                         "sympy.utilities.pytest", "sympy.utilities.runtests",
                         "sympy.utilities.randtest", "sympy.utilities.tmpfiles", "sympy.printing.preview",
-                        "sympy.utilities._compilation", "sympy.utilities.autowrap", "sympy.printing.tree")
+                        "sympy.utilities._compilation", "sympy.utilities.autowrap", "sympy.printing.tree",
+                        # printers for other libraries import them (torch alone takes seconds and hundreds of MB)
+                        "sympy.printing.pytorch", "sympy.printing.tensorflow", "sympy.printing.aesaracode",
+                        "sympy.printing.theanocode", "sympy.printing.llvmjitcode",
+                        # scripts that print documentation tables
+                        "hyperexpand_doc", "meijerint_doc")
 WARM_UP_PAIRS = (("\\frac{1}{2}", "0.5"), ("x^{2} - 1", "(x-1)(x+1)"), ("3", "x = 3"), ("2", "2 \\le 3"),
                  ("[3, \\infty)", "x \\ge 3"), ("\\{1, 2\\}", "2, 1"), ("y = 2x + 1", "2x + 1 = y"), ("-1", "e^{i\\pi}"))
 

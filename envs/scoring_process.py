@@ -77,6 +77,7 @@ class ScoringProcess:
         self._finalizer: weakref.finalize | None = None
         self._buffer = b""
         self._stderr = b""
+        self._closed_output = False  # the child closed its end of the reply pipe (it is dying or dead)
         self._spawner: ThreadPoolExecutor | None = None
 
     def _start(self) -> subprocess.Popen:
@@ -138,6 +139,7 @@ class ScoringProcess:
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:
+                self._closed_output = True
                 return None
             self._buffer += chunk
             if len(self._buffer) > 1024 * 1024:  # a reply is a few hundred bytes; anything else is an attack
@@ -157,7 +159,7 @@ class ScoringProcess:
                     else self._start()
                 assert process.stdin is not None
                 self._drain_stderr()
-                self._stderr = b""
+                self._stderr, self._closed_output = b"", False
                 process.stdin.write(struct.pack(">I", len(payload)) + payload)
                 process.stdin.flush()
             except (OSError, RuntimeError) as error:
@@ -169,6 +171,13 @@ class ScoringProcess:
             stderr = self._stderr.decode("utf-8", "replace")
             if reply is None:
                 died = process.poll()
+                if died is None and self._closed_output:  # exiting: its exit status is a moment away
+                    try:
+                        died = process.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        died = "unknown, it closed its output"
+                self._drain_stderr()
+                stderr = self._stderr.decode("utf-8", "replace")
                 self._kill()
                 if died is not None:
                     return Reply("failed", {"error": f"scorer child died (exit status {died})"}, stderr)

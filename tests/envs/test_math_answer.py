@@ -1,12 +1,15 @@
-"""MathAnswer: references score 1.0, math-verify equivalence over a table of pairs, timeouts, threads, bad input."""
+"""MathAnswer: references score 1.0, equivalence over a table of pairs (the same with and without the checker's
+lockdown), gold answers that do not parse, timeouts, threads, bad input."""
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from verifarm.envs.math_answer import PROBLEM_KINDS, MathAnswerFamily
-from verifarm.envs.math_equivalence import MathEquivalenceChecker
+from verifarm.envs.math_equivalence import MathEquivalenceChecker, judge
 
 # (gold, answer, equivalent?): what the verifier must decide. Gold answers are written as the generators write them.
 # Values are exact (see the conventions in math_answer): a rounded decimal is not the fraction it approximates.
@@ -170,3 +173,51 @@ def test_bad_options_raise_value_error() -> None:
         MathAnswerFamily(kinds=("calculus",))
     with pytest.raises(ValueError, match="timeout_seconds"):
         MathEquivalenceChecker(timeout_seconds=0)
+
+
+PAIRS_FILE = Path(__file__).parents[1] / "audit" / "cases" / "math_pairs.jsonl"
+
+
+def _unlocked_outcome(gold: str, answer: str) -> str:
+    """The same judgement in this process: no chroot, no de-privileging, modules imported whenever sympy wants."""
+    reply = judge(gold, answer, 3)
+    return "infra_error" if "gold_error" in reply else "pass" if reply["equivalent"] else "fail"
+
+
+def test_lockdown_changes_no_verdict_over_the_whole_labelled_table(checker: MathEquivalenceChecker) -> None:
+    pairs = [(gold, answer) for gold, answer, _ in EQUIVALENCE_TABLE]
+    pairs += [(case["gold"], case["answer"]) for case in map(json.loads, PAIRS_FILE.read_text().splitlines())]
+    assert len(pairs) > 450
+    differences = []
+    for gold, answer in pairs:
+        locked = checker.check(gold, answer)
+        locked_outcome = "infra_error" if locked.infra_error else "pass" if locked.equivalent else "fail"
+        if locked_outcome != _unlocked_outcome(gold, answer):
+            differences.append((gold, answer, locked_outcome, locked.detail))
+    assert not differences, differences
+
+
+def test_numbers_differing_only_in_their_exponent_are_unequal(checker: MathEquivalenceChecker) -> None:
+    # under the old lockdown sympy could not import its lazily loaded modules and these two compared equal
+    for gold, answer in (("2.5e-4", "2.5e-5"), ("4.2\\times10^{-7}", "4.2\\times10^{-6}"), ("3e8", "3e9")):
+        result = checker.check(gold, answer)
+        assert not result.equivalent and not result.infra_error, (gold, answer, result)
+    assert checker.check("2.5e-4", "2.5\\times10^{-4}").equivalent
+
+
+def test_a_gold_that_does_not_parse_is_an_infra_error_naming_the_task(family: MathAnswerFamily) -> None:
+    task = family.task_from_gold("\\frac{", task_id="broken-gold-7")
+    verdict = family.verify(task, family.completion_for("1"))
+    assert verdict.infra_error and not verdict.passed and verdict.reward == 0.0
+    assert "broken-gold-7" in verdict.reason and "did not parse" in verdict.reason
+    assert family.verifier_version == "math-answer-2" and verdict.details["verifier_version"] == "math-answer-2"
+
+
+def test_task_from_gold_scores_answers_in_the_env_format(family: MathAnswerFamily) -> None:
+    task = family.task_from_gold("40\\text{ euros}", task_id="price")
+    assert family.verify(task, task.reference).passed
+    assert family.verify(task, family.completion_for("40")).passed
+    verdict = family.verify(task, family.completion_for("40 dollars"))
+    assert not verdict.passed and "different units" in verdict.reason
+    with pytest.raises(ValueError, match="gold"):
+        family.task_from_gold("  ")
