@@ -136,6 +136,7 @@ class RecordFilter:
     passed: bool | None = None
     min_policy_version: int | None = None
     max_policy_version: int | None = None
+    verifier_version: str | None = None  # only records whose verdict this verifier version gave
     after_seq: int | None = None  # cursor: only records stored after this one
     limit: int | None = None
     dedupe: bool = False  # keep only the first record of each content hash
@@ -293,6 +294,8 @@ class RolloutStore:
             clauses.append(c.policy_version >= flt.min_policy_version)
         if flt.max_policy_version is not None:
             clauses.append(c.policy_version <= flt.max_policy_version)
+        if flt.verifier_version is not None:
+            clauses.append(c.verifier_version == flt.verifier_version)
         return clauses
 
     def query(self, flt: RecordFilter = RecordFilter()) -> list[RolloutRecord]:
