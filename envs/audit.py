@@ -261,9 +261,9 @@ def run_audit(env_id: str, cases: list[AuditCase], differential: bool = False) -
     check_env_ids(env_id, cases)
     families = _Families(env_id)
     try:
-        families.get({})  # an unknown env id or a family that cannot be built fails before any case runs
+        # an unknown env id or options a family refuses fail here, before any case runs
+        verifier_version = families.get(cases[0].options).verifier_version
         results = [run_case(families.get(case.options), case) for case in cases]
-        verifier_version = families.get({}).verifier_version
     finally:
         families.close()
     implementations, disagreements = run_differential(env_id, results) if differential else ((), [])

@@ -157,8 +157,12 @@ def form_problem(gold: Any, answer: Any) -> str | None:
         if isinstance(answer, Equality) and isinstance(answer.lhs, Symbol):
             return None
         return f"{answer} is a relation, not a value"
-    several = lambda value: isinstance(value, FiniteSet) and len(value) > 1  # noqa: E731
-    pair = lambda value: isinstance(value, (Interval, Tuple))  # noqa: E731
+    def several(value: Any) -> bool:  # a list of solutions
+        return isinstance(value, FiniteSet) and len(value) > 1
+
+    def pair(value: Any) -> bool:  # latex2sympy reads (a, b) as an open interval, or as a tuple when a >= b
+        return isinstance(value, (Interval, Tuple))
+
     if (several(gold) and pair(answer)) or (pair(gold) and several(answer)):
         return "a list of solutions is a set; a bracketed pair is an interval or an ordered pair"
     return None

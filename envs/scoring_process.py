@@ -233,9 +233,6 @@ class ImportWatch:
         self.names.append(name)
         return None  # the import goes on (and fails) exactly as it would without the watch
 
-    def find_module(self, name: str, path: Any = None) -> None:  # pre-3.12 protocol, kept for completeness
-        return None
-
 
 def _read_exact(stream: Any, size: int) -> bytes | None:
     data = b""

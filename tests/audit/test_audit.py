@@ -28,12 +28,13 @@ def _suites() -> list[tuple[str, str]]:
     for path in sorted(CASES_DIR.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                found.add((path.name, json.loads(line)["env"]))
+                found.add((path.name, json.loads(line).get("env") or "(no env field)"))
     return sorted(found)
 
 
 @pytest.mark.parametrize("file_name, env_id", _suites())
 def test_every_shipped_suite_has_no_wrong_verdict(file_name: str, env_id: str) -> None:
+    assert env_id.startswith("verifarm/"), f"every line of a shipped suite names its env: {file_name}"
     cases = [case for case in load_cases(CASES_DIR / file_name) if case.env == env_id]
     report = run_audit(env_id, cases)
     assert len(report.results) == len(cases)
