@@ -18,17 +18,18 @@ them, ``tests/audit/cases/math_pairs.jsonl`` holds labelled pairs for each):
   ``e``/``E`` and an integer is scientific notation, never Euler's number. ``i`` is the imaginary unit
   (``e^{i\\pi} = -1``).
 - Units: a unit, currency or percent sign may be omitted or added (``40``, ``40 euros`` and ``€40``
-  are equal; ``30^\\circ`` = ``30``; ``25\\%`` = ``25``); two different units are unequal (``3 km`` is not
-  ``3 m``, ``40 euros`` is not ``40 dollars``). A percent is a unit, not a factor: ``25\\%`` is not ``0.25``.
-- Relations: an answer may assign the value to one symbol (``x = 3``); a relation between numbers (``4 = 3``,
-  ``3 \\le 4``) or an equation of another shape (``2x = 6``) is not an answer to a value. An equation gold is
-  matched by the same equation with its sides swapped or rearranged; an inequality and the interval it describes
-  are equal (``x \\ge 3`` = ``[3, \\infty)``).
+  are equal; ``30^\\circ`` = ``30``; ``25\\%`` = ``25``); two different units are unequal, even when they
+  convert (``3 km`` is not ``3 m`` nor ``3000 m``; ``40 euros`` is not ``40 dollars``). A percent is a unit, not a factor: ``25\\%`` is not ``0.25``.
+- Relations: an answer may assign the value to one symbol (``x = 3``), and a gold written as such an assignment
+  is matched by its value alone; a relation between numbers (``4 = 3``, ``3 \\le 4``) or an equation of another
+  shape (``2x = 6``) is not an answer to a value. An equation gold is matched by the same equation with its sides
+  swapped or rearranged; an inequality and the interval it describes are equal (``x \\ge 3`` = ``[3, \\infty)``).
 - Lists of solutions are sets: order and braces do not matter (``1, 2`` = ``\\{2, 1\\}``), a missing or extra
   solution is unequal; a single solution may be written as a one-element set.
 - Intervals and tuples: brackets decide openness (``[1, 2)`` is not ``[1, 2]``); an open ``(a, b)`` is an
   interval or an ordered pair, never a list of solutions; an ordered pair's order matters.
-- A gold answer that does not parse is an infra error naming the task, never a zero for every answer.
+- A gold answer that does not parse is an infra error naming the task, never a zero for every answer; so is any
+  failure of the checker itself (a timeout, an exception, an import its lockdown prevented, output on its stderr).
 """
 
 from __future__ import annotations
