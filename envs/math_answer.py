@@ -19,7 +19,8 @@ them, ``tests/audit/cases/math_pairs.jsonl`` holds labelled pairs for each):
   (``e^{i\\pi} = -1``).
 - Units: a unit, currency or percent sign may be omitted or added (``40``, ``40 euros`` and ``€40``
   are equal; ``30^\\circ`` = ``30``; ``25\\%`` = ``25``); two different units are unequal, even when they
-  convert (``3 km`` is not ``3 m`` nor ``3000 m``; ``40 euros`` is not ``40 dollars``). A percent is a unit, not a factor: ``25\\%`` is not ``0.25``.
+  convert (``3 km`` is not ``3 m`` nor ``3000 m``; ``40 euros`` is not ``40 dollars``). A percent is a unit, not
+  a factor: ``25\\%`` is not ``0.25``.
 - Relations: an answer may assign the value to one symbol (``x = 3``), and a gold written as such an assignment
   is matched by its value alone; a relation between numbers (``4 = 3``, ``3 \\le 4``) or an equation of another
   shape (``2x = 6``) is not an answer to a value. An equation gold is matched by the same equation with its sides

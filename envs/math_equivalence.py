@@ -45,7 +45,8 @@ SKIPPED_MODULE_PARTS = (".tests", ".benchmarks", "sympy.core.compatibility", "sy
                         # scripts that print documentation tables
                         "hyperexpand_doc", "meijerint_doc")
 WARM_UP_PAIRS = (("\\frac{1}{2}", "0.5"), ("x^{2} - 1", "(x-1)(x+1)"), ("3", "x = 3"), ("2", "2 \\le 3"),
-                 ("[3, \\infty)", "x \\ge 3"), ("\\{1, 2\\}", "2, 1"), ("y = 2x + 1", "2x + 1 = y"), ("-1", "e^{i\\pi}"))
+                 ("[3, \\infty)", "x \\ge 3"), ("\\{1, 2\\}", "2, 1"), ("y = 2x + 1", "2x + 1 = y"),
+                 ("-1", "e^{i\\pi}"))
 
 
 @dataclass(frozen=True)

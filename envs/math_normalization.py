@@ -69,6 +69,7 @@ _REPEATING = re.compile(r"(?<![\d.])(\d*)\.(\d*)\\(?:overline|bar|dot)\s*\{\s*(\
 _SCIENTIFIC = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])")
 _LOOSE_EXPONENT = re.compile(r"\^\s*([+-]\s*\d+)")
 _DECIMAL = re.compile(r"(?<![\d.])(\d*)\.(\d+)(?![\d.])")
+_TRAILING_SPACE = re.compile(r"(?:\s|\\[,;: !]|\\q?quad|~)+$")
 
 
 @dataclass(frozen=True)
@@ -108,16 +109,16 @@ def split_unit(text: str) -> tuple[str, str | None]:
         return text[prefix.end():].strip(), _unit_name(prefix.group("unit"))
     wrapped = _WRAPPED_UNIT.search(text)
     if wrapped and _unit_name(wrapped.group("unit")) and wrapped.start() > 0:
-        return text[:wrapped.start()].strip(), _unit_name(wrapped.group("unit")) + _power(wrapped.group("power"))
+        before = _TRAILING_SPACE.sub("", text[:wrapped.start()])
+        return before, _unit_name(wrapped.group("unit")) + _power(wrapped.group("power"))
     bare = _BARE_UNIT.search(text)
     if bare and bare.start() > 0:
         spelling = bare.group("unit")
         set_apart = bool(bare.group("gap")) or spelling.lower() in _SIGN_UNITS or len(spelling) > 1
-        before = text[:bare.start()].rstrip()
-        # a unit follows a number or a closing bracket, never a letter ("2x" is not 2 of unit x)
-        if set_apart and before and (before[-1].isdigit() or before[-1] in ")}]" or spelling.lower() in _SIGN_UNITS):
-            if not (before[-1].isalpha() and len(spelling) == 1):
-                return before, _unit_name(spelling) + _power(bare.group("power"))
+        before = _TRAILING_SPACE.sub("", text[:bare.start()])
+        # a unit follows a number or a closing bracket, never a letter ("2 x" is not 2 of unit x)
+        if set_apart and before and (before[-1].isdigit() or before[-1] in ")}]"):
+            return before, _unit_name(spelling) + _power(bare.group("power"))
     return text, None
 
 

@@ -4,8 +4,8 @@ math-verify and several reasoning-gym scorers hand the answer to sympy's ``parse
 answer can run code or compute forever. They run here instead: a long-lived child that builds its scorer first
 (imports, data files, a warm-up call), then hardens itself before it reads the first answer (no new processes, no
 file writes, a memory cap, death with the parent; when started as root also a private network namespace, an empty
-chroot and the ``nobody`` user), and serves requests one at a time. The parent enforces a wall deadline on every reply and kills
-and replaces a child that misses it, so it works from any thread.
+chroot and the ``nobody`` user), and serves requests one at a time. The parent enforces a wall deadline on every
+reply and kills and replaces a child that misses it, so it works from any thread.
 
 The lockdown must not change what the scorer computes: an import attempted after it (a module the library loads on
 first use, which the empty chroot cannot supply) is reported as a failure of the scorer, not passed off as its reply,

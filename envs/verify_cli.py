@@ -19,7 +19,7 @@ def audit(
     every_case: bool = typer.Option(False, "--every-case", help="list every case with its verdict and time"),
 ) -> None:
     """Run labelled cases through ENV_ID's generate and verify; exit 1 on any wrong verdict, 2 on bad input."""
-    from verifarm.envs.audit import CaseError, format_report, load_cases, run_audit
+    from verifarm.envs.audit import format_report, load_cases, run_audit
 
     try:
         cases = load_cases(cases_path)
