@@ -252,6 +252,7 @@ def serve(factory: str, options: dict[str, Any]) -> None:
     module_name, _, function_name = factory.partition(":")
     handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(importlib.import_module(module_name),
                                                                    function_name)(**options)
+    warnings.simplefilter("ignore")  # again: libraries add their own filters on import (sympy: "once")
     harden()
     watch = ImportWatch()
     sys.meta_path.insert(0, watch)
