@@ -103,19 +103,20 @@ class ScoringProcess:
         self._stderr = b""  # start-up chatter is not any request's trouble
         return process
 
-    def _drain_stderr(self) -> None:
-        """Moves what the child has written to stderr so far into a bounded tail (a full pipe would block it)."""
+    def _drain_stderr(self) -> bool:
+        """Moves what the child has written to stderr so far into a bounded tail (a full pipe would block it);
+        False once the child has closed its stderr."""
         if self._process is None or self._process.stderr is None:
-            return
+            return False
         while True:
             try:
                 chunk = os.read(self._process.stderr.fileno(), 65536)
             except BlockingIOError:
-                return
+                return True
             except OSError:
-                return
+                return False
             if not chunk:
-                return
+                return False
             self._stderr = (self._stderr + chunk)[-STDERR_TAIL_BYTES:]
 
     def _kill(self) -> None:
@@ -135,7 +136,8 @@ class ScoringProcess:
             if not readable:
                 return None
             if fd not in readable:
-                self._drain_stderr()
+                if not self._drain_stderr():  # closed: stop watching it, or select would wake at once forever
+                    watched = [fd]
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:

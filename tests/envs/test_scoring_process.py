@@ -5,6 +5,7 @@ import importlib
 import os
 import sys
 import threading
+import time
 
 from verifarm.envs.math_equivalence import MathEquivalenceChecker
 from verifarm.envs.scoring_process import ScoringProcess
@@ -115,3 +116,23 @@ def test_checker_stderr_turns_a_verdict_into_an_infra_error() -> None:
         assert result.infra_error and not result.equivalent and "library in trouble" in result.detail, result
     finally:
         checker.close()
+
+
+def stderr_closing_handler():
+    def handle(request: dict) -> dict:
+        os.close(1), os.close(2)  # fd 1 is a copy of stderr in the child: both must go for the pipe to close
+        time.sleep(request["sleep"])
+        return {"ok": True}
+    return handle
+
+
+def test_a_child_that_closes_its_stderr_is_still_served() -> None:
+    # a scorer that closes its stderr and then takes its time must not make the parent spin on select
+    scorer = ScoringProcess("tests.envs.test_scoring_process:stderr_closing_handler", {})
+    try:
+        cpu_before = time.process_time()
+        reply = scorer.call({"sleep": 2.0}, 30)
+        assert reply.status == "ok" and reply.body == {"ok": True}
+        assert time.process_time() - cpu_before < 0.1  # waited on select (a few ms of CPU), did not spin
+    finally:
+        scorer.close()
