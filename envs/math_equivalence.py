@@ -7,8 +7,8 @@ sympy's ``parse_expr``, which evaluates code. So every check goes to a ``Scoring
 the wall deadline) whose main thread also uses math-verify's own timeouts.
 
 In the chroot no module file can be read, yet sympy imports many modules on first use and math-verify swallows the
-``ImportError`` (a truncated parse, a wrong verdict). So the child imports every package the check can reach before
-it locks itself down (``PREIMPORTED_PACKAGES``), the scoring process reports any import still attempted after the
+``ImportError`` (a truncated parse, a wrong verdict). So the scoring process imports every package the check can
+reach before it locks itself down (``scoring_process.LAZY_PACKAGES``), reports any import still attempted after the
 lockdown as a checker failure, and the checker turns every failure of its own (an import, a timeout, an exception,
 anything on the child's stderr, a dead child, a gold answer that does not parse) into an infra error with the
 reason, never into a verdict.
@@ -16,10 +16,7 @@ reason, never into a verdict.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,23 +24,6 @@ from typing import Any
 from verifarm.envs.math_normalization import normalize_answer
 from verifarm.envs.scoring_process import ScoringProcess
 
-# Packages whose modules sympy, latex2sympy and math-verify may import lazily while parsing and comparing (sets and
-# their handlers, solvers, assumptions, integrals, ...). Imported whole before the lockdown; test-only modules skipped.
-PREIMPORTED_PACKAGES = (
-    "sympy.core", "sympy.sets", "sympy.solvers", "sympy.simplify", "sympy.assumptions", "sympy.calculus",
-    "sympy.logic", "sympy.integrals", "sympy.concrete", "sympy.functions", "sympy.polys", "sympy.series",
-    "sympy.matrices", "sympy.ntheory", "sympy.printing", "sympy.strategies", "sympy.tensor", "sympy.utilities",
-    "latex2sympy2_extended", "antlr4",
-)
-SKIPPED_MODULE_PARTS = (".tests", ".benchmarks", "sympy.core.compatibility", "sympy.core.trace",
-                        "sympy.utilities.pytest", "sympy.utilities.runtests",
-                        "sympy.utilities.randtest", "sympy.utilities.tmpfiles", "sympy.printing.preview",
-                        "sympy.utilities._compilation", "sympy.utilities.autowrap", "sympy.printing.tree",
-                        # printers for other libraries import them (torch alone takes seconds and hundreds of MB)
-                        "sympy.printing.pytorch", "sympy.printing.tensorflow", "sympy.printing.aesaracode",
-                        "sympy.printing.theanocode", "sympy.printing.llvmjitcode",
-                        # scripts that print documentation tables
-                        "hyperexpand_doc", "meijerint_doc")
 WARM_UP_PAIRS = (("\\frac{1}{2}", "0.5"), ("x^{2} - 1", "(x-1)(x+1)"), ("3", "x = 3"), ("2", "2 \\le 3"),
                  ("[3, \\infty)", "x \\ge 3"), ("\\{1, 2\\}", "2, 1"), ("y = 2x + 1", "2x + 1 = y"),
                  ("-1", "e^{i\\pi}"))
@@ -244,26 +224,7 @@ def _judge_sympy_alone(gold_text: str, answer_text: str, timeout_seconds: int) -
     return {"equivalent": bool(equivalent), "parsed": f"{gold} vs {answer}"[:300]}
 
 
-def preimport(packages: tuple[str, ...] = PREIMPORTED_PACKAGES) -> int:
-    """Import every module of ``packages`` (but tests and tools that shell out); returns how many modules loaded."""
-    loaded = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecated aliases announce themselves on import
-        for package_name in packages:
-            package = importlib.import_module(package_name)
-            for module in pkgutil.walk_packages(package.__path__, f"{package_name}."):
-                if any(part in module.name for part in SKIPPED_MODULE_PARTS):
-                    continue
-                try:
-                    importlib.import_module(module.name)
-                    loaded += 1
-                except ImportError:  # an optional dependency that is not installed: unreachable without lockdown too
-                    pass
-    return loaded
-
-
 def _handler(judge_pair: Callable[[str, str, int], dict[str, Any]], timeout_seconds: int):
-    preimport()
     capture = _capture_library_logs()
     for gold, answer in WARM_UP_PAIRS:
         judge_pair(gold, answer, timeout_seconds)

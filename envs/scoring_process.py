@@ -7,8 +7,9 @@ file writes, a memory cap, death with the parent; when started as root also a pr
 chroot and the ``nobody`` user), and serves requests one at a time. The parent enforces a wall deadline on every
 reply and kills and replaces a child that misses it, so it works from any thread.
 
-The lockdown must not change what the scorer computes: an import attempted after it (a module the library loads on
-first use, which the empty chroot cannot supply) is reported as a failure of the scorer, not passed off as its reply,
+The lockdown must not change what the scorer computes: libraries known to import modules on first use (sympy) have
+those modules imported before it (``LAZY_PACKAGES``), and an import still attempted after it (which the empty chroot
+cannot supply) is reported as a failure of the scorer, not passed off as its reply,
 and the child's stderr (where a library in trouble writes, and Python its tracebacks) comes back with every reply
 and with every failure, so callers can tell "the scorer said no" from "the scorer broke". Python warnings are
 silenced in the child: they are notices about library versions, not about the answer.
@@ -46,6 +47,27 @@ CLONE_NEWNET = 0x40000000
 EMPTY_ROOT = "/tmp/verifarm-empty-root"
 STDERR_TAIL_BYTES = 4096
 FAILURE_KEY = "__scorer_failure__"  # a reply the child's serving loop (not the scorer) sends when the scorer broke
+
+# Libraries that import modules on first use (sympy loads set handlers, solvers, assumption handlers... only when an
+# answer needs them): when a scorer has imported the library, these packages of it are imported whole before the
+# lockdown, so that no answer meets an import the empty chroot cannot serve. Top-level name -> packages.
+LAZY_PACKAGES: dict[str, tuple[str, ...]] = {
+    "sympy": ("sympy.core", "sympy.sets", "sympy.solvers", "sympy.simplify", "sympy.assumptions", "sympy.calculus",
+              "sympy.logic", "sympy.integrals", "sympy.concrete", "sympy.functions", "sympy.polys", "sympy.series",
+              "sympy.matrices", "sympy.ntheory", "sympy.printing", "sympy.strategies", "sympy.tensor",
+              "sympy.utilities"),
+    "latex2sympy2_extended": ("latex2sympy2_extended",),
+    "antlr4": ("antlr4",),
+}
+SKIPPED_MODULE_PARTS = (".tests", ".benchmarks", "sympy.core.compatibility", "sympy.core.trace",
+                        "sympy.utilities.pytest", "sympy.utilities.runtests", "sympy.utilities.randtest",
+                        "sympy.utilities.tmpfiles", "sympy.printing.preview", "sympy.utilities._compilation",
+                        "sympy.utilities.autowrap", "sympy.printing.tree",
+                        # printers for other libraries import them (torch alone takes seconds and hundreds of MB)
+                        "sympy.printing.pytorch", "sympy.printing.tensorflow", "sympy.printing.aesaracode",
+                        "sympy.printing.theanocode", "sympy.printing.llvmjitcode",
+                        # scripts that print documentation tables
+                        "hyperexpand_doc", "meijerint_doc")
 
 
 @dataclass(frozen=True)
@@ -236,6 +258,31 @@ class ImportWatch:
         return None  # the import goes on (and fails) exactly as it would without the watch
 
 
+def preimport(packages: tuple[str, ...]) -> int:
+    """Import every module of ``packages`` (but tests and tools); returns how many modules it imported."""
+    import pkgutil
+
+    loaded = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated aliases announce themselves on import
+        for package_name in packages:
+            package = importlib.import_module(package_name)
+            for module in pkgutil.walk_packages(package.__path__, f"{package_name}."):
+                if any(part in module.name for part in SKIPPED_MODULE_PARTS):
+                    continue
+                try:
+                    importlib.import_module(module.name)
+                    loaded += 1
+                except ImportError:  # an optional dependency that is not installed: unreachable without lockdown too
+                    pass
+    return loaded
+
+
+def preimport_lazy_libraries() -> int:
+    """``preimport`` the ``LAZY_PACKAGES`` of every library the scorer has imported."""
+    return sum(preimport(packages) for top, packages in LAZY_PACKAGES.items() if top in sys.modules)
+
+
 def _read_exact(stream: Any, size: int) -> bytes | None:
     data = b""
     while len(data) < size:
@@ -254,6 +301,7 @@ def serve(factory: str, options: dict[str, Any]) -> None:
     module_name, _, function_name = factory.partition(":")
     handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(importlib.import_module(module_name),
                                                                    function_name)(**options)
+    preimport_lazy_libraries()
     warnings.simplefilter("ignore")  # again: libraries add their own filters on import (sympy: "once")
     harden()
     watch = ImportWatch()
