@@ -162,6 +162,11 @@ class _LogCapture(logging.Handler):
     def timeouts(self) -> list[str]:
         return [record.getMessage()[:120] for record in self.records if "Timeout" in record.getMessage()]
 
+    def comparison_errors(self) -> list[str]:
+        """Exceptions math-verify caught while comparing (it then answers False, whatever the truth)."""
+        return [f"{type(record.exc_info[1]).__name__}: {str(record.exc_info[1])[:120]}" for record in self.records
+                if record.exc_info and record.exc_info[1] is not None and "comparison" in record.getMessage()]
+
 
 def _capture_library_logs() -> _LogCapture:
     capture = _LogCapture()
@@ -235,6 +240,9 @@ def _handler(judge_pair: Callable[[str, str, int], dict[str, Any]], timeout_seco
         timeouts = capture.timeouts()
         if timeouts:  # math-verify returns "no parse" or False on its own timeouts: not a verdict
             return {"timeout": f"math-verify timed out ({timeouts[0]})"}
+        errors = capture.comparison_errors()
+        if errors and not reply.get("equivalent"):  # a False that an exception decided is not a verdict
+            return {"error": f"math-verify swallowed {errors[0]}"}
         return reply
 
     return handle

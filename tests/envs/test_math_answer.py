@@ -227,3 +227,22 @@ def test_task_from_gold_scores_answers_in_the_env_format(family: MathAnswerFamil
     assert not verdict.passed and "different units" in verdict.reason
     with pytest.raises(ValueError, match="gold"):
         family.task_from_gold("  ")
+
+
+def _judge_that_trips_math_verify(gold: str, answer: str, timeout_seconds: int) -> dict:
+    """Stands in for a comparison during which math-verify caught an exception and answered False."""
+    import logging
+
+    try:
+        raise TypeError("cannot compare Interval and Matrix")
+    except TypeError:
+        logging.getLogger("math_verify.grader").debug("Error during comparison", exc_info=True)
+    return {"equivalent": False, "parsed": f"{gold} vs {answer}"}
+
+
+def test_an_exception_math_verify_swallows_is_not_a_verdict() -> None:
+    from verifarm.envs.math_equivalence import _handler
+
+    reply = _handler(_judge_that_trips_math_verify, 3)({"gold": "1", "answer": "1"})
+    assert "error" in reply and "TypeError: cannot compare" in reply["error"]
+    # and the checker turns a handler "error" into an infra error (see MathEquivalenceChecker.check)

@@ -136,3 +136,20 @@ def test_a_child_that_closes_its_stderr_is_still_served() -> None:
         assert time.process_time() - cpu_before < 0.1  # waited on select (a few ms of CPU), did not spin
     finally:
         scorer.close()
+
+
+def raising_handler():
+    def handle(request: dict) -> dict:
+        raise KeyError("a bug in the scorer")
+    return handle
+
+
+def test_an_exception_in_the_checker_is_an_infra_error_with_its_text() -> None:
+    checker = MathEquivalenceChecker(timeout_seconds=2)
+    checker._process.close()
+    checker._process = ScoringProcess("tests.envs.test_scoring_process:raising_handler", {})
+    try:
+        result = checker.check("1", "1")
+        assert result.infra_error and not result.equivalent and "a bug in the scorer" in result.detail, result
+    finally:
+        checker.close()
