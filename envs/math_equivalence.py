@@ -17,6 +17,7 @@ reason, never into a verdict.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,10 +85,34 @@ class MathEquivalenceChecker:
         self._process.close()
 
 
+# A lone number, as most gold answers and many answers are: read exactly without the LaTeX grammar (whose parse
+# costs milliseconds), with the value math-verify would give it.
+_PLAIN_INTEGER = re.compile(r"[+-]?\d+")
+_PLAIN_FRACTION = re.compile(r"(-?)\s*\\[dt]?frac\{\s*(\d+)\s*\}\{\s*([1-9]\d*)\s*\}")
+
+
+def _plain_number(text: str) -> Any:
+    from sympy import Integer, Rational
+
+    text = text.strip()
+    if len(text) > 40:  # a long digit string is not worth special-casing
+        return None
+    if _PLAIN_INTEGER.fullmatch(text):
+        return Integer(int(text))
+    fraction = _PLAIN_FRACTION.fullmatch(text)
+    if fraction:
+        sign = -1 if fraction.group(1) else 1
+        return sign * Rational(int(fraction.group(2)), int(fraction.group(3)))
+    return None
+
+
 def _parse(text: str, timeout: int) -> list:
     """math-verify's parse of one line of math, sympy objects only (its fallback string is dropped)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
+    number = _plain_number(text)
+    if number is not None:
+        return [number]
     config = [LatexExtractionConfig(), ExprExtractionConfig()]
     # Answers are a line of math: read as LaTeX first ("2x+1" as an expression, not "2"), then as plain text.
     parsed = [item for item in parse(f"${text}$", extraction_config=config, parsing_timeout=timeout)
