@@ -274,7 +274,8 @@ def _handler(judge_pair: Callable[[str, str, int], dict[str, Any]], timeout_seco
 
 
 def math_verify_handler(timeout_seconds: int):
-    """Runs in the child: import and warm up everything (before the lockdown), return the request handler."""
+    """Runs in the child before its lockdown (when ``serve`` also pre-imports sympy's lazily loaded packages): warm
+    up, return the request handler."""
     return _handler(judge, timeout_seconds)
 
 
