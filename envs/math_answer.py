@@ -5,6 +5,32 @@ The completion ends with a line ``Answer: <answer>`` (LaTeX or plain math); the 
 compared with the gold answer in a killable child process (see ``math_equivalence``). Difficulty 1 to 5 grows the
 numbers, the number of terms and the depth of expressions. Each problem kind is one small generator:
 ``(rng, difficulty) -> (question, worked steps, gold answer in LaTeX)``.
+
+Grading conventions (what "equal to the gold answer" means; ``math_normalization`` and ``math_equivalence`` apply
+them, ``tests/audit/cases/math_pairs.jsonl`` holds labelled pairs for each):
+
+- Presentation is ignored: spacing, ``$...$``, ``\\boxed{}``, ``\\left``/``\\right``, ``\\dfrac``, Unicode signs
+  (``−``, ``∞``, ``°``, ``×``, ``≤``), thousands separators (``12,345``, ``12\\,345``, ``12{,}345``, ``12 345``), an
+  ``x =`` in front of a value, scientific notation (``2.5e-4``, ``2.5\\times10^{-4}``), repeating decimals
+  (``0.1\\overline{6}`` is 1/6), and the order of a sum or product (``2i+1`` is ``1+2i``).
+- Values are exact: a decimal is the exact fraction it writes (``0.125`` is 1/8), so an approximation is unequal
+  to the exact value (``0.3333333`` is not 1/3, ``3.14`` is not ``\\pi``). A number followed directly by
+  ``e``/``E`` and an integer is scientific notation, never Euler's number. ``i`` is the imaginary unit
+  (``e^{i\\pi} = -1``).
+- Units: a unit, currency or percent sign may be omitted or added (``40``, ``40 euros`` and ``€40``
+  are equal; ``30^\\circ`` = ``30``; ``25\\%`` = ``25``); two different units are unequal, even when they
+  convert (``3 km`` is not ``3 m`` nor ``3000 m``; ``40 euros`` is not ``40 dollars``). A percent is a unit, not
+  a factor: ``25\\%`` is not ``0.25``.
+- Relations: an answer may assign the value to one symbol (``x = 3``), and a gold written as such an assignment
+  is matched by its value alone; a relation between numbers (``4 = 3``, ``3 \\le 4``) or an equation of another
+  shape (``2x = 6``) is not an answer to a value. An equation gold is matched by the same equation with its sides
+  swapped or rearranged; an inequality and the interval it describes are equal (``x \\ge 3`` = ``[3, \\infty)``).
+- Lists of solutions are sets: order and braces do not matter (``1, 2`` = ``\\{2, 1\\}``), a missing or extra
+  solution is unequal; a single solution may be written as a one-element set.
+- Intervals and tuples: brackets decide openness (``[1, 2)`` is not ``[1, 2]``); an open ``(a, b)`` is an
+  interval or an ordered pair, never a list of solutions; an ordered pair's order matters.
+- A gold answer that does not parse is an infra error naming the task, never a zero for every answer; so is any
+  failure of the checker itself (a timeout, an exception, an import its lockdown prevented, output on its stderr).
 """
 
 from __future__ import annotations
@@ -180,7 +206,8 @@ class MathAnswerFamily:
     """Problems of the chosen ``kinds``; one math-verify child process per family (``close()`` stops it)."""
 
     name = "math_answer"
-    verifier_version = "math-answer-1"
+    # Bumped whenever a verdict may change (math-answer-2: the lockdown-safe checker and the conventions above).
+    verifier_version = "math-answer-2"
     min_difficulty = 1
     max_difficulty = 5
     max_prompt_chars = 1024
@@ -208,6 +235,19 @@ class MathAnswerFamily:
             data={"kind": kind, "answer": gold},
         )
 
+    def task_from_gold(self, gold: str, task_id: str = "gold", question: str = "(given gold answer)") -> Task:
+        """A task whose gold answer is ``gold`` (LaTeX), for scoring hand-written answer pairs through ``verify``."""
+        if not isinstance(gold, str) or not gold.strip():
+            raise ValueError(f"gold must be a non-empty LaTeX answer, got {gold!r}")
+        return Task(task_id=f"{self.name}[gold]:{task_id}", prompt=f"{PROMPT_HEADER}{question}\n",
+                    reference=f"{ANSWER_MARKER} {gold}\n", difficulty=self.min_difficulty,
+                    data={"kind": "gold", "answer": gold})
+
+    @staticmethod
+    def completion_for(answer: str) -> str:
+        """A completion that gives ``answer`` in this env's answer format."""
+        return f"{ANSWER_MARKER} {answer}\n"
+
     def verify(self, task: Task, completion: str) -> Verdict:
         too_big = check_completion_size(completion, self.max_completion_chars * 4)
         if too_big is not None:
@@ -227,12 +267,11 @@ class MathAnswerFamily:
         result = self.checker.check(gold, answer)
         details["equivalence"] = result.detail
         if result.infra_error:
-            return Verdict(0.0, False, f"checker failed: {result.detail}", details, infra_error=True)
-        if result.timed_out:
-            return Verdict(0.0, False, "equivalence check timed out", details)
+            return Verdict(0.0, False, f"checker failed on task {task.task_id}: {result.detail}"[:400], details,
+                           infra_error=True)
         if result.equivalent:
             return Verdict(1.0, True, "correct (equivalent to the gold answer)", details)
-        return Verdict(0.0, False, "wrong answer (not equivalent to the gold answer)", details)
+        return Verdict(0.0, False, f"wrong answer (not equivalent to the gold answer: {result.detail[:120]})", details)
 
     def close(self) -> None:
         self.checker.close()

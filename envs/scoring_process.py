@@ -4,8 +4,15 @@ math-verify and several reasoning-gym scorers hand the answer to sympy's ``parse
 answer can run code or compute forever. They run here instead: a long-lived child that builds its scorer first
 (imports, data files, a warm-up call), then hardens itself before it reads the first answer (no new processes, no
 file writes, a memory cap, death with the parent; when started as root also a private network namespace, an empty
-chroot and the ``nobody`` user), and serves requests one at a time. The parent enforces a wall deadline on every reply and kills
-and replaces a child that misses it, so it works from any thread.
+chroot and the ``nobody`` user), and serves requests one at a time. The parent enforces a wall deadline on every
+reply and kills and replaces a child that misses it, so it works from any thread.
+
+The lockdown must not change what the scorer computes: libraries known to import modules on first use (sympy) have
+those modules imported before it (``LAZY_PACKAGES``), and an import still attempted after it (which the empty chroot
+cannot supply) is reported as a failure of the scorer, not passed off as its reply,
+and the child's stderr (where a library in trouble writes, and Python its tracebacks) comes back with every reply
+and with every failure, so callers can tell "the scorer said no" from "the scorer broke". Python warnings are
+silenced in the child: they are notices about library versions, not about the answer.
 
 Requests go parent -> child as length-prefixed pickles (the parent is trusted); replies come back as JSON lines, so a
 compromised child can only ever send data. Run as ``python -m verifarm.envs.scoring_process MODULE:FACTORY JSON``:
@@ -25,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
@@ -37,19 +45,44 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNET = 0x40000000
 EMPTY_ROOT = "/tmp/verifarm-empty-root"
+STDERR_TAIL_BYTES = 4096
+FAILURE_KEY = "__scorer_failure__"  # a reply the child's serving loop (not the scorer) sends when the scorer broke
+
+# Libraries that import modules on first use (sympy loads set handlers, solvers, assumption handlers... only when an
+# answer needs them): when a scorer has imported the library, these packages of it are imported whole before the
+# lockdown, so that no answer meets an import the empty chroot cannot serve. Top-level name -> packages.
+LAZY_PACKAGES: dict[str, tuple[str, ...]] = {
+    "sympy": ("sympy.core", "sympy.sets", "sympy.solvers", "sympy.simplify", "sympy.assumptions", "sympy.calculus",
+              "sympy.logic", "sympy.integrals", "sympy.concrete", "sympy.functions", "sympy.polys", "sympy.series",
+              "sympy.matrices", "sympy.ntheory", "sympy.printing", "sympy.strategies", "sympy.tensor",
+              "sympy.utilities"),
+    "latex2sympy2_extended": ("latex2sympy2_extended",),
+    "antlr4": ("antlr4",),
+}
+SKIPPED_MODULE_PARTS = (".tests", ".benchmarks", "sympy.core.compatibility", "sympy.core.trace",
+                        "sympy.utilities.pytest", "sympy.utilities.runtests", "sympy.utilities.randtest",
+                        "sympy.utilities.tmpfiles", "sympy.printing.preview", "sympy.utilities._compilation",
+                        "sympy.utilities.autowrap", "sympy.printing.tree",
+                        # printers for other libraries import them (torch alone takes seconds and hundreds of MB)
+                        "sympy.printing.pytorch", "sympy.printing.tensorflow", "sympy.printing.aesaracode",
+                        "sympy.printing.theanocode", "sympy.printing.llvmjitcode",
+                        # scripts that print documentation tables
+                        "hyperexpand_doc", "meijerint_doc")
 
 
 @dataclass(frozen=True)
 class Reply:
-    status: str  # "ok", "timeout" (the child missed the deadline and was killed) or "failed" (it died or never started)
+    status: str  # "ok", "timeout" (the child missed the deadline and was killed) or "failed" (it died, never
+    # started, or reported that the scorer broke, e.g. an import after the lockdown)
     body: dict[str, Any]
+    stderr: str = ""  # what the child wrote to stderr while serving this request (or before it failed)
 
 
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.kill()
     process.wait()
-    for stream in (process.stdin, process.stdout):
+    for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
             stream.close()
 
@@ -65,6 +98,8 @@ class ScoringProcess:
         self._process: subprocess.Popen | None = None
         self._finalizer: weakref.finalize | None = None
         self._buffer = b""
+        self._stderr = b""
+        self._closed_output = False  # the child closed its end of the reply pipe (it is dying or dead)
         self._spawner: ThreadPoolExecutor | None = None
 
     def _start(self) -> subprocess.Popen:
@@ -75,33 +110,60 @@ class ScoringProcess:
         process = self._spawner.submit(
             subprocess.Popen,
             [sys.executable, "-m", "verifarm.envs.scoring_process", self.factory, json.dumps(self.options)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         ).result()
-        self._process, self._buffer = process, b""
+        assert process.stderr is not None
+        os.set_blocking(process.stderr.fileno(), False)
+        self._process, self._buffer, self._stderr = process, b"", b""
         self._finalizer = weakref.finalize(self, _stop, process)
         ready = self._read_line(time.monotonic() + self.startup_seconds)
         if ready != {"ready": True}:
+            self._drain_stderr()
+            stderr = self._stderr.decode("utf-8", "replace").strip()[-1000:]
             self._kill()
-            raise RuntimeError(f"scorer child {self.factory} did not start: {ready!r}")
+            raise RuntimeError(f"scorer child {self.factory} did not start: {ready!r}; stderr: {stderr or '(empty)'}")
+        self._stderr = b""  # start-up chatter is not any request's trouble
         return process
+
+    def _drain_stderr(self) -> bool:
+        """Moves what the child has written to stderr so far into a bounded tail (a full pipe would block it);
+        False once the child has closed its stderr."""
+        if self._process is None or self._process.stderr is None:
+            return False
+        while True:
+            try:
+                chunk = os.read(self._process.stderr.fileno(), 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            self._stderr = (self._stderr + chunk)[-STDERR_TAIL_BYTES:]
 
     def _kill(self) -> None:
         if self._finalizer is not None:
             self._finalizer()  # kills and reaps the child; idempotent
-        self._process, self._finalizer, self._buffer = None, None, b""
+        self._process, self._finalizer, self._buffer, self._stderr = None, None, b"", b""
 
     def _read_line(self, deadline: float) -> dict | None:
         assert self._process is not None and self._process.stdout is not None
         fd = self._process.stdout.fileno()
+        watched = [fd] + ([self._process.stderr.fileno()] if self._process.stderr is not None else [])
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            readable, _, _ = select.select([fd], [], [], remaining)
+            readable, _, _ = select.select(watched, [], [], remaining)
             if not readable:
                 return None
+            if fd not in readable:
+                if not self._drain_stderr():  # closed: stop watching it, or select would wake at once forever
+                    watched = [fd]
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
+                self._closed_output = True
                 return None
             self._buffer += chunk
             if len(self._buffer) > 1024 * 1024:  # a reply is a few hundred bytes; anything else is an attack
@@ -120,18 +182,33 @@ class ScoringProcess:
                 process = self._process if self._process is not None and self._process.poll() is None \
                     else self._start()
                 assert process.stdin is not None
+                self._drain_stderr()
+                self._stderr, self._closed_output = b"", False
                 process.stdin.write(struct.pack(">I", len(payload)) + payload)
                 process.stdin.flush()
             except (OSError, RuntimeError) as error:
+                stderr = self._stderr.decode("utf-8", "replace")
                 self._kill()
-                return Reply("failed", {"error": f"scorer child failed: {error}"})
+                return Reply("failed", {"error": f"scorer child failed: {error}"}, stderr)
             reply = self._read_line(time.monotonic() + wall_seconds)
+            self._drain_stderr()  # the child flushes stderr before it replies, so this request's output is here
+            stderr = self._stderr.decode("utf-8", "replace")
             if reply is None:
-                died = process.poll() is not None
+                died = process.poll()
+                if died is None and self._closed_output:  # exiting: its exit status is a moment away
+                    try:
+                        died = process.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        died = "unknown, it closed its output"
+                self._drain_stderr()
+                stderr = self._stderr.decode("utf-8", "replace")
                 self._kill()
-                return Reply("failed" if died else "timeout",
-                             {"error": "scorer child died" if died else "scorer timed out"})
-        return Reply("ok", reply)
+                if died is not None:
+                    return Reply("failed", {"error": f"scorer child died (exit status {died})"}, stderr)
+                return Reply("timeout", {"error": "scorer timed out"}, stderr)
+            if FAILURE_KEY in reply:
+                return Reply("failed", {"error": str(reply[FAILURE_KEY])[:500]}, stderr)
+        return Reply("ok", reply, stderr)
 
     def close(self) -> None:
         with self._lock:
@@ -169,6 +246,43 @@ def harden() -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # no fork, no threads, no subprocess
 
 
+class ImportWatch:
+    """A meta-path finder put first after the lockdown: Python asks it about every module not yet loaded, so any
+    name it sees is an import the lockdown broke (the normal finders can no longer read the module's file)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        self.names.append(name)
+        return None  # the import goes on (and fails) exactly as it would without the watch
+
+
+def preimport(packages: tuple[str, ...]) -> int:
+    """Import every module of ``packages`` (but tests and tools); returns how many modules it imported."""
+    import pkgutil
+
+    loaded = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated aliases announce themselves on import
+        for package_name in packages:
+            package = importlib.import_module(package_name)
+            for module in pkgutil.walk_packages(package.__path__, f"{package_name}."):
+                if any(part in module.name for part in SKIPPED_MODULE_PARTS):
+                    continue
+                try:
+                    importlib.import_module(module.name)
+                    loaded += 1
+                except ImportError:  # an optional dependency that is not installed: unreachable without lockdown too
+                    pass
+    return loaded
+
+
+def preimport_lazy_libraries() -> int:
+    """``preimport`` the ``LAZY_PACKAGES`` of every library the scorer has imported."""
+    return sum(preimport(packages) for top, packages in LAZY_PACKAGES.items() if top in sys.modules)
+
+
 def _read_exact(stream: Any, size: int) -> bytes | None:
     data = b""
     while len(data) < size:
@@ -183,10 +297,15 @@ def serve(factory: str, options: dict[str, Any]) -> None:
     # The protocol owns the real stdout; anything a library prints goes to stderr instead.
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    warnings.simplefilter("ignore")
     module_name, _, function_name = factory.partition(":")
     handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(importlib.import_module(module_name),
                                                                    function_name)(**options)
+    preimport_lazy_libraries()
+    warnings.simplefilter("ignore")  # again: libraries add their own filters on import (sympy: "once")
     harden()
+    watch = ImportWatch()
+    sys.meta_path.insert(0, watch)
     replies.write(json.dumps({"ready": True}) + "\n")
     replies.flush()
     requests = sys.stdin.buffer
@@ -197,14 +316,19 @@ def serve(factory: str, options: dict[str, Any]) -> None:
         payload = _read_exact(requests, struct.unpack(">I", header)[0])
         if payload is None:
             return
+        watch.names.clear()
         try:
             reply = handler(pickle.loads(payload))
         except (Exception, MemoryError, RecursionError) as error:  # noqa: BLE001  (a bad answer, never a crash)
             reply = {"error": f"{type(error).__name__}: {str(error)[:200]}"}
+        if watch.names:  # whatever the scorer replied, it replied without a module it wanted
+            reply = {FAILURE_KEY: f"the scorer imported {', '.join(sorted(set(watch.names))[:5])} after the "
+                                  f"lockdown (no module file is readable there)"}
         try:
             line = json.dumps(reply)
         except (TypeError, ValueError):
             line = json.dumps({"error": "the scorer returned something that is not plain data"})
+        sys.stderr.flush()
         replies.write(line + "\n")
         replies.flush()
 

@@ -229,6 +229,7 @@ _ENV = typer.Option(None, "--env", help="only this env id")
 _OUTCOME = typer.Option(None, "--outcome", help="pass, fail or infra_error")
 _MIN_V = typer.Option(None, "--min-version", help="lowest policy version")
 _MAX_V = typer.Option(None, "--max-version", help="highest policy version")
+_VERIFIER_V = typer.Option(None, "--verifier-version", help="only records scored by this verifier version")
 
 
 @data_app.command("ls")
@@ -237,14 +238,18 @@ def data_ls(
     min_version: Optional[int] = _MIN_V, max_version: Optional[int] = _MAX_V,
     dedupe: bool = typer.Option(False, "--dedupe/--all", help="one record per distinct content"),
     limit: int = typer.Option(20, min=1, help="rows to list"),
+    verifier_version: Optional[str] = _VERIFIER_V,
 ) -> None:
     """List matching records, first stored first, with their total count."""
+    import dataclasses
+
     from rich.console import Console
     from rich.table import Table
 
     from verifarm.rollout.store import RolloutStore
 
-    flt = _filter(campaign, env, outcome, min_version, max_version, dedupe, limit)
+    flt = dataclasses.replace(_filter(campaign, env, outcome, min_version, max_version, dedupe, limit),
+                              verifier_version=verifier_version)
     with RolloutStore(_store_url()) as store:
         total = store.count(flt)
         records = store.query(flt)
@@ -294,3 +299,24 @@ def data_export(
     for name, path in result.files.items():
         typer.echo(f"{path}: {result.rows[name]} rows")
     sys.stdout.flush()
+
+
+@data_app.command("reverify")
+def data_reverify(
+    campaign: Optional[str] = _CAMPAIGN, env: Optional[str] = _ENV,
+    verifier_version: Optional[str] = _VERIFIER_V,
+    limit: Optional[int] = typer.Option(None, min=1, help="re-score at most this many records"),
+    as_json: bool = typer.Option(False, "--json", help="the report as JSON"),
+) -> None:
+    """Re-score stored records with the current verifiers and report the verdicts that flip (the store is not
+    changed)."""
+    import dataclasses
+
+    from verifarm.rollout.reverify import format_reverify, reverify
+    from verifarm.rollout.store import RolloutStore
+
+    flt = dataclasses.replace(_filter(campaign, env, None, None, None, False, limit),
+                              verifier_version=verifier_version)
+    with RolloutStore(_store_url()) as store:
+        report = reverify(store, flt)
+    typer.echo(json.dumps(report.as_json(), indent=2) if as_json else format_reverify(report))

@@ -69,6 +69,14 @@ class FamilyCache:
             self._families[key] = get_family(env_id, **options)
         return self._families[key]
 
+    def close(self) -> None:
+        """Stops the families' child processes (checkers, scorers); a later ``get`` builds afresh."""
+        for family in self._families.values():
+            close = getattr(family, "close", None)
+            if close is not None:
+                close()
+        self._families.clear()
+
 
 @dataclass
 class BatchReport:

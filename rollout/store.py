@@ -157,7 +157,7 @@ class RecordFilter:
     passed: bool | None = None
     min_policy_version: int | None = None
     max_policy_version: int | None = None
-    verifier_version: str | None = None
+    verifier_version: str | None = None  # only records whose verdict this verifier version gave
     policy_name: str | None = None  # "checkpoint" or "reference"
     after_seq: int | None = None  # cursor: only records stored after this one
     limit: int | None = None

@@ -6,6 +6,7 @@ import typer
 
 from verifarm.dashboard.cli import dashboard
 from verifarm.envs.cli import app as envs_app
+from verifarm.envs.verify_cli import app as verify_app
 from verifarm.policy.cli import app as policy_app
 from verifarm.policy.server import serve
 from verifarm.rollout.cli import campaign_app, data_app, workers_app
@@ -22,6 +23,7 @@ app.command("serve")(serve)
 app.command("dashboard")(dashboard)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(envs_app, name="envs")
+app.add_typer(verify_app, name="verify")
 app.add_typer(policy_app, name="policy")
 app.add_typer(workers_app, name="workers")
 app.add_typer(campaign_app, name="campaign")

@@ -1,14 +1,18 @@
-"""MathAnswer: references score 1.0, math-verify equivalence over a table of pairs, timeouts, threads, bad input."""
+"""MathAnswer: references score 1.0, equivalence over a table of pairs (the same with and without the checker's
+lockdown), gold answers that do not parse, timeouts, threads, bad input."""
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from verifarm.envs.math_answer import PROBLEM_KINDS, MathAnswerFamily
-from verifarm.envs.math_equivalence import MathEquivalenceChecker
+from verifarm.envs.math_equivalence import MathEquivalenceChecker, judge
 
 # (gold, answer, equivalent?): what the verifier must decide. Gold answers are written as the generators write them.
+# Values are exact (see the conventions in math_answer): a rounded decimal is not the fraction it approximates.
 EQUIVALENCE_TABLE = [
     # fractions in every spelling
     ("\\frac{1}{2}", "1/2", True), ("\\frac{1}{2}", "0.5", True), ("\\frac{1}{2}", "\\frac12", True),
@@ -16,13 +20,13 @@ EQUIVALENCE_TABLE = [
     ("\\frac{1}{2}", "0.50", True), ("\\frac{1}{2}", "1/3", False), ("\\frac{1}{2}", "2", False),
     ("\\frac{1}{2}", "-1/2", False), ("\\frac{1}{2}", "0.49", False), ("\\frac{1}{2}", "\\frac{2}{1}", False),
     ("-\\frac{5}{3}", "-5/3", True), ("-\\frac{5}{3}", "\\frac{-5}{3}", True), ("-\\frac{5}{3}", "\\frac{5}{-3}", True),
-    ("-\\frac{5}{3}", "5/3", False), ("-\\frac{5}{3}", "-3/5", False), ("-\\frac{5}{3}", "-1.6666666667", True),
+    ("-\\frac{5}{3}", "5/3", False), ("-\\frac{5}{3}", "-3/5", False), ("-\\frac{5}{3}", "-1.6666666667", False),
     ("-\\frac{5}{3}", "-1.6", False), ("\\frac{66}{19}", "66/19", True), ("\\frac{66}{19}", "3.47", False),
     ("\\frac{66}{19}", "\\frac{132}{38}", True), ("\\frac{66}{19}", "19/66", False),
-    ("\\frac{7}{12}", "7/12", True), ("\\frac{7}{12}", "0.5833", False), ("\\frac{7}{12}", "0.58333333", True),
-    ("\\frac{1}{3}", "0.333", False), ("\\frac{1}{3}", "0.3333333", True), ("\\frac{1}{3}", "1/3", True),
+    ("\\frac{7}{12}", "7/12", True), ("\\frac{7}{12}", "0.5833", False), ("\\frac{7}{12}", "0.58333333", False),
+    ("\\frac{1}{3}", "0.333", False), ("\\frac{1}{3}", "0.3333333", False), ("\\frac{1}{3}", "1/3", True),
     ("\\frac{4}{5}", "0.8", True), ("\\frac{4}{5}", "8/10", True), ("\\frac{4}{5}", "0.08", False),
-    ("\\frac{16}{3}", "5.333333333", True), ("\\frac{16}{3}", "5 1/3", False),
+    ("\\frac{16}{3}", "5.333333333", False), ("\\frac{16}{3}", "5 1/3", False),
     # integers and decimals
     ("32", "32", True), ("32", "32.0", True), ("32", "32.00", True), ("32", "\\boxed{32}", True),
     ("32", "$32$", True), ("32", "64/2", True), ("32", "2^5", True), ("32", "2^{5}", True), ("32", "31", False),
@@ -141,7 +145,8 @@ def test_hostile_answer_is_cut_off_by_the_timeout() -> None:
     try:
         start = time.monotonic()
         result = checker.check("5", "9^{9^{9^{9^{9}}}}")
-        assert not result.equivalent and not result.infra_error
+        # a timeout is the checker giving up, not a judgement of the answer: an infra error, never a verdict
+        assert not result.equivalent and result.infra_error and result.timed_out, result
         assert time.monotonic() - start < 10
         assert checker.check("5", "10/2").equivalent  # a fresh child takes over after a kill
     finally:
@@ -168,3 +173,76 @@ def test_bad_options_raise_value_error() -> None:
         MathAnswerFamily(kinds=("calculus",))
     with pytest.raises(ValueError, match="timeout_seconds"):
         MathEquivalenceChecker(timeout_seconds=0)
+
+
+PAIRS_FILE = Path(__file__).parents[1] / "audit" / "cases" / "math_pairs.jsonl"
+
+
+# Generous: a check timing out on one side only (a loaded machine) would be a difference not due to the lockdown.
+LOCKDOWN_TEST_TIMEOUT = 10
+
+
+def _unlocked_outcome(gold: str, answer: str) -> str:
+    """The same judgement in this process: no chroot, no de-privileging, modules imported whenever sympy wants."""
+    reply = judge(gold, answer, LOCKDOWN_TEST_TIMEOUT)
+    return "infra_error" if "gold_error" in reply else "pass" if reply["equivalent"] else "fail"
+
+
+def test_lockdown_changes_no_verdict_over_the_whole_labelled_table() -> None:
+    pairs = [(gold, answer) for gold, answer, _ in EQUIVALENCE_TABLE]
+    pairs += [(case["gold"], case["answer"]) for case in map(json.loads, PAIRS_FILE.read_text().splitlines())]
+    assert len(pairs) > 450
+    differences = []
+    checker = MathEquivalenceChecker(timeout_seconds=LOCKDOWN_TEST_TIMEOUT)
+    for gold, answer in pairs:
+        locked = checker.check(gold, answer)
+        locked_outcome = "infra_error" if locked.infra_error else "pass" if locked.equivalent else "fail"
+        if locked_outcome != _unlocked_outcome(gold, answer):
+            differences.append((gold, answer, locked_outcome, locked.detail))
+    checker.close()
+    assert not differences, differences
+
+
+def test_numbers_differing_only_in_their_exponent_are_unequal(checker: MathEquivalenceChecker) -> None:
+    # under the old lockdown sympy could not import its lazily loaded modules and these two compared equal
+    for gold, answer in (("2.5e-4", "2.5e-5"), ("4.2\\times10^{-7}", "4.2\\times10^{-6}"), ("3e8", "3e9")):
+        result = checker.check(gold, answer)
+        assert not result.equivalent and not result.infra_error, (gold, answer, result)
+    assert checker.check("2.5e-4", "2.5\\times10^{-4}").equivalent
+
+
+def test_a_gold_that_does_not_parse_is_an_infra_error_naming_the_task(family: MathAnswerFamily) -> None:
+    task = family.task_from_gold("\\frac{", task_id="broken-gold-7")
+    verdict = family.verify(task, family.completion_for("1"))
+    assert verdict.infra_error and not verdict.passed and verdict.reward == 0.0
+    assert "broken-gold-7" in verdict.reason and "did not parse" in verdict.reason
+    assert family.verifier_version == "math-answer-2" and verdict.details["verifier_version"] == "math-answer-2"
+
+
+def test_task_from_gold_scores_answers_in_the_env_format(family: MathAnswerFamily) -> None:
+    task = family.task_from_gold("40\\text{ euros}", task_id="price")
+    assert family.verify(task, task.reference).passed
+    assert family.verify(task, family.completion_for("40")).passed
+    verdict = family.verify(task, family.completion_for("40 dollars"))
+    assert not verdict.passed and "different units" in verdict.reason
+    with pytest.raises(ValueError, match="gold"):
+        family.task_from_gold("  ")
+
+
+def _judge_that_trips_math_verify(gold: str, answer: str, timeout_seconds: int) -> dict:
+    """Stands in for a comparison during which math-verify caught an exception and answered False."""
+    import logging
+
+    try:
+        raise TypeError("cannot compare Interval and Matrix")
+    except TypeError:
+        logging.getLogger("math_verify.grader").debug("Error during comparison", exc_info=True)
+    return {"equivalent": False, "parsed": f"{gold} vs {answer}"}
+
+
+def test_an_exception_math_verify_swallows_is_not_a_verdict() -> None:
+    from verifarm.envs.math_equivalence import _handler
+
+    reply = _handler(_judge_that_trips_math_verify, 3)({"gold": "1", "answer": "1"})
+    assert "error" in reply and "TypeError: cannot compare" in reply["error"]
+    # and the checker turns a handler "error" into an infra error (see MathEquivalenceChecker.check)
