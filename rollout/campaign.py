@@ -281,7 +281,7 @@ def requeue(campaign_id: str, farm: FarmConfig) -> int:
     with RolloutStore(farm.store_url) as store:
         row = store.get_campaign(campaign_id)
         if row is None:
-            raise ValueError(f"no campaign {campaign_id!r}")
+            raise ValueError(f"no campaign {campaign_id!r}: `verifarm campaign list` shows the campaigns")
         spec = parse_spec(row.spec)
         missing = [
             b for b in range(spec.num_batches)
@@ -296,7 +296,7 @@ def requeue(campaign_id: str, farm: FarmConfig) -> int:
 def status_from_store(store: RolloutStore, campaign_id: str) -> CampaignStatus:
     row = store.get_campaign(campaign_id)
     if row is None:
-        raise ValueError(f"no campaign {campaign_id!r}")
+        raise ValueError(f"no campaign {campaign_id!r}: `verifarm campaign list` shows the campaigns")
     counts = store.outcome_counts(campaign_id)
     done = sum(counts.values())
     if row.cancelled:

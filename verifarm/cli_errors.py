@@ -110,7 +110,7 @@ class VerifarmGroup(TyperGroup):
             report("aborted")
             result = 130
         except (Exception, KeyboardInterrupt) as error:
-            if self.show_tracebacks and not isinstance(error, typer.TyperException):
+            if self.show_tracebacks:
                 raise
             if type(error).__name__ == "NoArgsIsHelpError":  # a group named alone: its help is the answer
                 help_text = error.format_message() if isinstance(error, typer.TyperException) else ""
