@@ -146,3 +146,15 @@ def test_completion_on_a_home_without_a_store_creates_nothing(tmp_path: Path, mo
     monkeypatch.delenv("VERIFARM_CHECKPOINT_DIR", raising=False)
     assert complete_campaign_ids("") == [] and complete_policy_versions("") == []
     assert not (tmp_path / "nothing").exists()
+
+
+def test_the_installed_script_completes_through_the_shell_protocol(home: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("verifarm")
+    env = {**os.environ, "_VERIFARM_COMPLETE": "complete_bash", "COMP_CWORD": "3",
+           "_TYPER_COMPLETE_ARGS": "verifarm campaign status js", "COMP_WORDS": "verifarm campaign status js"}
+    completed = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert completed.stdout.split() == ["json-1"], completed.stdout + completed.stderr
