@@ -42,13 +42,16 @@ def _store_url() -> str:
 
 
 def _check_services(settings, broker_url: str | None) -> None:
-    """Refuse to start, in one line, when the store or the broker cannot be used (see rollout/services.py)."""
-    from verifarm.rollout.services import ServiceUnavailable, check_farm_services
+    """Refuse to start, in one line, when the store or the broker (None: not yet) cannot be used."""
+    from verifarm.rollout.services import ServiceUnavailable, check_broker, check_store
 
-    if not settings.database_url:
-        settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
     try:
-        check_farm_services(broker_url, settings.store_url)
+        if broker_url is None:
+            if not settings.database_url:
+                settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
+            check_store(settings.store_url)
+        else:
+            check_broker(broker_url)
     except ServiceUnavailable as error:
         _failed(str(error))
 
@@ -91,11 +94,9 @@ def workers_start(
     from verifarm.rollout.services import redacted
 
     settings = load_settings()
-    if settings.redis_url:
-        _check_services(settings, settings.redis_url)
+    _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     with session_broker(settings.redis_url, settings.home) as broker_url:
-        if not settings.redis_url:
-            _check_services(settings, broker_url)
+        _check_services(settings, broker_url)
         farm = FarmConfig.from_settings(settings, broker_url=broker_url)
         typer.echo(f"broker {redacted(broker_url)}  store {redacted(farm.store_url)}  "
                    f"checkpoints {farm.checkpoint_dir}", err=True)
@@ -168,9 +169,9 @@ def campaign_submit(
     except ValueError as error:
         _fail(str(error))
     settings = load_settings()
-    if settings.redis_url:
-        _check_services(settings, settings.redis_url)
+    _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     with session_broker(settings.redis_url, settings.home) as broker_url:
+        _check_services(settings, broker_url)
         try:
             row = submit(spec, FarmConfig.from_settings(settings, broker_url=broker_url), campaign_id)
         except ValueError as error:
@@ -256,9 +257,9 @@ def campaign_requeue(campaign_id: str = _CAMPAIGN_ID) -> None:
     from verifarm.settings import load_settings
 
     settings = load_settings()
-    if settings.redis_url:
-        _check_services(settings, settings.redis_url)
+    _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     with session_broker(settings.redis_url, settings.home) as broker_url:
+        _check_services(settings, broker_url)
         try:
             n = requeue(campaign_id, FarmConfig.from_settings(settings, broker_url=broker_url))
         except ValueError as error:

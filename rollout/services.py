@@ -78,10 +78,3 @@ def check_store(url: str, timeout_s: float = 5.0) -> None:
                                  "correct VERIFARM_DATABASE_URL") from None
     finally:
         engine.dispose()
-
-
-def check_farm_services(broker_url: str | None, store_url: str) -> None:
-    """The store, then the broker (None: this command needs none)."""
-    check_store(store_url)
-    if broker_url is not None:
-        check_broker(broker_url)

@@ -42,7 +42,7 @@ class BadInputCase:
     args: tuple[str, ...]
     exit_code: int
     says: str  # a fragment of the one stderr line, naming the problem
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)  # None unsets a variable
 
     @property
     def id(self) -> str:
@@ -87,6 +87,10 @@ CASES: list[BadInputCase] = [
                  {"VERIFARM_REDIS_URL": REDIS_DOWN}),
     BadInputCase(("campaign", "submit", "{files}/spec.yaml"), 1, "cannot open the store",
                  {"VERIFARM_DATABASE_URL": STORE_DOWN}),
+    BadInputCase(("campaign", "submit", "{files}/spec.yaml"), 1, "cannot open the store",
+                 {"VERIFARM_DATABASE_URL": STORE_DOWN, "VERIFARM_REDIS_URL": None}),  # no private Redis started
+    BadInputCase(("workers", "start"), 1, "cannot open the store",
+                 {"VERIFARM_DATABASE_URL": STORE_DOWN, "VERIFARM_REDIS_URL": None}),
     BadInputCase(("campaign", "submit", "{files}/spec.yaml"), 2, "VERIFARM_DATABASE_URL",
                  {"VERIFARM_DATABASE_URL": "mysql://someone@host/db"}),
     BadInputCase(("campaign", "status", "nope"), 2, "no campaign"),
