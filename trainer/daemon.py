@@ -51,7 +51,7 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
 
 
 def config_differences(saved: dict, current: dict, keys: tuple[str, ...] = RESUME_SETTINGS) -> list[str]:
-    """`name: saved -> current` for every resume setting that differs (nested settings by dotted name)."""
+    """`name=saved (now current)` for every resume setting that differs (nested settings by dotted name)."""
     old = _flatten({k: saved.get(k) for k in keys})
     new = _flatten({k: current.get(k) for k in keys})
     return [f"{name}={old.get(name)!r} (now {new.get(name)!r})" for name in sorted(set(old) | set(new))
@@ -366,7 +366,7 @@ class ContinualTrainer:
                                           after_seq=self.cursor.store_after_seq))
             for env_id in self.config.env_ids
         )
-        what = "passing rollouts" if passing else "complete task groups of rollouts"
+        what = "passing rollouts" if passing else "rollouts"
         newer = f" newer than v{oldest - 1}" if oldest > 1 else ""
         return f"{what} of {', '.join(self.config.env_ids)}{newer}: {count} so far"
 
