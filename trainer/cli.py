@@ -162,8 +162,10 @@ def run(
                 progress.update(taken[0], step=report.step, mode=_mode_label(report), loss=f"{report.loss:.4f}",
                                 **{"tokens/s": f"{rate:,.0f}"})
 
+            meanwhile = "pre-training meanwhile" if trainer_config.schedule.pretrain_steps else "polling"
+
             def on_wait(waiting_for: str | None) -> None:
-                progress.note(f"waiting for {waiting_for}; pre-training meanwhile" if waiting_for else "")
+                progress.note(f"waiting for {waiting_for}; {meanwhile}" if waiting_for else "")
 
             published = trainer.run(max_steps=max_steps, until_step=until_step, until_idle=until_idle,
                                     should_stop=lambda: bool(stop_requested), on_step=on_step, on_wait=on_wait)
