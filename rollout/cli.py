@@ -15,6 +15,8 @@ from typing import Optional
 
 import typer
 
+from verifarm.envs.cli import complete_env_ids
+
 workers_app = typer.Typer(no_args_is_help=True, help="the rollout worker pool")
 campaign_app = typer.Typer(no_args_is_help=True, help="rollout campaigns")
 data_app = typer.Typer(no_args_is_help=True, help="the collected datasets")
@@ -313,8 +315,8 @@ def _filter(campaign: Optional[str], env: Optional[str], outcome: Optional[str],
         _fail(str(error))
 
 
-_CAMPAIGN = typer.Option(None, "--campaign", help="only this campaign")
-_ENV = typer.Option(None, "--env", help="only this env id")
+_CAMPAIGN = typer.Option(None, "--campaign", help="only this campaign", autocompletion=complete_campaign_ids)
+_ENV = typer.Option(None, "--env", help="only this env id", autocompletion=complete_env_ids)
 _OUTCOME = typer.Option(None, "--outcome", help="pass, fail or infra_error")
 _MIN_V = typer.Option(None, "--min-version", help="lowest policy version")
 _MAX_V = typer.Option(None, "--max-version", help="highest policy version")
