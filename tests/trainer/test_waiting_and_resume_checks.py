@@ -107,3 +107,17 @@ def test_train_run_reports_a_mismatch_in_one_line_and_changes_nothing(trained_ho
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "seed=0 (now 5)" in lines[0] and "--fresh" in lines[0]
     assert CheckpointRegistry(home / "checkpoints").latest_version() == 2
+
+
+def test_train_start_says_why_a_daemon_that_refuses_its_state_exited(trained_home, tmp_path):
+    home, config = trained_home
+    config_path = tmp_path / "other.yaml"
+    replace(config, seed=5).to_yaml(config_path)
+    result = CliRunner().invoke(app, ["train", "start", "--config", str(config_path)],
+                                env={"VERIFARM_HOME": str(home)})
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "exited at once" in lines[0] and "seed=0 (now 5)" in lines[0], result.stderr
+    assert not (home / "trainer" / "trainer.pid").exists()
+    status = CliRunner().invoke(app, ["train", "status", "--json"], env={"VERIFARM_HOME": str(home)})
+    assert '"running": false' in status.stdout
