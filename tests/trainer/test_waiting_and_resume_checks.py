@@ -18,6 +18,17 @@ from verifarm.trainer.schedule import ScheduleConfig
 from .trainer_helpers import run_campaign, small_trainer_config, store_url
 
 
+@pytest.fixture(autouse=True)
+def quiet_progress_bars():
+    """The `verifarm` script turns Hugging Face progress bars off (an environment variable read at import); a test
+    process may have imported the library before, so they are turned off here as the script would have them."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    yield
+    transformers_logging.enable_progress_bar()
+
+
 def make_trainer(home, config, store=None, fresh=False, state_dir=None):
     return ContinualTrainer(config, CheckpointRegistry(home / "checkpoints"), store or RolloutStore(store_url(home)),
                             state_dir or home / "trainer" / "state", fresh=fresh)
