@@ -37,10 +37,17 @@ def _failed(message: str) -> None:
 
 
 def _store_url() -> str:
-    """Commands that only read or flag the store need no broker."""
+    """Commands that only read or flag the store need no broker. Before anything is stored in this home's default
+    SQLite file they refuse rather than create an empty store: the default home is relative to the working folder,
+    so this is most often a command run from another folder than the farm's."""
     from verifarm.settings import load_settings
 
-    return load_settings().store_url
+    settings = load_settings()
+    default_file = (settings.home / "rollouts.db").resolve()
+    if not settings.database_url and not default_file.is_file():
+        _failed(f"nothing is stored in {default_file} yet: submit a campaign first, or point VERIFARM_HOME (or "
+                "VERIFARM_DATABASE_URL) at the farm's store")
+    return settings.store_url
 
 
 def _check_services(settings, broker_url: str | None) -> None:

@@ -194,6 +194,17 @@ def test_bad_input_gets_one_line_and_changes_nothing(case: BadInputCase, farm) -
         assert not (Path(str(farm["files"])) / made).exists(), f"a refused command left {made} behind"
 
 
+@pytest.mark.parametrize("args", [("campaign", "list"), ("campaign", "status", "x"), ("campaign", "cancel", "x"),
+                                  ("campaign", "watch", "x"), ("data", "ls"), ("data", "show", "x"),
+                                  ("data", "export", "out.jsonl")])
+def test_reading_a_home_where_nothing_was_stored_creates_no_store(args: tuple[str, ...], tmp_path: Path) -> None:
+    home = tmp_path / "elsewhere" / ".verifarm"
+    result = CliRunner().invoke(app, list(args), env={"VERIFARM_HOME": str(home), "VERIFARM_DATABASE_URL": None})
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "nothing is stored in" in result.stderr and "VERIFARM_HOME" in result.stderr
+    assert not home.exists()
+
+
 def _leaf_commands(command, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     children = getattr(command, "commands", None)
     if not children:
