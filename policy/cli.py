@@ -1,6 +1,7 @@
 """Command-line commands of verifarm.policy (heavy imports stay inside the commands).
 
-`verifarm policy init` publishes a first version, `ls` lists versions with their checksums and any
+`verifarm policy init` publishes a first version (briefly pre-trained on the built-in corpus of worked
+arithmetic, so that a first campaign passes something), `ls` lists versions with their checksums and any
 evaluation metrics the trainer recorded, `verify` re-hashes every version and fails on a corrupt one.
 """
 
@@ -13,6 +14,28 @@ from typing import Optional
 import typer
 
 app = typer.Typer(no_args_is_help=True, help="policy commands")
+
+# The built-in pre-training of `policy init`: worked additions of up to 3 digits (the gold solutions the trainer's
+# corpus also holds), enough steps that the tiny policy starts to add (examples/campaign.yaml then passes some of
+# its additions), and a wall-time cap so that a busy machine stops early instead of running long.
+BUILTIN_MAX_DIGITS = 3
+BUILTIN_DOCUMENTS = 4000
+DEFAULT_PRETRAIN_STEPS = 300
+DEFAULT_PRETRAIN_SECONDS = 600.0
+
+
+def complete_policy_versions(incomplete: str) -> list[str]:
+    """Shell completion of the published versions of the configured registry."""
+    try:
+        return [str(v) for v in _registry(None).published_versions() if str(v).startswith(incomplete)]
+    except Exception:  # a completion must never print a traceback into the user's shell
+        return []
+
+
+def _bad_input(message: str) -> None:
+    from verifarm.cli_errors import BadInput
+
+    raise BadInput(message)
 
 RootOption = typer.Option(None, "--root", help="checkpoint registry folder (default VERIFARM_CHECKPOINT_DIR or "
                                                "VERIFARM_HOME/checkpoints)")
@@ -27,7 +50,13 @@ def _registry(root: Optional[Path]):
 
 def _read_corpus(path: Path) -> list[str]:
     """Documents from a JSONL file of {"text": ...} objects or a plain text file (one per blank-line block)."""
-    raw = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} is not a file", param_hint="'--corpus'")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise typer.BadParameter(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
+                                 param_hint="'--corpus'") from None
     if path.suffix == ".jsonl":
         texts = []
         for number, line in enumerate(raw.splitlines(), start=1):
@@ -41,37 +70,57 @@ def _read_corpus(path: Path) -> list[str]:
     return [block.strip("\n") + "\n" for block in raw.split("\n\n") if block.strip()]
 
 
+def _builtin_corpus() -> list[str]:
+    from verifarm.trainer.corpus import CorpusConfig, build_corpus
+
+    return list(build_corpus(CorpusConfig(arithmetic_max_digits=BUILTIN_MAX_DIGITS,
+                                          arithmetic_documents=BUILTIN_DOCUMENTS)).train)
+
+
 @app.command()
 def init(
     preset: str = typer.Option("tiny", help="model size preset (see verifarm.policy.model.PRESETS)"),
     seed: int = typer.Option(0, help="seed of the random initialisation and of pre-training"),
+    random_weights: bool = typer.Option(False, "--random", help="publish the random initialisation, untrained"),
     from_pretrained: Optional[Path] = typer.Option(
         None, help="publish an existing Hugging Face causal-LM folder (weights + tokenizer) instead of a preset"
     ),
     corpus: Optional[Path] = typer.Option(
-        None, help="pre-train briefly on this corpus first: .jsonl of {\"text\": ...} or text blocks split by blank lines"
+        None, help="pre-train on this corpus instead of the built-in worked arithmetic: .jsonl of {\"text\": ...} "
+                   "or text blocks split by blank lines"
     ),
-    pretrain_seconds: float = typer.Option(60.0, help="wall-time budget of the pre-training (with --corpus)"),
-    learning_rate: float = typer.Option(3e-3, help="peak learning rate of the pre-training (with --corpus)"),
-    batch_size: int = typer.Option(32, help="documents per step of the pre-training (with --corpus)"),
+    pretrain_steps: int = typer.Option(DEFAULT_PRETRAIN_STEPS, min=1, help="optimizer steps of the pre-training"),
+    pretrain_seconds: float = typer.Option(DEFAULT_PRETRAIN_SECONDS, min=0.1,
+                                           help="wall-time cap of the pre-training (it stops at whichever comes first)"),
+    learning_rate: float = typer.Option(3e-3, min=0.0, help="peak learning rate of the pre-training"),
+    batch_size: int = typer.Option(32, min=1, help="documents per step of the pre-training"),
     root: Optional[Path] = RootOption,
 ) -> None:
-    """Publish the first policy version: a fresh preset model (optionally pre-trained) or an existing checkpoint."""
+    """Publish the first policy version: a preset model pre-trained briefly (unless --random), or an existing one.
+
+    Progress (step, loss, tokens/s) is a bar on a terminal and a plain line every few seconds otherwise.
+    """
     registry = _registry(root)
     existing = registry.published_versions()
     if existing:
-        typer.echo(f"{registry.root} already holds versions {existing[0]}..{existing[-1]}; "
-                   "init only starts an empty registry (pass --root for a new one)", err=True)
-        raise typer.Exit(2)
+        from verifarm.cli_errors import Failure
 
-    import torch
+        raise Failure(f"{registry.root} already holds versions {existing[0]}..{existing[-1]}; init only starts an "
+                      "empty registry (pass --root for a new one)")
+    if from_pretrained is not None and (preset != "tiny" or corpus is not None or random_weights):
+        _bad_input("--from-pretrained publishes the checkpoint as it is: drop --preset, --corpus and --random")
+    if random_weights and corpus is not None:
+        _bad_input("--random publishes untrained weights: drop --corpus, or drop --random to pre-train on it")
+    if from_pretrained is not None and not (from_pretrained / "config.json").is_file():
+        _bad_input(f"{from_pretrained} is not a Hugging Face model folder (no config.json)")
+    texts = _read_corpus(corpus) if corpus is not None else None
+    if texts is not None and not texts:
+        _bad_input(f"{corpus} holds no documents")
 
     metadata: dict = {"parent_version": None, "seed": seed}
     if from_pretrained is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if preset != "tiny" or corpus is not None:
-            raise typer.BadParameter("--from-pretrained publishes the checkpoint as it is: drop --preset/--corpus")
         model = AutoModelForCausalLM.from_pretrained(from_pretrained)
         tokenizer = AutoTokenizer.from_pretrained(from_pretrained)
         metadata.update(source="imported", imported_from=str(from_pretrained.resolve()))
@@ -80,26 +129,40 @@ def init(
         from verifarm.policy.tokenizer import build_tokenizer
 
         if preset not in PRESETS:
-            raise typer.BadParameter(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+            _bad_input(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         tokenizer = build_tokenizer()
         model = build_model(preset, len(tokenizer), seed=seed)
         metadata.update(source="random-init", preset=preset)
-        if corpus is not None:
-            from verifarm.policy.training import TrainConfig, pretrain
-
-            texts = _read_corpus(corpus)
-            if not texts:
-                raise typer.BadParameter(f"{corpus} holds no documents")
-            config = TrainConfig(steps=1_000_000, max_seconds=pretrain_seconds, batch_size=batch_size,
-                                 learning_rate=learning_rate, seed=seed)
-            torch.set_num_threads(min(2, torch.get_num_threads()))
-            metrics = pretrain(model, tokenizer, texts, config)
+        if not random_weights:
+            documents = texts if texts is not None else _builtin_corpus()
+            metrics = _pretrain(model, tokenizer, documents, seed, pretrain_steps, pretrain_seconds, learning_rate,
+                                batch_size)
             typer.echo(f"pre-trained {metrics['steps']:.0f} steps in {metrics['seconds']:.0f}s, "
-                       f"loss {metrics['final_loss']:.4f}")
-            metadata.update(source="pretrained", corpus=str(corpus.resolve()), documents=len(texts),
+                       f"loss {metrics['final_loss']:.4f}", err=True)
+            source = str(corpus.resolve()) if corpus is not None else (
+                f"built-in: worked additions of 1-{BUILTIN_MAX_DIGITS} digits")
+            metadata.update(source="pretrained", corpus=source, documents=len(documents),
                             training_step=int(metrics["steps"]), pretrain=metrics)
     version = registry.publish(model, tokenizer, metadata)
     typer.echo(f"published v{version} at {registry.path(version)}")
+
+
+def _pretrain(model, tokenizer, texts: list[str], seed: int, steps: int, seconds: float, learning_rate: float,
+              batch_size: int) -> dict[str, float]:
+    import torch
+
+    from verifarm.policy.training import TrainConfig, pretrain
+    from verifarm.terminal import ProgressReporter
+
+    config = TrainConfig(steps=steps, max_seconds=seconds, batch_size=batch_size, learning_rate=learning_rate,
+                         seed=seed, max_length=192)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    with ProgressReporter("pre-training", total=steps, fields=("loss", "tokens/s")) as progress:
+        def on_step(done: int, values: dict[str, float]) -> None:
+            progress.update(done, loss=f"{values['loss']:.4f}",
+                            **{"tokens/s": f"{values['tokens_per_second']:,.0f}"})
+
+        return pretrain(model, tokenizer, texts, config, on_step=on_step)
 
 
 def _evaluation_metrics() -> dict[int, dict[str, float]]:
@@ -130,17 +193,32 @@ def _headline(metrics: dict[str, float]) -> str:
 
 
 @app.command("ls")
-def list_versions(root: Optional[Path] = RootOption) -> None:
-    """List versions, newest last: checksum status, metadata and evaluation metrics."""
+def list_versions(
+    root: Optional[Path] = RootOption,
+    as_json: bool = typer.Option(False, "--json", help="one JSON array of the versions"),
+) -> None:
+    """List versions, newest last: checksum status, metadata and evaluation metrics.
+
+    `--json` fields per version: version, checksum (content SHA-256 over its files, or null), ok, problems (why it is
+    corrupt), created_at, parent_version, training_step, source, metrics (name -> value, from the store).
+    """
     from rich.console import Console
     from rich.table import Table
 
     registry = _registry(root)
     versions = registry.versions()
+    evaluations = _evaluation_metrics() if versions else {}
+    if as_json:
+        typer.echo(json.dumps([{
+            "version": info.version, "checksum": info.checksum, "ok": info.ok, "problems": list(info.problems),
+            "created_at": info.created_at, "parent_version": info.metadata.get("parent_version"),
+            "training_step": info.metadata.get("training_step", info.metadata.get("trainer_step")),
+            "source": info.metadata.get("source"), "metrics": evaluations.get(info.version, {}),
+        } for info in versions]))
+        return
     if not versions:
         typer.echo(f"no policy versions in {registry.root}")
         return
-    evaluations = _evaluation_metrics()
     table = Table(title=f"policy versions in {registry.root}")
     columns = ["version", "checksum", "status", "created", "parent", "step", "source"]
     if evaluations:
@@ -168,7 +246,8 @@ def list_versions(root: Optional[Path] = RootOption) -> None:
 
 @app.command()
 def verify(
-    version: Optional[int] = typer.Option(None, help="verify only this version"),
+    version: Optional[int] = typer.Option(None, min=1, help="verify only this version",
+                                          autocompletion=complete_policy_versions),
     root: Optional[Path] = RootOption,
 ) -> None:
     """Re-hash checkpoints against their manifests; exit 1 if any is corrupt."""
@@ -182,8 +261,7 @@ def verify(
         try:
             info = registry.inspect(number)
         except KeyError as error:
-            typer.echo(str(error).strip("'\""), err=True)
-            raise typer.Exit(2)
+            _bad_input(f"{str(error).strip(chr(34) + chr(39))}: `verifarm policy ls` lists the versions")
         if info.ok:
             typer.echo(f"v{number}: ok ({info.checksum})")
         else:

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 
@@ -171,9 +171,11 @@ def make_optimizer(model, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2))
 
 
-def pretrain(model, tokenizer, texts: Sequence[str], config: TrainConfig) -> dict[str, float]:
+def pretrain(model, tokenizer, texts: Sequence[str], config: TrainConfig,
+             on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
     """Next-token training on `texts` (each a whole document) until the step or time budget runs out.
 
+    `on_step(steps_done, {"loss", "lr", "tokens_per_second"})` hears every step (a progress display).
     Documents are drawn in a seeded random order (reshuffled each epoch). Returns summary metrics:
     steps, seconds, tokens, tokens_per_second, final_loss (mean of the last 10 steps), final_lr and the
     last step's MoE auxiliary losses.
@@ -217,6 +219,9 @@ def pretrain(model, tokenizer, texts: Sequence[str], config: TrainConfig) -> dic
         step += 1
         tokens += batch.tokens
         recent = (recent + [last["lm_loss"]])[-10:]
+        if on_step is not None:
+            elapsed = time.perf_counter() - started
+            on_step(step, {"loss": last["lm_loss"], "lr": lr, "tokens_per_second": tokens / elapsed if elapsed else 0.0})
         if config.log_every and step % config.log_every == 0:
             logger.info("step %d lr %.2e lm_loss %.4f aux %.4f", step, lr, last["lm_loss"], last.get("moe_aux_total", 0.0))
     model.eval()

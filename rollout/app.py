@@ -117,8 +117,10 @@ def create_app(farm: FarmConfig | None = None) -> Celery:
 
     # A batch that raised (a database blip, a bug) is retried a few times with backoff, then given up on;
     # `campaign requeue` can enqueue it again once the cause is fixed.
+    # shared=False: a shared task would be added to every app created after this one as well, and each
+    # create_app() call would then register the name twice (Celery's DuplicateTaskNameWarning at worker start).
     @app.task(name=TASK_NAME, bind=True, autoretry_for=(Exception,), max_retries=3, retry_backoff=2,
-              retry_backoff_max=60, retry_jitter=False)
+              retry_backoff_max=60, retry_jitter=False, shared=False)
     def rollout_batch_task(self: Any, campaign_id: str, batch_index: int) -> dict[str, Any]:
         return _runtime(self.app).run_batch(campaign_id, int(batch_index))
 

@@ -12,7 +12,7 @@ import random
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -214,7 +214,7 @@ class CampaignStatus(BaseModel):
     failed: int
     infra_errors: int
     infra_retries: int
-    rollouts_per_second: float | None  # over the stored records' time span
+    rollouts_per_second: float | None  # records over the campaign's wall time (submit to last record, or now)
     created_at: datetime
 
     @property
@@ -281,7 +281,7 @@ def requeue(campaign_id: str, farm: FarmConfig) -> int:
     with RolloutStore(farm.store_url) as store:
         row = store.get_campaign(campaign_id)
         if row is None:
-            raise ValueError(f"no campaign {campaign_id!r}")
+            raise ValueError(f"no campaign {campaign_id!r}: `verifarm campaign list` shows the campaigns")
         spec = parse_spec(row.spec)
         missing = [
             b for b in range(spec.num_batches)
@@ -296,19 +296,23 @@ def requeue(campaign_id: str, farm: FarmConfig) -> int:
 def status_from_store(store: RolloutStore, campaign_id: str) -> CampaignStatus:
     row = store.get_campaign(campaign_id)
     if row is None:
-        raise ValueError(f"no campaign {campaign_id!r}")
+        raise ValueError(f"no campaign {campaign_id!r}: `verifarm campaign list` shows the campaigns")
     counts = store.outcome_counts(campaign_id)
     done = sum(counts.values())
-    rate = None
-    span = store.time_span(campaign_id)
-    if span is not None and done > 1 and span[1] > span[0]:
-        rate = (done - 1) / (span[1] - span[0]).total_seconds()
     if row.cancelled:
         state = "cancelled"
     elif done >= row.expected_records:
         state = "done"
     else:
         state = "running"
+    # Over the campaign's wall time (submitted until its last record, or until now while it runs): a batch
+    # stores its records together, so the span between records alone overstates the rate many times over.
+    rate = None
+    span = store.time_span(campaign_id)
+    if span is not None:
+        end = span[1] if state != "running" else max(span[1], datetime.now(timezone.utc))
+        seconds = (end - row.created_at).total_seconds()
+        rate = done / seconds if seconds > 0 else None
     return CampaignStatus(
         campaign_id=campaign_id, name=row.name, state=state, expected=row.expected_records, done=done,
         passed=counts["pass"], failed=counts["fail"], infra_errors=counts["infra_error"],
@@ -327,9 +331,20 @@ def list_campaigns(store_url: str) -> list[CampaignStatus]:
         return [status_from_store(store, row.campaign_id) for row in store.list_campaigns()]
 
 
+class CampaignFinished(ValueError):
+    """A finished campaign cannot be cancelled: it has nothing left to stop."""
+
+
 def cancel(campaign_id: str, store_url: str) -> CampaignStatus:
-    """Flag the campaign: batches not started yet do nothing; records already stored stay."""
+    """Flag a running campaign: batches not started yet do nothing; records already stored stay.
+
+    A finished campaign is refused (CampaignFinished); cancelling a cancelled one changes nothing.
+    """
     with RolloutStore(store_url) as store:
+        current = status_from_store(store, campaign_id)
+        if current.state == "done":
+            raise CampaignFinished(f"campaign {campaign_id} is already done ({current.done}/{current.expected} "
+                                   "records): there is nothing to cancel")
         store.set_cancelled(campaign_id)
         return status_from_store(store, campaign_id)
 

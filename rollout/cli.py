@@ -15,21 +15,73 @@ from typing import Optional
 
 import typer
 
+from verifarm.envs.cli import complete_env_ids
+
 workers_app = typer.Typer(no_args_is_help=True, help="the rollout worker pool")
 campaign_app = typer.Typer(no_args_is_help=True, help="rollout campaigns")
 data_app = typer.Typer(no_args_is_help=True, help="the collected datasets")
 
 
 def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+    """Bad input: one line on stderr, exit 2 (the root command prints it)."""
+    from verifarm.cli_errors import BadInput
+
+    raise BadInput(message)
+
+
+def _failed(message: str) -> None:
+    """A runtime failure (a service down, a state that forbids the request): one line on stderr, exit 1."""
+    from verifarm.cli_errors import Failure
+
+    raise Failure(message)
 
 
 def _store_url() -> str:
-    """Commands that only read or flag the store need no broker."""
+    """Commands that only read or flag the store need no broker. Before anything is stored in this home's default
+    SQLite file they refuse rather than create an empty store: the default home is relative to the working folder,
+    so this is most often a command run from another folder than the farm's."""
     from verifarm.settings import load_settings
 
-    return load_settings().store_url
+    settings = load_settings()
+    default_file = (settings.home / "rollouts.db").resolve()
+    if not settings.database_url and not default_file.is_file():
+        _failed(f"nothing is stored in {default_file} yet: submit a campaign first, or point VERIFARM_HOME (or "
+                "VERIFARM_DATABASE_URL) at the farm's store")
+    return settings.store_url
+
+
+def _check_services(settings, broker_url: str | None) -> None:
+    """Refuse to start, in one line, when the store or the broker (None: not yet) cannot be used."""
+    from verifarm.rollout.services import ServiceUnavailable, check_broker, check_store
+
+    try:
+        if broker_url is None:
+            if not settings.database_url:
+                settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
+            check_store(settings.store_url)
+        else:
+            check_broker(broker_url)
+    except ServiceUnavailable as error:
+        _failed(str(error))
+
+
+def complete_campaign_ids(incomplete: str) -> list[str]:
+    """Shell completion of the campaign ids in the store (none, rather than a new database, if it is absent)."""
+    from verifarm.settings import load_settings
+
+    try:
+        settings = load_settings()
+        if not settings.database_url and not (settings.home / "rollouts.db").is_file():
+            return []
+        from verifarm.rollout.store import RolloutStore
+
+        with RolloutStore(settings.store_url) as store:
+            return [row.campaign_id for row in store.list_campaigns() if row.campaign_id.startswith(incomplete)]
+    except Exception:  # a completion must never print a traceback into the user's shell
+        return []
+
+
+_CAMPAIGN_ID = typer.Argument(..., help="campaign id (`verifarm campaign list`)", autocompletion=complete_campaign_ids)
 
 
 # ---- workers ---------------------------------------------------------------------------------------------
@@ -48,10 +100,15 @@ def workers_start(
     from verifarm.rollout.embedded_redis import session_broker
     from verifarm.settings import load_settings
 
+    from verifarm.rollout.services import redacted
+
     settings = load_settings()
+    _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     with session_broker(settings.redis_url, settings.home) as broker_url:
+        _check_services(settings, broker_url)
         farm = FarmConfig.from_settings(settings, broker_url=broker_url)
-        typer.echo(f"broker {broker_url}  store {farm.store_url}  checkpoints {farm.checkpoint_dir}", err=True)
+        typer.echo(f"broker {redacted(broker_url)}  store {redacted(farm.store_url)}  "
+                   f"checkpoints {farm.checkpoint_dir}", err=True)
         app = create_app(farm)
         concurrency = concurrency or os.cpu_count() or 1
         # No gossip or mingle: the farm keeps its state in the store, not in worker-to-worker chatter.
@@ -61,23 +118,45 @@ def workers_start(
 
 
 @workers_app.command("ls")
-def workers_ls(timeout: float = typer.Option(2.0, help="seconds to wait for answers")) -> None:
-    """List the workers that answer a ping and what they are running."""
+def workers_ls(
+    timeout: float = typer.Option(2.0, min=0.1, help="seconds to wait for answers"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON array of the rows below"),
+) -> None:
+    """List the workers that answer a ping and what they are running.
+
+    `--json` fields per worker: worker (node name), running (list of {campaign_id, batch_index}).
+    """
     from verifarm.rollout.app import create_app
     from verifarm.rollout.config import FarmConfig
+    from verifarm.rollout.services import ServiceUnavailable, check_broker
     from verifarm.settings import load_settings
 
     try:
         farm = FarmConfig.from_settings(load_settings())
     except ValueError as error:
-        _fail(str(error))
+        _failed(str(error))
+    try:
+        check_broker(farm.broker_url)
+    except ServiceUnavailable as error:
+        _failed(str(error))
     inspector = create_app(farm).control.inspect(timeout=timeout)
     active = inspector.active() or {}
-    if not active:
-        typer.echo("no workers answered")
+    rows = []
     for worker, tasks in sorted(active.items()):
-        running = ", ".join(str(task.get("args")) for task in tasks) or "idle"
-        typer.echo(f"{worker}: {running}")
+        running = []
+        for task in tasks:
+            args = list(task.get("args") or [])
+            running.append({"campaign_id": args[0] if args else None,
+                            "batch_index": args[1] if len(args) > 1 else None})
+        rows.append({"worker": worker, "running": running})
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo("no workers answered")
+    for row in rows:
+        running = ", ".join(f"{r['campaign_id']} batch {r['batch_index']}" for r in row["running"]) or "idle"
+        typer.echo(f"{row['worker']}: {running}")
 
 
 # ---- campaigns -------------------------------------------------------------------------------------------
@@ -99,13 +178,24 @@ def campaign_submit(
     except ValueError as error:
         _fail(str(error))
     settings = load_settings()
+    _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     with session_broker(settings.redis_url, settings.home) as broker_url:
+        _check_services(settings, broker_url)
         try:
             row = submit(spec, FarmConfig.from_settings(settings, broker_url=broker_url), campaign_id)
-        except (ValueError, ConnectionError, RuntimeError) as error:
+        except ValueError as error:
             _fail(str(error))
+        except (ConnectionError, RuntimeError) as error:
+            _failed(str(error))
     typer.echo(row.campaign_id)
     typer.echo(f"{spec.num_batches} batches queued: {spec.tasks} tasks x {spec.samples_per_task} samples", err=True)
+
+
+def _status_json(st) -> dict:
+    """One campaign for `--json`: campaign_id, name, state (running|done|cancelled), expected, done, passed,
+    failed, infra_errors, infra_retries, rollouts_per_second (over the campaign's wall time, or null), created_at
+    (ISO 8601), pass_rate (passed / scored, or null)."""
+    return {**st.model_dump(mode="json"), "pass_rate": st.pass_rate}
 
 
 def _status_line(st) -> str:
@@ -117,8 +207,8 @@ def _status_line(st) -> str:
 
 @campaign_app.command("status")
 def campaign_status(
-    campaign_id: str,
-    as_json: bool = typer.Option(False, "--json", help="machine-readable"),
+    campaign_id: str = _CAMPAIGN_ID,
+    as_json: bool = typer.Option(False, "--json", help="one JSON object (fields: see `campaign list --help`)"),
 ) -> None:
     """Progress of one campaign, read from the store."""
     from verifarm.rollout.campaign import status
@@ -128,17 +218,25 @@ def campaign_status(
     except ValueError as error:
         _fail(str(error))
     if as_json:
-        typer.echo(json.dumps({**st.model_dump(mode="json"), "pass_rate": st.pass_rate}))
+        typer.echo(json.dumps(_status_json(st)))
     else:
         typer.echo(_status_line(st))
 
 
 @campaign_app.command("list")
-def campaign_list() -> None:
-    """Every campaign in the store with its progress."""
+def campaign_list(as_json: bool = typer.Option(False, "--json", help="one JSON array of the rows below")) -> None:
+    """Every campaign in the store with its progress.
+
+    `--json` fields per campaign: campaign_id, name, state (running|done|cancelled), expected, done, passed,
+    failed, infra_errors, infra_retries, rollouts_per_second (over the campaign's wall time, or null),
+    created_at (ISO 8601), pass_rate (passed / scored, or null).
+    """
     from verifarm.rollout.campaign import list_campaigns
 
     rows = list_campaigns(_store_url())
+    if as_json:
+        typer.echo(json.dumps([_status_json(st) for st in rows]))
+        return
     if not rows:
         typer.echo("no campaigns")
     for st in rows:
@@ -146,19 +244,21 @@ def campaign_list() -> None:
 
 
 @campaign_app.command("cancel")
-def campaign_cancel(campaign_id: str) -> None:
-    """Stop a campaign: batches not started do nothing; records already collected stay."""
-    from verifarm.rollout.campaign import cancel
+def campaign_cancel(campaign_id: str = _CAMPAIGN_ID) -> None:
+    """Stop a running campaign: batches not started do nothing; records already collected stay."""
+    from verifarm.rollout.campaign import CampaignFinished, cancel
 
     try:
         st = cancel(campaign_id, _store_url())
+    except CampaignFinished as error:
+        _failed(str(error))
     except ValueError as error:
         _fail(str(error))
     typer.echo(_status_line(st))
 
 
 @campaign_app.command("requeue")
-def campaign_requeue(campaign_id: str) -> None:
+def campaign_requeue(campaign_id: str = _CAMPAIGN_ID) -> None:
     """Enqueue again the batches still missing records (after a broker lost its queue); safe to repeat."""
     from verifarm.rollout.campaign import requeue
     from verifarm.rollout.config import FarmConfig
@@ -166,7 +266,9 @@ def campaign_requeue(campaign_id: str) -> None:
     from verifarm.settings import load_settings
 
     settings = load_settings()
+    _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     with session_broker(settings.redis_url, settings.home) as broker_url:
+        _check_services(settings, broker_url)
         try:
             n = requeue(campaign_id, FarmConfig.from_settings(settings, broker_url=broker_url))
         except ValueError as error:
@@ -176,32 +278,28 @@ def campaign_requeue(campaign_id: str) -> None:
 
 @campaign_app.command("watch")
 def campaign_watch(
-    campaign_id: str,
+    campaign_id: str = _CAMPAIGN_ID,
     interval: float = typer.Option(1.0, min=0.1, help="seconds between polls of the store"),
 ) -> None:
-    """A live progress bar (done/total, pass rate, rollouts/s, ETA) until the campaign is done or cancelled."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    """Live progress (done/total, pass rate, rollouts/s over the campaign's wall time, ETA) until the campaign is
+    done or cancelled: a bar on a terminal, a plain line every few seconds otherwise."""
     from verifarm.rollout.campaign import status_from_store
     from verifarm.rollout.store import RolloutStore
+    from verifarm.terminal import ProgressReporter
 
     with RolloutStore(_store_url()) as store:
         try:
             st = status_from_store(store, campaign_id)
         except ValueError as error:
             _fail(str(error))
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("pass {task.fields[pass_rate]}"), TextColumn("{task.fields[rate]}"),
-                   TextColumn("infra {task.fields[infra]}"), TextColumn("ETA"), TimeRemainingColumn())
-        with Progress(*columns, transient=False) as progress:
-            bar = progress.add_task(campaign_id, total=st.expected, pass_rate="-", rate="-", infra=0)
+        with ProgressReporter(campaign_id, total=st.expected, fields=("pass", "rate", "infra"), eta=True,
+                              stream=sys.stdout) as progress:
             while True:
                 st = status_from_store(store, campaign_id)
                 progress.update(
-                    bar, completed=st.done,
-                    pass_rate=f"{st.pass_rate:.1%}" if st.pass_rate is not None else "-",
-                    rate=f"{st.rollouts_per_second:.1f} rollouts/s" if st.rollouts_per_second else "-",
-                    infra=st.infra_errors,
+                    st.done, infra=st.infra_errors,
+                    **{"pass": f"{st.pass_rate:.1%}" if st.pass_rate is not None else "-",
+                       "rate": f"{st.rollouts_per_second:.1f} rollouts/s" if st.rollouts_per_second else "-"},
                 )
                 if st.state != "running":
                     break
@@ -224,27 +322,49 @@ def _filter(campaign: Optional[str], env: Optional[str], outcome: Optional[str],
         _fail(str(error))
 
 
-_CAMPAIGN = typer.Option(None, "--campaign", help="only this campaign")
-_ENV = typer.Option(None, "--env", help="only this env id")
+_CAMPAIGN = typer.Option(None, "--campaign", help="only this campaign", autocompletion=complete_campaign_ids)
+_ENV = typer.Option(None, "--env", help="only this env id", autocompletion=complete_env_ids)
 _OUTCOME = typer.Option(None, "--outcome", help="pass, fail or infra_error")
 _MIN_V = typer.Option(None, "--min-version", help="lowest policy version")
 _MAX_V = typer.Option(None, "--max-version", help="highest policy version")
 _VERIFIER_V = typer.Option(None, "--verifier-version", help="only records scored by this verifier version")
 
 
+def _duplicates(store, flt) -> int:
+    """How many matching records repeat the content of an earlier one (what `--dedupe` leaves out)."""
+    from dataclasses import replace
+
+    return store.count(replace(flt, dedupe=False, limit=None)) - store.count(replace(flt, dedupe=True, limit=None))
+
+
+def _completion_cell(completion: str, width: int = 48) -> str:
+    """The end of a completion on one line, every control character or invalid byte shown escaped."""
+    from verifarm.terminal import inert
+
+    return inert(completion.replace("\n", " | "))[-width:]
+
+
 @data_app.command("ls")
 def data_ls(
     campaign: Optional[str] = _CAMPAIGN, env: Optional[str] = _ENV, outcome: Optional[str] = _OUTCOME,
     min_version: Optional[int] = _MIN_V, max_version: Optional[int] = _MAX_V,
-    dedupe: bool = typer.Option(False, "--dedupe/--all", help="one record per distinct content"),
+    dedupe: bool = typer.Option(True, "--dedupe/--all", help="one record per distinct content, as `data export`"),
     limit: int = typer.Option(20, min=1, help="rows to list"),
     verifier_version: Optional[str] = _VERIFIER_V,
+    as_json: bool = typer.Option(False, "--json", help="one JSON object: the rows and the counts"),
 ) -> None:
-    """List matching records, first stored first, with their total count."""
+    """List matching records, first stored first, with their total count (deduplicated by default, like `export`).
+
+    `--json` prints {"records": [...], "total": N, "duplicates": D, "deduplicated": bool}: each record has the
+    fields of `data show` (record_id, campaign_id, env_id, task_index, sample_index, prompt, completion, reward,
+    passed, outcome, policy_version, ...); total counts matching records under the same deduplication; duplicates
+    counts those that repeat an earlier record's content.
+    """
     import dataclasses
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from verifarm.rollout.store import RolloutStore
 
@@ -253,28 +373,43 @@ def data_ls(
     with RolloutStore(_store_url()) as store:
         total = store.count(flt)
         records = store.query(flt)
+        duplicates = _duplicates(store, flt)
+    if as_json:
+        typer.echo(json.dumps({"records": [r.model_dump(mode="json") for r in records], "total": total,
+                               "duplicates": duplicates, "deduplicated": dedupe}))
+        return
     table = Table()
     for column in ("record", "campaign", "env", "task", "sample", "outcome", "reward", "policy", "completion"):
         table.add_column(column, no_wrap=True, overflow="ellipsis")
     for r in records:
-        table.add_row(r.record_id[:8], r.campaign_id, r.env_id.removeprefix("verifarm/"), str(r.task_index),
-                      str(r.sample_index), r.outcome, f"{r.reward:.2f}",
-                      "ref" if r.policy_version is None else f"v{r.policy_version}",
-                      r.completion.replace("\n", " | ")[-48:])
+        # Text cells: a completion holding "[bold]" is shown as written, never read as markup.
+        cells = (r.record_id[:8], r.campaign_id, r.env_id.removeprefix("verifarm/"), str(r.task_index),
+                 str(r.sample_index), r.outcome, f"{r.reward:.2f}",
+                 "ref" if r.policy_version is None else f"v{r.policy_version}", _completion_cell(r.completion))
+        table.add_row(*(Text(cell) for cell in cells))
     Console(width=160).print(table)
-    typer.echo(f"{len(records)} of {total} records")
+    if dedupe:
+        typer.echo(f"{len(records)} of {total} records ({duplicates} duplicates not counted, as in `data export`; "
+                   "--all lists them)")
+    else:
+        typer.echo(f"{len(records)} of {total} records, {duplicates} of them duplicates (`data export` leaves "
+                   "those out unless --all)")
 
 
 @data_app.command("show")
 def data_show(record_id: str) -> None:
-    """One record in full, as JSON (a unique prefix of the id is enough)."""
+    """One record in full, as JSON (a unique prefix of the id is enough); control characters shown escaped."""
     from verifarm.rollout.store import RolloutStore
+    from verifarm.terminal import inert
 
     with RolloutStore(_store_url()) as store:
         record = store.get_record(record_id) or store.get_record_by_prefix(record_id)
     if record is None:
-        _fail(f"no record {record_id!r} (or the prefix is ambiguous)")
-    typer.echo(json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        _fail(f"no record {record_id!r} (or the prefix is ambiguous): `verifarm data ls` lists record ids")
+    # json.dumps escapes C0 controls; inert() escapes the rest (DEL, C1, bidi overrides, invalid bytes), and the
+    # result is still valid JSON since every escape it writes is a JSON escape too.
+    text = json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False)
+    typer.echo(inert(text, keep_newlines=True, json_style=True))
 
 
 @data_app.command("export")
@@ -285,19 +420,47 @@ def data_export(
     min_version: Optional[int] = _MIN_V, max_version: Optional[int] = _MAX_V,
     dedupe: bool = typer.Option(True, "--dedupe/--all", help="one record per distinct content"),
     test_fraction: Optional[float] = typer.Option(None, help="split by task into train/test files"),
+    parents: bool = typer.Option(False, "--parents", "-p", help="create the output's missing parent folders"),
 ) -> None:
-    """Write a dataset that `datasets.load_dataset` reads."""
+    """Write a dataset that `datasets.load_dataset` reads; refuses to write an empty one."""
     from verifarm.rollout.export import export_records
     from verifarm.rollout.store import RolloutStore
 
+    if fmt not in ("jsonl", "parquet"):
+        _fail(f"export format must be 'jsonl' or 'parquet', got {fmt!r}")
+    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
+        _fail(f"--test-fraction must lie strictly between 0 and 1, got {test_fraction}")
+    folder = out.parent if test_fraction is None else out
+    if out.is_dir() and test_fraction is None:
+        _fail(f"{out} is a folder: name the output file (e.g. {out / ('records.' + fmt)})")
+    if not parents and not out.parent.is_dir():
+        _fail(f"folder {out.parent} does not exist: create it, or pass --parents")
     flt = _filter(campaign, env, outcome, min_version, max_version, dedupe)
     with RolloutStore(_store_url()) as store:
+        matching = store.count(flt)
+        duplicates = _duplicates(store, flt)
+        if matching == 0:
+            _failed("no records match these filters, so nothing was written (an empty file is no dataset): "
+                    "check them with `verifarm data ls`")
+        created = not folder.exists()
         try:
             result = export_records(store, flt, out, fmt, test_fraction)  # type: ignore[arg-type]
-        except ValueError as error:
-            _fail(str(error))
+        except OSError as error:
+            _failed(f"cannot write {error.filename or out} ({error.strerror or error}): choose a location you may "
+                    "write to")
+    empty = [name for name, rows in result.rows.items() if rows == 0]
+    if empty:
+        # A split with no rows is a file no data loader reads: take the export back rather than leave it half-done.
+        for path in result.files.values():
+            path.unlink(missing_ok=True)
+        if created:
+            folder.rmdir()
+        _failed(f"the {' and '.join(empty)} split would be empty ({matching} records over too few tasks), so "
+                "nothing was written: change --test-fraction or export more records")
     for name, path in result.files.items():
         typer.echo(f"{path}: {result.rows[name]} rows")
+    if dedupe and duplicates:
+        typer.echo(f"{duplicates} duplicate records left out (--all keeps them), as `data ls` counts them", err=True)
     sys.stdout.flush()
 
 

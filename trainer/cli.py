@@ -6,6 +6,7 @@ file and log live under VERIFARM_HOME/trainer.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,27 @@ import typer
 app = typer.Typer(no_args_is_help=True, help="the continual-training daemon")
 
 ConfigOption = typer.Option(None, "--config", "-c", help="trainer config YAML (TrainerConfig fields)")
+FreshOption = typer.Option(False, "--fresh", help="start a new trainer state from the newest version instead of "
+                                                  "resuming the one it names")
+
+
+def complete_policy_versions(incomplete: str) -> list[str]:
+    """Shell completion of the published policy versions (`--version <TAB>`)."""
+    from verifarm.policy.cli import complete_policy_versions as complete
+
+    return complete(incomplete)
+
+
+def _bad_input(message: str) -> None:
+    from verifarm.cli_errors import BadInput
+
+    raise BadInput(message)
+
+
+def _failed(message: str) -> None:
+    from verifarm.cli_errors import Failure
+
+    raise Failure(message)
 
 
 def _trainer_home() -> Path:
@@ -52,75 +74,157 @@ def _running_pid() -> int | None:
 
 
 def _load_config(config: Optional[Path]):
+    """The trainer config; a missing file or a bad value is bad input, reported in one line."""
+    import yaml
+
     from verifarm.trainer.config import TrainerConfig
 
-    return TrainerConfig.from_yaml(config) if config else TrainerConfig()
+    if config is None:
+        return TrainerConfig()
+    if not config.is_file():
+        _bad_input(f"trainer config {config} does not exist: give a YAML file of TrainerConfig fields")
+    try:
+        return TrainerConfig.from_yaml(config)
+    except (ValueError, TypeError, yaml.YAMLError) as error:
+        _bad_input(f"trainer config {config}: {error}")
+
+
+def _ready_to_train(settings) -> None:
+    """Refuse, in one line, to train without a good policy version or a usable store."""
+    from verifarm.policy.registry import CheckpointRegistry
+    from verifarm.rollout.services import ServiceUnavailable, check_store
+
+    if CheckpointRegistry(settings.checkpoints).latest_version() is None:
+        _failed(f"no good policy version in {settings.checkpoints}: publish one first with `verifarm policy init`")
+    if not settings.database_url:
+        settings.home.mkdir(parents=True, exist_ok=True)  # the default SQLite store lives there
+    try:
+        check_store(settings.store_url)
+    except ServiceUnavailable as error:
+        _failed(str(error))
+
+
+def _mode_label(report) -> str:
+    return f"{report.kind} (waiting)" if report.while_waiting else report.kind
 
 
 @app.command()
 def run(
     config: Optional[Path] = ConfigOption,
-    max_steps: Optional[int] = typer.Option(None, help="stop after this many steps (default: run until stopped)"),
-    until_step: Optional[int] = typer.Option(None, help="stop at this total step (counted across restarts)"),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="stop after this many steps, whatever it waits for "
+                                                                 "(default: run until stopped)"),
+    until_step: Optional[int] = typer.Option(None, min=1, help="stop at this total step (counted across restarts)"),
     until_idle: bool = typer.Option(False, help="stop when no fresh post-training data is left"),
     state_dir: Optional[Path] = typer.Option(None, help="trainer state folder (default VERIFARM_HOME/trainer/state)"),
+    fresh: bool = FreshOption,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every step"),
 ) -> None:
-    """Train in the foreground: SIGTERM or Ctrl-C stops after the current step and publishes what it has."""
+    """Train in the foreground: SIGTERM or Ctrl-C stops after the current step and publishes what it has.
+
+    While no fresh post-training data exists it says what it waits for and takes pre-training steps meanwhile.
+    Progress (step, mode, loss, tokens/s) is a bar on a terminal and a plain line every few seconds otherwise.
+    """
     import logging
 
     from verifarm.policy.registry import CheckpointRegistry
     from verifarm.rollout.store import RolloutStore
     from verifarm.settings import load_settings
-    from verifarm.trainer.daemon import ContinualTrainer
+    from verifarm.terminal import ProgressReporter
+    from verifarm.trainer.daemon import ContinualTrainer, TrainerStateMismatch
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    trainer_config = _load_config(config)
     settings = load_settings()
+    _ready_to_train(settings)
     registry = CheckpointRegistry(settings.checkpoints)
-    if registry.latest_version() is None:
-        typer.echo(f"no good policy version in {settings.checkpoints}: publish one first "
-                   "(verifarm demo pre-trains one)", err=True)
-        raise typer.Exit(2)
-    settings.home.mkdir(parents=True, exist_ok=True)
     store = RolloutStore(settings.store_url)
     stop_requested = []
 
     def request_stop(signum, _frame):
         stop_requested.append(signum)
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    trainer = ContinualTrainer(_load_config(config), registry, store, state_dir or _trainer_home() / "state")
-    published = trainer.run(max_steps=max_steps, until_step=until_step, until_idle=until_idle,
-                            should_stop=lambda: bool(stop_requested))
-    for report in published:
-        typer.echo(f"published v{report.version} at step {report.step}")
-    store.close()
+    try:
+        try:
+            trainer = ContinualTrainer(trainer_config, registry, store, state_dir or _trainer_home() / "state",
+                                       fresh=fresh)
+        except TrainerStateMismatch as error:
+            _failed(str(error))
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        total = until_step - trainer.step_index if until_step else max_steps
+        with ProgressReporter("train", total=total, fields=("step", "mode", "loss", "tokens/s")) as progress:
+            taken = [0]
+
+            def on_step(report) -> None:
+                taken[0] += 1
+                rate = report.tokens / report.seconds if report.seconds > 0 else 0.0
+                progress.update(taken[0], step=report.step, mode=_mode_label(report), loss=f"{report.loss:.4f}",
+                                **{"tokens/s": f"{rate:,.0f}"})
+
+            meanwhile = "pre-training meanwhile" if trainer_config.schedule.pretrain_steps else "polling"
+
+            def on_wait(waiting_for: str | None) -> None:
+                progress.note(f"waiting for {waiting_for}; {meanwhile}" if waiting_for else "")
+
+            published = trainer.run(max_steps=max_steps, until_step=until_step, until_idle=until_idle,
+                                    should_stop=lambda: bool(stop_requested), on_step=on_step, on_wait=on_wait)
+        for report in published:
+            typer.echo(f"published v{report.version} at step {report.step}")
+    finally:
+        store.close()
 
 
 @app.command()
 def start(
     config: Optional[Path] = ConfigOption,
     state_dir: Optional[Path] = typer.Option(None, help="trainer state folder"),
+    fresh: bool = FreshOption,
 ) -> None:
     """Start the trainer as a background daemon (pid file and log under VERIFARM_HOME/trainer)."""
+    from verifarm.settings import load_settings
+
     pid = _running_pid()
     if pid is not None:
-        typer.echo(f"the trainer is already running (pid {pid}); `verifarm train stop` first", err=True)
-        raise typer.Exit(1)
+        _failed(f"the trainer is already running (pid {pid}): `verifarm train stop` first")
+    _load_config(config)
+    _ready_to_train(load_settings())
     home = _trainer_home()
     home.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "verifarm.trainer.cli", "run"]
+    # Through the root command, so that a refusal is one "error: ..." line in the log.
+    command = [sys.executable, "-m", "verifarm.cli", "train", "run"]
     if config:
         command += ["--config", str(Path(config).resolve())]
     if state_dir:
         command += ["--state-dir", str(Path(state_dir).resolve())]
+    if fresh:
+        command += ["--fresh"]
+    log_start = _log_file().stat().st_size if _log_file().exists() else 0
     with open(_log_file(), "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
     _pid_file().write_text(str(process.pid))
+    # Wait until it has loaded its policy and state ("trainer at policy v..."): one that refuses them exits, and
+    # the reason is said here, not only in the log.
+    deadline = time.monotonic() + 180.0
+    lines: list[str] = []
+    while time.monotonic() < deadline and process.poll() is None:
+        lines = _log_lines_since(log_start)
+        if any("trainer at policy v" in line for line in lines):
+            break
+        time.sleep(0.2)
+    if process.poll() is not None and process.returncode != 0:
+        _pid_file().unlink(missing_ok=True)
+        lines = _log_lines_since(log_start)
+        reason = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1] if lines else "")
+        _failed(f"the trainer exited at once: {reason.removeprefix('error: ') or 'no output'} (log: {_log_file()})")
     typer.echo(f"trainer started (pid {process.pid}); log: {_log_file()}")
+
+
+def _log_lines_since(offset: int) -> list[str]:
+    with open(_log_file(), "rb") as log:
+        log.seek(offset)
+        return [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
 
 
 @app.command()
@@ -156,8 +260,16 @@ def _alive(pid: int) -> bool:
 
 
 @app.command()
-def status(last: int = typer.Option(10, help="how many of the newest versions to show")) -> None:
-    """Whether the daemon runs, and the newest policy versions with their evaluation metrics."""
+def status(
+    last: int = typer.Option(10, min=1, help="how many of the newest versions to show"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object: the daemon and the versions"),
+) -> None:
+    """Whether the daemon runs, and the newest policy versions with their evaluation metrics.
+
+    `--json` prints {"running": bool, "pid": int|null, "log": path, "versions": [...]}, each version with
+    version, ok, trainer_step (or null), metrics (name -> value: `<env>/d<difficulty>/pass@1`, heldout_loss,
+    records_used, ...).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -167,17 +279,23 @@ def status(last: int = typer.Option(10, help="how many of the newest versions to
 
     settings = load_settings()
     pid = _running_pid()
-    typer.echo(f"trainer: {'running (pid %d)' % pid if pid else 'not running'}; log {_log_file()}")
-    registry = CheckpointRegistry(settings.checkpoints)
-    versions = registry.versions()[-last:]
-    if not versions:
-        typer.echo(f"no policy versions in {settings.checkpoints}")
-        return
+    versions = CheckpointRegistry(settings.checkpoints).versions()[-last:]
     metrics_by_version: dict[int, dict[str, float]] = {}
-    if settings.home.is_dir() or settings.database_url:
+    if versions and (settings.database_url or (settings.home / "rollouts.db").is_file()):
         with RolloutStore(settings.store_url) as store:
             for entry in store.metrics():
                 metrics_by_version.setdefault(entry.policy_version, {}).update(entry.metrics)
+    if as_json:
+        typer.echo(json.dumps({
+            "running": pid is not None, "pid": pid, "log": str(_log_file()),
+            "versions": [{"version": info.version, "ok": info.ok, "trainer_step": info.metadata.get("trainer_step"),
+                          "metrics": metrics_by_version.get(info.version, {})} for info in versions],
+        }))
+        return
+    typer.echo(f"trainer: {'running (pid %d)' % pid if pid else 'not running'}; log {_log_file()}")
+    if not versions:
+        typer.echo(f"no policy versions in {settings.checkpoints}")
+        return
     table = Table(title="policy versions")
     for column in ("version", "ok", "step", "pass@1 by difficulty", "held-out loss", "records used/stale"):
         table.add_column(column)
@@ -211,7 +329,8 @@ def _difficulty_key(item: tuple[str, float]):
 
 @app.command("eval")
 def evaluate(
-    version: Optional[int] = typer.Option(None, help="policy version (default: the newest good one)"),
+    version: Optional[int] = typer.Option(None, min=1, help="policy version (default: the newest good one)",
+                                          autocompletion=complete_policy_versions),
     config: Optional[Path] = ConfigOption,
     record: bool = typer.Option(True, help="store the metrics for this version"),
 ) -> None:
@@ -228,7 +347,19 @@ def evaluate(
     trainer_config = _load_config(config)
     torch.set_num_threads(trainer_config.torch_threads)
     settings = load_settings()
-    loaded = CheckpointRegistry(settings.checkpoints).load(version)
+    registry = CheckpointRegistry(settings.checkpoints)
+    published = registry.published_versions()
+    if version is not None and version not in published:
+        _bad_input(f"no policy version {version} in {settings.checkpoints} (published: "
+                   f"{', '.join(map(str, published)) or 'none'}): `verifarm policy ls` lists them")
+    if version is None and registry.latest_version() is None:
+        _failed(f"no good policy version in {settings.checkpoints}: publish one first with `verifarm policy init`")
+    from verifarm.policy.registry import CorruptCheckpoint
+
+    try:
+        loaded = registry.load(version)
+    except CorruptCheckpoint as error:
+        _failed(f"{error}: evaluate another version (`verifarm policy verify` checks them all)")
     policy = LocalPolicy(loaded.model, loaded.tokenizer, version=loaded.version)
     corpus = build_corpus(trainer_config.corpus)
     report = evaluate_policy(policy, trainer_config.evaluation, corpus.heldout, trainer_config.max_seq_len)

@@ -125,13 +125,13 @@ class TrainerConfig:
         return cls.from_dict(data)
 
     def to_yaml(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False))
+        Path(path).write_text(yaml.safe_dump(plain(self.to_dict()), sort_keys=False))
 
 
-def _plain(value):
-    """Tuples to lists, so YAML stays readable and loads back through from_dict."""
+def plain(value):
+    """Tuples to lists, so YAML and JSON stay readable and load back through from_dict."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

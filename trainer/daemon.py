@@ -8,6 +8,7 @@ version and its state, so it continues with exactly the data the killed one woul
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -20,15 +21,42 @@ import torch
 
 from verifarm.policy.registry import sha256_file
 from verifarm.policy.training import TrainConfig, make_optimizer
-from verifarm.trainer.config import TrainerConfig
+from verifarm.trainer.config import TrainerConfig, plain
 from verifarm.trainer.corpus import Corpus, build_corpus
 from verifarm.trainer.metrics import TrainerTelemetry
 from verifarm.trainer.post_data import PostBatch, PostSelection, read_post_batch
-from verifarm.trainer.schedule import PRETRAIN, DataCursor, next_corpus_indices, step_kind
+from verifarm.trainer.schedule import PRETRAIN, DataCursor, next_corpus_indices, oldest_fresh_version, step_kind
 
 logger = logging.getLogger("verifarm.trainer")
 
 STATE_FORMAT = 1
+
+# Settings a saved state is only valid under: the corpus and seed fix what the data cursor's positions mean, the
+# envs and campaign fix which store records it has already passed over. Others (learning rate, schedule) may
+# change between restarts.
+RESUME_SETTINGS = ("corpus", "seed", "env_ids", "campaign_id")
+FRESH_HINT = "or start a fresh trainer state from the newest version with `verifarm train run --fresh`"
+
+
+class TrainerStateMismatch(ValueError):
+    """The saved trainer state does not fit this config, registry or store; the message names what differs."""
+
+
+def _flatten(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        flat: dict[str, object] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def config_differences(saved: dict, current: dict, keys: tuple[str, ...] = RESUME_SETTINGS) -> list[str]:
+    """`name=saved (now current)` for every resume setting that differs (nested settings by dotted name)."""
+    old = _flatten({k: saved.get(k) for k in keys})
+    new = _flatten({k: current.get(k) for k in keys})
+    return [f"{name}={old.get(name)!r} (now {new.get(name)!r})" for name in sorted(set(old) | set(new))
+            if old.get(name) != new.get(name)]
 
 
 @dataclass
@@ -39,6 +67,8 @@ class StepReport:
     samples: int
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0
+    while_waiting: bool = False  # a pre-training step taken while the scheduled post-training step had no data
 
 
 @dataclass
@@ -59,6 +89,7 @@ class ContinualTrainer:
         state_dir: Path,
         corpus: Corpus | None = None,
         evaluate: Callable | None = None,
+        fresh: bool = False,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -74,12 +105,16 @@ class ContinualTrainer:
         )
         torch.set_num_threads(config.torch_threads)
         self.telemetry = TrainerTelemetry(self.state_dir)  # TensorBoard scalars, Prometheus gauges, W&B if asked
-        self._load()
+        self._load(fresh)
 
     # ---- state ---------------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        """Start from the newest good version; resume its trainer state if this trainer wrote one."""
+    def _load(self, fresh: bool = False) -> None:
+        """Start from the newest good version and resume the trainer state it names (none with `fresh`).
+
+        A state that does not fit (another corpus, another store, missing from `state_dir`) raises
+        TrainerStateMismatch naming the difference: resuming it would silently re-train or skip data.
+        """
         loaded = self.registry.load(None)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.version = loaded.version
@@ -91,22 +126,22 @@ class ContinualTrainer:
         self.cursor = DataCursor()
         self.kind_counts: Counter[str] = Counter()
         self.resumed_from: str | None = None
-        state_name = loaded.metadata.get("trainer_state")
-        if state_name and (self.state_dir / state_name).is_file():
+        state_name = None if fresh else loaded.metadata.get("trainer_state")
+        if state_name:
             path = self.state_dir / state_name
+            if not path.is_file():
+                raise TrainerStateMismatch(
+                    f"policy v{loaded.version} was published by a trainer whose state {state_name} is not in "
+                    f"{self.state_dir}: pass the --state-dir that trainer used, {FRESH_HINT}")
             expected = loaded.metadata.get("trainer_state_sha256")
             if expected and sha256_file(path) != expected:
-                raise ValueError(f"trainer state {path} does not match the SHA-256 recorded in policy "
-                                 f"v{loaded.version}; it was modified or is corrupt")
+                raise TrainerStateMismatch(f"trainer state {path} does not match the SHA-256 recorded in policy "
+                                           f"v{loaded.version} (modified or corrupt): restore it, {FRESH_HINT}")
             state = torch.load(path, weights_only=True)
             if state.get("format") != STATE_FORMAT:
-                raise ValueError(f"trainer state {state_name} has format {state.get('format')}, expected {STATE_FORMAT}")
-            if state["corpus_fingerprint"] != self.corpus.fingerprint():
-                raise ValueError(
-                    f"trainer state {state_name} was written with a different corpus "
-                    f"({state['corpus_fingerprint']} vs {self.corpus.fingerprint()}); "
-                    "use the same corpus config, or point --state-dir at a fresh folder to start over"
-                )
+                raise TrainerStateMismatch(f"trainer state {state_name} has format {state.get('format')}, this "
+                                           f"trainer reads {STATE_FORMAT}: {FRESH_HINT.removeprefix('or ')}")
+            self._check_resumable(state, state_name)
             self.optimizer.load_state_dict(state["optimizer"])
             self.step_index = int(state["step"])
             self.cursor = DataCursor.from_dict(state["cursor"])
@@ -123,6 +158,27 @@ class ContinualTrainer:
             f" (resumed from {self.resumed_from})" if self.resumed_from else " (fresh trainer state)",
         )
 
+    def _check_resumable(self, state: dict, state_name: str) -> None:
+        """The saved state was written under this config's resume settings and read from this store."""
+        saved_config = json.loads(state["config"]) if "config" in state else None
+        if saved_config is not None:
+            differences = config_differences(saved_config, plain(self.config.to_dict()))
+            if differences:
+                raise TrainerStateMismatch(
+                    f"trainer state {state_name} was written with {', '.join(differences)}: run with the config "
+                    f"it was written with, {FRESH_HINT}")
+        if state["corpus_fingerprint"] != self.corpus.fingerprint():
+            raise TrainerStateMismatch(
+                f"trainer state {state_name} was written with a different corpus ({state['corpus_fingerprint']}, "
+                f"now {self.corpus.fingerprint()}): use the same corpus config, {FRESH_HINT}")
+        read_up_to = state["cursor"].get("store_after_seq")
+        newest = self.store.latest_seq()
+        if read_up_to is not None and (newest is None or newest < read_up_to):
+            raise TrainerStateMismatch(
+                f"trainer state {state_name} has read the rollout store up to record {read_up_to}, but the store at "
+                f"{self.store.url} holds {'no records' if newest is None else f'only {newest}'}: it is another "
+                f"store, so point VERIFARM_DATABASE_URL at the one it trained from, {FRESH_HINT}")
+
     def _save_state(self) -> str:
         """Write the trainer state atomically; returns its file name (recorded in the version's metadata)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +192,7 @@ class ContinualTrainer:
                 "optimizer": self.optimizer.state_dict(),
                 "kind_counts": dict(self.kind_counts),
                 "corpus_fingerprint": self.corpus.fingerprint(),
+                "config": json.dumps(plain(self.config.to_dict())),
             },
             tmp,
         )
@@ -149,16 +206,19 @@ class ContinualTrainer:
     def next_kind(self) -> str:
         return step_kind(self.step_index, self.config.schedule)
 
-    def step(self) -> StepReport | None:
-        """Take one scheduled step; None (nothing changes but skipped-record counts) if no fresh data yet."""
-        kind = self.next_kind()
+    def step(self, kind: str | None = None) -> StepReport | None:
+        """Take one scheduled step (or one of `kind`); None (nothing changes but skipped-record counts) if no
+        fresh data yet."""
+        while_waiting = kind == PRETRAIN and self.next_kind() != PRETRAIN
+        kind = kind or self.next_kind()
         started = time.perf_counter()
         if kind == PRETRAIN:
             indices, cursor = next_corpus_indices(
                 self.cursor, len(self.corpus.train), self.config.batch_size, self.config.seed
             )
             texts = [self.corpus.train[i] for i in indices]
-            loss, metrics, grad_norm = self._update(lambda: self._pretrain_loss(texts))
+            encoded = self._encode_texts(texts)
+            loss, metrics, grad_norm = self._update(lambda: self._pretrain_loss(encoded))
             samples = len(indices)
         else:
             batch, cursor = read_post_batch(
@@ -187,6 +247,7 @@ class ContinualTrainer:
             step=self.step_index, kind=kind, loss=loss.item(), samples=samples,
             seconds=time.perf_counter() - started,
             metrics={**metrics, "grad_norm": float(grad_norm), "learning_rate": self.learning_rate_now()},
+            tokens=int(encoded.attention_mask.sum()), while_waiting=while_waiting,
         )
         self.step_index += 1
         self.telemetry.on_step(report, self.kind_counts, self.version)
@@ -211,11 +272,14 @@ class ContinualTrainer:
         self.optimizer.step()
         return loss, metrics, grad_norm
 
-    def _pretrain_loss(self, texts: list[str]):
-        from verifarm.policy.losses import lm_loss
+    def _encode_texts(self, texts: list[str]):
         from verifarm.policy.training import encode_texts
 
-        batch = encode_texts(self.tokenizer, texts, max_length=self.config.max_seq_len)
+        return encode_texts(self.tokenizer, texts, max_length=self.config.max_seq_len)
+
+    def _pretrain_loss(self, batch):
+        from verifarm.policy.losses import lm_loss
+
         return lm_loss(self.model, batch.input_ids, batch.attention_mask)
 
     def _encode_post(self, batch: PostBatch):
@@ -292,6 +356,24 @@ class ContinualTrainer:
 
     # ---- the loop ------------------------------------------------------------------------------
 
+    def waiting_for(self) -> str:
+        """What the next post-training step waits for, e.g. "passing rollouts of verifarm/Addition-v0 newer than
+        v3: 0 so far" (the count: such records stored after the data cursor)."""
+        from verifarm.rollout.store import RecordFilter
+
+        kind = self.next_kind()
+        oldest = oldest_fresh_version(self.version, self.config.staleness_bound)
+        passing = kind == "rft"
+        count = sum(
+            self.store.count(RecordFilter(env_id=env_id, campaign_id=self.config.campaign_id,
+                                          passed=True if passing else None, min_policy_version=oldest or None,
+                                          after_seq=self.cursor.store_after_seq))
+            for env_id in self.config.env_ids
+        )
+        what = "passing rollouts" if passing else "rollouts"
+        newer = f" newer than v{oldest - 1}" if oldest > 1 else ""
+        return f"{what} of {', '.join(self.config.env_ids)}{newer}: {count} so far"
+
     def run(
         self,
         max_steps: int | None = None,
@@ -299,14 +381,20 @@ class ContinualTrainer:
         until_idle: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
         on_step: Callable[[StepReport], None] | None = None,
+        on_wait: Callable[[str | None], None] | None = None,
     ) -> list[PublishReport]:
         """Train for `max_steps` more steps, up to step `until_step` (counted across restarts), until no fresh
         post-training data is left (`until_idle`), or until `should_stop()` says so.
 
-        Publishes every `publish_every` steps, and once more on the way out if steps were taken since.
+        While a post-training step has no data, the pre-training share goes on: a pre-training step is taken in
+        its place, so the policy keeps improving and `max_steps` bounds the run whatever it waits for. With no
+        pre-training in the schedule the trainer polls instead, and each empty poll counts toward `max_steps`.
+        `on_wait` hears what it waits for (None once it has data again). Publishes every `publish_every` steps,
+        and once more on the way out if steps were taken since.
         """
         published: list[PublishReport] = []
         taken = 0
+        waiting = False
         while (
             not should_stop()
             and (max_steps is None or taken < max_steps)
@@ -316,8 +404,24 @@ class ContinualTrainer:
             if report is None:
                 if until_idle:
                     break
-                time.sleep(self.config.idle_poll_seconds)
-                continue
+                if not waiting or on_wait is not None:
+                    waiting_for = self.waiting_for()
+                    if not waiting:
+                        logger.info("waiting for %s", waiting_for)
+                    if on_wait is not None:
+                        on_wait(waiting_for)
+                waiting = True
+                if self.config.schedule.pretrain_steps == 0:
+                    taken += 1
+                    _sleep_unless(should_stop, self.config.idle_poll_seconds)
+                    continue
+                report = self.step(PRETRAIN)
+            elif waiting and report.kind != PRETRAIN:
+                waiting = False
+                logger.info("post-training data arrived; back to the schedule")
+                if on_wait is not None:
+                    on_wait(None)
+            assert report is not None  # a pre-training step always has data
             taken += 1
             if on_step is not None:
                 on_step(report)
@@ -328,6 +432,13 @@ class ContinualTrainer:
         if self.step_index > self._last_published_step:
             published.append(self.publish())
         return published
+
+
+def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> None:
+    """Sleep, but wake within a tenth of a second of a stop request."""
+    deadline = time.monotonic() + seconds
+    while not should_stop() and time.monotonic() < deadline:
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
 def _short(metrics: dict[str, float]) -> str:

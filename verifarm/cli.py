@@ -4,6 +4,7 @@ import os
 
 import typer
 
+from verifarm.cli_errors import VerifarmGroup
 from verifarm.dashboard.cli import dashboard
 from verifarm.envs.cli import app as envs_app
 from verifarm.envs.verify_cli import app as verify_app
@@ -17,7 +18,20 @@ from verifarm.trainer.demo import demo
 # Saving and loading checkpoints is routine here: no progress bar per shard (worker processes inherit this).
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-app = typer.Typer(no_args_is_help=True, help="verifarm: a rollout farm for verifiable domains")
+app = typer.Typer(no_args_is_help=True, help="verifarm: a rollout farm for verifiable domains", cls=VerifarmGroup,
+                  pretty_exceptions_enable=False)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="show the full traceback of a failure instead of one line"),
+) -> None:
+    """verifarm: a rollout farm for verifiable domains."""
+    if debug and isinstance(ctx.command, VerifarmGroup):
+        ctx.command.show_tracebacks = True
+
+
 app.command("demo")(demo)
 app.command("serve")(serve)
 app.command("dashboard")(dashboard)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,27 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="rollout store; None is a SQLite file in home")
     checkpoint_dir: Path | None = Field(default=None, description="policy registry; None is home/checkpoints")
     sandbox_backend: str = Field(default="auto", description="docker, bwrap, process or auto")
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str | None) -> str | None:
+        """`postgresql://` (psycopg 3, SQLAlchemy's default driver), `postgresql+psycopg2://` and `postgres://` work."""
+        if not url:
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if url.startswith("postgres://"):  # libpq's short scheme, which SQLAlchemy does not know
+            url = "postgresql://" + url.removeprefix("postgres://")
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            raise ValueError(f"VERIFARM_DATABASE_URL={url!r} is not a database URL: use "
+                             "sqlite:///path/rollouts.db or postgresql://user@host/db") from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"VERIFARM_DATABASE_URL names a {backend!r} database; the store runs on SQLite "
+                             "(sqlite:///path.db) or PostgreSQL (postgresql://user@host/db)")
+        return url
 
     @property
     def store_url(self) -> str:

@@ -201,8 +201,10 @@ def test_cli_init_ls_verify(tmp_path, monkeypatch):
     assert registry.load().metadata["source"] == "pretrained"
     assert registry.load().metadata["documents"] == 2
 
-    result = runner.invoke(app, ["init", "--root", str(root)])
-    assert result.exit_code == 2 and "already holds versions" in result.output
+    from verifarm.cli import app as root_app
+
+    result = runner.invoke(root_app, ["policy", "init", "--root", str(root)])
+    assert result.exit_code == 1 and "already holds versions" in result.stderr
 
     result = runner.invoke(app, ["ls", "--root", str(root)])
     assert result.exit_code == 0 and "v1" in result.output and "ok" in result.output

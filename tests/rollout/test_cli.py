@@ -63,10 +63,10 @@ def test_bad_specs_are_refused_and_nothing_is_stored(env: dict[str, str], tmp_pa
     result = invoke(env, "campaign", "submit", str(write_spec(tmp_path / "latest.yaml", {
         **SPEC, "policy": "latest", "reference_corruption": 0.0})))
     assert result.exit_code == 2 and "no good checkpoint" in result.output
-    # So is any campaign while the broker is unreachable.
+    # So is any campaign while the broker is unreachable (a runtime failure: exit 1).
     down = {**env, "VERIFARM_REDIS_URL": "redis://127.0.0.1:1/0"}
     result = invoke(down, "campaign", "submit", str(write_spec(tmp_path / "good.yaml", SPEC)))
-    assert result.exit_code == 2 and "cannot reach the broker" in result.output
+    assert result.exit_code == 1 and "cannot reach the Redis broker" in result.output
     assert invoke(env, "campaign", "list").output.strip() == "no campaigns"
     assert not redis.Redis.from_url(broker).keys(f"{QUEUE}*")  # nothing enqueued either
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
+from verifarm.cli import app as root_app
 from verifarm.trainer.cli import app
 from .trainer_helpers import small_trainer_config
 
@@ -23,8 +24,8 @@ def test_eval_records_metrics_and_status_shows_them(farm_home, tmp_path):
 
 def test_run_refuses_an_empty_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("VERIFARM_HOME", str(tmp_path / "empty"))
-    result = CliRunner().invoke(app, ["run", "--max-steps", "1"])
-    assert result.exit_code == 2 and "no good policy version" in result.output
+    result = CliRunner().invoke(root_app, ["train", "run", "--max-steps", "1"])
+    assert result.exit_code == 1 and "no good policy version" in result.stderr and "policy init" in result.stderr
 
 
 def test_start_status_stop_a_daemon_that_publishes_on_stop(farm_home, tmp_path):
@@ -40,7 +41,8 @@ def test_start_status_stop_a_daemon_that_publishes_on_stop(farm_home, tmp_path):
     result = runner.invoke(app, ["start", "--config", str(config_path)])
     assert result.exit_code == 0, result.output
     try:
-        assert "already running" in runner.invoke(app, ["start"]).output
+        again = runner.invoke(root_app, ["train", "start"])
+        assert again.exit_code == 1 and "already running" in again.stderr
         log = farm_home / "trainer" / "trainer.log"
         deadline = time.monotonic() + 120
         while "trainer at policy v1" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
