@@ -117,10 +117,21 @@ CASES: list[BadInputCase] = [
     BadInputCase(("train", "stop", "--timeout", "soon"), 2, "--timeout"),
     BadInputCase(("train", "status", "--last", "0"), 2, "--last"),
     BadInputCase(("train", "eval", "--version", "99"), 2, "no policy version 99"),
+    # verify
+    BadInputCase(("verify", "audit", "verifarm/MathAnswer-v0", "{files}/missing.jsonl"), 2, "cases file not found"),
+    BadInputCase(("verify", "audit", "verifarm/MathAnswer-v0", "{files}/spec.yaml"), 2, "not valid JSON"),
+    BadInputCase(("data", "reverify", "--limit", "0"), 2, "--limit"),
+    # dashboard
+    BadInputCase(("dashboard", "--port", "99999"), 2, "port must lie"),
 ]
 
-# `verifarm serve` rows (a busy port, a corrupt version, ...) belong here; the server's owner adds them.
-SERVE_CASES: list[BadInputCase] = []
+# `verifarm serve`: a busy port and a corrupt version are refused in tests/policy/test_server.py (they need a
+# bound socket and a damaged registry); these are the rows the shared farm home can hold.
+SERVE_CASES: list[BadInputCase] = [
+    BadInputCase(("serve", "--version", "99"), 2, "no policy version 99"),
+    BadInputCase(("serve", "--port", "99999"), 2, "port must lie"),
+    BadInputCase(("serve", "--checkpoint", "{files}/missing"), 2, "not a Hugging Face checkpoint"),
+]
 
 # Commands whose bad input is tested elsewhere; every other command must have a row above.
 COVERED_ELSEWHERE: set[str] = set() if SERVE_CASES else {"serve"}
