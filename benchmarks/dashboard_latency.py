@@ -32,12 +32,14 @@ import urllib.parse
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from verifarm.dashboard.config import DashboardConfig
 from verifarm.rollout.embedded_redis import free_port
 from verifarm.rollout.store import RecordFilter, RolloutStore, record_id_for
 
 ENVS = ("verifarm/Addition-v0", "verifarm/Arithmetic-v0", "verifarm/MathAnswer-v0")
 CAMPAIGNS = 20
 PAGE_SIZE = 50
+PREVIEW_CHARS = DashboardConfig.model_fields["preview_chars"].default  # what the dashboard cuts text to
 CHUNK = 50_000
 
 
@@ -151,7 +153,8 @@ def measure(urls: dict[int, str], repeats: int) -> dict[int, dict[str, dict[str,
                         assert body.count(b'class="record-link"') == PAGE_SIZE, path
 
                     def direct() -> None:
-                        rows = stores[size].newest_first(flt, before_seq=before, limit=PAGE_SIZE + 1)
+                        rows = stores[size].newest_first(flt, before_seq=before, limit=PAGE_SIZE + 1,
+                                                        preview_chars=PREVIEW_CHARS)
                         assert len(rows) == PAGE_SIZE + 1
 
                     order = (("page", page), ("direct", direct))

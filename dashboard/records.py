@@ -41,7 +41,7 @@ def record_filter(campaign: str | None, env: str | None, outcome: str | None, po
 
 
 @router.get("/records")
-def records_page(
+async def records_page(
     request: Request,
     campaign: str | None = None, env: str | None = None, outcome: str | None = None,
     policy_version: str | None = None, verifier_version: str | None = None, policy_name: str | None = None,
@@ -57,7 +57,7 @@ def records_page(
                                "policy_name": policy_name}
     active = {k: v for k, v in filters.items() if v}
     return deps.render(request, "records.html", records=page, older=page[-1].seq if more and page else None,
-                       filters=filters, active=active, campaigns=request.app.state.campaign_ids(),
+                       filters=filters, active=active, campaigns=store.campaign_ids(),
                        env_ids=ENV_CHOICES,
                        outcomes=OUTCOMES, before=before)
 
