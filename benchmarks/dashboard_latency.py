@@ -6,7 +6,7 @@ For each store `verifarm dashboard` runs as its own process (as users run it) an
 in the same run so that load on the machine hits both alike:
 
   page    GET /records?... over one keep-alive HTTP connection (query, campaign list, template, HTTP)
-  direct  RolloutStore.newest_first(...) with the same filter, cursor and limit in this process
+  direct  RolloutStore.newest_first(...) with the same filter, cursor, limit and preview length in this process
 
 for three pages: the first page (no filter), a filtered page (one campaign's failures) and a page deep in the
 store (cursor at the middle seq). Both stores are measured in the same loop (one dashboard process each). Targets:
@@ -15,10 +15,10 @@ grow with the store).
 
 Wall-clock times on a busy machine also hold the time a process spent runnable but waiting for a CPU, which a page
 (two processes, each woken per request) pays more often than a call in this process. On Linux the script also
-reads each call's CPU time and run-queue wait (/proc/.../schedstat) for the dashboard process and this thread, and
-prints their means: what a page costs, apart from what the machine's load adds to it.
+reads each call's CPU time (the dashboard process's from /proc/<pid>/task/*/schedstat, this thread's) and the
+dashboard's run-queue wait, and prints their means: what a page costs, apart from what the machine's load adds.
 
-    python benchmarks/dashboard_latency.py                    # 10k and 1M (the 1M store takes ~1 min to fill)
+    python benchmarks/dashboard_latency.py                    # 10k and 1M (the 1M store takes ~2 min to fill)
     python benchmarks/dashboard_latency.py --sizes 10000 --repeats 50
     python benchmarks/dashboard_latency.py --store-dir /tmp/vf-dash-bench   # keep (and reuse) the filled stores
 """
@@ -236,7 +236,8 @@ def main() -> None:
         for size, cases in cpu.items():
             for name, sides in cases.items():
                 page, direct = statistics.mean(sides["page"]), statistics.mean(sides["direct"])
-                wall, page_wait = statistics.mean(results[size][name]["page"]), statistics.mean(waits[size][name]["page"])
+                wall = statistics.mean(results[size][name]["page"])
+                page_wait = statistics.mean(waits[size][name]["page"])
                 print(f"{size:>10,} {name:<14} {1e3 * wall:7.2f}ms {1e3 * page:7.2f}ms {1e3 * direct:8.2f}ms "
                       f"{page / direct:8.2f}x {1e3 * page_wait:7.2f}ms")
     if len(results) >= 2:

@@ -22,7 +22,8 @@ TEMPLATE_LOOP = """{% for r in records %}
     <td>{{ r.campaign_id }}</td><td>{{ r.env_id | replace("verifarm/", "") }}</td>
     <td class="num">{{ r.task_index }}</td><td class="num">{{ r.sample_index }}</td>
     <td class="outcome outcome-{{ r.outcome }}">{{ r.outcome }}</td><td class="num">{{ "%.2f" | format(r.reward) }}</td>
-    <td>{{ "ref" if r.policy_version is none else "v%d" | format(r.policy_version) }}</td><td>{{ r.verifier_version }}</td>
+    <td>{{ "ref" if r.policy_version is none else "v%d" | format(r.policy_version) }}</td>
+    {#- #}<td>{{ r.verifier_version }}</td>
     <td class="text preview">{{ r.completion_preview | one_line(preview_chars) }}</td>
   </tr>
   {% endfor %}"""
