@@ -6,13 +6,19 @@ For each store `verifarm dashboard` runs as its own process (as users run it) an
 in the same run so that load on the machine hits both alike:
 
   page    GET /records?... over one keep-alive HTTP connection (query, campaign list, template, HTTP)
-  direct  RolloutStore.newest_first(...) with the same filter, cursor and limit in this process
+  direct  RolloutStore.newest_first(...) with the same filter, cursor, limit and preview length in this process
 
 for three pages: the first page (no filter), a filtered page (one campaign's failures) and a page deep in the
-store (cursor at the middle seq). Both stores are measured in the same loop (one dashboard process each). Targets: page p95 <= 2x direct p95, and the 1,000,000-record page p95 <= 1.5x
-the 10,000-record page p95 (a page must not grow with the store).
+store (cursor at the middle seq). Both stores are measured in the same loop (one dashboard process each). Targets:
+page p95 <= 2x direct p95, and the 1,000,000-record page p95 <= 1.5x the 10,000-record page p95 (a page must not
+grow with the store).
 
-    python benchmarks/dashboard_latency.py                    # 10k and 1M (the 1M store takes ~1 min to fill)
+Wall-clock times on a busy machine also hold the time a process spent runnable but waiting for a CPU, which a page
+(two processes, each woken per request) pays more often than a call in this process. On Linux the script also
+reads each call's CPU time (the dashboard process's from /proc/<pid>/task/*/schedstat, this thread's) and the
+dashboard's run-queue wait, and prints their means: what a page costs, apart from what the machine's load adds.
+
+    python benchmarks/dashboard_latency.py                    # 10k and 1M (the 1M store takes ~2 min to fill)
     python benchmarks/dashboard_latency.py --sizes 10000 --repeats 50
     python benchmarks/dashboard_latency.py --store-dir /tmp/vf-dash-bench   # keep (and reuse) the filled stores
 """
@@ -32,12 +38,14 @@ import urllib.parse
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from verifarm.dashboard.config import DashboardConfig
 from verifarm.rollout.embedded_redis import free_port
 from verifarm.rollout.store import RecordFilter, RolloutStore, record_id_for
 
 ENVS = ("verifarm/Addition-v0", "verifarm/Arithmetic-v0", "verifarm/MathAnswer-v0")
 CAMPAIGNS = 20
 PAGE_SIZE = 50
+PREVIEW_CHARS = DashboardConfig.model_fields["preview_chars"].default  # what the dashboard cuts text to
 CHUNK = 50_000
 
 
@@ -83,6 +91,21 @@ def fill(url: str, size: int) -> None:
             raw.close()
 
 
+def scheduled(pid: int | None = None) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one) of all threads of the dashboard process `pid`, or
+    (CPU seconds, 0) of the calling thread; None where the kernel keeps no schedstat. The dashboard sleeps between
+    requests, so its counters are up to date when read; a running thread's are not, hence `thread_time` for it."""
+    if pid is None:
+        return time.thread_time(), 0.0
+    try:
+        fields = [path.read_text().split() for path in Path(f"/proc/{pid}/task").glob("*/schedstat")]
+    except OSError:
+        return None
+    if not fields:
+        return None
+    return sum(int(f[0]) for f in fields) / 1e9, sum(int(f[1]) for f in fields) / 1e9
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -122,9 +145,13 @@ class Dashboard:
         self.process.wait(30)
 
 
-def measure(urls: dict[int, str], repeats: int) -> dict[int, dict[str, dict[str, list[float]]]]:
+Timings = dict[int, dict[str, dict[str, list[float]]]]
+
+
+def measure(urls: dict[int, str], repeats: int) -> tuple[Timings, Timings, Timings]:
     """Every (store size, page, side) timed in one loop, alternating which goes first, so that the load of a
-    shared machine falls on all of them alike."""
+    shared machine falls on all of them alike. Returns wall-clock seconds of each call, and the CPU seconds and
+    run-queue seconds of each call (dashboard process plus this thread; empty where not available)."""
     dashboards = {size: Dashboard(url) for size, url in urls.items()}
     stores = {size: RolloutStore(url) for size, url in urls.items()}
     try:
@@ -136,7 +163,8 @@ def measure(urls: dict[int, str], repeats: int) -> dict[int, dict[str, dict[str,
                 "filtered page": (RecordFilter(campaign_id="bench-07", outcome="fail"), None),
                 "deep page": (RecordFilter(), middle),
             }
-        timings = {size: {name: {"page": [], "direct": []} for name in cases[size]} for size in urls}
+        timings, cpu, waits = ({size: {name: {"page": [], "direct": []} for name in cases[size]} for size in urls}
+                               for _ in range(3))
         for round_index in range(repeats + 3):  # the first 3 rounds warm caches and are dropped
             sizes = list(urls) if round_index % 2 else list(urls)[::-1]
             for name in ("first page", "filtered page", "deep page"):
@@ -151,16 +179,26 @@ def measure(urls: dict[int, str], repeats: int) -> dict[int, dict[str, dict[str,
                         assert body.count(b'class="record-link"') == PAGE_SIZE, path
 
                     def direct() -> None:
-                        rows = stores[size].newest_first(flt, before_seq=before, limit=PAGE_SIZE + 1)
+                        rows = stores[size].newest_first(flt, before_seq=before, limit=PAGE_SIZE + 1,
+                                                        preview_chars=PREVIEW_CHARS)
                         assert len(rows) == PAGE_SIZE + 1
 
                     order = (("page", page), ("direct", direct))
+                    server = dashboards[size].process.pid
                     for side, call in (order if round_index % 2 else order[::-1]):
+                        used_before = scheduled(server), scheduled()
                         started = time.perf_counter()
                         call()
-                        if round_index >= 3:
-                            timings[size][name][side].append(time.perf_counter() - started)
-        return timings
+                        elapsed = time.perf_counter() - started
+                        used_after = scheduled(server), scheduled()
+                        if round_index < 3:
+                            continue
+                        timings[size][name][side].append(elapsed)
+                        if None not in used_before + used_after:
+                            for index, into in ((0, cpu), (1, waits)):
+                                into[size][name][side].append(sum(a[index] - b[index]
+                                                                  for a, b in zip(used_after, used_before)))
+        return timings, cpu, waits
     finally:
         for dashboard in dashboards.values():
             dashboard.close()
@@ -182,7 +220,7 @@ def main() -> None:
         started = time.perf_counter()
         fill(urls[size], size)
         print(f"{size:>9,} records ready in {time.perf_counter() - started:.1f} s ({urls[size]})", flush=True)
-    results = measure(urls, args.repeats)
+    results, cpu, waits = measure(urls, args.repeats)
     print(f"\n{'store':>10} {'query':<14} {'page p50':>9} {'page p95':>9} {'direct p50':>10} {'direct p95':>10} "
           f"{'p95 ratio':>9}")
     for size, cases in results.items():
@@ -191,6 +229,17 @@ def main() -> None:
             print(f"{size:>10,} {name:<14} {1e3 * statistics.median(page):8.2f}ms {1e3 * percentile(page, .95):8.2f}ms "
                   f"{1e3 * statistics.median(direct):9.2f}ms {1e3 * percentile(direct, .95):9.2f}ms "
                   f"{percentile(page, .95) / percentile(direct, .95):8.2f}x")
+    if all(cpu[size][name]["page"] for size in cpu for name in cpu[size]):
+        print(f"\nmean per call (CPU: dashboard process + this thread; wait: the dashboard's for a CPU):\n"
+              f"{'store':>10} {'query':<14} {'page':>9} {'page CPU':>9} {'direct CPU':>10} {'CPU ratio':>9} "
+              f"{'page wait':>9}")
+        for size, cases in cpu.items():
+            for name, sides in cases.items():
+                page, direct = statistics.mean(sides["page"]), statistics.mean(sides["direct"])
+                wall = statistics.mean(results[size][name]["page"])
+                page_wait = statistics.mean(waits[size][name]["page"])
+                print(f"{size:>10,} {name:<14} {1e3 * wall:7.2f}ms {1e3 * page:7.2f}ms {1e3 * direct:8.2f}ms "
+                      f"{page / direct:8.2f}x {1e3 * page_wait:7.2f}ms")
     if len(results) >= 2:
         small, large = min(results), max(results)
         print()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -36,7 +35,6 @@ def create_app(config: DashboardConfig) -> FastAPI:
     app.state.registry = CheckpointRegistry(config.checkpoint_dir)
     app.state.templates = deps.make_templates()
     app.state.metrics = farm_registry(app.state.store, config.broker_url)
-    app.state.campaign_ids = CampaignIds(app.state.store)
     app.state.scalars = TrainingScalars(config.tensorboard_dir)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     for module in (campaigns, records, training, workers):
@@ -62,23 +60,6 @@ def create_app(config: DashboardConfig) -> FastAPI:
 
     app.add_middleware(SecurityHeaders)
     return app
-
-
-class CampaignIds:
-    """The campaign ids for the browser's filter menu, re-read at most every `max_age_s` (a page of records
-    should cost its own query, not a scan of the campaigns table too)."""
-
-    def __init__(self, store: RolloutStore, max_age_s: float = 5.0) -> None:
-        self.store, self.max_age_s = store, max_age_s
-        self._ids: list[str] = []
-        self._read_at = float("-inf")
-
-    def __call__(self) -> list[str]:
-        now = time.monotonic()
-        if now - self._read_at > self.max_age_s:
-            self._ids = [row.campaign_id for row in self.store.list_campaigns()]
-            self._read_at = now
-        return self._ids
 
 
 class SecurityHeaders:

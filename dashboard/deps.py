@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
 from verifarm.dashboard import charts
 from verifarm.dashboard.config import DashboardConfig, without_secrets
+from verifarm.dashboard.record_rows import record_rows
 from verifarm.dashboard.text import one_line, shown
 from verifarm.policy.registry import CheckpointRegistry
 from verifarm.rollout.store import RolloutStore
@@ -32,24 +34,28 @@ def _duration(seconds: float | None) -> str:
 
 
 def make_templates() -> Jinja2Templates:
-    # Jinja2Templates autoescapes .html templates: every value from the store is inert markup-wise.
-    templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-    env = templates.env
+    # Autoescaping for .html templates (as Jinja2Templates sets it up): every value from the store is inert
+    # markup-wise. The templates ship with the package, so no page needs to stat their files for changes.
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=jinja2.select_autoescape(), auto_reload=False)
+    templates = Jinja2Templates(env=env)
     env.filters.update(percent=_percent, number=_number, duration=_duration, one_line=one_line,
                        secret_free=without_secrets)
-    env.globals.update(shown=shown, charts=charts)
+    env.globals.update(shown=shown, charts=charts, record_rows=record_rows)
     return templates
 
 
-def config(request: Request) -> DashboardConfig:
+# The dependencies are `async def` although they only read app state: FastAPI runs a plain `def` dependency in its
+# thread pool, and a hop to a worker thread and back for each one costs more than the page's own query.
+async def config(request: Request) -> DashboardConfig:
     return request.app.state.config
 
 
-def store(request: Request) -> RolloutStore:
+async def store(request: Request) -> RolloutStore:
     return request.app.state.store
 
 
-def registry(request: Request) -> CheckpointRegistry:
+async def registry(request: Request) -> CheckpointRegistry:
     return request.app.state.registry
 
 

@@ -40,8 +40,13 @@ def record_filter(campaign: str | None, env: str | None, outcome: str | None, po
         raise HTTPException(400, str(error)) from None
 
 
+# `async def` although the store is synchronous: the page runs on the event loop, not in the thread pool. A page
+# is a keyset walk of one index (see RolloutStore.newest_first) and costs about a millisecond, less than the hop to
+# a worker thread and back (two more wake-ups of the process, which on a busy machine each wait for a CPU). The
+# price: a filter that matches almost nothing makes the walk scan the store (about a second at a million records),
+# and for that second the dashboard answers no other request.
 @router.get("/records")
-def records_page(
+async def records_page(
     request: Request,
     campaign: str | None = None, env: str | None = None, outcome: str | None = None,
     policy_version: str | None = None, verifier_version: str | None = None, policy_name: str | None = None,
@@ -57,7 +62,7 @@ def records_page(
                                "policy_name": policy_name}
     active = {k: v for k, v in filters.items() if v}
     return deps.render(request, "records.html", records=page, older=page[-1].seq if more and page else None,
-                       filters=filters, active=active, campaigns=request.app.state.campaign_ids(),
+                       filters=filters, active=active, campaigns=store.campaign_ids(),
                        env_ids=ENV_CHOICES,
                        outcomes=OUTCOMES, before=before)
 
@@ -90,3 +95,4 @@ def record_text(record_id: str, part: str, store: RolloutStore = Depends(deps.st
     record = _record_or_404(store, record_id)
     return PlainTextResponse(getattr(record, part), headers={
         "Content-Disposition": f'attachment; filename="{record_id}-{part}.txt"'})
+

@@ -488,6 +488,12 @@ class RolloutStore:
         with self.engine.connect() as conn:
             return [self._campaign_from_row(r) for r in conn.execute(statement).mappings()]
 
+    def campaign_ids(self) -> list[str]:
+        """The ids of `list_campaigns`, in its order, without reading (and validating) specs: for menus."""
+        c = self.campaigns.c
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(c.campaign_id).order_by(c.created_at)).scalars())
+
     @staticmethod
     def _campaign_from_row(row: Any) -> CampaignRow:
         data = dict(row)

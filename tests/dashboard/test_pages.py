@@ -190,6 +190,16 @@ def test_a_bad_cursor_is_a_400_page(filled_store_url, tmp_path):
     assert reply.status_code == 400 and "before" in reply.text and "<html" in reply.text
 
 
+def test_the_filter_menu_lists_a_campaign_created_a_moment_ago(filled_store_url, tmp_path):
+    client = client_for(filled_store_url, tmp_path)
+    menu = re.compile(r'<option value="([^"]*)"')
+    assert "fresh-campaign" not in menu.findall(client.get("/records").text)
+    with RolloutStore(filled_store_url) as store:
+        store.create_campaign("fresh-campaign", "fresh", {"policy": "reference"}, 1, 1, 5)
+        assert store.campaign_ids() == [row.campaign_id for row in store.list_campaigns()]
+    assert "fresh-campaign" in menu.findall(client.get("/records").text)
+
+
 def test_training_curves_are_read_from_the_trainers_event_files(filled_store_url, tmp_path):
     from collections import Counter
 
