@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from verifarm.policy.fast_decode import FastMoEDecoder, PromptGroups, split_prompt_cache, unsupported_reason
+from verifarm.policy.speculative import draw, nucleus
 
 
 @dataclass
@@ -68,20 +69,7 @@ def choose_tokens(logits: torch.Tensor, temperature: float, top_p: float,
     else:
         # At temperature 1 the sampling distribution is the model's own: reuse its log-softmax.
         probs = model_logprobs.exp() if temperature == 1 else torch.softmax(logits / temperature, dim=-1)
-        if top_p < 1.0:
-            sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-            # Keep the smallest prefix whose mass reaches top_p (the top token always survives).
-            outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, sorted_ids, sorted_probs)
-        # Inverse-CDF sampling needs one uniform number per row (multinomial draws one per token).
-        cdf = probs.cumsum(dim=-1)  # (B, V)
-        total = cdf[:, -1:]
-        uniform = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device) * total
-        # Rounding can put u*total at the total itself; keeping u strictly below the total means the
-        # first cdf entry above u always exists and always belongs to a token with mass.
-        uniform = torch.minimum(uniform, torch.nextafter(total, torch.zeros_like(total)))
-        tokens = torch.searchsorted(cdf, uniform, right=True).squeeze(-1)
+        tokens = draw(nucleus(probs, top_p), generator)
     return tokens, model_logprobs.gather(-1, tokens[:, None]).squeeze(-1)
 
 
