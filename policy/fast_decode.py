@@ -380,3 +380,57 @@ class FastMoEDecoder:
             hidden = hidden + F.linear(attended.to(self.dtype).reshape(batch, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)
         return F.linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)
+
+    @torch.inference_mode()
+    def extend(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+               prompt_segments: list[PromptSegment], groups: PromptGroups, cache: KVCache,
+               rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Decode Q tokens per row in one forward, each row at its own place: tokens (B, Q); logits (B, Q, V).
+
+        Row b's token j sits at position `positions[b] + j` and in generated-cache slot `slots[b] + j`; it
+        attends to its prompt (cascade, as in `step`), to the row's generated slots before `slots[b]`, and to
+        its own tokens up to j. Slots from `slots[b] + Q` on are never read, so dropping a row's rejected
+        draft tokens is only starting its next call at a lower slot: they are masked, then overwritten.
+        """
+        batch, width_q = tokens.shape
+        heads, kv_heads, head_dim = self.num_heads, self.kv_heads, self.head_dim
+        groups_per_kv = heads // kv_heads
+        prompts, width = groups.index.shape
+        scale = head_dim ** -0.5
+        offsets = torch.arange(width_q, device=self.device)
+        token_slots = slots[:, None] + offsets  # (B, Q)
+        cos, signed_sin = rotary[0][positions[:, None] + offsets], rotary[1][positions[:, None] + offsets]
+        used = int(slots.max()) + width_q  # the generated slots any row reads
+        # Generated part: query (b, j) reads slot s iff s <= slots[b] + j; queries laid out j-major, g-minor.
+        seen = torch.arange(used, device=self.device)[None, None, :] <= token_slots[:, :, None]  # (B, Q, S)
+        generated_bias = torch.zeros(seen.shape, dtype=cache.kv.dtype, device=self.device)
+        generated_bias = generated_bias.masked_fill_(~seen, float("-inf")).repeat_interleave(groups_per_kv, dim=1)
+        generated_bias = generated_bias.unsqueeze(1)  # (B, 1, Q*G, S)
+        rows = torch.arange(batch, device=self.device)[:, None]
+        gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
+        hidden = F.embedding(tokens, self.embed)  # (B, Q, C)
+        for index, weights in enumerate(self.layers):
+            qkv = apply_rotary(self._qkv(weights, hidden), cos, signed_sin)  # (B, Q, H + 2*Hkv, D)
+            cache.kv[index].transpose(1, 2)[rows, token_slots] = qkv[:, :, heads:].to(cache.kv.dtype)
+            q = qkv[:, :, :heads].to(cache.kv.dtype).view(batch, width_q, kv_heads, groups_per_kv, head_dim)
+            # Prompt part: every query of a prompt's rows at once, (P, Hkv, R*Q*G, D).
+            stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
+            stacked = stacked.permute(0, 3, 1, 2, 4, 5).reshape(prompts, kv_heads, -1, head_dim)
+            parts = [attend(stacked[seg.start:seg.stop], seg.cache.keys(index), seg.cache.values(index),
+                            seg.bias.to(stacked.dtype), scale) for seg in prompt_segments]
+            out_p, lse_p = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))
+            out_p = out_p.view(prompts, kv_heads, width, width_q, groups_per_kv, head_dim).permute(0, 2, 3, 1, 4, 5)
+            lse_p = lse_p.view(prompts, kv_heads, width, width_q, groups_per_kv).permute(0, 2, 3, 1, 4)
+            out_p = out_p.reshape(prompts * width, width_q, kv_heads, groups_per_kv, head_dim)
+            lse_p = lse_p.reshape(prompts * width, width_q, kv_heads, groups_per_kv)
+            if not groups.aligned:
+                out_p, lse_p = out_p[groups.position], lse_p[groups.position]  # (B, Q, Hkv, G, ·)
+            generated = cache.kv[index, :, :, :used]
+            q_rows = q.permute(0, 2, 1, 3, 4).reshape(batch, kv_heads, width_q * groups_per_kv, head_dim)
+            out_g, lse_g = attend(q_rows, generated[:, :kv_heads], generated[:, kv_heads:], generated_bias, scale)
+            out_g = out_g.view(batch, kv_heads, width_q, groups_per_kv, head_dim).transpose(1, 2)
+            lse_g = lse_g.view(batch, kv_heads, width_q, groups_per_kv).transpose(1, 2)
+            attended = merge_attention(out_p, lse_p, out_g, lse_g)  # (B, Q, Hkv, G, D)
+            hidden = hidden + F.linear(attended.to(self.dtype).reshape(batch, width_q, -1), weights.out)
+            hidden = self._feed_forward(weights, hidden)
+        return F.linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)
