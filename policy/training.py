@@ -82,6 +82,30 @@ def encode_batch(
     return _pad(rows, masks, tokenizer.pad_token_id)
 
 
+def align_behaviour_logprobs(batch: Batch, sampled_ids: Sequence[Sequence[int] | None],
+                             sampled_logprobs: Sequence[Sequence[float] | None]) -> torch.Tensor:
+    """The sampler's recorded log-probs laid on `batch`'s completion positions (B, T), for `grpo_loss`'s
+    `behaviour_logprobs`; NaN (no correction) wherever none applies.
+
+    Completions are re-encoded from text, which can differ from what was sampled (a stop string cut off,
+    an eos appended): a row's log-probs are used along the prefix where the re-encoded tokens are the
+    sampled ones, and stop at the first difference.
+    """
+    if not len(sampled_ids) == len(sampled_logprobs) == batch.input_ids.shape[0]:
+        raise ValueError(f"need token ids and log-probs for each of the {batch.input_ids.shape[0]} rows, got "
+                         f"{len(sampled_ids)} and {len(sampled_logprobs)}")
+    aligned = torch.full(batch.input_ids.shape, float("nan"))
+    for row, (ids, logprobs) in enumerate(zip(sampled_ids, sampled_logprobs)):
+        if ids is None or logprobs is None:
+            continue
+        positions = batch.completion_mask[row].nonzero().flatten().tolist()
+        for index, position in enumerate(positions[: min(len(ids), len(logprobs))]):
+            if int(batch.input_ids[row, position]) != int(ids[index]):
+                break
+            aligned[row, position] = float(logprobs[index])
+    return aligned.to(batch.input_ids.device)
+
+
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int | None = None, append_eos: bool = True) -> Batch:
     """Encode whole documents for language modelling; every token after <bos> counts as a target."""
     if not texts:
