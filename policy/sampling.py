@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from verifarm.policy.fast_decode import FastMoEDecoder, PromptGroups, split_prompt_cache, unsupported_reason
+from verifarm.policy.fast_decode import (DecoderOptions, FastMoEDecoder, PromptGroups, split_prompt_cache,
+                                         unsupported_reason)
 from verifarm.policy.speculative import accept_drafts, draw, nucleus, sampling_distribution
 
 
@@ -113,10 +114,12 @@ class LocalPolicy:
     With a `drafter` (a small Mixtral-style model of the same tokenizer, see `policy.drafter`) the fast
     decoder samples speculatively, `draft_tokens` proposals per round, with the very same output
     distribution; without one, or for models the fast decoder does not run, it samples token by token.
+    `decoder_options` select int8 weights and a bfloat16 KV cache for the policy (not exact: the
+    log-probs recorded are then those of the low-precision model, which the trainer corrects for).
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer, version: int, drafter: PreTrainedModel | None = None,
-                 draft_tokens: int = 4):
+                 draft_tokens: int = 4, decoder_options: DecoderOptions = DecoderOptions()):
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad or eos token to pad prompt batches")
         if drafter is not None:
@@ -133,6 +136,7 @@ class LocalPolicy:
         self.version = int(version)
         self.drafter = drafter
         self.draft_tokens = draft_tokens
+        self.decoder_options = decoder_options
         self._stop_candidates: dict[tuple[str, ...], torch.Tensor] = {}
 
     @classmethod
@@ -216,7 +220,7 @@ class LocalPolicy:
         return _PromptLayout(input_ids, attention_mask, [len(ids) for ids in sorted_ids], prompt_of, row_ids)
 
     def _sample_fast(self, prompt_ids: list[list[int]], params: SamplingParams) -> list[tuple[list[int], list[float], str]]:
-        decoder = FastMoEDecoder(self.model)
+        decoder = FastMoEDecoder(self.model, self.decoder_options)
         device = decoder.device
         generator = _make_generator(params.seed, device)
         layout = self._prompt_layout(prompt_ids, params.n, device)
@@ -294,7 +298,8 @@ class LocalPolicy:
         Invariant per live row with g committed generated tokens: the policy's cache holds the first g-1 of
         them (the last is the next round's first input), the drafter's at least the first g-2.
         """
-        decoder, drafter = FastMoEDecoder(self.model), FastMoEDecoder(self.drafter)
+        # The drafter runs exact: its precision cannot change the output, only how often it is right.
+        decoder, drafter = FastMoEDecoder(self.model, self.decoder_options), FastMoEDecoder(self.drafter)
         device, k = decoder.device, self.draft_tokens
         generator = _make_generator(params.seed, device)
         layout = self._prompt_layout(prompt_ids, params.n, device)
