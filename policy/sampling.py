@@ -343,11 +343,11 @@ class LocalPolicy:
             out_logprobs[row_ids[:, None], columns] = logprobs
             ends = self._round_ends(emitted, counts, committed, eos, stop_candidates, stop_window, row_ids,
                                     out_tokens, params)
-            for batch_row, (count, reason) in enumerate(ends):
-                row = int(row_ids[batch_row])
-                if accepted is not None:
+            accepted_list = accepted.tolist() if accepted is not None else None
+            for batch_row, (row, (count, reason)) in enumerate(zip(row_ids.tolist(), ends)):
+                if accepted_list is not None:
                     proposed[row] += k
-                    kept[row] += int(accepted[batch_row])  # a cut at eos is no rejection
+                    kept[row] += accepted_list[batch_row]  # a cut at eos is no rejection
                 if reason is not None:
                     lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
                     finished[batch_row] = True
@@ -412,6 +412,8 @@ class LocalPolicy:
         flagged = ends_at.any(-1).cpu().tolist()
         first = ends_at.float().argmax(-1).cpu().tolist()
         committed_list, count_list = committed.cpu().tolist(), counts.tolist()
+        emitted_rows = emitted.cpu().tolist() if any(flagged) else None
+        eos_ids = self.eos_ids
         results = []
         for batch_row, (g, count) in enumerate(zip(committed_list, count_list)):
             budget = params.max_new_tokens - g
@@ -419,8 +421,8 @@ class LocalPolicy:
             if flagged[batch_row]:
                 row = int(row_ids[batch_row])
                 for column in range(first[batch_row], min(count, budget)):
-                    token = int(emitted[batch_row, column])
-                    if token in self.eos_ids:
+                    token = emitted_rows[batch_row][column]
+                    if token in eos_ids:
                         end = (column + 1, "stop")
                         break
                     if stop_candidates is not None and bool(stop_candidates[token]):
