@@ -135,3 +135,14 @@ def test_a_drafter_of_another_vocabulary_is_refused(model, tokenizer):
         LocalPolicy(model, tokenizer, 0, drafter=other)
     with pytest.raises(ValueError, match="draft_tokens"):
         LocalPolicy(model, tokenizer, 0, drafter=build_drafter(model), draft_tokens=0)
+
+
+def test_a_one_expert_drafter_runs_in_the_fast_decoder_as_transformers_runs_it(model, tokenizer):
+    """One expert takes the dense shortcut of `batched_moe` (no routing): still the very same model."""
+    drafter = build_drafter(model, num_layers=2, seed=5)
+    with torch.no_grad():
+        drafter.model.layers[0].mlp.experts.gate_up_proj.normal_(0, 0.3)  # make the feed-forward matter
+    ours = LocalPolicy(drafter, tokenizer, 0).sample(PROMPTS, n=1, temperature=0, max_new_tokens=12)
+    for prompt, row in zip(PROMPTS, ours):
+        logits = forward_logits(drafter, tokenizer, prompt, row[0].token_ids)
+        assert row[0].token_ids[1:] == logits[:-1].argmax(-1).tolist()
