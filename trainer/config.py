@@ -72,6 +72,7 @@ class TrainerConfig:
     staleness_bound: int = 2  # in policy versions
     publish_every: int = 50  # steps
     evaluate_on_publish: bool = True
+    refresh_drafter: bool = False  # distill and publish the new version's speculative-sampling drafter on publish
     teacher_version: int | None = None  # registry version that distillation steps learn from
     distill_temperature: float = 2.0
     post_updates_per_batch: int = 1  # optimizer updates on each post-training batch (PPO-style epochs)

@@ -270,6 +270,10 @@ class ContinualTrainer:
             self._staleness_since_publish = []
         if self.config.evaluate_on_publish:
             metrics.update(self.evaluate())
+        if self.config.refresh_drafter:
+            from verifarm.trainer.drafter import refresh_published_drafter
+
+            metrics.update(refresh_published_drafter(self.registry, version, self.config))
         self.model.train()
         self.store.record_metrics(version, metrics, step=self.step_index)
         logger.info("published policy v%d at step %d: %s", version, self.step_index, _short(metrics))
