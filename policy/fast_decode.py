@@ -455,12 +455,18 @@ class FastMoEDecoder:
         generated_bias = torch.zeros(seen.shape, dtype=self.dtype, device=self.device)
         generated_bias = generated_bias.masked_fill_(~seen, float("-inf")).repeat_interleave(groups_per_kv, dim=1)
         generated_bias = generated_bias.unsqueeze(1)  # (B, 1, Q*G, S)
-        rows = torch.arange(batch, device=self.device)[:, None]
+        # Where each row's new keys and values go, as rows of a layer's cache viewed (B * 2*Hkv * S, D): one
+        # index_copy_ a layer (advanced-index assignment through a transposed view costs several times more).
+        cache_heads, cache_slots = cache.kv.shape[2], cache.kv.shape[3]
+        head_rows = torch.arange(batch, device=self.device)[:, None] * cache_heads + torch.arange(
+            cache_heads, device=self.device)  # (B, 2*Hkv)
+        write_at = (head_rows[:, :, None] * cache_slots + token_slots[:, None, :]).reshape(-1)  # (B * 2*Hkv * Q,)
         gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
         hidden = F.embedding(tokens, self.embed)  # (B, Q, C)
         for index, weights in enumerate(self.layers):
             qkv = apply_rotary(self._qkv(weights, hidden), cos, signed_sin)  # (B, Q, H + 2*Hkv, D)
-            cache.kv[index].transpose(1, 2)[rows, token_slots] = qkv[:, :, heads:].to(cache.kv.dtype)
+            cache.kv[index].view(-1, head_dim).index_copy_(
+                0, write_at, qkv[:, :, heads:].transpose(1, 2).reshape(-1, head_dim).to(cache.kv.dtype))
             q = qkv[:, :, :heads].view(batch, width_q, kv_heads, groups_per_kv, head_dim)
             # Prompt part: every query of a prompt's rows at once, (P, Hkv, R*Q*G, D).
             stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
