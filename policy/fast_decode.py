@@ -3,7 +3,9 @@
 It reads the very same weights as `transformers.MixtralForCausalLM` (views, not copies, except the
 fused q/k/v matrix) and runs them with a preallocated KV cache, grouped-query attention without
 repeating the cache, and the experts computed as one batched product over the stacked expert
-weights (a grouped GEMM, no Python loop over experts). `policy.sampling` drives it.
+weights (a grouped GEMM, no Python loop over experts). `policy.sampling` drives it: token by token with
+`step`, or, for speculative sampling, with `extend`, which scores several tokens per row at per-row cache
+slots. `DecoderOptions` selects int8 weights (`policy.quantize`) and a lower-precision KV cache.
 """
 
 from __future__ import annotations
@@ -275,7 +277,8 @@ def unsupported_reason(model) -> str | None:
 
 
 class FastMoEDecoder:
-    """Prefill and single-token decode steps over a `MixtralForCausalLM`'s weights with a `KVCache`."""
+    """Prefill, single-token decode steps and multi-token `extend` over a `MixtralForCausalLM`'s weights
+    with a `KVCache`."""
 
     def __init__(self, model: MixtralForCausalLM, options: DecoderOptions = DecoderOptions()):
         reason = unsupported_reason(model)

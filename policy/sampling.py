@@ -3,7 +3,9 @@
 `LocalPolicy` drives `FastMoEDecoder` (KV-cached, batched, finished rows dropped from the batch) for
 Mixtral-style checkpoints and falls back to `transformers` `generate` for any other causal LM.
 Log-probabilities are those of the model's own distribution (temperature 1, no top-p), i.e. what
-a training forward pass over the same tokens computes, so they can serve as "old" log-probs.
+a training forward pass over the same tokens computes, so they can serve as "old" log-probs. With a
+drafter the fast path samples speculatively (`policy.speculative`): same distribution, the policy's own
+log-probs, fewer policy forwards. With int8 weights or a bfloat16 cache they are the low-precision model's.
 """
 
 from __future__ import annotations
