@@ -1,14 +1,20 @@
-"""Sampling throughput: our KV-cached batched MoE sampler against `transformers` `generate`, same weights.
+"""Sampling throughput, side by side in one run: `transformers` `generate`, our exact sampler, + speculative
+sampling, + int8 weights, + both, on the same weights, prompts and seeds.
 
-The workload is one RL sampling batch of 64 rows: prompts from our own envs (short arithmetic and
-long Python-function prompts) with n samples each, temperature 1, up to --max-new-tokens. Both
-sides honour eos and are credited only with tokens up to and including it. Runs alternate
-(ours, theirs, ours, ...) so machine load hits both alike; the speedup is the median over the
-pairs of (our tok/s / their tok/s), which shrugs off load swings better than best-of-each.
+The workload is one RL sampling batch: prompts from our own envs with n samples each, up to
+--max-new-tokens, at --temperature. `mixed` is half short arithmetic and half long Python-function prompts,
+`arithmetic` is 3-digit additions only (what an arithmetic campaign samples). Every path honours eos and is
+credited only with tokens up to and including it. Paths run in turn within each repeat (the order rotates),
+so machine load hits all alike; a path's ratio to `generate` is the median over repeats of the ratio of
+the two runs of that repeat, which shrugs off load swings better than best-of-each.
 
-    python benchmarks/sampling_throughput.py            # tiny preset, batch 64, 256 new tokens
-    python benchmarks/sampling_throughput.py --quick    # fewer tokens, one run each
-    python benchmarks/sampling_throughput.py --checkpoint PATH   # a trained HF checkpoint instead
+    python benchmarks/sampling_throughput.py            # tiny preset (random weights), batch 64, 256 new tokens
+    python benchmarks/sampling_throughput.py --quick    # fewer tokens, one repeat
+    python benchmarks/sampling_throughput.py --registry ROOT --workload arithmetic --temperature 0.5
+        # the newest version of a registry and the drafter published beside it
+    python benchmarks/sampling_throughput.py --profile +speculative   # where one path's time goes
+
+A random-weight preset has no distilled drafter: its drafter is `build_drafter` of the policy, undistilled.
 """
 
 from __future__ import annotations
@@ -20,47 +26,68 @@ from dataclasses import dataclass
 
 import torch
 
+PATHS = ("generate", "exact", "+speculative", "+int8", "+both", "+bf16kv")
+DEFAULT_PATHS = "generate,exact,+speculative,+int8,+both"
+
 
 @dataclass
 class Run:
     tokens: int
     seconds: float
+    proposed: int = 0
+    accepted: int = 0
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds
 
 
-def workload_prompts(count: int, seed: int) -> list[str]:
-    """Half short arithmetic prompts, half long Python-function prompts, drawn from our envs."""
+def workload_prompts(count: int, seed: int, workload: str) -> list[str]:
+    """`mixed`: half short arithmetic prompts, half long Python-function prompts; `arithmetic`: additions."""
     from verifarm.envs.catalog import get_family
 
     arithmetic, python = get_family("verifarm/Addition-v0"), get_family("verifarm/PythonFunction-v0")
     prompts = []
     for index in range(count):
-        family = arithmetic if index % 2 == 0 else python
+        family = arithmetic if workload == "arithmetic" or index % 2 == 0 else python
         difficulty = 3 if family is arithmetic else family.min_difficulty
         prompts.append(family.generate(seed + index, difficulty).prompt)
     return prompts
 
 
-def run_ours(policy, prompts: list[str], n: int, max_new_tokens: int, seed: int) -> Run:
+def path_policy(path: str, model, tokenizer, drafter, draft_tokens: int):
+    """The LocalPolicy that samples along `path` (not `generate`)."""
+    from verifarm.policy.fast_decode import DecoderOptions
+    from verifarm.policy.sampling import LocalPolicy
+
+    options = {"exact": DecoderOptions(), "+speculative": DecoderOptions(), "+int8": DecoderOptions(int8_weights=True),
+               "+both": DecoderOptions(int8_weights=True), "+bf16kv": DecoderOptions(kv_cache_dtype=torch.bfloat16)}
+    speculative = path in ("+speculative", "+both")
+    return LocalPolicy(model, tokenizer, 0, drafter=drafter if speculative else None, draft_tokens=draft_tokens,
+                       decoder_options=options[path])
+
+
+def run_policy(policy, prompts: list[str], n: int, max_new_tokens: int, temperature: float, seed: int) -> Run:
     start = time.perf_counter()
-    results = policy.sample(prompts, n=n, temperature=1.0, max_new_tokens=max_new_tokens, seed=seed)
+    results = policy.sample(prompts, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     seconds = time.perf_counter() - start
-    return Run(sum(len(c.token_ids) for row in results for c in row), seconds)
+    completions = [c for row in results for c in row]
+    return Run(sum(len(c.token_ids) for c in completions), seconds, sum(c.draft_proposed for c in completions),
+               sum(c.draft_accepted for c in completions))
 
 
-def run_transformers(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, seed: int) -> Run:
+def run_transformers(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, temperature: float,
+                     seed: int) -> Run:
     eos = tokenizer.eos_token_id
     tokenizer.padding_side = "left"
     batch = tokenizer([p for p in prompts for _ in range(n)], return_tensors="pt", padding=True)
     torch.manual_seed(seed)
+    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {
+        "do_sample": False}
     start = time.perf_counter()
     with torch.inference_mode():
-        output = model.generate(**batch, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=eos)
+        output = model.generate(**batch, **sampling, max_new_tokens=max_new_tokens,
+                                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
     seconds = time.perf_counter() - start
     generated = output[:, batch["input_ids"].shape[1]:].tolist()
     return Run(sum(row.index(eos) + 1 if eos in row else len(row) for row in generated), seconds)
@@ -82,64 +109,123 @@ def greedy_parity(policy, model, tokenizer, prompts: list[str], tokens: int) -> 
     return True
 
 
+def load_models(args):
+    """(model, tokenizer, drafter, description) for the chosen source."""
+    from verifarm.policy.model import build_drafter, build_model
+    from verifarm.policy.tokenizer import build_tokenizer
+
+    if args.registry:
+        from verifarm.policy.registry import CheckpointRegistry, NoCheckpoint
+
+        registry = CheckpointRegistry(args.registry)
+        loaded = registry.load()
+        try:
+            drafter, info = registry.load_drafter(loaded.version)
+            made = f"drafter of v{info.distilled_from}, held-out acceptance {info.acceptance_rate}"
+        except NoCheckpoint:
+            drafter, made = build_drafter(loaded.model), "undistilled drafter (none published)"
+        return loaded.model, loaded.tokenizer, drafter, f"{args.registry} v{loaded.version}; {made}"
+    if args.checkpoint:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(args.checkpoint).eval()
+        return model, AutoTokenizer.from_pretrained(args.checkpoint), build_drafter(model), \
+            f"{args.checkpoint}; undistilled drafter"
+    tokenizer = build_tokenizer()
+    model = build_model(args.preset, len(tokenizer), seed=args.seed).eval()
+    return model, tokenizer, build_drafter(model), f"preset {args.preset} (random weights); undistilled drafter"
+
+
+def profile_path(path: str, model, tokenizer, drafter, prompts, args) -> None:
+    """The operators one sampling run of `path` spends its time in (self CPU time, top 15)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    policy = path_policy(path, model, tokenizer, drafter, args.draft_tokens)
+    run_policy(policy, prompts, args.n, 16, args.temperature, args.seed)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run = run_policy(policy, prompts, args.n, args.max_new_tokens, args.temperature, args.seed)
+    print(f"{path}: {run.tokens} tokens in {run.seconds:.2f}s under the profiler")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", help="model preset with random weights (default tiny)")
     parser.add_argument("--checkpoint", default=None, help="a Hugging Face checkpoint folder instead of a preset")
+    parser.add_argument("--registry", default=None, help="a checkpoint registry: its newest version and drafter")
+    parser.add_argument("--workload", choices=("mixed", "arithmetic"), default="mixed")
+    parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--prompts", type=int, default=8, help="distinct prompts (default 8)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt; batch = prompts x n (default 8)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    # Five pairs: each run's credited tokens depend on where its samples hit eos, and one pair's ratio
+    parser.add_argument("--draft-tokens", type=int, default=4, help="k of speculative sampling (default 4)")
+    parser.add_argument("--paths", default=DEFAULT_PATHS, help=f"comma-separated, of {', '.join(PATHS)}")
+    # Five repeats: each run's credited tokens depend on where its samples hit eos, and one pair's ratio
     # ranged 2.7-3.9 within a single run on an idle machine.
-    parser.add_argument("--repeats", type=int, default=5, help="alternating run pairs (default 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds over all paths (default 5)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads for both sides (default 1: tiny ops gain nothing from more)")
+                        help="torch intra-op threads for every path (default 1: tiny ops gain nothing from more)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="128 new tokens, one run per side")
+    parser.add_argument("--quick", action="store_true", help="128 new tokens, one repeat")
+    parser.add_argument("--profile", default=None, choices=PATHS[1:], help="profile one path instead")
     args = parser.parse_args()
     if args.quick:
         args.max_new_tokens, args.repeats = min(args.max_new_tokens, 128), 1
-    if min(args.prompts, args.n, args.max_new_tokens, args.repeats, args.threads) < 1:
-        raise ValueError("--prompts, --n, --max-new-tokens, --repeats and --threads must all be at least 1")
+    if min(args.prompts, args.n, args.max_new_tokens, args.repeats, args.threads, args.draft_tokens) < 1:
+        raise ValueError("--prompts, --n, --max-new-tokens, --repeats, --threads and --draft-tokens must be >= 1")
+    paths = [p for p in args.paths.split(",") if p]
+    if not paths or any(p not in PATHS for p in paths):
+        raise ValueError(f"--paths takes a comma-separated list of {', '.join(PATHS)}, got {args.paths!r}")
     torch.set_num_threads(args.threads)
 
-    from verifarm.policy.model import build_model, count_parameters
-    from verifarm.policy.sampling import LocalPolicy
-    from verifarm.policy.tokenizer import build_tokenizer
+    from verifarm.policy.model import count_parameters
 
-    if args.checkpoint:
-        policy = LocalPolicy.from_dir(args.checkpoint, version=0)
-        source = args.checkpoint
-    else:
-        tokenizer = build_tokenizer()
-        policy = LocalPolicy(build_model(args.preset, len(tokenizer), seed=args.seed), tokenizer, version=0)
-        source = f"preset {args.preset} (random weights)"
-    model, tokenizer = policy.model, policy.tokenizer
-    params = count_parameters(model)
-    prompts = workload_prompts(args.prompts, args.seed)
+    model, tokenizer, drafter, source = load_models(args)
+    prompts = workload_prompts(args.prompts, args.seed, args.workload)
+    if args.profile:
+        profile_path(args.profile, model, tokenizer, drafter, prompts, args)
+        return
+    params, draft_params = count_parameters(model), count_parameters(drafter)
     prompt_lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
-    print(f"model: {source}, {params['total'] / 1e6:.2f}M params ({params['active'] / 1e6:.2f}M active), "
-          f"{type(model).__name__}")
-    print(f"batch: {args.prompts} prompts x n={args.n} = {args.prompts * args.n} rows, prompt tokens "
+    print(f"model: {source}; {params['total'] / 1e6:.2f}M params ({params['active'] / 1e6:.2f}M active), "
+          f"drafter {draft_params['total'] / 1e6:.2f}M, {drafter.config.num_hidden_layers} layer(s)")
+    print(f"batch: {args.prompts} {args.workload} prompts x n={args.n} = {args.prompts * args.n} rows, prompt tokens "
           f"{min(prompt_lengths)}..{max(prompt_lengths)}, max_new_tokens={args.max_new_tokens}, "
-          f"temperature 1.0, threads={args.threads}")
-    print(f"greedy parity with generate (16 tokens): {greedy_parity(policy, model, tokenizer, prompts, 16)}")
+          f"temperature {args.temperature}, k={args.draft_tokens}, threads={args.threads}")
+    exact = path_policy("exact", model, tokenizer, drafter, args.draft_tokens)
+    print(f"greedy parity with generate (16 tokens): {greedy_parity(exact, model, tokenizer, prompts, 16)}")
+    speculative = path_policy("+speculative", model, tokenizer, drafter, args.draft_tokens)
+    print(f"speculative greedy == exact greedy (32 tokens): "
+          f"{greedy_parity(speculative, model, tokenizer, prompts, 32)}")
 
-    ours, theirs = [], []
+    policies = {p: path_policy(p, model, tokenizer, drafter, args.draft_tokens) for p in paths if p != "generate"}
+    runs: dict[str, list[Run]] = {p: [] for p in paths}
     for repeat in range(args.repeats):
         seed = args.seed + repeat
-        ours.append(run_ours(policy, prompts, args.n, args.max_new_tokens, seed))
-        print(f"  run {repeat}: ours {ours[-1].tokens} tokens in {ours[-1].seconds:.2f}s "
-              f"= {ours[-1].tokens_per_second:.0f} tok/s", flush=True)
-        theirs.append(run_transformers(model, tokenizer, prompts, args.n, args.max_new_tokens, seed))
-        print(f"  run {repeat}: transformers generate {theirs[-1].tokens} tokens in {theirs[-1].seconds:.2f}s "
-              f"= {theirs[-1].tokens_per_second:.0f} tok/s", flush=True)
-    best_ours = max(run.tokens_per_second for run in ours)
-    best_theirs = max(run.tokens_per_second for run in theirs)
-    ratios = sorted(a.tokens_per_second / b.tokens_per_second for a, b in zip(ours, theirs))
-    print(f"best runs: ours {best_ours:.0f} tok/s, transformers generate {best_theirs:.0f} tok/s; "
-          f"per-pair ratios {', '.join(f'{r:.2f}' for r in ratios)}")
-    print(f"speedup (ours / transformers generate, median of pairs): {statistics.median(ratios):.2f}x")
+        order = paths[repeat % len(paths):] + paths[: repeat % len(paths)]
+        for path in order:
+            if path == "generate":
+                run = run_transformers(model, tokenizer, prompts, args.n, args.max_new_tokens, args.temperature, seed)
+            else:
+                run = run_policy(policies[path], prompts, args.n, args.max_new_tokens, args.temperature, seed)
+            runs[path].append(run)
+            accept = f", acceptance {run.accepted / run.proposed:.1%}" if run.proposed else ""
+            print(f"  repeat {repeat}: {path:13s} {run.tokens} tokens in {run.seconds:.2f}s "
+                  f"= {run.tokens_per_second:.0f} tok/s{accept}", flush=True)
+
+    print(f"\n{'path':13s} {'tok/s (median)':>15s} {'acceptance':>11s} {'x exact':>8s} {'x generate':>11s}")
+    for path in paths:
+        rate = statistics.median(r.tokens_per_second for r in runs[path])
+        proposed = sum(r.proposed for r in runs[path])
+        accept = f"{sum(r.accepted for r in runs[path]) / proposed:.1%}" if proposed else "-"
+        cells = []
+        for base in ("exact", "generate"):
+            if base in runs:
+                ratios = [a.tokens_per_second / b.tokens_per_second for a, b in zip(runs[path], runs[base])]
+                cells.append(f"{statistics.median(ratios):.2f}")
+            else:
+                cells.append("-")
+        print(f"{path:13s} {rate:15.0f} {accept:>11s} {cells[0]:>8s} {cells[1]:>11s}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Command-line commands of verifarm.policy (heavy imports stay inside the commands).
 
 `verifarm policy init` publishes a first version (briefly pre-trained on the built-in corpus of worked
-arithmetic, so that a first campaign passes something), `ls` lists versions with their checksums and any
-evaluation metrics the trainer recorded, `verify` re-hashes every version and fails on a corrupt one.
+arithmetic, so that a first campaign passes something), `ls` lists versions with their checksums, drafters and any
+evaluation metrics the trainer recorded, `verify` re-hashes every version and fails on a corrupt one, `drafter`
+distills and publishes the drafter of a version for speculative sampling.
 """
 
 from __future__ import annotations
@@ -192,6 +193,15 @@ def _headline(metrics: dict[str, float]) -> str:
     return ", ".join(parts) or "-"
 
 
+def _drafter_cell(registry, version: int) -> str:
+    """The drafter that would serve `version` and its held-out acceptance rate; `stale` if an older version's."""
+    drafter = registry.drafter_for(version)
+    if drafter is None:
+        return "-"
+    rate = "?" if drafter.acceptance_rate is None else f"{drafter.acceptance_rate:.0%}"
+    return f"v{drafter.distilled_from} {rate}" + (" stale" if drafter.stale else "")
+
+
 @app.command("ls")
 def list_versions(
     root: Optional[Path] = RootOption,
@@ -220,7 +230,7 @@ def list_versions(
         typer.echo(f"no policy versions in {registry.root}")
         return
     table = Table(title=f"policy versions in {registry.root}")
-    columns = ["version", "checksum", "status", "created", "parent", "step", "source"]
+    columns = ["version", "checksum", "status", "created", "parent", "step", "source", "drafter"]
     if evaluations:
         columns.append("evaluation")
     for column in columns:
@@ -235,6 +245,7 @@ def list_versions(
             "-" if meta.get("parent_version") is None else f"v{meta['parent_version']}",
             str(meta.get("training_step", meta.get("trainer_step", "-"))),
             str(meta.get("source", "-")),
+            _drafter_cell(registry, info.version),
         ]
         if evaluations:
             row.append(_headline(evaluations.get(info.version, {})))
@@ -269,3 +280,45 @@ def verify(
             typer.echo(f"v{number}: CORRUPT: {'; '.join(info.problems)}")
     if corrupt:
         raise typer.Exit(1)
+
+
+@app.command()
+def drafter(
+    version: Optional[int] = typer.Option(None, help="policy version to distill from (default: the newest good one)"),
+    env: list[str] = typer.Option(["verifarm/Addition-v0"], help="env ids whose task prompts the drafter learns on"),
+    difficulty: int = typer.Option(3, help="task difficulty of the prompts"),
+    prompts: int = typer.Option(256, help="training prompts per env"),
+    heldout: int = typer.Option(64, help="held-out prompts per env for the acceptance rate"),
+    steps: int = typer.Option(300, help="distillation steps"),
+    max_new_tokens: int = typer.Option(64, help="tokens per policy completion (training data and measurement)"),
+    layers: int = typer.Option(1, help="drafter layers"),
+    draft_tokens: int = typer.Option(4, help="draft tokens per round when measuring the acceptance rate"),
+    seed: int = typer.Option(0),
+    root: Optional[Path] = RootOption,
+) -> None:
+    """Distill the drafter of a policy version on its own completions and publish it beside the version."""
+    import torch
+
+    from verifarm.envs.catalog import get_family
+    from verifarm.policy.drafter import DrafterConfig, refresh_drafter
+    from verifarm.policy.training import TrainConfig
+
+    registry = _registry(root)
+    number = version if version is not None else registry.latest_version()
+    if number is None:
+        typer.echo(f"no good policy version in {registry.root}; publish one first (verifarm policy init)", err=True)
+        raise typer.Exit(2)
+    try:
+        config = DrafterConfig(num_layers=layers, max_new_tokens=max_new_tokens, draft_tokens=draft_tokens, seed=seed,
+                               train=TrainConfig(steps=steps, batch_size=32, learning_rate=3e-3, warmup_steps=10,
+                                                 seed=seed))
+        families = [get_family(env_id) for env_id in env]
+    except (ValueError, KeyError) as error:
+        raise typer.BadParameter(str(error).strip("'\""))
+    # Held-out prompts come from seeds the training prompts never use.
+    train_prompts = [f.generate(seed + i, difficulty).prompt for f in families for i in range(prompts)]
+    heldout_prompts = [f.generate(seed + 10_000_000 + i, difficulty).prompt for f in families for i in range(heldout)]
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    metadata = refresh_drafter(registry, number, train_prompts, heldout_prompts, config)
+    typer.echo(f"published the drafter of v{number}: acceptance {metadata['acceptance_rate']:.1%} on "
+               f"{len(heldout_prompts)} held-out prompts (k={draft_tokens}), distill KL {metadata['distill_kl']:.4f}")

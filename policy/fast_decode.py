@@ -3,7 +3,9 @@
 It reads the very same weights as `transformers.MixtralForCausalLM` (views, not copies, except the
 fused q/k/v matrix) and runs them with a preallocated KV cache, grouped-query attention without
 repeating the cache, and the experts computed as one batched product over the stacked expert
-weights (a grouped GEMM, no Python loop over experts). `policy.sampling` drives it.
+weights (a grouped GEMM, no Python loop over experts). `policy.sampling` drives it: token by token with
+`step`, or, for speculative sampling, with `extend`, which scores several tokens per row at per-row cache
+slots. `DecoderOptions` selects int8 weights (`policy.quantize`) and a lower-precision KV cache.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import MixtralForCausalLM
+
+from verifarm.policy.quantize import Int8Experts, Int8Linear
 
 
 @dataclass
@@ -49,14 +53,40 @@ class KVCache:
 
 
 @dataclass(frozen=True)
+class DecoderOptions:
+    """Precision of the fast decoder. The defaults run the model exactly as `transformers` does; int8
+    weights and a bfloat16 KV cache trade a bounded error (see tests/policy/test_quantize.py) for speed
+    or memory, and rollouts sampled with them need the trainer's off-policy correction."""
+
+    int8_weights: bool = False  # attention, experts and output head as int8 with per-channel scales
+    kv_cache_dtype: torch.dtype | None = None  # None: the model's dtype; torch.bfloat16 halves the cache
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"kv_cache_dtype must be None, float32, bfloat16 or float16, got {self.kv_cache_dtype}")
+
+    @property
+    def exact(self) -> bool:
+        return not self.int8_weights and self.kv_cache_dtype is None
+
+
+Weight = torch.Tensor | Int8Linear
+
+
+def linear(x: torch.Tensor, weight: Weight) -> torch.Tensor:
+    """x W^T for a float weight (out, in) or an int8 one."""
+    return weight(x) if isinstance(weight, Int8Linear) else F.linear(x, weight)
+
+
+@dataclass(frozen=True)
 class _LayerWeights:
     input_norm: torch.Tensor  # (C,)
-    qkv: torch.Tensor  # ((H + 2*Hkv) * D, C)
-    out: torch.Tensor  # (C, H*D)
+    qkv: Weight  # ((H + 2*Hkv) * D, C)
+    out: Weight  # (C, H*D)
     post_norm: torch.Tensor  # (C,)
     router: torch.Tensor  # (E, C)
-    gate_up: torch.Tensor  # (E, C, 2I): transposed views of Mixtral's (E, 2I, C)
-    down: torch.Tensor  # (E, I, C)
+    gate_up: torch.Tensor | Int8Experts  # (E, C, 2I): transposed views of Mixtral's (E, 2I, C)
+    down: torch.Tensor | Int8Experts  # (E, I, C)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -76,6 +106,10 @@ def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, do
     The N*k (token, expert) assignments are sorted by expert, and each expert matrix runs as one
     grouped GEMM over the contiguous slices (no Python loop over experts, no dropped token).
     """
+    if router.shape[0] == 1:
+        # One expert (a drafter's dense block): its routing weight is softmax of one logit, exactly 1.
+        gate, up = (x @ gate_up[0]).chunk(2, dim=-1)
+        return F.silu(gate).mul_(up) @ down[0]
     # Softmax over the top-k logits equals Mixtral's renormalised top-k of the full softmax.
     top_logits, top_experts = F.linear(x, router).topk(top_k)  # (N, k)
     top_weights = top_logits.softmax(-1, dtype=torch.float32).to(x.dtype)
@@ -195,7 +229,12 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torc
            scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of q (N, H, Q, D) over keys and values (N, H, S, D) plus an additive bias broadcastable
     to (N, H, Q, S): the output (N, H, Q, D) and the float32 log-sum-exp of the scores (N, H, Q), which
-    `merge_attention` needs to join the parts of a split attention."""
+    `merge_attention` needs to join the parts of a split attention. A cache kept in a lower precision than
+    q (a bfloat16 KV cache) is read up to q's dtype: it saves memory, the products stay in q's precision."""
+    if keys.dtype != q.dtype:
+        keys, values = keys.to(q.dtype), values.to(q.dtype)
+    if bias is not None and bias.dtype != q.dtype:
+        bias = bias.to(q.dtype)
     if _CPU_FLASH is not None and q.device.type == "cpu" and q.dtype == torch.float32:
         return _CPU_FLASH(q, keys, values, attn_mask=bias, scale=scale)
     return attend_reference(q, keys, values, bias, scale)
@@ -238,9 +277,10 @@ def unsupported_reason(model) -> str | None:
 
 
 class FastMoEDecoder:
-    """Prefill and single-token decode steps over a `MixtralForCausalLM`'s weights with a `KVCache`."""
+    """Prefill, single-token decode steps and multi-token `extend` over a `MixtralForCausalLM`'s weights
+    with a `KVCache`."""
 
-    def __init__(self, model: MixtralForCausalLM):
+    def __init__(self, model: MixtralForCausalLM, options: DecoderOptions = DecoderOptions()):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(reason + "; sample it through transformers generate instead")
@@ -272,9 +312,18 @@ class FastMoEDecoder:
         ]
         self.dtype = self.embed.dtype
         self.device = self.embed.device
+        self.kv_dtype = options.kv_cache_dtype or self.dtype
+        if options.int8_weights:
+            self.lm_head = Int8Linear(self.lm_head)
+            self.layers = [
+                _LayerWeights(w.input_norm, Int8Linear(w.qkv), Int8Linear(w.out), w.post_norm, w.router,
+                              Int8Experts.from_weight(w.gate_up), Int8Experts.from_weight(w.down))
+                for w in self.layers
+            ]
 
     def allocate_cache(self, batch: int, slots: int) -> KVCache:
-        return KVCache.allocate(len(self.layers), batch, self.kv_heads, slots, self.head_dim, self.dtype, self.device)
+        return KVCache.allocate(len(self.layers), batch, self.kv_heads, slots, self.head_dim, self.kv_dtype,
+                                self.device)
 
     def rotary_table(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin for positions [0, positions), computed as Mixtral does, each (P, H + 2*Hkv, D):
@@ -292,13 +341,16 @@ class FastMoEDecoder:
 
     def _qkv(self, weights: _LayerWeights, hidden: torch.Tensor) -> torch.Tensor:
         """The fused q/k/v projection of the normed hidden states (..., C), as heads (..., H + 2*Hkv, D)."""
-        qkv = F.linear(rms_norm(hidden, weights.input_norm, self.eps), weights.qkv)
+        qkv = linear(rms_norm(hidden, weights.input_norm, self.eps), weights.qkv)
         return qkv.view(*hidden.shape[:-1], self.num_heads + 2 * self.kv_heads, self.head_dim)
 
     def _feed_forward(self, weights: _LayerWeights, hidden: torch.Tensor) -> torch.Tensor:
         normed = rms_norm(hidden, weights.post_norm, self.eps)
         flat = normed.reshape(-1, normed.shape[-1])
-        return hidden + batched_moe(flat, weights.router, weights.gate_up, weights.down, self.top_k).view_as(hidden)
+        gate_up, down = weights.gate_up, weights.down
+        if isinstance(gate_up, Int8Experts):
+            gate_up, down = gate_up.dequantize(), down.dequantize()
+        return hidden + batched_moe(flat, weights.router, gate_up, down, self.top_k).view_as(hidden)
 
     @torch.inference_mode()
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache,
@@ -329,10 +381,10 @@ class FastMoEDecoder:
             attended = F.scaled_dot_product_attention(
                 q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), attn_mask=mask
             )  # (B, H, T, D)
-            hidden = hidden + F.linear(attended.transpose(1, 2).reshape(batch, steps, -1), weights.out)
+            hidden = hidden + linear(attended.transpose(1, 2).reshape(batch, steps, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)
         last = rms_norm(hidden[:, -1], self.final_norm, self.eps)
-        return F.linear(last, self.lm_head)  # (B, V)
+        return linear(last, self.lm_head)  # (B, V)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, prompt_segments: list[PromptSegment],
@@ -377,6 +429,66 @@ class FastMoEDecoder:
             generated = cache.kv[index, :, :, : slot + 1]
             out_g, lse_g = attend(q, generated[:, :kv_heads], generated[:, kv_heads:], None, scale)
             attended = merge_attention(out_p, lse_p, out_g, lse_g)
-            hidden = hidden + F.linear(attended.to(self.dtype).reshape(batch, -1), weights.out)
+            hidden = hidden + linear(attended.to(self.dtype).reshape(batch, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)
-        return F.linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)
+        return linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)
+
+    @torch.inference_mode()
+    def extend(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+               prompt_segments: list[PromptSegment], groups: PromptGroups, cache: KVCache,
+               rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Decode Q tokens per row in one forward, each row at its own place: tokens (B, Q); logits (B, Q, V).
+
+        Row b's token j sits at position `positions[b] + j` and in generated-cache slot `slots[b] + j`; it
+        attends to its prompt (cascade, as in `step`), to the row's generated slots before `slots[b]`, and to
+        its own tokens up to j. Slots from `slots[b] + Q` on are never read, so dropping a row's rejected
+        draft tokens is only starting its next call at a lower slot: they are masked, then overwritten.
+        """
+        batch, width_q = tokens.shape
+        heads, kv_heads, head_dim = self.num_heads, self.kv_heads, self.head_dim
+        groups_per_kv = heads // kv_heads
+        prompts, width = groups.index.shape
+        scale = head_dim ** -0.5
+        offsets = torch.arange(width_q, device=self.device)
+        token_slots = slots[:, None] + offsets  # (B, Q)
+        cos, signed_sin = rotary[0][positions[:, None] + offsets], rotary[1][positions[:, None] + offsets]
+        used = int(slots.max()) + width_q  # the generated slots any row reads
+        # Generated part: query (b, j) reads slot s iff s <= slots[b] + j; queries laid out j-major, g-minor.
+        seen = torch.arange(used, device=self.device)[None, None, :] <= token_slots[:, :, None]  # (B, Q, S)
+        generated_bias = torch.zeros(seen.shape, dtype=self.dtype, device=self.device)
+        generated_bias = generated_bias.masked_fill_(~seen, float("-inf")).repeat_interleave(groups_per_kv, dim=1)
+        generated_bias = generated_bias.unsqueeze(1)  # (B, 1, Q*G, S)
+        # Where each row's new keys and values go, as rows of a layer's cache viewed (B * 2*Hkv * S, D): one
+        # index_copy_ a layer (advanced-index assignment through a transposed view costs several times more).
+        cache_heads, cache_slots = cache.kv.shape[2], cache.kv.shape[3]
+        head_rows = torch.arange(batch, device=self.device)[:, None] * cache_heads + torch.arange(
+            cache_heads, device=self.device)  # (B, 2*Hkv)
+        write_at = (head_rows[:, :, None] * cache_slots + token_slots[:, None, :]).reshape(-1)  # (B * 2*Hkv * Q,)
+        gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
+        hidden = F.embedding(tokens, self.embed)  # (B, Q, C)
+        for index, weights in enumerate(self.layers):
+            qkv = apply_rotary(self._qkv(weights, hidden), cos, signed_sin)  # (B, Q, H + 2*Hkv, D)
+            cache.kv[index].view(-1, head_dim).index_copy_(
+                0, write_at, qkv[:, :, heads:].transpose(1, 2).reshape(-1, head_dim).to(cache.kv.dtype))
+            q = qkv[:, :, :heads].view(batch, width_q, kv_heads, groups_per_kv, head_dim)
+            # Prompt part: every query of a prompt's rows at once, (P, Hkv, R*Q*G, D).
+            stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
+            stacked = stacked.permute(0, 3, 1, 2, 4, 5).reshape(prompts, kv_heads, -1, head_dim)
+            parts = [attend(stacked[seg.start:seg.stop], seg.cache.keys(index), seg.cache.values(index), seg.bias,
+                            scale) for seg in prompt_segments]
+            out_p, lse_p = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))
+            out_p = out_p.view(prompts, kv_heads, width, width_q, groups_per_kv, head_dim).permute(0, 2, 3, 1, 4, 5)
+            lse_p = lse_p.view(prompts, kv_heads, width, width_q, groups_per_kv).permute(0, 2, 3, 1, 4)
+            out_p = out_p.reshape(prompts * width, width_q, kv_heads, groups_per_kv, head_dim)
+            lse_p = lse_p.reshape(prompts * width, width_q, kv_heads, groups_per_kv)
+            if not groups.aligned:
+                out_p, lse_p = out_p[groups.position], lse_p[groups.position]  # (B, Q, Hkv, G, ·)
+            generated = cache.kv[index, :, :, :used]
+            q_rows = q.permute(0, 2, 1, 3, 4).reshape(batch, kv_heads, width_q * groups_per_kv, head_dim)
+            out_g, lse_g = attend(q_rows, generated[:, :kv_heads], generated[:, kv_heads:], generated_bias, scale)
+            out_g = out_g.view(batch, kv_heads, width_q, groups_per_kv, head_dim).transpose(1, 2)
+            lse_g = lse_g.view(batch, kv_heads, width_q, groups_per_kv).transpose(1, 2)
+            attended = merge_attention(out_p, lse_p, out_g, lse_g)  # (B, Q, Hkv, G, D)
+            hidden = hidden + linear(attended.to(self.dtype).reshape(batch, width_q, -1), weights.out)
+            hidden = self._feed_forward(weights, hidden)
+        return linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)

@@ -8,6 +8,7 @@ completion token; the logits at position t predict token t + 1, so targets are t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -135,13 +136,22 @@ def grpo_loss(
     clip: float = 0.2,
     ref_model=None,
     kl_coef: float = 0.0,
+    behaviour_logprobs: torch.Tensor | None = None,
+    tis_cap: float = 2.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Group-relative policy gradient with a clipped importance ratio (GRPO), averaged over completion tokens.
 
-    `old_logprobs` (B, T) are the sampler's per-token log-probabilities aligned with `input_ids` (only
-    completion positions are read); None means on-policy (ratio 1). `rewards` and `group_ids` are (B,):
-    the n samples of one task share a group id. With `ref_model` and `kl_coef > 0`, a per-token KL
-    penalty to the reference (the k3 estimator) is added.
+    `old_logprobs` (B, T) are per-token log-probabilities aligned with `input_ids` (only completion
+    positions are read) under the weights the ratio is taken against; None means on-policy (ratio 1).
+    `rewards` and `group_ids` are (B,): the n samples of one task share a group id. With `ref_model` and
+    `kl_coef > 0`, a per-token KL penalty to the reference (the k3 estimator) is added.
+
+    Off-policy correction: `behaviour_logprobs` (B, T) are the log-probabilities the sampler recorded
+    when it drew the tokens. A low-precision sampler (int8 weights, a bfloat16 cache) draws from a
+    slightly different distribution than the float32 weights, so each token's objective is weighted by
+    the truncated importance weight min(exp(old - behaviour), `tis_cap`), detached (truncated importance
+    sampling, as verl and slime apply to FP8 rollouts). NaN marks a position with no recorded log-prob
+    (weight 1). Speculative sampling alone needs no correction: it records the policy's own log-probs.
     """
     _check_shapes(input_ids, attention_mask, completion_mask)
     if rewards.shape != (input_ids.shape[0],):
@@ -152,6 +162,11 @@ def grpo_loss(
         raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
     if kl_coef > 0 and ref_model is None:
         raise ValueError("kl_coef > 0 needs a ref_model to measure the KL against")
+    if not (math.isfinite(tis_cap) and tis_cap >= 1.0):
+        raise ValueError(f"tis_cap must be a finite number >= 1 (the largest importance weight), got {tis_cap}")
+    if behaviour_logprobs is not None and behaviour_logprobs.shape != input_ids.shape:
+        raise ValueError(f"behaviour_logprobs must be aligned with input_ids {tuple(input_ids.shape)}, "
+                         f"got {tuple(behaviour_logprobs.shape)}")
     mask = _target_mask(attention_mask, completion_mask)
     if mask.sum() == 0:
         raise ValueError("the batch has no completion tokens")
@@ -170,7 +185,15 @@ def grpo_loss(
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages
-    policy_loss = -_masked_mean(torch.minimum(unclipped, clipped), mask)
+    objective = torch.minimum(unclipped, clipped)
+    tis_metrics = {}
+    if behaviour_logprobs is not None:
+        weights = truncated_importance_weights(old_logprobs.to(logprobs), behaviour_logprobs.to(logprobs), mask,
+                                               tis_cap)
+        objective = objective * weights
+        tis_metrics = {"tis_weight_mean": float(_masked_mean(weights, mask)),
+                       "tis_truncated_fraction": float(_masked_mean((weights >= tis_cap).float(), mask))}
+    policy_loss = -_masked_mean(objective, mask)
 
     metrics = {
         "pg_loss": float(policy_loss.detach()),
@@ -179,6 +202,7 @@ def grpo_loss(
         "ratio_mean": float(_masked_mean(ratio.detach(), mask)),
         "clip_fraction": float(_masked_mean(((ratio - 1.0).abs() > clip).float(), mask)),
         "tokens": float(mask.sum()),
+        **tis_metrics,
     }
     core = policy_loss
     if ref_model is not None:
@@ -189,6 +213,15 @@ def grpo_loss(
         metrics["kl_to_ref"] = float(kl.detach())
         core = core + kl_coef * kl
     return _with_aux(core, forward, metrics)
+
+
+def truncated_importance_weights(target_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor,
+                                 mask: torch.Tensor, cap: float) -> torch.Tensor:
+    """min(exp(target - behaviour), cap) per token (B, T), detached; 1 outside `mask` and where the
+    behaviour log-prob is NaN (not recorded). The log-ratio is zeroed there before exp() so it cannot overflow."""
+    known = (mask > 0) & ~torch.isnan(behaviour_logprobs)
+    log_weight = torch.where(known, target_logprobs.detach() - behaviour_logprobs.nan_to_num(0.0), 0.0)
+    return torch.exp(log_weight.clamp(max=math.log(cap)))
 
 
 def distill_loss(

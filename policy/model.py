@@ -91,6 +91,36 @@ def build_model(preset: str, vocab_size: int, seed: int = 0) -> MixtralForCausal
     return model
 
 
+def drafter_config(policy_config: MixtralConfig, num_layers: int = 1) -> MixtralConfig:
+    """A small dense model for speculative sampling beside a policy of `policy_config`: the same tokenizer,
+    width and heads, `num_layers` layers, one expert per layer (a Mixtral block with one expert and top-1
+    routing is a plain SwiGLU feed-forward), so the fast decoder runs it as it runs the policy."""
+    if not 1 <= num_layers <= policy_config.num_hidden_layers:
+        raise ValueError(f"a drafter has 1..{policy_config.num_hidden_layers} layers (the policy's), got {num_layers}")
+    settings = policy_config.to_dict()
+    settings.update(num_hidden_layers=num_layers, num_local_experts=1, num_experts_per_tok=1,
+                    router_aux_loss_coef=0.0, router_z_loss_coef=0.0, output_router_logits=False)
+    return MixtralConfig(**settings)
+
+
+def build_drafter(policy: MixtralForCausalLM, num_layers: int = 1, seed: int = 0) -> MixtralForCausalLM:
+    """A fresh drafter for `policy` (see `drafter_config`) that starts from the policy's embeddings, output
+    head and first layers' attention, so distillation only has to fit what the dropped layers did."""
+    config = drafter_config(policy.config, num_layers)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        drafter = MixtralForCausalLM(config)
+    with torch.no_grad():
+        drafter.model.embed_tokens.weight.copy_(policy.model.embed_tokens.weight)
+        drafter.lm_head.weight.copy_(policy.lm_head.weight)
+        drafter.model.norm.weight.copy_(policy.model.norm.weight)
+        for mine, theirs in zip(drafter.model.layers, policy.model.layers):
+            mine.self_attn.load_state_dict(theirs.self_attn.state_dict())
+            mine.input_layernorm.load_state_dict(theirs.input_layernorm.state_dict())
+            mine.post_attention_layernorm.load_state_dict(theirs.post_attention_layernorm.state_dict())
+    return drafter.to(dtype=policy.dtype, device=policy.device).eval()
+
+
 def count_parameters(model: PreTrainedModel) -> dict[str, int]:
     """Total parameters and those active per token (attention, router, embeddings + top-k of E experts)."""
     config = model.config

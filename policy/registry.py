@@ -4,6 +4,11 @@ Layout under `root`: `v000001/`, `v000002/`, ... each a Hugging Face folder (con
 tokenizer files) plus `manifest.json` (SHA-256 per file, a content checksum over them, metadata).
 A version is written into a hidden temporary folder, fsynced, then renamed into place, so a crash
 mid-save leaves at most an ignored `.tmp-*` folder, never a half checkpoint.
+
+Beside the versions, `drafters/v000002/` holds the small drafter distilled from version 2 for speculative
+sampling (weights, config and a manifest of the same format, whose metadata names the policy version and
+checksum it was distilled from and its measured acceptance rate). Versions never change once published;
+a drafter may be replaced, and a version without one of its own is served by the newest older drafter.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 _TEMP_PREFIX = ".tmp-"
+DRAFTERS_DIR = "drafters"
 _LOCK_NAME = ".publish.lock"
 _HASH_CHUNK = 1 << 20
 
@@ -69,6 +75,27 @@ class LoadedPolicy:
     metadata: dict[str, Any]
     path: Path
     checksum: str
+
+
+@dataclass(frozen=True)
+class DrafterInfo:
+    """The drafter chosen for a policy version: its own (`stale` False) or an older version's."""
+
+    policy_version: int  # the version whose sampling it serves
+    distilled_from: int  # the version it was distilled from
+    path: Path
+    ok: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+    @property
+    def stale(self) -> bool:
+        return self.distilled_from != self.policy_version
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        rate = self.metadata.get("acceptance_rate")
+        return None if rate is None else float(rate)
 
 
 def version_dir_name(version: int) -> str:
@@ -184,15 +211,8 @@ class CheckpointRegistry:
         version visible, under a lock so concurrent publishers get distinct numbers.
         """
         clean_metadata = _check_metadata(dict(metadata or {}))
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=self.root))
+        staging, file_hashes = self._stage(model, tokenizer)
         try:
-            model.save_pretrained(staging, safe_serialization=True)
-            tokenizer.save_pretrained(staging)
-            file_hashes = {}
-            for file in sorted(p for p in staging.rglob("*") if p.is_file()):
-                _fsync_path(file)
-                file_hashes[file.relative_to(staging).as_posix()] = sha256_file(file)
             with self._publish_lock():
                 version = self._rename_into_place(staging, file_hashes, clean_metadata)
         except BaseException:
@@ -201,24 +221,44 @@ class CheckpointRegistry:
         logger.info("published policy v%d at %s", version, self.path(version))
         return version
 
+    def _stage(self, model: Any, tokenizer: Any | None) -> tuple[Path, dict[str, str]]:
+        """Save into a fresh temporary folder under the root, fsynced; return it and its files' SHA-256."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=self.root))
+        try:
+            model.save_pretrained(staging, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging)
+            file_hashes = {}
+            for file in sorted(p for p in staging.rglob("*") if p.is_file()):
+                _fsync_path(file)
+                file_hashes[file.relative_to(staging).as_posix()] = sha256_file(file)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging, file_hashes
+
+    @staticmethod
+    def _write_manifest(staging: Path, version: int, file_hashes: dict[str, str], metadata: dict[str, Any]) -> None:
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": version,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "checksum": content_checksum(file_hashes),
+            "files": file_hashes,
+            "metadata": metadata,
+        }
+        with open(staging / MANIFEST_NAME, "w") as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_path(staging)
+
     def _rename_into_place(self, staging: Path, file_hashes: dict[str, str], metadata: dict[str, Any]) -> int:
         latest = self.latest_published()
         version = (latest or 0) + 1
         while True:
-            manifest = {
-                "format": MANIFEST_FORMAT,
-                "version": version,
-                "created_at": datetime.now(timezone.utc).isoformat(),
-                "checksum": content_checksum(file_hashes),
-                "files": file_hashes,
-                "metadata": metadata,
-            }
-            manifest_path = staging / MANIFEST_NAME
-            with open(manifest_path, "w") as handle:
-                json.dump(manifest, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            _fsync_path(staging)
+            self._write_manifest(staging, version, file_hashes, metadata)
             try:
                 # rename(2) onto an existing non-empty folder fails, so even a publisher on a file
                 # system without working locks cannot overwrite another's version.
@@ -251,6 +291,75 @@ class CheckpointRegistry:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         return removed
+
+    # ----- drafters ------------------------------------------------------------------------------------
+    def drafter_path(self, version: int) -> Path:
+        self.path(version)  # the same check of the number
+        return self.root / DRAFTERS_DIR / version_dir_name(version)
+
+    def publish_drafter(self, version: int, drafter: Any, metadata: dict[str, Any] | None = None) -> Path:
+        """Save `drafter` as the drafter of policy `version` (replacing an earlier one) and return its folder.
+
+        The metadata records the version's checksum, so a drafter is never mistaken for another's.
+        """
+        info = self.inspect(version)
+        if not info.ok:
+            raise CorruptCheckpoint(version, info.path, list(info.problems))
+        clean_metadata = _check_metadata({**dict(metadata or {}), "policy_version": version,
+                                          "policy_checksum": info.checksum})
+        staging, file_hashes = self._stage(drafter, None)
+        target = self.drafter_path(version)
+        try:
+            self._write_manifest(staging, version, file_hashes, clean_metadata)
+            target.parent.mkdir(exist_ok=True)
+            with self._publish_lock():
+                # Move the old drafter aside first: rename(2) cannot replace a non-empty folder, and a
+                # reader between the two renames finds no drafter (it samples plainly), never half of one.
+                retired = None
+                if target.exists():
+                    retired = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=self.root))
+                    os.rename(target, retired / "old")
+                os.rename(staging, target)
+                _fsync_path(target.parent)
+            if retired is not None:
+                shutil.rmtree(retired, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        logger.info("published the drafter of policy v%d at %s", version, target)
+        return target
+
+    def drafter_versions(self) -> list[int]:
+        """Policy versions that have a drafter of their own, ascending."""
+        folder = self.root / DRAFTERS_DIR
+        if not folder.is_dir():
+            return []
+        return sorted(int(m.group(1)) for m in map(_VERSION_DIR.match, os.listdir(folder)) if m)
+
+    def drafter_for(self, version: int) -> DrafterInfo | None:
+        """The drafter to sample `version` with: its own if published and intact, else the newest intact one
+        of an older version (stale: any drafter of the same vocabulary leaves speculative sampling exact,
+        a stale one only proposes tokens the policy keeps less often); None if there is none."""
+        for source in reversed([v for v in self.drafter_versions() if v <= version]):
+            checked = self._verify(source, self.drafter_path(source))
+            info = DrafterInfo(version, source, checked.path, checked.ok, checked.metadata, checked.problems)
+            if info.ok:
+                return info
+            logger.warning("skipping corrupt drafter of v%d (%s)", source, "; ".join(info.problems))
+        return None
+
+    def load_drafter(self, version: int, *, device: str | None = None, dtype: Any = None) -> tuple[Any, DrafterInfo]:
+        """Load the drafter `drafter_for(version)` picks; raises NoCheckpoint if there is none."""
+        info = self.drafter_for(version)
+        if info is None:
+            raise NoCheckpoint(f"no drafter for policy v{version} in {self.root}; distill one first "
+                               "(verifarm policy drafter)")
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(info.path, **({"dtype": dtype} if dtype is not None else {}))
+        if device is not None:
+            model = model.to(device)
+        return model.eval(), info
 
     # ----- loading -------------------------------------------------------------------------------------
     def load(self, version: int | None = None, *, device: str | None = None, dtype: Any = None) -> LoadedPolicy:

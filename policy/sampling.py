@@ -3,7 +3,9 @@
 `LocalPolicy` drives `FastMoEDecoder` (KV-cached, batched, finished rows dropped from the batch) for
 Mixtral-style checkpoints and falls back to `transformers` `generate` for any other causal LM.
 Log-probabilities are those of the model's own distribution (temperature 1, no top-p), i.e. what
-a training forward pass over the same tokens computes, so they can serve as "old" log-probs.
+a training forward pass over the same tokens computes, so they can serve as "old" log-probs. With a
+drafter the fast path samples speculatively (`policy.speculative`): same distribution, the policy's own
+log-probs, fewer policy forwards. With int8 weights or a bfloat16 cache they are the low-precision model's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from verifarm.policy.fast_decode import FastMoEDecoder, PromptGroups, split_prompt_cache, unsupported_reason
+from verifarm.policy.fast_decode import (DecoderOptions, FastMoEDecoder, PromptGroups, split_prompt_cache,
+                                         unsupported_reason)
+from verifarm.policy.speculative import accept_drafts, draw, nucleus, sampling_distribution
 
 
 @dataclass
@@ -32,6 +36,15 @@ class Completion:
     logprobs: list[float]
     policy_version: int
     finish_reason: str = "length"
+    # Speculative sampling: draft tokens proposed for this row and how many of them were kept. The tokens
+    # and log-probs are the policy's all the same (log-probs of the policy, never of the drafter).
+    draft_proposed: int = 0
+    draft_accepted: int = 0
+
+    @property
+    def drafted(self) -> bool:
+        """Whether a drafter proposed tokens for this completion (speculative sampling)."""
+        return self.draft_proposed > 0
 
 
 @dataclass(frozen=True)
@@ -68,20 +81,7 @@ def choose_tokens(logits: torch.Tensor, temperature: float, top_p: float,
     else:
         # At temperature 1 the sampling distribution is the model's own: reuse its log-softmax.
         probs = model_logprobs.exp() if temperature == 1 else torch.softmax(logits / temperature, dim=-1)
-        if top_p < 1.0:
-            sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-            # Keep the smallest prefix whose mass reaches top_p (the top token always survives).
-            outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, sorted_ids, sorted_probs)
-        # Inverse-CDF sampling needs one uniform number per row (multinomial draws one per token).
-        cdf = probs.cumsum(dim=-1)  # (B, V)
-        total = cdf[:, -1:]
-        uniform = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device) * total
-        # Rounding can put u*total at the total itself; keeping u strictly below the total means the
-        # first cdf entry above u always exists and always belongs to a token with mass.
-        uniform = torch.minimum(uniform, torch.nextafter(total, torch.zeros_like(total)))
-        tokens = torch.searchsorted(cdf, uniform, right=True).squeeze(-1)
+        tokens = draw(nucleus(probs, top_p), generator)
     return tokens, model_logprobs.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -99,15 +99,46 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-class LocalPolicy:
-    """A policy held in this process: `sample` runs the model on its own device."""
+@dataclass(frozen=True)
+class _PromptLayout:
+    """Prompts sorted by length and left-padded, and the batch rows sampling them."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer, version: int):
+    input_ids: torch.Tensor  # (P, W) sorted prompts, left-padded
+    attention_mask: torch.Tensor  # (P, W)
+    lengths: list[int]  # of each sorted prompt
+    prompt_of: list[int]  # sorted prompt of each batch row
+    row_ids: torch.Tensor  # (B,) output row of each batch row
+
+
+class LocalPolicy:
+    """A policy held in this process: `sample` runs the model on its own device.
+
+    With a `drafter` (a small Mixtral-style model of the same tokenizer, see `policy.drafter`) the fast
+    decoder samples speculatively, `draft_tokens` proposals per round, with the very same output
+    distribution; without one, or for models the fast decoder does not run, it samples token by token.
+    `decoder_options` select int8 weights and a bfloat16 KV cache for the policy (not exact: the
+    log-probs recorded are then those of the low-precision model, which the trainer corrects for).
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer, version: int, drafter: PreTrainedModel | None = None,
+                 draft_tokens: int = 4, decoder_options: DecoderOptions = DecoderOptions()):
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad or eos token to pad prompt batches")
+        if drafter is not None:
+            reason = unsupported_reason(drafter)
+            if reason is not None:
+                raise ValueError(f"the drafter cannot run in the fast decoder: {reason}")
+            if drafter.config.vocab_size != model.config.vocab_size:
+                raise ValueError(f"the drafter's vocabulary ({drafter.config.vocab_size}) differs from the "
+                                 f"policy's ({model.config.vocab_size}); distill a drafter for this tokenizer")
+        if not 1 <= draft_tokens <= 16:
+            raise ValueError(f"draft_tokens must be in [1, 16], got {draft_tokens}")
         self.model = model  # left in its mode: a trainer may share it; sampling never uses dropout
         self.tokenizer = tokenizer
         self.version = int(version)
+        self.drafter = drafter
+        self.draft_tokens = draft_tokens
+        self.decoder_options = decoder_options
         self._stop_candidates: dict[tuple[str, ...], torch.Tensor] = {}
 
     @classmethod
@@ -138,21 +169,23 @@ class LocalPolicy:
         prompt_ids = [self.tokenizer(p)["input_ids"] for p in prompts]
         if any(len(ids) == 0 for ids in prompt_ids):
             raise ValueError("an empty prompt encodes to no tokens with this tokenizer; give it some text")
-        if unsupported_reason(self.model) is None:
-            rows = self._sample_fast(prompt_ids, params)
-        else:
+        if unsupported_reason(self.model) is not None:
             rows = self._sample_with_generate(prompt_ids, params)
-        completions = [self._finish(ids, logprobs, reason, params.stop) for ids, logprobs, reason in rows]
+        elif self.drafter is not None:
+            rows = self._sample_speculative(prompt_ids, params)
+        else:
+            rows = self._sample_fast(prompt_ids, params)
+        completions = [self._finish(*row, stop=params.stop) for row in rows]
         return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     def _finish(self, token_ids: list[int], logprobs: list[float], reason: str,
-                stop: tuple[str, ...]) -> Completion:
+                drafts: tuple[int, int] = (0, 0), *, stop: tuple[str, ...]) -> Completion:
         eos = self.eos_ids
         text_ids = token_ids[:-1] if token_ids and token_ids[-1] in eos else token_ids
         text, stopped = _cut_at_stop(self.tokenizer.decode(text_ids, skip_special_tokens=True), stop)
         if stopped:
             reason = "stop"
-        return Completion(text, token_ids, logprobs, self.version, reason)
+        return Completion(text, token_ids, logprobs, self.version, reason, *drafts)
 
     def _left_pad(self, prompt_ids: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -176,32 +209,39 @@ class LocalPolicy:
             self._stop_candidates[stop] = torch.tensor(flags + [False] * (size - vocab), device=device)
         return self._stop_candidates[stop]
 
-    def _sample_fast(self, prompt_ids: list[list[int]], params: SamplingParams) -> list[tuple[list[int], list[float], str]]:
-        decoder = FastMoEDecoder(self.model)
-        device = decoder.device
-        generator = _make_generator(params.seed, device)
+    def _prompt_layout(self, prompt_ids: list[list[int]], n: int, device: torch.device) -> "_PromptLayout":
         # Prompts are decoded shortest first (batch rows map back to output rows through row_ids), so
         # that the prompt cache can be cut into a short and a long run without gathering prompts.
         order = sorted(range(len(prompt_ids)), key=lambda p: len(prompt_ids[p]))
         sorted_ids = [prompt_ids[p] for p in order]
         input_ids, attention_mask = self._left_pad(sorted_ids, device)
+        total_rows = len(prompt_ids) * n
+        prompt_of = [row // n for row in range(total_rows)]  # sorted prompt of each batch row
+        row_ids = torch.tensor([order[row // n] * n + row % n for row in range(total_rows)],
+                               device=device)  # the output row of each live batch row
+        return _PromptLayout(input_ids, attention_mask, [len(ids) for ids in sorted_ids], prompt_of, row_ids)
+
+    def _sample_fast(self, prompt_ids: list[list[int]], params: SamplingParams) -> list[tuple[list[int], list[float], str]]:
+        decoder = FastMoEDecoder(self.model, self.decoder_options)
+        device = decoder.device
+        generator = _make_generator(params.seed, device)
+        layout = self._prompt_layout(prompt_ids, params.n, device)
+        input_ids, attention_mask, prompt_of, row_ids = (layout.input_ids, layout.attention_mask, layout.prompt_of,
+                                                         layout.row_ids)
         prompt_width = input_ids.shape[1]
-        total_rows = len(prompt_ids) * params.n
+        total_rows = len(prompt_of)
 
         # Each distinct prompt is prefilled once and its keys are shared by its n samples (see
         # FastMoEDecoder.step); only the generated tokens get a cache per row.
         prompt_cache = decoder.allocate_cache(len(prompt_ids), prompt_width)
         rotary = decoder.rotary_table(prompt_width + params.max_new_tokens)
         logits = decoder.prefill(input_ids, attention_mask, prompt_cache, rotary)
-        prompt_segments = split_prompt_cache(prompt_cache, [len(ids) for ids in sorted_ids])
-        prompt_of = [row // params.n for row in range(total_rows)]  # sorted prompt of each batch row
+        prompt_segments = split_prompt_cache(prompt_cache, layout.lengths)
         expand = torch.tensor(prompt_of, device=device)
         logits = logits.index_select(0, expand)
         positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row
         cache = decoder.allocate_cache(total_rows, params.max_new_tokens)
         groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
-        row_ids = torch.tensor([order[row // params.n] * params.n + row % params.n for row in range(total_rows)],
-                               device=device)  # the output row of each live batch row
 
         out_tokens = torch.zeros(total_rows, params.max_new_tokens, dtype=torch.long, device=device)
         out_logprobs = torch.zeros(total_rows, params.max_new_tokens, dtype=torch.float32, device=device)
@@ -249,6 +289,153 @@ class LocalPolicy:
 
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()
         return [(token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r]) for r in range(total_rows)]
+
+    def _sample_speculative(self, prompt_ids: list[list[int]],
+                            params: SamplingParams) -> list[tuple[list[int], list[float], str, tuple[int, int]]]:
+        """`_sample_fast` with a drafter: per round the drafter proposes k tokens per row, one forward of the
+        policy over the k+1 positions scores them, and `accept_drafts` keeps a prefix of each row's drafts
+        plus one token of the policy's own. Rows keep different numbers and sit at different cache slots;
+        both caches are rolled back on rejection by starting the row's next round at its committed length.
+
+        Invariant per live row with g committed generated tokens: the policy's cache holds the first g-1 of
+        them (the last is the next round's first input), the drafter's at least the first g-2.
+        """
+        # The drafter runs exact: its precision cannot change the output, only how often it is right.
+        decoder, drafter = FastMoEDecoder(self.model, self.decoder_options), FastMoEDecoder(self.drafter)
+        device, k = decoder.device, self.draft_tokens
+        generator = _make_generator(params.seed, device)
+        layout = self._prompt_layout(prompt_ids, params.n, device)
+        prompt_of, row_ids = layout.prompt_of, layout.row_ids
+        total_rows, prompt_width = len(prompt_of), layout.input_ids.shape[1]
+        slots = params.max_new_tokens + k  # a live row has g <= max_new_tokens - 1 and writes k+1 past g-1
+        rotary = decoder.rotary_table(prompt_width + slots)
+        draft_rotary = drafter.rotary_table(prompt_width + slots)
+        segments, draft_segments = [], []
+        for model_decoder, table, parts in ((decoder, rotary, segments), (drafter, draft_rotary, draft_segments)):
+            prompt_cache = model_decoder.allocate_cache(len(prompt_ids), prompt_width)
+            logits = model_decoder.prefill(layout.input_ids, layout.attention_mask, prompt_cache, table)
+            parts.extend(split_prompt_cache(prompt_cache, layout.lengths))
+            if model_decoder is decoder:
+                first_logits = logits
+        expand = torch.tensor(prompt_of, device=device)
+        prompt_lengths = layout.attention_mask.sum(-1).index_select(0, expand)  # (B,) position of token 0
+        cache, draft_cache = decoder.allocate_cache(total_rows, slots), drafter.allocate_cache(total_rows, slots)
+        groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
+
+        out_tokens = torch.zeros(total_rows, slots + 1, dtype=torch.long, device=device)
+        out_logprobs = torch.zeros(total_rows, slots + 1, dtype=torch.float32, device=device)
+        eos = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
+        stop_candidates = self._stop_candidate_tokens(params.stop, device) if params.stop else None
+        stop_window = 4 * max((len(s) for s in params.stop), default=0) + 4
+        lengths = [params.max_new_tokens] * total_rows
+        reasons = ["length"] * total_rows
+        proposed, kept = [0] * total_rows, [0] * total_rows
+
+        # Token 0 of every row comes from the prompt's logits, as in plain sampling.
+        emitted, logprobs = choose_tokens(first_logits.index_select(0, expand), params.temperature, params.top_p,
+                                          generator)
+        emitted, logprobs, counts = emitted[:, None], logprobs[:, None], torch.ones(total_rows, dtype=torch.long)
+        committed = torch.zeros(total_rows, dtype=torch.long, device=device)  # g per live row
+        finished = torch.zeros(total_rows, dtype=torch.bool)
+        accepted = None
+        while True:
+            # Write this round's tokens, then cut each row at eos, a stop string or the token budget.
+            columns = committed[:, None] + torch.arange(emitted.shape[1], device=device)
+            out_tokens[row_ids[:, None], columns] = emitted
+            out_logprobs[row_ids[:, None], columns] = logprobs
+            ends = self._round_ends(emitted, counts, committed, eos, stop_candidates, stop_window, row_ids,
+                                    out_tokens, params)
+            accepted_list = accepted.tolist() if accepted is not None else None
+            for batch_row, (row, (count, reason)) in enumerate(zip(row_ids.tolist(), ends)):
+                if accepted_list is not None:
+                    proposed[row] += k
+                    kept[row] += accepted_list[batch_row]  # a cut at eos is no rejection
+                if reason is not None:
+                    lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
+                    finished[batch_row] = True
+            committed = committed + counts.to(device)
+            live = (~finished).nonzero().flatten()
+            if len(live) == 0:
+                break
+            if len(live) < len(row_ids):
+                # Finished rows leave at once (their caches are dropped, one copy each): unlike plain
+                # decoding, a row kept along would still cost k drafter steps per round.
+                cache, draft_cache = cache.select_rows(live.to(device)), draft_cache.select_rows(live.to(device))
+                row_ids, committed, prompt_lengths = row_ids[live], committed[live], prompt_lengths[live]
+                prompt_of = [prompt_of[i] for i in live.tolist()]
+                groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
+                finished = finished[live]
+
+            # The drafter catches up on the last two committed tokens (one in the first round) and drafts.
+            last = out_tokens[row_ids[:, None], committed[:, None] - 1]  # (B, 1)
+            feed = min(2, int(committed.min()))
+            start = committed - feed
+            inputs = out_tokens[row_ids[:, None], start[:, None] + torch.arange(feed, device=device)]
+            draft_logits = drafter.extend(inputs, prompt_lengths + start, start, draft_segments, groups, draft_cache,
+                                          draft_rotary)[:, -1]
+            draft_tokens, draft_probs = [], []
+            for index in range(k):
+                probs = sampling_distribution(draft_logits, params.temperature, params.top_p)
+                draft_tokens.append(draw(probs, generator))
+                draft_probs.append(probs)
+                if index + 1 < k:
+                    at = committed + index
+                    draft_logits = drafter.extend(draft_tokens[-1][:, None], prompt_lengths + at, at, draft_segments,
+                                                  groups, draft_cache, draft_rotary)[:, 0]
+            drafts = torch.stack(draft_tokens, dim=1)  # (B, k)
+
+            # One policy forward over the last committed token and the k drafts: k+1 distributions.
+            start = committed - 1
+            target_logits = decoder.extend(torch.cat((last, drafts), dim=1), prompt_lengths + start, start, segments,
+                                           groups, cache, rotary)  # (B, k+1, V)
+            verdict = accept_drafts(drafts, torch.stack(draft_probs, dim=1),
+                                    sampling_distribution(target_logits, params.temperature, params.top_p), generator)
+            accepted = verdict.accepted
+            emitted = torch.cat((drafts, drafts[:, :1]), dim=1).scatter_(1, accepted[:, None],
+                                                                         verdict.next_tokens[:, None])
+            # The policy's own log-probs of what it emits (temperature 1, no top-p), never the drafter's.
+            logprobs = torch.log_softmax(target_logits.float(), dim=-1).gather(-1, emitted[..., None]).squeeze(-1)
+            counts = (accepted + 1).cpu()
+
+        token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()
+        return [(token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r], (proposed[r], kept[r]))
+                for r in range(total_rows)]
+
+    def _round_ends(self, emitted: torch.Tensor, counts: torch.Tensor, committed: torch.Tensor, eos: torch.Tensor,
+                    stop_candidates: torch.Tensor | None, stop_window: int, row_ids: torch.Tensor,
+                    out_tokens: torch.Tensor, params: SamplingParams) -> list[tuple[int, str | None]]:
+        """Per batch row: how many of its `counts` new tokens `emitted` (B, C) it keeps, and why it ends
+        ("stop" at eos or a stop string, "length" at the budget) or None if it goes on."""
+        columns = torch.arange(emitted.shape[1], device=emitted.device)
+        usable = columns < counts.to(emitted.device)[:, None]
+        ends_at = torch.isin(emitted, eos) & usable
+        if stop_candidates is not None:
+            ends_at |= stop_candidates[emitted] & usable
+        flagged = ends_at.any(-1).cpu().tolist()
+        first = ends_at.float().argmax(-1).cpu().tolist()
+        committed_list, count_list = committed.cpu().tolist(), counts.tolist()
+        emitted_rows = emitted.cpu().tolist() if any(flagged) else None
+        eos_ids = self.eos_ids
+        results = []
+        for batch_row, (g, count) in enumerate(zip(committed_list, count_list)):
+            budget = params.max_new_tokens - g
+            end = None
+            if flagged[batch_row]:
+                row = int(row_ids[batch_row])
+                for column in range(first[batch_row], min(count, budget)):
+                    token = emitted_rows[batch_row][column]
+                    if token in eos_ids:
+                        end = (column + 1, "stop")
+                        break
+                    if stop_candidates is not None and bool(stop_candidates[token]):
+                        tail = out_tokens[row, max(0, g + column + 1 - stop_window): g + column + 1].tolist()
+                        if any(s in self.tokenizer.decode(tail, skip_special_tokens=True) for s in params.stop):
+                            end = (column + 1, "stop")
+                            break
+            if end is None:
+                end = (budget, "length") if count >= budget else (count, None)
+            results.append(end)
+        return results
 
     def _sample_with_generate(self, prompt_ids: list[list[int]],
                               params: SamplingParams) -> list[tuple[list[int], list[float], str]]:

@@ -1,6 +1,7 @@
-"""Batches and a pre-training loop: encode prompt/completion pairs or documents, run AdamW on a budget.
+"""Batches and training loops: encode prompt/completion pairs or documents, run AdamW on a budget
+(pre-training on documents, distillation of a student on a teacher's completions).
 
-Used by the learning test, the continual trainer and the demo. Batches are right-padded; the tokenizer
+Used by the learning test, the continual trainer, the demo and the drafter of speculative sampling. Batches are right-padded; the tokenizer
 prepends <bos> to the prompt (or document) and an <eos> closes each completion, so a trained policy stops.
 """
 
@@ -14,7 +15,7 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
-from verifarm.policy.losses import lm_loss
+from verifarm.policy.losses import distill_loss, lm_loss
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,30 @@ def encode_batch(
         rows.append(row)
         masks.append(mask)
     return _pad(rows, masks, tokenizer.pad_token_id)
+
+
+def align_behaviour_logprobs(batch: Batch, sampled_ids: Sequence[Sequence[int] | None],
+                             sampled_logprobs: Sequence[Sequence[float] | None]) -> torch.Tensor:
+    """The sampler's recorded log-probs laid on `batch`'s completion positions (B, T), for `grpo_loss`'s
+    `behaviour_logprobs`; NaN (no correction) wherever none applies.
+
+    Completions are re-encoded from text, which can differ from what was sampled (a stop string cut off,
+    an eos appended): a row's log-probs are used along the prefix where the re-encoded tokens are the
+    sampled ones, and stop at the first difference.
+    """
+    if not len(sampled_ids) == len(sampled_logprobs) == batch.input_ids.shape[0]:
+        raise ValueError(f"need token ids and log-probs for each of the {batch.input_ids.shape[0]} rows, got "
+                         f"{len(sampled_ids)} and {len(sampled_logprobs)}")
+    aligned = torch.full(batch.input_ids.shape, float("nan"))
+    for row, (ids, logprobs) in enumerate(zip(sampled_ids, sampled_logprobs)):
+        if ids is None or logprobs is None:
+            continue
+        positions = batch.completion_mask[row].nonzero().flatten().tolist()
+        for index, position in enumerate(positions[: min(len(ids), len(logprobs))]):
+            if int(batch.input_ids[row, position]) != int(ids[index]):
+                break
+            aligned[row, position] = float(logprobs[index])
+    return aligned.to(batch.input_ids.device)
 
 
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int | None = None, append_eos: bool = True) -> Batch:
@@ -171,6 +196,52 @@ def make_optimizer(model, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2))
 
 
+def _set_lr(optimizer, config: TrainConfig, step: int, started: float) -> float | None:
+    """Set this step's learning rate; None when the wall-time budget is spent."""
+    elapsed = time.perf_counter() - started
+    if config.max_seconds is not None and elapsed >= config.max_seconds:
+        return None
+    progress = step / config.steps
+    if config.max_seconds is not None:
+        progress = max(progress, elapsed / config.max_seconds)
+    lr = learning_rate_at(config, step, progress)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def distill(student, teacher, tokenizer, prompts: Sequence[str], completions: Sequence[str], config: TrainConfig,
+            temperature: float = 1.0) -> dict[str, float]:
+    """Fit `student` to `teacher`'s next-token distributions on the completion tokens of the given pairs
+    (`losses.distill_loss`, the loss of the trainer's distillation mode) until the step or time budget runs out.
+
+    Pairs are drawn in a seeded random order. Returns steps, seconds and final_kl (mean of the last 10 steps).
+    """
+    if not prompts or len(prompts) != len(completions):
+        raise ValueError(f"distill needs matching, non-empty prompts and completions, got {len(prompts)} "
+                         f"and {len(completions)}")
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(student, config)
+    student.train()
+    teacher.eval()
+    step, recent, started = 0, [], time.perf_counter()
+    while step < config.steps and _set_lr(optimizer, config, step, started) is not None:
+        chosen = torch.randint(len(prompts), (config.batch_size,), generator=generator).tolist()
+        batch = encode_batch(tokenizer, [prompts[i] for i in chosen], [completions[i] for i in chosen],
+                             config.max_length).to(student.device)
+        loss, metrics = distill_loss(student, teacher, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                                     temperature=temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        recent = (recent + [metrics["distill_kl"]])[-10:]
+    student.eval()
+    return {"steps": float(step), "seconds": time.perf_counter() - started,
+            "final_kl": sum(recent) / len(recent) if recent else float("nan")}
+
+
 def pretrain(model, tokenizer, texts: Sequence[str], config: TrainConfig,
              on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
     """Next-token training on `texts` (each a whole document) until the step or time budget runs out.
@@ -192,15 +263,10 @@ def pretrain(model, tokenizer, texts: Sequence[str], config: TrainConfig,
     lr = config.learning_rate
     started = time.perf_counter()
     while step < config.steps:
-        elapsed = time.perf_counter() - started
-        if config.max_seconds is not None and elapsed >= config.max_seconds:
+        step_lr = _set_lr(optimizer, config, step, started)
+        if step_lr is None:
             break
-        progress = step / config.steps
-        if config.max_seconds is not None:
-            progress = max(progress, elapsed / config.max_seconds)
-        lr = learning_rate_at(config, step, progress)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = step_lr
 
         chosen = []
         while len(chosen) < config.batch_size:

@@ -80,6 +80,17 @@ class SamplingSettings(BaseModel):
         return stop
 
 
+class SpeculativeSettings(BaseModel):
+    """Speculative sampling: `auto` samples with the drafter the registry publishes beside the policy
+    version (plain sampling while there is none), `none` never drafts. Either way the samples follow the
+    policy's distribution exactly; a drafter only changes the speed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drafter: Literal["auto", "none"] = "none"
+    k: int = Field(default=4, ge=1, le=16)  # draft tokens per round
+
+
 class EndpointSpec(BaseModel):
     """An OpenAI-compatible completions server (e.g. `verifarm serve` on a GPU machine) to sample from."""
 
@@ -100,6 +111,7 @@ class CampaignSpec(BaseModel):
     tasks: int = Field(ge=1, le=MAX_TASKS)
     samples_per_task: int = Field(default=4, ge=1, le=MAX_SAMPLES_PER_TASK)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    speculative: SpeculativeSettings = Field(default_factory=SpeculativeSettings)
     # "latest" follows new checkpoints between batches; a number pins one; "reference" is the load-test policy.
     policy: Literal["latest", "reference"] | int = "latest"
     reference_corruption: float = Field(default=0.0, ge=0.0, le=1.0)  # only with policy: reference
@@ -123,6 +135,9 @@ class CampaignSpec(BaseModel):
             raise ValueError("reference_corruption only applies to policy: reference")
         if self.endpoint is not None and self.policy != "latest":
             raise ValueError("an endpoint serves whatever version it holds: use it with policy: latest")
+        if self.speculative.drafter == "auto" and (self.policy == "reference" or self.endpoint is not None):
+            raise ValueError("speculative drafter: auto needs a checkpoint policy sampled by the workers "
+                             "(an endpoint decides its own sampling; the reference policy has no model)")
         return self
 
     @property

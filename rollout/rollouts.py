@@ -204,6 +204,7 @@ def build_records(
             content_hash=content_hash_for(plan.env_id, prompt, completion),
             token_ids=list(sample.token_ids) if sample.token_ids is not None else None,
             logprobs=[float(x) for x in sample.logprobs] if sample.logprobs is not None else None,
+            drafted=getattr(sample, "drafted", None),
             details=details,
         ))
     return records

@@ -98,6 +98,7 @@ class RolloutRecord(BaseModel):
     content_hash: str
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
+    drafted: bool | None = None  # sampled speculatively with a drafter; None where the sampler does not say
     details: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=_utcnow)
     seq: int | None = None  # assigned by the store: the trainer's stable cursor
@@ -202,6 +203,7 @@ def _tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         Column("content_hash", String(64), nullable=False, index=True),
         Column("token_ids", JSON, nullable=True),
         Column("logprobs", JSON, nullable=True),
+        Column("drafted", Boolean, nullable=True),
         Column("details", JSON, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False),
         # Few indexes on purpose: every one is paid on each insert, and most reads are a campaign's records
@@ -269,6 +271,15 @@ class RolloutStore:
         self.metadata.create_all(self.engine, checkfirst=True)
         for index in self.records.indexes:  # indexes added since an existing store's table was created
             index.create(self.engine, checkfirst=True)
+        self._add_drafted_column()
+
+    def _add_drafted_column(self) -> None:
+        """Stores made before records had a `drafted` column get it (NULL for the records already there)."""
+        from sqlalchemy import inspect as inspect_schema
+
+        if "drafted" not in {column["name"] for column in inspect_schema(self.engine).get_columns("rollout_records")}:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE rollout_records ADD COLUMN drafted BOOLEAN"))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -72,10 +72,14 @@ class TrainerConfig:
     staleness_bound: int = 2  # in policy versions
     publish_every: int = 50  # steps
     evaluate_on_publish: bool = True
+    refresh_drafter: bool = False  # distill and publish the new version's speculative-sampling drafter on publish
     teacher_version: int | None = None  # registry version that distillation steps learn from
     distill_temperature: float = 2.0
     post_updates_per_batch: int = 1  # optimizer updates on each post-training batch (PPO-style epochs)
     grpo_clip: float = 0.2
+    # Off-policy correction: weight each token by min(exp(old - behaviour), tis_cap), behaviour being the
+    # log-probs the sampler stored (they differ under int8 weights or a bfloat16 cache); None: not applied.
+    tis_cap: float | None = None
     idle_poll_seconds: float = 2.0  # how long to wait before looking again when no post-training data is fresh
     # One thread: on a shared or busy machine two OpenMP threads spin against each other and a tiny model's
     # step gets up to 10x slower; the farm's worker processes take the other cores.

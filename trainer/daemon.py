@@ -298,8 +298,14 @@ class ContinualTrainer:
             # weights this batch started from (not the sampler's), which keeps updates on a known base.
             rewards = torch.tensor(batch.rewards, dtype=torch.float32)
             groups = torch.tensor(batch.group_ids, dtype=torch.long)
+            behaviour = None
+            if self.config.tis_cap is not None:
+                from verifarm.policy.training import align_behaviour_logprobs
+
+                behaviour = align_behaviour_logprobs(encoded, batch.token_ids, batch.logprobs)
             return grpo_loss(self.model, ids, mask, completion_mask, old_logprobs, rewards, groups,
-                             clip=self.config.grpo_clip)
+                             clip=self.config.grpo_clip, behaviour_logprobs=behaviour,
+                             tis_cap=self.config.tis_cap or 2.0)
         if batch.mode == "distill":
             return distill_loss(self.model, self.teacher, ids, mask, completion_mask,
                                 temperature=self.config.distill_temperature)
@@ -337,6 +343,10 @@ class ContinualTrainer:
             self._staleness_since_publish = []
         if self.config.evaluate_on_publish:
             metrics.update(self.evaluate())
+        if self.config.refresh_drafter:
+            from verifarm.trainer.drafter import refresh_published_drafter
+
+            metrics.update(refresh_published_drafter(self.registry, version, self.config))
         self.model.train()
         self.store.record_metrics(version, metrics, step=self.step_index)
         self.telemetry.on_publish(version, self.step_index, metrics)

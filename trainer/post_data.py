@@ -35,6 +35,10 @@ class PostBatch:
     group_ids: list[int]  # dense 0..G-1 within the batch, as the losses expect
     policy_versions: list[int]
     staleness: list[int] = field(default_factory=list)  # current version minus each record's version
+    # What the sampler recorded per sample (None where it did not): the behaviour log-probs of the
+    # off-policy correction (`grpo_loss(behaviour_logprobs=...)`).
+    token_ids: list[list[int] | None] = field(default_factory=list)
+    logprobs: list[list[float] | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -85,6 +89,7 @@ def read_post_batch(
     now = now or datetime.now(timezone.utc)
     cursor = DataCursor.from_dict(cursor.to_dict())
     prompts, completions, rewards, group_ids, versions, staleness = [], [], [], [], [], []
+    sampled_ids, sampled_logprobs = [], []
     scan_from = cursor.store_after_seq
     pending: dict[str, list] = {}  # group id -> records seen so far, in seq order
     order: list[str] = []  # group ids in order of their first record
@@ -127,11 +132,14 @@ def read_post_batch(
                 group_ids.append(group_index)
                 versions.append(int(r.policy_version))
                 staleness.append(current_version - int(r.policy_version))
+                sampled_ids.append(r.token_ids)
+                sampled_logprobs.append(r.logprobs)
         if len(prompts) >= batch_size:
             break
     if not prompts:
         return None, cursor
-    return PostBatch(mode, prompts, completions, rewards, group_ids, versions, staleness), cursor
+    return PostBatch(mode, prompts, completions, rewards, group_ids, versions, staleness, sampled_ids,
+                     sampled_logprobs), cursor
 
 
 def _classify(group, complete, mode, current_version, selection) -> tuple[list, str]:

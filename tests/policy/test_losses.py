@@ -16,7 +16,7 @@ from verifarm.policy.losses import (
     sft_loss,
 )
 from verifarm.policy.model import build_model, expert_load_report
-from verifarm.policy.training import TrainConfig, encode_batch, encode_texts, make_optimizer
+from verifarm.policy.training import TrainConfig, align_behaviour_logprobs, encode_batch, encode_texts, make_optimizer
 
 PROMPTS = ["12+34=?\n", "50+7=?\n", "9+9=?\n", "21+13=?\n"]
 COMPLETIONS = ["Answer: 46\n", "Answer: 57\n", "Answer: 18\n", "Answer: 34\n"]
@@ -179,6 +179,44 @@ def test_grpo_clips_large_ratios_and_reports_kl(model, tokenizer, batch):
                   groups[:2])
 
 
+def test_truncated_importance_sampling_uses_the_behaviour_logprobs_and_is_bounded(model, batch):
+    args = (model, batch.input_ids, batch.attention_mask, batch.completion_mask, None)
+    rewards, groups = torch.tensor([1.0, 0.0, 0.5, 0.0]), torch.tensor([0, 0, 0, 0])
+    current = sequence_logprobs(model, batch.input_ids, batch.attention_mask)
+    _, plain = grpo_loss(*args, rewards, groups)
+    _, metrics = grpo_loss(*args, rewards, groups, behaviour_logprobs=current)
+    assert metrics["pg_loss"] == pytest.approx(plain["pg_loss"], rel=1e-6)
+    assert metrics["tis_weight_mean"] == pytest.approx(1.0)
+
+    # Per row: the sampler gave its tokens less (weight e^0.3), more (e^-0.5), far less (capped at 2)
+    # probability than the trainer's float32 weights, or recorded none (NaN, weight 1).
+    shift = torch.tensor([0.3, -0.5, 50.0, float("nan")])[:, None]
+    behaviour = current - shift
+    _, metrics = grpo_loss(*args, rewards, groups, behaviour_logprobs=behaviour, tis_cap=2.0)
+    mask = batch.completion_mask.float() * batch.attention_mask.float()
+    mask[:, 0] = 0
+    weights = torch.tensor([0.3, -0.5, 50.0, 0.0]).exp().clamp(max=2.0)[:, None]
+    advantages = group_advantages(rewards, groups)[:, None]
+    # On-policy ratio 1: each token's objective is its advantage, weighted by the truncated IS weight.
+    expected = -(weights * advantages * mask).sum() / mask.sum()
+    assert metrics["pg_loss"] == pytest.approx(float(expected), abs=1e-6)
+    assert metrics["pg_loss"] != pytest.approx(plain["pg_loss"], abs=1e-3)
+    assert metrics["tis_truncated_fraction"] == pytest.approx(float(mask[2].sum() / mask.sum()))
+
+    # Bounded: however far off the sampler was, the gradient is at most the capped one.
+    def grad_norm(behaviour_logprobs):
+        model.zero_grad()
+        grpo_loss(*args, rewards, groups, behaviour_logprobs=behaviour_logprobs, tis_cap=2.0)[0].backward()
+        return torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None))
+
+    assert float(grad_norm(current - 1000.0)) == pytest.approx(float(grad_norm(current - torch.log(torch.tensor(2.0)))),
+                                                               rel=1e-4)
+    with pytest.raises(ValueError, match="tis_cap"):
+        grpo_loss(*args, rewards, groups, behaviour_logprobs=current, tis_cap=0.5)
+    with pytest.raises(ValueError, match="behaviour_logprobs"):
+        grpo_loss(*args, rewards, groups, behaviour_logprobs=current[:, 1:])
+
+
 def test_grpo_kl_penalty_decreases(model, tokenizer, batch):
     # With no reward signal (one group, equal rewards), only the KL term moves the policy: back to the reference.
     reference = copy.deepcopy(model)
@@ -245,3 +283,18 @@ def test_losses_reject_bad_shapes(model, batch):
         lm_loss(model, batch.input_ids[:, :1], batch.attention_mask[:, :1])
     with pytest.raises(ValueError, match="no target tokens"):
         sft_loss(model, batch.input_ids, batch.attention_mask, torch.zeros_like(batch.completion_mask))
+
+
+def test_behaviour_logprobs_align_with_completion_tokens_up_to_the_first_difference(tokenizer):
+    batch = encode_batch(tokenizer, ["1+1=?\n", "2+2=?\n"], ["2", "4!"])
+    sampled_two = tokenizer("2", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    # Row 1 was sampled as "4?" and its text was later edited to "4!": only "4" lines up.
+    sampled_four = tokenizer("4?", add_special_tokens=False)["input_ids"]
+    aligned = align_behaviour_logprobs(batch, [sampled_two, sampled_four], [[-0.5, -0.25], [-1.0, -2.0]])
+    row0 = aligned[0][batch.completion_mask[0].bool()]
+    assert row0.tolist() == [-0.5, -0.25]
+    row1 = aligned[1][batch.completion_mask[1].bool()]
+    assert row1[0] == -1.0 and torch.isnan(row1[1:]).all()
+    assert torch.isnan(aligned[~batch.completion_mask.bool()]).all()
+    with pytest.raises(ValueError, match="each of the 2 rows"):
+        align_behaviour_logprobs(batch, [sampled_two], [[-0.5]])
