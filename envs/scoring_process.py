@@ -14,9 +14,18 @@ and the child's stderr (where a library in trouble writes, and Python its traceb
 and with every failure, so callers can tell "the scorer said no" from "the scorer broke". Python warnings are
 silenced in the child: they are notices about library versions, not about the answer.
 
+With ``fork_per_request`` the child never runs a request itself: it forks per request, and the fork (first denied
+new processes, like an unforked child, and given nothing of the request stream or of the real reply pipe) scores it,
+writes one reply into a pipe of its own and exits. Whatever a request did to the fork's memory (a rewritten scorer,
+patched builtins, changed globals) dies with it, so no request can change the reply to another; the child enforces the
+request's deadline on the fork and stays warm (a fork that outlives it is a timeout; one that dies without a reply
+or is found stopped by a signal is a failure). Forks share the child's user, so the child is made non-dumpable
+(they cannot ptrace it). A fork costs a few milliseconds (page tables of a warm, imports-heavy process, and its exit).
+
 Requests go parent -> child as length-prefixed pickles (the parent is trusted); replies come back as JSON lines, so a
 compromised child can only ever send data. Run as ``python -m verifarm.envs.scoring_process MODULE:FACTORY JSON``:
-``FACTORY(**JSON)`` returns the handler ``request dict -> reply dict``.
+``FACTORY(**JSON)`` returns the handler ``request dict -> reply dict``; ``--fork-per-request`` after them
+selects the mode above.
 """
 
 from __future__ import annotations

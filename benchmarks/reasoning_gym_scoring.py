@@ -1,0 +1,58 @@
+"""Answers per second that a reasoning-gym dataset's scorer child scores, for plain answers and for answers that
+are code (harmless here), both wrong, so neither takes the in-process shortcut for the oracle's own string.
+
+    python benchmarks/reasoning_gym_scoring.py --dataset spiral_matrix --plain 300 --code 300
+
+Steps alternate between the two kinds in blocks, so load on a shared machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from verifarm.envs.reasoning_gym_adapter import ReasoningGymFamily
+
+PLAIN = "<answer>1 2 3</answer>"
+CODE = "<answer>[len(str(abs(-3)))]</answer>"
+BLOCKS = 5
+
+
+def measure(family: ReasoningGymFamily, completion: str, steps: int) -> tuple[float, int]:
+    task = family.generate(0, 1)
+    started = time.perf_counter()
+    wrong = 0
+    for _ in range(steps):
+        verdict = family.verify(task, completion)
+        assert not verdict.infra_error, verdict
+        wrong += not verdict.passed
+    assert wrong == steps
+    return time.perf_counter() - started, steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="spiral_matrix")
+    parser.add_argument("--plain", type=int, default=300, help="plain answers in all")
+    parser.add_argument("--code", type=int, default=300, help="code answers in all")
+    args = parser.parse_args()
+    if args.plain < BLOCKS or args.code < BLOCKS:
+        raise SystemExit(f"--plain and --code must be at least {BLOCKS} (one per block)")
+    family = ReasoningGymFamily(args.dataset)
+    try:
+        family.verify(family.generate(0, 1), PLAIN)  # starts the scorer child
+        totals = {"plain": [0.0, 0], "code": [0.0, 0]}
+        for _ in range(BLOCKS):
+            for kind, completion, steps in (("plain", PLAIN, args.plain), ("code", CODE, args.code)):
+                seconds, done = measure(family, completion, steps // BLOCKS)
+                totals[kind][0] += seconds
+                totals[kind][1] += done
+        for kind, (seconds, done) in totals.items():
+            print(f"{args.dataset} {kind} answers: {done / seconds:,.1f}/s ({1000 * seconds / done:.2f} ms each, "
+                  f"{done} answers)")
+    finally:
+        family.close()
+
+
+if __name__ == "__main__":
+    main()
