@@ -3,7 +3,8 @@ are code (harmless here), both wrong, so neither takes the in-process shortcut f
 
     python benchmarks/reasoning_gym_scoring.py --dataset spiral_matrix --plain 300 --code 300
 
-Steps alternate between the two kinds in blocks, so load on a shared machine hits both alike.
+Steps alternate between the two kinds in blocks, so load on a shared machine hits both alike; each block starts
+with one untimed answer, so a block does not pay for a child start-up the other kind caused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ BLOCKS = 5
 
 def measure(family: ReasoningGymFamily, completion: str, steps: int) -> tuple[float, int]:
     task = family.generate(0, 1)
+    family.verify(task, completion)  # untimed: waits out a child the other kind left starting, if any
     started = time.perf_counter()
     wrong = 0
     for _ in range(steps):

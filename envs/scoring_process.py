@@ -361,8 +361,16 @@ def _answer_in_fork(handler: Callable[[dict[str, Any]], dict[str, Any]], request
     dies with it: this process runs no code that depends on the answer, and forwards at most one line, read from a
     pipe of this request alone. A fork that outlives ``wall_seconds`` is killed (a timeout: the answer's doing);
     one that dies without a reply, is killed by someone else or is found stopped is a failure of the scorer."""
-    readable, writable = os.pipe()
-    pid = os.fork()
+    try:
+        readable, writable = os.pipe()
+    except OSError as error:
+        return json.dumps({FAILURE_KEY: f"the scorer could not make a reply pipe for its fork: {error}"})
+    try:
+        pid = os.fork()
+    except OSError as error:  # out of memory or processes: the machine's trouble, not the answer's
+        os.close(readable)
+        os.close(writable)
+        return json.dumps({FAILURE_KEY: f"the scorer could not fork: {error}"})
     if pid == 0:  # the fork: never returns into the serving loop, whatever happens
         status = 70
         try:
