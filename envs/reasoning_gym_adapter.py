@@ -23,10 +23,14 @@ one that outlives the deadline is a timeout (the answer's doing).
 
 Why every answer of those datasets, not only the ones that look like code: telling "inert" answers from code by
 their characters is an allow-list an attacker has only to find one gap in, kept right for every scorer's parser
-(``eval``, sympy's transformations), while a fork needs no judgement. Measured on spiral_matrix (benchmarks/README.md, issue 12): a
-fork costs 3-14 ms of wall time per answer on the shared 2-core development machine (70-150 answers/s, against
-~20,000/s for the warm child unforked and 0.4/s for the earlier design that replaced the whole child after an answer
-that looked like code), which is small beside generating the completion. The other datasets' scoring code cannot
+(``eval``, sympy's transformations), while a fork needs no judgement. Measured on spiral_matrix
+(``benchmarks/reasoning_gym_scoring.py``, figures in benchmarks/README.md, issue 12): a fork costs about 4 ms of CPU
+per answer (copying the page tables of a warm process that holds reasoning-gym and sympy, faults on the pages the
+scorer touches, the exit), 8-13 ms of wall time on the shared 2-core development machine (75-125 answers/s), where
+the warm child unforked costs 0.08 ms (12,000 answers/s) and the earlier design, a fresh child after every answer
+that looked like code, 0.4 answers/s for those. 4 ms is not the "well under a millisecond" that would make a fork
+free, but it is the order of one math-verify check (about 6 ms of CPU) and small beside generating the completion,
+so certainty about every verdict is worth it. The other datasets' scoring code cannot
 execute an answer's text, so they keep scoring in the warm child directly (~0.05 ms per answer): the fork would
 buy them nothing for its cost. What no fork can stop: an answer whose code runs decides its own fork's reply (it can
 read the oracle from the scorer's frame); only a scorer that never executes answers closes that.
