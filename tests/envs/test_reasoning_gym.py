@@ -49,10 +49,12 @@ def test_scorers_that_eval_answers_cannot_act_or_hang(tmp_path) -> None:
         verdict = family.verify(task, f"<answer>{attack}</answer>")
         assert verdict.reward == 0.0 and not verdict.infra_error, verdict
         assert tmp_path.exists() and not marker.exists()
+        warm_pid = family._scorer._process.pid
         hang = family.verify(task, "<answer>[9**9**9**9]</answer>")
-        assert hang.reward == 0.0 and "timed out" in hang.reason, hang
-        assert family.verify(task, task.reference).passed  # a fresh child takes over after the kill
+        assert hang.reward == 0.0 and "timed out" in hang.reason and not hang.infra_error, hang
+        assert family.verify(task, task.reference).passed
         assert family.verify(task, "<answer>[1, 2]</answer>").reward == 0.0
+        assert family._scorer._process.pid == warm_pid  # the deadline killed the fork; the warm child serves on
     finally:
         family.close()
 

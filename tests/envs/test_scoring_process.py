@@ -257,3 +257,25 @@ def test_the_lockdown_holds_in_the_fork() -> None:
             assert reply.status == "ok" and reply.body == {"imported": True}
     finally:
         forking.close()
+
+
+def ptrace_handler():
+    def handle(request: dict) -> dict:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        attached = libc.ptrace(16, os.getppid(), None, None)  # PTRACE_ATTACH to the warm child
+        return {"attached": attached == 0, "errno": ctypes.get_errno()}
+    return handle
+
+
+def test_a_fork_cannot_ptrace_the_warm_child() -> None:
+    # the fork shares the warm child's user, so only the child's non-dumpable flag keeps it from reading or
+    # rewriting the child's memory (which every later fork copies)
+    forking = _forking("ptrace_handler")
+    try:
+        reply = forking.call({}, 30)
+        assert reply.status == "ok" and reply.body == {"attached": False, "errno": 1}, reply  # EPERM
+        assert forking.call({}, 30).status == "ok"
+    finally:
+        forking.close()
