@@ -404,8 +404,8 @@ def _answer_in_fork(handler: Callable[[dict[str, Any]], dict[str, Any]], request
                 signal.pidfd_send_signal(process_fd, signal.SIGKILL)  # by pidfd: never a recycled pid
                 os.waitpid(pid, 0)
                 if stopped:
-                    return json.dumps({FAILURE_KEY: "the scorer's fork was stopped by a signal (not by its answer's "
-                                                    "work) and did not finish in time"})
+                    return json.dumps({FAILURE_KEY: "the scorer's fork was stopped by a signal (its answer's or "
+                                                    "another process's) and did not finish in time"})
                 return json.dumps({TIMEOUT_KEY: True})
             if readable in ready:
                 chunk = os.read(readable, 65536)
