@@ -11,12 +11,29 @@ their default configuration at every difficulty. The completion's final answer g
 Several datasets' scorers hand the answer to ``eval`` or sympy's ``parse_expr`` (spiral_matrix, puzzle24,
 countdown, the integration tasks...), so any answer other than the dataset's own is scored in a hardened child
 process (``scoring_process``) under a wall deadline; only an answer identical to the oracle's is scored here, with
-the oracle's own (trusted) string. That child is long-lived, so an answer that runs code in it could rewrite the
-scorer (or the reply path) and make it lie about every later answer. So for those datasets (found by reading
-their scoring modules for ``eval``, ``exec``, sympy and the like: ``scorer_may_run_answers``), a child that scored
-an answer able to run code (``answer_can_run_code``: anything beyond numbers, operators, one-letter symbols and a few
-pure math functions) is retired right after that reply, before any other answer reaches it, and a replacement starts
-in the background: every answer is scored by a child no earlier answer ran code in.
+the oracle's own (trusted) string. That child is long-lived and warm (reasoning-gym imported, every difficulty's
+scorer built and warmed up), so an answer that ran code in it could rewrite the scorer (``score_answer``, builtins,
+module globals, the reply path) and make it lie about every later answer. For the datasets whose scoring code may
+run an answer's text (``scorer_may_run_answers``: their scoring modules' source mentions ``eval``, ``exec``,
+``compile``, sympy and the like; 19 of reasoning-gym's 106), the child therefore scores EVERY answer in a fresh fork
+of itself that exits after its one reply (``ScoringProcess(fork_per_request=True)``): whatever an answer does dies
+with its fork, the warm child never runs code that depends on an answer, so no answer can change another's verdict.
+A fork that crashes, is killed or stopped by someone else, or replies nothing is an infra error, never a verdict;
+one that outlives the deadline is a timeout (the answer's doing).
+
+Why every answer of those datasets, not only the ones that look like code: telling "inert" answers from code by
+their characters is an allow-list an attacker has only to find one gap in, kept right for every scorer's parser
+(``eval``, sympy's transformations), while a fork needs no judgement. Measured on spiral_matrix
+(``benchmarks/reasoning_gym_scoring.py``, figures in benchmarks/README.md, issue 12): a fork costs about 4 ms of CPU
+per answer (copying the page tables of a warm process that holds reasoning-gym and sympy, faults on the pages the
+scorer touches, the exit), 8-13 ms of wall time on the shared 2-core development machine (75-125 answers/s), where
+the warm child unforked costs 0.08 ms (12,000 answers/s) and the earlier design, a fresh child after every answer
+that looked like code, 0.4 answers/s for those. 4 ms is not the "well under a millisecond" that would make a fork
+free, but it is the order of one math-verify check (about 6 ms of CPU) and small beside generating the completion,
+so certainty about every verdict is worth it. The other datasets' scoring code cannot
+execute an answer's text, so they keep scoring in the warm child directly (~0.05 ms per answer): the fork would
+buy them nothing for its cost. What no fork can stop: an answer whose code runs decides its own fork's reply (it can
+read the oracle from the scorer's frame); only a scorer that never executes answers closes that.
 """
 
 from __future__ import annotations
@@ -41,14 +58,6 @@ BUILT_PER_TASK = frozenset({"acre", "gsm_symbolic", "list_functions", "word_ladd
 # What in a scoring module's source means it may execute an answer's text (parse_expr and sympify eval strings).
 RUNS_TEXT = re.compile(r"\beval\s*\(|\bexec\s*\(|\bcompile\s*\(|__import__|sympy|sympify|parse_expr|latex2sympy"
                        r"|math_verify|numexpr|pickle")
-# What an answer may contain and still run no code when a scorer evaluates it (eval, sympy's parse_expr): numbers,
-# blanks and operators, single-letter names (symbols such as x; no scoring module binds a one-letter name to anything
-# with side effects) and the pure math functions below, never an attribute (a name right after a dot), a string, an
-# underscore, a keyword, an assignment expression or a non-ASCII character (which Python may read as a name).
-INERT_CHARACTERS = re.compile(r"[A-Za-z0-9\s+\-*/%^().,\[\]{}<>=!|&~]*")
-NAME = re.compile(r"(\.\s*)?([A-Za-z][A-Za-z0-9]*)")
-PURE_MATH_NAMES = frozenset({"sqrt", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "exp", "log",
-                             "ln", "pi", "oo", "Abs", "abs"})
 
 
 def _reasoning_gym_modules(cls: type, depth: int = 2) -> set[types.ModuleType]:
@@ -82,17 +91,6 @@ def scorer_may_run_answers(dataset_cls: type) -> bool:
     return False
 
 
-def answer_can_run_code(answer: str) -> bool:
-    """Whether evaluating ``answer`` as Python (or through sympy) could do more than compute a value."""
-    if INERT_CHARACTERS.fullmatch(answer) is None:
-        return True
-    for match in NAME.finditer(answer):
-        after_dot, name = match.groups()
-        if after_dot or len(name) > 1 and name not in PURE_MATH_NAMES:
-            return True
-    return False
-
-
 def extract_tagged_answer(completion: str) -> str | None:
     from reasoning_gym.utils import extract_answer
 
@@ -102,7 +100,9 @@ def extract_tagged_answer(completion: str) -> str | None:
 class ReasoningGymFamily:
     """``dataset`` is a registered reasoning-gym name (``reasoning_gym.factory.DATASETS``)."""
 
-    verifier_version = "reasoning-gym-2"  # 2: no answer is scored by a child an earlier answer ran code in
+    # 2: no answer is scored by a child an earlier answer ran code in; 3: every answer to a scorer that may run its
+    # text is scored in a fork of the warm child (no answer-shape allow-list), boxnet's scorer child starts
+    verifier_version = "reasoning-gym-3"
     min_difficulty = 1
     max_difficulty = 5
     max_prompt_chars = 16384
@@ -124,12 +124,9 @@ class ReasoningGymFamily:
         self._config_fields = {d: self._fields_for(d) for d in range(self.min_difficulty, self.max_difficulty + 1)}
         self._shared: dict[int, Any] = {}
         self._lock = threading.Lock()  # datasets keep caches that are not thread-safe
-        self._closed = False
-        self._scorer = self._new_scorer()
         self.scorer_runs_answers = scorer_may_run_answers(self._dataset_cls)
-        # Held from a request to the retirement of a child that answer may have rewritten, so no other answer
-        # reaches that child in between.
-        self._scoring_lock = threading.Lock()
+        self._scorer = ScoringProcess("verifarm.envs.reasoning_gym_adapter:score_handler", {"dataset": dataset},
+                                      fork_per_request=self.scorer_runs_answers)
 
     def _fields_for(self, difficulty: int) -> dict[str, Any]:
         from reasoning_gym.factory import CURRICULA, create_curriculum
@@ -195,15 +192,9 @@ class ReasoningGymFamily:
                 scorer, _ = self._dataset_and_index(int(task.data["seed"]), task.difficulty)
                 score = float(scorer.score_answer(str(entry["answer"]), entry))
         else:
-            retire = self.scorer_runs_answers and answer_can_run_code(answer)
-            with self._scoring_lock:
-                reply = self._scorer.call({"difficulty": task.difficulty, "answer": answer, "entry": entry},
-                                          self.score_timeout_seconds)
-                if retire:
-                    self._scorer.close()
-                    self._scorer = self._new_scorer(warm_up={"difficulty": task.difficulty, "answer": "0",
-                                                             "entry": entry})
-            details["scorer_child_retired"] = retire
+            reply = self._scorer.call({"difficulty": task.difficulty, "answer": answer, "entry": entry},
+                                      self.score_timeout_seconds)
+            details["scored_in_fork"] = self.scorer_runs_answers
             if reply.status == "timeout":
                 return Verdict(0.0, False, "the dataset's scorer timed out on the answer", details)
             if reply.status != "ok":
@@ -220,24 +211,8 @@ class ReasoningGymFamily:
         passed = score >= 1.0
         return Verdict(score, passed, "correct" if passed else f"scored {score:.3f} by the dataset's scorer", details)
 
-    def _new_scorer(self, warm_up: dict[str, Any] | None = None) -> ScoringProcess:
-        """A scorer child handle; with ``warm_up`` (an inert request) its child starts now, in the background,
-        so the next answer rarely waits for a replacement's start-up."""
-        scorer = ScoringProcess("verifarm.envs.reasoning_gym_adapter:score_handler", {"dataset": self.dataset})
-
-        def start() -> None:
-            with self._scoring_lock:
-                if not self._closed and self._scorer is scorer:
-                    scorer.call(warm_up, self.score_timeout_seconds)
-
-        if warm_up is not None:
-            threading.Thread(target=start, daemon=True, name=f"start-{self.name}").start()
-        return scorer
-
     def close(self) -> None:
-        with self._scoring_lock:
-            self._closed = True
-            self._scorer.close()
+        self._scorer.close()
 
 
 def score_handler(dataset: str):
@@ -247,8 +222,13 @@ def score_handler(dataset: str):
     for difficulty in range(family.min_difficulty, family.max_difficulty + 1):
         scorer, index = family._dataset_and_index(0, difficulty)
         entry = scorer[index]
-        scorer.score_answer(str(entry["answer"]), entry)  # loads what scoring imports lazily
-        scorer.score_answer("0", entry)
+        # Loads what scoring imports lazily. A scorer may raise on a wrong answer (boxnet's on any JSON that is not
+        # a list of plans), which the serving loop reports as a rejection; here it must not stop the start-up.
+        for warm_up in ([str(entry["answer"])] if entry["answer"] is not None else []) + ["0", "[]"]:
+            try:
+                scorer.score_answer(warm_up, entry)
+            except Exception:  # noqa: BLE001  (the warm-up only loads code; its scores are not used)
+                pass
         scorers[difficulty] = scorer
 
     def handle(request: dict) -> dict:
