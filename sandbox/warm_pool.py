@@ -31,6 +31,10 @@ AGENT_MEMORY = 96 * 1024 * 1024  # the agent, its fork server and the idle child
 AGENT_CAPABILITIES = ("SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER")
 
 
+class AgentUnreachable(OSError):
+    """The agent did not take the connection: the request, and so the program, never reached the sandbox."""
+
+
 class AgentSocket:
     """The host's end of an agent: a unix socket in a root-only folder bind-mounted at /run/verifarm."""
 
@@ -52,7 +56,10 @@ class AgentSocket:
     def request(self, message: dict, timeout: float) -> dict:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(timeout)
-            connection.connect(str(self.path))
+            try:
+                connection.connect(str(self.path))
+            except OSError as error:
+                raise AgentUnreachable(error.errno, f"agent unreachable: {error.strerror or error}") from error
             send_message(connection, message)
             return receive_message(connection)
 
@@ -150,27 +157,33 @@ class WarmPoolBackend(Backend):
         message = {"spawn": wire_spawn, "stdin": program.stdin.hex(), "outputs": list(program.outputs),
                    "files": {name: data.hex() for name, data in program.file_bytes().items()}}
         # Everything that can fail on the program's content happens above, before a sandbox is taken:
-        # a sandbox taken must always be given back.
-        try:
-            sandbox = self._take()
-        except Exception as error:
-            return infra_error(self.name, f"no warm sandbox: {error}", time.monotonic() - started)
-        healthy = capped = False
-        try:
-            cgroup = sandbox.cgroup
-            capped = cgroup is not None and cgroup.cap_memory(
-                min(limits.memory_bytes + AGENT_MEMORY, self._memory_ceiling))
-            oom_before = cgroup.oom_kills() if capped else 0
-            reply = sandbox.request(message, timeout=limits.wall_seconds + 30)
-            healthy = bool(reply.get("clean"))
-            if "error" in reply:
-                return infra_error(self.name, f"sandbox agent failed: {reply['error']}", time.monotonic() - started)
-            raw, outputs = decode_reply(reply)
-            raw.memory_exceeded = capped and cgroup.oom_kills() > oom_before
-        except (OSError, ValueError, KeyError) as error:
-            return infra_error(self.name, f"sandbox failed: {error}", time.monotonic() - started)
-        finally:
-            self._give_back(sandbox, healthy)
+        # a sandbox taken must always be given back. A sandbox whose agent did not even take the connection (it
+        # died after starting, seen on a loaded machine) never saw the program, so one fresh sandbox is tried.
+        for attempt in (1, 2):
+            try:
+                sandbox = self._take()
+            except Exception as error:
+                return infra_error(self.name, f"no warm sandbox: {error}", time.monotonic() - started)
+            healthy = capped = False
+            try:
+                cgroup = sandbox.cgroup
+                capped = cgroup is not None and cgroup.cap_memory(
+                    min(limits.memory_bytes + AGENT_MEMORY, self._memory_ceiling))
+                oom_before = cgroup.oom_kills() if capped else 0
+                reply = sandbox.request(message, timeout=limits.wall_seconds + 30)
+                healthy = bool(reply.get("clean"))
+                if "error" in reply:
+                    return infra_error(self.name, f"sandbox agent failed: {reply['error']}", time.monotonic() - started)
+                raw, outputs = decode_reply(reply)
+                raw.memory_exceeded = capped and cgroup.oom_kills() > oom_before
+                break
+            except AgentUnreachable as error:
+                if attempt == 2:
+                    return infra_error(self.name, f"sandbox failed: {error}", time.monotonic() - started)
+            except (OSError, ValueError, KeyError) as error:
+                return infra_error(self.name, f"sandbox failed: {error}", time.monotonic() - started)
+            finally:
+                self._give_back(sandbox, healthy)
         notes = [] if healthy else ["sandbox discarded after an unclean wipe"]
         if limits.network:
             notes.append("network was requested but warm sandboxes never have one")

@@ -1,7 +1,8 @@
 """The README's "Using the farm" block, read from the README itself and run as written on a fresh home.
 
 It must end with data: passing rollouts stored, exported, and a newer policy version published by the trainer.
-Only `verifarm serve` is left out (it serves until stopped; the server's own tests cover it).
+Only the servers, `verifarm serve` and `verifarm dashboard`, are left out (they serve until stopped; their own tests
+cover them).
 """
 
 from __future__ import annotations
@@ -27,17 +28,21 @@ def farm_block(readme: str) -> str:
     return match.group(1)
 
 
-def without_serve(block: str) -> str:
+SERVERS = ("verifarm serve", "verifarm dashboard")
+
+
+def without_servers(block: str) -> str:
     lines = block.splitlines()
-    serve = [line for line in lines if line.strip().startswith("verifarm serve")]
-    assert len(serve) == 1, "the block is expected to end the path with one `verifarm serve`"
-    return "\n".join(line for line in lines if line not in serve) + "\n"
+    for server in SERVERS:
+        assert sum(line.strip().startswith(server) for line in lines) == 1, f"the block is expected to hold one `{server}`"
+    return "\n".join(line for line in lines if not line.strip().startswith(SERVERS)) + "\n"
 
 
 def test_the_block_is_found_and_keeps_its_shape() -> None:
     block = farm_block(README.read_text())
     assert "verifarm policy init" in block and "verifarm campaign submit examples/campaign.yaml" in block
-    assert "verifarm train run" in block and "verifarm serve" not in without_serve(block)
+    kept = without_servers(block)
+    assert "verifarm train run" in block and not any(server in kept for server in SERVERS)
 
 
 @pytest.mark.slow
@@ -52,7 +57,7 @@ def test_the_readme_farm_path_stores_passing_rollouts_and_publishes_a_newer_poli
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFARM_")}
     env["VERIFARM_HOME"] = str(home)
-    script = "set -euo pipefail\n" + without_serve(farm_block(README.read_text())) + "kill %1\nwait\n"
+    script = "set -euo pipefail\n" + without_servers(farm_block(README.read_text())) + "kill %1\nwait\n"
     log = tmp_path / "block.log"
     with open(log, "wb") as output:
         # Its own session: the background worker pool is stopped with the whole group whatever happens.

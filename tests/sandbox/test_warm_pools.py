@@ -5,6 +5,7 @@ privileges."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -30,3 +31,29 @@ def test_runs_hold_no_capability_and_the_agent_only_its_six(name: str):
                           "CapBnd": AGENT_CAPABILITIES, "NoNewPrivs": "1", "Seccomp": "2"}
     assert agent_status == {"CapInh": NONE, "CapPrm": AGENT_CAPABILITIES, "CapEff": AGENT_CAPABILITIES,
                             "CapAmb": NONE, "CapBnd": AGENT_CAPABILITIES, "NoNewPrivs": "1", "Seccomp": "2"}
+
+
+def test_a_sandbox_whose_agent_died_idle_is_replaced_and_the_program_runs_once():
+    """An idle sandbox can lose its agent (it died after starting): the request never reached it, so the run goes
+    to a fresh sandbox instead of becoming an infra error, and the program runs exactly once."""
+    from verifarm.sandbox.bwrap_backend import BwrapBackend, BwrapConfig
+
+    if BwrapBackend.probe() is not None:
+        pytest.skip(f"no warm bwrap pool here: {BwrapBackend.probe()}")
+    pool = BwrapBackend(BwrapConfig(pool_size=1))
+    try:
+        pool.warm_up()
+        (dead,) = pool.sandboxes()
+        dead.process.kill()  # bwrap and, with it (--die-with-parent), the agent; the pool still holds it as idle
+        dead.process.wait()
+        deadline = time.monotonic() + 30
+        while dead.agent.listening():  # the agent follows bwrap a moment later
+            assert time.monotonic() < deadline, "the agent outlived its bwrap"
+            time.sleep(0.01)
+        program = Program(("python3", "-c", "import os; print(len(os.listdir('.')))"))
+        result = pool.run(program, Limits())
+        assert result.status is Status.OK, result
+        assert result.stdout == b"0\n"
+        assert dead.name not in pool.sandbox_names()
+    finally:
+        pool.close()
