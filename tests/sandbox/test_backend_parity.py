@@ -40,7 +40,7 @@ def test_references_and_mutants_get_identical_verdicts_on_every_backend():
     for backend in [name for name in BACKEND_NAMES if probe_backend(name) is None]:
         with ThreadPoolExecutor(max_workers=2) as pool:
             outcomes = list(pool.map(lambda case: check_python(case[2], case[0]["test"], case[0]["entry_point"],
-                                                               backend=backend), cases))
+                                                               backend=backend, prompt=case[0]["prompt"]), cases))
         assert not any(outcome.infra_error for outcome in outcomes), [o.reason for o in outcomes if o.infra_error]
         verdicts[backend] = {(problem["task_id"], kind): (outcome.passed, outcome.result.status.value)
                              for (problem, kind, _), outcome in zip(cases, outcomes)}
