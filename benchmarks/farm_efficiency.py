@@ -41,7 +41,8 @@ from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.pool import WorkerPool
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verifarm.envs.catalog import FamilyCache
+
 OUTCOMES = ("pass", "fail", "infra_error")
 PAIR_KINDS = {"equal": "pass", "unequal": "fail", "near-miss": "fail"}
 COMMON_FIELDS = {"id", "env", "expected", "note"}
@@ -184,28 +186,6 @@ def outcome_of(verdict: Any) -> str:
     return "infra_error" if verdict.infra_error else "pass" if verdict.passed else "fail"
 
 
-class _Families:
-    """One family per distinct options (families own child processes: built once, closed at the end)."""
-
-    def __init__(self, env_id: str) -> None:
-        self.env_id = env_id
-        self._families: dict[str, Any] = {}
-
-    def get(self, options: dict[str, Any]) -> Any:
-        from verifarm.envs.catalog import get_family
-
-        key = json.dumps(options, sort_keys=True)
-        if key not in self._families:
-            self._families[key] = get_family(self.env_id, **options)
-        return self._families[key]
-
-    def close(self) -> None:
-        for family in self._families.values():
-            close = getattr(family, "close", None)
-            if close is not None:
-                close()
-
-
 def _task_and_completion(family: Any, case: AuditCase) -> tuple[Any, str]:
     if case.is_pair:
         if not hasattr(family, "task_from_gold"):
@@ -259,11 +239,11 @@ def run_differential(env_id: str, results: list[CaseResult], timeout_seconds: in
 def run_audit(env_id: str, cases: list[AuditCase], differential: bool = False) -> AuditReport:
     """Every case through ``env_id``'s family; ``CaseError`` (before any verdict) for cases that do not fit."""
     check_env_ids(env_id, cases)
-    families = _Families(env_id)
+    families = FamilyCache()
     try:
         # an unknown env id or options a family refuses fail here, before any case runs
-        verifier_version = families.get(cases[0].options).verifier_version
-        results = [run_case(families.get(case.options), case) for case in cases]
+        verifier_version = families.get(env_id, cases[0].options).verifier_version
+        results = [run_case(families.get(env_id, case.options), case) for case in cases]
     finally:
         families.close()
     implementations, disagreements = run_differential(env_id, results) if differential else ((), [])

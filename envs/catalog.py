@@ -6,6 +6,7 @@ id with Gymnasium as ``verifarm.envs.gym_env:TaskEnv`` with ``env_id`` in its kw
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +85,27 @@ def get_family(env_id: str, **options: Any) -> TaskFamily:
         if "argument" not in str(error):  # a bug inside a family, not an option the caller got wrong
             raise
         raise ValueError(f"bad options for {env_id}: {error}") from None
+
+
+class FamilyCache:
+    """Task families built once per worker process (some load data sets when built)."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, TaskFamily] = {}
+
+    def get(self, env_id: str, options: dict[str, Any]) -> TaskFamily:
+        key = json.dumps([env_id, options], sort_keys=True, default=str)
+        if key not in self._families:
+            self._families[key] = get_family(env_id, **options)
+        return self._families[key]
+
+    def close(self) -> None:
+        """Stops the families' child processes (checkers, scorers); a later ``get`` builds afresh."""
+        for family in self._families.values():
+            close = getattr(family, "close", None)
+            if close is not None:
+                close()
+        self._families.clear()
 
 
 def register_all() -> None:

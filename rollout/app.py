@@ -65,7 +65,7 @@ class WorkerRuntime:
 
     def __init__(self, farm: FarmConfig) -> None:
         from verifarm.rollout.policy_source import CheckpointPolicySource
-        from verifarm.rollout.rollouts import FamilyCache
+        from verifarm.envs.catalog import FamilyCache
         from verifarm.rollout.store import RolloutStore
 
         self.pid = os.getpid()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from verifarm.rollout.campaign import CampaignSpec, plan_task
-from verifarm.rollout.rollouts import FamilyCache
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.store import RecordFilter, RolloutRecord, RolloutStore
 
 

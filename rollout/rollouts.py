@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, Sequence
 
 from verifarm.envs.base import Task, TaskFamily, Verdict
-from verifarm.envs.catalog import get_family
+from verifarm.envs.catalog import FamilyCache, get_family
 from verifarm.rollout.campaign import CampaignSpec, PlannedTask, SamplingSettings, plan_task
 from verifarm.rollout.metrics import observe_batch
 from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for, group_id_for, record_id_for
@@ -55,27 +55,6 @@ class CheckpointSampler:
             [task.prompt for task in tasks], n=n, temperature=sampling.temperature, top_p=sampling.top_p,
             max_new_tokens=sampling.max_new_tokens, stop=sampling.stop, seed=seed,
         )
-
-
-class FamilyCache:
-    """Task families built once per worker process (some load data sets when built)."""
-
-    def __init__(self) -> None:
-        self._families: dict[str, TaskFamily] = {}
-
-    def get(self, env_id: str, options: dict[str, Any]) -> TaskFamily:
-        key = json.dumps([env_id, options], sort_keys=True, default=str)
-        if key not in self._families:
-            self._families[key] = get_family(env_id, **options)
-        return self._families[key]
-
-    def close(self) -> None:
-        """Stops the families' child processes (checkers, scorers); a later ``get`` builds afresh."""
-        for family in self._families.values():
-            close = getattr(family, "close", None)
-            if close is not None:
-                close()
-        self._families.clear()
 
 
 @dataclass

@@ -223,7 +223,7 @@ class InProcessCampaigns:
 
     def __init__(self, store, registry) -> None:
         from verifarm.rollout.policy_source import CheckpointPolicySource
-        from verifarm.rollout.rollouts import FamilyCache
+        from verifarm.envs.catalog import FamilyCache
 
         self.store = store
         self.policies = CheckpointPolicySource(registry.root)

@@ -17,7 +17,8 @@ from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.cli import complete_campaign_ids
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
 
 SPEC = {"name": "json", "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}], "tasks": 6,

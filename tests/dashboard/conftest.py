@@ -6,7 +6,8 @@ import pytest
 
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for, group_id_for, record_id_for
 
 ENVS = [{"env_id": "verifarm/Addition-v0", "min_difficulty": 1, "max_difficulty": 2},

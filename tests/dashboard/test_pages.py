@@ -144,24 +144,6 @@ def test_no_page_shows_a_password(postgres_url, tmp_path):
     assert without_secrets("redis://:only-a-password@h:6379/0") == "redis://:***@h:6379/0"
 
 
-@pytest.fixture
-def postgres_url():
-    from tests.rollout.conftest import POSTGRES_URL
-
-    import uuid
-
-    import sqlalchemy
-
-    schema = f"vf_dash_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def test_the_dashboard_command_refuses_a_busy_port_or_a_missing_store_in_one_line(tmp_path):

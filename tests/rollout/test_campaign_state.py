@@ -11,7 +11,8 @@ import pytest
 
 from verifarm.rollout.campaign import CampaignFinished, cancel, parse_spec, status_from_store
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
 
 SPEC = {"name": "rate", "envs": [{"env_id": "verifarm/Addition-v0"}], "tasks": 8, "samples_per_task": 4,

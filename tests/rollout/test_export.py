@@ -11,7 +11,8 @@ import pytest
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.export import COLUMNS, export_records, split_of
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
 

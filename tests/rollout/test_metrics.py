@@ -10,7 +10,8 @@ from prometheus_client import REGISTRY
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.metrics import QueueDepthCollector
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
 ENVS = [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}, {"env_id": "verifarm/MathAnswer-v0"}]

@@ -17,7 +17,8 @@ from verifarm.rollout.config import FarmConfig, farm_environment
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.reconcile import SWEEP_LOCK, SWEEPS_PER_CAMPAIGN, UNACKED_KEY, sweep
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
 from verifarm.settings import Settings
 

@@ -9,7 +9,8 @@ from verifarm.envs.base import Task, Verdict
 from verifarm.rollout.campaign import parse_spec, plan_task
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.reference_policy import ReferencePolicy, corrupt
-from verifarm.rollout.rollouts import Attempt, FamilyCache, build_records, rollout_batch, verify_with_retries
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import Attempt, build_records, rollout_batch, verify_with_retries
 from verifarm.rollout.store import RecordFilter, RolloutStore, record_id_for
 
 MIX = [

@@ -13,7 +13,8 @@ import redis
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.embedded_redis import free_port
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.services import ServiceUnavailable, check_broker, check_store, redacted
 from verifarm.rollout.store import RecordFilter, RolloutStore
 from verifarm.settings import Settings

@@ -7,7 +7,8 @@ import sqlalchemy
 
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.policy_source import CheckpointPolicySource
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
+from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
 MIX = [{"env_id": "verifarm/Addition-v0", "min_difficulty": 1}]

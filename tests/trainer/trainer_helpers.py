@@ -22,7 +22,8 @@ def run_campaign(home: Path, name: str, tasks: int, samples: int, policy_version
     from verifarm.policy.registry import CheckpointRegistry
     from verifarm.policy.sampling import LocalPolicy
     from verifarm.rollout.campaign import CampaignSpec
-    from verifarm.rollout.rollouts import CheckpointSampler, FamilyCache, rollout_batch
+    from verifarm.envs.catalog import FamilyCache
+    from verifarm.rollout.rollouts import CheckpointSampler, rollout_batch
     from verifarm.rollout.store import RolloutStore
 
     spec = CampaignSpec(
