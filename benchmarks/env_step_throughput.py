@@ -113,7 +113,7 @@ def measure_reasoning_gym_child(steps: int) -> Measurement:
     """ReasoningGym with a wrong answer: not the oracle's, so the hardened scorer child scores it (0 passed)."""
     return measure_env_answers("verifarm/ReasoningGym-v0 wrong answers via scorer child",
                                gym.make("verifarm/ReasoningGym-v0", dataset="basic_arithmetic", difficulty=2),
-                               "<answer>x y</answer>",
+                               "<answer>0 0</answer>",  # wrong but inert: starts the child without retiring it
                                lambda task: f"<answer>{task.data['entry']['answer']}0</answer>", steps)
 
 

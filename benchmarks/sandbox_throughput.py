@@ -114,7 +114,8 @@ def docker_run_check(client, image: str) -> Callable[[dict], str | None]:
 
 def sandbox_check(backend) -> Callable[[dict], str | None]:
     def check(problem: dict) -> str | None:
-        outcome = check_python(reference_solution(problem), problem["test"], problem["entry_point"], backend=backend)
+        outcome = check_python(reference_solution(problem), problem["test"], problem["entry_point"], backend=backend,
+                               prompt=problem["prompt"])
         return None if outcome.passed else outcome.reason
 
     return check

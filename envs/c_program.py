@@ -3,7 +3,10 @@
 Each problem template has a statement, an input generator, a Python reference that computes the expected output
 here in the trusted parent, and a reference C program (the task's reference completion). A completion passes when
 it compiles and, on every test input, exits normally with output equal to the expected one (trailing whitespace on
-lines and trailing blank lines ignored). The multi-turn variant answers a failed attempt with the compiler errors or
+lines and trailing blank lines ignored). The expected outputs never enter a sandbox: every test input runs the binary
+in a fresh sandbox holding only the binary and that input on stdin, and the output is compared here, so a program
+can neither read an expected output nor carry anything from one test to the next; a verdict records this
+(``details["harness"]``) and the judge's own reason (``details["harness_reason"]``). The multi-turn variant answers a failed attempt with the compiler errors or
 the first failing test as the next observation; the last, largest test is never revealed, so outputs learned from
 feedback cannot be hard-coded into a pass.
 """
@@ -27,6 +30,8 @@ COMPILE_LIMITS = dataclasses.replace(C_COMPILE_LIMITS, cpu_seconds=5, wall_secon
 RUN_LIMITS = Limits(cpu_seconds=1, wall_seconds=10, memory_bytes=128 * 1024 * 1024, max_processes=16,
                     output_bytes=256 * 1024, file_size_bytes=1024 * 1024, open_files=32)
 FEEDBACK_SOURCE_CHARS = 3000
+HARNESS_GUARANTEES = ("expected outputs in sandbox: never (compared outside); one fresh sandbox per test input; "
+                      "verdict: exit status and output only")
 
 
 @dataclass(frozen=True)
@@ -356,10 +361,12 @@ class CProgramFamily:
         too_big = check_completion_size(completion, self.max_completion_chars * 4)
         if too_big is not None:
             return too_big
-        details: dict = {"verifier_version": self.verifier_version, "sandbox_backend": "none"}
+        details: dict = {"verifier_version": self.verifier_version, "sandbox_backend": "none",
+                         "harness": HARNESS_GUARANTEES}
         source = as_valid_utf8(extract_c_source(completion))
         if not source.strip():
-            return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty."})
+            return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty.",
+                                                         "harness_reason": "not run: empty program"})
         inputs, outputs = task.data["inputs"], task.data["outputs"]
         results: list[ExecResult] = []
         try:
@@ -373,6 +380,7 @@ class CProgramFamily:
                           "compilation failed" if compiled.status is not Status.OK else
                           "the compiler produced no binary")
                 details["feedback"] = f"It did not compile ({reason}):\n{_clip(errors, 1500)}"
+                details["harness_reason"] = reason
                 return Verdict(0.0, False, reason, details, sandbox_seconds=compiled.wall_seconds)
             details["tests_total"] = len(inputs)
             # One input at a time, stopping at the first failure: most attempts fail, and an endless loop
@@ -385,6 +393,7 @@ class CProgramFamily:
                 problem = self._run_problem(run, expected)
                 if problem is not None:
                     details["tests_passed"] = index
+                    details["harness_reason"] = f"test {index + 1}/{len(inputs)}: {problem}"
                     got = run.stdout.decode("utf-8", "replace")
                     if index == len(inputs) - 1:
                         # The last (largest) test is never shown, so no number of turns lets a policy pass by
@@ -400,6 +409,7 @@ class CProgramFamily:
         except Exception as error:  # noqa: BLE001  (the sandbox could not run at all)
             return sandbox_failure(error, details, self.backend)
         details["tests_passed"] = len(inputs)
+        details["harness_reason"] = f"all {len(inputs)} tests passed"
         return Verdict(1.0, True, f"all {len(inputs)} tests passed", details,
                        sandbox_seconds=_seconds([compiled, *results]))
 

@@ -2,8 +2,10 @@
 
 A completion is either the body that continues the prompt's code (HumanEval style) or, after any chain of thought,
 a fenced code block; the last fenced block wins. Python is checked with ``verifarm.sandbox.harness.check_python``,
-whose pass verdict the candidate cannot forge; a sandbox infrastructure failure is an ``infra_error`` verdict,
-never a plain fail.
+whose pass verdict the candidate cannot forge, whose tests the candidate can never read, and which takes only the
+entry point from the candidate: the task's prompt is the trusted code the tests' other names come from. A sandbox
+infrastructure failure is an ``infra_error`` verdict, never a plain fail. Every sandboxed verdict records the
+harness's own reason (``details["harness_reason"]``) so a verdict can be traced to what the harness saw.
 """
 
 from __future__ import annotations
@@ -81,19 +83,22 @@ def sandbox_failure(error: Exception, details: dict, backend: str) -> Verdict:
 
 
 def verify_python(solution: str, test_code: str, entry_point: str, verifier_version: str,
-                  limits: Limits = PYTHON_TEST_LIMITS, backend: str = "auto") -> Verdict:
-    """Run HumanEval-style ``check(candidate)`` tests against ``solution`` in the sandbox."""
-    from verifarm.sandbox.harness import check_python
+                  limits: Limits = PYTHON_TEST_LIMITS, backend: str = "auto", prompt: str = "") -> Verdict:
+    """Run HumanEval-style ``check(candidate)`` tests against ``solution`` in the sandbox; ``prompt`` is the task's
+    trusted code, whose names (helpers) the tests use instead of the solution's."""
+    from verifarm.sandbox.harness import GUARANTEES, check_python
 
     details: dict = {"verifier_version": verifier_version, "sandbox_backend": "none"}
     problem = syntax_problem(solution)
     if problem is not None:
-        return Verdict(0.0, False, problem, details)
+        return Verdict(0.0, False, problem, {**details, "harness_reason": f"not run: {problem}"})
     try:
-        outcome = check_python(as_valid_utf8(solution), test_code, entry_point, limits=limits, backend=backend)
+        outcome = check_python(as_valid_utf8(solution), test_code, entry_point, limits=limits, backend=backend,
+                               prompt=as_valid_utf8(prompt))
     except Exception as error:  # noqa: BLE001  (the sandbox could not run at all: its failure, not the completion's)
         return sandbox_failure(error, details, backend)
-    details.update(sandbox_backend=outcome.result.backend, sandbox_status=outcome.result.status.value)
+    details.update(sandbox_backend=outcome.result.backend, sandbox_status=outcome.result.status.value,
+                   harness=GUARANTEES, harness_reason=outcome.reason[:300])
     sandbox_seconds = outcome.result.wall_seconds
     if outcome.infra_error:
         return Verdict(0.0, False, outcome.reason[:300], details, infra_error=True, sandbox_seconds=sandbox_seconds)
@@ -117,4 +122,4 @@ def verify_python_task(task: Task, completion: str, verifier_version: str, max_c
     entry_point = task.data["entry_point"]
     solution = assemble_python(task.prompt, completion, entry_point)
     return verify_python(solution, task.data["test_code"], entry_point, verifier_version, limits=limits,
-                         backend=backend)
+                         backend=backend, prompt=task.prompt)

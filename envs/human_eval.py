@@ -17,7 +17,7 @@ from verifarm.sandbox.program import Limits
 
 class HumanEvalFamily:
     name = "human_eval"
-    verifier_version = "human-eval-1"
+    verifier_version = "human-eval-2"  # 2: hidden tests never readable; helpers from the trusted prompt
     min_difficulty = 1
     max_difficulty = 1
     max_prompt_chars = 4096

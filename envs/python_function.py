@@ -197,7 +197,7 @@ class PythonFunctionFamily:
     """Generated function tasks; ``backend`` and ``limits`` choose how the hidden tests run."""
 
     name = "python_function"
-    verifier_version = "python-function-1"
+    verifier_version = "python-function-2"  # 2: hidden tests never readable by the candidate
     min_difficulty = 1
     max_difficulty = 5
     max_prompt_chars = 2048

@@ -87,7 +87,8 @@ def check_humaneval(
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:
         outcomes = list(pool.map(
-            lambda case: check_python(case[1], case[0]["test"], case[0]["entry_point"], backend=chosen), cases))
+            lambda case: check_python(case[1], case[0]["test"], case[0]["entry_point"], backend=chosen,
+                                      prompt=case[0]["prompt"]), cases))
     elapsed = time.monotonic() - started
     table = Table(title=f"HumanEval through the {chosen} sandbox")
     for column in ("task", "solution", "verdict", "status", "wall s", "reason"):

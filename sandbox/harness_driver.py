@@ -4,12 +4,22 @@ Two processes: this trusted driver runs the tests, a forked child runs the candi
 candidate function crosses a pipe as length-prefixed tagged plain data, rebuilt here from builtins, so the
 candidate can forge neither a value (`__eq__`), nor the test code, nor the verdict. The driver is made
 non-dumpable before forking, so the child cannot read its memory or file descriptors through /proc or
-ptrace. The sentinel arrives on stdin only after the fork and is printed only after every test ran.
-Usage: python3 -I -S driver.py SOLUTION_FILE TESTS_FILE ENTRY_POINT   (sentinel line on stdin)
+ptrace.
+
+What the candidate can never read: the tests and their expected values. They are not a file of the run;
+they arrive on stdin (with the per-run sentinel) and the driver reads stdin only after the fork, when the
+child has already closed its copy of fd 0 and every other inherited descriptor. Nothing of them is in
+the memory the child shares by fork, nothing is written anywhere. What the candidate can never replace:
+anything but the entry point. The trusted prompt (the task's own code: helpers such as an encoder whose
+decoder the candidate writes) runs here, in the driver, before the fork; the tests run in that namespace
+with only the entry point bound to the candidate, so a candidate that redefines a helper changes its own
+copy, never the one the tests call. The sentinel is printed only after every test ran.
+Usage: python3 -I -S driver.py SOLUTION_FILE PROMPT_FILE ENTRY_POINT   (stdin: sentinel line, then the tests)
 """
 
 # Only built-in modules: json, ast, ctypes and signal would cost more start-up time than the tests.
 import _ctypes
+import _signal
 import builtins
 import math
 import os
@@ -19,6 +29,7 @@ DRIVER_FILE_NAME = "driver.py"  # the name check_python gives this file in the r
 PR_SET_DUMPABLE = 4
 MAX_DEPTH = 64
 SIGKILL = 9
+MAX_FD = 1 << 16  # above any RLIMIT_NOFILE the sandbox grants
 CodeType = type(compile("", "", "exec"))
 
 
@@ -182,10 +193,30 @@ class CandidateProxy:
         raise CandidateError(f"{raised[0]}: {raised[1]}")
 
 
-def top_level_functions(solution_code):
-    """Names of the functions the module defines at top level, read from its code object (nothing runs)."""
-    return [const.co_name for const in solution_code.co_consts
-            if type(const) is CodeType and const.co_name.isidentifier()]
+def defines_function(solution_code, name):
+    """Whether the module defines function `name` at top level, read from its code object (nothing runs)."""
+    return any(type(const) is CodeType and const.co_name == name for const in solution_code.co_consts)
+
+
+def read_all(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def close_inherited_fds(keep):
+    """In the child: every descriptor but `keep` goes, so nothing the driver or the sandbox opened is reachable."""
+    highest = max(keep)
+    for fd in range(3, highest):
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    os.closerange(highest + 1, MAX_FD)
 
 
 def make_non_dumpable():
@@ -195,30 +226,26 @@ def make_non_dumpable():
         raise OSError("prctl(PR_SET_DUMPABLE) failed")
 
 
-def main():
-    solution_path, tests_path, entry_point = sys.argv[1], sys.argv[2], sys.argv[3]
-    with open(solution_path) as handle:
-        solution_source = handle.read()
-    with open(tests_path) as handle:
-        tests_source = handle.read()
+def run_prompt(prompt_source):
+    """The trusted prompt's namespace (its helpers and imports), or the reason it failed to run."""
+    namespace = {"__name__": "__tests__", "__builtins__": builtins, "math": math}
     try:
-        solution_code = compile(solution_source, "solution.py", "exec")
-    except (SyntaxError, ValueError) as error:
-        print(f"FAIL syntax error: {error}", flush=True)
-        return
-    names = top_level_functions(solution_code)
-    if entry_point not in names:
-        print(f"FAIL the solution defines no function {entry_point!r}", flush=True)
-        return
+        exec(compile(prompt_source, "prompt.py", "exec"), namespace)
+    except BaseException as error:
+        return None, f"{type(error).__name__}: {str(error)[:200]}"
+    return namespace, None
+
+
+def start_candidate(solution_code):
+    """Fork the candidate's process; returns (pid, request fd, reply stream). Called before any test is read."""
     make_non_dumpable()
     request_read, request_write = os.pipe()
     reply_read, reply_write = os.pipe()
     child = os.fork()
     if child == 0:
-        os.close(0)  # the sentinel will arrive there; the candidate never reads it
+        os.close(0)  # the tests and the sentinel arrive there; the candidate never reads them
         os.dup2(2, 1)  # candidate prints go to stderr, never to the verdict channel
-        os.close(request_write)
-        os.close(reply_read)
+        close_inherited_fds((request_read, reply_write))
         try:
             serve_candidate(solution_code, request_read, reply_write)
         except BaseException as error:
@@ -226,30 +253,60 @@ def main():
         os._exit(0)
     os.close(request_read)
     os.close(reply_write)
-    sentinel = sys.stdin.readline().strip()
-    replies = os.fdopen(reply_read, "rb")
-    namespace = {"__name__": "__tests__", "__builtins__": builtins, "math": math}
-    for name in names:
-        namespace[name] = CandidateProxy(name, request_write, replies)
+    return child, request_write, os.fdopen(reply_read, "rb")
+
+
+def run_tests(namespace, tests_source, entry_point):
+    """The failure line for the verdict channel, or None when check(candidate) returned."""
     try:
         exec(compile(tests_source, "tests.py", "exec"), namespace)
         check = namespace.get("check")
         if not callable(check):
-            print("FAIL the test code defines no check(candidate)", flush=True)
-            return
+            return "FAIL the test code defines no check(candidate)"
         check(namespace[entry_point])
     except AssertionError as error:
-        print(f"FAIL assertion failed {str(error)[:200]}".rstrip(), flush=True)
-        return
+        return f"FAIL assertion failed {str(error)[:200]}".rstrip()
     except BaseException as error:
-        print(f"FAIL {type(error).__name__}: {str(error)[:200]}", flush=True)
+        return f"FAIL {type(error).__name__}: {str(error)[:200]}"
+    return None
+
+
+def main():
+    solution_path, prompt_path, entry_point = sys.argv[1], sys.argv[2], sys.argv[3]
+    with open(solution_path) as handle:
+        solution_source = handle.read()
+    with open(prompt_path) as handle:
+        prompt_source = handle.read()
+    try:
+        solution_code = compile(solution_source, "solution.py", "exec")
+    except (SyntaxError, ValueError) as error:
+        print(f"FAIL syntax error: {error}", flush=True)
         return
+    if not defines_function(solution_code, entry_point):
+        print(f"FAIL the solution defines no function {entry_point!r}", flush=True)
+        return
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)  # a candidate gone early is an error here, not our death
+    namespace, prompt_error = run_prompt(prompt_source)
+    if prompt_error is not None:  # the task's own code is broken: not the candidate's failure
+        sentinel = read_all(0).split(b"\n", 1)[0].decode().strip()
+        print(f"{sentinel} ERROR the trusted prompt failed: {prompt_error}", flush=True)
+        return
+    child, request_write, replies = start_candidate(solution_code)
+    # Only now, with the candidate forked and its fd 0 closed, do the tests exist in this process.
+    sentinel_line, _, tests = read_all(0).partition(b"\n")
+    sentinel = sentinel_line.decode().strip()
+    namespace[entry_point] = CandidateProxy(entry_point, request_write, replies)
+    try:
+        failure = run_tests(namespace, tests.decode("utf-8", "surrogatepass"), entry_point)
     finally:
         try:
             os.kill(child, SIGKILL)
             os.waitpid(child, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+    if failure is not None:
+        print(failure, flush=True)
+        return
     print(f"{sentinel} PASS", flush=True)
 
 

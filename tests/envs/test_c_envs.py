@@ -130,3 +130,38 @@ def test_feedback_never_reveals_the_final_test(family: CProgramFamily) -> None:
     verdict = family.verify(task, cheat)
     assert not verdict.passed and verdict.reason.startswith(f"test {len(inputs)}/{len(inputs)}")
     assert "hidden" in verdict.details["feedback"] and inputs[-1].strip() not in verdict.details["feedback"]
+
+
+def test_a_program_finds_no_expected_output_in_its_sandbox(family: CProgramFamily) -> None:
+    """The expected outputs never enter the sandbox: a program that computes its answer, then searches every file
+    and its parent's /proc entries for it (to show the search works, a correct answer is the needle) finds
+    nothing, fails, and the verdict says why."""
+    task = next(t for t in (family.generate(s, 1) for s in range(100)) if t.data["problem"] == "sum_numbers")
+    hunter = r'''#include <unistd.h>
+int main(void) {
+    const char *code =
+        "import os, sys\n"
+        "data = sys.stdin.read()\n"
+        "want = str(sum(int(x) for x in data.split()[1:]))\n"
+        "paths = ['/proc/%d/%s' % (os.getppid(), e) for e in ('cmdline', 'environ', 'fd/0', 'fd/3')]\n"
+        "for top in ('/tmp', '/dev/shm', '.', '/'):\n"
+        "    for root, dirs, files in os.walk(top):\n"
+        "        dirs[:] = [d for d in dirs if root != '/' or d not in ('usr', 'sys', 'proc', 'dev')]\n"
+        "        paths += [os.path.join(root, name) for name in files]\n"
+        "seen = []\n"
+        "for path in paths:\n"
+        "    try: text = open(path, 'rb').read(1 << 20).decode('utf-8', 'replace')\n"
+        "    except OSError: continue\n"
+        "    if want in text.split(): seen.append(path)\n"
+        "print('found ' + ' '.join(seen[:3]) if seen else 'nothing')\n";
+    execl("/usr/bin/python3", "python3", "-c", code, (char *)0);
+    return 1;
+}
+'''
+    verdict = family.verify(task, f"```c\n{hunter}```\n")
+    assert not verdict.passed and not verdict.infra_error, verdict
+    assert verdict.reason == f"test 1/{len(task.data['inputs'])}: wrong output", verdict
+    assert "Your output:\nnothing" in verdict.details["feedback"], verdict.details["feedback"]
+    assert "expected outputs in sandbox: never" in verdict.details["harness"]
+    assert verdict.details["harness_reason"] == verdict.reason
+    assert family.verify(task, task.reference).details["harness_reason"].startswith("all ")

@@ -143,3 +143,40 @@ def test_sandbox_that_cannot_start_is_an_infra_error_not_a_fail() -> None:
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[:2] == ["True 0.0 docker", "True 0.0 docker"]
+
+
+def test_a_completion_that_reads_the_hidden_tests_fails(python_family: PythonFunctionFamily) -> None:
+    """The hidden tests used to lie beside the solution as tests.py; now they are nowhere the candidate can read."""
+    task = python_family.generate(3, 3)
+    name = task.data["entry_point"]
+    reader = (f"```python\ndef {name}(*args):\n    import ast, os\n"
+              "    for path in ('tests.py', '/tmp/tests.py', '../tests.py'):\n"
+              "        if os.path.exists(path):\n"
+              "            for node in ast.walk(ast.parse(open(path).read())):\n"
+              "                if isinstance(node, ast.Tuple) and len(node.elts) == 2:\n"
+              "                    try:\n                        given, expected = ast.literal_eval(node)\n"
+              "                    except ValueError:\n                        continue\n"
+              "                    if given == args:\n                        return expected\n"
+              "    return None\n```\n")
+    verdict = python_family.verify(task, reader)
+    assert not verdict.passed and not verdict.infra_error, verdict
+    assert verdict.details["harness_reason"].startswith("assertion failed"), verdict.details
+
+
+def test_human_eval_helpers_cannot_be_replaced(human_eval: HumanEvalFamily) -> None:
+    """HumanEval/38's tests encode with the prompt's encode_cyclic: an identity encoder of the candidate's is ignored."""
+    task = human_eval.generate(38)
+    forged = "```python\ndef encode_cyclic(s: str):\n    return s\n\n\ndef decode_cyclic(s: str):\n    return s\n```\n"
+    verdict = human_eval.verify(task, forged)
+    assert not verdict.passed and not verdict.infra_error, verdict
+    assert human_eval.verify(task, task.reference).passed
+
+
+def test_sandboxed_verdicts_record_the_version_and_the_harness_reason(python_family: PythonFunctionFamily) -> None:
+    task = python_family.generate(0, 1)
+    passed, failed = python_family.verify(task, task.reference), python_family.verify(task, "    return None\n")
+    for verdict in (passed, failed):
+        assert verdict.details["verifier_version"] == python_family.verifier_version == "python-function-2"
+        assert "tests readable by candidate: denied" in verdict.details["harness"]
+    assert passed.details["harness_reason"] == "all tests passed"
+    assert failed.details["harness_reason"].startswith("assertion failed")

@@ -4,7 +4,7 @@ import gymnasium as gym
 import pytest
 
 import verifarm.envs  # noqa: F401  (registers the ids)
-from verifarm.envs.reasoning_gym_adapter import ReasoningGymFamily
+from verifarm.envs.reasoning_gym_adapter import ReasoningGymFamily, answer_can_run_code
 
 DATASETS = [
     "basic_arithmetic", "chain_sum", "leg_counting", "spell_backward", "letter_counting", "number_sorting", "gcd",
@@ -52,6 +52,35 @@ def test_scorers_that_eval_answers_cannot_act_or_hang(tmp_path) -> None:
         assert family.verify(task, "<answer>[1, 2]</answer>").reward == 0.0
     finally:
         family.close()
+
+
+def test_an_answer_cannot_rewrite_the_scorer_for_later_answers() -> None:
+    """spiral_matrix evals answers: one that replaces the dataset's score_answer must not make later answers pass."""
+    family = ReasoningGymFamily("spiral_matrix", score_timeout_seconds=20)
+    try:
+        task = family.generate(0, 1)
+        rewrite = ("[setattr(__import__('sys').modules['reasoning_gym.algorithmic.spiral_matrix'].SpiralMatrixDataset,"
+                   " 'score_answer', lambda self, answer, entry: 1.0)]")
+        first = family.verify(task, f"<answer>{rewrite}</answer>")
+        assert not first.passed and first.details["scorer_child_retired"], first
+        for later_task, wrong in ((task, "1 2 3"), (family.generate(5, 3), "nonsense"), (task, "[0]")):
+            verdict = family.verify(later_task, f"<answer>{wrong}</answer>")
+            assert verdict.reward < 1.0 and not verdict.passed and not verdict.infra_error, (wrong, verdict)
+        assert family.verify(task, f"<answer> {task.data['entry']['answer']} </answer>").passed
+    finally:
+        family.close()
+
+
+def test_only_scorers_that_run_answers_retire_their_child() -> None:
+    assert ReasoningGymFamily("spiral_matrix").scorer_runs_answers
+    assert ReasoningGymFamily("basic_arithmetic").scorer_runs_answers
+    assert not ReasoningGymFamily("maze").scorer_runs_answers
+    assert not ReasoningGymFamily("spell_backward").scorer_runs_answers
+    inert = ["42", "-3.5", "1 2 3", "[1, 2], [3]", "(2 + 3) * 4 / 5", "x**2/2 + C", "sqrt(x) + sin(2*x)", "E"]
+    assert not any(map(answer_can_run_code, inert))
+    able = ["__import__('os')", "\uff45val", "'a'", "getattr(x, y)", "a.b", "x . real", "(x := 1)", "lambda: 0",
+            "a and b", "1e5", "exec", "[setattr(x, y, z)]"]
+    assert all(map(answer_can_run_code, able))
 
 
 def test_generation_is_deterministic_and_difficulty_matters() -> None:

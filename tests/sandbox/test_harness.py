@@ -75,10 +75,33 @@ def test_candidate_output_does_not_break_a_real_pass(backend: str):
     assert check_python(noisy, TESTS, "add", limits=FAST, backend=backend).passed
 
 
-def test_helpers_of_the_solution_are_callable_from_tests(backend: str):
+HELPER_PROMPT = "def encode(s):\n    return s[::-1]\n\n\ndef decode(s):\n    \"\"\"Undo encode.\"\"\"\n"
+HELPER_TESTS = ("def check(candidate):\n    for word in ('abc', 'hello', ''):\n"
+                "        assert candidate(encode(word)) == word\n")
+
+
+def test_helpers_the_tests_use_come_from_the_trusted_prompt(backend: str):
+    solution = HELPER_PROMPT + "    return s[::-1]\n"
+    assert check_python(solution, HELPER_TESTS, "decode", limits=FAST, backend=backend, prompt=HELPER_PROMPT).passed
+
+
+def test_a_solution_cannot_replace_a_prompt_helper(backend: str):
+    # With its own encode the identity, an identity decode would satisfy the tests: the tests must not see it.
+    forged = HELPER_PROMPT + "    return s\n\n\ndef encode(s):\n    return s\n"
+    outcome = check_python(forged, HELPER_TESTS, "decode", limits=FAST, backend=backend, prompt=HELPER_PROMPT)
+    assert not outcome.passed and not outcome.infra_error, outcome.reason
+    assert outcome.reason.startswith("assertion failed"), outcome.reason
+
+
+def test_a_helper_only_the_solution_defines_is_not_visible_to_the_tests(backend: str):
     solution = "def encode(s):\n    return s[::-1]\ndef decode(s):\n    return s[::-1]\n"
-    tests = "def check(candidate):\n    assert candidate(encode('abc')) == 'abc'\n    assert isinstance(encode('x'), str)\n"
-    assert check_python(solution, tests, "decode", limits=FAST, backend=backend).passed
+    outcome = check_python(solution, HELPER_TESTS, "decode", limits=FAST, backend=backend)
+    assert not outcome.passed and "NameError" in outcome.reason, outcome.reason
+
+
+def test_a_broken_trusted_prompt_is_an_infra_error_not_a_fail(backend: str):
+    outcome = check_python(GOOD, TESTS, "add", limits=FAST, backend=backend, prompt="raise RuntimeError('bad task')\n")
+    assert outcome.infra_error and not outcome.passed and "bad task" in outcome.reason, outcome.reason
 
 
 def test_exceptions_keep_their_builtin_type(backend: str):
@@ -124,6 +147,108 @@ def test_wire_rejects_non_plain_data():
 
 def test_default_limits_are_sane():
     assert HARNESS_LIMITS.wall_seconds >= HARNESS_LIMITS.cpu_seconds
+
+
+SECRET = "vfsecret7d1c"  # appears in the tests only, as an expected value
+# Looks for the tests everywhere they must not be: files (work dir, /tmp, /dev/shm, the rest of the tree but the
+# system folders), every descriptor, the process's memory (stack frames and every gc-tracked container: what a
+# fork shares with the driver), and the driver's /proc entries. Reports where it found the secret, if anywhere.
+SEARCH_FOR_TESTS = """
+import gc, os, stat, sys
+
+NEEDLE = 'vfsecret' + '7d1c'
+SYSTEM = {'proc', 'sys', 'dev', 'usr', 'lib', 'lib64', 'bin', 'sbin', 'etc', 'var', 'opt', 'boot', 'srv'}
+
+def _read(path):
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read(1 << 20)
+    except OSError:
+        return b''
+
+def _holds(value):
+    if type(value) is str:
+        return value is not NEEDLE and NEEDLE in value
+    return type(value) in (bytes, bytearray) and NEEDLE.encode() in value
+
+def _in_files():
+    for top in ('.', '/tmp', '/dev/shm', '/'):
+        for root, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if root != '/' or d not in SYSTEM]
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    regular = stat.S_ISREG(os.lstat(path).st_mode)
+                except OSError:
+                    regular = False
+                if regular and NEEDLE.encode() in _read(path):
+                    return 'file ' + path
+
+def _in_descriptors():
+    for fd in range(0, 256):
+        try:
+            os.lseek(fd, 0, 0)
+        except OSError:
+            pass
+        try:
+            os.set_blocking(fd, False)
+            if NEEDLE.encode() in os.read(fd, 1 << 16):
+                return 'fd %d' % fd
+        except OSError:
+            pass
+
+def _in_memory():
+    frame = sys._getframe()
+    while frame is not None:
+        for value in list(frame.f_locals.values()) + list(frame.f_globals.values()):
+            if _holds(value):
+                return 'frame ' + frame.f_code.co_name
+        frame = frame.f_back
+    for obj in gc.get_objects():
+        kind = type(obj)
+        if kind is dict:
+            items = list(obj.keys()) + list(obj.values())
+        elif kind in (list, tuple, set, frozenset):
+            items = list(obj)
+        else:
+            items = [obj.co_consts] if kind is type(_read.__code__) else []
+        for item in items:
+            if _holds(item) or type(item) is tuple and any(_holds(x) for x in item):
+                return 'object ' + type(obj).__name__
+
+def _in_parent():
+    for entry in ('cmdline', 'environ', 'mem', 'fd/0'):
+        if NEEDLE.encode() in _read('/proc/%d/%s' % (os.getppid(), entry)):
+            return '/proc/parent/' + entry
+
+def leak():
+    return _in_files() or _in_descriptors() or _in_memory() or _in_parent() or 'not found'
+"""
+
+
+def test_the_candidate_finds_the_tests_nowhere(backend: str):
+    if backend == "process":
+        pytest.skip("the process backend shares the host's filesystem (where this test file lies) by design")
+    tests = f"def check(candidate):\n    where = candidate()\n    assert where == 'not found' != '{SECRET}', where\n"
+    limits = Limits(cpu_seconds=20, wall_seconds=60, memory_bytes=256 * 1024 * 1024, max_processes=32,
+                    output_bytes=64 * 1024, file_size_bytes=1024 * 1024, open_files=256)
+    outcome = check_python(SEARCH_FOR_TESTS, tests, "leak", limits=limits, backend=backend)
+    assert outcome.passed, outcome.reason
+
+
+def test_the_search_finds_a_secret_where_the_tests_used_to_be(backend: str):
+    # The control: the same search does find the secret in a file of the work dir, in memory and on stdin.
+    if backend == "process":
+        pytest.skip("the process backend shares the host's filesystem (where this test file lies) by design")
+    planted = (SEARCH_FOR_TESTS.replace("def leak():", "def leak(plant):") +
+               "\nimport os\nos.write(os.open('tests_copy.py', os.O_WRONLY | os.O_CREAT), NEEDLE.encode())\n")
+    tests = "def check(candidate):\n    assert candidate(0) == 'file ./tests_copy.py', candidate(0)\n"
+    outcome = check_python(planted, tests, "leak", limits=Limits(cpu_seconds=20, wall_seconds=60), backend=backend)
+    assert outcome.passed, outcome.reason
+    kept = SEARCH_FOR_TESTS + "\nKEPT = ['tests: ' + NEEDLE]\n"
+    tests = "def check(candidate):\n    assert candidate().startswith('object'), candidate()\n"
+    outcome = check_python(kept, tests, "leak", limits=Limits(cpu_seconds=20, wall_seconds=60), backend=backend)
+    assert outcome.passed, outcome.reason
 
 
 def test_candidate_cannot_reach_the_drivers_stdout_or_memory(backend: str):
