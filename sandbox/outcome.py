@@ -9,7 +9,9 @@ from verifarm.sandbox.supervisor import RawOutcome
 
 # Messages a runtime prints when an rlimit refuses memory or file growth. They only refine the status of a
 # run that already failed, so a program printing them gains nothing.
-_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory")
+# Java's OutOfMemoryError matches "MemoryError"; Rust's allocator aborts with "memory allocation of N bytes failed".
+_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory",
+                   b"memory allocation of ")
 _FILE_SIZE_MARKERS = (b"File too large", b"[Errno 27]")
 
 
