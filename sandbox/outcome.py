@@ -52,7 +52,7 @@ def _status(raw: RawOutcome, limits: Limits) -> tuple[Status, str]:
         return Status.OUTPUT_LIMIT, f"output passed {limits.output_bytes} bytes; truncated and stopped"
     if raw.signal == signal.SIGXFSZ:
         return Status.OUTPUT_LIMIT, f"a file passed the size limit of {limits.file_size_bytes} bytes"
-    tail = raw.stderr[-4096:]
+    tail = raw.stderr[:1024] + raw.stderr[-4096:]  # Go states its fatal error first, then a long traceback
     failed = raw.signal is not None or (raw.exit_code or 0) != 0
     near_memory_cap = raw.peak_memory_bytes >= 0.9 * limits.memory_bytes
     if failed and (raw.memory_exceeded or any(marker in tail for marker in _MEMORY_MARKERS) or
