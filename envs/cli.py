@@ -39,13 +39,13 @@ def _family(env_id: str, options: list[str]) -> Any:
 
 @app.command("list")
 def list_envs() -> None:
-    """Every registered env id with its difficulty range and verifier version."""
-    from verifarm.envs.catalog import ENV_IDS, get_family
+    """Every registered env id with its difficulty range, verifier version and the languages it accepts."""
+    from verifarm.envs.catalog import ENV_IDS, accepted_languages, get_family
 
     for env_id in ENV_IDS:
         family = get_family(env_id)
         typer.echo(f"{env_id:<32} difficulty {family.min_difficulty}-{family.max_difficulty:<3} "
-                   f"verifier {family.verifier_version}")
+                   f"verifier {family.verifier_version:<17} languages {','.join(accepted_languages(env_id)) or '-'}")
 
 
 @app.command("show")
