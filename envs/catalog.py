@@ -66,6 +66,12 @@ def _program_multi_turn(**options: Any) -> TaskFamily:
     return ProgramFamily(multi_turn=True, **options)
 
 
+def _translate(**options: Any) -> TaskFamily:
+    from verifarm.envs.translation import TranslationFamily
+
+    return TranslationFamily(**options)
+
+
 def _reasoning_gym(**options: Any) -> TaskFamily:
     from verifarm.envs.reasoning_gym_adapter import ReasoningGymFamily
 
@@ -82,6 +88,7 @@ ENV_IDS: dict[str, Callable[..., TaskFamily]] = {
     "verifarm/CProgramMultiTurn-v0": _c_program_multi_turn,
     "verifarm/Program-v0": _program,
     "verifarm/ProgramMultiTurn-v0": _program_multi_turn,
+    "verifarm/Translate-v0": _translate,
     "verifarm/ReasoningGym-v0": _reasoning_gym,
 }
 
@@ -91,7 +98,7 @@ def accepted_languages(env_id: str) -> tuple[str, ...]:
     the Program envs); empty for envs whose answers are not programs."""
     if env_id not in ENV_IDS:
         raise ValueError(f"unknown env id {env_id!r}; known: {sorted(ENV_IDS)}")
-    if env_id in ("verifarm/Program-v0", "verifarm/ProgramMultiTurn-v0"):
+    if env_id in ("verifarm/Program-v0", "verifarm/ProgramMultiTurn-v0", "verifarm/Translate-v0"):
         from verifarm.sandbox.languages import LANGUAGE_NAMES
 
         return LANGUAGE_NAMES

@@ -21,7 +21,7 @@ from typing import Any
 
 from verifarm.envs.base import Task, Verdict, as_valid_utf8, check_completion_size
 from verifarm.envs.code_completion import last_fenced_block, sandbox_failure
-from verifarm.sandbox.languages import LANGUAGE_NAMES, Language, build, get_language, run_build
+from verifarm.sandbox.languages import LANGUAGE_NAMES, Build, Language, build, get_language, run_build
 from verifarm.sandbox.program import ExecResult, Limits, Status
 
 FEEDBACK_SOURCE_CHARS = 3000
@@ -126,9 +126,13 @@ class ProgramFamily:
         return {"problem": problem_name, "language": self.language.name, "inputs": inputs, "outputs": outputs}
 
     def verify(self, task: Task, completion: str) -> Verdict:
+        return self.judge(task, completion)[0]
+
+    def judge(self, task: Task, completion: str) -> tuple[Verdict, Build | None]:
+        """The verdict, and the build when it passed (so a caller can run the same build on more inputs)."""
         too_big = check_completion_size(completion, self.max_completion_chars * 4)
         if too_big is not None:
-            return too_big
+            return too_big, None
         details: dict = {"verifier_version": self.verifier_version, "sandbox_backend": "none",
                          "harness": HARNESS_GUARANTEES}
         if "language" in task.data:
@@ -136,7 +140,7 @@ class ProgramFamily:
         source = as_valid_utf8(extract_source(completion))
         if not source.strip():
             return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty.",
-                                                         "harness_reason": "not run: empty program"})
+                                                         "harness_reason": "not run: empty program"}), None
         inputs, outputs = task.data["inputs"], task.data["outputs"]
         results: list[ExecResult] = []
         try:
@@ -145,7 +149,7 @@ class ProgramFamily:
             if compiled is not None:
                 details["sandbox_backend"] = compiled.backend
                 if compiled.status is Status.INFRA_ERROR:
-                    return self._infra(compiled, [compiled], details)
+                    return self._infra(compiled, [compiled], details), None
                 if not built.ok:
                     errors = compiled.stderr.decode("utf-8", "replace")
                     reason = ("compilation timed out" if compiled.status is Status.TIMEOUT else
@@ -154,7 +158,7 @@ class ProgramFamily:
                     details["feedback"] = f"It did not compile ({reason}):\n{_clip(errors, 1500)}"
                     details["harness_reason"] = reason
                     return Verdict(0.0, False, reason, {**details, **self._timing(built, results)},
-                                   sandbox_seconds=compiled.wall_seconds)
+                                   sandbox_seconds=compiled.wall_seconds), None
                 results.append(compiled)
             details["tests_total"] = len(inputs)
             # One input at a time, stopping at the first failure: most attempts fail, and an endless loop
@@ -164,7 +168,7 @@ class ProgramFamily:
                 details["sandbox_backend"] = run.backend
                 results.append(run)
                 if run.status is Status.INFRA_ERROR:
-                    return self._infra(run, results, details)
+                    return self._infra(run, results, details), None
                 problem = self._run_problem(run, expected)
                 if problem is not None:
                     details["tests_passed"] = index
@@ -172,15 +176,15 @@ class ProgramFamily:
                     details["feedback"] = self._test_feedback(index, inputs, text, expected, run, problem)
                     details.update(self._timing(built, results))
                     return Verdict(0.0, False, f"test {index + 1}/{len(inputs)}: {problem}", details,
-                                   sandbox_seconds=_seconds(results))
+                                   sandbox_seconds=_seconds(results)), None
         except Exception as error:  # noqa: BLE001  (the sandbox could not run at all)
-            return sandbox_failure(error, details, self.backend)
+            return sandbox_failure(error, details, self.backend), None
         details["tests_passed"] = len(inputs)
         details["harness_reason"] = f"all {len(inputs)} tests passed"
         details.update(self._timing(built, results))
-        return Verdict(1.0, True, f"all {len(inputs)} tests passed", details, sandbox_seconds=_seconds(results))
+        return Verdict(1.0, True, f"all {len(inputs)} tests passed", details, sandbox_seconds=_seconds(results)), built
 
-    def _timing(self, built, results: list[ExecResult]) -> dict:
+    def _timing(self, built: Build, results: list[ExecResult]) -> dict:
         """How the sandbox time split between compiling and running (the benchmark's compile share)."""
         if not self.report_timing:
             return {}
