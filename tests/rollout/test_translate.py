@@ -8,6 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from verifarm.cli import app
 
 from verifarm.envs.translation import TranslationFamily
 from verifarm.rollout.campaign import parse_spec
@@ -83,6 +86,14 @@ def test_reference_translations_of_a_python_campaign_all_pass_with_lineage(tmp_p
         pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
         assert written == len(pairs) == 3
         assert all(p["source"].startswith("import sys") and "require('fs')" in p["translation"] for p in pairs)
+    env = {"VERIFARM_HOME": str(tmp_path / "home"), "VERIFARM_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"}
+    listed = CliRunner().invoke(app, ["data", "translations", "--target-language", "js"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "3 translation records" in listed.output and "javascript" in listed.output
+    exported = CliRunner().invoke(app, ["data", "translations", "--pairs", str(tmp_path / "cli.jsonl")], env=env)
+    assert exported.exit_code == 0 and "6 translation pairs" in exported.output, exported.output
+    bad = CliRunner().invoke(app, ["data", "translations", "--source-language", "cobol"], env=env)
+    assert bad.exit_code != 0 and "unknown language 'cobol'" in bad.output
 
 
 @pytest.mark.slow
