@@ -100,12 +100,14 @@ LANGUAGES: tuple[Language, ...] = (
                               "-fmax-errors=20", "-o", "prog", "main.cpp"),
              compile_limits=CPP_COMPILE_LIMITS, artefacts=("prog",), aliases=("c++", "cxx")),
     Language("go", "main.go", ("./prog",), GO_RUN_LIMITS, "go", ("golang-go",),
-             compile_command=("go", "build", "-o", "prog", "main.go"), compile_limits=GO_COMPILE_LIMITS,
+             compile_command=("go", "build", "-ldflags=-s -w", "-o", "prog", "main.go"),
+             compile_limits=GO_COMPILE_LIMITS,
              artefacts=("prog",), aliases=("golang",)),
-    # gcc links directly: Debian's default linker `cc` is an /etc/alternatives symlink.
+    # gcc links directly: Debian's default linker `cc` is an /etc/alternatives symlink. Binaries are stripped (Go's
+    # and Rust's carry megabytes of symbols), as every run ships the artefacts into its sandbox.
     Language("rust", "main.rs", ("./prog",), C_RUN_LIMITS, "rust", ("rustc", "gcc"),
              compile_command=("rustc", "--edition", "2021", "-C", "opt-level=1", "-C", "linker=gcc",
-                              "-C", "codegen-units=4", "-o", "prog", "main.rs"),
+                              "-C", "codegen-units=4", "-C", "strip=symbols", "-o", "prog", "main.rs"),
              compile_limits=RUST_COMPILE_LIMITS, artefacts=("prog",), aliases=("rs",)),
     Language("javascript", "main.js", ("node", "--max-old-space-size=256", "--stack-size=8000", "main.js"),
              NODE_RUN_LIMITS, "javascript", ("nodejs",), aliases=("js", "node")),
