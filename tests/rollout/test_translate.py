@@ -122,3 +122,32 @@ def test_translate_campaign_samples_through_an_endpoint_policy(tmp_path: Path, c
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_submit_freezes_the_sources_from_the_store(tmp_path: Path):
+    import yaml
+
+    from verifarm.rollout.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "broker")
+    url, pid = server.start()
+    try:
+        env = {"VERIFARM_HOME": str(tmp_path / "home"), "VERIFARM_REDIS_URL": url,
+               "VERIFARM_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"}
+        with RolloutStore(env["VERIFARM_DATABASE_URL"]) as store:
+            _python_source_campaign(store, tasks=2)
+        spec = {"name": "to-go", "envs": [{"env_id": "verifarm/Translate-v0"}], "tasks": 1, "policy": "reference",
+                "translate": {"source_campaign": "src", "target_languages": ["go", "java"]}}
+        (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+        result = CliRunner().invoke(app, ["campaign", "submit", str(tmp_path / "t.yaml"), "--id", "tr"], env=env)
+        assert result.exit_code == 0, result.output
+        with RolloutStore(env["VERIFARM_DATABASE_URL"]) as store:
+            row = store.get_campaign("tr")
+        assert row.total_tasks == 4 and len(row.spec["translate"]["sources"]) == 2
+        assert parse_spec(row.spec).translate.pairs()[3][1] == "java"
+        spec["translate"]["source_campaign"] = "absent"
+        (tmp_path / "none.yaml").write_text(yaml.safe_dump(spec))
+        result = CliRunner().invoke(app, ["campaign", "submit", str(tmp_path / "none.yaml")], env=env)
+        assert result.exit_code != 0 and "no passing program records" in result.output
+    finally:
+        server.stop(pid)
