@@ -23,8 +23,9 @@ def system_view() -> list[str]:
     argv = ["--ro-bind", "/usr", "/usr",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-            "--proc", "/proc", "--dev", "/dev",
-            "--perms", "0755", "--dir", "/etc"]  # traversable by the run's uid (node looks for openssl.cnf)
+            "--proc", "/proc", "--dev", "/dev"]
+    if supports("--perms"):  # bubblewrap >= 0.5: /etc traversable by the run's uid (node reads openssl.cnf)
+        argv += ["--perms", "0755", "--dir", "/etc"]
     if os.path.exists("/etc/ld.so.cache"):
         argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     for path in host_system_paths():  # what a language's toolchain reads outside /usr (the JDK's jvm.cfg)

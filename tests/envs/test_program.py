@@ -99,3 +99,16 @@ def test_bad_language_is_one_clear_error() -> None:
     assert accepted_languages("verifarm/Program-v0") == LANGUAGE_NAMES
     assert accepted_languages("verifarm/CProgram-v0") == ("c",)
     assert accepted_languages("verifarm/Arithmetic-v0") == ()
+
+
+def test_envs_list_names_the_languages_each_env_accepts() -> None:
+    from typer.testing import CliRunner
+
+    from verifarm.cli import app
+
+    result = CliRunner().invoke(app, ["envs", "list"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.startswith("verifarm/")}
+    assert lines["verifarm/Program-v0"].endswith("languages " + ",".join(LANGUAGE_NAMES))
+    assert lines["verifarm/CProgram-v0"].endswith("languages c")
+    assert lines["verifarm/Addition-v0"].endswith("languages -")
