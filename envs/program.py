@@ -21,7 +21,7 @@ from typing import Any
 
 from verifarm.envs.base import Task, Verdict, as_valid_utf8, check_completion_size
 from verifarm.envs.code_completion import last_fenced_block, sandbox_failure
-from verifarm.sandbox.languages import LANGUAGE_NAMES, Build, Language, build, get_language, run_build
+from verifarm.sandbox.languages import Build, Language, build, get_language, run_build
 from verifarm.sandbox.program import ExecResult, Limits, Status
 
 FEEDBACK_SOURCE_CHARS = 3000
@@ -232,7 +232,3 @@ class ProgramFamily:
         fence = self.language.fence
         return (f"{task.prompt}\nYour previous program (attempt {turn} of {max_turns}):\n```{fence}\n{source}\n```\n"
                 f"{what}\nFix the program and give the complete corrected program in a ```{fence} code block.\n")
-
-
-def accepted_languages() -> tuple[str, ...]:
-    return LANGUAGE_NAMES

@@ -34,7 +34,6 @@ int main(int argc, char **argv) {
     if (what == "fork") for (;;) fork();
     if (what == "memory") { std::vector<char *> keep; for (;;) { char *p = new char[1 << 24]; memset(p, 1, 1 << 24); keep.push_back(p); } }
     if (what == "flood") for (;;) std::cout << "spam spam spam\n";
-    if (what == "spin") { volatile unsigned long i = 0; for (;;) i++; }
     if (what == "network") {
         int s = socket(AF_INET, SOCK_STREAM, 0); sockaddr_in a{}; a.sin_family = AF_INET; a.sin_port = htons(6379);
         inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
@@ -91,11 +90,6 @@ func main() {
 		for {
 			w.WriteString("spam spam spam\n")
 		}
-	case "spin":
-		i := 0
-		for {
-			i++
-		}
 	case "network":
 		c, err := net.DialTimeout("tcp", "127.0.0.1:6379", time.Second)
 		if err == nil {
@@ -135,7 +129,6 @@ fn main() {
         "fork" => loop { let _ = std::process::Command::new("/proc/self/exe").arg(&token).arg("child").spawn(); },
         "memory" => { let mut keep: Vec<Vec<u8>> = Vec::new(); loop { keep.push(vec![1u8; 1 << 24]); } }
         "flood" => { let out = std::io::stdout(); let mut out = out.lock(); loop { let _ = out.write_all(b"spam spam spam\n"); } }
-        "spin" => { let mut i: u64 = 0; loop { i = unsafe { std::ptr::read_volatile(&i) } + 1; } }
         "network" => {
             if std::net::TcpStream::connect("127.0.0.1:6379").is_ok() { println!("CONNECTED"); } else { std::process::exit(7); }
         }
@@ -159,7 +152,6 @@ if (process.argv[3] === 'child') {
   if (what === 'fork') for (;;) { try { spawn(process.execPath, [__filename, token, 'child'], { stdio: 'ignore' }); } catch (e) {} }
   else if (what === 'memory') { const keep = []; for (;;) keep.push(new Array(1 << 20).fill(1.5)); }
   else if (what === 'flood') for (;;) { try { fs.writeSync(1, 'spam spam spam\n'); } catch (e) {} }
-  else if (what === 'spin') { let i = 0; for (;;) i++; }
   else if (what === 'network') {
     net.connect(6379, '127.0.0.1').on('connect', () => { console.log('CONNECTED'); process.exit(0); })
       .on('error', () => process.exit(7));
@@ -194,10 +186,6 @@ public class Main {
             case "flood": {
                 PrintStream out = new PrintStream(new FileOutputStream(FileDescriptor.out), false);
                 while (true) out.print("spam spam spam\n");
-            }
-            case "spin": {
-                long i = 0;
-                while (true) i++;
             }
             case "network":
                 try (Socket s = new Socket()) {
