@@ -15,6 +15,7 @@ fewer than the required number of comparable inputs fails the task as unusable, 
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -30,6 +31,20 @@ MIN_DIFFERENTIAL_INPUTS = 50
 DIFFERENTIAL_MAX_SIZE = 64  # inputs go past the hidden tests' small sizes, where special cases hide
 CLIP = 400
 DIFFERENTIAL_PARALLEL = 4
+
+
+_RUNNERS: dict[int, ThreadPoolExecutor] = {}
+_RUNNERS_LOCK = threading.Lock()
+
+
+def _runner() -> ThreadPoolExecutor:
+    """This process's threads for differential runs. They live as long as the process: a warm bwrap sandbox
+    started from a thread dies with that thread (bwrap's --die-with-parent is per thread)."""
+    with _RUNNERS_LOCK:
+        pid = os.getpid()  # a forked worker gets threads of its own
+        if pid not in _RUNNERS:
+            _RUNNERS[pid] = ThreadPoolExecutor(max_workers=DIFFERENTIAL_PARALLEL, thread_name_prefix="differential")
+        return _RUNNERS[pid]
 
 
 def _clip(text: str) -> str:
@@ -125,8 +140,7 @@ class TranslationFamily:
 
     def _run_all(self, built: Build, inputs: list[str]) -> list[ExecResult]:
         """Each input in its own fresh sandbox, a few at once (the warm pools hold several), results in order."""
-        with ThreadPoolExecutor(max_workers=DIFFERENTIAL_PARALLEL) as pool:
-            return list(pool.map(lambda text: run_build(built, text.encode(), self.backend), inputs))
+        return list(_runner().map(lambda text: run_build(built, text.encode(), self.backend), inputs))
 
     def verify(self, task: Task, completion: str) -> Verdict:
         verdict, built = self.target.judge(task, completion)
