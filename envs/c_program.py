@@ -8,7 +8,8 @@ in a fresh sandbox holding only the binary and that input on stdin, and the outp
 can neither read an expected output nor carry anything from one test to the next; a verdict records this
 (``details["harness"]``) and the judge's own reason (``details["harness_reason"]``). The multi-turn variant answers a failed attempt with the compiler errors or
 the first failing test as the next observation; the last, largest test is never revealed, so outputs learned from
-feedback cannot be hard-coded into a pass.
+feedback cannot be hard-coded into a pass. The judging is envs/program.py's ProgramFamily (the C row of the
+language table) over these problems, with this env's own prompt, limits and task ids.
 """
 
 from __future__ import annotations
@@ -20,18 +21,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from verifarm.envs.base import Task, Verdict, as_valid_utf8, check_completion_size
-from verifarm.envs.code_completion import last_fenced_block, sandbox_failure
+from verifarm.envs.program import FEEDBACK_SOURCE_CHARS, ProgramFamily, extract_source, normalize_output  # noqa: F401
 from verifarm.sandbox.languages import C_COMPILE_LIMITS
-from verifarm.sandbox.program import ExecResult, Limits, Status
+from verifarm.sandbox.program import Limits
 
 # gcc needs the sandbox's generous compile memory; 5 CPU seconds is far above what these programs take.
 COMPILE_LIMITS = dataclasses.replace(C_COMPILE_LIMITS, cpu_seconds=5, wall_seconds=20)
 RUN_LIMITS = Limits(cpu_seconds=1, wall_seconds=10, memory_bytes=128 * 1024 * 1024, max_processes=16,
                     output_bytes=256 * 1024, file_size_bytes=1024 * 1024, open_files=32)
-FEEDBACK_SOURCE_CHARS = 3000
-HARNESS_GUARANTEES = ("expected outputs in sandbox: never (compared outside); one fresh sandbox per test input; "
-                      "verdict: exit status and output only")
 
 
 @dataclass(frozen=True)
@@ -41,6 +38,10 @@ class CProblem:
     make_input: Callable[[random.Random, int], str]  # (rng, size) -> stdin text
     solve: Callable[[str], str]  # stdin text -> expected stdout, trusted Python
     reference_c: str
+
+    @property
+    def references(self) -> dict[str, str]:
+        return {"c": self.reference_c}
 
 
 def _numbers_input(rng: random.Random, size: int, bound: int = 10**9) -> str:
@@ -290,152 +291,36 @@ def _maybe_palindrome(rng: random.Random) -> str:
     return half + "".join(rng.choice("abc") for _ in range(rng.randint(1, 4)))
 
 
-def normalize_output(text: str) -> list[str]:
-    """Lines without trailing whitespace and without trailing blank lines: how outputs are compared."""
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
-
-
 def extract_c_source(completion: str) -> str:
     """The last fenced block, or the whole completion when it has none."""
-    block = last_fenced_block(completion)
-    return completion if block is None else block
+    return extract_source(completion)
 
 
-def _seconds(results: list[ExecResult]) -> float:
-    return sum(result.wall_seconds for result in results)
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
-
-
-class CProgramFamily:
+class CProgramFamily(ProgramFamily):
     """C stdin/stdout tasks; ``multi_turn`` turns on feedback for up to ``max_turns`` attempts."""
 
-    verifier_version = "c-program-1"
-    min_difficulty = 1
-    max_difficulty = 5
-    max_completion_chars = 8192
+    seed_prefix = "c_program"
+    show_stderr = False
+    report_timing = False
 
     def __init__(self, multi_turn: bool = False, max_turns: int = 3, backend: str = "auto",
                  compile_limits: Limits = COMPILE_LIMITS, run_limits: Limits = RUN_LIMITS) -> None:
-        if max_turns < 1:
-            raise ValueError(f"max_turns must be at least 1, got {max_turns}")
+        super().__init__("c", multi_turn, max_turns, backend, compile_limits, run_limits)
         self.name = "c_program_multi_turn" if multi_turn else "c_program"
-        self.max_turns = max_turns if multi_turn else 1
-        self.backend = backend
-        self.compile_limits = compile_limits
-        self.run_limits = run_limits
+        self.verifier_version = "c-program-1"
         # Room for the prompt, the previous program and the feedback in a multi-turn observation.
         self.max_prompt_chars = 2048 + (FEEDBACK_SOURCE_CHARS + 2500 if multi_turn else 0)
 
-    def generate(self, seed: int, difficulty: int) -> Task:
-        if not self.min_difficulty <= difficulty <= self.max_difficulty:
-            raise ValueError(f"difficulty must lie in [{self.min_difficulty}, {self.max_difficulty}], got {difficulty}")
-        rng = random.Random(f"c_program:{seed}:{difficulty}")
-        problem = rng.choice(PROBLEMS)
-        size = min(1000, 4**difficulty)  # statements promise at most 1000 queries
-        inputs = [problem.make_input(rng, rng.randint(1, size)) for _ in range(2 + difficulty)]
-        inputs.append(problem.make_input(rng, size))
-        outputs = [problem.solve(text) for text in inputs]
-        example_input = problem.make_input(rng, 3)
-        example_output = problem.solve(example_input)
-        prompt = ("Write a complete C program (C11, standard library only) that reads standard input and writes "
-                  "standard output.\n\n"
-                  f"{problem.statement}\n\nExample input:\n{example_input}Example output:\n{example_output}\n"
-                  "Reason first if you like, then give the whole program in a ```c code block.\n")
-        return Task(
-            task_id=f"c_program[{problem.name}]:d{difficulty}:s{seed}",
-            prompt=prompt,
-            reference=f"```c\n{problem.reference_c}```\n",
-            difficulty=difficulty,
-            data={"problem": problem.name, "inputs": inputs, "outputs": outputs},
-        )
+    @property
+    def problems(self) -> tuple[CProblem, ...]:
+        return PROBLEMS
 
-    def verify(self, task: Task, completion: str) -> Verdict:
-        from verifarm.sandbox.languages import compile_c, run_binary
+    def intro(self) -> str:
+        return ("Write a complete C program (C11, standard library only) that reads standard input and writes "
+                "standard output.")
 
-        too_big = check_completion_size(completion, self.max_completion_chars * 4)
-        if too_big is not None:
-            return too_big
-        details: dict = {"verifier_version": self.verifier_version, "sandbox_backend": "none",
-                         "harness": HARNESS_GUARANTEES}
-        source = as_valid_utf8(extract_c_source(completion))
-        if not source.strip():
-            return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty.",
-                                                         "harness_reason": "not run: empty program"})
-        inputs, outputs = task.data["inputs"], task.data["outputs"]
-        results: list[ExecResult] = []
-        try:
-            compiled = compile_c(source, self.compile_limits, self.backend)
-            details["sandbox_backend"] = compiled.backend
-            if compiled.status is Status.INFRA_ERROR:
-                return self._infra(compiled, details, [compiled])
-            if compiled.status is not Status.OK or "prog" not in compiled.files:
-                errors = compiled.stderr.decode("utf-8", "replace")
-                reason = ("compilation timed out" if compiled.status is Status.TIMEOUT else
-                          "compilation failed" if compiled.status is not Status.OK else
-                          "the compiler produced no binary")
-                details["feedback"] = f"It did not compile ({reason}):\n{_clip(errors, 1500)}"
-                details["harness_reason"] = reason
-                return Verdict(0.0, False, reason, details, sandbox_seconds=compiled.wall_seconds)
-            details["tests_total"] = len(inputs)
-            # One input at a time, stopping at the first failure: most attempts fail, and an endless loop
-            # should cost one run's CPU limit, not one per input.
-            for index, (text, expected) in enumerate(zip(inputs, outputs)):
-                run = run_binary(compiled.files["prog"], text.encode(), self.run_limits, self.backend)
-                results.append(run)
-                if run.status is Status.INFRA_ERROR:
-                    return self._infra(run, details, [compiled, *results])
-                problem = self._run_problem(run, expected)
-                if problem is not None:
-                    details["tests_passed"] = index
-                    details["harness_reason"] = f"test {index + 1}/{len(inputs)}: {problem}"
-                    got = run.stdout.decode("utf-8", "replace")
-                    if index == len(inputs) - 1:
-                        # The last (largest) test is never shown, so no number of turns lets a policy pass by
-                        # hard-coding the outputs that earlier feedback revealed.
-                        details["feedback"] = (f"It failed the final hidden test ({index + 1} of {len(inputs)}): "
-                                               f"{problem}.")
-                    else:
-                        details["feedback"] = (f"It failed test {index + 1} of {len(inputs)}: {problem}.\n"
-                                               f"Input:\n{_clip(text, 400)}\nExpected output:\n{_clip(expected, 300)}\n"
-                                               f"Your output:\n{_clip(got, 300)}")
-                    return Verdict(0.0, False, f"test {index + 1}/{len(inputs)}: {problem}", details,
-                                   sandbox_seconds=_seconds([compiled, *results]))
-        except Exception as error:  # noqa: BLE001  (the sandbox could not run at all)
-            return sandbox_failure(error, details, self.backend)
-        details["tests_passed"] = len(inputs)
-        details["harness_reason"] = f"all {len(inputs)} tests passed"
-        return Verdict(1.0, True, f"all {len(inputs)} tests passed", details,
-                       sandbox_seconds=_seconds([compiled, *results]))
+    def task_id(self, problem_name: str, seed: int, difficulty: int) -> str:
+        return f"c_program[{problem_name}]:d{difficulty}:s{seed}"
 
-    @staticmethod
-    def _infra(result: ExecResult, details: dict, results: list[ExecResult]) -> Verdict:
-        return Verdict(0.0, False, f"sandbox infrastructure error: {result.detail[:200]}", details,
-                       infra_error=True, sandbox_seconds=_seconds(results))
-
-    @staticmethod
-    def _run_problem(run: ExecResult, expected: str) -> str | None:
-        if run.status is Status.TIMEOUT:
-            return "time limit exceeded"
-        if run.status is Status.MEMORY_LIMIT:
-            return "memory limit exceeded"
-        if run.status is Status.OUTPUT_LIMIT:
-            return "output limit exceeded"
-        if run.status is not Status.OK:
-            code = f"exit code {run.exit_code}" if run.signal is None else f"signal {run.signal}"
-            return f"runtime error ({run.status.value}, {code})"
-        if normalize_output(run.stdout.decode("utf-8", "replace")) != normalize_output(expected):
-            return "wrong output"
-        return None
-
-    def feedback(self, task: Task, completion: str, verdict: Verdict, turn: int, max_turns: int) -> str:
-        """The next observation after a failed attempt: the task, the attempt, and what went wrong."""
-        source = _clip(extract_c_source(completion), FEEDBACK_SOURCE_CHARS)
-        what = verdict.details.get("feedback", verdict.reason)
-        return (f"{task.prompt}\nYour previous program (attempt {turn} of {max_turns}):\n```c\n{source}\n```\n"
-                f"{what}\nFix the program and give the complete corrected program in a ```c code block.\n")
+    def task_data(self, problem_name: str, inputs: list[str], outputs: list[str]) -> dict:
+        return {"problem": problem_name, "inputs": inputs, "outputs": outputs}

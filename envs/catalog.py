@@ -55,6 +55,24 @@ def _c_program_multi_turn(**options: Any) -> TaskFamily:
     return CProgramFamily(multi_turn=True, **options)
 
 
+def _program(**options: Any) -> TaskFamily:
+    from verifarm.envs.program import ProgramFamily
+
+    return ProgramFamily(**options)
+
+
+def _program_multi_turn(**options: Any) -> TaskFamily:
+    from verifarm.envs.program import ProgramFamily
+
+    return ProgramFamily(multi_turn=True, **options)
+
+
+def _translate(**options: Any) -> TaskFamily:
+    from verifarm.envs.translation import TranslationFamily
+
+    return TranslationFamily(**options)
+
+
 def _reasoning_gym(**options: Any) -> TaskFamily:
     from verifarm.envs.reasoning_gym_adapter import ReasoningGymFamily
 
@@ -69,8 +87,24 @@ ENV_IDS: dict[str, Callable[..., TaskFamily]] = {
     "verifarm/HumanEval-v0": _human_eval,
     "verifarm/CProgram-v0": _c_program,
     "verifarm/CProgramMultiTurn-v0": _c_program_multi_turn,
+    "verifarm/Program-v0": _program,
+    "verifarm/ProgramMultiTurn-v0": _program_multi_turn,
+    "verifarm/Translate-v0": _translate,
     "verifarm/ReasoningGym-v0": _reasoning_gym,
 }
+
+
+def accepted_languages(env_id: str) -> tuple[str, ...]:
+    """The programming languages a completion for env_id may be written in (the `language` option picks one for
+    the Program envs); empty for envs whose answers are not programs."""
+    if env_id not in ENV_IDS:
+        raise ValueError(f"unknown env id {env_id!r}; known: {sorted(ENV_IDS)}")
+    if env_id in ("verifarm/Program-v0", "verifarm/ProgramMultiTurn-v0", "verifarm/Translate-v0"):
+        from verifarm.sandbox.languages import LANGUAGE_NAMES
+
+        return LANGUAGE_NAMES
+    return {"verifarm/PythonFunction-v0": ("python",), "verifarm/HumanEval-v0": ("python",),
+            "verifarm/CProgram-v0": ("c",), "verifarm/CProgramMultiTurn-v0": ("c",)}.get(env_id, ())
 
 
 def get_family(env_id: str, **options: Any) -> TaskFamily:

@@ -46,23 +46,24 @@ def _family(env_id: str, options: list[str]) -> Any:
 
 @app.command("list")
 def list_envs(as_json: bool = typer.Option(False, "--json", help="one JSON array of the rows below")) -> None:
-    """Every registered env id with its difficulty range and verifier version.
+    """Every registered env id with its difficulty range, verifier version and the languages it accepts.
 
-    `--json` fields per env: env_id, min_difficulty, max_difficulty, verifier_version.
+    `--json` fields per env: env_id, min_difficulty, max_difficulty, verifier_version, languages.
     """
-    from verifarm.envs.catalog import ENV_IDS, get_family
+    from verifarm.envs.catalog import ENV_IDS, accepted_languages, get_family
 
     rows = []
     for env_id in ENV_IDS:
         family = get_family(env_id)
         rows.append({"env_id": env_id, "min_difficulty": family.min_difficulty,
-                     "max_difficulty": family.max_difficulty, "verifier_version": family.verifier_version})
+                     "max_difficulty": family.max_difficulty, "verifier_version": family.verifier_version,
+                     "languages": list(accepted_languages(env_id))})
     if as_json:
         typer.echo(json.dumps(rows))
         return
     for row in rows:
         typer.echo(f"{row['env_id']:<32} difficulty {row['min_difficulty']}-{row['max_difficulty']:<3} "
-                   f"verifier {row['verifier_version']}")
+                   f"verifier {row['verifier_version']:<17} languages {','.join(row['languages']) or '-'}")
 
 
 def _task(family: Any, seed: int, difficulty: int | None) -> Any:

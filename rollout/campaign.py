@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from verifarm.envs.catalog import ENV_IDS, get_family
 from verifarm.rollout.store import CampaignRow, RolloutStore
+from verifarm.rollout.translate import TranslateSettings
 
 if TYPE_CHECKING:
     from verifarm.rollout.config import FarmConfig
@@ -121,6 +122,9 @@ class CampaignSpec(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     priority: int = Field(default=5, ge=0, le=9)  # 9 is the most urgent
     batch_size: int = Field(default=8, ge=1, le=MAX_BATCH_SIZE)  # tasks per Celery task
+    # A translate campaign (rollout/translate.py): its tasks are stored verified programs to carry into other
+    # languages; `submit` freezes the sources from the store into the spec.
+    translate: TranslateSettings | None = None
 
     @field_validator("policy")
     @classmethod
@@ -138,6 +142,9 @@ class CampaignSpec(BaseModel):
         if self.speculative.drafter == "auto" and (self.policy == "reference" or self.endpoint is not None):
             raise ValueError("speculative drafter: auto needs a checkpoint policy sampled by the workers "
                              "(an endpoint decides its own sampling; the reference policy has no model)")
+        if self.translate is not None and self.translate.sources and self.tasks != len(self.translate.pairs()):
+            raise ValueError(f"a translate campaign with frozen sources has {len(self.translate.pairs())} tasks "
+                             f"(one per source and other target language), not {self.tasks}")
         return self
 
     @property
@@ -203,6 +210,10 @@ def plan_task(spec: CampaignSpec, task_index: int) -> PlannedTask:
     """Task `task_index` of the campaign: a pure function of the spec and the index."""
     if not 0 <= task_index < spec.tasks:
         raise ValueError(f"task index {task_index} outside [0, {spec.tasks})")
+    if spec.translate is not None:
+        from verifarm.rollout.translate import plan_translation
+
+        return plan_translation(spec, task_index)
     # Hash (seed, index) rather than add them, so campaigns with seeds 0 and 1 do not share shifted tasks.
     digest = hashlib.sha256(f"verifarm-campaign:{spec.seed}:{task_index}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
@@ -258,6 +269,10 @@ def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None)
         raise ConnectionError(f"cannot reach the broker at {farm.broker_url}: {error}; nothing was stored") from None
     campaign_id = check_campaign_id(campaign_id) if campaign_id else new_campaign_id(spec)
     with RolloutStore(farm.store_url) as store:
+        if spec.translate is not None and not spec.translate.sources:
+            from verifarm.rollout.translate import with_sources
+
+            spec = with_sources(spec, store)
         row = store.create_campaign(
             campaign_id, spec.name, spec.model_dump(mode="json"), total_tasks=spec.tasks,
             samples_per_task=spec.samples_per_task, priority=spec.priority,

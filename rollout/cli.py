@@ -483,3 +483,47 @@ def data_reverify(
     with RolloutStore(_store_url()) as store:
         report = reverify(store, flt)
     typer.echo(json.dumps(report.as_json(), indent=2) if as_json else format_reverify(report))
+
+
+@data_app.command("translations")
+def data_translations(
+    campaign: Optional[str] = _CAMPAIGN, outcome: Optional[str] = _OUTCOME,
+    source_language: Optional[str] = typer.Option(None, "--source-language", help="e.g. python"),
+    target_language: Optional[str] = typer.Option(None, "--target-language", help="e.g. rust"),
+    limit: int = typer.Option(20, min=1, help="rows to list"),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="write the passing (source, translation) pairs "
+                                         "as JSONL here instead of listing"),
+) -> None:
+    """Translation records (translate campaigns) with their lineage: source record, source and target language."""
+    from itertools import islice
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from verifarm.rollout.store import RolloutStore
+    from verifarm.rollout.translate import export_translation_pairs, translation_records
+    from verifarm.sandbox.languages import get_language
+
+    try:
+        source_language = get_language(source_language).name if source_language else None
+        target_language = get_language(target_language).name if target_language else None
+    except ValueError as error:
+        _fail(str(error))
+    with RolloutStore(_store_url()) as store:
+        if pairs is not None:
+            flt = _filter(campaign, None, "pass", None, None, True)
+            written = export_translation_pairs(store, pairs, flt, source_language, target_language)
+            typer.echo(f"{pairs}: {written} translation pairs")
+            return
+        flt = _filter(campaign, None, outcome, None, None, False)
+        records = list(islice(translation_records(store, flt, source_language, target_language), limit))
+    table = Table()
+    for column in ("record", "campaign", "problem", "from", "to", "source record", "outcome", "compared", "reason"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    for r in records:
+        lineage = r.details["lineage"]
+        table.add_row(r.record_id[:8], r.campaign_id, str(lineage.get("problem")), str(lineage.get("source_language")),
+                      str(lineage.get("target_language")), str(lineage.get("source_record_id"))[:8], r.outcome,
+                      str(r.details.get("differential_compared", "-")), r.reason[:48])
+    Console(width=160).print(table)
+    typer.echo(f"{len(records)} translation records")

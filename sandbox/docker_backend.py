@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from verifarm.sandbox.cgroup import Cgroup
+from verifarm.sandbox.languages import host_system_paths
 from verifarm.sandbox.seccomp import docker_profile
 from verifarm.sandbox.warm_pool import (AGENT_CAPABILITIES, AGENT_COMMAND, SANDBOX_SOURCE, AgentSocket,
                                         WarmPoolBackend, WarmSandbox)
@@ -64,6 +65,8 @@ class WarmContainer(WarmSandbox):
                   docker.types.Mount("/run/verifarm", str(socket_dir), type="bind")]
         if config.mount_host_usr:
             mounts.append(docker.types.Mount("/usr", "/usr", type="bind", read_only=True))
+            for path in host_system_paths():  # the host's toolchains read these too (the JDK's jvm.cfg)
+                mounts.append(docker.types.Mount(path, path, type="bind", read_only=True))
         # exec: compiled binaries run from the work dir; nosuid and nodev stay.
         tmpfs_options = f"size={config.work_bytes},nr_inodes={WORK_INODES},mode=755,exec,nosuid,nodev"
         try:

@@ -9,7 +9,9 @@ from verifarm.sandbox.supervisor import RawOutcome
 
 # Messages a runtime prints when an rlimit refuses memory or file growth. They only refine the status of a
 # run that already failed, so a program printing them gains nothing.
-_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory")
+# Java's OutOfMemoryError matches "MemoryError"; Rust's allocator aborts with "memory allocation of N bytes failed".
+_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory",
+                   b"memory allocation of ")
 _FILE_SIZE_MARKERS = (b"File too large", b"[Errno 27]")
 
 
@@ -50,7 +52,7 @@ def _status(raw: RawOutcome, limits: Limits) -> tuple[Status, str]:
         return Status.OUTPUT_LIMIT, f"output passed {limits.output_bytes} bytes; truncated and stopped"
     if raw.signal == signal.SIGXFSZ:
         return Status.OUTPUT_LIMIT, f"a file passed the size limit of {limits.file_size_bytes} bytes"
-    tail = raw.stderr[-4096:]
+    tail = raw.stderr[:1024] + raw.stderr[-4096:]  # Go states its fatal error first, then a long traceback
     failed = raw.signal is not None or (raw.exit_code or 0) != 0
     near_memory_cap = raw.peak_memory_bytes >= 0.9 * limits.memory_bytes
     if failed and (raw.memory_exceeded or any(marker in tail for marker in _MEMORY_MARKERS) or

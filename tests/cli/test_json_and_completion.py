@@ -69,7 +69,7 @@ def json_of(*args: str):
 
 def test_every_listing_and_status_command_prints_its_documented_json(home: Path) -> None:
     envs = json_of("envs", "list")
-    assert {"env_id", "min_difficulty", "max_difficulty", "verifier_version"} == set(envs[0])
+    assert {"env_id", "min_difficulty", "max_difficulty", "verifier_version", "languages"} == set(envs[0])
     assert "verifarm/Addition-v0" in {e["env_id"] for e in envs}
 
     campaigns = json_of("campaign", "list")
