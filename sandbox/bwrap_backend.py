@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,12 @@ from verifarm.sandbox.seccomp import filter_fd
 from verifarm.sandbox.warm_pool import (AGENT_CAPABILITIES, AGENT_COMMAND, SANDBOX_SOURCE, AgentSocket,
                                         WarmPoolBackend, WarmSandbox)
 from verifarm.sandbox.workdir import acquire_identity, mount_tmpfs, state_root, sweep_uid, unmount
+
+# bwrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the *thread* that forked bwrap ends, not the
+# process: a sandbox started from a short-lived thread (a ThreadPoolExecutor's worker, a web request's) died with
+# it, and the pool's next run on it found no agent. Every warm sandbox is started from this one thread, which
+# lives as long as the process.
+_LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifarm-bwrap-launcher")
 
 NAME_PREFIX = "verifarm-bwrap"
 SCRATCH = {"work": ("/work", 0o755), "tmp": ("/tmp", 0o1777), "shm": ("/dev/shm", 0o1777)}
@@ -101,10 +108,10 @@ class WarmBwrapSandbox(WarmSandbox):
 
         try:
             with open(self.folder / "bwrap.log", "wb") as log:
-                self.process = subprocess.Popen(
-                    sandbox_argv(self.agent.folder, self.scratch, seccomp_fd, self.identity.uid),
+                self.process = _LAUNCHER.submit(
+                    subprocess.Popen, sandbox_argv(self.agent.folder, self.scratch, seccomp_fd, self.identity.uid),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={"PATH": SANDBOX_PATH}, cwd="/",
-                    pass_fds=(seccomp_fd,), preexec_fn=join_cgroup, start_new_session=True)
+                    pass_fds=(seccomp_fd,), preexec_fn=join_cgroup, start_new_session=True).result()
         finally:
             os.close(seccomp_fd)
 

@@ -57,3 +57,26 @@ def test_a_sandbox_whose_agent_died_idle_is_replaced_and_the_program_runs_once()
         assert dead.name not in pool.sandbox_names()
     finally:
         pool.close()
+
+
+def test_a_sandbox_started_from_a_thread_that_ended_keeps_serving():
+    """bwrap's --die-with-parent follows the thread that forked it: sandboxes started by a thread pool's
+    workers must still serve after the pool is gone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from verifarm.sandbox.bwrap_backend import BwrapBackend, BwrapConfig
+
+    if BwrapBackend.probe() is not None:
+        pytest.skip(f"no warm bwrap pool here: {BwrapBackend.probe()}")
+    pool = BwrapBackend(BwrapConfig(pool_size=2))
+    program = Program(("python3", "-c", "print('ok')"))
+    try:
+        with ThreadPoolExecutor(max_workers=2) as threads:  # two threads, so both sandboxes get started
+            first = list(threads.map(lambda _: pool.run(program, Limits()), range(4)))
+        assert [result.status for result in first] == [Status.OK] * 4, first
+        time.sleep(0.5)  # the workers have ended; a sandbox tied to one of them would be dead by now
+        assert all(sandbox.alive() for sandbox in pool.sandboxes())
+        later = [pool.run(program, Limits()) for _ in range(4)]
+        assert [result.status for result in later] == [Status.OK] * 4, later
+    finally:
+        pool.close()
