@@ -148,7 +148,7 @@ def measure_language(language: str, steps: int) -> tuple[Measurement, float]:
         verdict = env.unwrapped.last_verdict
         passed += reward == 1.0
         sandbox_seconds += verdict.sandbox_seconds
-        compile_seconds += verdict.details.get("compile_seconds", 0.0)
+        compile_seconds += verdict.compile_seconds
     elapsed = time.perf_counter() - started
     env.close()
     return Measurement(f"verifarm/Program-v0 language={language}", steps, passed, elapsed, sandbox_seconds), \

@@ -26,8 +26,10 @@ class Verdict:
     reason: str  # short, for people
     details: dict[str, Any] = field(default_factory=dict)
     infra_error: bool = False  # the checker failed, not the completion
-    # Time spent inside the sandbox; kept out of the env's info so that steps stay deterministic.
+    # Time spent inside the sandbox, and the part of it spent compiling; kept out of the env's info so that steps
+    # stay deterministic.
     sandbox_seconds: float = 0.0
+    compile_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.reward <= 1.0:

@@ -301,7 +301,6 @@ class CProgramFamily(ProgramFamily):
 
     seed_prefix = "c_program"
     show_stderr = False
-    report_timing = False
 
     def __init__(self, multi_turn: bool = False, max_turns: int = 3, backend: str = "auto",
                  compile_limits: Limits = COMPILE_LIMITS, run_limits: Limits = RUN_LIMITS) -> None:

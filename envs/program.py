@@ -71,7 +71,6 @@ class ProgramFamily:
     max_completion_chars = 8192
     seed_prefix = "program"  # the same for every language: a seed names one problem in all of them
     show_stderr = True  # in feedback on runtime errors
-    report_timing = True  # compile and run seconds in a verdict's details
 
     def __init__(self, language: str = "python", multi_turn: bool = False, max_turns: int = 3,
                  backend: str = "auto", compile_limits: Limits | None = None,
@@ -157,8 +156,8 @@ class ProgramFamily:
                               "the compiler produced no binary")
                     details["feedback"] = f"It did not compile ({reason}):\n{_clip(errors, 1500)}"
                     details["harness_reason"] = reason
-                    return Verdict(0.0, False, reason, {**details, **self._timing(built, results)},
-                                   sandbox_seconds=compiled.wall_seconds), None
+                    return Verdict(0.0, False, reason, details, sandbox_seconds=compiled.wall_seconds,
+                                   compile_seconds=built.compile_seconds), None
                 results.append(compiled)
             details["tests_total"] = len(inputs)
             # One input at a time, stopping at the first failure: most attempts fail, and an endless loop
@@ -174,22 +173,14 @@ class ProgramFamily:
                     details["tests_passed"] = index
                     details["harness_reason"] = f"test {index + 1}/{len(inputs)}: {problem}"
                     details["feedback"] = self._test_feedback(index, inputs, text, expected, run, problem)
-                    details.update(self._timing(built, results))
                     return Verdict(0.0, False, f"test {index + 1}/{len(inputs)}: {problem}", details,
-                                   sandbox_seconds=_seconds(results)), None
+                                   sandbox_seconds=_seconds(results), compile_seconds=built.compile_seconds), None
         except Exception as error:  # noqa: BLE001  (the sandbox could not run at all)
             return sandbox_failure(error, details, self.backend), None
         details["tests_passed"] = len(inputs)
         details["harness_reason"] = f"all {len(inputs)} tests passed"
-        details.update(self._timing(built, results))
-        return Verdict(1.0, True, f"all {len(inputs)} tests passed", details, sandbox_seconds=_seconds(results)), built
-
-    def _timing(self, built: Build, results: list[ExecResult]) -> dict:
-        """How the sandbox time split between compiling and running (the benchmark's compile share)."""
-        if not self.report_timing:
-            return {}
-        return {"compile_seconds": round(built.compile_seconds, 4),
-                "run_seconds": round(_seconds(results) - built.compile_seconds, 4)}
+        return Verdict(1.0, True, f"all {len(inputs)} tests passed", details, sandbox_seconds=_seconds(results),
+                       compile_seconds=built.compile_seconds), built
 
     def _test_feedback(self, index: int, inputs: list[str], text: str, expected: str, run: ExecResult,
                        problem: str) -> str:

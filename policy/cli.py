@@ -287,8 +287,8 @@ def drafter(
     version: Optional[int] = typer.Option(None, help="policy version to distill from (default: the newest good one)"),
     env: list[str] = typer.Option(["verifarm/Addition-v0"], help="env ids whose task prompts the drafter learns on"),
     difficulty: int = typer.Option(3, help="task difficulty of the prompts"),
-    prompts: int = typer.Option(256, help="training prompts per env"),
-    heldout: int = typer.Option(64, help="held-out prompts per env for the acceptance rate"),
+    prompts: int = typer.Option(256, min=1, help="training prompts per env"),
+    heldout: int = typer.Option(64, min=1, help="held-out prompts per env for the acceptance rate"),
     steps: int = typer.Option(300, help="distillation steps"),
     max_new_tokens: int = typer.Option(64, help="tokens per policy completion (training data and measurement)"),
     layers: int = typer.Option(1, help="drafter layers"),
@@ -306,15 +306,24 @@ def drafter(
     registry = _registry(root)
     number = version if version is not None else registry.latest_version()
     if number is None:
-        typer.echo(f"no good policy version in {registry.root}; publish one first (verifarm policy init)", err=True)
-        raise typer.Exit(2)
+        _bad_input(f"no good policy version in {registry.root}: publish one first (`verifarm policy init`)")
+    try:
+        info = registry.inspect(number)
+    except KeyError as error:
+        _bad_input(f"{str(error).strip(chr(34) + chr(39))}: `verifarm policy ls` lists the versions")
+    if not info.ok:
+        _bad_input(f"policy v{number} is corrupt ({'; '.join(info.problems)}): distill from a good version")
     try:
         config = DrafterConfig(num_layers=layers, max_new_tokens=max_new_tokens, draft_tokens=draft_tokens, seed=seed,
                                train=TrainConfig(steps=steps, batch_size=32, learning_rate=3e-3, warmup_steps=10,
                                                  seed=seed))
         families = [get_family(env_id) for env_id in env]
     except (ValueError, KeyError) as error:
-        raise typer.BadParameter(str(error).strip("'\""))
+        _bad_input(str(error).strip("'\""))
+    for env_id, family in zip(env, families):
+        if not family.min_difficulty <= difficulty <= family.max_difficulty:
+            _bad_input(f"--difficulty {difficulty} is outside {env_id}'s range "
+                       f"{family.min_difficulty}-{family.max_difficulty}")
     # Held-out prompts come from seeds the training prompts never use.
     train_prompts = [f.generate(seed + i, difficulty).prompt for f in families for i in range(prompts)]
     heldout_prompts = [f.generate(seed + 10_000_000 + i, difficulty).prompt for f in families for i in range(heldout)]

@@ -75,6 +75,9 @@ CASES: list[BadInputCase] = [
                  "--random"),
     BadInputCase(("policy", "ls", "--root"), 2, "requires an argument"),
     BadInputCase(("policy", "verify", "--version", "99"), 2, "no version 99"),
+    BadInputCase(("policy", "drafter", "--version", "99"), 2, "no version 99"),
+    BadInputCase(("policy", "drafter", "--difficulty", "99"), 2, "outside verifarm/Addition-v0's range"),
+    BadInputCase(("policy", "drafter", "--env", "verifarm/Nope-v0"), 2, "unknown env id"),
     # workers
     BadInputCase(("workers", "ls"), 1, "cannot reach the Redis broker", {"VERIFARM_REDIS_URL": REDIS_DOWN}),
     BadInputCase(("workers", "start"), 1, "cannot reach the Redis broker", {"VERIFARM_REDIS_URL": REDIS_DOWN}),
@@ -122,6 +125,7 @@ CASES: list[BadInputCase] = [
     BadInputCase(("verify", "audit", "verifarm/MathAnswer-v0", "{files}/missing.jsonl"), 2, "cases file not found"),
     BadInputCase(("verify", "audit", "verifarm/MathAnswer-v0", "{files}/spec.yaml"), 2, "not valid JSON"),
     BadInputCase(("data", "reverify", "--limit", "0"), 2, "--limit"),
+    BadInputCase(("data", "translations", "--limit", "0"), 2, "--limit"),
     # dashboard
     BadInputCase(("dashboard", "--port", "99999"), 2, "port must lie"),
 ]

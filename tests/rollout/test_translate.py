@@ -4,7 +4,6 @@ problem's tests and on agreement with the source over 50 generated inputs, with 
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -100,17 +99,15 @@ def test_reference_translations_of_a_python_campaign_all_pass_with_lineage(tmp_p
 def test_translate_campaign_samples_through_an_endpoint_policy(tmp_path: Path, checkpoint_root: Path):
     """The same farm path with a `verifarm serve` server: the tiny policy cannot translate, so every record is a
     plain fail (never an infra error), sampled over HTTP, with its lineage."""
-    from verifarm.policy.server import CompletionService, RegistryFollower, build_server
+    from verifarm.policy.asgi import BackgroundServer
+    from verifarm.policy.server import CompletionService, RegistryFollower, build_app
 
-    server = build_server(CompletionService(RegistryFollower(checkpoint_root), "verifarm-policy"), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = BackgroundServer(build_app(CompletionService(RegistryFollower(checkpoint_root), "verifarm-policy")))
     try:
-        host, port = server.server_address[:2]
         with RolloutStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
             _python_source_campaign(store, tasks=2)
             spec = translation_spec(store, {"source_env": "verifarm/Program-v0", "target_languages": ["go"]},
-                                    endpoint={"base_url": f"http://{host}:{port}"}, samples_per_task=2,
+                                    endpoint={"base_url": server.url}, samples_per_task=2,
                                     sampling={"max_new_tokens": 16})
             sampler = CheckpointPolicySource(tmp_path / "no-checkpoints-here").sampler_for_spec(spec)
             reports = _run_campaign(store, "http-tr", spec, sampler)
@@ -120,8 +117,7 @@ def test_translate_campaign_samples_through_an_endpoint_policy(tmp_path: Path, c
         assert len(records) == 4 and {r.policy_name for r in records} == {"endpoint"}
         assert all(r.details["lineage"]["source_language"] == "python" for r in records)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def test_submit_freezes_the_sources_from_the_store(tmp_path: Path):
