@@ -319,7 +319,7 @@ def drafter(
                                                  seed=seed))
         families = [get_family(env_id) for env_id in env]
     except (ValueError, KeyError) as error:
-        _bad_input(str(error).strip("'\""))
+        raise typer.BadParameter(str(error).strip("'\""))
     for env_id, family in zip(env, families):
         if not family.min_difficulty <= difficulty <= family.max_difficulty:
             _bad_input(f"--difficulty {difficulty} is outside {env_id}'s range "
