@@ -39,6 +39,19 @@ def _label(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _chart_head(title: str, width: int, height: int, left: int) -> list[str]:
+    """The opening of every chart: the SVG element, its accessible title and the visible one."""
+    return [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
+            f'<text x="{left}" y="16" class="chart-title">{escape(title)}</text>']
+
+
+def _empty_chart(parts: list[str], width: int, height: int) -> Markup:
+    parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">'
+                 "no data yet</text></svg>")
+    return Markup("".join(parts))
+
+
 def line_chart(series: list[Series], title: str, x_label: str, y_label: str, width: int = 560,
                height: int = 260, y_range: tuple[float, float] | None = None, downsample: int = 400,
                integer_x: bool = False) -> Markup:
@@ -46,13 +59,9 @@ def line_chart(series: list[Series], title: str, x_label: str, y_label: str, wid
     series = [s for s in series if s.points]
     left, right, top, bottom = 56, 12, 28, 40
     plot_w, plot_h = width - left - right, height - top - bottom
-    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
-             f'<text x="{left}" y="16" class="chart-title">{escape(title)}</text>']
+    parts = _chart_head(title, width, height, left)
     if not series:
-        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">'
-                     "no data yet</text></svg>")
-        return Markup("".join(parts))
+        return _empty_chart(parts, width, height)
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points]
     x0, x1 = min(xs), max(xs)
@@ -105,13 +114,9 @@ def bar_chart(bars: list[tuple[str, float]], title: str, y_label: str, width: in
     """Vertical bars with their category under each."""
     left, right, top, bottom = 56, 12, 28, 56
     plot_w, plot_h = width - left - right, height - top - bottom
-    parts = [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
-             f'<text x="{left}" y="16" class="chart-title">{escape(title)}</text>']
+    parts = _chart_head(title, width, height, left)
     if not bars:
-        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">'
-                     "no data yet</text></svg>")
-        return Markup("".join(parts))
+        return _empty_chart(parts, width, height)
     top_value = y_max if y_max is not None else max(value for _, value in bars) or 1.0
     slot = plot_w / len(bars)
     for tick in _ticks(0, top_value):
