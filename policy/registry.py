@@ -189,7 +189,7 @@ class CheckpointRegistry:
         cached = self._verified.get(version)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        info = self._verify(version, path)
+        info = self.verify_folder(version, path)
         self._verified[version] = (stamp, info)
         return info
 
@@ -341,7 +341,7 @@ class CheckpointRegistry:
         of an older version (stale: any drafter of the same vocabulary leaves speculative sampling exact,
         a stale one only proposes tokens the policy keeps less often); None if there is none."""
         for source in reversed([v for v in self.drafter_versions() if v <= version]):
-            checked = self._verify(source, self.drafter_path(source))
+            checked = self.verify_folder(source, self.drafter_path(source))
             info = DrafterInfo(version, source, checked.path, checked.ok, checked.metadata, checked.problems)
             if info.ok:
                 return info
@@ -416,7 +416,8 @@ class CheckpointRegistry:
         return tuple(stamp)
 
     @staticmethod
-    def _verify(version: int, path: Path) -> VersionInfo:
+    def verify_folder(version: int, path: Path) -> VersionInfo:
+        """Check a checkpoint folder's files against its manifest (also one outside any registry)."""
         manifest_path = path / MANIFEST_NAME
         try:
             manifest = json.loads(manifest_path.read_text())

@@ -391,7 +391,7 @@ def verify_checkpoint_folder(path: Path) -> str | None:
         raise ValueError(f"{path} is not a Hugging Face checkpoint folder (no config.json)")
     if not (path / MANIFEST_NAME).is_file():
         return f"{path} carries no registry {MANIFEST_NAME}: serving it unverified"
-    info = CheckpointRegistry._verify(0, path)  # the registry's own check, applied to a folder outside it
+    info = CheckpointRegistry.verify_folder(0, path)  # the registry's own check, on a folder outside it
     if not info.ok:
         raise ValueError(f"checkpoint {path} fails its checksums and was refused: {'; '.join(info.problems)}")
     return None

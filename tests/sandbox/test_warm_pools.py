@@ -5,6 +5,7 @@ privileges."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -74,8 +75,10 @@ def test_a_sandbox_started_from_a_thread_that_ended_keeps_serving():
         with ThreadPoolExecutor(max_workers=2) as threads:  # two threads, so both sandboxes get started
             first = list(threads.map(lambda _: pool.run(program, Limits()), range(4)))
         assert [result.status for result in first] == [Status.OK] * 4, first
-        time.sleep(0.5)  # the workers have ended; a sandbox tied to one of them would be dead by now
-        assert all(sandbox.alive() for sandbox in pool.sandboxes())
+        # The workers have ended (the executor joined them); a sandbox tied to one of them gets its kill now.
+        for sandbox in pool.sandboxes():
+            with pytest.raises(subprocess.TimeoutExpired):
+                sandbox.process.wait(timeout=0.5)
         later = [pool.run(program, Limits()) for _ in range(4)]
         assert [result.status for result in later] == [Status.OK] * 4, later
     finally:
