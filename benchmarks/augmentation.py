@@ -28,8 +28,9 @@ from verifarm.sandbox.languages import LANGUAGE_NAMES
 
 
 def _roll_out(store: RolloutStore, campaign_id: str, spec) -> float:
-    store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task,
-                          spec.priority)
+    store.create_campaign(
+        campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
+    )
     families, policy = FamilyCache(), ReferencePolicy()
     started = time.perf_counter()
     for batch in range(spec.num_batches):
@@ -46,21 +47,37 @@ def main() -> None:
 
     print(f"sandbox backend: {default_backend_name()}; {args.sources} Python sources")
     with tempfile.TemporaryDirectory() as folder, RolloutStore(f"sqlite:///{Path(folder) / 'r.db'}") as store:
-        source = parse_spec({"envs": [{"env_id": "verifarm/Program-v0", "options": {"language": "python"}}],
-                             "tasks": args.sources, "samples_per_task": 1, "policy": "reference", "seed": 1})
+        source = parse_spec(
+            {
+                "envs": [{"env_id": "verifarm/Program-v0", "options": {"language": "python"}}],
+                "tasks": args.sources,
+                "samples_per_task": 1,
+                "policy": "reference",
+                "seed": 1,
+            }
+        )
         seconds = _roll_out(store, "source", source)
         print(f"source campaign: {args.sources} tasks in {seconds:.1f}s")
         print(f"{'target':<12} {'verified':>8} {'of':>4} {'farm s':>8} {'per farm-min':>13} {'differential':>13}")
         for target in args.targets.split(","):
-            spec = translation_spec(store, {"source_campaign": "source", "target_languages": [target]},
-                                    policy="reference", samples_per_task=1, batch_size=4, name=f"to-{target}")
+            spec = translation_spec(
+                store,
+                {"source_campaign": "source", "target_languages": [target]},
+                policy="reference",
+                samples_per_task=1,
+                batch_size=4,
+                name=f"to-{target}",
+            )
             seconds = _roll_out(store, f"to-{target}", spec)
             records = store.query(RecordFilter(campaign_id=f"to-{target}"))
             verified = sum(record.passed for record in records)
             verify_seconds = sum(record.verify_seconds for record in records)
             differential = sum(record.details.get("differential_seconds", 0.0) for record in records)
-            print(f"{target:<12} {verified:>8} {len(records):>4} {seconds:>8.1f} {60 * verified / seconds:>13.1f} "
-                  f"{100 * differential / verify_seconds:>12.1f}%", flush=True)
+            print(
+                f"{target:<12} {verified:>8} {len(records):>4} {seconds:>8.1f} {60 * verified / seconds:>13.1f} "
+                f"{100 * differential / verify_seconds:>12.1f}%",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ def main() -> None:
         return judge(result, sentinel)
 
     harness.judge = observed_judge
-    for env_id, difficulty, steps in (("verifarm/PythonFunction-v0", 3, args.python_function_steps),
-                                      ("verifarm/HumanEval-v0", 1, 164)):
+    for env_id, difficulty, steps in (
+        ("verifarm/PythonFunction-v0", 3, args.python_function_steps),
+        ("verifarm/HumanEval-v0", 1, 164),
+    ):
         family = get_family(env_id)
         warm_up = family.generate(10_000, difficulty)
         family.verify(warm_up, warm_up.reference)  # starts the sandbox backend (warm containers)
@@ -40,9 +42,11 @@ def main() -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         passed = sum(family.verify(task, task.reference).passed for task in tasks)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        print(f"{env_id:<28} {steps:>4} steps {passed:>4} passed {steps / wall:7.1f} steps/s  "
-              f"sandbox CPU {1000 * sum(run_cpu) / steps:5.2f} ms/step  host CPU {1000 * cpu / steps:5.2f} ms/step",
-              flush=True)
+        print(
+            f"{env_id:<28} {steps:>4} steps {passed:>4} passed {steps / wall:7.1f} steps/s  "
+            f"sandbox CPU {1000 * sum(run_cpu) / steps:5.2f} ms/step  host CPU {1000 * cpu / steps:5.2f} ms/step",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -72,15 +72,32 @@ def fill(url: str, size: int) -> None:
                     outcome = "pass" if roll < 60 else "fail" if roll < 95 else "infra_error"
                     env = ENVS[(i // 7) % 3]
                     values = {
-                        "record_id": record_id_for(campaign, task, 0), "campaign_id": campaign, "env_id": env,
-                        "env_version": "v0", "task_index": task, "task_seed": i, "task_id": f"t{i}",
-                        "difficulty": 1 + i % 4, "group_id": f"{campaign}/{task}", "group_size": 1, "sample_index": 0,
-                        "prompt": f"What is {i} + {i + 1}?\n", "completion": f"{i} + {i + 1} = {2 * i + 1}\nAnswer: "
-                        f"{2 * i + 1 + (outcome != 'pass')}\n", "reward": float(outcome == "pass"),
-                        "passed": int(outcome == "pass"), "reason": "ok" if outcome == "pass" else "wrong answer",
-                        "outcome": outcome, "policy_version": 1 + i % 10, "policy_name": "checkpoint",
-                        "verifier_version": "1", "sandbox_backend": None, "sample_seconds": 0.01,
-                        "verify_seconds": 0.001, "content_hash": f"{i:064x}", "token_ids": None, "logprobs": None,
+                        "record_id": record_id_for(campaign, task, 0),
+                        "campaign_id": campaign,
+                        "env_id": env,
+                        "env_version": "v0",
+                        "task_index": task,
+                        "task_seed": i,
+                        "task_id": f"t{i}",
+                        "difficulty": 1 + i % 4,
+                        "group_id": f"{campaign}/{task}",
+                        "group_size": 1,
+                        "sample_index": 0,
+                        "prompt": f"What is {i} + {i + 1}?\n",
+                        "completion": f"{i} + {i + 1} = {2 * i + 1}\nAnswer: {2 * i + 1 + (outcome != 'pass')}\n",
+                        "reward": float(outcome == "pass"),
+                        "passed": int(outcome == "pass"),
+                        "reason": "ok" if outcome == "pass" else "wrong answer",
+                        "outcome": outcome,
+                        "policy_version": 1 + i % 10,
+                        "policy_name": "checkpoint",
+                        "verifier_version": "1",
+                        "sandbox_backend": None,
+                        "sample_seconds": 0.01,
+                        "verify_seconds": 0.001,
+                        "content_hash": f"{i:064x}",
+                        "token_ids": None,
+                        "logprobs": None,
                         "details": "{}",
                         "created_at": (start + timedelta(milliseconds=i)).strftime("%Y-%m-%d %H:%M:%S.%f"),
                     }
@@ -117,9 +134,21 @@ class Dashboard:
     def __init__(self, url: str) -> None:
         self.port = free_port()
         env = {**os.environ, "VERIFARM_DATABASE_URL": url, "VERIFARM_HOME": tempfile.mkdtemp(prefix="vf-dash-")}
-        self.process = subprocess.Popen([sys.executable, "-m", "verifarm.cli", "dashboard", "--port", str(self.port),
-                                         "--page-size", str(PAGE_SIZE)], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "verifarm.cli",
+                "dashboard",
+                "--port",
+                str(self.port),
+                "--page-size",
+                str(PAGE_SIZE),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -163,15 +192,19 @@ def measure(urls: dict[int, str], repeats: int) -> tuple[Timings, Timings, Timin
                 "filtered page": (RecordFilter(campaign_id="bench-07", outcome="fail"), None),
                 "deep page": (RecordFilter(), middle),
             }
-        timings, cpu, waits = ({size: {name: {"page": [], "direct": []} for name in cases[size]} for size in urls}
-                               for _ in range(3))
+        timings, cpu, waits = (
+            {size: {name: {"page": [], "direct": []} for name in cases[size]} for size in urls} for _ in range(3)
+        )
         for round_index in range(repeats + 3):  # the first 3 rounds warm caches and are dropped
             sizes = list(urls) if round_index % 2 else list(urls)[::-1]
             for name in ("first page", "filtered page", "deep page"):
                 for size in sizes:
                     flt, before = cases[size][name]
-                    params = {k: v for k, v in (("campaign", flt.campaign_id), ("outcome", flt.outcome),
-                                                ("before", before)) if v is not None}
+                    params = {
+                        k: v
+                        for k, v in (("campaign", flt.campaign_id), ("outcome", flt.outcome), ("before", before))
+                        if v is not None
+                    }
                     path = "/records" + ("?" + urllib.parse.urlencode(params) if params else "")
 
                     def page() -> None:
@@ -179,13 +212,14 @@ def measure(urls: dict[int, str], repeats: int) -> tuple[Timings, Timings, Timin
                         assert body.count(b'class="record-link"') == PAGE_SIZE, path
 
                     def direct() -> None:
-                        rows = stores[size].newest_first(flt, before_seq=before, limit=PAGE_SIZE + 1,
-                                                        preview_chars=PREVIEW_CHARS)
+                        rows = stores[size].newest_first(
+                            flt, before_seq=before, limit=PAGE_SIZE + 1, preview_chars=PREVIEW_CHARS
+                        )
                         assert len(rows) == PAGE_SIZE + 1
 
                     order = (("page", page), ("direct", direct))
                     server = dashboards[size].process.pid
-                    for side, call in (order if round_index % 2 else order[::-1]):
+                    for side, call in order if round_index % 2 else order[::-1]:
                         used_before = scheduled(server), scheduled()
                         started = time.perf_counter()
                         call()
@@ -196,8 +230,9 @@ def measure(urls: dict[int, str], repeats: int) -> tuple[Timings, Timings, Timin
                         timings[size][name][side].append(elapsed)
                         if None not in used_before + used_after:
                             for index, into in ((0, cpu), (1, waits)):
-                                into[size][name][side].append(sum(a[index] - b[index]
-                                                                  for a, b in zip(used_after, used_before)))
+                                into[size][name][side].append(
+                                    sum(a[index] - b[index] for a, b in zip(used_after, used_before))
+                                )
         return timings, cpu, waits
     finally:
         for dashboard in dashboards.values():
@@ -221,34 +256,50 @@ def main() -> None:
         fill(urls[size], size)
         print(f"{size:>9,} records ready in {time.perf_counter() - started:.1f} s ({urls[size]})", flush=True)
     results, cpu, waits = measure(urls, args.repeats)
-    print(f"\n{'store':>10} {'query':<14} {'page p50':>9} {'page p95':>9} {'direct p50':>10} {'direct p95':>10} "
-          f"{'p95 ratio':>9}")
+    print(
+        f"\n{'store':>10} {'query':<14} {'page p50':>9} {'page p95':>9} {'direct p50':>10} {'direct p95':>10} "
+        f"{'p95 ratio':>9}"
+    )
     for size, cases in results.items():
         for name, sides in cases.items():
             page, direct = sides["page"], sides["direct"]
-            print(f"{size:>10,} {name:<14} {1e3 * statistics.median(page):8.2f}ms {1e3 * percentile(page, .95):8.2f}ms "
-                  f"{1e3 * statistics.median(direct):9.2f}ms {1e3 * percentile(direct, .95):9.2f}ms "
-                  f"{percentile(page, .95) / percentile(direct, .95):8.2f}x")
+            print(
+                f"{size:>10,} {name:<14} {1e3 * statistics.median(page):8.2f}ms {1e3 * percentile(page, 0.95):8.2f}ms "
+                f"{1e3 * statistics.median(direct):9.2f}ms {1e3 * percentile(direct, 0.95):9.2f}ms "
+                f"{percentile(page, 0.95) / percentile(direct, 0.95):8.2f}x"
+            )
     if all(cpu[size][name]["page"] for size in cpu for name in cpu[size]):
-        print(f"\nmean per call (CPU: dashboard process + this thread; wait: the dashboard's for a CPU):\n"
-              f"{'store':>10} {'query':<14} {'page':>9} {'page CPU':>9} {'direct CPU':>10} {'CPU ratio':>9} "
-              f"{'page wait':>9}")
+        print(
+            f"\nmean per call (CPU: dashboard process + this thread; wait: the dashboard's for a CPU):\n"
+            f"{'store':>10} {'query':<14} {'page':>9} {'page CPU':>9} {'direct CPU':>10} {'CPU ratio':>9} "
+            f"{'page wait':>9}"
+        )
         for size, cases in cpu.items():
             for name, sides in cases.items():
                 page, direct = statistics.mean(sides["page"]), statistics.mean(sides["direct"])
                 wall = statistics.mean(results[size][name]["page"])
                 page_wait = statistics.mean(waits[size][name]["page"])
-                print(f"{size:>10,} {name:<14} {1e3 * wall:7.2f}ms {1e3 * page:7.2f}ms {1e3 * direct:8.2f}ms "
-                      f"{page / direct:8.2f}x {1e3 * page_wait:7.2f}ms")
+                print(
+                    f"{size:>10,} {name:<14} {1e3 * wall:7.2f}ms {1e3 * page:7.2f}ms {1e3 * direct:8.2f}ms "
+                    f"{page / direct:8.2f}x {1e3 * page_wait:7.2f}ms"
+                )
     if len(results) >= 2:
         small, large = min(results), max(results)
         print()
         for name in results[small]:
-            growth = percentile(results[large][name]["page"], .95) / percentile(results[small][name]["page"], .95)
+            growth = percentile(results[large][name]["page"], 0.95) / percentile(results[small][name]["page"], 0.95)
             print(f"page p95 {large:,} vs {small:,} records, {name}: {growth:.2f}x (target <= 1.5x)")
-    print(json.dumps({str(size): {name: {side: [round(1e3 * percentile(v, q), 3) for q in (.5, .95)]
-                                         for side, v in sides.items()} for name, sides in cases.items()}
-                      for size, cases in results.items()}))
+    print(
+        json.dumps(
+            {
+                str(size): {
+                    name: {side: [round(1e3 * percentile(v, q), 3) for q in (0.5, 0.95)] for side, v in sides.items()}
+                    for name, sides in cases.items()
+                }
+                for size, cases in results.items()
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

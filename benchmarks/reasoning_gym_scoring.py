@@ -63,8 +63,10 @@ def main() -> None:
                 for index, value in enumerate(measure(family, completion, steps // BLOCKS)):
                     totals[kind][index] += value
         for kind, (seconds, cpu, done) in totals.items():
-            print(f"{args.dataset} {kind} answers: {done / seconds:,.1f}/s ({1000 * seconds / done:.2f} ms each, "
-                  f"{1000 * cpu / done:.2f} ms CPU each, {done} answers)")
+            print(
+                f"{args.dataset} {kind} answers: {done / seconds:,.1f}/s ({1000 * seconds / done:.2f} ms each, "
+                f"{1000 * cpu / done:.2f} ms CPU each, {done} answers)"
+            )
     finally:
         family.close()
 

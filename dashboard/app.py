@@ -21,7 +21,7 @@ from verifarm.rollout.store import RolloutStore
 # could not execute.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -44,8 +44,9 @@ def create_app(config: DashboardConfig) -> FastAPI:
     async def error_page(request: Request, error: HTTPException):
         if request.url.path.startswith("/api/") or request.method != "GET":
             return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
-        return deps.render(request, "error.html", status_code=error.status_code, status=error.status_code,
-                           message=str(error.detail))
+        return deps.render(
+            request, "error.html", status_code=error.status_code, status=error.status_code, message=str(error.detail)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_query(request: Request, error: RequestValidationError):
@@ -77,8 +78,7 @@ class SecurityHeaders:
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 present = {name for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *(h for h in self.headers if h[0] not in present)]
+                message["headers"] = [*message.get("headers", []), *(h for h in self.headers if h[0] not in present)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -28,17 +28,23 @@ class EnvDifficultyRow:
 def by_env_and_difficulty(store: RolloutStore, campaign_id: str) -> list[EnvDifficultyRow]:
     c = store.records.c
     statement = (
-        select(c.env_id, c.difficulty, func.count(),
-               func.sum(case((c.outcome == "pass", 1), else_=0)),
-               func.sum(case((c.outcome == "fail", 1), else_=0)),
-               func.sum(case((c.outcome == "infra_error", 1), else_=0)))
+        select(
+            c.env_id,
+            c.difficulty,
+            func.count(),
+            func.sum(case((c.outcome == "pass", 1), else_=0)),
+            func.sum(case((c.outcome == "fail", 1), else_=0)),
+            func.sum(case((c.outcome == "infra_error", 1), else_=0)),
+        )
         .where(c.campaign_id == campaign_id)
         .group_by(c.env_id, c.difficulty)
         .order_by(c.env_id, c.difficulty)
     )
     with store.engine.connect() as conn:
-        return [EnvDifficultyRow(env, int(d), int(n), int(p or 0), int(f or 0), int(i or 0))
-                for env, d, n, p, f, i in conn.execute(statement)]
+        return [
+            EnvDifficultyRow(env, int(d), int(n), int(p or 0), int(f or 0), int(i or 0))
+            for env, d, n, p, f, i in conn.execute(statement)
+        ]
 
 
 def failure_reasons(store: RolloutStore, campaign_id: str, limit: int = 15) -> list[tuple[str, str, int]]:

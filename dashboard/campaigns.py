@@ -20,8 +20,12 @@ CANCEL_HEADER = "x-verifarm-action"  # a custom header: a cross-site form cannot
 
 def progress(st: CampaignStatus) -> dict[str, Any]:
     eta = breakdowns.eta_seconds(st.done, st.expected, st.rollouts_per_second, st.state == "running")
-    return {**st.model_dump(mode="json"), "pass_rate": st.pass_rate, "fraction_done": st.fraction_done,
-            "eta_seconds": eta}
+    return {
+        **st.model_dump(mode="json"),
+        "pass_rate": st.pass_rate,
+        "fraction_done": st.fraction_done,
+        "eta_seconds": eta,
+    }
 
 
 def all_progress(store: RolloutStore) -> list[dict[str, Any]]:
@@ -50,18 +54,22 @@ def campaign_page(campaign_id: str, request: Request, store: RolloutStore = Depe
     rate = breakdowns.throughput(store, campaign_id)
     outcome_bars = [("pass", st["passed"]), ("fail", st["failed"]), ("infra error", st["infra_errors"])]
     return deps.render(
-        request, "campaign.html", campaign=row, status=st, table=table, reasons=breakdowns.failure_reasons(
-            store, campaign_id),
+        request,
+        "campaign.html",
+        campaign=row,
+        status=st,
+        table=table,
+        reasons=breakdowns.failure_reasons(store, campaign_id),
         pass_chart=bar_chart(bars, "pass rate by env and difficulty", "pass rate", y_max=1.0),
         outcome_chart=bar_chart(outcome_bars, "records by outcome", "records"),
-        throughput_chart=line_chart([Series("records/s", rate)], "throughput over time", "minutes since first record",
-                                    "records/s"),
+        throughput_chart=line_chart(
+            [Series("records/s", rate)], "throughput over time", "minutes since first record", "records/s"
+        ),
     )
 
 
 @router.post("/campaigns/{campaign_id}/cancel")
-def cancel_campaign(campaign_id: str, request: Request,
-                    config: DashboardConfig = Depends(deps.config)) -> JSONResponse:
+def cancel_campaign(campaign_id: str, request: Request, config: DashboardConfig = Depends(deps.config)) -> JSONResponse:
     """The dashboard's only write. Asked for by the page's script, which sends the custom header."""
     if request.headers.get(CANCEL_HEADER) != "cancel":
         raise HTTPException(403, f"cancel needs the {CANCEL_HEADER}: cancel header (sent by the dashboard page)")

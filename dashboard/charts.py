@@ -41,20 +41,31 @@ def _label(value: float) -> str:
 
 def _chart_head(title: str, width: int, height: int, left: int) -> list[str]:
     """The opening of every chart: the SVG element, its accessible title and the visible one."""
-    return [f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-            f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
-            f'<text x="{left}" y="16" class="chart-title">{escape(title)}</text>']
+    return [
+        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
+        f'<text x="{left}" y="16" class="chart-title">{escape(title)}</text>',
+    ]
 
 
 def _empty_chart(parts: list[str], width: int, height: int) -> Markup:
-    parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">'
-                 "no data yet</text></svg>")
+    parts.append(
+        f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">no data yet</text></svg>'
+    )
     return Markup("".join(parts))
 
 
-def line_chart(series: list[Series], title: str, x_label: str, y_label: str, width: int = 560,
-               height: int = 260, y_range: tuple[float, float] | None = None, downsample: int = 400,
-               integer_x: bool = False) -> Markup:
+def line_chart(
+    series: list[Series],
+    title: str,
+    x_label: str,
+    y_label: str,
+    width: int = 560,
+    height: int = 260,
+    y_range: tuple[float, float] | None = None,
+    downsample: int = 400,
+    integer_x: bool = False,
+) -> Markup:
     """Lines (with dots when sparse) on shared axes; an empty chart says so. `integer_x` for versions or steps."""
     series = [s for s in series if s.points]
     left, right, top, bottom = 56, 12, 28, 40
@@ -80,18 +91,22 @@ def line_chart(series: list[Series], title: str, x_label: str, y_label: str, wid
         return top + (1 - (y - y0) / (y1 - y0)) * plot_h
 
     for tick in _ticks(y0, y1):
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" '
-                     'class="grid"/>')
-        parts.append(f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end" class="tick">'
-                     f"{_label(tick)}</text>")
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" class="grid"/>')
+        parts.append(
+            f'<text x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end" class="tick">{_label(tick)}</text>'
+        )
     for tick in _ticks(x0, x1, integer=integer_x):
-        parts.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">'
-                     f"{_label(tick)}</text>")
+        parts.append(
+            f'<text x="{px(tick):.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">{_label(tick)}</text>'
+        )
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" class="axis">'
-                 f"{escape(x_label)}</text>")
-    parts.append(f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle" '
-                 f'class="axis">{escape(y_label)}</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
+    )
+    parts.append(
+        f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle" '
+        f'class="axis">{escape(y_label)}</text>'
+    )
     for index, line in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
         points = line.points
@@ -103,14 +118,22 @@ def line_chart(series: list[Series], title: str, x_label: str, y_label: str, wid
         if len(points) <= 40:
             parts.extend(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.6" fill="{colour}"/>' for x, y in points)
         legend_y = top + 14 + 14 * index
-        parts.append(f'<rect x="{left + plot_w - 150}" y="{legend_y - 9}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{left + plot_w - 136}" y="{legend_y}" class="legend">{escape(line.name[:28])}</text>')
+        parts.append(
+            f'<rect x="{left + plot_w - 150}" y="{legend_y - 9}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{left + plot_w - 136}" y="{legend_y}" class="legend">{escape(line.name[:28])}</text>'
+        )
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
-def bar_chart(bars: list[tuple[str, float]], title: str, y_label: str, width: int = 560, height: int = 240,
-              y_max: float | None = None) -> Markup:
+def bar_chart(
+    bars: list[tuple[str, float]],
+    title: str,
+    y_label: str,
+    width: int = 560,
+    height: int = 240,
+    y_max: float | None = None,
+) -> Markup:
     """Vertical bars with their category under each."""
     left, right, top, bottom = 56, 12, 28, 56
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -121,15 +144,23 @@ def bar_chart(bars: list[tuple[str, float]], title: str, y_label: str, width: in
     slot = plot_w / len(bars)
     for tick in _ticks(0, top_value):
         y = top + (1 - tick / top_value) * plot_h
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{_label(tick)}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{_label(tick)}</text>'
+        )
     for index, (name, value) in enumerate(bars):
         bar_h = max(0.0, value / top_value * plot_h)
         x = left + index * slot + slot * 0.15
-        parts.append(f'<rect x="{x:.1f}" y="{top + plot_h - bar_h:.1f}" width="{slot * 0.7:.1f}" '
-                     f'height="{bar_h:.1f}" fill="{PALETTE[0]}"><title>{escape(name)}: {_label(value)}</title></rect>')
-        parts.append(f'<text x="{x + slot * 0.35:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
-                     f'class="tick">{escape(name[:14])}</text>')
-    parts.append(f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle" '
-                 f'class="axis">{escape(y_label)}</text></svg>')
+        parts.append(
+            f'<rect x="{x:.1f}" y="{top + plot_h - bar_h:.1f}" width="{slot * 0.7:.1f}" '
+            f'height="{bar_h:.1f}" fill="{PALETTE[0]}"><title>{escape(name)}: {_label(value)}</title></rect>'
+        )
+        parts.append(
+            f'<text x="{x + slot * 0.35:.1f}" y="{top + plot_h + 14}" text-anchor="middle" '
+            f'class="tick">{escape(name[:14])}</text>'
+        )
+    parts.append(
+        f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle" '
+        f'class="axis">{escape(y_label)}</text></svg>'
+    )
     return Markup("".join(parts))

@@ -28,8 +28,12 @@ class DashboardConfig(BaseModel):
         from verifarm.trainer.metrics import tensorboard_dir_for
 
         broker = settings.redis_url or EmbeddedRedis(settings.home / "redis").running_url()
-        values = dict(store_url=settings.store_url, checkpoint_dir=settings.checkpoints, broker_url=broker,
-                      tensorboard_dir=tensorboard_dir_for(settings.home / "trainer" / "state"))
+        values = dict(
+            store_url=settings.store_url,
+            checkpoint_dir=settings.checkpoints,
+            broker_url=broker,
+            tensorboard_dir=tensorboard_dir_for(settings.home / "trainer" / "state"),
+        )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

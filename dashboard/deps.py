@@ -36,11 +36,15 @@ def _duration(seconds: float | None) -> str:
 def make_templates() -> Jinja2Templates:
     # Autoescaping for .html templates (as Jinja2Templates sets it up): every value from the store is inert
     # markup-wise. The templates ship with the package, so no page needs to stat their files for changes.
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-                             autoescape=jinja2.select_autoescape(), auto_reload=False)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=jinja2.select_autoescape(),
+        auto_reload=False,
+    )
     templates = Jinja2Templates(env=env)
-    env.filters.update(percent=_percent, number=_number, duration=_duration, one_line=one_line,
-                       secret_free=without_secrets)
+    env.filters.update(
+        percent=_percent, number=_number, duration=_duration, one_line=one_line, secret_free=without_secrets
+    )
     env.globals.update(shown=shown, charts=charts, record_rows=record_rows)
     return templates
 
@@ -61,5 +65,6 @@ async def registry(request: Request) -> CheckpointRegistry:
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any):
     app_state = request.app.state
-    return app_state.templates.TemplateResponse(request, template, {"config": app_state.config, **context},
-                                                status_code=status_code)
+    return app_state.templates.TemplateResponse(
+        request, template, {"config": app_state.config, **context}, status_code=status_code
+    )

@@ -17,10 +17,12 @@ class CampaignCollector:
         self.store = store
 
     def collect(self):
-        records = GaugeMetricFamily("verifarm_campaign_records", "records stored so far by campaign and outcome",
-                                    labels=["campaign", "outcome"])
-        expected = GaugeMetricFamily("verifarm_campaign_expected_records", "records a campaign will hold when done",
-                                     labels=["campaign"])
+        records = GaugeMetricFamily(
+            "verifarm_campaign_records", "records stored so far by campaign and outcome", labels=["campaign", "outcome"]
+        )
+        expected = GaugeMetricFamily(
+            "verifarm_campaign_expected_records", "records a campaign will hold when done", labels=["campaign"]
+        )
         for row in self.store.list_campaigns():
             st = status_from_store(self.store, row.campaign_id)
             if st.state != "running":

@@ -10,8 +10,8 @@ escaping itself), and numbers are formatted from the record's validated int and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from html import escape
-from typing import Iterable
 
 from markupsafe import Markup
 
@@ -27,13 +27,13 @@ def _row(r: RecordSummary, preview_chars: int) -> str:
         f'\n  <tr data-record="{record_id}">\n'
         f'    <td class="num">{r.seq:d}</td>\n'
         f'    <td><a href="/records/{record_id}" class="record-link">{escape(r.record_id[:8])}</a></td>\n'
-        f'    <td>{escape(r.campaign_id)}</td><td>{escape(r.env_id.replace("verifarm/", ""))}</td>\n'
+        f"    <td>{escape(r.campaign_id)}</td><td>{escape(r.env_id.replace('verifarm/', ''))}</td>\n"
         f'    <td class="num">{r.task_index:d}</td><td class="num">{r.sample_index:d}</td>\n'
         f'    <td class="outcome outcome-{escape(r.outcome)}">{escape(r.outcome)}</td>'
         f'<td class="num">{r.reward:.2f}</td>\n'
-        f'    <td>{policy}</td><td>{escape(r.verifier_version)}</td>\n'
+        f"    <td>{policy}</td><td>{escape(r.verifier_version)}</td>\n"
         f'    <td class="text preview">{escape(one_line(r.completion_preview, preview_chars))}</td>\n'
-        f'  </tr>\n  '
+        f"  </tr>\n  "
     )
 
 

@@ -18,24 +18,34 @@ router = APIRouter()
 ENV_CHOICES = tuple(sorted(ENV_IDS))
 TOKENS_SHOWN = 512  # of a record's token log-probs on its page
 
+
 def _blank_to_none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
-def record_filter(campaign: str | None, env: str | None, outcome: str | None, policy_version: str | None,
-                  verifier_version: str | None, policy_name: str | None) -> RecordFilter:
+def record_filter(
+    campaign: str | None,
+    env: str | None,
+    outcome: str | None,
+    policy_version: str | None,
+    verifier_version: str | None,
+    policy_name: str | None,
+) -> RecordFilter:
     """The browser's query string as a store filter; a bad value is a 400 with the store's own message."""
     version = _blank_to_none(policy_version)
     if version is not None and not version.isdigit():
         raise HTTPException(400, f"policy version must be a whole number, got {version!r}")
     outcome = _blank_to_none(outcome)
     try:
-        return RecordFilter(campaign_id=_blank_to_none(campaign), env_id=_blank_to_none(env),
-                            outcome=outcome,  # type: ignore[arg-type]
-                            min_policy_version=int(version) if version else None,
-                            max_policy_version=int(version) if version else None,
-                            verifier_version=_blank_to_none(verifier_version),
-                            policy_name=_blank_to_none(policy_name))
+        return RecordFilter(
+            campaign_id=_blank_to_none(campaign),
+            env_id=_blank_to_none(env),
+            outcome=outcome,  # type: ignore[arg-type]
+            min_policy_version=int(version) if version else None,
+            max_policy_version=int(version) if version else None,
+            verifier_version=_blank_to_none(verifier_version),
+            policy_name=_blank_to_none(policy_name),
+        )
     except ValueError as error:
         raise HTTPException(400, str(error)) from None
 
@@ -46,23 +56,41 @@ def record_filter(campaign: str | None, env: str | None, outcome: str | None, po
 @router.get("/records")
 def records_page(
     request: Request,
-    campaign: str | None = None, env: str | None = None, outcome: str | None = None,
-    policy_version: str | None = None, verifier_version: str | None = None, policy_name: str | None = None,
+    campaign: str | None = None,
+    env: str | None = None,
+    outcome: str | None = None,
+    policy_version: str | None = None,
+    verifier_version: str | None = None,
+    policy_name: str | None = None,
     before: int | None = Query(None, ge=1, description="show records stored before this seq (the next page)"),
-    store: RolloutStore = Depends(deps.store), config: DashboardConfig = Depends(deps.config),
+    store: RolloutStore = Depends(deps.store),
+    config: DashboardConfig = Depends(deps.config),
 ):
     flt = record_filter(campaign, env, outcome, policy_version, verifier_version, policy_name)
     # One more than a page tells whether an older page exists, without counting the matches.
     rows = store.newest_first(flt, before_seq=before, limit=config.page_size + 1, preview_chars=config.preview_chars)
-    page, more = rows[:config.page_size], len(rows) > config.page_size
-    filters: dict[str, Any] = {"campaign": campaign, "env": env, "outcome": outcome,
-                               "policy_version": policy_version, "verifier_version": verifier_version,
-                               "policy_name": policy_name}
+    page, more = rows[: config.page_size], len(rows) > config.page_size
+    filters: dict[str, Any] = {
+        "campaign": campaign,
+        "env": env,
+        "outcome": outcome,
+        "policy_version": policy_version,
+        "verifier_version": verifier_version,
+        "policy_name": policy_name,
+    }
     active = {k: v for k, v in filters.items() if v}
-    return deps.render(request, "records.html", records=page, older=page[-1].seq if more and page else None,
-                       filters=filters, active=active, campaigns=store.campaign_ids(),
-                       env_ids=ENV_CHOICES,
-                       outcomes=OUTCOMES, before=before)
+    return deps.render(
+        request,
+        "records.html",
+        records=page,
+        older=page[-1].seq if more and page else None,
+        filters=filters,
+        active=active,
+        campaigns=store.campaign_ids(),
+        env_ids=ENV_CHOICES,
+        outcomes=OUTCOMES,
+        before=before,
+    )
 
 
 def _record_or_404(store: RolloutStore, record_id: str):
@@ -76,13 +104,21 @@ def _record_or_404(store: RolloutStore, record_id: str):
 def record_page(record_id: str, request: Request, store: RolloutStore = Depends(deps.store)):
     record = _record_or_404(store, record_id)
     # The other samples of the same task (its group), by their deterministic ids.
-    siblings = [(index, record_id_for(record.campaign_id, record.task_index, index))
-                for index in range(record.group_size)]
+    siblings = [
+        (index, record_id_for(record.campaign_id, record.task_index, index)) for index in range(record.group_size)
+    ]
     logprobs = record.logprobs or []
     details_json = json.dumps(record.details, indent=2, ensure_ascii=False, default=str)
-    return deps.render(request, "record.html", record=record, siblings=siblings, details_json=details_json,
-                       tokens=list(zip(record.token_ids or [], logprobs))[:TOKENS_SHOWN],
-                       logprob_sum=sum(logprobs) if logprobs else None, tokens_shown=TOKENS_SHOWN)
+    return deps.render(
+        request,
+        "record.html",
+        record=record,
+        siblings=siblings,
+        details_json=details_json,
+        tokens=list(zip(record.token_ids or [], logprobs))[:TOKENS_SHOWN],
+        logprob_sum=sum(logprobs) if logprobs else None,
+        tokens_shown=TOKENS_SHOWN,
+    )
 
 
 @router.get("/records/{record_id}/{part}.txt")
@@ -91,6 +127,6 @@ def record_text(record_id: str, part: str, store: RolloutStore = Depends(deps.st
     if part not in ("prompt", "completion"):
         raise HTTPException(404, "download prompt.txt or completion.txt")
     record = _record_or_404(store, record_id)
-    return PlainTextResponse(getattr(record, part), headers={
-        "Content-Disposition": f'attachment; filename="{record_id}-{part}.txt"'})
-
+    return PlainTextResponse(
+        getattr(record, part), headers={"Content-Disposition": f'attachment; filename="{record_id}-{part}.txt"'}
+    )

@@ -57,8 +57,11 @@ class TrainingScalars:
 
 
 def _series_by_suffix(scalars: dict[str, list[tuple[int, float]]], prefix: str) -> list[Series]:
-    return [Series(tag.removeprefix(prefix) or tag.rsplit("/", 1)[-1], [(float(s), v) for s, v in points])
-            for tag, points in sorted(scalars.items()) if tag.startswith(prefix)]
+    return [
+        Series(tag.removeprefix(prefix) or tag.rsplit("/", 1)[-1], [(float(s), v) for s, v in points])
+        for tag, points in sorted(scalars.items())
+        if tag.startswith(prefix)
+    ]
 
 
 @router.get("/training")
@@ -73,27 +76,62 @@ def training_page(request: Request, store: RolloutStore = Depends(deps.store)):
 
     charts = [
         line_chart(_series_by_suffix(scalars, "train/loss/"), "training loss by mode", "trainer step", "loss"),
-        line_chart(_series_by_suffix(scalars, "train/schedule/"), "schedule mix (share of steps so far)",
-                   "trainer step", "share", y_range=(0.0, 1.0)),
-        line_chart([Series(name, per_version(name)) for name in columns if name.endswith("/pass@1")],
-                   "held-out pass@1 by env and difficulty", "policy version", "pass@1", y_range=(0.0, 1.0), integer_x=True),
-        line_chart([Series(name, per_version(name)) for name in columns if not name.endswith("/pass@1")],
-                   "held-out pass@k by env and difficulty", "policy version", "pass@k", y_range=(0.0, 1.0), integer_x=True),
-        line_chart([Series("held-out loss", per_version("heldout_loss"))], "held-out pre-training loss",
-                   "policy version", "loss", integer_x=True),
-        line_chart([Series("mean", per_version("data_staleness_mean")),
-                    Series("max", per_version("data_staleness_max"))],
-                   "staleness of trained data", "policy version", "versions behind", integer_x=True),
-        line_chart(_series_by_suffix(scalars, "train/tokens_per_second"), "training throughput", "trainer step",
-                   "tokens/s"),
+        line_chart(
+            _series_by_suffix(scalars, "train/schedule/"),
+            "schedule mix (share of steps so far)",
+            "trainer step",
+            "share",
+            y_range=(0.0, 1.0),
+        ),
+        line_chart(
+            [Series(name, per_version(name)) for name in columns if name.endswith("/pass@1")],
+            "held-out pass@1 by env and difficulty",
+            "policy version",
+            "pass@1",
+            y_range=(0.0, 1.0),
+            integer_x=True,
+        ),
+        line_chart(
+            [Series(name, per_version(name)) for name in columns if not name.endswith("/pass@1")],
+            "held-out pass@k by env and difficulty",
+            "policy version",
+            "pass@k",
+            y_range=(0.0, 1.0),
+            integer_x=True,
+        ),
+        line_chart(
+            [Series("held-out loss", per_version("heldout_loss"))],
+            "held-out pre-training loss",
+            "policy version",
+            "loss",
+            integer_x=True,
+        ),
+        line_chart(
+            [Series("mean", per_version("data_staleness_mean")), Series("max", per_version("data_staleness_max"))],
+            "staleness of trained data",
+            "policy version",
+            "versions behind",
+            integer_x=True,
+        ),
+        line_chart(
+            _series_by_suffix(scalars, "train/tokens_per_second"), "training throughput", "trainer step", "tokens/s"
+        ),
     ]
-    return deps.render(request, "training.html", charts=charts, versions=versions, by_version=by_version,
-                       columns=columns, has_event_files=bool(scalars))
+    return deps.render(
+        request,
+        "training.html",
+        charts=charts,
+        versions=versions,
+        by_version=by_version,
+        columns=columns,
+        has_event_files=bool(scalars),
+    )
 
 
 @router.get("/policies")
-def policies_page(request: Request, registry: CheckpointRegistry = Depends(deps.registry),
-                  store: RolloutStore = Depends(deps.store)):
+def policies_page(
+    request: Request, registry: CheckpointRegistry = Depends(deps.registry), store: RolloutStore = Depends(deps.store)
+):
     by_version = evaluations(store)
     rows = []
     for info in reversed(registry.versions()):  # newest first

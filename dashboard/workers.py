@@ -34,15 +34,17 @@ def farm_view(config: DashboardConfig, timeout: float = 1.0) -> dict[str, Any]:
         inspector = create_app(farm).control.inspect(timeout=timeout)
         active = inspector.active() or {}
         stats = inspector.stats() or {}
-    except Exception as error:  # noqa: BLE001 - a broker that is down is shown, not raised
+    except Exception as error:
         return {**view, "error": f"broker unreachable: {type(error).__name__}"}
     for name in sorted(set(active) | set(stats)):
         pool = (stats.get(name) or {}).get("pool") or {}
-        view["workers"].append({
-            "name": name,
-            "concurrency": pool.get("max-concurrency"),
-            "batches": [task.get("args") for task in active.get(name, [])],
-        })
+        view["workers"].append(
+            {
+                "name": name,
+                "concurrency": pool.get("max-concurrency"),
+                "batches": [task.get("args") for task in active.get(name, [])],
+            }
+        )
     return view
 
 
@@ -52,12 +54,17 @@ def flower_is_up(url: str | None) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0):
             return True
-    except Exception:  # noqa: BLE001 - down or unreachable: no link
+    except Exception:
         return False
 
 
 @router.get("/workers")
 def workers_page(request: Request, config: DashboardConfig = Depends(deps.config)):
     view = farm_view(config)
-    return deps.render(request, "workers.html", view=view, flower=flower_is_up(config.flower_url),
-                       queued=sum(depth for _, depth in view.get("queues", [])))
+    return deps.render(
+        request,
+        "workers.html",
+        view=view,
+        flower=flower_is_up(config.flower_url),
+        queued=sum(depth for _, depth in view.get("queues", [])),
+    )

@@ -137,7 +137,7 @@ def extract_answer(completion: str, marker: str = ANSWER_MARKER) -> str | None:
     at = completion.rfind(marker)
     if at < 0:
         return None
-    return completion[at + len(marker):].split("\n", 1)[0].strip()
+    return completion[at + len(marker) :].split("\n", 1)[0].strip()
 
 
 def score_integer_answer(completion: str, expected: int, verifier_version: str) -> Verdict:
@@ -147,16 +147,21 @@ def score_integer_answer(completion: str, expected: int, verifier_version: str) 
         return too_big
     answer = extract_answer(completion)
     if answer is None:
-        return Verdict(0.0, False, f"no '{ANSWER_MARKER}' line in the completion",
-                       {"verifier_version": verifier_version})
+        return Verdict(
+            0.0, False, f"no '{ANSWER_MARKER}' line in the completion", {"verifier_version": verifier_version}
+        )
     details = {"answer": answer[:64], "verifier_version": verifier_version}
     if answer == str(expected):
         return Verdict(1.0, True, "correct", details)
     body = answer[1:] if answer.startswith("-") else answer
     if not (body.isascii() and body.isdigit()):
         return Verdict(0.0, False, f"answer {answer[:32]!r} is not a plain integer", details)
-    return Verdict(0.0, False, "wrong answer" if int(answer) != expected else
-                   f"answer {answer[:32]!r} is not in canonical form {expected}", details)
+    return Verdict(
+        0.0,
+        False,
+        "wrong answer" if int(answer) != expected else f"answer {answer[:32]!r} is not in canonical form {expected}",
+        details,
+    )
 
 
 @dataclass(frozen=True)
@@ -189,8 +194,9 @@ class ArithmeticFamily:
 
     def generate(self, seed: int, difficulty: int) -> Task:
         if not self.min_difficulty <= difficulty <= self.max_difficulty:
-            raise ValueError(f"difficulty (digits) must lie in [{self.min_difficulty}, {self.max_difficulty}], "
-                             f"got {difficulty}")
+            raise ValueError(
+                f"difficulty (digits) must lie in [{self.min_difficulty}, {self.max_difficulty}], got {difficulty}"
+            )
         rng = random.Random(f"{self.name}:{''.join(self.operations)}:{seed}:{difficulty}")
         op = rng.choice(self.operations)
         a, b = self._draw_operand(rng, difficulty), self._draw_operand(rng, difficulty)

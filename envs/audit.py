@@ -110,14 +110,20 @@ def parse_case(obj: Any, source: str = "<cases>", line_number: int = 1) -> Audit
     allowed = PAIR_FIELDS if is_pair else SEEDED_FIELDS
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        raise _case_error(source, line_number, f"unknown field(s) {unknown}; a {'pair' if is_pair else 'seeded'} "
-                                               f"case has {sorted(allowed)}")
+        raise _case_error(
+            source,
+            line_number,
+            f"unknown field(s) {unknown}; a {'pair' if is_pair else 'seeded'} case has {sorted(allowed)}",
+        )
     required = ("id", "expected", "gold", "answer") if is_pair else ("id", "expected", "seed", "completion")
     missing = [name for name in required if name not in obj]
     if missing:
         raise _case_error(source, line_number, f"missing field(s) {missing}")
-    texts = ("id", "gold", "answer", "note", "env", "kind", "expected") if is_pair else \
-        ("id", "completion", "note", "env", "expected")
+    texts = (
+        ("id", "gold", "answer", "note", "env", "kind", "expected")
+        if is_pair
+        else ("id", "completion", "note", "env", "expected")
+    )
     for name in texts:
         if name in obj and not isinstance(obj[name], str):
             raise _case_error(source, line_number, f"{name} must be a string, got {obj[name]!r}")
@@ -131,16 +137,31 @@ def parse_case(obj: Any, source: str = "<cases>", line_number: int = 1) -> Audit
             raise _case_error(source, line_number, f"kind must be one of {sorted(PAIR_KINDS)}, got {kind!r}")
         if kind is not None and obj["expected"] != "infra_error" and PAIR_KINDS[kind] != obj["expected"]:
             raise _case_error(source, line_number, f"kind {kind!r} contradicts expected {obj['expected']!r}")
-        return AuditCase(obj["id"], obj["expected"], obj.get("env"), obj.get("note", ""), gold=obj["gold"],
-                         answer=obj["answer"], kind=kind)
+        return AuditCase(
+            obj["id"],
+            obj["expected"],
+            obj.get("env"),
+            obj.get("note", ""),
+            gold=obj["gold"],
+            answer=obj["answer"],
+            kind=kind,
+        )
     for name in ("seed", "difficulty"):
         if name in obj and (not isinstance(obj[name], int) or isinstance(obj[name], bool)):
             raise _case_error(source, line_number, f"{name} must be an integer, got {obj[name]!r}")
     options = obj.get("options", {})
     if not isinstance(options, dict):
         raise _case_error(source, line_number, f"options must be an object, got {options!r}")
-    return AuditCase(obj["id"], obj["expected"], obj.get("env"), obj.get("note", ""), options=options,
-                     seed=obj["seed"], difficulty=obj.get("difficulty"), completion=obj["completion"])
+    return AuditCase(
+        obj["id"],
+        obj["expected"],
+        obj.get("env"),
+        obj.get("note", ""),
+        options=options,
+        seed=obj["seed"],
+        difficulty=obj.get("difficulty"),
+        completion=obj["completion"],
+    )
 
 
 def parse_cases(lines: Iterable[str], source: str = "<cases>") -> list[AuditCase]:
@@ -156,8 +177,9 @@ def parse_cases(lines: Iterable[str], source: str = "<cases>") -> list[AuditCase
             raise _case_error(source, line_number, f"not valid JSON ({error.msg} at column {error.colno})") from None
         case = parse_case(obj, source, line_number)
         if case.case_id in seen:
-            raise _case_error(source, line_number, f"duplicate id {case.case_id!r} (first on line "
-                                                   f"{seen[case.case_id]})")
+            raise _case_error(
+                source, line_number, f"duplicate id {case.case_id!r} (first on line {seen[case.case_id]})"
+            )
         seen[case.case_id] = line_number
         cases.append(case)
     if not cases:
@@ -189,8 +211,10 @@ def outcome_of(verdict: Any) -> str:
 def _task_and_completion(family: Any, case: AuditCase) -> tuple[Any, str]:
     if case.is_pair:
         if not hasattr(family, "task_from_gold"):
-            raise CaseError(f"case {case.case_id!r} is an answer pair, but {family.name} builds no task from a gold "
-                            f"answer (give seed and completion instead)")
+            raise CaseError(
+                f"case {case.case_id!r} is an answer pair, but {family.name} builds no task from a gold "
+                f"answer (give seed and completion instead)"
+            )
         return family.task_from_gold(case.gold, task_id=case.case_id), family.completion_for(case.answer)
     difficulty = family.min_difficulty if case.difficulty is None else case.difficulty
     try:
@@ -206,14 +230,16 @@ def run_case(family: Any, case: AuditCase) -> CaseResult:
     started = time.perf_counter()
     try:
         verdict = family.verify(task, completion)
-    except Exception as error:  # noqa: BLE001  (a verifier that crashes is an infra error to report, not to hide)
-        return CaseResult(case, "infra_error", f"verify raised {type(error).__name__}: {error}"[:300],
-                          time.perf_counter() - started)
+    except Exception as error:
+        return CaseResult(
+            case, "infra_error", f"verify raised {type(error).__name__}: {error}"[:300], time.perf_counter() - started
+        )
     return CaseResult(case, outcome_of(verdict), verdict.reason, time.perf_counter() - started)
 
 
-def run_differential(env_id: str, results: list[CaseResult], timeout_seconds: int = 5
-                     ) -> tuple[tuple[str, ...], list[Disagreement]]:
+def run_differential(
+    env_id: str, results: list[CaseResult], timeout_seconds: int = 5
+) -> tuple[tuple[str, ...], list[Disagreement]]:
     """Scores every answer pair with each second implementation of ``env_id``; the cases where one parts from the
     env's verdict. Envs without a second implementation give none."""
     from verifarm.envs.math_equivalence import MathEquivalenceChecker
@@ -229,8 +255,9 @@ def run_differential(env_id: str, results: list[CaseResult], timeout_seconds: in
                 other = checker.check(result.case.gold, result.case.answer)
                 outcome = "infra_error" if other.infra_error else "pass" if other.equivalent else "fail"
                 if outcome != result.actual:
-                    disagreements.append(Disagreement(implementation, result.case, result.actual, outcome,
-                                                      other.detail))
+                    disagreements.append(
+                        Disagreement(implementation, result.case, result.actual, outcome, other.detail)
+                    )
         finally:
             checker.close()
     return implementations, disagreements
@@ -252,13 +279,15 @@ def run_audit(env_id: str, cases: list[AuditCase], differential: bool = False) -
 
 def _one_line(text: str, limit: int = 160) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_report(report: AuditReport, source: str = "", every_case: bool = False) -> str:
     """The audit as text: header, confusion matrix, wrong verdicts with reasons, time per case, differential."""
-    lines = [f"audit of {report.env_id} (verifier {report.verifier_version}): {len(report.results)} cases"
-             + (f" from {source}" if source else "")]
+    lines = [
+        f"audit of {report.env_id} (verifier {report.verifier_version}): {len(report.results)} cases"
+        + (f" from {source}" if source else "")
+    ]
     confusion = report.confusion()
     lines.append("confusion matrix (rows: expected, columns: the env's verdict)")
     lines.append(f"{'':>14}" + "".join(f"{outcome:>13}" for outcome in OUTCOMES))
@@ -267,33 +296,43 @@ def format_report(report: AuditReport, source: str = "", every_case: bool = Fals
     wrong = report.wrong
     lines.append(f"wrong verdicts: {len(wrong)}")
     for result in wrong:
-        lines.append(f"  {result.case.case_id}: expected {result.case.expected}, got {result.actual} "
-                     f"({result.seconds * 1000:.0f} ms): {_one_line(result.reason)}"
-                     + (f" [note: {_one_line(result.case.note, 80)}]" if result.case.note else ""))
+        lines.append(
+            f"  {result.case.case_id}: expected {result.case.expected}, got {result.actual} "
+            f"({result.seconds * 1000:.0f} ms): {_one_line(result.reason)}"
+            + (f" [note: {_one_line(result.case.note, 80)}]" if result.case.note else "")
+        )
     # The first case of a family pays its start-up (child processes, containers): reported apart from the rest.
     first, rest = report.results[0], report.results[1:] or report.results[:1]
     times = [result.seconds for result in rest]
     slowest = sorted(rest, key=lambda result: result.seconds, reverse=True)[:5]
-    lines.append(f"time per case: first (with start-up) {first.seconds * 1000:.0f} ms; the others mean "
-                 f"{statistics.fmean(times) * 1000:.1f} ms, median {statistics.median(times) * 1000:.1f} ms, max "
-                 f"{max(times) * 1000:.1f} ms; slowest: "
-                 + ", ".join(f"{result.case.case_id} {result.seconds * 1000:.0f} ms" for result in slowest))
+    lines.append(
+        f"time per case: first (with start-up) {first.seconds * 1000:.0f} ms; the others mean "
+        f"{statistics.fmean(times) * 1000:.1f} ms, median {statistics.median(times) * 1000:.1f} ms, max "
+        f"{max(times) * 1000:.1f} ms; slowest: "
+        + ", ".join(f"{result.case.case_id} {result.seconds * 1000:.0f} ms" for result in slowest)
+    )
     if every_case:
         for result in report.results:
-            lines.append(f"  {'ok   ' if result.correct else 'WRONG'} {result.case.case_id:<40} {result.actual:<11} "
-                         f"{result.seconds * 1000:8.1f} ms  {_one_line(result.reason, 100)}")
+            lines.append(
+                f"  {'ok   ' if result.correct else 'WRONG'} {result.case.case_id:<40} {result.actual:<11} "
+                f"{result.seconds * 1000:8.1f} ms  {_one_line(result.reason, 100)}"
+            )
     if report.implementations:
         pairs = sum(result.case.is_pair for result in report.results)
         for implementation in report.implementations:
             found = [d for d in report.disagreements if d.implementation == implementation]
             env_right = sum(d.env_outcome == d.case.expected for d in found)
-            lines.append(f"differential: {implementation} disagrees with the env on {len(found)} of {pairs} pairs "
-                         f"(the label sides with the env on {env_right}, with {implementation} on "
-                         f"{sum(d.other_outcome == d.case.expected for d in found)})")
+            lines.append(
+                f"differential: {implementation} disagrees with the env on {len(found)} of {pairs} pairs "
+                f"(the label sides with the env on {env_right}, with {implementation} on "
+                f"{sum(d.other_outcome == d.case.expected for d in found)})"
+            )
             for d in found:
-                lines.append(f"  {d.case.case_id}: env {d.env_outcome}, {implementation} {d.other_outcome}, "
-                             f"expected {d.case.expected}: {_one_line(d.case.gold, 40)} vs "
-                             f"{_one_line(d.case.answer, 40)} ({_one_line(d.reason, 80)})")
+                lines.append(
+                    f"  {d.case.case_id}: env {d.env_outcome}, {implementation} {d.other_outcome}, "
+                    f"expected {d.case.expected}: {_one_line(d.case.gold, 40)} vs "
+                    f"{_one_line(d.case.answer, 40)} ({_one_line(d.reason, 80)})"
+                )
     elif report.differential:
         lines.append(f"differential: {report.env_id} has no second implementation to compare with")
     return "\n".join(lines)

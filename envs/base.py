@@ -73,6 +73,10 @@ def as_valid_utf8(text: str) -> str:
 def check_completion_size(completion: str, limit: int = MAX_COMPLETION_CHARS) -> Verdict | None:
     """A zero verdict for an over-long completion, else None."""
     if len(completion) > limit:
-        return Verdict(0.0, False, f"completion too long ({len(completion)} chars > {limit})",
-                       {"completion_chars": len(completion)})
+        return Verdict(
+            0.0,
+            False,
+            f"completion too long ({len(completion)} chars > {limit})",
+            {"completion_chars": len(completion)},
+        )
     return None

@@ -27,8 +27,15 @@ from verifarm.sandbox.program import Limits
 
 # gcc needs the sandbox's generous compile memory; 5 CPU seconds is far above what these programs take.
 COMPILE_LIMITS = dataclasses.replace(C_COMPILE_LIMITS, cpu_seconds=5, wall_seconds=20)
-RUN_LIMITS = Limits(cpu_seconds=1, wall_seconds=10, memory_bytes=128 * 1024 * 1024, max_processes=16,
-                    output_bytes=256 * 1024, file_size_bytes=1024 * 1024, open_files=32)
+RUN_LIMITS = Limits(
+    cpu_seconds=1,
+    wall_seconds=10,
+    memory_bytes=128 * 1024 * 1024,
+    max_processes=16,
+    output_bytes=256 * 1024,
+    file_size_bytes=1024 * 1024,
+    open_files=32,
+)
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ def _numbers_input(rng: random.Random, size: int, bound: int = 10**9) -> str:
 
 def _numbers(text: str) -> list[int]:
     values = [int(token) for token in text.split()]
-    return values[1:1 + values[0]]
+    return values[1 : 1 + values[0]]
 
 
 def _count_primes_upto(limit: int) -> list[int]:
@@ -59,7 +66,7 @@ def _count_primes_upto(limit: int) -> list[int]:
     sieve[0:2] = b"\x00\x00"
     for i in range(2, math.isqrt(limit) + 1):
         if sieve[i]:
-            sieve[i * i::i] = bytearray(len(sieve[i * i::i]))
+            sieve[i * i :: i] = bytearray(len(sieve[i * i :: i]))
     counts, running = [], 0
     for flag in sieve:
         running += flag
@@ -85,7 +92,9 @@ C_READ_NUMBERS = """#include <stdio.h>
 """
 
 # Reads "n" then n integers and returns them sorted ascending (NULL on a malformed first line).
-C_READ_SORTED = C_READ_NUMBERS + """static int compare(const void *a, const void *b) {
+C_READ_SORTED = (
+    C_READ_NUMBERS
+    + """static int compare(const void *a, const void *b) {
     long long x = *(const long long *)a, y = *(const long long *)b;
     return (x > y) - (x < y);
 }
@@ -97,6 +106,7 @@ static long long *read_sorted(int *n) {
     return a;
 }
 """
+)
 
 PROBLEMS: tuple[CProblem, ...] = (
     CProblem(
@@ -105,7 +115,8 @@ PROBLEMS: tuple[CProblem, ...] = (
         "Print their sum.",
         _numbers_input,
         lambda text: f"{sum(_numbers(text))}\n",
-        C_READ_NUMBERS + """int main(void) {
+        C_READ_NUMBERS
+        + """int main(void) {
     int n;
     if (scanf("%d", &n) != 1) return 1;
     long long sum = 0;
@@ -113,14 +124,16 @@ PROBLEMS: tuple[CProblem, ...] = (
     printf("%lld\\n", sum);
     return 0;
 }
-"""),
+""",
+    ),
     CProblem(
         "min_max",
         "The first line holds n (1 <= n <= 100000); the second holds n integers, each between -10^9 and 10^9.\n"
         "Print the smallest and the largest of them, separated by one space.",
         _numbers_input,
         lambda text: f"{min(_numbers(text))} {max(_numbers(text))}\n",
-        C_READ_NUMBERS + """int main(void) {
+        C_READ_NUMBERS
+        + """int main(void) {
     int n;
     if (scanf("%d", &n) != 1) return 1;
     long long lo = 0, hi = 0;
@@ -132,14 +145,16 @@ PROBLEMS: tuple[CProblem, ...] = (
     printf("%lld %lld\\n", lo, hi);
     return 0;
 }
-"""),
+""",
+    ),
     CProblem(
         "reverse",
         "The first line holds n (1 <= n <= 100000); the second holds n integers, each between -10^9 and 10^9.\n"
         "Print them in reverse order on one line, separated by single spaces.",
         _numbers_input,
         lambda text: " ".join(str(x) for x in reversed(_numbers(text))) + "\n",
-        C_READ_NUMBERS + """int main(void) {
+        C_READ_NUMBERS
+        + """int main(void) {
     int n;
     if (scanf("%d", &n) != 1) return 1;
     long long *a = malloc(sizeof *a * n);
@@ -148,14 +163,16 @@ PROBLEMS: tuple[CProblem, ...] = (
     free(a);
     return 0;
 }
-"""),
+""",
+    ),
     CProblem(
         "sort_numbers",
         "The first line holds n (1 <= n <= 100000); the second holds n integers, each between -10^9 and 10^9.\n"
         "Print them in ascending order on one line, separated by single spaces.",
         _numbers_input,
         lambda text: " ".join(str(x) for x in sorted(_numbers(text))) + "\n",
-        C_READ_SORTED + """int main(void) {
+        C_READ_SORTED
+        + """int main(void) {
     int n;
     long long *a = read_sorted(&n);
     if (a == NULL) return 1;
@@ -163,14 +180,16 @@ PROBLEMS: tuple[CProblem, ...] = (
     free(a);
     return 0;
 }
-"""),
+""",
+    ),
     CProblem(
         "distinct_count",
         "The first line holds n (1 <= n <= 100000); the second holds n integers, each between -10^9 and 10^9.\n"
         "Print how many distinct values there are.",
         lambda rng, size: _numbers_input(rng, size, bound=rng.choice([3, 20, 10**9])),
         lambda text: f"{len(set(_numbers(text)))}\n",
-        C_READ_SORTED + """int main(void) {
+        C_READ_SORTED
+        + """int main(void) {
     int n;
     long long *a = read_sorted(&n);
     if (a == NULL) return 1;
@@ -180,14 +199,16 @@ PROBLEMS: tuple[CProblem, ...] = (
     free(a);
     return 0;
 }
-"""),
+""",
+    ),
     CProblem(
         "prefix_sums",
         "The first line holds n (1 <= n <= 100000); the second holds n integers, each between -10^9 and 10^9.\n"
         "Print the n prefix sums (the i-th is the sum of the first i numbers) on one line, separated by spaces.",
         _numbers_input,
         lambda text: " ".join(str(x) for x in itertools.accumulate(_numbers(text))) + "\n",
-        C_READ_NUMBERS + """int main(void) {
+        C_READ_NUMBERS
+        + """int main(void) {
     int n;
     if (scanf("%d", &n) != 1) return 1;
     long long sum = 0;
@@ -197,13 +218,15 @@ PROBLEMS: tuple[CProblem, ...] = (
     }
     return 0;
 }
-"""),
+""",
+    ),
     CProblem(
         "count_primes",
         "The first line holds q (1 <= q <= 1000); each of the next q lines holds an integer m (1 <= m <= 100000).\n"
         "For each m print, on its own line, how many primes are less than or equal to m.",
-        lambda rng, size: f"{size}\n" + "".join(f"{rng.randint(1, 100_000 if rng.random() < 0.5 else 100)}\n"
-                                                 for _ in range(size)),
+        lambda rng, size: (
+            f"{size}\n" + "".join(f"{rng.randint(1, 100_000 if rng.random() < 0.5 else 100)}\n" for _ in range(size))
+        ),
         lambda text: "".join(f"{_PRIME_COUNTS[int(m)]}\n" for m in text.split()[1:]),
         """#include <stdio.h>
 #define LIMIT 100000
@@ -219,17 +242,20 @@ int main(void) {
     while (q--) { int m; scanf("%d", &m); printf("%d\\n", counts[m]); }
     return 0;
 }
-"""),
+""",
+    ),
     CProblem(
         "gcd_lcm",
         "The first line holds q (1 <= q <= 1000); each of the next q lines holds two integers a and b\n"
         "(1 <= a, b <= 10^6). For each pair print its greatest common divisor and least common multiple,\n"
         "separated by one space, on its own line.",
-        lambda rng, size: f"{size}\n" + "".join(f"{rng.randint(1, 10**6)} {rng.randint(1, 10**6)}\n"
-                                                 for _ in range(size)),
+        lambda rng, size: (
+            f"{size}\n" + "".join(f"{rng.randint(1, 10**6)} {rng.randint(1, 10**6)}\n" for _ in range(size))
+        ),
         lambda text: "".join(
             f"{math.gcd(a, b)} {a * b // math.gcd(a, b)}\n"
-            for a, b in zip(*[iter(int(t) for t in text.split()[1:])] * 2)),
+            for a, b in zip(*[iter(int(t) for t in text.split()[1:])] * 2)
+        ),
         """#include <stdio.h>
 static long long gcd(long long a, long long b) { while (b) { long long t = a % b; a = b; b = t; } return a; }
 int main(void) {
@@ -242,7 +268,8 @@ int main(void) {
     }
     return 0;
 }
-"""),
+""",
+    ),
     CProblem(
         "fibonacci_mod",
         "The input is one integer n (0 <= n <= 1000000). Print F(n) modulo 1000000007, where F(0) = 0, F(1) = 1\n"
@@ -258,7 +285,8 @@ int main(void) {
     printf("%lld\\n", a);
     return 0;
 }
-"""),
+""",
+    ),
     CProblem(
         "palindromes",
         "The first line holds q (1 <= q <= 1000); each of the next q lines holds one word of 1 to 100 lowercase\n"
@@ -279,7 +307,8 @@ int main(void) {
     }
     return 0;
 }
-"""),
+""",
+    ),
 )
 PROBLEMS_BY_NAME = {problem.name: problem for problem in PROBLEMS}
 
@@ -287,7 +316,7 @@ PROBLEMS_BY_NAME = {problem.name: problem for problem in PROBLEMS}
 def _maybe_palindrome(rng: random.Random) -> str:
     half = "".join(rng.choice("abc") for _ in range(rng.randint(1, 8)))
     if rng.random() < 0.5:
-        return half + half[::-1][rng.randint(0, 1):]
+        return half + half[::-1][rng.randint(0, 1) :]
     return half + "".join(rng.choice("abc") for _ in range(rng.randint(1, 4)))
 
 
@@ -302,8 +331,14 @@ class CProgramFamily(ProgramFamily):
     seed_prefix = "c_program"
     show_stderr = False
 
-    def __init__(self, multi_turn: bool = False, max_turns: int = 3, backend: str = "auto",
-                 compile_limits: Limits = COMPILE_LIMITS, run_limits: Limits = RUN_LIMITS) -> None:
+    def __init__(
+        self,
+        multi_turn: bool = False,
+        max_turns: int = 3,
+        backend: str = "auto",
+        compile_limits: Limits = COMPILE_LIMITS,
+        run_limits: Limits = RUN_LIMITS,
+    ) -> None:
         super().__init__("c", multi_turn, max_turns, backend, compile_limits, run_limits)
         self.name = "c_program_multi_turn" if multi_turn else "c_program"
         self.verifier_version = "c-program-1"
@@ -315,8 +350,10 @@ class CProgramFamily(ProgramFamily):
         return PROBLEMS
 
     def intro(self) -> str:
-        return ("Write a complete C program (C11, standard library only) that reads standard input and writes "
-                "standard output.")
+        return (
+            "Write a complete C program (C11, standard library only) that reads standard input and writes "
+            "standard output."
+        )
 
     def task_id(self, problem_name: str, seed: int, difficulty: int) -> str:
         return f"c_program[{problem_name}]:d{difficulty}:s{seed}"

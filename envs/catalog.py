@@ -103,8 +103,12 @@ def accepted_languages(env_id: str) -> tuple[str, ...]:
         from verifarm.sandbox.languages import LANGUAGE_NAMES
 
         return LANGUAGE_NAMES
-    return {"verifarm/PythonFunction-v0": ("python",), "verifarm/HumanEval-v0": ("python",),
-            "verifarm/CProgram-v0": ("c",), "verifarm/CProgramMultiTurn-v0": ("c",)}.get(env_id, ())
+    return {
+        "verifarm/PythonFunction-v0": ("python",),
+        "verifarm/HumanEval-v0": ("python",),
+        "verifarm/CProgram-v0": ("c",),
+        "verifarm/CProgramMultiTurn-v0": ("c",),
+    }.get(env_id, ())
 
 
 def get_family(env_id: str, **options: Any) -> TaskFamily:
@@ -148,5 +152,9 @@ def register_all() -> None:
 
     for env_id in ENV_IDS:
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point="verifarm.envs.gym_env:TaskEnv", kwargs={"env_id": env_id},
-                               disable_env_checker=False)
+            gymnasium.register(
+                id=env_id,
+                entry_point="verifarm.envs.gym_env:TaskEnv",
+                kwargs={"env_id": env_id},
+                disable_env_checker=False,
+            )

@@ -55,23 +55,33 @@ def list_envs(as_json: bool = typer.Option(False, "--json", help="one JSON array
     rows = []
     for env_id in ENV_IDS:
         family = get_family(env_id)
-        rows.append({"env_id": env_id, "min_difficulty": family.min_difficulty,
-                     "max_difficulty": family.max_difficulty, "verifier_version": family.verifier_version,
-                     "languages": list(accepted_languages(env_id))})
+        rows.append(
+            {
+                "env_id": env_id,
+                "min_difficulty": family.min_difficulty,
+                "max_difficulty": family.max_difficulty,
+                "verifier_version": family.verifier_version,
+                "languages": list(accepted_languages(env_id)),
+            }
+        )
     if as_json:
         typer.echo(json.dumps(rows))
         return
     for row in rows:
-        typer.echo(f"{row['env_id']:<32} difficulty {row['min_difficulty']}-{row['max_difficulty']:<3} "
-                   f"verifier {row['verifier_version']:<17} languages {','.join(row['languages']) or '-'}")
+        typer.echo(
+            f"{row['env_id']:<32} difficulty {row['min_difficulty']}-{row['max_difficulty']:<3} "
+            f"verifier {row['verifier_version']:<17} languages {','.join(row['languages']) or '-'}"
+        )
 
 
 def _task(family: Any, seed: int, difficulty: int | None) -> Any:
     """The task a seed poses; a difficulty outside the family's range is bad input, not a crash."""
     chosen = family.min_difficulty if difficulty is None else difficulty
     if not family.min_difficulty <= chosen <= family.max_difficulty:
-        raise typer.BadParameter(f"difficulty {chosen} is outside this env's range "
-                                 f"{family.min_difficulty}-{family.max_difficulty}", param_hint="'--difficulty'")
+        raise typer.BadParameter(
+            f"difficulty {chosen} is outside this env's range {family.min_difficulty}-{family.max_difficulty}",
+            param_hint="'--difficulty'",
+        )
     try:
         return family.generate(seed, chosen)
     except ValueError as error:
@@ -101,15 +111,28 @@ def verify(
 ) -> None:
     """Verify a completion against the task a seed poses; prints the verdict as JSON, exit code 1 unless it passed."""
     if str(completion_file) != "-" and not completion_file.is_file():
-        raise typer.BadParameter(f"{completion_file} is not a file: give the completion's file, or '-' to read "
-                                 "standard input", param_hint="'COMPLETION_FILE'")
+        raise typer.BadParameter(
+            f"{completion_file} is not a file: give the completion's file, or '-' to read standard input",
+            param_hint="'COMPLETION_FILE'",
+        )
     family = _family(env_id, option)
     task = _task(family, seed, difficulty)
     raw = sys.stdin.buffer.read() if str(completion_file) == "-" else completion_file.read_bytes()
     verdict = family.verify(task, raw.decode("utf-8", errors="replace"))
-    typer.echo(json.dumps({"task_id": task.task_id, "reward": verdict.reward, "passed": verdict.passed,
-                           "reason": verdict.reason, "infra_error": verdict.infra_error,
-                           "details": verdict.details}, default=str, indent=2))
+    typer.echo(
+        json.dumps(
+            {
+                "task_id": task.task_id,
+                "reward": verdict.reward,
+                "passed": verdict.passed,
+                "reason": verdict.reason,
+                "infra_error": verdict.infra_error,
+                "details": verdict.details,
+            },
+            default=str,
+            indent=2,
+        )
+    )
     close = getattr(family, "close", None)
     if close is not None:
         close()

@@ -18,14 +18,23 @@ from verifarm.envs.base import Task, Verdict, as_valid_utf8, check_completion_si
 from verifarm.sandbox.program import Limits
 
 # Comment lines, so that a prompt ending in a signature and docstring plus a body is still the whole program.
-PYTHON_INSTRUCTION = ("# Complete the function below. Reply with its body (indented, continuing this code), or reason\n"
-                      "# first and then give the whole function in a ```python code block.\n\n")
+PYTHON_INSTRUCTION = (
+    "# Complete the function below. Reply with its body (indented, continuing this code), or reason\n"
+    "# first and then give the whole function in a ```python code block.\n\n"
+)
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#-]*)[ \t]*\r?\n(.*?)(?:```|\Z)", re.DOTALL)
 
 # Small CPU on purpose: generated tasks and HumanEval need well under a second, so an endless loop costs 2 s, not
 # 10; the wall limit is generous because a loaded machine (many workers on few cores) stretches wall time.
-PYTHON_TEST_LIMITS = Limits(cpu_seconds=2, wall_seconds=20, memory_bytes=256 * 1024 * 1024, max_processes=16,
-                            output_bytes=64 * 1024, file_size_bytes=1024 * 1024, open_files=64)
+PYTHON_TEST_LIMITS = Limits(
+    cpu_seconds=2,
+    wall_seconds=20,
+    memory_bytes=256 * 1024 * 1024,
+    max_processes=16,
+    output_bytes=64 * 1024,
+    file_size_bytes=1024 * 1024,
+    open_files=64,
+)
 
 
 def last_fenced_block(completion: str) -> str | None:
@@ -75,15 +84,27 @@ def sandbox_failure(error: Exception, details: dict, backend: str) -> Verdict:
 
     try:
         name = default_backend_name() if backend == "auto" else backend
-    except Exception:  # noqa: BLE001  (no backend works at all; say what was asked for)
+    except Exception:
         name = backend
     details = {**details, "sandbox_backend": name}
-    return Verdict(0.0, False, f"sandbox infrastructure error: {type(error).__name__}: {str(error)[:200]}",
-                   details, infra_error=True)
+    return Verdict(
+        0.0,
+        False,
+        f"sandbox infrastructure error: {type(error).__name__}: {str(error)[:200]}",
+        details,
+        infra_error=True,
+    )
 
 
-def verify_python(solution: str, test_code: str, entry_point: str, verifier_version: str,
-                  limits: Limits = PYTHON_TEST_LIMITS, backend: str = "auto", prompt: str = "") -> Verdict:
+def verify_python(
+    solution: str,
+    test_code: str,
+    entry_point: str,
+    verifier_version: str,
+    limits: Limits = PYTHON_TEST_LIMITS,
+    backend: str = "auto",
+    prompt: str = "",
+) -> Verdict:
     """Run HumanEval-style ``check(candidate)`` tests against ``solution`` in the sandbox; ``prompt`` is the task's
     trusted code, whose names (helpers) the tests use instead of the solution's."""
     from verifarm.sandbox.harness import GUARANTEES, check_python
@@ -93,12 +114,22 @@ def verify_python(solution: str, test_code: str, entry_point: str, verifier_vers
     if problem is not None:
         return Verdict(0.0, False, problem, {**details, "harness_reason": f"not run: {problem}"})
     try:
-        outcome = check_python(as_valid_utf8(solution), test_code, entry_point, limits=limits, backend=backend,
-                               prompt=as_valid_utf8(prompt))
-    except Exception as error:  # noqa: BLE001  (the sandbox could not run at all: its failure, not the completion's)
+        outcome = check_python(
+            as_valid_utf8(solution),
+            test_code,
+            entry_point,
+            limits=limits,
+            backend=backend,
+            prompt=as_valid_utf8(prompt),
+        )
+    except Exception as error:
         return sandbox_failure(error, details, backend)
-    details.update(sandbox_backend=outcome.result.backend, sandbox_status=outcome.result.status.value,
-                   harness=GUARANTEES, harness_reason=outcome.reason[:300])
+    details.update(
+        sandbox_backend=outcome.result.backend,
+        sandbox_status=outcome.result.status.value,
+        harness=GUARANTEES,
+        harness_reason=outcome.reason[:300],
+    )
     sandbox_seconds = outcome.result.wall_seconds
     if outcome.infra_error:
         return Verdict(0.0, False, outcome.reason[:300], details, infra_error=True, sandbox_seconds=sandbox_seconds)
@@ -109,17 +140,31 @@ def verify_python(solution: str, test_code: str, entry_point: str, verifier_vers
     return Verdict(0.0, False, f"tests failed: {outcome.reason[:300]}", details, sandbox_seconds=sandbox_seconds)
 
 
-def verify_python_task(task: Task, completion: str, verifier_version: str, max_completion_chars: int,
-                       limits: Limits = PYTHON_TEST_LIMITS, backend: str = "auto") -> Verdict:
+def verify_python_task(
+    task: Task,
+    completion: str,
+    verifier_version: str,
+    max_completion_chars: int,
+    limits: Limits = PYTHON_TEST_LIMITS,
+    backend: str = "auto",
+) -> Verdict:
     """Score a completion (function body or fenced block) of a Python function task: the prompt's signature
     plus the completion, run against the task's ``check(candidate)`` tests in the sandbox."""
     too_big = check_completion_size(completion, max_completion_chars * 4)
     if too_big is not None:
         return too_big
     if not completion.strip():
-        return Verdict(0.0, False, "empty completion", {"verifier_version": verifier_version,
-                                                        "sandbox_backend": "none"})
+        return Verdict(
+            0.0, False, "empty completion", {"verifier_version": verifier_version, "sandbox_backend": "none"}
+        )
     entry_point = task.data["entry_point"]
     solution = assemble_python(task.prompt, completion, entry_point)
-    return verify_python(solution, task.data["test_code"], entry_point, verifier_version, limits=limits,
-                         backend=backend, prompt=task.prompt)
+    return verify_python(
+        solution,
+        task.data["test_code"],
+        entry_point,
+        verifier_version,
+        limits=limits,
+        backend=backend,
+        prompt=task.prompt,
+    )

@@ -39,8 +39,15 @@ class TaskEnv(gym.Env[str, str]):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(self, env_id: str, difficulty: int | None = None, render_mode: str | None = None,
-                 max_turns: int | None = None, reveal_reference: bool = True, **family_options: Any) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        difficulty: int | None = None,
+        render_mode: str | None = None,
+        max_turns: int | None = None,
+        reveal_reference: bool = True,
+        **family_options: Any,
+    ) -> None:
         from verifarm.envs.catalog import ENV_IDS, get_family
 
         if env_id not in ENV_IDS:
@@ -97,8 +104,13 @@ class TaskEnv(gym.Env[str, str]):
         self.turn = 0
         self._done = False
         self._last_observation = self._fit(self.task.prompt)
-        info = {"task_id": self.task.task_id, "task_seed": self.task_seed, "difficulty": difficulty,
-                "verifier_version": self.family.verifier_version, "env_id": self.env_id}
+        info = {
+            "task_id": self.task.task_id,
+            "task_seed": self.task_seed,
+            "difficulty": difficulty,
+            "verifier_version": self.family.verifier_version,
+            "env_id": self.env_id,
+        }
         return self._last_observation, info
 
     def step(self, action: str | bytes) -> tuple[str, float, bool, bool, dict[str, Any]]:

@@ -46,10 +46,14 @@ class HumanEvalFamily:
             prompt=PYTHON_INSTRUCTION + problem["prompt"],
             reference=problem["canonical_solution"],
             difficulty=1,
-            data={"problem_id": problem["task_id"], "entry_point": problem["entry_point"],
-                  "test_code": problem["test"]},
+            data={
+                "problem_id": problem["task_id"],
+                "entry_point": problem["entry_point"],
+                "test_code": problem["test"],
+            },
         )
 
     def verify(self, task: Task, completion: str) -> Verdict:
-        return verify_python_task(task, completion, self.verifier_version, self.max_completion_chars,
-                                  limits=self.limits, backend=self.backend)
+        return verify_python_task(
+            task, completion, self.verifier_version, self.max_completion_chars, limits=self.limits, backend=self.backend
+        )

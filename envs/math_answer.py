@@ -47,8 +47,10 @@ from verifarm.envs.math_equivalence import MathEquivalenceChecker
 
 ANSWER_MARKER = "Answer:"
 MAX_ANSWER_CHARS = 500
-PROMPT_HEADER = ("Solve the problem. Work step by step, then give the final answer alone on the last line as "
-                 "'Answer: <answer>' (a number, fraction or expression; LaTeX is fine).\n\nProblem: ")
+PROMPT_HEADER = (
+    "Solve the problem. Work step by step, then give the final answer alone on the last line as "
+    "'Answer: <answer>' (a number, fraction or expression; LaTeX is fine).\n\nProblem: "
+)
 
 Generated = tuple[str, list[str], str]
 
@@ -86,8 +88,10 @@ def fraction_problem(rng: random.Random, difficulty: int) -> Generated:
         steps = [f"Common denominator {common}: {left}/{common} {op} {right}/{common} = {raw}/{common}."]
     elif op == "*":
         value = x * y
-        steps = [f"Multiply: ({plain_fraction(x)})*({plain_fraction(y)}) = "
-                 f"{x.numerator * y.numerator}/{x.denominator * y.denominator}."]
+        steps = [
+            f"Multiply: ({plain_fraction(x)})*({plain_fraction(y)}) = "
+            f"{x.numerator * y.numerator}/{x.denominator * y.denominator}."
+        ]
     else:
         value = x / y
         steps = [f"Divide by multiplying with the reciprocal: ({plain_fraction(x)})*({y.denominator}/{y.numerator})."]
@@ -124,8 +128,10 @@ def linear_equation_problem(rng: random.Random, difficulty: int) -> Generated:
     b, d = rng.randint(-top * 3, top * 3), rng.randint(-top * 3, top * 3)
     value = Fraction(d - b, a - c)
     question = f"Solve for $x$: ${_linear(a, b)} = {_linear(c, d)}$."
-    steps = [f"Collect x on the left: ({a}-({c}))x = {d}-({b}), so {a - c}x = {d - b}.",
-             f"x = {d - b}/{a - c} = {plain_fraction(value)}."]
+    steps = [
+        f"Collect x on the left: ({a}-({c}))x = {d}-({b}), so {a - c}x = {d - b}.",
+        f"x = {d - b}/{a - c} = {plain_fraction(value)}.",
+    ]
     return question, steps, latex_fraction(value)
 
 
@@ -239,9 +245,13 @@ class MathAnswerFamily:
         """A task whose gold answer is ``gold`` (LaTeX), for scoring hand-written answer pairs through ``verify``."""
         if not isinstance(gold, str) or not gold.strip():
             raise ValueError(f"gold must be a non-empty LaTeX answer, got {gold!r}")
-        return Task(task_id=f"{self.name}[gold]:{task_id}", prompt=f"{PROMPT_HEADER}{question}\n",
-                    reference=f"{ANSWER_MARKER} {gold}\n", difficulty=self.min_difficulty,
-                    data={"kind": "gold", "answer": gold})
+        return Task(
+            task_id=f"{self.name}[gold]:{task_id}",
+            prompt=f"{PROMPT_HEADER}{question}\n",
+            reference=f"{ANSWER_MARKER} {gold}\n",
+            difficulty=self.min_difficulty,
+            data={"kind": "gold", "answer": gold},
+        )
 
     @staticmethod
     def completion_for(answer: str) -> str:
@@ -267,8 +277,9 @@ class MathAnswerFamily:
         result = self.checker.check(gold, answer)
         details["equivalence"] = result.detail
         if result.infra_error:
-            return Verdict(0.0, False, f"checker failed on task {task.task_id}: {result.detail}"[:400], details,
-                           infra_error=True)
+            return Verdict(
+                0.0, False, f"checker failed on task {task.task_id}: {result.detail}"[:400], details, infra_error=True
+            )
         if result.equivalent:
             return Verdict(1.0, True, "correct (equivalent to the gold answer)", details)
         return Verdict(0.0, False, f"wrong answer (not equivalent to the gold answer: {result.detail[:120]})", details)

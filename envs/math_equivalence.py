@@ -25,9 +25,16 @@ from typing import Any
 from verifarm.envs.math_normalization import normalize_answer
 from verifarm.envs.scoring_process import ScoringProcess
 
-WARM_UP_PAIRS = (("\\frac{1}{2}", "0.5"), ("x^{2} - 1", "(x-1)(x+1)"), ("3", "x = 3"), ("2", "2 \\le 3"),
-                 ("[3, \\infty)", "x \\ge 3"), ("\\{1, 2\\}", "2, 1"), ("y = 2x + 1", "2x + 1 = y"),
-                 ("-1", "e^{i\\pi}"))
+WARM_UP_PAIRS = (
+    ("\\frac{1}{2}", "0.5"),
+    ("x^{2} - 1", "(x-1)(x+1)"),
+    ("3", "x = 3"),
+    ("2", "2 \\le 3"),
+    ("[3, \\infty)", "x \\ge 3"),
+    ("\\{1, 2\\}", "2, 1"),
+    ("y = 2x + 1", "2x + 1 = y"),
+    ("-1", "e^{i\\pi}"),
+)
 
 
 @dataclass(frozen=True)
@@ -48,14 +55,16 @@ class MathEquivalenceChecker:
 
     def __init__(self, timeout_seconds: int = 5, implementation: str = "verifarm") -> None:
         if not isinstance(timeout_seconds, int) or timeout_seconds < 1:
-            raise ValueError(f"timeout_seconds must be a positive integer (math-verify uses whole seconds), "
-                             f"got {timeout_seconds!r}")
+            raise ValueError(
+                f"timeout_seconds must be a positive integer (math-verify uses whole seconds), got {timeout_seconds!r}"
+            )
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {sorted(IMPLEMENTATIONS)}, got {implementation!r}")
         self.timeout_seconds = timeout_seconds
         self.implementation = implementation
-        self._process = ScoringProcess(f"verifarm.envs.math_equivalence:{IMPLEMENTATIONS[implementation]}",
-                                       {"timeout_seconds": timeout_seconds})
+        self._process = ScoringProcess(
+            f"verifarm.envs.math_equivalence:{IMPLEMENTATIONS[implementation]}", {"timeout_seconds": timeout_seconds}
+        )
 
     def check(self, gold: str, answer: str) -> Equivalence:
         """Whether ``answer`` (LaTeX or plain math) equals ``gold``; an infra error when the checker itself failed."""
@@ -64,12 +73,16 @@ class MathEquivalenceChecker:
         reply = self._process.call({"gold": gold, "answer": answer}, wall_seconds)
         trouble = f"; checker stderr: {reply.stderr.strip()[-300:]}" if reply.stderr.strip() else ""
         if reply.status == "timeout":
-            return Equivalence(False, timed_out=True, infra_error=True,
-                               detail=f"equivalence check missed its {wall_seconds:.0f} s deadline (child killed)"
-                                      + trouble)
+            return Equivalence(
+                False,
+                timed_out=True,
+                infra_error=True,
+                detail=f"equivalence check missed its {wall_seconds:.0f} s deadline (child killed)" + trouble,
+            )
         if reply.status != "ok":
-            return Equivalence(False, infra_error=True, detail=f"checker failed: {reply.body.get('error', '')}"
-                                                               + trouble)
+            return Equivalence(
+                False, infra_error=True, detail=f"checker failed: {reply.body.get('error', '')}" + trouble
+            )
         body = reply.body
         if trouble:  # the child printed something: a library in trouble, whatever verdict it reached
             return Equivalence(False, infra_error=True, detail=f"checker wrote to stderr{trouble}")
@@ -115,11 +128,15 @@ def _parse(text: str, timeout: int) -> list:
         return [number]
     config = [LatexExtractionConfig(), ExprExtractionConfig()]
     # Answers are a line of math: read as LaTeX first ("2x+1" as an expression, not "2"), then as plain text.
-    parsed = [item for item in parse(f"${text}$", extraction_config=config, parsing_timeout=timeout)
-              if not isinstance(item, str)]
+    parsed = [
+        item
+        for item in parse(f"${text}$", extraction_config=config, parsing_timeout=timeout)
+        if not isinstance(item, str)
+    ]
     if not parsed:
-        parsed = [item for item in parse(text, extraction_config=config, parsing_timeout=timeout)
-                  if not isinstance(item, str)]
+        parsed = [
+            item for item in parse(text, extraction_config=config, parsing_timeout=timeout) if not isinstance(item, str)
+        ]
     return [_imaginary_unit(item) for item in parsed]
 
 
@@ -129,7 +146,7 @@ def _imaginary_unit(value: Any) -> Any:
 
     try:
         names = {symbol for symbol in value.free_symbols if isinstance(symbol, Symbol) and symbol.name == "i"}
-        return value.xreplace({symbol: I for symbol in names}) if names else value
+        return value.xreplace(dict.fromkeys(names, I)) if names else value
     except (AttributeError, TypeError):
         return value
 
@@ -138,8 +155,9 @@ def _is_relation(value: Any) -> bool:
     from sympy import And
     from sympy.core.relational import Relational
 
-    return isinstance(value, Relational) or (isinstance(value, And) and all(isinstance(arg, Relational)
-                                                                             for arg in value.args))
+    return isinstance(value, Relational) or (
+        isinstance(value, And) and all(isinstance(arg, Relational) for arg in value.args)
+    )
 
 
 def form_problem(gold: Any, answer: Any) -> str | None:
@@ -163,6 +181,7 @@ def form_problem(gold: Any, answer: Any) -> str | None:
         if isinstance(answer, Equality) and isinstance(answer.lhs, Symbol):
             return None
         return f"{answer} is a relation, not a value"
+
     def several(value: Any) -> bool:  # a list of solutions
         return isinstance(value, FiniteSet) and len(value) > 1
 
@@ -189,8 +208,11 @@ class _LogCapture(logging.Handler):
 
     def comparison_errors(self) -> list[str]:
         """Exceptions math-verify caught while comparing (it then answers False, whatever the truth)."""
-        return [f"{type(record.exc_info[1]).__name__}: {str(record.exc_info[1])[:120]}" for record in self.records
-                if record.exc_info and record.exc_info[1] is not None and "comparison" in record.getMessage()]
+        return [
+            f"{type(record.exc_info[1]).__name__}: {str(record.exc_info[1])[:120]}"
+            for record in self.records
+            if record.exc_info and record.exc_info[1] is not None and "comparison" in record.getMessage()
+        ]
 
 
 def _capture_library_logs() -> _LogCapture:
@@ -231,8 +253,10 @@ def _judge_math_verify_alone(gold_text: str, answer_text: str, timeout_seconds: 
     answer = parse(f"${answer_text}$", parsing_timeout=timeout_seconds)
     if not gold:
         return {"gold_error": f"the gold answer {gold_text!r} did not parse"}
-    return {"equivalent": bool(verify(gold, answer, timeout_seconds=timeout_seconds)),
-            "parsed": f"{gold[0]} vs {answer[0] if answer else 'nothing'}"[:300]}
+    return {
+        "equivalent": bool(verify(gold, answer, timeout_seconds=timeout_seconds)),
+        "parsed": f"{gold[0]} vs {answer[0] if answer else 'nothing'}"[:300],
+    }
 
 
 def _judge_sympy_alone(gold_text: str, answer_text: str, timeout_seconds: int) -> dict[str, Any]:
@@ -241,11 +265,11 @@ def _judge_sympy_alone(gold_text: str, answer_text: str, timeout_seconds: int) -
 
     try:
         gold = latex2sympy(gold_text)
-    except Exception as error:  # noqa: BLE001  (latex2sympy raises many kinds on bad LaTeX)
+    except Exception as error:
         return {"gold_error": f"the gold answer {gold_text!r} did not parse: {type(error).__name__}"}
     try:
         answer = latex2sympy(answer_text)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         return {"equivalent": False, "parsed": f"the answer did not parse: {type(error).__name__}"}
     if isinstance(gold, Expr) and isinstance(answer, Expr):
         equivalent = gold == answer or simplify(gold - answer) == 0
@@ -287,5 +311,8 @@ def sympy_alone_handler(timeout_seconds: int):
     return _handler(_judge_sympy_alone, timeout_seconds)
 
 
-IMPLEMENTATIONS = {"verifarm": "math_verify_handler", "math-verify": "math_verify_alone_handler",
-                   "sympy": "sympy_alone_handler"}
+IMPLEMENTATIONS = {
+    "verifarm": "math_verify_handler",
+    "math-verify": "math_verify_alone_handler",
+    "sympy": "sympy_alone_handler",
+}

@@ -14,13 +14,31 @@ from decimal import Decimal
 from fractions import Fraction
 
 UNICODE_SIGNS = {
-    "\u2212": "-", "\u2013": "-", "\u2012": "-",  # minus, en dash, figure dash
-    "\u221e": " \\infty ", "\u00d7": " \\times ", "\u22c5": " \\cdot ", "\u00b7": " \\cdot ",
-    "\u2264": " \\le ", "\u2265": " \\ge ", "\u2260": " \\ne ", "\u03c0": " \\pi ",
-    "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2002": " ", "\u2003": " ",
-    "\u00b0": "^{\\circ}", "\u2103": "^{\\circ}", "\\imath": "i", "\\degree": "^{\\circ}",
+    "\u2212": "-",
+    "\u2013": "-",
+    "\u2012": "-",  # minus, en dash, figure dash
+    "\u221e": " \\infty ",
+    "\u00d7": " \\times ",
+    "\u22c5": " \\cdot ",
+    "\u00b7": " \\cdot ",
+    "\u2264": " \\le ",
+    "\u2265": " \\ge ",
+    "\u2260": " \\ne ",
+    "\u03c0": " \\pi ",
+    "\u00a0": " ",
+    "\u2009": " ",
+    "\u202f": " ",
+    "\u2002": " ",
+    "\u2003": " ",
+    "\u00b0": "^{\\circ}",
+    "\u2103": "^{\\circ}",
+    "\\imath": "i",
+    "\\degree": "^{\\circ}",
     # an upright i is the imaginary unit; math-verify would drop a trailing \mathrm{...} as a unit
-    "\\mathrm{i}": "i", "\\text{i}": "i", "\\textrm{i}": "i", "\\operatorname{i}": "i",
+    "\\mathrm{i}": "i",
+    "\\text{i}": "i",
+    "\\textrm{i}": "i",
+    "\\operatorname{i}": "i",
 }
 
 # Canonical unit -> its spellings. Single letters (m, g, s, h, L) count only when set apart from the number by a space
@@ -57,10 +75,12 @@ _UNIT_BY_SPELLING = {spelling.lower(): unit for unit, spellings in UNIT_SPELLING
 _SIGN_UNITS = {spelling for spelling in _UNIT_BY_SPELLING if not spelling[0].isalpha()}  # %, ^\circ, \$, ...
 _POWER = r"(?:\^\{?[23]\}?|\u00b2|\u00b3)?"  # cm^2, m^{3}
 _SPELLINGS = "|".join(re.escape(s) for s in sorted(_UNIT_BY_SPELLING, key=len, reverse=True))
-_WRAPPED_UNIT = re.compile(r"\\(?:text|mathrm|textrm|mbox|operatorname)\s*\{\s*(?P<unit>[^{}]*?)\s*\}\s*(?P<power>"
-                           + _POWER + r")\s*$")
-_BARE_UNIT = re.compile(r"(?P<gap>\s*|\\[,;: !]|~)(?P<unit>" + _SPELLINGS + r")(?P<power>" + _POWER + r")\s*\.?\s*$",
-                        re.IGNORECASE)
+_WRAPPED_UNIT = re.compile(
+    r"\\(?:text|mathrm|textrm|mbox|operatorname)\s*\{\s*(?P<unit>[^{}]*?)\s*\}\s*(?P<power>" + _POWER + r")\s*$"
+)
+_BARE_UNIT = re.compile(
+    r"(?P<gap>\s*|\\[,;: !]|~)(?P<unit>" + _SPELLINGS + r")(?P<power>" + _POWER + r")\s*\.?\s*$", re.IGNORECASE
+)
 _PREFIX_CURRENCY = re.compile(r"^(?P<unit>\\\$|\$|\u20ac|\u00a3|usd|eur|gbp)\s*(?=[-+\d.\\])", re.IGNORECASE)
 
 _THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?:(?:\\[,;: !]|\{,\}|\\thinspace\s*|~| )\d{3})+)(?!\d)")
@@ -106,16 +126,16 @@ def split_unit(text: str) -> tuple[str, str | None]:
     text = text.strip()
     prefix = _PREFIX_CURRENCY.match(text)
     if prefix:
-        return text[prefix.end():].strip(), _unit_name(prefix.group("unit"))
+        return text[prefix.end() :].strip(), _unit_name(prefix.group("unit"))
     wrapped = _WRAPPED_UNIT.search(text)
     if wrapped and _unit_name(wrapped.group("unit")) and wrapped.start() > 0:
-        before = _TRAILING_SPACE.sub("", text[:wrapped.start()])
+        before = _TRAILING_SPACE.sub("", text[: wrapped.start()])
         return before, _unit_name(wrapped.group("unit")) + _power(wrapped.group("power"))
     bare = _BARE_UNIT.search(text)
     if bare and bare.start() > 0:
         spelling = bare.group("unit")
         set_apart = bool(bare.group("gap")) or spelling.lower() in _SIGN_UNITS or len(spelling) > 1
-        before = _TRAILING_SPACE.sub("", text[:bare.start()])
+        before = _TRAILING_SPACE.sub("", text[: bare.start()])
         # a unit follows a number or a closing bracket, never a letter ("2 x" is not 2 of unit x)
         if set_apart and before and (before[-1].isdigit() or before[-1] in ")}]"):
             return before, _unit_name(spelling) + _power(bare.group("power"))

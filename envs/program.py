@@ -26,12 +26,20 @@ from verifarm.sandbox.program import ExecResult, Limits, Status
 
 FEEDBACK_SOURCE_CHARS = 3000
 FEEDBACK_STDERR_CHARS = 600
-HARNESS_GUARANTEES = ("expected outputs in sandbox: never (compared outside); one fresh sandbox per test input; "
-                      "verdict: exit status and output only")
+HARNESS_GUARANTEES = (
+    "expected outputs in sandbox: never (compared outside); one fresh sandbox per test input; "
+    "verdict: exit status and output only"
+)
 # How a prompt names each language's dialect; the table's row names the toolchain.
-DIALECTS = {"python": "Python 3", "c": "C (C11)", "cpp": "C++ (C++17)", "go": "Go (package main)",
-            "rust": "Rust (2021 edition)", "javascript": "JavaScript (Node.js, CommonJS)",
-            "java": "Java 17 (a public class named Main)"}
+DIALECTS = {
+    "python": "Python 3",
+    "c": "C (C11)",
+    "cpp": "C++ (C++17)",
+    "go": "Go (package main)",
+    "rust": "Rust (2021 edition)",
+    "javascript": "JavaScript (Node.js, CommonJS)",
+    "java": "Java 17 (a public class named Main)",
+}
 # Tests print up to a few thousand numbers; the language rows' run limits are sized for tiny programs' output.
 OUTPUT_BYTES = 256 * 1024
 
@@ -59,8 +67,9 @@ def _clip(text: str, limit: int) -> str:
 
 
 def env_run_limits(language: Language) -> Limits:
-    return dataclasses.replace(language.run_limits, wall_seconds=max(10.0, language.run_limits.wall_seconds),
-                               output_bytes=OUTPUT_BYTES)
+    return dataclasses.replace(
+        language.run_limits, wall_seconds=max(10.0, language.run_limits.wall_seconds), output_bytes=OUTPUT_BYTES
+    )
 
 
 class ProgramFamily:
@@ -72,9 +81,15 @@ class ProgramFamily:
     seed_prefix = "program"  # the same for every language: a seed names one problem in all of them
     show_stderr = True  # in feedback on runtime errors
 
-    def __init__(self, language: str = "python", multi_turn: bool = False, max_turns: int = 3,
-                 backend: str = "auto", compile_limits: Limits | None = None,
-                 run_limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        language: str = "python",
+        multi_turn: bool = False,
+        max_turns: int = 3,
+        backend: str = "auto",
+        compile_limits: Limits | None = None,
+        run_limits: Limits | None = None,
+    ) -> None:
         if max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {max_turns}")
         row = get_language(language)
@@ -92,8 +107,10 @@ class ProgramFamily:
         return PROBLEMS
 
     def intro(self) -> str:
-        return (f"Write a complete {DIALECTS[self.language.name]} program (standard library only) that reads "
-                "standard input and writes standard output.")
+        return (
+            f"Write a complete {DIALECTS[self.language.name]} program (standard library only) that reads "
+            "standard input and writes standard output."
+        )
 
     def task_id(self, problem_name: str, seed: int, difficulty: int) -> str:
         return f"program[{problem_name}]:d{difficulty}:s{seed}"
@@ -110,9 +127,11 @@ class ProgramFamily:
         example_input = problem.make_input(rng, 3)
         example_output = problem.solve(example_input)
         fence = self.language.fence
-        prompt = (f"{self.intro()}\n\n{problem.statement}\n\nExample input:\n{example_input}Example output:\n"
-                  f"{example_output}\nReason first if you like, then give the whole program in a ```{fence} code "
-                  "block.\n")
+        prompt = (
+            f"{self.intro()}\n\n{problem.statement}\n\nExample input:\n{example_input}Example output:\n"
+            f"{example_output}\nReason first if you like, then give the whole program in a ```{fence} code "
+            "block.\n"
+        )
         return Task(
             task_id=self.task_id(problem.name, seed, difficulty),
             prompt=prompt,
@@ -132,14 +151,21 @@ class ProgramFamily:
         too_big = check_completion_size(completion, self.max_completion_chars * 4)
         if too_big is not None:
             return too_big, None
-        details: dict = {"verifier_version": self.verifier_version, "sandbox_backend": "none",
-                         "harness": HARNESS_GUARANTEES}
+        details: dict = {
+            "verifier_version": self.verifier_version,
+            "sandbox_backend": "none",
+            "harness": HARNESS_GUARANTEES,
+        }
         if "language" in task.data:
             details["language"] = self.language.name
         source = as_valid_utf8(extract_source(completion))
         if not source.strip():
-            return Verdict(0.0, False, "empty program", {**details, "feedback": "The program was empty.",
-                                                         "harness_reason": "not run: empty program"}), None
+            return Verdict(
+                0.0,
+                False,
+                "empty program",
+                {**details, "feedback": "The program was empty.", "harness_reason": "not run: empty program"},
+            ), None
         inputs, outputs = task.data["inputs"], task.data["outputs"]
         results: list[ExecResult] = []
         try:
@@ -151,13 +177,23 @@ class ProgramFamily:
                     return self._infra(compiled, [compiled], details), None
                 if not built.ok:
                     errors = compiled.stderr.decode("utf-8", "replace")
-                    reason = ("compilation timed out" if compiled.status is Status.TIMEOUT else
-                              "compilation failed" if compiled.status is not Status.OK else
-                              "the compiler produced no binary")
+                    reason = (
+                        "compilation timed out"
+                        if compiled.status is Status.TIMEOUT
+                        else "compilation failed"
+                        if compiled.status is not Status.OK
+                        else "the compiler produced no binary"
+                    )
                     details["feedback"] = f"It did not compile ({reason}):\n{_clip(errors, 1500)}"
                     details["harness_reason"] = reason
-                    return Verdict(0.0, False, reason, details, sandbox_seconds=compiled.wall_seconds,
-                                   compile_seconds=built.compile_seconds), None
+                    return Verdict(
+                        0.0,
+                        False,
+                        reason,
+                        details,
+                        sandbox_seconds=compiled.wall_seconds,
+                        compile_seconds=built.compile_seconds,
+                    ), None
                 results.append(compiled)
             details["tests_total"] = len(inputs)
             # One input at a time, stopping at the first failure: most attempts fail, and an endless loop
@@ -173,33 +209,54 @@ class ProgramFamily:
                     details["tests_passed"] = index
                     details["harness_reason"] = f"test {index + 1}/{len(inputs)}: {problem}"
                     details["feedback"] = self._test_feedback(index, inputs, text, expected, run, problem)
-                    return Verdict(0.0, False, f"test {index + 1}/{len(inputs)}: {problem}", details,
-                                   sandbox_seconds=_seconds(results), compile_seconds=built.compile_seconds), None
-        except Exception as error:  # noqa: BLE001  (the sandbox could not run at all)
+                    return Verdict(
+                        0.0,
+                        False,
+                        f"test {index + 1}/{len(inputs)}: {problem}",
+                        details,
+                        sandbox_seconds=_seconds(results),
+                        compile_seconds=built.compile_seconds,
+                    ), None
+        except Exception as error:
             return sandbox_failure(error, details, self.backend), None
         details["tests_passed"] = len(inputs)
         details["harness_reason"] = f"all {len(inputs)} tests passed"
-        return Verdict(1.0, True, f"all {len(inputs)} tests passed", details, sandbox_seconds=_seconds(results),
-                       compile_seconds=built.compile_seconds), built
+        return Verdict(
+            1.0,
+            True,
+            f"all {len(inputs)} tests passed",
+            details,
+            sandbox_seconds=_seconds(results),
+            compile_seconds=built.compile_seconds,
+        ), built
 
-    def _test_feedback(self, index: int, inputs: list[str], text: str, expected: str, run: ExecResult,
-                       problem: str) -> str:
+    def _test_feedback(
+        self, index: int, inputs: list[str], text: str, expected: str, run: ExecResult, problem: str
+    ) -> str:
         if index == len(inputs) - 1:
             # The last (largest) test is never shown, so no number of turns lets a policy pass by hard-coding the
             # outputs that earlier feedback revealed.
             return f"It failed the final hidden test ({index + 1} of {len(inputs)}): {problem}."
         got = run.stdout.decode("utf-8", "replace")
-        feedback = (f"It failed test {index + 1} of {len(inputs)}: {problem}.\n"
-                    f"Input:\n{_clip(text, 400)}\nExpected output:\n{_clip(expected, 300)}\n"
-                    f"Your output:\n{_clip(got, 300)}")
+        feedback = (
+            f"It failed test {index + 1} of {len(inputs)}: {problem}.\n"
+            f"Input:\n{_clip(text, 400)}\nExpected output:\n{_clip(expected, 300)}\n"
+            f"Your output:\n{_clip(got, 300)}"
+        )
         if self.show_stderr and run.status is not Status.OK and run.stderr:
             feedback += f"\nError output:\n{_clip(run.stderr.decode('utf-8', 'replace'), FEEDBACK_STDERR_CHARS)}"
         return feedback
 
     @staticmethod
     def _infra(result: ExecResult, results: list[ExecResult], details: dict | None = None) -> Verdict:
-        return Verdict(0.0, False, f"sandbox infrastructure error: {result.detail[:200]}", details or {},
-                       infra_error=True, sandbox_seconds=_seconds(results))
+        return Verdict(
+            0.0,
+            False,
+            f"sandbox infrastructure error: {result.detail[:200]}",
+            details or {},
+            infra_error=True,
+            sandbox_seconds=_seconds(results),
+        )
 
     @staticmethod
     def _run_problem(run: ExecResult, expected: str) -> str | None:
@@ -221,5 +278,7 @@ class ProgramFamily:
         source = _clip(extract_source(completion), FEEDBACK_SOURCE_CHARS)
         what = verdict.details.get("feedback", verdict.reason)
         fence = self.language.fence
-        return (f"{task.prompt}\nYour previous program (attempt {turn} of {max_turns}):\n```{fence}\n{source}\n```\n"
-                f"{what}\nFix the program and give the complete corrected program in a ```{fence} code block.\n")
+        return (
+            f"{task.prompt}\nYour previous program (attempt {turn} of {max_turns}):\n```{fence}\n{source}\n```\n"
+            f"{what}\nFix the program and give the complete corrected program in a ```{fence} code block.\n"
+        )

@@ -49,28 +49,38 @@ from typing import Any
 from verifarm.envs.base import Task, Verdict, check_completion_size
 from verifarm.envs.scoring_process import ScoringProcess
 
-ANSWER_INSTRUCTION = ("\n\nThink it through, then give only the final answer between <answer> and </answer>, "
-                      "for example <answer>42</answer>.")
+ANSWER_INSTRUCTION = (
+    "\n\nThink it through, then give only the final answer between <answer> and </answer>, "
+    "for example <answer>42</answer>."
+)
 MAX_ANSWER_CHARS = 20_000
 VIRTUAL_SIZE = 2**31 - 1
 # These generate all `size` items (or validate size) when built, so they cannot take a large virtual size.
 BUILT_PER_TASK = frozenset({"acre", "gsm_symbolic", "list_functions", "word_ladder"})
 # What in a scoring module's source means it may execute an answer's text (parse_expr and sympify eval strings).
-RUNS_TEXT = re.compile(r"\beval\s*\(|\bexec\s*\(|\bcompile\s*\(|__import__|sympy|sympify|parse_expr|latex2sympy"
-                       r"|math_verify|numexpr|pickle")
+RUNS_TEXT = re.compile(
+    r"\beval\s*\(|\bexec\s*\(|\bcompile\s*\(|__import__|sympy|sympify|parse_expr|latex2sympy"
+    r"|math_verify|numexpr|pickle"
+)
 
 
 def _reasoning_gym_modules(cls: type, depth: int = 2) -> set[types.ModuleType]:
     """The reasoning-gym modules that define ``cls`` (and its bases) and those their globals come from."""
-    found = {sys.modules[klass.__module__] for klass in cls.__mro__
-             if klass.__module__.startswith("reasoning_gym") and klass.__module__ in sys.modules}
+    found = {
+        sys.modules[klass.__module__]
+        for klass in cls.__mro__
+        if klass.__module__.startswith("reasoning_gym") and klass.__module__ in sys.modules
+    }
     frontier = set(found)
     for _ in range(depth):
         reached = set()
         for module in frontier:
             for value in vars(module).values():
-                source = value if isinstance(value, types.ModuleType) else \
-                    sys.modules.get(getattr(value, "__module__", None) or "")
+                source = (
+                    value
+                    if isinstance(value, types.ModuleType)
+                    else sys.modules.get(getattr(value, "__module__", None) or "")
+                )
                 if source is not None and source.__name__.startswith("reasoning_gym") and source not in found:
                     reached.add(source)
         found |= reached
@@ -125,8 +135,11 @@ class ReasoningGymFamily:
         self._shared: dict[int, Any] = {}
         self._lock = threading.Lock()  # datasets keep caches that are not thread-safe
         self.scorer_runs_answers = scorer_may_run_answers(self._dataset_cls)
-        self._scorer = ScoringProcess("verifarm.envs.reasoning_gym_adapter:score_handler", {"dataset": dataset},
-                                      fork_per_request=self.scorer_runs_answers)
+        self._scorer = ScoringProcess(
+            "verifarm.envs.reasoning_gym_adapter:score_handler",
+            {"dataset": dataset},
+            fork_per_request=self.scorer_runs_answers,
+        )
 
     def _fields_for(self, difficulty: int) -> dict[str, Any]:
         from reasoning_gym.factory import CURRICULA, create_curriculum
@@ -192,17 +205,23 @@ class ReasoningGymFamily:
                 scorer, _ = self._dataset_and_index(int(task.data["seed"]), task.difficulty)
                 score = float(scorer.score_answer(str(entry["answer"]), entry))
         else:
-            reply = self._scorer.call({"difficulty": task.difficulty, "answer": answer, "entry": entry},
-                                      self.score_timeout_seconds)
+            reply = self._scorer.call(
+                {"difficulty": task.difficulty, "answer": answer, "entry": entry}, self.score_timeout_seconds
+            )
             details["scored_in_fork"] = self.scorer_runs_answers
             if reply.status == "timeout":
                 return Verdict(0.0, False, "the dataset's scorer timed out on the answer", details)
             if reply.status != "ok":
-                return Verdict(0.0, False, f"scorer process failed: {reply.body.get('error', '')}", details,
-                               infra_error=True)
+                return Verdict(
+                    0.0, False, f"scorer process failed: {reply.body.get('error', '')}", details, infra_error=True
+                )
             if "score" not in reply.body:
-                return Verdict(0.0, False, f"the dataset's scorer rejected the answer: {reply.body.get('error', '')}"[:200],
-                               details)
+                return Verdict(
+                    0.0,
+                    False,
+                    f"the dataset's scorer rejected the answer: {reply.body.get('error', '')}"[:200],
+                    details,
+                )
             try:
                 score = float(reply.body["score"])
             except (TypeError, ValueError):
@@ -227,7 +246,7 @@ def score_handler(dataset: str):
         for warm_up in ([str(entry["answer"])] if entry["answer"] is not None else []) + ["0", "[]"]:
             try:
                 scorer.score_answer(warm_up, entry)
-            except Exception:  # noqa: BLE001  (the warm-up only loads code; its scores are not used)
+            except Exception:
                 pass
         scorers[difficulty] = scorer
 
@@ -236,4 +255,3 @@ def score_handler(dataset: str):
         return {"score": float(score)}
 
     return handle
-

@@ -44,8 +44,8 @@ import threading
 import time
 import warnings
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,22 +66,52 @@ MAX_REPLY_BYTES = 1024 * 1024
 # answer needs them): when a scorer has imported the library, these packages of it are imported whole before the
 # lockdown, so that no answer meets an import the empty chroot cannot serve. Top-level name -> packages.
 LAZY_PACKAGES: dict[str, tuple[str, ...]] = {
-    "sympy": ("sympy.core", "sympy.sets", "sympy.solvers", "sympy.simplify", "sympy.assumptions", "sympy.calculus",
-              "sympy.logic", "sympy.integrals", "sympy.concrete", "sympy.functions", "sympy.polys", "sympy.series",
-              "sympy.matrices", "sympy.ntheory", "sympy.printing", "sympy.strategies", "sympy.tensor",
-              "sympy.utilities"),
+    "sympy": (
+        "sympy.core",
+        "sympy.sets",
+        "sympy.solvers",
+        "sympy.simplify",
+        "sympy.assumptions",
+        "sympy.calculus",
+        "sympy.logic",
+        "sympy.integrals",
+        "sympy.concrete",
+        "sympy.functions",
+        "sympy.polys",
+        "sympy.series",
+        "sympy.matrices",
+        "sympy.ntheory",
+        "sympy.printing",
+        "sympy.strategies",
+        "sympy.tensor",
+        "sympy.utilities",
+    ),
     "latex2sympy2_extended": ("latex2sympy2_extended",),
     "antlr4": ("antlr4",),
 }
-SKIPPED_MODULE_PARTS = (".tests", ".benchmarks", "sympy.core.compatibility", "sympy.core.trace",
-                        "sympy.utilities.pytest", "sympy.utilities.runtests", "sympy.utilities.randtest",
-                        "sympy.utilities.tmpfiles", "sympy.printing.preview", "sympy.utilities._compilation",
-                        "sympy.utilities.autowrap", "sympy.printing.tree",
-                        # printers for other libraries import them (torch alone takes seconds and hundreds of MB)
-                        "sympy.printing.pytorch", "sympy.printing.tensorflow", "sympy.printing.aesaracode",
-                        "sympy.printing.theanocode", "sympy.printing.llvmjitcode",
-                        # scripts that print documentation tables
-                        "hyperexpand_doc", "meijerint_doc")
+SKIPPED_MODULE_PARTS = (
+    ".tests",
+    ".benchmarks",
+    "sympy.core.compatibility",
+    "sympy.core.trace",
+    "sympy.utilities.pytest",
+    "sympy.utilities.runtests",
+    "sympy.utilities.randtest",
+    "sympy.utilities.tmpfiles",
+    "sympy.printing.preview",
+    "sympy.utilities._compilation",
+    "sympy.utilities.autowrap",
+    "sympy.printing.tree",
+    # printers for other libraries import them (torch alone takes seconds and hundreds of MB)
+    "sympy.printing.pytorch",
+    "sympy.printing.tensorflow",
+    "sympy.printing.aesaracode",
+    "sympy.printing.theanocode",
+    "sympy.printing.llvmjitcode",
+    # scripts that print documentation tables
+    "hyperexpand_doc",
+    "meijerint_doc",
+)
 
 
 @dataclass(frozen=True)
@@ -104,8 +134,9 @@ def _stop(process: subprocess.Popen) -> None:
 class ScoringProcess:
     """Thread-safe handle on one child; started on first use, replaced after a kill, stopped by ``close()``."""
 
-    def __init__(self, factory: str, options: dict[str, Any], startup_seconds: float = 180.0,
-                 fork_per_request: bool = False) -> None:
+    def __init__(
+        self, factory: str, options: dict[str, Any], startup_seconds: float = 180.0, fork_per_request: bool = False
+    ) -> None:
         self.factory = factory
         self.options = options
         self.startup_seconds = startup_seconds
@@ -127,7 +158,9 @@ class ScoringProcess:
             subprocess.Popen,
             [sys.executable, "-m", "verifarm.envs.scoring_process", self.factory, json.dumps(self.options)]
             + (["--fork-per-request"] if self.fork_per_request else []),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         ).result()
         assert process.stderr is not None
         os.set_blocking(process.stderr.fileno(), False)
@@ -196,8 +229,7 @@ class ScoringProcess:
         payload = pickle.dumps({"request": request, "wall_seconds": wall_seconds}, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             try:
-                process = self._process if self._process is not None and self._process.poll() is None \
-                    else self._start()
+                process = self._process if self._process is not None and self._process.poll() is None else self._start()
                 assert process.stdin is not None
                 self._drain_stderr()
                 self._stderr, self._closed_output = b"", False
@@ -226,8 +258,14 @@ class ScoringProcess:
                 if died is not None:
                     return Reply("failed", {"error": f"scorer child died (exit status {died})"}, stderr)
                 if self.fork_per_request:
-                    return Reply("failed", {"error": f"scorer child did not answer within {backstop:.0f} s (its own "
-                                                     f"deadline on the fork is {wall_seconds:.0f} s)"}, stderr)
+                    return Reply(
+                        "failed",
+                        {
+                            "error": f"scorer child did not answer within {backstop:.0f} s (its own "
+                            f"deadline on the fork is {wall_seconds:.0f} s)"
+                        },
+                        stderr,
+                    )
                 return Reply("timeout", {"error": "scorer timed out"}, stderr)
             if FAILURE_KEY in reply:
                 return Reply("failed", {"error": str(reply[FAILURE_KEY])[:500]}, stderr)
@@ -336,25 +374,31 @@ def _read_exact(stream: Any, size: int) -> bytes | None:
     return data
 
 
-def _answer(handler: Callable[[dict[str, Any]], dict[str, Any]], request: dict[str, Any],
-            watch: ImportWatch) -> str:
+def _answer(handler: Callable[[dict[str, Any]], dict[str, Any]], request: dict[str, Any], watch: ImportWatch) -> str:
     """The reply line for one request, computed in this process: whatever the scorer raises is a bad answer."""
     watch.names.clear()
     try:
         reply = handler(request)
-    except (Exception, MemoryError, RecursionError) as error:  # noqa: BLE001  (a bad answer, never a crash)
+    except (Exception, MemoryError, RecursionError) as error:
         reply = {"error": f"{type(error).__name__}: {str(error)[:200]}"}
     if watch.names:  # whatever the scorer replied, it replied without a module it wanted
-        reply = {FAILURE_KEY: f"the scorer imported {', '.join(sorted(set(watch.names))[:5])} after the "
-                              f"lockdown (no module file is readable there)"}
+        reply = {
+            FAILURE_KEY: f"the scorer imported {', '.join(sorted(set(watch.names))[:5])} after the "
+            f"lockdown (no module file is readable there)"
+        }
     try:
         return json.dumps(reply)
     except (TypeError, ValueError):
         return json.dumps({"error": "the scorer returned something that is not plain data"})
 
 
-def _answer_in_fork(handler: Callable[[dict[str, Any]], dict[str, Any]], request: dict[str, Any],
-                    watch: ImportWatch, wall_seconds: float, private_fds: tuple[int, ...]) -> str:
+def _answer_in_fork(
+    handler: Callable[[dict[str, Any]], dict[str, Any]],
+    request: dict[str, Any],
+    watch: ImportWatch,
+    wall_seconds: float,
+    private_fds: tuple[int, ...],
+) -> str:
     """The reply line for one request, computed in a fork of this process that exits right after.
 
     Whatever the answer does to the fork (rewrites the scorer, patches builtins, sets globals, extra reply lines)
@@ -385,7 +429,7 @@ def _answer_in_fork(handler: Callable[[dict[str, Any]], dict[str, Any]], request
             sys.stderr.flush()
             data = (line + "\n").encode()
             while data:
-                data = data[os.write(writable, data):]
+                data = data[os.write(writable, data) :]
             status = 0
         finally:
             os._exit(status)
@@ -404,8 +448,12 @@ def _answer_in_fork(handler: Callable[[dict[str, Any]], dict[str, Any]], request
                 signal.pidfd_send_signal(process_fd, signal.SIGKILL)  # by pidfd: never a recycled pid
                 os.waitpid(pid, 0)
                 if stopped:
-                    return json.dumps({FAILURE_KEY: "the scorer's fork was stopped by a signal (its answer's or "
-                                                    "another process's) and did not finish in time"})
+                    return json.dumps(
+                        {
+                            FAILURE_KEY: "the scorer's fork was stopped by a signal (its answer's or "
+                            "another process's) and did not finish in time"
+                        }
+                    )
                 return json.dumps({TIMEOUT_KEY: True})
             if readable in ready:
                 chunk = os.read(readable, 65536)
@@ -421,8 +469,9 @@ def _answer_in_fork(handler: Callable[[dict[str, Any]], dict[str, Any]], request
         os.close(process_fd)
     line = received.split(b"\n", 1)[0]
     if b"\n" not in received or os.waitstatus_to_exitcode(status) != 0:
-        return json.dumps({FAILURE_KEY: f"the scorer's fork died without a reply (exit status "
-                                        f"{os.waitstatus_to_exitcode(status)})"})
+        return json.dumps(
+            {FAILURE_KEY: f"the scorer's fork died without a reply (exit status {os.waitstatus_to_exitcode(status)})"}
+        )
     try:
         reply = json.loads(line)
     except ValueError:
@@ -438,8 +487,9 @@ def serve(factory: str, options: dict[str, Any], fork_per_request: bool = False)
     os.dup2(2, 1)
     warnings.simplefilter("ignore")
     module_name, _, function_name = factory.partition(":")
-    handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(importlib.import_module(module_name),
-                                                                   function_name)(**options)
+    handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(importlib.import_module(module_name), function_name)(
+        **options
+    )
     preimport_lazy_libraries()
     warnings.simplefilter("ignore")  # again: libraries add their own filters on import (sympy: "once")
     harden(allow_fork=fork_per_request)
@@ -462,8 +512,13 @@ def serve(factory: str, options: dict[str, Any], fork_per_request: bool = False)
             return
         envelope = pickle.loads(payload)
         if fork_per_request:
-            line = _answer_in_fork(handler, envelope["request"], watch, float(envelope["wall_seconds"]),
-                                   (requests.fileno(), replies.fileno()))
+            line = _answer_in_fork(
+                handler,
+                envelope["request"],
+                watch,
+                float(envelope["wall_seconds"]),
+                (requests.fileno(), replies.fileno()),
+            )
         else:
             line = _answer(handler, envelope["request"], watch)
         sys.stderr.flush()

@@ -57,20 +57,30 @@ class TranslationFamily:
     verifier_version = "translate-1"
     max_completion_chars = 8192
 
-    def __init__(self, target_language: str = "c", source_env_id: str = "verifarm/Program-v0",
-                 source_options: dict[str, Any] | None = None, source_seed: int = 0, source_difficulty: int = 1,
-                 source_completion: str | None = None, source_record_id: str = "",
-                 differential_inputs: int = MIN_DIFFERENTIAL_INPUTS, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        target_language: str = "c",
+        source_env_id: str = "verifarm/Program-v0",
+        source_options: dict[str, Any] | None = None,
+        source_seed: int = 0,
+        source_difficulty: int = 1,
+        source_completion: str | None = None,
+        source_record_id: str = "",
+        differential_inputs: int = MIN_DIFFERENTIAL_INPUTS,
+        backend: str = "auto",
+    ) -> None:
         from verifarm.envs.catalog import get_family
         from verifarm.envs.program_problems import PROBLEMS_BY_NAME
 
         if differential_inputs < MIN_DIFFERENTIAL_INPUTS:
-            raise ValueError(f"differential_inputs must be at least {MIN_DIFFERENTIAL_INPUTS}, "
-                             f"got {differential_inputs}")
+            raise ValueError(
+                f"differential_inputs must be at least {MIN_DIFFERENTIAL_INPUTS}, got {differential_inputs}"
+            )
         source_family = get_family(source_env_id, **dict(source_options or {}))
         if not isinstance(source_family, ProgramFamily):
-            raise ValueError(f"{source_env_id} is not a program env; translations start from Program or CProgram "
-                             "records")
+            raise ValueError(
+                f"{source_env_id} is not a program env; translations start from Program or CProgram records"
+            )
         self.source_env_id = source_env_id
         self.source_family = source_family
         self.source_language = source_family.language
@@ -80,8 +90,9 @@ class TranslationFamily:
         self.source_task = source_family.generate(source_seed, source_difficulty)
         self.problem = PROBLEMS_BY_NAME[self.source_task.data["problem"]]
         # Without a completion the family translates the problem's own reference (`verifarm envs show`).
-        self.source_code = extract_source(source_completion if source_completion is not None
-                                          else self.source_task.reference)
+        self.source_code = extract_source(
+            source_completion if source_completion is not None else self.source_task.reference
+        )
         self.source_record_id = source_record_id
         self.differential_inputs = differential_inputs
         self.backend = backend
@@ -91,20 +102,26 @@ class TranslationFamily:
         self._lock = threading.Lock()
 
     def lineage(self) -> dict[str, Any]:
-        return {"source_record_id": self.source_record_id, "source_env_id": self.source_env_id,
-                "source_language": self.source_language.name, "target_language": self.target.language.name,
-                "problem": self.problem.name}
+        return {
+            "source_record_id": self.source_record_id,
+            "source_env_id": self.source_env_id,
+            "source_language": self.source_language.name,
+            "target_language": self.target.language.name,
+            "problem": self.problem.name,
+        }
 
     def generate(self, seed: int, difficulty: int) -> Task:
         """The translation task (seed and difficulty are the source's; a family holds one task)."""
         if difficulty != self.min_difficulty:
             raise ValueError(f"difficulty must be the source's, {self.min_difficulty}, got {difficulty}")
         source, target = self.source_language, self.target.language
-        prompt = (f"Translate this {DIALECTS[source.name]} program into {DIALECTS[target.name]} (standard library "
-                  f"only). The translation must read the same standard input and print exactly the same output.\n\n"
-                  f"The program solves this problem:\n{self.problem.statement}\n\n```{source.fence}\n"
-                  f"{self.source_code.rstrip()}\n```\n\nGive the whole translated program in a ```{target.fence} "
-                  "code block.\n")
+        prompt = (
+            f"Translate this {DIALECTS[source.name]} program into {DIALECTS[target.name]} (standard library "
+            f"only). The translation must read the same standard input and print exactly the same output.\n\n"
+            f"The program solves this problem:\n{self.problem.statement}\n\n```{source.fence}\n"
+            f"{self.source_code.rstrip()}\n```\n\nGive the whole translated program in a ```{target.fence} "
+            "code block.\n"
+        )
         record = self.source_record_id[:16] or f"s{self.source_task.task_id}"
         return Task(
             task_id=f"translate[{self.problem.name}]:{source.name}->{target.name}:{record}",
@@ -116,8 +133,9 @@ class TranslationFamily:
 
     def differential_inputs_for(self) -> list[str]:
         rng = random.Random(f"translate-differential:{self.source_task.task_id}")
-        return [self.problem.make_input(rng, rng.randint(1, DIFFERENTIAL_MAX_SIZE))
-                for _ in range(self.differential_inputs)]
+        return [
+            self.problem.make_input(rng, rng.randint(1, DIFFERENTIAL_MAX_SIZE)) for _ in range(self.differential_inputs)
+        ]
 
     def source_outputs(self) -> list[tuple[str, str | None]]:
         """(input, source output or None where the source itself failed), computed once in the sandbox."""
@@ -146,40 +164,77 @@ class TranslationFamily:
         verdict, built = self.target.judge(task, completion)
         details = {**verdict.details, "lineage": self.lineage(), "verifier_version": self.verifier_version}
         if not verdict.passed or built is None:
-            return Verdict(verdict.reward, False, verdict.reason, details, verdict.infra_error,
-                           verdict.sandbox_seconds)
+            return Verdict(verdict.reward, False, verdict.reason, details, verdict.infra_error, verdict.sandbox_seconds)
         started = time.perf_counter()
         try:
             pairs = self.source_outputs()
         except RuntimeError as error:
-            return Verdict(0.0, False, f"differential check could not run the source: {error}"[:300], details,
-                           infra_error="sandbox failed" in str(error), sandbox_seconds=verdict.sandbox_seconds)
+            return Verdict(
+                0.0,
+                False,
+                f"differential check could not run the source: {error}"[:300],
+                details,
+                infra_error="sandbox failed" in str(error),
+                sandbox_seconds=verdict.sandbox_seconds,
+            )
         comparable = [(text, expected) for text, expected in pairs if expected is not None]
         details["differential_source_failures"] = len(pairs) - len(comparable)
         if len(comparable) < MIN_DIFFERENTIAL_INPUTS:
             details["differential_seconds"] = round(time.perf_counter() - started, 4)
-            return Verdict(0.0, False, f"the source fails on {len(pairs) - len(comparable)} generated inputs; "
-                           "too few left to compare", details, sandbox_seconds=verdict.sandbox_seconds)
+            return Verdict(
+                0.0,
+                False,
+                f"the source fails on {len(pairs) - len(comparable)} generated inputs; too few left to compare",
+                details,
+                sandbox_seconds=verdict.sandbox_seconds,
+            )
         seconds = verdict.sandbox_seconds
         runs = self._run_all(built, [text for text, _ in comparable])
         for index, ((text, expected), run) in enumerate(zip(comparable, runs)):
             seconds += run.wall_seconds
             if run.status is Status.INFRA_ERROR:
                 details["differential_seconds"] = round(time.perf_counter() - started, 4)
-                return Verdict(0.0, False, f"sandbox infrastructure error: {run.detail[:200]}", details,
-                               infra_error=True, sandbox_seconds=seconds)
+                return Verdict(
+                    0.0,
+                    False,
+                    f"sandbox infrastructure error: {run.detail[:200]}",
+                    details,
+                    infra_error=True,
+                    sandbox_seconds=seconds,
+                )
             got = run.stdout.decode("utf-8", "replace")
             if not run.ok or normalize_output(got) != normalize_output(expected):
                 what = "wrong output" if run.ok else f"{run.status.value} where the source printed its output"
-                details.update({"differential_compared": index + 1, "differential_first_difference": {
-                    "index": index, "input": _clip(text), "source_output": _clip(expected),
-                    "translation_output": _clip(got), "translation_status": run.status.value}})
+                details.update(
+                    {
+                        "differential_compared": index + 1,
+                        "differential_first_difference": {
+                            "index": index,
+                            "input": _clip(text),
+                            "source_output": _clip(expected),
+                            "translation_output": _clip(got),
+                            "translation_status": run.status.value,
+                        },
+                    }
+                )
                 details["differential_seconds"] = round(time.perf_counter() - started, 4)
-                details["feedback"] = (f"It passed the tests but disagrees with the source program on this input:\n"
-                                       f"{_clip(text)}\nSource output:\n{_clip(expected)}\nYour output:\n{_clip(got)}")
-                return Verdict(0.0, False, f"differential check: {what} on generated input {index + 1}", details,
-                               sandbox_seconds=seconds)
+                details["feedback"] = (
+                    f"It passed the tests but disagrees with the source program on this input:\n"
+                    f"{_clip(text)}\nSource output:\n{_clip(expected)}\nYour output:\n{_clip(got)}"
+                )
+                return Verdict(
+                    0.0,
+                    False,
+                    f"differential check: {what} on generated input {index + 1}",
+                    details,
+                    sandbox_seconds=seconds,
+                )
         details["differential_compared"] = len(comparable)
         details["differential_seconds"] = round(time.perf_counter() - started, 4)
-        return Verdict(1.0, True, f"{verdict.reason}; agrees with the source on {len(comparable)} generated inputs",
-                       details, sandbox_seconds=seconds)
+        return Verdict(
+            1.0,
+            True,
+            f"{verdict.reason}; agrees with the source on {len(comparable)} generated inputs",
+            details,
+            sandbox_seconds=seconds,
+        )

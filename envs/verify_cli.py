@@ -13,9 +13,12 @@ app = typer.Typer(no_args_is_help=True, help="verdict audits: labelled cases thr
 def audit(
     env_id: str = typer.Argument(..., help="the env whose verifier is audited, e.g. verifarm/MathAnswer-v0"),
     cases_path: Path = typer.Argument(..., metavar="CASES", help="JSONL file of labelled cases"),
-    differential: bool = typer.Option(False, "--differential",
-                                      help="also score answer pairs with the env's second implementations "
-                                           "(math-verify alone, sympy alone) and list where they disagree"),
+    differential: bool = typer.Option(
+        False,
+        "--differential",
+        help="also score answer pairs with the env's second implementations "
+        "(math-verify alone, sympy alone) and list where they disagree",
+    ),
     every_case: bool = typer.Option(False, "--every-case", help="list every case with its verdict and time"),
 ) -> None:
     """Run labelled cases through ENV_ID's generate and verify; exit 1 on any wrong verdict, 2 on bad input."""

@@ -71,7 +71,7 @@ class BackgroundServer:
         self._thread.join(timeout=30)
         self.socket.close()
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self
 
     def __exit__(self, *_exc: object) -> None:

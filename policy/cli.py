@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -38,11 +37,13 @@ def _bad_input(message: str) -> None:
 
     raise BadInput(message)
 
-RootOption = typer.Option(None, "--root", help="checkpoint registry folder (default VERIFARM_CHECKPOINT_DIR or "
-                                               "VERIFARM_HOME/checkpoints)")
+
+RootOption = typer.Option(
+    None, "--root", help="checkpoint registry folder (default VERIFARM_CHECKPOINT_DIR or VERIFARM_HOME/checkpoints)"
+)
 
 
-def _registry(root: Optional[Path]):
+def _registry(root: Path | None):
     from verifarm.policy.registry import CheckpointRegistry
     from verifarm.settings import load_settings
 
@@ -56,8 +57,9 @@ def _read_corpus(path: Path) -> list[str]:
     try:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise typer.BadParameter(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})",
-                                 param_hint="'--corpus'") from None
+        raise typer.BadParameter(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start})", param_hint="'--corpus'"
+        ) from None
     if path.suffix == ".jsonl":
         texts = []
         for number, line in enumerate(raw.splitlines(), start=1):
@@ -74,8 +76,11 @@ def _read_corpus(path: Path) -> list[str]:
 def _builtin_corpus() -> list[str]:
     from verifarm.trainer.corpus import CorpusConfig, build_corpus
 
-    return list(build_corpus(CorpusConfig(arithmetic_max_digits=BUILTIN_MAX_DIGITS,
-                                          arithmetic_documents=BUILTIN_DOCUMENTS)).train)
+    return list(
+        build_corpus(
+            CorpusConfig(arithmetic_max_digits=BUILTIN_MAX_DIGITS, arithmetic_documents=BUILTIN_DOCUMENTS)
+        ).train
+    )
 
 
 @app.command()
@@ -83,19 +88,21 @@ def init(
     preset: str = typer.Option("tiny", help="model size preset (see verifarm.policy.model.PRESETS)"),
     seed: int = typer.Option(0, help="seed of the random initialisation and of pre-training"),
     random_weights: bool = typer.Option(False, "--random", help="publish the random initialisation, untrained"),
-    from_pretrained: Optional[Path] = typer.Option(
+    from_pretrained: Path | None = typer.Option(
         None, help="publish an existing Hugging Face causal-LM folder (weights + tokenizer) instead of a preset"
     ),
-    corpus: Optional[Path] = typer.Option(
-        None, help="pre-train on this corpus instead of the built-in worked arithmetic: .jsonl of {\"text\": ...} "
-                   "or text blocks split by blank lines"
+    corpus: Path | None = typer.Option(
+        None,
+        help='pre-train on this corpus instead of the built-in worked arithmetic: .jsonl of {"text": ...} '
+        "or text blocks split by blank lines",
     ),
     pretrain_steps: int = typer.Option(DEFAULT_PRETRAIN_STEPS, min=1, help="optimizer steps of the pre-training"),
-    pretrain_seconds: float = typer.Option(DEFAULT_PRETRAIN_SECONDS, min=0.1,
-                                           help="wall-time cap of the pre-training (it stops at whichever comes first)"),
+    pretrain_seconds: float = typer.Option(
+        DEFAULT_PRETRAIN_SECONDS, min=0.1, help="wall-time cap of the pre-training (it stops at whichever comes first)"
+    ),
     learning_rate: float = typer.Option(3e-3, min=0.0, help="peak learning rate of the pre-training"),
     batch_size: int = typer.Option(32, min=1, help="documents per step of the pre-training"),
-    root: Optional[Path] = RootOption,
+    root: Path | None = RootOption,
 ) -> None:
     """Publish the first policy version: a preset model pre-trained briefly (unless --random), or an existing one.
 
@@ -106,8 +113,10 @@ def init(
     if existing:
         from verifarm.cli_errors import Failure
 
-        raise Failure(f"{registry.root} already holds versions {existing[0]}..{existing[-1]}; init only starts an "
-                      "empty registry (pass --root for a new one)")
+        raise Failure(
+            f"{registry.root} already holds versions {existing[0]}..{existing[-1]}; init only starts an "
+            "empty registry (pass --root for a new one)"
+        )
     if from_pretrained is not None and (preset != "tiny" or corpus is not None or random_weights):
         _bad_input("--from-pretrained publishes the checkpoint as it is: drop --preset, --corpus and --random")
     if random_weights and corpus is not None:
@@ -136,32 +145,46 @@ def init(
         metadata.update(source="random-init", preset=preset)
         if not random_weights:
             documents = texts if texts is not None else _builtin_corpus()
-            metrics = _pretrain(model, tokenizer, documents, seed, pretrain_steps, pretrain_seconds, learning_rate,
-                                batch_size)
-            typer.echo(f"pre-trained {metrics['steps']:.0f} steps in {metrics['seconds']:.0f}s, "
-                       f"loss {metrics['final_loss']:.4f}", err=True)
-            source = str(corpus.resolve()) if corpus is not None else (
-                f"built-in: worked additions of 1-{BUILTIN_MAX_DIGITS} digits")
-            metadata.update(source="pretrained", corpus=source, documents=len(documents),
-                            training_step=int(metrics["steps"]), pretrain=metrics)
+            metrics = _pretrain(
+                model, tokenizer, documents, seed, pretrain_steps, pretrain_seconds, learning_rate, batch_size
+            )
+            typer.echo(
+                f"pre-trained {metrics['steps']:.0f} steps in {metrics['seconds']:.0f}s, "
+                f"loss {metrics['final_loss']:.4f}",
+                err=True,
+            )
+            source = (
+                str(corpus.resolve())
+                if corpus is not None
+                else (f"built-in: worked additions of 1-{BUILTIN_MAX_DIGITS} digits")
+            )
+            metadata.update(
+                source="pretrained",
+                corpus=source,
+                documents=len(documents),
+                training_step=int(metrics["steps"]),
+                pretrain=metrics,
+            )
     version = registry.publish(model, tokenizer, metadata)
     typer.echo(f"published v{version} at {registry.path(version)}")
 
 
-def _pretrain(model, tokenizer, texts: list[str], seed: int, steps: int, seconds: float, learning_rate: float,
-              batch_size: int) -> dict[str, float]:
+def _pretrain(
+    model, tokenizer, texts: list[str], seed: int, steps: int, seconds: float, learning_rate: float, batch_size: int
+) -> dict[str, float]:
     import torch
 
     from verifarm.policy.training import TrainConfig, pretrain
     from verifarm.terminal import ProgressReporter
 
-    config = TrainConfig(steps=steps, max_seconds=seconds, batch_size=batch_size, learning_rate=learning_rate,
-                         seed=seed, max_length=192)
+    config = TrainConfig(
+        steps=steps, max_seconds=seconds, batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_length=192
+    )
     torch.set_num_threads(min(2, torch.get_num_threads()))
     with ProgressReporter("pre-training", total=steps, fields=("loss", "tokens/s")) as progress:
+
         def on_step(done: int, values: dict[str, float]) -> None:
-            progress.update(done, loss=f"{values['loss']:.4f}",
-                            **{"tokens/s": f"{values['tokens_per_second']:,.0f}"})
+            progress.update(done, loss=f"{values['loss']:.4f}", **{"tokens/s": f"{values['tokens_per_second']:,.0f}"})
 
         return pretrain(model, tokenizer, texts, config, on_step=on_step)
 
@@ -204,7 +227,7 @@ def _drafter_cell(registry, version: int) -> str:
 
 @app.command("ls")
 def list_versions(
-    root: Optional[Path] = RootOption,
+    root: Path | None = RootOption,
     as_json: bool = typer.Option(False, "--json", help="one JSON array of the versions"),
 ) -> None:
     """List versions, newest last: checksum status, metadata and evaluation metrics.
@@ -219,12 +242,24 @@ def list_versions(
     versions = registry.versions()
     evaluations = _evaluation_metrics() if versions else {}
     if as_json:
-        typer.echo(json.dumps([{
-            "version": info.version, "checksum": info.checksum, "ok": info.ok, "problems": list(info.problems),
-            "created_at": info.created_at, "parent_version": info.metadata.get("parent_version"),
-            "training_step": info.metadata.get("training_step", info.metadata.get("trainer_step")),
-            "source": info.metadata.get("source"), "metrics": evaluations.get(info.version, {}),
-        } for info in versions]))
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "version": info.version,
+                        "checksum": info.checksum,
+                        "ok": info.ok,
+                        "problems": list(info.problems),
+                        "created_at": info.created_at,
+                        "parent_version": info.metadata.get("parent_version"),
+                        "training_step": info.metadata.get("training_step", info.metadata.get("trainer_step")),
+                        "source": info.metadata.get("source"),
+                        "metrics": evaluations.get(info.version, {}),
+                    }
+                    for info in versions
+                ]
+            )
+        )
         return
     if not versions:
         typer.echo(f"no policy versions in {registry.root}")
@@ -257,9 +292,10 @@ def list_versions(
 
 @app.command()
 def verify(
-    version: Optional[int] = typer.Option(None, min=1, help="verify only this version",
-                                          autocompletion=complete_policy_versions),
-    root: Optional[Path] = RootOption,
+    version: int | None = typer.Option(
+        None, min=1, help="verify only this version", autocompletion=complete_policy_versions
+    ),
+    root: Path | None = RootOption,
 ) -> None:
     """Re-hash checkpoints against their manifests; exit 1 if any is corrupt."""
     registry = _registry(root)
@@ -284,7 +320,7 @@ def verify(
 
 @app.command()
 def drafter(
-    version: Optional[int] = typer.Option(None, help="policy version to distill from (default: the newest good one)"),
+    version: int | None = typer.Option(None, help="policy version to distill from (default: the newest good one)"),
     env: list[str] = typer.Option(["verifarm/Addition-v0"], help="env ids whose task prompts the drafter learns on"),
     difficulty: int = typer.Option(3, help="task difficulty of the prompts"),
     prompts: int = typer.Option(256, min=1, help="training prompts per env"),
@@ -294,7 +330,7 @@ def drafter(
     layers: int = typer.Option(1, help="drafter layers"),
     draft_tokens: int = typer.Option(4, help="draft tokens per round when measuring the acceptance rate"),
     seed: int = typer.Option(0),
-    root: Optional[Path] = RootOption,
+    root: Path | None = RootOption,
 ) -> None:
     """Distill the drafter of a policy version on its own completions and publish it beside the version."""
     import torch
@@ -314,20 +350,27 @@ def drafter(
     if not info.ok:
         _bad_input(f"policy v{number} is corrupt ({'; '.join(info.problems)}): distill from a good version")
     try:
-        config = DrafterConfig(num_layers=layers, max_new_tokens=max_new_tokens, draft_tokens=draft_tokens, seed=seed,
-                               train=TrainConfig(steps=steps, batch_size=32, learning_rate=3e-3, warmup_steps=10,
-                                                 seed=seed))
+        config = DrafterConfig(
+            num_layers=layers,
+            max_new_tokens=max_new_tokens,
+            draft_tokens=draft_tokens,
+            seed=seed,
+            train=TrainConfig(steps=steps, batch_size=32, learning_rate=3e-3, warmup_steps=10, seed=seed),
+        )
         families = [get_family(env_id) for env_id in env]
     except (ValueError, KeyError) as error:
         raise typer.BadParameter(str(error).strip("'\""))
     for env_id, family in zip(env, families):
         if not family.min_difficulty <= difficulty <= family.max_difficulty:
-            _bad_input(f"--difficulty {difficulty} is outside {env_id}'s range "
-                       f"{family.min_difficulty}-{family.max_difficulty}")
+            _bad_input(
+                f"--difficulty {difficulty} is outside {env_id}'s range {family.min_difficulty}-{family.max_difficulty}"
+            )
     # Held-out prompts come from seeds the training prompts never use.
     train_prompts = [f.generate(seed + i, difficulty).prompt for f in families for i in range(prompts)]
     heldout_prompts = [f.generate(seed + 10_000_000 + i, difficulty).prompt for f in families for i in range(heldout)]
     torch.set_num_threads(min(2, torch.get_num_threads()))
     metadata = refresh_drafter(registry, number, train_prompts, heldout_prompts, config)
-    typer.echo(f"published the drafter of v{number}: acceptance {metadata['acceptance_rate']:.1%} on "
-               f"{len(heldout_prompts)} held-out prompts (k={draft_tokens}), distill KL {metadata['distill_kl']:.4f}")
+    typer.echo(
+        f"published the drafter of v{number}: acceptance {metadata['acceptance_rate']:.1%} on "
+        f"{len(heldout_prompts)} held-out prompts (k={draft_tokens}), distill KL {metadata['distill_kl']:.4f}"
+    )

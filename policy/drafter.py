@@ -8,8 +8,8 @@ registry beside the version. Until it has run, the older drafter keeps serving: 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from verifarm.policy.model import build_drafter
 from verifarm.policy.registry import CheckpointRegistry, NoCheckpoint
@@ -25,31 +25,43 @@ class DrafterConfig:
     samples_per_prompt: int = 4  # policy completions per training prompt (the distillation data)
     max_new_tokens: int = 64
     sample_temperature: float = 1.0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, learning_rate=3e-3,
-                                                                   warmup_steps=10))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=300, batch_size=32, learning_rate=3e-3, warmup_steps=10)
+    )
     draft_tokens: int = 4  # k of the acceptance measurement
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.num_layers < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:
-            raise ValueError("num_layers, samples_per_prompt and max_new_tokens must be at least 1, got "
-                             f"{self.num_layers}, {self.samples_per_prompt}, {self.max_new_tokens}")
+            raise ValueError(
+                "num_layers, samples_per_prompt and max_new_tokens must be at least 1, got "
+                f"{self.num_layers}, {self.samples_per_prompt}, {self.max_new_tokens}"
+            )
         if not self.sample_temperature > 0:
             raise ValueError(f"sample_temperature must be > 0, got {self.sample_temperature}")
 
 
-def acceptance_rate(policy: LocalPolicy, drafter, prompts: Sequence[str], draft_tokens: int = 4,
-                    temperature: float = 1.0, max_new_tokens: int = 64, seed: int = 0) -> float:
+def acceptance_rate(
+    policy: LocalPolicy,
+    drafter,
+    prompts: Sequence[str],
+    draft_tokens: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+) -> float:
     """The share of draft tokens the policy keeps when sampling `prompts` speculatively with `drafter`."""
-    speculative = LocalPolicy(policy.model, policy.tokenizer, policy.version, drafter=drafter,
-                              draft_tokens=draft_tokens)
+    speculative = LocalPolicy(
+        policy.model, policy.tokenizer, policy.version, drafter=drafter, draft_tokens=draft_tokens
+    )
     rows = speculative.sample(list(prompts), n=1, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     proposed = sum(c.draft_proposed for row in rows for c in row)
     return sum(c.draft_accepted for row in rows for c in row) / max(proposed, 1)
 
 
-def distill_drafter(policy: LocalPolicy, prompts: Sequence[str], config: DrafterConfig,
-                    start=None) -> tuple[object, dict[str, float]]:
+def distill_drafter(
+    policy: LocalPolicy, prompts: Sequence[str], config: DrafterConfig, start=None
+) -> tuple[object, dict[str, float]]:
     """A drafter fitted to `policy` on its own completions of `prompts`; `start` (a drafter of an earlier
     version with the same shape) is copied and fine-tuned instead of building a fresh one."""
     if not prompts:
@@ -57,16 +69,33 @@ def distill_drafter(policy: LocalPolicy, prompts: Sequence[str], config: Drafter
     drafter = build_drafter(policy.model, config.num_layers, seed=config.seed)
     if start is not None and start.config.to_dict() == drafter.config.to_dict():
         drafter.load_state_dict(start.state_dict())
-    samples = policy.sample(list(prompts), n=config.samples_per_prompt, temperature=config.sample_temperature,
-                            max_new_tokens=config.max_new_tokens, seed=config.seed)
+    samples = policy.sample(
+        list(prompts),
+        n=config.samples_per_prompt,
+        temperature=config.sample_temperature,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
     pairs = [(prompt, completion.text) for prompt, row in zip(prompts, samples) for completion in row]
-    metrics = distill(drafter, policy.model, policy.tokenizer, [p for p, _ in pairs], [c for _, c in pairs],
-                      config.train, temperature=1.0)  # acceptance is 1 - TV at the sampling temperature
+    metrics = distill(
+        drafter,
+        policy.model,
+        policy.tokenizer,
+        [p for p, _ in pairs],
+        [c for _, c in pairs],
+        config.train,
+        temperature=1.0,
+    )  # acceptance is 1 - TV at the sampling temperature
     return drafter, metrics
 
 
-def refresh_drafter(registry: CheckpointRegistry, version: int, prompts: Sequence[str],
-                    heldout_prompts: Sequence[str], config: DrafterConfig = DrafterConfig()) -> dict[str, float]:
+def refresh_drafter(
+    registry: CheckpointRegistry,
+    version: int,
+    prompts: Sequence[str],
+    heldout_prompts: Sequence[str],
+    config: DrafterConfig = DrafterConfig(),
+) -> dict[str, float]:
     """Distill, measure and publish the drafter of policy `version`; returns the metadata it was published with."""
     if not heldout_prompts:
         raise ValueError("measuring a drafter needs held-out prompts")
@@ -77,8 +106,15 @@ def refresh_drafter(registry: CheckpointRegistry, version: int, prompts: Sequenc
     except NoCheckpoint:
         previous, previous_info = None, None
     drafter, metrics = distill_drafter(policy, prompts, config, start=previous)
-    rate = acceptance_rate(policy, drafter, heldout_prompts, config.draft_tokens, config.sample_temperature,
-                           config.max_new_tokens, config.seed)
+    rate = acceptance_rate(
+        policy,
+        drafter,
+        heldout_prompts,
+        config.draft_tokens,
+        config.sample_temperature,
+        config.max_new_tokens,
+        config.seed,
+    )
     metadata = {
         "acceptance_rate": rate,
         "acceptance_k": config.draft_tokens,

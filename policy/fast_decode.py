@@ -32,8 +32,9 @@ class KVCache:
     valid: torch.Tensor  # (B, S) bool
 
     @classmethod
-    def allocate(cls, layers: int, batch: int, kv_heads: int, slots: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device) -> "KVCache":
+    def allocate(
+        cls, layers: int, batch: int, kv_heads: int, slots: int, head_dim: int, dtype: torch.dtype, device: torch.device
+    ) -> KVCache:
         return cls(
             kv=torch.zeros((layers, batch, 2 * kv_heads, slots, head_dim), dtype=dtype, device=device),
             valid=torch.zeros(batch, slots, dtype=torch.bool, device=device),
@@ -45,9 +46,9 @@ class KVCache:
 
     def values(self, layer: int) -> torch.Tensor:
         """(B, Hkv, S, D), a view."""
-        return self.kv[layer, :, self.kv.shape[2] // 2:]
+        return self.kv[layer, :, self.kv.shape[2] // 2 :]
 
-    def select_rows(self, rows: torch.Tensor) -> "KVCache":
+    def select_rows(self, rows: torch.Tensor) -> KVCache:
         """The cache of a subset (or repetition) of batch rows, e.g. to drop finished sequences."""
         return KVCache(self.kv.index_select(1, rows), self.valid.index_select(0, rows))
 
@@ -98,8 +99,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
-                top_k: int) -> torch.Tensor:
+def batched_moe(
+    x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, top_k: int
+) -> torch.Tensor:
     """Mixtral's sparse MoE feed-forward for x (N, C) as one grouped product over the stacked experts,
     whose weights come transposed: gate_up (E, C, 2I), down (E, I, C).
 
@@ -124,8 +126,9 @@ def batched_moe(x: torch.Tensor, router: torch.Tensor, gate_up: torch.Tensor, do
     return torch.zeros_like(x).index_add_(0, token_of, expert_out)
 
 
-def _grouped_linear(rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor,
-                    offsets: torch.Tensor) -> torch.Tensor:
+def _grouped_linear(
+    rows: torch.Tensor, weights: torch.Tensor, counts: torch.Tensor, offsets: torch.Tensor
+) -> torch.Tensor:
     """rows (M, in) sorted by group, weights (G, in, out), counts (G,) with their int32 cumsum
     `offsets`: row i times its group's weight."""
     if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.bfloat16, torch.float16):
@@ -164,7 +167,7 @@ class PromptGroups:
     aligned: bool = False
 
     @classmethod
-    def from_prompt_of(cls, prompt_of: list[int], prompts: int, device: torch.device) -> "PromptGroups":
+    def from_prompt_of(cls, prompt_of: list[int], prompts: int, device: torch.device) -> PromptGroups:
         """Groups for rows whose prompts are `prompt_of` (each in [0, prompts))."""
         if any(not 0 <= p < prompts for p in prompt_of):
             raise ValueError(f"prompt indices must lie in [0, {prompts}), got {sorted(set(prompt_of))}")
@@ -179,8 +182,9 @@ class PromptGroups:
             for slot, row in enumerate(member_rows):
                 position[row] = prompt * width + slot
         aligned = position == list(range(rows)) and rows == prompts * width
-        return cls(torch.tensor(index, device=device), torch.tensor(position, device=device, dtype=torch.long), rows,
-                   aligned)
+        return cls(
+            torch.tensor(index, device=device), torch.tensor(position, device=device, dtype=torch.long), rows, aligned
+        )
 
 
 @dataclass(frozen=True)
@@ -225,8 +229,9 @@ def split_prompt_cache(cache: KVCache, lengths: list[int]) -> list[PromptSegment
 _CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
-def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
-           scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def attend(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of q (N, H, Q, D) over keys and values (N, H, S, D) plus an additive bias broadcastable
     to (N, H, Q, S): the output (N, H, Q, D) and the float32 log-sum-exp of the scores (N, H, Q), which
     `merge_attention` needs to join the parts of a split attention. A cache kept in a lower precision than
@@ -240,8 +245,9 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torc
     return attend_reference(q, keys, values, bias, scale)
 
 
-def attend_reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
-                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def attend_reference(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`attend` in plain tensor ops, for other devices and dtypes. Products run in the model dtype, as
     `transformers` runs them; the softmax and the output come in float32."""
     scores = torch.matmul(q * scale, keys.transpose(-1, -2)).float()
@@ -254,8 +260,7 @@ def attend_reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     return out, (peak + total.log()).squeeze(-1)
 
 
-def merge_attention(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
-                    lse_b: torch.Tensor) -> torch.Tensor:
+def merge_attention(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor) -> torch.Tensor:
     """Attention over the union of two disjoint key sets, in float32, from each set's output and
     log-sum-exp: the softmax weight of set b is sigmoid(lse_b - lse_a)."""
     return torch.lerp(out_a.float(), out_b.float(), torch.sigmoid(lse_b - lse_a).unsqueeze(-1))
@@ -300,8 +305,9 @@ class FastMoEDecoder:
         self.layers = [
             _LayerWeights(
                 input_norm=layer.input_layernorm.weight.detach(),
-                qkv=torch.cat([layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
-                               layer.self_attn.v_proj.weight]).detach(),
+                qkv=torch.cat(
+                    [layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight, layer.self_attn.v_proj.weight]
+                ).detach(),
                 out=layer.self_attn.o_proj.weight.detach(),
                 post_norm=layer.post_attention_layernorm.weight.detach(),
                 router=layer.mlp.gate.weight.detach(),
@@ -316,14 +322,22 @@ class FastMoEDecoder:
         if options.int8_weights:
             self.lm_head = Int8Linear(self.lm_head)
             self.layers = [
-                _LayerWeights(w.input_norm, Int8Linear(w.qkv), Int8Linear(w.out), w.post_norm, w.router,
-                              Int8Experts.from_weight(w.gate_up), Int8Experts.from_weight(w.down))
+                _LayerWeights(
+                    w.input_norm,
+                    Int8Linear(w.qkv),
+                    Int8Linear(w.out),
+                    w.post_norm,
+                    w.router,
+                    Int8Experts.from_weight(w.gate_up),
+                    Int8Experts.from_weight(w.down),
+                )
                 for w in self.layers
             ]
 
     def allocate_cache(self, batch: int, slots: int) -> KVCache:
-        return KVCache.allocate(len(self.layers), batch, self.kv_heads, slots, self.head_dim, self.kv_dtype,
-                                self.device)
+        return KVCache.allocate(
+            len(self.layers), batch, self.kv_heads, slots, self.head_dim, self.kv_dtype, self.device
+        )
 
     def rotary_table(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin for positions [0, positions), computed as Mixtral does, each (P, H + 2*Hkv, D):
@@ -336,8 +350,10 @@ class FastMoEDecoder:
         half = sin.shape[-1] // 2
         signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
         rotated, shape = self.num_heads + self.kv_heads, (positions, self.kv_heads, self.head_dim)
-        return (torch.cat((cos[:, None].expand(-1, rotated, -1), cos.new_ones(shape)), dim=1),
-                torch.cat((signed_sin[:, None].expand(-1, rotated, -1), cos.new_zeros(shape)), dim=1))
+        return (
+            torch.cat((cos[:, None].expand(-1, rotated, -1), cos.new_ones(shape)), dim=1),
+            torch.cat((signed_sin[:, None].expand(-1, rotated, -1), cos.new_zeros(shape)), dim=1),
+        )
 
     def _qkv(self, weights: _LayerWeights, hidden: torch.Tensor) -> torch.Tensor:
         """The fused q/k/v projection of the normed hidden states (..., C), as heads (..., H + 2*Hkv, D)."""
@@ -353,8 +369,13 @@ class FastMoEDecoder:
         return hidden + batched_moe(flat, weights.router, gate_up, down, self.top_k).view_as(hidden)
 
     @torch.inference_mode()
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache,
-                rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def prefill(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache: KVCache,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
         """Run left-padded prompts (B, T) into cache slots [0, T); return the last position's logits (B, V).
 
         `rotary` is `rotary_table(n)` for at least every position the cache will hold.
@@ -375,7 +396,7 @@ class FastMoEDecoder:
         for index, weights in enumerate(self.layers):
             qkv = self._qkv(weights, hidden)  # (B, T, H + 2*Hkv, D)
             qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, signed_sin).transpose(1, 2)
-            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, :, heads + kv_heads:].transpose(1, 2)
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, :, heads + kv_heads :].transpose(1, 2)
             cache.keys(index)[:, :, :steps] = k  # (B, Hkv, T, D)
             cache.values(index)[:, :, :steps] = v
             attended = F.scaled_dot_product_attention(
@@ -387,9 +408,16 @@ class FastMoEDecoder:
         return linear(last, self.lm_head)  # (B, V)
 
     @torch.inference_mode()
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, prompt_segments: list[PromptSegment],
-             groups: PromptGroups,
-             cache: KVCache, slot: int, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def step(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        prompt_segments: list[PromptSegment],
+        groups: PromptGroups,
+        cache: KVCache,
+        slot: int,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
         """Decode one token per row: tokens/positions (B,); logits (B, V).
 
         Attention is split, as in shared-prefix ("cascade") attention: the prompt part is read once
@@ -402,7 +430,7 @@ class FastMoEDecoder:
         cos, signed_sin = rotary[0][positions], rotary[1][positions]  # (B, H + 2*Hkv, D)
         prompts, width = groups.index.shape
         groups_per_kv = heads // kv_heads
-        scale = head_dim ** -0.5
+        scale = head_dim**-0.5
         # Padding places of the layout read row 0: their results are never gathered back, so any
         # finite query will do, and no zero row has to be appended to q in every layer.
         gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
@@ -416,8 +444,10 @@ class FastMoEDecoder:
             stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
             stacked = stacked.transpose(1, 2).reshape(prompts, kv_heads, width * groups_per_kv, head_dim)
             # Padding slots of left-padded prompts get -inf; every prompt has at least one real slot.
-            parts = [attend(stacked[seg.start:seg.stop], seg.cache.keys(index), seg.cache.values(index), seg.bias,
-                            scale) for seg in prompt_segments]
+            parts = [
+                attend(stacked[seg.start : seg.stop], seg.cache.keys(index), seg.cache.values(index), seg.bias, scale)
+                for seg in prompt_segments
+            ]
             out_p, lse_p = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))
             out_p = out_p.view(prompts, kv_heads, width, groups_per_kv, head_dim).transpose(1, 2)
             lse_p = lse_p.view(prompts, kv_heads, width, groups_per_kv).transpose(1, 2)
@@ -434,9 +464,16 @@ class FastMoEDecoder:
         return linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)
 
     @torch.inference_mode()
-    def extend(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
-               prompt_segments: list[PromptSegment], groups: PromptGroups, cache: KVCache,
-               rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def extend(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        slots: torch.Tensor,
+        prompt_segments: list[PromptSegment],
+        groups: PromptGroups,
+        cache: KVCache,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
         """Decode Q tokens per row in one forward, each row at its own place: tokens (B, Q); logits (B, Q, V).
 
         Row b's token j sits at position `positions[b] + j` and in generated-cache slot `slots[b] + j`; it
@@ -448,7 +485,7 @@ class FastMoEDecoder:
         heads, kv_heads, head_dim = self.num_heads, self.kv_heads, self.head_dim
         groups_per_kv = heads // kv_heads
         prompts, width = groups.index.shape
-        scale = head_dim ** -0.5
+        scale = head_dim**-0.5
         offsets = torch.arange(width_q, device=self.device)
         token_slots = slots[:, None] + offsets  # (B, Q)
         cos, signed_sin = rotary[0][positions[:, None] + offsets], rotary[1][positions[:, None] + offsets]
@@ -462,20 +499,24 @@ class FastMoEDecoder:
         # index_copy_ a layer (advanced-index assignment through a transposed view costs several times more).
         cache_heads, cache_slots = cache.kv.shape[2], cache.kv.shape[3]
         head_rows = torch.arange(batch, device=self.device)[:, None] * cache_heads + torch.arange(
-            cache_heads, device=self.device)  # (B, 2*Hkv)
+            cache_heads, device=self.device
+        )  # (B, 2*Hkv)
         write_at = (head_rows[:, :, None] * cache_slots + token_slots[:, None, :]).reshape(-1)  # (B * 2*Hkv * Q,)
         gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
         hidden = F.embedding(tokens, self.embed)  # (B, Q, C)
         for index, weights in enumerate(self.layers):
             qkv = apply_rotary(self._qkv(weights, hidden), cos, signed_sin)  # (B, Q, H + 2*Hkv, D)
             cache.kv[index].view(-1, head_dim).index_copy_(
-                0, write_at, qkv[:, :, heads:].transpose(1, 2).reshape(-1, head_dim).to(cache.kv.dtype))
+                0, write_at, qkv[:, :, heads:].transpose(1, 2).reshape(-1, head_dim).to(cache.kv.dtype)
+            )
             q = qkv[:, :, :heads].view(batch, width_q, kv_heads, groups_per_kv, head_dim)
             # Prompt part: every query of a prompt's rows at once, (P, Hkv, R*Q*G, D).
             stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
             stacked = stacked.permute(0, 3, 1, 2, 4, 5).reshape(prompts, kv_heads, -1, head_dim)
-            parts = [attend(stacked[seg.start:seg.stop], seg.cache.keys(index), seg.cache.values(index), seg.bias,
-                            scale) for seg in prompt_segments]
+            parts = [
+                attend(stacked[seg.start : seg.stop], seg.cache.keys(index), seg.cache.values(index), seg.bias, scale)
+                for seg in prompt_segments
+            ]
             out_p, lse_p = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))
             out_p = out_p.view(prompts, kv_heads, width, width_q, groups_per_kv, head_dim).permute(0, 2, 3, 1, 4, 5)
             lse_p = lse_p.view(prompts, kv_heads, width, width_q, groups_per_kv).permute(0, 2, 3, 1, 4)

@@ -31,8 +31,9 @@ def _token_ids(choice: dict[str, Any]) -> list[int]:
 class HttpPolicy:
     """Samples from `model_name` at `base_url` (e.g. "http://127.0.0.1:8000" or ".../v1")."""
 
-    def __init__(self, base_url: str, model_name: str, version: int = 0, timeout_s: float = 600.0,
-                 api_key: str | None = None):
+    def __init__(
+        self, base_url: str, model_name: str, version: int = 0, timeout_s: float = 600.0, api_key: str | None = None
+    ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         if timeout_s <= 0:
@@ -44,16 +45,28 @@ class HttpPolicy:
         self.timeout_s = timeout_s
         self.api_key = api_key
 
-    def sample(self, prompts: list[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-               max_new_tokens: int = 256, stop: list[str] | None = None,
-               seed: int | None = None) -> list[list[Completion]]:
+    def sample(
+        self,
+        prompts: list[str],
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> list[list[Completion]]:
         """n completions per prompt (outer list per prompt), in the order the endpoint indexes them."""
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
         params = SamplingParams(n, temperature, top_p, max_new_tokens, tuple(stop or ()), seed)
         body: dict[str, Any] = {
-            "model": self.model_name, "prompt": prompts, "n": params.n, "temperature": params.temperature,
-            "top_p": params.top_p, "max_tokens": params.max_new_tokens, "logprobs": 1,
+            "model": self.model_name,
+            "prompt": prompts,
+            "n": params.n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "logprobs": 1,
             "return_token_ids": True,
         }
         if params.stop:
@@ -65,26 +78,31 @@ class HttpPolicy:
         self.version = int(version) if version is not None else self.version
         choices = response.get("choices")
         if not isinstance(choices, list) or len(choices) != len(prompts) * n:
-            raise HttpPolicyError(f"expected {len(prompts) * n} choices from {self.completions_url}, "
-                                  f"got {len(choices) if isinstance(choices, list) else choices!r}")
+            raise HttpPolicyError(
+                f"expected {len(prompts) * n} choices from {self.completions_url}, "
+                f"got {len(choices) if isinstance(choices, list) else choices!r}"
+            )
         completions = []
         for choice in sorted(choices, key=lambda c: c.get("index", 0)):
             logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
-            completions.append(Completion(
-                text=choice.get("text", ""),
-                token_ids=_token_ids(choice),
-                logprobs=[float(lp) if lp is not None else 0.0 for lp in logprobs],
-                policy_version=self.version,
-                finish_reason=choice.get("finish_reason") or "length",
-            ))
-        return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
+            completions.append(
+                Completion(
+                    text=choice.get("text", ""),
+                    token_ids=_token_ids(choice),
+                    logprobs=[float(lp) if lp is not None else 0.0 for lp in logprobs],
+                    policy_version=self.version,
+                    finish_reason=choice.get("finish_reason") or "length",
+                )
+            )
+        return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.completions_url, data=json.dumps(body).encode("utf-8"),
-                                         headers=headers, method="POST")
+        request = urllib.request.Request(
+            self.completions_url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
                 return json.loads(reply.read())

@@ -112,8 +112,10 @@ def sft_loss(
 def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
     """(reward - group mean) / group std for each sample; zero for a group whose rewards are all equal."""
     if rewards.dim() != 1 or group_ids.shape != rewards.shape:
-        raise ValueError(f"rewards and group_ids must be 1-D of equal length, got {tuple(rewards.shape)} "
-                         f"and {tuple(group_ids.shape)}")
+        raise ValueError(
+            f"rewards and group_ids must be 1-D of equal length, got {tuple(rewards.shape)} "
+            f"and {tuple(group_ids.shape)}"
+        )
     rewards = rewards.float()
     _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
     sums = torch.zeros(len(counts), device=rewards.device).index_add_(0, inverse, rewards)
@@ -165,8 +167,10 @@ def grpo_loss(
     if not (math.isfinite(tis_cap) and tis_cap >= 1.0):
         raise ValueError(f"tis_cap must be a finite number >= 1 (the largest importance weight), got {tis_cap}")
     if behaviour_logprobs is not None and behaviour_logprobs.shape != input_ids.shape:
-        raise ValueError(f"behaviour_logprobs must be aligned with input_ids {tuple(input_ids.shape)}, "
-                         f"got {tuple(behaviour_logprobs.shape)}")
+        raise ValueError(
+            f"behaviour_logprobs must be aligned with input_ids {tuple(input_ids.shape)}, "
+            f"got {tuple(behaviour_logprobs.shape)}"
+        )
     mask = _target_mask(attention_mask, completion_mask)
     if mask.sum() == 0:
         raise ValueError("the batch has no completion tokens")
@@ -176,8 +180,9 @@ def grpo_loss(
     if old_logprobs is None:
         old_logprobs = logprobs.detach()
     elif old_logprobs.shape != input_ids.shape:
-        raise ValueError(f"old_logprobs must be aligned with input_ids {tuple(input_ids.shape)}, "
-                         f"got {tuple(old_logprobs.shape)}")
+        raise ValueError(
+            f"old_logprobs must be aligned with input_ids {tuple(input_ids.shape)}, got {tuple(old_logprobs.shape)}"
+        )
     advantages = group_advantages(rewards.to(logprobs.device), group_ids.to(logprobs.device))[:, None]  # (B, 1)
 
     # Zero the log-ratio outside completions so padding cannot overflow exp().
@@ -188,11 +193,14 @@ def grpo_loss(
     objective = torch.minimum(unclipped, clipped)
     tis_metrics = {}
     if behaviour_logprobs is not None:
-        weights = truncated_importance_weights(old_logprobs.to(logprobs), behaviour_logprobs.to(logprobs), mask,
-                                               tis_cap)
+        weights = truncated_importance_weights(
+            old_logprobs.to(logprobs), behaviour_logprobs.to(logprobs), mask, tis_cap
+        )
         objective = objective * weights
-        tis_metrics = {"tis_weight_mean": float(_masked_mean(weights, mask)),
-                       "tis_truncated_fraction": float(_masked_mean((weights >= tis_cap).float(), mask))}
+        tis_metrics = {
+            "tis_weight_mean": float(_masked_mean(weights, mask)),
+            "tis_truncated_fraction": float(_masked_mean((weights >= tis_cap).float(), mask)),
+        }
     policy_loss = -_masked_mean(objective, mask)
 
     metrics = {
@@ -215,8 +223,9 @@ def grpo_loss(
     return _with_aux(core, forward, metrics)
 
 
-def truncated_importance_weights(target_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor,
-                                 mask: torch.Tensor, cap: float) -> torch.Tensor:
+def truncated_importance_weights(
+    target_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor, cap: float
+) -> torch.Tensor:
     """min(exp(target - behaviour), cap) per token (B, T), detached; 1 outside `mask` and where the
     behaviour log-prob is NaN (not recorded). The log-ratio is zeroed there before exp() so it cannot overflow."""
     known = (mask > 0) & ~torch.isnan(behaviour_logprobs)
@@ -240,8 +249,10 @@ def distill_loss(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if student.config.vocab_size != teacher.config.vocab_size:
-        raise ValueError(f"student and teacher must share a vocabulary, got sizes {student.config.vocab_size} "
-                         f"and {teacher.config.vocab_size}")
+        raise ValueError(
+            f"student and teacher must share a vocabulary, got sizes {student.config.vocab_size} "
+            f"and {teacher.config.vocab_size}"
+        )
     mask = _target_mask(attention_mask, completion_mask)[:, 1:]  # (B, T-1): positions whose next token is a target
     if mask.sum() == 0:
         raise ValueError("the batch has no completion tokens")

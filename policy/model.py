@@ -98,8 +98,14 @@ def drafter_config(policy_config: MixtralConfig, num_layers: int = 1) -> Mixtral
     if not 1 <= num_layers <= policy_config.num_hidden_layers:
         raise ValueError(f"a drafter has 1..{policy_config.num_hidden_layers} layers (the policy's), got {num_layers}")
     settings = policy_config.to_dict()
-    settings.update(num_hidden_layers=num_layers, num_local_experts=1, num_experts_per_tok=1,
-                    router_aux_loss_coef=0.0, router_z_loss_coef=0.0, output_router_logits=False)
+    settings.update(
+        num_hidden_layers=num_layers,
+        num_local_experts=1,
+        num_experts_per_tok=1,
+        router_aux_loss_coef=0.0,
+        router_z_loss_coef=0.0,
+        output_router_logits=False,
+    )
     return MixtralConfig(**settings)
 
 

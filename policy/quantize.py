@@ -50,7 +50,7 @@ class Int8Experts:
     dtype: torch.dtype
 
     @classmethod
-    def from_weight(cls, weight: torch.Tensor) -> "Int8Experts":
+    def from_weight(cls, weight: torch.Tensor) -> Int8Experts:
         """`weight` (E, in, out) as the grouped product reads it; scales per expert and output channel."""
         return cls(*quantize_int8(weight, 1), weight.dtype)
 

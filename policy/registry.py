@@ -24,10 +24,11 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,7 @@ class CorruptCheckpoint(RuntimeError):
         self.version = version
         self.path = path
         self.problems = problems
-        super().__init__(
-            f"checkpoint v{version} at {path} is corrupt and was refused: " + "; ".join(problems)
-        )
+        super().__init__(f"checkpoint v{version} at {path} is corrupt and was refused: " + "; ".join(problems))
 
 
 class NoCheckpoint(LookupError):
@@ -305,8 +304,9 @@ class CheckpointRegistry:
         info = self.inspect(version)
         if not info.ok:
             raise CorruptCheckpoint(version, info.path, list(info.problems))
-        clean_metadata = _check_metadata({**dict(metadata or {}), "policy_version": version,
-                                          "policy_checksum": info.checksum})
+        clean_metadata = _check_metadata(
+            {**dict(metadata or {}), "policy_version": version, "policy_checksum": info.checksum}
+        )
         staging, file_hashes = self._stage(drafter, None)
         target = self.drafter_path(version)
         try:
@@ -352,8 +352,9 @@ class CheckpointRegistry:
         """Load the drafter `drafter_for(version)` picks; raises NoCheckpoint if there is none."""
         info = self.drafter_for(version)
         if info is None:
-            raise NoCheckpoint(f"no drafter for policy v{version} in {self.root}; distill one first "
-                               "(verifarm policy drafter)")
+            raise NoCheckpoint(
+                f"no drafter for policy v{version} in {self.root}; distill one first (verifarm policy drafter)"
+            )
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(info.path, **({"dtype": dtype} if dtype is not None else {}))
@@ -430,9 +431,7 @@ class CheckpointRegistry:
         problems = []
         if content_checksum(expected) != checksum:
             problems.append("manifest checksum does not match its file list")
-        present = {
-            p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != MANIFEST_NAME
-        }
+        present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != MANIFEST_NAME}
         for name in sorted(present - expected.keys()):
             problems.append(f"unexpected file {name}")
         for name, digest in sorted(expected.items()):
@@ -442,4 +441,3 @@ class CheckpointRegistry:
             elif sha256_file(file) != digest:
                 problems.append(f"SHA-256 mismatch in {name}")
         return VersionInfo(version, path, not problems, checksum, created_at, metadata, tuple(problems))
-

@@ -17,8 +17,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from verifarm.policy.fast_decode import (DecoderOptions, FastMoEDecoder, PromptGroups, split_prompt_cache,
-                                         unsupported_reason)
+from verifarm.policy.fast_decode import (
+    DecoderOptions,
+    FastMoEDecoder,
+    PromptGroups,
+    split_prompt_cache,
+    unsupported_reason,
+)
 from verifarm.policy.speculative import accept_drafts, draw, nucleus, sampling_distribution
 
 
@@ -71,8 +76,9 @@ class SamplingParams:
             raise ValueError(f"stop strings must be non-empty strings, got {list(self.stop)}")
 
 
-def choose_tokens(logits: torch.Tensor, temperature: float, top_p: float,
-                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def choose_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row of logits (B, V); return (tokens (B,), their model log-probs (B,))."""
     logits = logits.float()
     model_logprobs = torch.log_softmax(logits, dim=-1)
@@ -120,8 +126,15 @@ class LocalPolicy:
     log-probs recorded are then those of the low-precision model, which the trainer corrects for).
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer, version: int, drafter: PreTrainedModel | None = None,
-                 draft_tokens: int = 4, decoder_options: DecoderOptions = DecoderOptions()):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer,
+        version: int,
+        drafter: PreTrainedModel | None = None,
+        draft_tokens: int = 4,
+        decoder_options: DecoderOptions = DecoderOptions(),
+    ):
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad or eos token to pad prompt batches")
         if drafter is not None:
@@ -129,8 +142,10 @@ class LocalPolicy:
             if reason is not None:
                 raise ValueError(f"the drafter cannot run in the fast decoder: {reason}")
             if drafter.config.vocab_size != model.config.vocab_size:
-                raise ValueError(f"the drafter's vocabulary ({drafter.config.vocab_size}) differs from the "
-                                 f"policy's ({model.config.vocab_size}); distill a drafter for this tokenizer")
+                raise ValueError(
+                    f"the drafter's vocabulary ({drafter.config.vocab_size}) differs from the "
+                    f"policy's ({model.config.vocab_size}); distill a drafter for this tokenizer"
+                )
         if not 1 <= draft_tokens <= 16:
             raise ValueError(f"draft_tokens must be in [1, 16], got {draft_tokens}")
         self.model = model  # left in its mode: a trainer may share it; sampling never uses dropout
@@ -142,8 +157,9 @@ class LocalPolicy:
         self._stop_candidates: dict[tuple[str, ...], torch.Tensor] = {}
 
     @classmethod
-    def from_dir(cls, path: str | Path, version: int, device: str | torch.device = "cpu",
-                 dtype: torch.dtype | None = None) -> "LocalPolicy":
+    def from_dir(
+        cls, path: str | Path, version: int, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> LocalPolicy:
         """Load a Hugging Face checkpoint folder (config.json + safetensors + tokenizer files)."""
         path = Path(path)
         if not (path / "config.json").is_file():
@@ -159,9 +175,16 @@ class LocalPolicy:
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def sample(self, prompts: list[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-               max_new_tokens: int = 256, stop: list[str] | None = None,
-               seed: int | None = None) -> list[list[Completion]]:
+    def sample(
+        self,
+        prompts: list[str],
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> list[list[Completion]]:
         """n completions for each prompt (outer list per prompt); temperature 0 is greedy decoding."""
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
@@ -176,10 +199,17 @@ class LocalPolicy:
         else:
             rows = self._sample_fast(prompt_ids, params)
         completions = [self._finish(*row, stop=params.stop) for row in rows]
-        return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]
+        return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _finish(self, token_ids: list[int], logprobs: list[float], reason: str,
-                drafts: tuple[int, int] = (0, 0), *, stop: tuple[str, ...]) -> Completion:
+    def _finish(
+        self,
+        token_ids: list[int],
+        logprobs: list[float],
+        reason: str,
+        drafts: tuple[int, int] = (0, 0),
+        *,
+        stop: tuple[str, ...],
+    ) -> Completion:
         eos = self.eos_ids
         text_ids = token_ids[:-1] if token_ids and token_ids[-1] in eos else token_ids
         text, stopped = _cut_at_stop(self.tokenizer.decode(text_ids, skip_special_tokens=True), stop)
@@ -193,8 +223,8 @@ class LocalPolicy:
         input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
         attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
         for row, ids in enumerate(prompt_ids):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
         return input_ids.to(device), attention_mask.to(device)
 
     def _stop_candidate_tokens(self, stop: tuple[str, ...], device: torch.device) -> torch.Tensor:
@@ -209,7 +239,7 @@ class LocalPolicy:
             self._stop_candidates[stop] = torch.tensor(flags + [False] * (size - vocab), device=device)
         return self._stop_candidates[stop]
 
-    def _prompt_layout(self, prompt_ids: list[list[int]], n: int, device: torch.device) -> "_PromptLayout":
+    def _prompt_layout(self, prompt_ids: list[list[int]], n: int, device: torch.device) -> _PromptLayout:
         # Prompts are decoded shortest first (batch rows map back to output rows through row_ids), so
         # that the prompt cache can be cut into a short and a long run without gathering prompts.
         order = sorted(range(len(prompt_ids)), key=lambda p: len(prompt_ids[p]))
@@ -217,17 +247,24 @@ class LocalPolicy:
         input_ids, attention_mask = self._left_pad(sorted_ids, device)
         total_rows = len(prompt_ids) * n
         prompt_of = [row // n for row in range(total_rows)]  # sorted prompt of each batch row
-        row_ids = torch.tensor([order[row // n] * n + row % n for row in range(total_rows)],
-                               device=device)  # the output row of each live batch row
+        row_ids = torch.tensor(
+            [order[row // n] * n + row % n for row in range(total_rows)], device=device
+        )  # the output row of each live batch row
         return _PromptLayout(input_ids, attention_mask, [len(ids) for ids in sorted_ids], prompt_of, row_ids)
 
-    def _sample_fast(self, prompt_ids: list[list[int]], params: SamplingParams) -> list[tuple[list[int], list[float], str]]:
+    def _sample_fast(
+        self, prompt_ids: list[list[int]], params: SamplingParams
+    ) -> list[tuple[list[int], list[float], str]]:
         decoder = FastMoEDecoder(self.model, self.decoder_options)
         device = decoder.device
         generator = _make_generator(params.seed, device)
         layout = self._prompt_layout(prompt_ids, params.n, device)
-        input_ids, attention_mask, prompt_of, row_ids = (layout.input_ids, layout.attention_mask, layout.prompt_of,
-                                                         layout.row_ids)
+        input_ids, attention_mask, prompt_of, row_ids = (
+            layout.input_ids,
+            layout.attention_mask,
+            layout.prompt_of,
+            layout.row_ids,
+        )
         prompt_width = input_ids.shape[1]
         total_rows = len(prompt_of)
 
@@ -261,7 +298,7 @@ class LocalPolicy:
             if stop_candidates is not None:
                 for batch_row in (stop_candidates[tokens] & ~finished).nonzero().flatten().tolist():
                     row = int(row_ids[batch_row])
-                    tail = out_tokens[row, max(0, step + 1 - stop_window): step + 1].tolist()
+                    tail = out_tokens[row, max(0, step + 1 - stop_window) : step + 1].tolist()
                     if any(s in self.tokenizer.decode(tail, skip_special_tokens=True) for s in params.stop):
                         newly_done[batch_row] = True
             # One host sync per step: the rows that just ended (their count also gives the live count).
@@ -279,8 +316,12 @@ class LocalPolicy:
                 # Drop finished rows (one cache copy) once a quarter of the batch is done: they stop
                 # costing work. Until then they ride along and their extra tokens are discarded.
                 keep = live.nonzero().flatten()
-                cache, row_ids, tokens, positions = (cache.select_rows(keep), row_ids[keep], tokens[keep],
-                                                     positions[keep])
+                cache, row_ids, tokens, positions = (
+                    cache.select_rows(keep),
+                    row_ids[keep],
+                    tokens[keep],
+                    positions[keep],
+                )
                 finished, finished_count = finished[keep], 0
                 prompt_of = [prompt_of[i] for i in keep.tolist()]
                 groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
@@ -290,8 +331,9 @@ class LocalPolicy:
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()
         return [(token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r]) for r in range(total_rows)]
 
-    def _sample_speculative(self, prompt_ids: list[list[int]],
-                            params: SamplingParams) -> list[tuple[list[int], list[float], str, tuple[int, int]]]:
+    def _sample_speculative(
+        self, prompt_ids: list[list[int]], params: SamplingParams
+    ) -> list[tuple[list[int], list[float], str, tuple[int, int]]]:
         """`_sample_fast` with a drafter: per round the drafter proposes k tokens per row, one forward of the
         policy over the k+1 positions scores them, and `accept_drafts` keeps a prefix of each row's drafts
         plus one token of the policy's own. Rows keep different numbers and sit at different cache slots;
@@ -332,8 +374,9 @@ class LocalPolicy:
         proposed, kept = [0] * total_rows, [0] * total_rows
 
         # Token 0 of every row comes from the prompt's logits, as in plain sampling.
-        emitted, logprobs = choose_tokens(first_logits.index_select(0, expand), params.temperature, params.top_p,
-                                          generator)
+        emitted, logprobs = choose_tokens(
+            first_logits.index_select(0, expand), params.temperature, params.top_p, generator
+        )
         emitted, logprobs, counts = emitted[:, None], logprobs[:, None], torch.ones(total_rows, dtype=torch.long)
         committed = torch.zeros(total_rows, dtype=torch.long, device=device)  # g per live row
         finished = torch.zeros(total_rows, dtype=torch.bool)
@@ -343,8 +386,9 @@ class LocalPolicy:
             columns = committed[:, None] + torch.arange(emitted.shape[1], device=device)
             out_tokens[row_ids[:, None], columns] = emitted
             out_logprobs[row_ids[:, None], columns] = logprobs
-            ends = self._round_ends(emitted, counts, committed, eos, stop_candidates, stop_window, row_ids,
-                                    out_tokens, params)
+            ends = self._round_ends(
+                emitted, counts, committed, eos, stop_candidates, stop_window, row_ids, out_tokens, params
+            )
             accepted_list = accepted.tolist() if accepted is not None else None
             for batch_row, (row, (count, reason)) in enumerate(zip(row_ids.tolist(), ends)):
                 if accepted_list is not None:
@@ -371,8 +415,9 @@ class LocalPolicy:
             feed = min(2, int(committed.min()))
             start = committed - feed
             inputs = out_tokens[row_ids[:, None], start[:, None] + torch.arange(feed, device=device)]
-            draft_logits = drafter.extend(inputs, prompt_lengths + start, start, draft_segments, groups, draft_cache,
-                                          draft_rotary)[:, -1]
+            draft_logits = drafter.extend(
+                inputs, prompt_lengths + start, start, draft_segments, groups, draft_cache, draft_rotary
+            )[:, -1]
             draft_tokens, draft_probs = [], []
             for index in range(k):
                 probs = sampling_distribution(draft_logits, params.temperature, params.top_p)
@@ -380,30 +425,54 @@ class LocalPolicy:
                 draft_probs.append(probs)
                 if index + 1 < k:
                     at = committed + index
-                    draft_logits = drafter.extend(draft_tokens[-1][:, None], prompt_lengths + at, at, draft_segments,
-                                                  groups, draft_cache, draft_rotary)[:, 0]
+                    draft_logits = drafter.extend(
+                        draft_tokens[-1][:, None],
+                        prompt_lengths + at,
+                        at,
+                        draft_segments,
+                        groups,
+                        draft_cache,
+                        draft_rotary,
+                    )[:, 0]
             drafts = torch.stack(draft_tokens, dim=1)  # (B, k)
 
             # One policy forward over the last committed token and the k drafts: k+1 distributions.
             start = committed - 1
-            target_logits = decoder.extend(torch.cat((last, drafts), dim=1), prompt_lengths + start, start, segments,
-                                           groups, cache, rotary)  # (B, k+1, V)
-            verdict = accept_drafts(drafts, torch.stack(draft_probs, dim=1),
-                                    sampling_distribution(target_logits, params.temperature, params.top_p), generator)
+            target_logits = decoder.extend(
+                torch.cat((last, drafts), dim=1), prompt_lengths + start, start, segments, groups, cache, rotary
+            )  # (B, k+1, V)
+            verdict = accept_drafts(
+                drafts,
+                torch.stack(draft_probs, dim=1),
+                sampling_distribution(target_logits, params.temperature, params.top_p),
+                generator,
+            )
             accepted = verdict.accepted
-            emitted = torch.cat((drafts, drafts[:, :1]), dim=1).scatter_(1, accepted[:, None],
-                                                                         verdict.next_tokens[:, None])
+            emitted = torch.cat((drafts, drafts[:, :1]), dim=1).scatter_(
+                1, accepted[:, None], verdict.next_tokens[:, None]
+            )
             # The policy's own log-probs of what it emits (temperature 1, no top-p), never the drafter's.
             logprobs = torch.log_softmax(target_logits.float(), dim=-1).gather(-1, emitted[..., None]).squeeze(-1)
             counts = (accepted + 1).cpu()
 
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()
-        return [(token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r], (proposed[r], kept[r]))
-                for r in range(total_rows)]
+        return [
+            (token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r], (proposed[r], kept[r]))
+            for r in range(total_rows)
+        ]
 
-    def _round_ends(self, emitted: torch.Tensor, counts: torch.Tensor, committed: torch.Tensor, eos: torch.Tensor,
-                    stop_candidates: torch.Tensor | None, stop_window: int, row_ids: torch.Tensor,
-                    out_tokens: torch.Tensor, params: SamplingParams) -> list[tuple[int, str | None]]:
+    def _round_ends(
+        self,
+        emitted: torch.Tensor,
+        counts: torch.Tensor,
+        committed: torch.Tensor,
+        eos: torch.Tensor,
+        stop_candidates: torch.Tensor | None,
+        stop_window: int,
+        row_ids: torch.Tensor,
+        out_tokens: torch.Tensor,
+        params: SamplingParams,
+    ) -> list[tuple[int, str | None]]:
         """Per batch row: how many of its `counts` new tokens `emitted` (B, C) it keeps, and why it ends
         ("stop" at eos or a stop string, "length" at the budget) or None if it goes on."""
         columns = torch.arange(emitted.shape[1], device=emitted.device)
@@ -428,7 +497,7 @@ class LocalPolicy:
                         end = (column + 1, "stop")
                         break
                     if stop_candidates is not None and bool(stop_candidates[token]):
-                        tail = out_tokens[row, max(0, g + column + 1 - stop_window): g + column + 1].tolist()
+                        tail = out_tokens[row, max(0, g + column + 1 - stop_window) : g + column + 1].tolist()
                         if any(s in self.tokenizer.decode(tail, skip_special_tokens=True) for s in params.stop):
                             end = (column + 1, "stop")
                             break
@@ -437,15 +506,21 @@ class LocalPolicy:
             results.append(end)
         return results
 
-    def _sample_with_generate(self, prompt_ids: list[list[int]],
-                              params: SamplingParams) -> list[tuple[list[int], list[float], str]]:
+    def _sample_with_generate(
+        self, prompt_ids: list[list[int]], params: SamplingParams
+    ) -> list[tuple[list[int], list[float], str]]:
         """Any other causal LM: `transformers` `generate`, with raw logits kept for the log-probs."""
         device = self.model.device
         # Expand the n samples ourselves: `generate` refuses num_return_sequences > 1 when greedy.
         input_ids, attention_mask = self._left_pad([ids for ids in prompt_ids for _ in range(params.n)], device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        options = dict(max_new_tokens=params.max_new_tokens, pad_token_id=pad,
-                       eos_token_id=sorted(self.eos_ids) or None, return_dict_in_generate=True, output_logits=True)
+        options = dict(
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=sorted(self.eos_ids) or None,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
         if params.temperature == 0:
             options.update(do_sample=False)
         else:
@@ -462,7 +537,7 @@ class LocalPolicy:
                     output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
         finally:
             self.model.train(was_training)
-        generated = output.sequences[:, input_ids.shape[1]:]  # (B*n, T)
+        generated = output.sequences[:, input_ids.shape[1] :]  # (B*n, T)
         logprobs = torch.log_softmax(torch.stack(output.logits, dim=1).float(), dim=-1)  # (B*n, T, V)
         chosen = logprobs.gather(-1, generated[..., None]).squeeze(-1)
         eos = self.eos_ids

@@ -16,18 +16,18 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator
+from typing import Annotated, Any
 
 import typer
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from verifarm.policy.metrics import ServerMetrics
 
@@ -81,7 +81,7 @@ class CompletionRequest:
     stream: bool = False
 
     @classmethod
-    def parse(cls, body: dict[str, Any], model_name: str) -> "CompletionRequest":
+    def parse(cls, body: dict[str, Any], model_name: str) -> CompletionRequest:
         _check_model(body, model_name)
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -90,8 +90,12 @@ class CompletionRequest:
         logprobs = body.get("logprobs")
         if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0):
             raise ValueError("logprobs must be null or a non-negative integer")
-        return cls(prompts, logprobs=logprobs, echo_token_ids=bool(body.get("return_token_ids", True)),
-                   **_sampling_fields(body, len(prompts)))
+        return cls(
+            prompts,
+            logprobs=logprobs,
+            echo_token_ids=bool(body.get("return_token_ids", True)),
+            **_sampling_fields(body, len(prompts)),
+        )
 
 
 @dataclass(frozen=True)
@@ -102,15 +106,18 @@ class ChatRequest:
     sampling: CompletionRequest  # prompts are filled in once the chat template is applied
 
     @classmethod
-    def parse(cls, body: dict[str, Any], model_name: str) -> "ChatRequest":
+    def parse(cls, body: dict[str, Any], model_name: str) -> ChatRequest:
         _check_model(body, model_name)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list of {role, content} objects")
         clean = []
         for index, message in enumerate(messages):
-            if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES \
-                    or not isinstance(message.get("content"), str):
+            if (
+                not isinstance(message, dict)
+                or message.get("role") not in CHAT_ROLES
+                or not isinstance(message.get("content"), str)
+            ):
                 raise ValueError(f"messages[{index}] must be an object with role in {CHAT_ROLES} and string content")
             clean.append({"role": message["role"], "content": message["content"]})
         sampling = CompletionRequest([], logprobs=None, echo_token_ids=False, **_sampling_fields(body, 1))
@@ -140,8 +147,15 @@ def _sampling_fields(body: dict[str, Any], prompts: int) -> dict[str, Any]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ValueError("stream must be true or false")
-    return {"n": n, "temperature": _number(body, "temperature", 1.0), "top_p": _number(body, "top_p", 1.0),
-            "max_tokens": max_tokens, "stop": stop, "seed": seed, "stream": stream}
+    return {
+        "n": n,
+        "temperature": _number(body, "temperature", 1.0),
+        "top_p": _number(body, "top_p", 1.0),
+        "max_tokens": max_tokens,
+        "stop": stop,
+        "seed": seed,
+        "stream": stream,
+    }
 
 
 def _integer(body: dict[str, Any], key: str, default: int) -> int:
@@ -165,15 +179,15 @@ def _number(body: dict[str, Any], key: str, default: float) -> float:
 def chat_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     """The conversation as one prompt ending where the assistant's turn begins."""
     template = getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
 
 
 class CompletionService:
     """Turns validated requests into OpenAI-style responses; one `sample` call at a time."""
 
-    def __init__(self, current_policy: Callable[[], Any], model_name: str,
-                 max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES):
+    def __init__(
+        self, current_policy: Callable[[], Any], model_name: str, max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES
+    ):
         self.current_policy = current_policy  # returns the LocalPolicy to use for the next request
         self.model_name = model_name
         self.max_cache_bytes = max_cache_bytes
@@ -188,15 +202,27 @@ class CompletionService:
                 request = replace(request, prompts=[chat_prompt(policy.tokenizer, messages)])
             prompt_tokens = [len(policy.tokenizer(p)["input_ids"]) for p in request.prompts]
             model = policy.model
-            needed = kv_cache_bytes(model.config, len(request.prompts) * request.n,
-                                    max(prompt_tokens) + request.max_tokens, model.dtype.itemsize)
+            needed = kv_cache_bytes(
+                model.config,
+                len(request.prompts) * request.n,
+                max(prompt_tokens) + request.max_tokens,
+                model.dtype.itemsize,
+            )
             if needed > self.max_cache_bytes:
-                raise ValueError(f"this request needs a {needed / 2**30:.1f} GiB KV cache, over the server's "
-                                 f"{self.max_cache_bytes / 2**30:.1f} GiB; ask for fewer prompts x n or max_tokens")
+                raise ValueError(
+                    f"this request needs a {needed / 2**30:.1f} GiB KV cache, over the server's "
+                    f"{self.max_cache_bytes / 2**30:.1f} GiB; ask for fewer prompts x n or max_tokens"
+                )
             started = time.perf_counter()
-            results = policy.sample(request.prompts, n=request.n, temperature=request.temperature,
-                                    top_p=request.top_p, max_new_tokens=request.max_tokens,
-                                    stop=request.stop or None, seed=request.seed)
+            results = policy.sample(
+                request.prompts,
+                n=request.n,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                max_new_tokens=request.max_tokens,
+                stop=request.stop or None,
+                seed=request.seed,
+            )
         sampled = sum(len(c.token_ids) for samples in results for c in samples)
         self.metrics.observe_sampling(time.perf_counter() - started, sampled, policy.version)
         return policy, request, results, sum(prompt_tokens), sampled
@@ -209,8 +235,11 @@ class CompletionService:
             "model": self.model_name,
             "system_fingerprint": f"verifarm-policy-v{policy.version}",
             "policy_version": policy.version,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
     def complete(self, request: CompletionRequest) -> dict[str, Any]:
@@ -231,8 +260,12 @@ class CompletionService:
                     for token in tokens:
                         offsets.append(offset)
                         offset += len(token)
-                    choice["logprobs"] = {"tokens": tokens, "token_logprobs": completion.logprobs,
-                                          "top_logprobs": None, "text_offset": offsets}
+                    choice["logprobs"] = {
+                        "tokens": tokens,
+                        "token_logprobs": completion.logprobs,
+                        "top_logprobs": None,
+                        "text_offset": offsets,
+                    }
                 if request.echo_token_ids:
                     choice["token_ids"] = completion.token_ids
                 choices.append(choice)
@@ -241,8 +274,12 @@ class CompletionService:
     def chat(self, request: ChatRequest) -> dict[str, Any]:
         policy, _, results, prompt_tokens, completion_tokens = self._sample(request.sampling, request.messages)
         choices = [
-            {"index": index, "message": {"role": "assistant", "content": completion.text},
-             "finish_reason": completion.finish_reason, "logprobs": None}
+            {
+                "index": index,
+                "message": {"role": "assistant", "content": completion.text},
+                "finish_reason": completion.finish_reason,
+                "logprobs": None,
+            }
             for index, completion in enumerate(results[0])
         ]
         return {**self._envelope("chat.completion", policy, prompt_tokens, completion_tokens), "choices": choices}
@@ -255,8 +292,11 @@ def stream_events(payload: dict[str, Any]) -> Iterator[str]:
     head["object"] = "chat.completion.chunk" if chat else "text_completion"
     for choice in payload["choices"]:
         if chat:
-            deltas = [({"role": "assistant"}, None), ({"content": choice["message"]["content"]}, None),
-                      ({}, choice["finish_reason"])]
+            deltas = [
+                ({"role": "assistant"}, None),
+                ({"content": choice["message"]["content"]}, None),
+                ({}, choice["finish_reason"]),
+            ]
             for delta, finish in deltas:
                 chunk = {**head, "choices": [{"index": choice["index"], "delta": delta, "finish_reason": finish}]}
                 yield f"data: {json.dumps(chunk)}\n\n"
@@ -265,8 +305,13 @@ def stream_events(payload: dict[str, Any]) -> Iterator[str]:
     yield "data: [DONE]\n\n"
 
 
-_ERROR_KINDS = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error",
-                413: "invalid_request_error", 422: "invalid_request_error"}
+_ERROR_KINDS = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+}
 
 
 def build_app(service: CompletionService):
@@ -282,10 +327,12 @@ def build_app(service: CompletionService):
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
-        message = f"no route {request.method} {request.url.path}" if error.status_code in (404, 405) \
-            else str(error.detail)
-        return error_response(OpenAIError(error.status_code, message, _ERROR_KINDS.get(error.status_code,
-                                                                                       "server_error")))
+        message = (
+            f"no route {request.method} {request.url.path}" if error.status_code in (404, 405) else str(error.detail)
+        )
+        return error_response(
+            OpenAIError(error.status_code, message, _ERROR_KINDS.get(error.status_code, "server_error"))
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -397,8 +444,7 @@ def verify_checkpoint_folder(path: Path) -> str | None:
     return None
 
 
-def _load_policy(checkpoint: Path | None, registry: Path | None, version: int | None,
-                 device: str) -> Callable[[], Any]:
+def _load_policy(checkpoint: Path | None, registry: Path | None, version: int | None, device: str) -> Callable[[], Any]:
     """What `serve` serves; every refusal is a ValueError (or the registry's errors) with a one-line message."""
     from verifarm.policy.sampling import LocalPolicy
 
@@ -426,10 +472,16 @@ def _load_policy(checkpoint: Path | None, registry: Path | None, version: int | 
 
 def serve(
     checkpoint: Annotated[Path | None, typer.Option(help="a Hugging Face checkpoint folder to serve")] = None,
-    registry: Annotated[Path | None, typer.Option(
-        help="a checkpoint registry root (default: the settings' checkpoint dir) when no --checkpoint")] = None,
-    version: Annotated[int | None, typer.Option(
-        help="registry version to pin (default: follow the newest good one); with --checkpoint, its label")] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(help="a checkpoint registry root (default: the settings' checkpoint dir) when no --checkpoint"),
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            help="registry version to pin (default: follow the newest good one); with --checkpoint, its label"
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
     model_name: Annotated[str, typer.Option(help="the model id clients send")] = "verifarm-policy",

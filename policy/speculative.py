@@ -57,8 +57,9 @@ class Verdict:
     next_tokens: torch.Tensor  # (B,) long: the token emitted after them (residual or bonus draw)
 
 
-def accept_drafts(draft_tokens: torch.Tensor, draft_probs: torch.Tensor, target_probs: torch.Tensor,
-                  generator: torch.Generator | None) -> Verdict:
+def accept_drafts(
+    draft_tokens: torch.Tensor, draft_probs: torch.Tensor, target_probs: torch.Tensor, generator: torch.Generator | None
+) -> Verdict:
     """The speculative-sampling rule over a batch whose rows keep different numbers of drafts.
 
     draft_tokens (B, k) were drawn from draft_probs (B, k, V); target_probs (B, k+1, V) is the policy's
@@ -67,10 +68,15 @@ def accept_drafts(draft_tokens: torch.Tensor, draft_probs: torch.Tensor, target_
     is normalised here.
     """
     batch, k = draft_tokens.shape
-    if draft_probs.shape[:2] != (batch, k) or target_probs.shape[:2] != (batch, k + 1) \
-            or draft_probs.shape[-1] != target_probs.shape[-1]:
-        raise ValueError(f"need draft_probs (B, k, V) and target_probs (B, k+1, V) for draft_tokens {(batch, k)}, "
-                         f"got {tuple(draft_probs.shape)} and {tuple(target_probs.shape)}")
+    if (
+        draft_probs.shape[:2] != (batch, k)
+        or target_probs.shape[:2] != (batch, k + 1)
+        or draft_probs.shape[-1] != target_probs.shape[-1]
+    ):
+        raise ValueError(
+            f"need draft_probs (B, k, V) and target_probs (B, k+1, V) for draft_tokens {(batch, k)}, "
+            f"got {tuple(draft_probs.shape)} and {tuple(target_probs.shape)}"
+        )
     p_all = draft_probs.float() / draft_probs.float().sum(-1, keepdim=True)
     q_all = target_probs.float() / target_probs.float().sum(-1, keepdim=True)
     p = p_all.gather(-1, draft_tokens[..., None]).squeeze(-1)  # (B, k)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -82,8 +83,9 @@ def encode_batch(
     return _pad(rows, masks, tokenizer.pad_token_id)
 
 
-def align_behaviour_logprobs(batch: Batch, sampled_ids: Sequence[Sequence[int] | None],
-                             sampled_logprobs: Sequence[Sequence[float] | None]) -> torch.Tensor:
+def align_behaviour_logprobs(
+    batch: Batch, sampled_ids: Sequence[Sequence[int] | None], sampled_logprobs: Sequence[Sequence[float] | None]
+) -> torch.Tensor:
     """The sampler's recorded log-probs laid on `batch`'s completion positions (B, T), for `grpo_loss`'s
     `behaviour_logprobs`; NaN (no correction) wherever none applies.
 
@@ -92,8 +94,10 @@ def align_behaviour_logprobs(batch: Batch, sampled_ids: Sequence[Sequence[int] |
     sampled ones, and stop at the first difference.
     """
     if not len(sampled_ids) == len(sampled_logprobs) == batch.input_ids.shape[0]:
-        raise ValueError(f"need token ids and log-probs for each of the {batch.input_ids.shape[0]} rows, got "
-                         f"{len(sampled_ids)} and {len(sampled_logprobs)}")
+        raise ValueError(
+            f"need token ids and log-probs for each of the {batch.input_ids.shape[0]} rows, got "
+            f"{len(sampled_ids)} and {len(sampled_logprobs)}"
+        )
     aligned = torch.full(batch.input_ids.shape, float("nan"))
     for row, (ids, logprobs) in enumerate(zip(sampled_ids, sampled_logprobs)):
         if ids is None or logprobs is None:
@@ -210,16 +214,24 @@ def _set_lr(optimizer, config: TrainConfig, step: int, started: float) -> float 
     return lr
 
 
-def distill(student, teacher, tokenizer, prompts: Sequence[str], completions: Sequence[str], config: TrainConfig,
-            temperature: float = 1.0) -> dict[str, float]:
+def distill(
+    student,
+    teacher,
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    config: TrainConfig,
+    temperature: float = 1.0,
+) -> dict[str, float]:
     """Fit `student` to `teacher`'s next-token distributions on the completion tokens of the given pairs
     (`losses.distill_loss`, the loss of the trainer's distillation mode) until the step or time budget runs out.
 
     Pairs are drawn in a seeded random order. Returns steps, seconds and final_kl (mean of the last 10 steps).
     """
     if not prompts or len(prompts) != len(completions):
-        raise ValueError(f"distill needs matching, non-empty prompts and completions, got {len(prompts)} "
-                         f"and {len(completions)}")
+        raise ValueError(
+            f"distill needs matching, non-empty prompts and completions, got {len(prompts)} and {len(completions)}"
+        )
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(student, config)
     student.train()
@@ -227,10 +239,12 @@ def distill(student, teacher, tokenizer, prompts: Sequence[str], completions: Se
     step, recent, started = 0, [], time.perf_counter()
     while step < config.steps and _set_lr(optimizer, config, step, started) is not None:
         chosen = torch.randint(len(prompts), (config.batch_size,), generator=generator).tolist()
-        batch = encode_batch(tokenizer, [prompts[i] for i in chosen], [completions[i] for i in chosen],
-                             config.max_length).to(student.device)
-        loss, metrics = distill_loss(student, teacher, batch.input_ids, batch.attention_mask, batch.completion_mask,
-                                     temperature=temperature)
+        batch = encode_batch(
+            tokenizer, [prompts[i] for i in chosen], [completions[i] for i in chosen], config.max_length
+        ).to(student.device)
+        loss, metrics = distill_loss(
+            student, teacher, batch.input_ids, batch.attention_mask, batch.completion_mask, temperature=temperature
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
@@ -238,12 +252,20 @@ def distill(student, teacher, tokenizer, prompts: Sequence[str], completions: Se
         step += 1
         recent = (recent + [metrics["distill_kl"]])[-10:]
     student.eval()
-    return {"steps": float(step), "seconds": time.perf_counter() - started,
-            "final_kl": sum(recent) / len(recent) if recent else float("nan")}
+    return {
+        "steps": float(step),
+        "seconds": time.perf_counter() - started,
+        "final_kl": sum(recent) / len(recent) if recent else float("nan"),
+    }
 
 
-def pretrain(model, tokenizer, texts: Sequence[str], config: TrainConfig,
-             on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+def pretrain(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    config: TrainConfig,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, float]:
     """Next-token training on `texts` (each a whole document) until the step or time budget runs out.
 
     `on_step(steps_done, {"loss", "lr", "tokens_per_second"})` hears every step (a progress display).
@@ -287,9 +309,13 @@ def pretrain(model, tokenizer, texts: Sequence[str], config: TrainConfig,
         recent = (recent + [last["lm_loss"]])[-10:]
         if on_step is not None:
             elapsed = time.perf_counter() - started
-            on_step(step, {"loss": last["lm_loss"], "lr": lr, "tokens_per_second": tokens / elapsed if elapsed else 0.0})
+            on_step(
+                step, {"loss": last["lm_loss"], "lr": lr, "tokens_per_second": tokens / elapsed if elapsed else 0.0}
+            )
         if config.log_every and step % config.log_every == 0:
-            logger.info("step %d lr %.2e lm_loss %.4f aux %.4f", step, lr, last["lm_loss"], last.get("moe_aux_total", 0.0))
+            logger.info(
+                "step %d lr %.2e lm_loss %.4f aux %.4f", step, lr, last["lm_loss"], last.get("moe_aux_total", 0.0)
+            )
     model.eval()
     seconds = time.perf_counter() - started
     metrics = {
@@ -302,4 +328,3 @@ def pretrain(model, tokenizer, texts: Sequence[str], config: TrainConfig,
     }
     metrics.update({key: value for key, value in last.items() if key.startswith("moe_")})
     return metrics
-

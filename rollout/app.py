@@ -64,8 +64,8 @@ class WorkerRuntime:
     """What one worker process keeps between batches: its store connection, task families and policy."""
 
     def __init__(self, farm: FarmConfig) -> None:
-        from verifarm.rollout.policy_source import CheckpointPolicySource
         from verifarm.envs.catalog import FamilyCache
+        from verifarm.rollout.policy_source import CheckpointPolicySource
         from verifarm.rollout.store import RolloutStore
 
         self.pid = os.getpid()
@@ -88,8 +88,15 @@ class WorkerRuntime:
         if self.store.is_cancelled(campaign_id):  # before loading any policy for it
             return {"campaign_id": campaign_id, "batch_index": batch_index, "cancelled": True}
         sampler = self.policies.sampler_for_spec(spec)  # "latest": a newer checkpoint is swapped in here
-        report = rollout_batch(self.store, campaign_id, spec, spec.batch_range(batch_index), sampler,
-                               self.families, self.farm.infra_retries)
+        report = rollout_batch(
+            self.store,
+            campaign_id,
+            spec,
+            spec.batch_range(batch_index),
+            sampler,
+            self.families,
+            self.farm.infra_retries,
+        )
         return {"batch_index": batch_index, **report.as_dict()}
 
 
@@ -106,6 +113,7 @@ def create_app(farm: FarmConfig | None = None) -> Celery:
     """The Celery app for `farm`; with None, the farm is read from the VERIFARM_* settings when first needed."""
     app = Celery("verifarm.rollout", set_as_current=False)
     if farm is None:
+
         def settings_from_environment() -> dict[str, Any]:
             from verifarm.settings import load_settings
 
@@ -119,8 +127,16 @@ def create_app(farm: FarmConfig | None = None) -> Celery:
     # `campaign requeue` can enqueue it again once the cause is fixed.
     # shared=False: a shared task would be added to every app created after this one as well, and each
     # create_app() call would then register the name twice (Celery's DuplicateTaskNameWarning at worker start).
-    @app.task(name=TASK_NAME, bind=True, autoretry_for=(Exception,), max_retries=3, retry_backoff=2,
-              retry_backoff_max=60, retry_jitter=False, shared=False)
+    @app.task(
+        name=TASK_NAME,
+        bind=True,
+        autoretry_for=(Exception,),
+        max_retries=3,
+        retry_backoff=2,
+        retry_backoff_max=60,
+        retry_jitter=False,
+        shared=False,
+    )
     def rollout_batch_task(self: Any, campaign_id: str, batch_index: int) -> dict[str, Any]:
         return _runtime(self.app).run_batch(campaign_id, int(batch_index))
 
@@ -164,8 +180,14 @@ def enqueue_batches(app: Celery, campaign_id: str, spec: Any, batch_indices: Ite
     count = 0
     with app.producer_or_acquire() as producer:
         for batch_index in batch_indices:
-            app.send_task(TASK_NAME, args=[campaign_id, int(batch_index)], priority=9 - spec.priority,
-                          queue=QUEUE, producer=producer, task_id=f"{campaign_id}:{batch_index}")
+            app.send_task(
+                TASK_NAME,
+                args=[campaign_id, int(batch_index)],
+                priority=9 - spec.priority,
+                queue=QUEUE,
+                producer=producer,
+                task_id=f"{campaign_id}:{batch_index}",
+            )
             count += 1
     return count
 

@@ -140,11 +140,15 @@ class CampaignSpec(BaseModel):
         if self.endpoint is not None and self.policy != "latest":
             raise ValueError("an endpoint serves whatever version it holds: use it with policy: latest")
         if self.speculative.drafter == "auto" and (self.policy == "reference" or self.endpoint is not None):
-            raise ValueError("speculative drafter: auto needs a checkpoint policy sampled by the workers "
-                             "(an endpoint decides its own sampling; the reference policy has no model)")
+            raise ValueError(
+                "speculative drafter: auto needs a checkpoint policy sampled by the workers "
+                "(an endpoint decides its own sampling; the reference policy has no model)"
+            )
         if self.translate is not None and self.translate.sources and self.tasks != len(self.translate.pairs()):
-            raise ValueError(f"a translate campaign with frozen sources has {len(self.translate.pairs())} tasks "
-                             f"(one per source and other target language), not {self.tasks}")
+            raise ValueError(
+                f"a translate campaign with frozen sources has {len(self.translate.pairs())} tasks "
+                f"(one per source and other target language), not {self.tasks}"
+            )
         return self
 
     @property
@@ -274,14 +278,20 @@ def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None)
 
             spec = with_sources(spec, store)
         row = store.create_campaign(
-            campaign_id, spec.name, spec.model_dump(mode="json"), total_tasks=spec.tasks,
-            samples_per_task=spec.samples_per_task, priority=spec.priority,
+            campaign_id,
+            spec.name,
+            spec.model_dump(mode="json"),
+            total_tasks=spec.tasks,
+            samples_per_task=spec.samples_per_task,
+            priority=spec.priority,
         )
     try:
         enqueue_batches(app, campaign_id, spec, range(spec.num_batches))
     except Exception as error:
-        raise RuntimeError(f"campaign {campaign_id} is stored but enqueueing its batches failed ({error}); "
-                           f"once the broker is back, run `verifarm campaign requeue {campaign_id}`") from error
+        raise RuntimeError(
+            f"campaign {campaign_id} is stored but enqueueing its batches failed ({error}); "
+            f"once the broker is back, run `verifarm campaign requeue {campaign_id}`"
+        ) from error
     return row
 
 
@@ -294,11 +304,15 @@ def check_policy_available(spec: CampaignSpec, farm: FarmConfig) -> None:
     registry = CheckpointRegistry(farm.checkpoint_dir)
     if spec.policy == "latest":
         if registry.latest_version() is None:
-            raise ValueError(f"policy 'latest': no good checkpoint in {farm.checkpoint_dir}; publish one first "
-                             "(or use policy: reference for a load test)")
+            raise ValueError(
+                f"policy 'latest': no good checkpoint in {farm.checkpoint_dir}; publish one first "
+                "(or use policy: reference for a load test)"
+            )
     elif spec.policy not in registry.published_versions() or not registry.inspect(spec.policy).ok:
-        raise ValueError(f"policy version {spec.policy} is not a good checkpoint in {farm.checkpoint_dir} "
-                         f"(published: {registry.published_versions()})")
+        raise ValueError(
+            f"policy version {spec.policy} is not a good checkpoint in {farm.checkpoint_dir} "
+            f"(published: {registry.published_versions()})"
+        )
 
 
 def requeue(campaign_id: str, farm: FarmConfig) -> int:
@@ -314,7 +328,8 @@ def requeue(campaign_id: str, farm: FarmConfig) -> int:
             raise ValueError(f"no campaign {campaign_id!r}: `verifarm campaign list` shows the campaigns")
         spec = parse_spec(row.spec)
         missing = [
-            b for b in range(spec.num_batches)
+            b
+            for b in range(spec.num_batches)
             if len(store.complete_tasks(campaign_id, spec.batch_range(b), spec.samples_per_task))
             < len(spec.batch_range(b))
         ]
@@ -344,9 +359,17 @@ def status_from_store(store: RolloutStore, campaign_id: str) -> CampaignStatus:
         seconds = (end - row.created_at).total_seconds()
         rate = done / seconds if seconds > 0 else None
     return CampaignStatus(
-        campaign_id=campaign_id, name=row.name, state=state, expected=row.expected_records, done=done,
-        passed=counts["pass"], failed=counts["fail"], infra_errors=counts["infra_error"],
-        infra_retries=row.infra_retries, rollouts_per_second=rate, created_at=row.created_at,
+        campaign_id=campaign_id,
+        name=row.name,
+        state=state,
+        expected=row.expected_records,
+        done=done,
+        passed=counts["pass"],
+        failed=counts["fail"],
+        infra_errors=counts["infra_error"],
+        infra_retries=row.infra_retries,
+        rollouts_per_second=rate,
+        created_at=row.created_at,
     )
 
 
@@ -373,8 +396,10 @@ def cancel(campaign_id: str, store_url: str) -> CampaignStatus:
     with RolloutStore(store_url) as store:
         current = status_from_store(store, campaign_id)
         if current.state == "done":
-            raise CampaignFinished(f"campaign {campaign_id} is already done ({current.done}/{current.expected} "
-                                   "records): there is nothing to cancel")
+            raise CampaignFinished(
+                f"campaign {campaign_id} is already done ({current.done}/{current.expected} "
+                "records): there is nothing to cancel"
+            )
         store.set_cancelled(campaign_id)
         return status_from_store(store, campaign_id)
 

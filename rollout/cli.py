@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -45,8 +44,10 @@ def _store_url() -> str:
     settings = load_settings()
     default_file = (settings.home / "rollouts.db").resolve()
     if not settings.database_url and not default_file.is_file():
-        _failed(f"nothing is stored in {default_file} yet: submit a campaign first, or point VERIFARM_HOME (or "
-                "VERIFARM_DATABASE_URL) at the farm's store")
+        _failed(
+            f"nothing is stored in {default_file} yet: submit a campaign first, or point VERIFARM_HOME (or "
+            "VERIFARM_DATABASE_URL) at the farm's store"
+        )
     return settings.store_url
 
 
@@ -89,8 +90,9 @@ _CAMPAIGN_ID = typer.Argument(..., help="campaign id (`verifarm campaign list`)"
 
 @workers_app.command("start")
 def workers_start(
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", min=1,
-                                              help="pool processes (default: one per CPU core)"),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", "-c", min=1, help="pool processes (default: one per CPU core)"
+    ),
     name: str = typer.Option("verifarm@%h", "--name", "-n", help="worker node name (%h: host name)"),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
@@ -98,23 +100,33 @@ def workers_start(
     from verifarm.rollout.app import QUEUE, create_app
     from verifarm.rollout.config import FarmConfig
     from verifarm.rollout.embedded_redis import session_broker
-    from verifarm.settings import load_settings
-
     from verifarm.rollout.services import redacted
+    from verifarm.settings import load_settings
 
     settings = load_settings()
     _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     with session_broker(settings.redis_url, settings.home) as broker_url:
         _check_services(settings, broker_url)
         farm = FarmConfig.from_settings(settings, broker_url=broker_url)
-        typer.echo(f"broker {redacted(broker_url)}  store {redacted(farm.store_url)}  "
-                   f"checkpoints {farm.checkpoint_dir}", err=True)
+        typer.echo(
+            f"broker {redacted(broker_url)}  store {redacted(farm.store_url)}  checkpoints {farm.checkpoint_dir}",
+            err=True,
+        )
         app = create_app(farm)
         concurrency = concurrency or os.cpu_count() or 1
         # No gossip or mingle: the farm keeps its state in the store, not in worker-to-worker chatter.
-        app.worker_main(["worker", f"--concurrency={concurrency}", f"--hostname={name}",
-                         f"--loglevel={loglevel}", f"--queues={QUEUE}", "--pool=prefork", "--without-gossip",
-                         "--without-mingle"])
+        app.worker_main(
+            [
+                "worker",
+                f"--concurrency={concurrency}",
+                f"--hostname={name}",
+                f"--loglevel={loglevel}",
+                f"--queues={QUEUE}",
+                "--pool=prefork",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
 
 
 @workers_app.command("ls")
@@ -146,8 +158,9 @@ def workers_ls(
         running = []
         for task in tasks:
             args = list(task.get("args") or [])
-            running.append({"campaign_id": args[0] if args else None,
-                            "batch_index": args[1] if len(args) > 1 else None})
+            running.append(
+                {"campaign_id": args[0] if args else None, "batch_index": args[1] if len(args) > 1 else None}
+            )
         rows.append({"worker": worker, "running": running})
     if as_json:
         typer.echo(json.dumps(rows))
@@ -165,7 +178,7 @@ def workers_ls(
 @campaign_app.command("submit")
 def campaign_submit(
     spec_path: Path = typer.Argument(..., help="campaign spec, .yaml or .json"),
-    campaign_id: Optional[str] = typer.Option(None, "--id", help="campaign id (default: name + random suffix)"),
+    campaign_id: str | None = typer.Option(None, "--id", help="campaign id (default: name + random suffix)"),
 ) -> None:
     """Validate a spec, store the campaign and enqueue its batches. Prints the campaign id."""
     from verifarm.rollout.campaign import load_spec, submit
@@ -201,8 +214,10 @@ def _status_json(st) -> dict:
 def _status_line(st) -> str:
     rate = f"{st.rollouts_per_second:.1f}/s" if st.rollouts_per_second else "-"
     pass_rate = f"{st.pass_rate:.1%}" if st.pass_rate is not None else "-"
-    return (f"{st.campaign_id}  {st.state:<9} {st.done}/{st.expected}  pass {pass_rate}  "
-            f"infra errors {st.infra_errors} (retries {st.infra_retries})  {rate}")
+    return (
+        f"{st.campaign_id}  {st.state:<9} {st.done}/{st.expected}  pass {pass_rate}  "
+        f"infra errors {st.infra_errors} (retries {st.infra_retries})  {rate}"
+    )
 
 
 @campaign_app.command("status")
@@ -292,14 +307,18 @@ def campaign_watch(
             st = status_from_store(store, campaign_id)
         except ValueError as error:
             _fail(str(error))
-        with ProgressReporter(campaign_id, total=st.expected, fields=("pass", "rate", "infra"), eta=True,
-                              stream=sys.stdout) as progress:
+        with ProgressReporter(
+            campaign_id, total=st.expected, fields=("pass", "rate", "infra"), eta=True, stream=sys.stdout
+        ) as progress:
             while True:
                 st = status_from_store(store, campaign_id)
                 progress.update(
-                    st.done, infra=st.infra_errors,
-                    **{"pass": f"{st.pass_rate:.1%}" if st.pass_rate is not None else "-",
-                       "rate": f"{st.rollouts_per_second:.1f} rollouts/s" if st.rollouts_per_second else "-"},
+                    st.done,
+                    infra=st.infra_errors,
+                    **{
+                        "pass": f"{st.pass_rate:.1%}" if st.pass_rate is not None else "-",
+                        "rate": f"{st.rollouts_per_second:.1f} rollouts/s" if st.rollouts_per_second else "-",
+                    },
                 )
                 if st.state != "running":
                     break
@@ -310,14 +329,27 @@ def campaign_watch(
 # ---- data ------------------------------------------------------------------------------------------------
 
 
-def _filter(campaign: Optional[str], env: Optional[str], outcome: Optional[str], min_version: Optional[int],
-            max_version: Optional[int], dedupe: bool, limit: Optional[int] = None):
+def _filter(
+    campaign: str | None,
+    env: str | None,
+    outcome: str | None,
+    min_version: int | None,
+    max_version: int | None,
+    dedupe: bool,
+    limit: int | None = None,
+):
     from verifarm.rollout.store import RecordFilter
 
     try:
-        return RecordFilter(campaign_id=campaign, env_id=env, outcome=outcome,  # type: ignore[arg-type]
-                            min_policy_version=min_version, max_policy_version=max_version, dedupe=dedupe,
-                            limit=limit)
+        return RecordFilter(
+            campaign_id=campaign,
+            env_id=env,
+            outcome=outcome,  # type: ignore[arg-type]
+            min_policy_version=min_version,
+            max_policy_version=max_version,
+            dedupe=dedupe,
+            limit=limit,
+        )
     except ValueError as error:
         _fail(str(error))
 
@@ -346,11 +378,14 @@ def _completion_cell(completion: str, width: int = 48) -> str:
 
 @data_app.command("ls")
 def data_ls(
-    campaign: Optional[str] = _CAMPAIGN, env: Optional[str] = _ENV, outcome: Optional[str] = _OUTCOME,
-    min_version: Optional[int] = _MIN_V, max_version: Optional[int] = _MAX_V,
+    campaign: str | None = _CAMPAIGN,
+    env: str | None = _ENV,
+    outcome: str | None = _OUTCOME,
+    min_version: int | None = _MIN_V,
+    max_version: int | None = _MAX_V,
     dedupe: bool = typer.Option(True, "--dedupe/--all", help="one record per distinct content, as `data export`"),
     limit: int = typer.Option(20, min=1, help="rows to list"),
-    verifier_version: Optional[str] = _VERIFIER_V,
+    verifier_version: str | None = _VERIFIER_V,
     as_json: bool = typer.Option(False, "--json", help="one JSON object: the rows and the counts"),
 ) -> None:
     """List matching records, first stored first, with their total count (deduplicated by default, like `export`).
@@ -368,32 +403,53 @@ def data_ls(
 
     from verifarm.rollout.store import RolloutStore
 
-    flt = dataclasses.replace(_filter(campaign, env, outcome, min_version, max_version, dedupe, limit),
-                              verifier_version=verifier_version)
+    flt = dataclasses.replace(
+        _filter(campaign, env, outcome, min_version, max_version, dedupe, limit), verifier_version=verifier_version
+    )
     with RolloutStore(_store_url()) as store:
         total = store.count(flt)
         records = store.query(flt)
         duplicates = _duplicates(store, flt)
     if as_json:
-        typer.echo(json.dumps({"records": [r.model_dump(mode="json") for r in records], "total": total,
-                               "duplicates": duplicates, "deduplicated": dedupe}))
+        typer.echo(
+            json.dumps(
+                {
+                    "records": [r.model_dump(mode="json") for r in records],
+                    "total": total,
+                    "duplicates": duplicates,
+                    "deduplicated": dedupe,
+                }
+            )
+        )
         return
     table = Table()
     for column in ("record", "campaign", "env", "task", "sample", "outcome", "reward", "policy", "completion"):
         table.add_column(column, no_wrap=True, overflow="ellipsis")
     for r in records:
         # Text cells: a completion holding "[bold]" is shown as written, never read as markup.
-        cells = (r.record_id[:8], r.campaign_id, r.env_id.removeprefix("verifarm/"), str(r.task_index),
-                 str(r.sample_index), r.outcome, f"{r.reward:.2f}",
-                 "ref" if r.policy_version is None else f"v{r.policy_version}", _completion_cell(r.completion))
+        cells = (
+            r.record_id[:8],
+            r.campaign_id,
+            r.env_id.removeprefix("verifarm/"),
+            str(r.task_index),
+            str(r.sample_index),
+            r.outcome,
+            f"{r.reward:.2f}",
+            "ref" if r.policy_version is None else f"v{r.policy_version}",
+            _completion_cell(r.completion),
+        )
         table.add_row(*(Text(cell) for cell in cells))
     Console(width=160).print(table)
     if dedupe:
-        typer.echo(f"{len(records)} of {total} records ({duplicates} duplicates not counted, as in `data export`; "
-                   "--all lists them)")
+        typer.echo(
+            f"{len(records)} of {total} records ({duplicates} duplicates not counted, as in `data export`; "
+            "--all lists them)"
+        )
     else:
-        typer.echo(f"{len(records)} of {total} records, {duplicates} of them duplicates (`data export` leaves "
-                   "those out unless --all)")
+        typer.echo(
+            f"{len(records)} of {total} records, {duplicates} of them duplicates (`data export` leaves "
+            "those out unless --all)"
+        )
 
 
 @data_app.command("show")
@@ -416,10 +472,13 @@ def data_show(record_id: str) -> None:
 def data_export(
     out: Path = typer.Argument(..., help="output file, or a folder with --test-fraction"),
     fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl or parquet"),
-    campaign: Optional[str] = _CAMPAIGN, env: Optional[str] = _ENV, outcome: Optional[str] = _OUTCOME,
-    min_version: Optional[int] = _MIN_V, max_version: Optional[int] = _MAX_V,
+    campaign: str | None = _CAMPAIGN,
+    env: str | None = _ENV,
+    outcome: str | None = _OUTCOME,
+    min_version: int | None = _MIN_V,
+    max_version: int | None = _MAX_V,
     dedupe: bool = typer.Option(True, "--dedupe/--all", help="one record per distinct content"),
-    test_fraction: Optional[float] = typer.Option(None, help="split by task into train/test files"),
+    test_fraction: float | None = typer.Option(None, help="split by task into train/test files"),
     parents: bool = typer.Option(False, "--parents", "-p", help="create the output's missing parent folders"),
 ) -> None:
     """Write a dataset that `datasets.load_dataset` reads; refuses to write an empty one."""
@@ -440,14 +499,17 @@ def data_export(
         matching = store.count(flt)
         duplicates = _duplicates(store, flt)
         if matching == 0:
-            _failed("no records match these filters, so nothing was written (an empty file is no dataset): "
-                    "check them with `verifarm data ls`")
+            _failed(
+                "no records match these filters, so nothing was written (an empty file is no dataset): "
+                "check them with `verifarm data ls`"
+            )
         created = not folder.exists()
         try:
             result = export_records(store, flt, out, fmt, test_fraction)  # type: ignore[arg-type]
         except OSError as error:
-            _failed(f"cannot write {error.filename or out} ({error.strerror or error}): choose a location you may "
-                    "write to")
+            _failed(
+                f"cannot write {error.filename or out} ({error.strerror or error}): choose a location you may write to"
+            )
     empty = [name for name, rows in result.rows.items() if rows == 0]
     if empty:
         # A split with no rows is a file no data loader reads: take the export back rather than leave it half-done.
@@ -455,8 +517,10 @@ def data_export(
             path.unlink(missing_ok=True)
         if created:
             folder.rmdir()
-        _failed(f"the {' and '.join(empty)} split would be empty ({matching} records over too few tasks), so "
-                "nothing was written: change --test-fraction or export more records")
+        _failed(
+            f"the {' and '.join(empty)} split would be empty ({matching} records over too few tasks), so "
+            "nothing was written: change --test-fraction or export more records"
+        )
     for name, path in result.files.items():
         typer.echo(f"{path}: {result.rows[name]} rows")
     if dedupe and duplicates:
@@ -466,9 +530,10 @@ def data_export(
 
 @data_app.command("reverify")
 def data_reverify(
-    campaign: Optional[str] = _CAMPAIGN, env: Optional[str] = _ENV,
-    verifier_version: Optional[str] = _VERIFIER_V,
-    limit: Optional[int] = typer.Option(None, min=1, help="re-score at most this many records"),
+    campaign: str | None = _CAMPAIGN,
+    env: str | None = _ENV,
+    verifier_version: str | None = _VERIFIER_V,
+    limit: int | None = typer.Option(None, min=1, help="re-score at most this many records"),
     as_json: bool = typer.Option(False, "--json", help="the report as JSON"),
 ) -> None:
     """Re-score stored records with the current verifiers and report the verdicts that flip (the store is not
@@ -478,8 +543,7 @@ def data_reverify(
     from verifarm.rollout.reverify import format_reverify, reverify
     from verifarm.rollout.store import RolloutStore
 
-    flt = dataclasses.replace(_filter(campaign, env, None, None, None, False, limit),
-                              verifier_version=verifier_version)
+    flt = dataclasses.replace(_filter(campaign, env, None, None, None, False, limit), verifier_version=verifier_version)
     with RolloutStore(_store_url()) as store:
         report = reverify(store, flt)
     typer.echo(json.dumps(report.as_json(), indent=2) if as_json else format_reverify(report))
@@ -487,12 +551,14 @@ def data_reverify(
 
 @data_app.command("translations")
 def data_translations(
-    campaign: Optional[str] = _CAMPAIGN, outcome: Optional[str] = _OUTCOME,
-    source_language: Optional[str] = typer.Option(None, "--source-language", help="e.g. python"),
-    target_language: Optional[str] = typer.Option(None, "--target-language", help="e.g. rust"),
+    campaign: str | None = _CAMPAIGN,
+    outcome: str | None = _OUTCOME,
+    source_language: str | None = typer.Option(None, "--source-language", help="e.g. python"),
+    target_language: str | None = typer.Option(None, "--target-language", help="e.g. rust"),
     limit: int = typer.Option(20, min=1, help="rows to list"),
-    pairs: Optional[Path] = typer.Option(None, "--pairs", help="write the passing (source, translation) pairs "
-                                         "as JSONL here instead of listing"),
+    pairs: Path | None = typer.Option(
+        None, "--pairs", help="write the passing (source, translation) pairs as JSONL here instead of listing"
+    ),
 ) -> None:
     """Translation records (translate campaigns) with their lineage: source record, source and target language."""
     from itertools import islice
@@ -522,8 +588,16 @@ def data_translations(
         table.add_column(column, no_wrap=True, overflow="ellipsis")
     for r in records:
         lineage = r.details["lineage"]
-        table.add_row(r.record_id[:8], r.campaign_id, str(lineage.get("problem")), str(lineage.get("source_language")),
-                      str(lineage.get("target_language")), str(lineage.get("source_record_id"))[:8], r.outcome,
-                      str(r.details.get("differential_compared", "-")), r.reason[:48])
+        table.add_row(
+            r.record_id[:8],
+            r.campaign_id,
+            str(lineage.get("problem")),
+            str(lineage.get("source_language")),
+            str(lineage.get("target_language")),
+            str(lineage.get("source_record_id"))[:8],
+            r.outcome,
+            str(r.details.get("differential_compared", "-")),
+            r.reason[:48],
+        )
     Console(width=160).print(table)
     typer.echo(f"{len(records)} translation records")

@@ -45,8 +45,9 @@ class FarmConfig(BaseModel):
     torch_threads: int = Field(default=1, ge=1, le=256)
 
     @classmethod
-    def from_settings(cls, settings: Settings, broker_url: str | None = None,
-                      tuning: FarmTuning | None = None) -> FarmConfig:
+    def from_settings(
+        cls, settings: Settings, broker_url: str | None = None, tuning: FarmTuning | None = None
+    ) -> FarmConfig:
         """The farm of these settings; `broker_url` overrides VERIFARM_REDIS_URL (e.g. a private Redis)."""
         from verifarm.rollout.embedded_redis import EmbeddedRedis
 
@@ -58,9 +59,13 @@ class FarmConfig(BaseModel):
             )
         tuning = tuning or FarmTuning()
         return cls(
-            broker_url=url, store_url=settings.store_url, checkpoint_dir=settings.checkpoints,
-            sandbox_backend=settings.sandbox_backend, visibility_timeout_s=tuning.visibility_timeout_s,
-            restore_interval_s=tuning.restore_interval_s, reconcile_interval_s=tuning.reconcile_interval_s,
+            broker_url=url,
+            store_url=settings.store_url,
+            checkpoint_dir=settings.checkpoints,
+            sandbox_backend=settings.sandbox_backend,
+            visibility_timeout_s=tuning.visibility_timeout_s,
+            restore_interval_s=tuning.restore_interval_s,
+            reconcile_interval_s=tuning.reconcile_interval_s,
             infra_retries=tuning.infra_retries,
             torch_threads=tuning.torch_threads,
         )
@@ -69,17 +74,19 @@ class FarmConfig(BaseModel):
 def farm_environment(farm: FarmConfig, base: dict[str, str]) -> dict[str, str]:
     """`base` (e.g. os.environ) with the VERIFARM_* variables that make a child process join this farm."""
     env = {k: v for k, v in base.items() if not k.startswith("VERIFARM_")}
-    env.update({
-        "VERIFARM_REDIS_URL": farm.broker_url,
-        "VERIFARM_DATABASE_URL": farm.store_url,
-        "VERIFARM_CHECKPOINT_DIR": str(farm.checkpoint_dir),
-        "VERIFARM_SANDBOX_BACKEND": farm.sandbox_backend,
-        "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": str(farm.visibility_timeout_s),
-        "VERIFARM_FARM_RESTORE_INTERVAL_S": str(farm.restore_interval_s),
-        "VERIFARM_FARM_RECONCILE_INTERVAL_S": str(farm.reconcile_interval_s),
-        "VERIFARM_FARM_INFRA_RETRIES": str(farm.infra_retries),
-        "VERIFARM_FARM_TORCH_THREADS": str(farm.torch_threads),
-    })
+    env.update(
+        {
+            "VERIFARM_REDIS_URL": farm.broker_url,
+            "VERIFARM_DATABASE_URL": farm.store_url,
+            "VERIFARM_CHECKPOINT_DIR": str(farm.checkpoint_dir),
+            "VERIFARM_SANDBOX_BACKEND": farm.sandbox_backend,
+            "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": str(farm.visibility_timeout_s),
+            "VERIFARM_FARM_RESTORE_INTERVAL_S": str(farm.restore_interval_s),
+            "VERIFARM_FARM_RECONCILE_INTERVAL_S": str(farm.reconcile_interval_s),
+            "VERIFARM_FARM_INFRA_RETRIES": str(farm.infra_retries),
+            "VERIFARM_FARM_TORCH_THREADS": str(farm.torch_threads),
+        }
+    )
     if "VERIFARM_HOME" in base:
         env["VERIFARM_HOME"] = base["VERIFARM_HOME"]
     return env

@@ -87,13 +87,32 @@ class EmbeddedRedis:
                 return existing, 0
             port = port or free_port()
             command = [
-                self.executable, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.folder.resolve()),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                "--logfile", str((self.folder / "redis.log").resolve()), "--protected-mode", "yes",
+                self.executable,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(self.folder.resolve()),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--logfile",
+                str((self.folder / "redis.log").resolve()),
+                "--protected-mode",
+                "yes",
             ]
             # Its own session: a Ctrl-C meant for the CLI must not kill the broker before the CLI stops it.
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             url = f"redis://127.0.0.1:{port}/0"
             deadline = time.monotonic() + timeout_s
             while not _answers(url):

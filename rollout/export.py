@@ -16,10 +16,35 @@ ExportFormat = Literal["jsonl", "parquet"]
 # Column order of an exported row. `details` is a JSON string: its keys differ between envs, and one flat
 # schema is what lets a data loader read a mixed export without casting errors.
 COLUMNS: tuple[str, ...] = (
-    "record_id", "campaign_id", "env_id", "env_version", "task_index", "task_seed", "task_id", "difficulty",
-    "group_id", "group_size", "sample_index", "prompt", "completion", "reward", "passed", "reason", "outcome",
-    "policy_version", "policy_name", "verifier_version", "sandbox_backend", "sample_seconds", "verify_seconds",
-    "content_hash", "token_ids", "logprobs", "details", "created_at", "seq",
+    "record_id",
+    "campaign_id",
+    "env_id",
+    "env_version",
+    "task_index",
+    "task_seed",
+    "task_id",
+    "difficulty",
+    "group_id",
+    "group_size",
+    "sample_index",
+    "prompt",
+    "completion",
+    "reward",
+    "passed",
+    "reason",
+    "outcome",
+    "policy_version",
+    "policy_name",
+    "verifier_version",
+    "sandbox_backend",
+    "sample_seconds",
+    "verify_seconds",
+    "content_hash",
+    "token_ids",
+    "logprobs",
+    "details",
+    "created_at",
+    "seq",
 )
 
 
@@ -39,10 +64,19 @@ def _arrow_schema() -> Any:
     import pyarrow as pa
 
     types = {
-        "task_index": pa.int64(), "task_seed": pa.int64(), "difficulty": pa.int64(), "group_size": pa.int64(),
-        "sample_index": pa.int64(), "reward": pa.float64(), "passed": pa.bool_(), "policy_version": pa.int64(),
-        "sample_seconds": pa.float64(), "verify_seconds": pa.float64(), "token_ids": pa.list_(pa.int64()),
-        "logprobs": pa.list_(pa.float64()), "seq": pa.int64(),
+        "task_index": pa.int64(),
+        "task_seed": pa.int64(),
+        "difficulty": pa.int64(),
+        "group_size": pa.int64(),
+        "sample_index": pa.int64(),
+        "reward": pa.float64(),
+        "passed": pa.bool_(),
+        "policy_version": pa.int64(),
+        "sample_seconds": pa.float64(),
+        "verify_seconds": pa.float64(),
+        "token_ids": pa.list_(pa.int64()),
+        "logprobs": pa.list_(pa.float64()),
+        "seq": pa.int64(),
     }
     return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
 
@@ -117,6 +151,6 @@ def export_records(
     finally:
         for sink in sinks.values():
             sink.close()
-    return ExportResult({name: sink.path for name, sink in sinks.items()},
-                        {name: sink.count for name, sink in sinks.items()})
-
+    return ExportResult(
+        {name: sink.path for name, sink in sinks.items()}, {name: sink.count for name, sink in sinks.items()}
+    )

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,12 +56,20 @@ def worker_metrics() -> WorkerMetrics:
 
         _metrics = WorkerMetrics(
             rollouts=Counter("verifarm_rollouts", "rollout records stored, by env and outcome", ["env", "outcome"]),
-            verify_seconds=Histogram("verifarm_verify_seconds", "verification time per completion (retries "
-                                     "included)", ["env"], buckets=LATENCY_BUCKETS),
-            sample_seconds=Histogram("verifarm_sample_seconds", "policy sampling time per batch", ["policy"],
-                                     buckets=LATENCY_BUCKETS),
-            infra_errors=Counter("verifarm_sandbox_infra_errors", "records whose verifier could not judge "
-                                 "(sandbox failures after retries), by sandbox backend", ["backend"]),
+            verify_seconds=Histogram(
+                "verifarm_verify_seconds",
+                "verification time per completion (retries included)",
+                ["env"],
+                buckets=LATENCY_BUCKETS,
+            ),
+            sample_seconds=Histogram(
+                "verifarm_sample_seconds", "policy sampling time per batch", ["policy"], buckets=LATENCY_BUCKETS
+            ),
+            infra_errors=Counter(
+                "verifarm_sandbox_infra_errors",
+                "records whose verifier could not judge (sandbox failures after retries), by sandbox backend",
+                ["backend"],
+            ),
             infra_retries=Counter("verifarm_sandbox_infra_retries", "sandbox failures retried", ["campaign"]),
             sampled_tokens=Counter("verifarm_sampled_tokens", "completion tokens sampled by workers", ["env"]),
         )
@@ -93,8 +102,9 @@ class QueueDepthCollector:
         import redis
         from prometheus_client.core import GaugeMetricFamily
 
-        family = GaugeMetricFamily("verifarm_queue_depth", "batches waiting in the broker by queue key",
-                                   labels=["queue"])
+        family = GaugeMetricFamily(
+            "verifarm_queue_depth", "batches waiting in the broker by queue key", labels=["queue"]
+        )
         client = redis.Redis.from_url(self.broker_url, socket_timeout=2)
         try:
             for key in self.keys:

@@ -20,8 +20,9 @@ from verifarm.rollout.config import FarmConfig, farm_environment
 class WorkerPool:
     """`processes` worker processes of `concurrency` pool processes each, on the farm's broker and store."""
 
-    def __init__(self, farm: FarmConfig, log_dir: Path, processes: int = 1, concurrency: int = 1,
-                 name: str = "pool") -> None:
+    def __init__(
+        self, farm: FarmConfig, log_dir: Path, processes: int = 1, concurrency: int = 1, name: str = "pool"
+    ) -> None:
         if processes < 1 or concurrency < 1:
             raise ValueError(f"a pool needs >= 1 process of >= 1 concurrency, got {processes} x {concurrency}")
         self.farm, self.log_dir, self.name = farm, Path(log_dir), name
@@ -35,10 +36,29 @@ class WorkerPool:
         for index in range(self.processes_wanted):
             log = open(self.log_dir / f"{self.name}-{index}.log", "wb")
             self._logs.append(log)
-            command = [sys.executable, "-m", "verifarm.cli", "workers", "start", "-c", str(self.concurrency),
-                       "-n", f"{self.name}-{index}@%h", "-l", "WARNING"]
-            self.processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                   stdin=subprocess.DEVNULL, start_new_session=True))
+            command = [
+                sys.executable,
+                "-m",
+                "verifarm.cli",
+                "workers",
+                "start",
+                "-c",
+                str(self.concurrency),
+                "-n",
+                f"{self.name}-{index}@%h",
+                "-l",
+                "WARNING",
+            ]
+            self.processes.append(
+                subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
         return self
 
     def node_names(self) -> list[str]:
@@ -57,8 +77,9 @@ class WorkerPool:
             if wanted <= answered:
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"workers {sorted(wanted - answered)} did not answer within {timeout_s}s; "
-                                   f"see {self.log_dir}")
+                raise RuntimeError(
+                    f"workers {sorted(wanted - answered)} did not answer within {timeout_s}s; see {self.log_dir}"
+                )
 
     def check_alive(self) -> None:
         for index, process in enumerate(self.processes):

@@ -39,9 +39,12 @@ def lost_campaigns(store: RolloutStore, older_than: datetime) -> list[str]:
     """Running campaigns created before `older_than` (so still short of complete)."""
     from verifarm.rollout.campaign import status_from_store
 
-    return [row.campaign_id for row in store.list_campaigns()
-            # A campaign just submitted may not have enqueued its batches yet.
-            if row.created_at <= older_than and status_from_store(store, row.campaign_id).state == "running"]
+    return [
+        row.campaign_id
+        for row in store.list_campaigns()
+        # A campaign just submitted may not have enqueued its batches yet.
+        if row.created_at <= older_than and status_from_store(store, row.campaign_id).state == "running"
+    ]
 
 
 def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) -> dict[str, int]:
@@ -63,12 +66,17 @@ def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) 
             sweeps = client.incr(_SWEEP_COUNT.format(campaign_id))
             if sweeps > SWEEPS_PER_CAMPAIGN:
                 if sweeps == SWEEPS_PER_CAMPAIGN + 1:
-                    log.warning("campaign %s still misses records after %d sweeps; its failing batches are left "
-                                "for `verifarm campaign requeue`", campaign_id, SWEEPS_PER_CAMPAIGN)
+                    log.warning(
+                        "campaign %s still misses records after %d sweeps; its failing batches are left "
+                        "for `verifarm campaign requeue`",
+                        campaign_id,
+                        SWEEPS_PER_CAMPAIGN,
+                    )
                 continue
             requeued[campaign_id] = requeue(campaign_id, farm)
-            log.warning("campaign %s: the broker had lost %d batch(es); enqueued them again",
-                        campaign_id, requeued[campaign_id])
+            log.warning(
+                "campaign %s: the broker had lost %d batch(es); enqueued them again", campaign_id, requeued[campaign_id]
+            )
         return requeued
     finally:
         client.close()
@@ -76,6 +84,7 @@ def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) 
 
 def start_sweeping(worker: Any, farm: FarmConfig, queue_keys: list[str]) -> Any:
     """Run `sweep` every `farm.reconcile_interval_s` on the worker's timer; returns the timer entry."""
+
     def tick() -> None:
         try:
             sweep(farm, queue_keys)

@@ -29,7 +29,7 @@ def corrupt(text: str, rng: random.Random) -> str:
     for position in range(len(text) - 1, -1, -1):
         if text[position].isdigit():
             wrong = str((int(text[position]) + rng.randint(1, 9)) % 10)
-            return text[:position] + wrong + text[position + 1:]
+            return text[:position] + wrong + text[position + 1 :]
     return text[: len(text) // 2]
 
 
@@ -47,8 +47,9 @@ class ReferencePolicy:
     def version(self) -> None:
         return None
 
-    def sample_tasks(self, tasks: list[Task], n: int, sampling: object = None,
-                     seed: int | None = None) -> list[list[SampledText]]:
+    def sample_tasks(
+        self, tasks: list[Task], n: int, sampling: object = None, seed: int | None = None
+    ) -> list[list[SampledText]]:
         """n answers per task; which ones are corrupted is a pure function of (seed, task, prompt, sample index),
         so a redelivered batch produces the same records. Sampling settings and the batch seed do not apply."""
         if n < 1:

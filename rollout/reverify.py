@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from verifarm.rollout.campaign import CampaignSpec, plan_task
 from verifarm.envs.catalog import FamilyCache
+from verifarm.rollout.campaign import CampaignSpec, plan_task
 from verifarm.rollout.store import RecordFilter, RolloutRecord, RolloutStore
 
 
@@ -53,8 +53,10 @@ class ReverifyReport:
             "flips": [flip.__dict__ | {"direction": flip.direction} for flip in self.flips],
             "directions": self.directions(),
             "skipped": [{"record_id": record_id, "reason": reason} for record_id, reason in self.skipped],
-            "stored_versions": [{"env_id": env_id, "verifier_version": version, "records": n}
-                                for (env_id, version), n in sorted(self.stored_versions.items())],
+            "stored_versions": [
+                {"env_id": env_id, "verifier_version": version, "records": n}
+                for (env_id, version), n in sorted(self.stored_versions.items())
+            ],
             "current_versions": self.current_versions,
         }
 
@@ -96,17 +98,28 @@ def reverify(store: RolloutStore, flt: RecordFilter = RecordFilter()) -> Reverif
                 report.skipped.append((record.record_id, f"cannot rebuild the task: {error}"))
                 continue
             if task.task_id != record.task_id:
-                report.skipped.append((record.record_id, f"the seed now gives task {task.task_id}, "
-                                                         f"not the stored {record.task_id}"))
+                report.skipped.append(
+                    (record.record_id, f"the seed now gives task {task.task_id}, not the stored {record.task_id}")
+                )
                 continue
             verdict = family.verify(task, record.completion)
             report.checked += 1
             report.current_versions[record.env_id] = family.verifier_version
             outcome = _outcome(verdict)
             if outcome != record.outcome:
-                report.flips.append(Flip(record.record_id, record.campaign_id, record.env_id, record.task_id,
-                                         record.outcome, record.verifier_version, outcome, family.verifier_version,
-                                         verdict.reason[:300]))
+                report.flips.append(
+                    Flip(
+                        record.record_id,
+                        record.campaign_id,
+                        record.env_id,
+                        record.task_id,
+                        record.outcome,
+                        record.verifier_version,
+                        outcome,
+                        family.verifier_version,
+                        verdict.reason[:300],
+                    )
+                )
     finally:
         families.close()
     return report
@@ -121,9 +134,11 @@ def format_reverify(report: ReverifyReport) -> str:
     summary = ", ".join(f"{direction} {n}" for direction, n in sorted(directions.items())) or "none"
     lines.append(f"flips: {len(report.flips)} ({summary})")
     for flip in report.flips:
-        lines.append(f"  {flip.record_id[:8]} {flip.campaign_id} {flip.task_id}: {flip.direction} "
-                     f"({flip.stored_verifier_version} -> {flip.new_verifier_version}): "
-                     f"{' '.join(flip.new_reason.split())[:120]}")
+        lines.append(
+            f"  {flip.record_id[:8]} {flip.campaign_id} {flip.task_id}: {flip.direction} "
+            f"({flip.stored_verifier_version} -> {flip.new_verifier_version}): "
+            f"{' '.join(flip.new_reason.split())[:120]}"
+        )
     if report.skipped:
         lines.append(f"skipped: {len(report.skipped)}")
         lines.extend(f"  {record_id[:8]}: {reason}" for record_id, reason in report.skipped)

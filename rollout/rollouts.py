@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from verifarm.envs.base import Task, TaskFamily, Verdict
-from verifarm.envs.catalog import FamilyCache, get_family
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import CampaignSpec, PlannedTask, SamplingSettings, plan_task
 from verifarm.rollout.metrics import observe_batch
 from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for, group_id_for, record_id_for
@@ -34,8 +35,9 @@ class TaskSampler(Protocol):
 
     name: str
 
-    def sample_tasks(self, tasks: list[Task], n: int, sampling: SamplingSettings,
-                     seed: int) -> Sequence[Sequence[Sample]]: ...
+    def sample_tasks(
+        self, tasks: list[Task], n: int, sampling: SamplingSettings, seed: int
+    ) -> Sequence[Sequence[Sample]]: ...
 
 
 class CheckpointSampler:
@@ -49,11 +51,17 @@ class CheckpointSampler:
     def version(self) -> int | None:
         return getattr(self.policy, "version", None)
 
-    def sample_tasks(self, tasks: list[Task], n: int, sampling: SamplingSettings,
-                     seed: int) -> Sequence[Sequence[Sample]]:
+    def sample_tasks(
+        self, tasks: list[Task], n: int, sampling: SamplingSettings, seed: int
+    ) -> Sequence[Sequence[Sample]]:
         return self.policy.sample(
-            [task.prompt for task in tasks], n=n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens, stop=sampling.stop, seed=seed,
+            [task.prompt for task in tasks],
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_new_tokens=sampling.max_new_tokens,
+            stop=sampling.stop,
+            seed=seed,
         )
 
 
@@ -118,9 +126,14 @@ def verify_with_retries(family: TaskFamily, task: Task, completion: str, retries
     while True:
         try:
             verdict = family.verify(task, completion)
-        except Exception as error:  # noqa: BLE001 - any crash of the checker is an infra error by definition
-            verdict = Verdict(0.0, False, f"verifier crashed: {type(error).__name__}: {error}"[:500],
-                              {"exception": type(error).__name__}, infra_error=True)
+        except Exception as error:
+            verdict = Verdict(
+                0.0,
+                False,
+                f"verifier crashed: {type(error).__name__}: {error}"[:500],
+                {"exception": type(error).__name__},
+                infra_error=True,
+            )
         if not verdict.infra_error or used >= retries:
             return verdict, used
         used += 1
@@ -170,22 +183,38 @@ def build_records(
         if attempt.turns > 1:
             earlier = [storable_text(reason) for reason in attempt.earlier]
             details = {**details, "turns": attempt.turns, "earlier_reasons": earlier}
-        records.append(RolloutRecord(
-            record_id=record_id_for(campaign_id, plan.task_index, index), campaign_id=campaign_id,
-            env_id=plan.env_id, env_version=env_version, task_index=plan.task_index, task_seed=plan.seed,
-            task_id=task.task_id, difficulty=task.difficulty, group_id=group_id_for(campaign_id, plan.task_index),
-            group_size=spec.samples_per_task, sample_index=index, prompt=prompt, completion=completion,
-            reward=verdict.reward if outcome != "infra_error" else 0.0, passed=outcome == "pass",
-            reason=storable_text(verdict.reason[:2000]), outcome=outcome, policy_version=sample.policy_version,
-            policy_name=sampler_name, verifier_version=family.verifier_version,
-            sandbox_backend=verdict.details.get("sandbox_backend"),
-            sample_seconds=sample_seconds_each * attempt.turns, verify_seconds=attempt.verify_seconds,
-            content_hash=content_hash_for(plan.env_id, prompt, completion),
-            token_ids=list(sample.token_ids) if sample.token_ids is not None else None,
-            logprobs=[float(x) for x in sample.logprobs] if sample.logprobs is not None else None,
-            drafted=getattr(sample, "drafted", None),
-            details=details,
-        ))
+        records.append(
+            RolloutRecord(
+                record_id=record_id_for(campaign_id, plan.task_index, index),
+                campaign_id=campaign_id,
+                env_id=plan.env_id,
+                env_version=env_version,
+                task_index=plan.task_index,
+                task_seed=plan.seed,
+                task_id=task.task_id,
+                difficulty=task.difficulty,
+                group_id=group_id_for(campaign_id, plan.task_index),
+                group_size=spec.samples_per_task,
+                sample_index=index,
+                prompt=prompt,
+                completion=completion,
+                reward=verdict.reward if outcome != "infra_error" else 0.0,
+                passed=outcome == "pass",
+                reason=storable_text(verdict.reason[:2000]),
+                outcome=outcome,
+                policy_version=sample.policy_version,
+                policy_name=sampler_name,
+                verifier_version=family.verifier_version,
+                sandbox_backend=verdict.details.get("sandbox_backend"),
+                sample_seconds=sample_seconds_each * attempt.turns,
+                verify_seconds=attempt.verify_seconds,
+                content_hash=content_hash_for(plan.env_id, prompt, completion),
+                token_ids=list(sample.token_ids) if sample.token_ids is not None else None,
+                logprobs=[float(x) for x in sample.logprobs] if sample.logprobs is not None else None,
+                drafted=getattr(sample, "drafted", None),
+                details=details,
+            )
+        )
     return records
 
 
@@ -242,16 +271,25 @@ def rollout_batch(
 
     turn = 1
     while True:
-        retry = [(t, s) for t, family in enumerate(families_used) for s in range(n)
-                 if attempts[t][s].wants_another_turn(_max_turns(family))]
+        retry = [
+            (t, s)
+            for t, family in enumerate(families_used)
+            for s in range(n)
+            if attempts[t][s].wants_another_turn(_max_turns(family))
+        ]
         if not retry:
             break
         turn += 1
         followups = []
         for t, s in retry:
             previous = attempts[t][s]
-            observation = families_used[t].feedback(tasks[t], storable_text(previous.sample.text), previous.verdict,
-                                                    previous.turns, _max_turns(families_used[t]))
+            observation = families_used[t].feedback(
+                tasks[t],
+                storable_text(previous.sample.text),
+                previous.verdict,
+                previous.turns,
+                _max_turns(families_used[t]),
+            )
             followups.append(replace(tasks[t], prompt=observation))
         started = time.perf_counter()
         answers = sampler.sample_tasks(followups, 1, spec.sampling, seed + turn)
@@ -259,8 +297,14 @@ def rollout_batch(
         for (t, s), followup, answer in zip(retry, followups, answers, strict=True):
             previous = attempts[t][s]
             verdict, seconds = verify(families_used[t], tasks[t], answer[0])
-            attempts[t][s] = Attempt(followup.prompt, answer[0], verdict, previous.verify_seconds + seconds,
-                                     previous.turns + 1, [*previous.earlier, previous.verdict.reason])
+            attempts[t][s] = Attempt(
+                followup.prompt,
+                answer[0],
+                verdict,
+                previous.verify_seconds + seconds,
+                previous.turns + 1,
+                [*previous.earlier, previous.verdict.reason],
+            )
 
     per_sample = report.sample_seconds / sum(a.turns for group in attempts for a in group)
     records: list[RolloutRecord] = []

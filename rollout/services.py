@@ -39,15 +39,25 @@ def check_broker(url: str, timeout_s: float = 3.0) -> None:
         client.ping()
         client.close()
     except redis.AuthenticationError as error:
-        raise ServiceUnavailable(f"the Redis broker at {redacted(url)} refused the credentials ({_first_line(error)}): "
-                                 "correct the password in VERIFARM_REDIS_URL") from None
+        raise ServiceUnavailable(
+            f"the Redis broker at {redacted(url)} refused the credentials ({_first_line(error)}): "
+            "correct the password in VERIFARM_REDIS_URL"
+        ) from None
     except (redis.RedisError, OSError, ValueError) as error:
-        raise ServiceUnavailable(f"cannot reach the Redis broker at {redacted(url)} ({_first_line(error)}): start "
-                                 "Redis, or correct VERIFARM_REDIS_URL (unset, the CLI runs a private one)") from None
+        raise ServiceUnavailable(
+            f"cannot reach the Redis broker at {redacted(url)} ({_first_line(error)}): start "
+            "Redis, or correct VERIFARM_REDIS_URL (unset, the CLI runs a private one)"
+        ) from None
 
 
-_CREDENTIAL_WORDS = ("password authentication failed", "authentication failed", "role", "permission denied",
-                     "no password supplied", "access denied")
+_CREDENTIAL_WORDS = (
+    "password authentication failed",
+    "authentication failed",
+    "role",
+    "permission denied",
+    "no password supplied",
+    "access denied",
+)
 
 
 def check_store(url: str, timeout_s: float = 5.0) -> None:
@@ -58,23 +68,30 @@ def check_store(url: str, timeout_s: float = 5.0) -> None:
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError as error:
-        raise ServiceUnavailable(f"the store URL {url!r} is not an SQLAlchemy URL ({error}): use "
-                                 "sqlite:///path.db or postgresql://user@host/db") from None
+        raise ServiceUnavailable(
+            f"the store URL {url!r} is not an SQLAlchemy URL ({error}): use "
+            "sqlite:///path.db or postgresql://user@host/db"
+        ) from None
     connect_args = {"connect_timeout": int(max(1, timeout_s))} if parsed.get_backend_name() == "postgresql" else {}
     try:
         engine = sqlalchemy.create_engine(parsed, connect_args=connect_args)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ImportError) as error:
-        raise ServiceUnavailable(f"cannot use the store URL {redacted(url)} ({_first_line(error)}): use "
-                                 "sqlite:///path.db or postgresql://user@host/db") from None
+        raise ServiceUnavailable(
+            f"cannot use the store URL {redacted(url)} ({_first_line(error)}): use "
+            "sqlite:///path.db or postgresql://user@host/db"
+        ) from None
     try:
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text("SELECT 1"))
     except sqlalchemy.exc.DBAPIError as error:
         reason = _first_line(error)
         if any(word in reason.lower() for word in _CREDENTIAL_WORDS):
-            raise ServiceUnavailable(f"the store at {redacted(url)} refused the credentials ({reason}): correct the "
-                                     "user or password in VERIFARM_DATABASE_URL") from None
-        raise ServiceUnavailable(f"cannot open the store at {redacted(url)} ({reason}): start the database, or "
-                                 "correct VERIFARM_DATABASE_URL") from None
+            raise ServiceUnavailable(
+                f"the store at {redacted(url)} refused the credentials ({reason}): correct the "
+                "user or password in VERIFARM_DATABASE_URL"
+            ) from None
+        raise ServiceUnavailable(
+            f"cannot open the store at {redacted(url)} ({reason}): start the database, or correct VERIFARM_DATABASE_URL"
+        ) from None
     finally:
         engine.dispose()

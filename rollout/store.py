@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
@@ -367,8 +368,13 @@ class RolloutStore:
             if remaining is not None:
                 remaining -= len(rows)
 
-    def newest_first(self, flt: RecordFilter = RecordFilter(), before_seq: int | None = None, limit: int = 50,
-                     preview_chars: int = 200) -> list[RecordSummary]:
+    def newest_first(
+        self,
+        flt: RecordFilter = RecordFilter(),
+        before_seq: int | None = None,
+        limit: int = 50,
+        preview_chars: int = 200,
+    ) -> list[RecordSummary]:
         """One page of matching records, newest first, stored before `before_seq` (keyset pagination).
 
         The query walks the primary key (or a campaign's index) backwards from the cursor and stops after
@@ -378,18 +384,34 @@ class RolloutStore:
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
         c = self.records.c
-        columns = [c.seq, c.record_id, c.campaign_id, c.env_id, c.task_index, c.sample_index, c.difficulty,
-                   c.outcome, c.reward, c.reason, c.policy_version, c.policy_name, c.verifier_version,
-                   c.created_at, func.substr(c.prompt, 1, preview_chars).label("prompt_preview"),
-                   func.substr(c.completion, 1, preview_chars).label("completion_preview")]
+        columns = [
+            c.seq,
+            c.record_id,
+            c.campaign_id,
+            c.env_id,
+            c.task_index,
+            c.sample_index,
+            c.difficulty,
+            c.outcome,
+            c.reward,
+            c.reason,
+            c.policy_version,
+            c.policy_name,
+            c.verifier_version,
+            c.created_at,
+            func.substr(c.prompt, 1, preview_chars).label("prompt_preview"),
+            func.substr(c.completion, 1, preview_chars).label("completion_preview"),
+        ]
         statement = select(*columns).where(*self._where(flt))
         if before_seq is not None:
             statement = statement.where(c.seq < before_seq)
         statement = statement.order_by(c.seq.desc()).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(statement).mappings().all()
-        return [RecordSummary(**{**row, "reason": row["reason"][:preview_chars],
-                                 "created_at": _as_utc(row["created_at"])}) for row in rows]
+        return [
+            RecordSummary(**{**row, "reason": row["reason"][:preview_chars], "created_at": _as_utc(row["created_at"])})
+            for row in rows
+        ]
 
     @staticmethod
     def _record_from_row(row: Any) -> RolloutRecord:
@@ -480,9 +502,15 @@ class RolloutStore:
         if self.get_campaign(campaign_id) is not None:
             raise ValueError(f"campaign {campaign_id!r} already exists; pick another id")
         row = CampaignRow(
-            campaign_id=campaign_id, name=name, spec=spec, total_tasks=total_tasks,
-            samples_per_task=samples_per_task, priority=priority, cancelled=False,
-            infra_retries=0, created_at=_utcnow(),
+            campaign_id=campaign_id,
+            name=name,
+            spec=spec,
+            total_tasks=total_tasks,
+            samples_per_task=samples_per_task,
+            priority=priority,
+            cancelled=False,
+            infra_retries=0,
+            created_at=_utcnow(),
         )
         with self.engine.begin() as conn:
             conn.execute(self.campaigns.insert().values(**row.model_dump()))
@@ -536,9 +564,7 @@ class RolloutStore:
         if n <= 0:
             return
         c = self.campaigns.c
-        statement = update(self.campaigns).where(c.campaign_id == campaign_id).values(
-            infra_retries=c.infra_retries + n
-        )
+        statement = update(self.campaigns).where(c.campaign_id == campaign_id).values(infra_retries=c.infra_retries + n)
         with self.engine.begin() as conn:
             conn.execute(statement)
 
@@ -577,7 +603,11 @@ class RolloutStore:
         with self.engine.connect() as conn:
             rows = conn.execute(statement).mappings().all()
         return [
-            MetricsEntry(policy_version=r["policy_version"], step=r["step"], metrics=r["metrics"],
-                         created_at=_as_utc(r["created_at"]))
+            MetricsEntry(
+                policy_version=r["policy_version"],
+                step=r["step"],
+                metrics=r["metrics"],
+                created_at=_as_utc(r["created_at"]),
+            )
             for r in rows
         ]

@@ -13,8 +13,9 @@ target language, problem); `translation_records` filters on it, and `export_tran
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,8 +26,12 @@ if TYPE_CHECKING:
 
 TRANSLATE_ENV_ID = "verifarm/Translate-v0"
 # Envs whose passing records are programs in a known language (their family is a ProgramFamily).
-SOURCE_ENV_IDS = ("verifarm/Program-v0", "verifarm/ProgramMultiTurn-v0", "verifarm/CProgram-v0",
-                  "verifarm/CProgramMultiTurn-v0")
+SOURCE_ENV_IDS = (
+    "verifarm/Program-v0",
+    "verifarm/ProgramMultiTurn-v0",
+    "verifarm/CProgram-v0",
+    "verifarm/CProgramMultiTurn-v0",
+)
 
 
 class SourceProgram(BaseModel):
@@ -74,8 +79,9 @@ class TranslateSettings(BaseModel):
 
     def pairs(self) -> list[tuple[SourceProgram, str]]:
         """Every (source, target language) task of the campaign, in task order."""
-        return [(source, target) for source in self.sources for target in self.target_languages
-                if target != source.language]
+        return [
+            (source, target) for source in self.sources for target in self.target_languages if target != source.language
+        ]
 
 
 def _source_language(record: RolloutRecord, options: dict[str, Any]) -> str:
@@ -105,9 +111,17 @@ def find_sources(store: RolloutStore, settings: TranslateSettings) -> list[Sourc
         if spec is None:
             continue
         options = plan_task(spec, record.task_index).options  # the env options the record's task was made with
-        sources.append(SourceProgram(record_id=record.record_id, env_id=record.env_id, options=options,
-                                     seed=record.task_seed, difficulty=record.difficulty,
-                                     language=_source_language(record, options), completion=record.completion))
+        sources.append(
+            SourceProgram(
+                record_id=record.record_id,
+                env_id=record.env_id,
+                options=options,
+                seed=record.task_seed,
+                difficulty=record.difficulty,
+                language=_source_language(record, options),
+                completion=record.completion,
+            )
+        )
         if settings.max_sources is not None and len(sources) >= settings.max_sources:
             break
     return sources
@@ -122,8 +136,10 @@ def with_sources(spec: CampaignSpec, store: RolloutStore) -> CampaignSpec:
     settings = spec.translate.model_copy(update={"sources": find_sources(store, spec.translate)})
     tasks = len(settings.pairs())
     if tasks == 0:
-        raise ValueError("no passing program records to translate match the translate settings "
-                         f"(campaign {settings.source_campaign!r}, env {settings.source_env!r})")
+        raise ValueError(
+            "no passing program records to translate match the translate settings "
+            f"(campaign {settings.source_campaign!r}, env {settings.source_env!r})"
+        )
     data = spec.model_dump(mode="json")
     data.update(tasks=tasks, translate=settings.model_dump(mode="json"), envs=[{"env_id": TRANSLATE_ENV_ID}])
     return parse_spec(data)
@@ -146,10 +162,16 @@ def plan_translation(spec: CampaignSpec, task_index: int) -> PlannedTask:
     if not 0 <= task_index < len(pairs):
         raise ValueError(f"task index {task_index} outside the campaign's {len(pairs)} translation pairs")
     source, target = pairs[task_index]
-    options = {"target_language": target, "source_env_id": source.env_id, "source_options": source.options,
-               "source_seed": source.seed, "source_difficulty": source.difficulty,
-               "source_completion": source.completion, "source_record_id": source.record_id,
-               "differential_inputs": spec.translate.differential_inputs}
+    options = {
+        "target_language": target,
+        "source_env_id": source.env_id,
+        "source_options": source.options,
+        "source_seed": source.seed,
+        "source_difficulty": source.difficulty,
+        "source_completion": source.completion,
+        "source_record_id": source.record_id,
+        "differential_inputs": spec.translate.differential_inputs,
+    }
     return PlannedTask(task_index, TRANSLATE_ENV_ID, options, source.difficulty, source.seed)
 
 
@@ -158,12 +180,19 @@ def lineage_of(record: RolloutRecord) -> dict[str, Any] | None:
     return lineage if isinstance(lineage, dict) else None
 
 
-def translation_records(store: RolloutStore, flt: RecordFilter = RecordFilter(), source_language: str | None = None,
-                        target_language: str | None = None,
-                        source_record_id: str | None = None) -> Iterator[RolloutRecord]:
+def translation_records(
+    store: RolloutStore,
+    flt: RecordFilter = RecordFilter(),
+    source_language: str | None = None,
+    target_language: str | None = None,
+    source_record_id: str | None = None,
+) -> Iterator[RolloutRecord]:
     """Translation records matching the store filter and the lineage filters, in store order."""
-    wanted = {"source_language": source_language, "target_language": target_language,
-              "source_record_id": source_record_id}
+    wanted = {
+        "source_language": source_language,
+        "target_language": target_language,
+        "source_record_id": source_record_id,
+    }
     for record in store.iter_records(flt):
         lineage = lineage_of(record)
         if lineage is None:
@@ -172,8 +201,13 @@ def translation_records(store: RolloutStore, flt: RecordFilter = RecordFilter(),
             yield record
 
 
-def export_translation_pairs(store: RolloutStore, path: Path | str, flt: RecordFilter = RecordFilter(passed=True),
-                             source_language: str | None = None, target_language: str | None = None) -> int:
+def export_translation_pairs(
+    store: RolloutStore,
+    path: Path | str,
+    flt: RecordFilter = RecordFilter(passed=True),
+    source_language: str | None = None,
+    target_language: str | None = None,
+) -> int:
     """Write one JSON line per translation (default: passing ones) with its source program; returns the count."""
     from verifarm.envs.program import extract_source
 
@@ -184,12 +218,22 @@ def export_translation_pairs(store: RolloutStore, path: Path | str, flt: RecordF
         for record in translation_records(store, flt, source_language, target_language):
             lineage = lineage_of(record) or {}
             source = store.get_record(lineage.get("source_record_id", ""))
-            handle.write(json.dumps({
-                "problem": lineage.get("problem"), "source_language": lineage.get("source_language"),
-                "target_language": lineage.get("target_language"), "source_record_id": lineage.get("source_record_id"),
-                "translation_record_id": record.record_id, "passed": record.passed,
-                "source": extract_source(source.completion) if source is not None else None,
-                "translation": extract_source(record.completion), "prompt": record.prompt,
-            }, sort_keys=True) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "problem": lineage.get("problem"),
+                        "source_language": lineage.get("source_language"),
+                        "target_language": lineage.get("target_language"),
+                        "source_record_id": lineage.get("source_record_id"),
+                        "translation_record_id": record.record_id,
+                        "passed": record.passed,
+                        "source": extract_source(source.completion) if source is not None else None,
+                        "translation": extract_source(record.completion),
+                        "prompt": record.prompt,
+                    },
+                    sort_keys=True,
+                )
+                + "\n"
+            )
             count += 1
     return count

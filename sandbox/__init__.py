@@ -3,5 +3,15 @@
 from verifarm.sandbox.backend import Backend, close_backends, default_backend_name, get_backend, probe_backend, run
 from verifarm.sandbox.program import ExecResult, Limits, Program, Status
 
-__all__ = ["Backend", "ExecResult", "Limits", "Program", "Status", "close_backends", "default_backend_name",
-           "get_backend", "probe_backend", "run"]
+__all__ = [
+    "Backend",
+    "ExecResult",
+    "Limits",
+    "Program",
+    "Status",
+    "close_backends",
+    "default_backend_name",
+    "get_backend",
+    "probe_backend",
+    "run",
+]

@@ -33,8 +33,14 @@ SOCKET_PATH = "/run/verifarm/agent.sock"
 RUN_DIR = "/work/run"
 SCRATCH = ("/tmp", "/dev/shm", "/work")
 HEADER = struct.Struct("!Q")
-RUN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": RUN_DIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+RUN_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": RUN_DIR,
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+}
 
 
 def receive_message(connection):

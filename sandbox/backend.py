@@ -41,15 +41,19 @@ class Backend(ABC):
 def _backend_class(name: str) -> type[Backend]:
     if name == "process":
         from verifarm.sandbox.process_backend import ProcessBackend
+
         return ProcessBackend
     if name == "bwrap":  # the warm pool needs root to run programs under a uid the agent does not share
         if os.geteuid() == 0:
             from verifarm.sandbox.bwrap_backend import BwrapBackend
+
             return BwrapBackend
         from verifarm.sandbox.bwrap_single import SingleRunBwrapBackend
+
         return SingleRunBwrapBackend
     if name == "docker":
         from verifarm.sandbox.docker_backend import DockerBackend
+
         return DockerBackend
     raise ValueError(f"unknown sandbox backend {name!r}; choose one of {', '.join(BACKEND_NAMES)} or 'auto'")
 

@@ -23,8 +23,14 @@ from pathlib import Path
 from verifarm.sandbox.bwrap_sandbox import SANDBOX_PATH, system_view, unusable_reason
 from verifarm.sandbox.cgroup import CGROUP_ROOT, GROUP_NAME, Cgroup
 from verifarm.sandbox.seccomp import filter_fd
-from verifarm.sandbox.warm_pool import (AGENT_CAPABILITIES, AGENT_COMMAND, SANDBOX_SOURCE, AgentSocket,
-                                        WarmPoolBackend, WarmSandbox)
+from verifarm.sandbox.warm_pool import (
+    AGENT_CAPABILITIES,
+    AGENT_COMMAND,
+    SANDBOX_SOURCE,
+    AgentSocket,
+    WarmPoolBackend,
+    WarmSandbox,
+)
 from verifarm.sandbox.workdir import acquire_identity, mount_tmpfs, state_root, sweep_uid, unmount
 
 # bwrap's --die-with-parent is PR_SET_PDEATHSIG, which fires when the *thread* that forked bwrap ends, not the
@@ -56,10 +62,26 @@ class BwrapConfig:
 
 
 def sandbox_argv(socket_dir: Path, scratch: dict[str, Path], seccomp_fd: int, run_uid: int) -> list[str]:
-    argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--as-pid-1", "--hostname", "sandbox",
-            *system_view(),
-            "--ro-bind", str(SANDBOX_SOURCE), "/opt/verifarm", "--bind", str(socket_dir), "/run/verifarm"]
+    argv = [
+        "bwrap",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--as-pid-1",
+        "--hostname",
+        "sandbox",
+        *system_view(),
+        "--ro-bind",
+        str(SANDBOX_SOURCE),
+        "/opt/verifarm",
+        "--bind",
+        str(socket_dir),
+        "/run/verifarm",
+    ]
     for name, (target, _) in SCRATCH.items():
         argv += ["--bind", str(scratch[name]), target]
     argv += ["--cap-drop", "ALL"]
@@ -109,9 +131,17 @@ class WarmBwrapSandbox(WarmSandbox):
         try:
             with open(self.folder / "bwrap.log", "wb") as log:
                 self.process = _LAUNCHER.submit(
-                    subprocess.Popen, sandbox_argv(self.agent.folder, self.scratch, seccomp_fd, self.identity.uid),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={"PATH": SANDBOX_PATH}, cwd="/",
-                    pass_fds=(seccomp_fd,), preexec_fn=join_cgroup, start_new_session=True).result()
+                    subprocess.Popen,
+                    sandbox_argv(self.agent.folder, self.scratch, seccomp_fd, self.identity.uid),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env={"PATH": SANDBOX_PATH},
+                    cwd="/",
+                    pass_fds=(seccomp_fd,),
+                    preexec_fn=join_cgroup,
+                    start_new_session=True,
+                ).result()
         finally:
             os.close(seccomp_fd)
 
@@ -178,8 +208,9 @@ def remove_stale_sandboxes() -> int:
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
             remove_sandbox_folder(folder)
             removed += 1
-    for parent in {(CGROUP_ROOT / controller).resolve() / GROUP_NAME
-                   for controller in ("memory", "pids", "cpu", "cpuacct", "")}:
+    for parent in {
+        (CGROUP_ROOT / controller).resolve() / GROUP_NAME for controller in ("memory", "pids", "cpu", "cpuacct", "")
+    }:
         for group in parent.glob(f"{NAME_PREFIX}-*") if parent.is_dir() else ():
             owner = group.name.removeprefix(f"{NAME_PREFIX}-").split("-")[0]
             if owner.isdigit() and not Path(f"/proc/{owner}").exists():

@@ -20,10 +20,27 @@ SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 def system_view() -> list[str]:
     """/usr read-only (with the usual top-level symlinks into it), the loader cache, the few /etc folders the
     language table names, a private /proc and a minimal /dev. Nothing else of the host is visible."""
-    argv = ["--ro-bind", "/usr", "/usr",
-            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
-            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-            "--proc", "/proc", "--dev", "/dev"]
+    argv = [
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/sbin",
+        "/sbin",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+    ]
     if supports("--perms"):  # bubblewrap >= 0.5: /etc traversable by the run's uid (node reads openssl.cnf)
         argv += ["--perms", "0755", "--dir", "/etc"]
     if os.path.exists("/etc/ld.so.cache"):

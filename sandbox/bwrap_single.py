@@ -82,26 +82,58 @@ while True:
 # Written inside the sandbox just before starting the program: absent marker = the sandbox failed to start.
 # A command that cannot be found is the caller's set-up error, so it gets no marker either. The parent's
 # source arrives as the shell's $0.
-MARKER_SHELL = ('command -v "$1" >/dev/null 2>&1 && printf . >&3; exec 3>&-; '
-                'exec python3 -I -S -c "$0" "$@"')
+MARKER_SHELL = 'command -v "$1" >/dev/null 2>&1 && printf . >&3; exec 3>&-; exec python3 -I -S -c "$0" "$@"'
 SANDBOX_UID = 65534  # "nobody" inside the namespace
 WORK = "/work"
 TMP_BYTES = 64 * 1024 * 1024
 
 
 def sandbox_env() -> dict[str, str]:
-    return {"PATH": SANDBOX_PATH, "HOME": WORK, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+    return {
+        "PATH": SANDBOX_PATH,
+        "HOME": WORK,
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+    }
 
 
 def bwrap_argv(workdir: Path, marker_fd: int, seccomp_fd: int, network: bool) -> list[str]:
-    argv = ["python3", "-I", "-S", "-c", REAPER, str(marker_fd),
-            "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--as-pid-1",
-            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
-            *system_view(),
-            "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
-            "--bind", str(workdir), WORK, "--chdir", WORK,
-            "--cap-drop", "ALL", "--seccomp", str(seccomp_fd)]
+    argv = [
+        "python3",
+        "-I",
+        "-S",
+        "-c",
+        REAPER,
+        str(marker_fd),
+        "bwrap",
+        "--unshare-all",
+        "--unshare-user",
+        "--die-with-parent",
+        "--new-session",
+        "--as-pid-1",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--hostname",
+        "sandbox",
+        *system_view(),
+        "--size",
+        str(TMP_BYTES),
+        "--tmpfs",
+        "/tmp",
+        "--bind",
+        str(workdir),
+        WORK,
+        "--chdir",
+        WORK,
+        "--cap-drop",
+        "ALL",
+        "--seccomp",
+        str(seccomp_fd),
+    ]
     if supports("--disable-userns"):  # bubblewrap >= 0.8; the filter refuses new namespaces anyway
         argv.append("--disable-userns")
     if network:
@@ -132,29 +164,71 @@ class SingleRunBwrapBackend(HostBackend):
         # As root, runs use an unprivileged uid (an unprivileged user namespace): probe exactly that.
         as_run_uid = {"user": RUN_UID_BASE, "group": RUN_UID_BASE, "extra_groups": []} if os.geteuid() == 0 else {}
         try:
-            result = subprocess.run(["bwrap", "--unshare-all", "--ro-bind", "/usr", "/usr",
-                                     "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                                     "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
-                                     "--", "true"], capture_output=True, timeout=20, cwd="/", **as_run_uid)
+            result = subprocess.run(
+                [
+                    "bwrap",
+                    "--unshare-all",
+                    "--ro-bind",
+                    "/usr",
+                    "/usr",
+                    "--symlink",
+                    "usr/lib",
+                    "/lib",
+                    "--symlink",
+                    "usr/lib64",
+                    "/lib64",
+                    "--symlink",
+                    "usr/bin",
+                    "/bin",
+                    "--proc",
+                    "/proc",
+                    "--dev",
+                    "/dev",
+                    "--",
+                    "true",
+                ],
+                capture_output=True,
+                timeout=20,
+                cwd="/",
+                **as_run_uid,
+            )
         except (OSError, subprocess.TimeoutExpired) as error:
             return f"bwrap failed to start: {error}"
         if result.returncode != 0:
             return f"bwrap cannot create namespaces here: {result.stderr.decode(errors='replace').strip()}"
         return None
 
-    def _supervise(self, program: Program, limits: Limits, workdir: HostWorkDir, identity: RunIdentity,
-                   cgroup_procs: tuple[str, ...]) -> RawOutcome:
+    def _supervise(
+        self,
+        program: Program,
+        limits: Limits,
+        workdir: HostWorkDir,
+        identity: RunIdentity,
+        cgroup_procs: tuple[str, ...],
+    ) -> RawOutcome:
         marker_read, marker_write = os.pipe()
         seccomp_fd = filter_fd()
         try:
             # The reaper, bwrap's monitor and its init count against RLIMIT_NPROC too (extra_processes).
-            raw = supervise(SpawnRequest(
-                argv=bwrap_argv(workdir.path, marker_write, seccomp_fd, limits.network) + list(program.command),
-                cwd="/", env=sandbox_env(), stdin=program.stdin, cpu_seconds=limits.cpu_seconds,
-                wall_seconds=limits.wall_seconds, memory_bytes=limits.memory_bytes,
-                max_processes=limits.max_processes + self.extra_processes, output_bytes=limits.output_bytes,
-                file_size_bytes=limits.file_size_bytes, open_files=limits.open_files,
-                uid=identity.uid, gid=identity.gid, pass_fds=(marker_write, seccomp_fd), cgroup_procs=cgroup_procs))
+            raw = supervise(
+                SpawnRequest(
+                    argv=bwrap_argv(workdir.path, marker_write, seccomp_fd, limits.network) + list(program.command),
+                    cwd="/",
+                    env=sandbox_env(),
+                    stdin=program.stdin,
+                    cpu_seconds=limits.cpu_seconds,
+                    wall_seconds=limits.wall_seconds,
+                    memory_bytes=limits.memory_bytes,
+                    max_processes=limits.max_processes + self.extra_processes,
+                    output_bytes=limits.output_bytes,
+                    file_size_bytes=limits.file_size_bytes,
+                    open_files=limits.open_files,
+                    uid=identity.uid,
+                    gid=identity.gid,
+                    pass_fds=(marker_write, seccomp_fd),
+                    cgroup_procs=cgroup_procs,
+                )
+            )
         finally:
             os.close(marker_write)
             os.close(seccomp_fd)

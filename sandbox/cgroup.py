@@ -65,8 +65,7 @@ class Cgroup:
         return sorted({str(folder / "cgroup.procs") for folder in self.folders.values()})
 
     @classmethod
-    def create(cls, memory_bytes: int, max_processes: int, cpus: float | None,
-               prefix: str = "run") -> Cgroup | None:
+    def create(cls, memory_bytes: int, max_processes: int, cpus: float | None, prefix: str = "run") -> Cgroup | None:
         """A fresh cgroup with the caps set (cpus None: no CPU quota), or None when this machine does not let
         us make one."""
         if os.geteuid() != 0:
@@ -123,7 +122,7 @@ class Cgroup:
         _write(parent / "cgroup.subtree_control", " ".join(f"+{controller}" for controller in wanted))
         folder = parent / name
         folder.mkdir()
-        return cls(2, {controller: folder for controller in wanted})
+        return cls(2, dict.fromkeys(wanted, folder))
 
     @classmethod
     def of_process(cls, pid: int) -> Cgroup | None:
@@ -138,8 +137,11 @@ class Cgroup:
             _, controllers, path = line.split(":", 2)
             if unified and controllers == "":
                 folder = CGROUP_ROOT / path.lstrip("/")
-                return cls(2, {"memory": folder, "pids": folder, "cpu": folder}, owned=False) \
-                    if (folder / "memory.max").exists() else None
+                return (
+                    cls(2, {"memory": folder, "pids": folder, "cpu": folder}, owned=False)
+                    if (folder / "memory.max").exists()
+                    else None
+                )
             for controller in controllers.split(","):
                 if controller in V1_CONTROLLERS:
                     folder = CGROUP_ROOT / controllers / path.lstrip("/")
@@ -185,8 +187,11 @@ class Cgroup:
             return _read_int(folder / "memory.events", "oom_kill")
         kills = _read_int(folder / "memory.oom_control", "oom_kill")
         # Kernels without the oom_kill counter: a hit cap while under OOM counts as one.
-        if kills == 0 and _read_int(folder / "memory.failcnt") > 0 and \
-                _read_int(folder / "memory.oom_control", "under_oom") > 0:
+        if (
+            kills == 0
+            and _read_int(folder / "memory.failcnt") > 0
+            and _read_int(folder / "memory.oom_control", "under_oom") > 0
+        ):
             return 1
         return kills
 

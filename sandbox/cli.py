@@ -47,11 +47,16 @@ def info() -> None:
     group = Cgroup.create(64 * 1024 * 1024, 8, 1.0)
     if group is not None:
         group.remove()
-    console.print(f"cgroups for process/bwrap runs (memory, pids, CPU quota): "
-                  f"{'cgroup v%d' % group.version if group else 'unavailable'}")
+    console.print(
+        f"cgroups for process/bwrap runs (memory, pids, CPU quota): "
+        f"{'cgroup v%d' % group.version if group else 'unavailable'}"
+    )
     if probe_backend("bwrap") is None:
-        kind = "warm pool, agent as root, runs as a reserved uid" if os.geteuid() == 0 else \
-            "one sandbox per run (no root: no warm pool)"
+        kind = (
+            "warm pool, agent as root, runs as a reserved uid"
+            if os.geteuid() == 0
+            else "one sandbox per run (no root: no warm pool)"
+        )
         console.print(f"bwrap: {kind}; seccomp filter = Docker's default profile")
     if probe_backend("docker") is None:
         console.print(f"docker image: {image_tag()} (host /usr mounted read-only)")
@@ -86,9 +91,14 @@ def check_humaneval(
     console.print(f"sandbox backend: [bold]{chosen}[/bold]")
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = list(pool.map(
-            lambda case: check_python(case[1], case[0]["test"], case[0]["entry_point"], backend=chosen,
-                                      prompt=case[0]["prompt"]), cases))
+        outcomes = list(
+            pool.map(
+                lambda case: check_python(
+                    case[1], case[0]["test"], case[0]["entry_point"], backend=chosen, prompt=case[0]["prompt"]
+                ),
+                cases,
+            )
+        )
     elapsed = time.monotonic() - started
     table = Table(title=f"HumanEval through the {chosen} sandbox")
     for column in ("task", "solution", "verdict", "status", "wall s", "reason"):
@@ -99,8 +109,14 @@ def check_humaneval(
         correct += right
         verdict = "PASS" if outcome.passed else ("INFRA" if outcome.infra_error else "FAIL")
         style = "green" if right else "red"
-        table.add_row(problem["task_id"], "reference" if expect_pass else "broken", f"[{style}]{verdict}[/{style}]",
-                      outcome.result.status.value, f"{outcome.result.wall_seconds:.2f}", outcome.reason[:60])
+        table.add_row(
+            problem["task_id"],
+            "reference" if expect_pass else "broken",
+            f"[{style}]{verdict}[/{style}]",
+            outcome.result.status.value,
+            f"{outcome.result.wall_seconds:.2f}",
+            outcome.reason[:60],
+        )
     console.print(table)
     console.print(f"{correct}/{len(cases)} verdicts as expected in {elapsed:.1f}s on backend {chosen}")
     if chosen == "process":

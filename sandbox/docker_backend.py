@@ -19,8 +19,14 @@ from pathlib import Path
 from verifarm.sandbox.cgroup import Cgroup
 from verifarm.sandbox.languages import host_system_paths
 from verifarm.sandbox.seccomp import docker_profile
-from verifarm.sandbox.warm_pool import (AGENT_CAPABILITIES, AGENT_COMMAND, SANDBOX_SOURCE, AgentSocket,
-                                        WarmPoolBackend, WarmSandbox)
+from verifarm.sandbox.warm_pool import (
+    AGENT_CAPABILITIES,
+    AGENT_COMMAND,
+    SANDBOX_SOURCE,
+    AgentSocket,
+    WarmPoolBackend,
+    WarmSandbox,
+)
 from verifarm.sandbox.workdir import WORK_INODES, RunIdentity, acquire_identity, state_root
 
 LABEL = "verifarm.sandbox"
@@ -61,8 +67,10 @@ class WarmContainer(WarmSandbox):
         socket_dir = state_root() / "docker" / self.name
         socket_dir.mkdir(parents=True, mode=0o700)
         self.agent = AgentSocket(socket_dir)
-        mounts = [docker.types.Mount("/opt/verifarm", str(SANDBOX_SOURCE), type="bind", read_only=True),
-                  docker.types.Mount("/run/verifarm", str(socket_dir), type="bind")]
+        mounts = [
+            docker.types.Mount("/opt/verifarm", str(SANDBOX_SOURCE), type="bind", read_only=True),
+            docker.types.Mount("/run/verifarm", str(socket_dir), type="bind"),
+        ]
         if config.mount_host_usr:
             mounts.append(docker.types.Mount("/usr", "/usr", type="bind", read_only=True))
             for path in host_system_paths():  # the host's toolchains read these too (the JDK's jvm.cfg)
@@ -71,15 +79,28 @@ class WarmContainer(WarmSandbox):
         tmpfs_options = f"size={config.work_bytes},nr_inodes={WORK_INODES},mode=755,exec,nosuid,nodev"
         try:
             self.container = client.containers.run(
-                image, [*AGENT_COMMAND, str(self.identity.uid)], name=self.name, detach=True,
-                user="0:0", network_mode="none", read_only=True, mounts=mounts,
+                image,
+                [*AGENT_COMMAND, str(self.identity.uid)],
+                name=self.name,
+                detach=True,
+                user="0:0",
+                network_mode="none",
+                read_only=True,
+                mounts=mounts,
                 tmpfs={"/work": tmpfs_options, "/tmp": f"size={config.work_bytes},nr_inodes={WORK_INODES},mode=1777"},
-                shm_size=config.work_bytes, mem_limit=config.memory_bytes, memswap_limit=config.memory_bytes,
-                pids_limit=config.pids, nano_cpus=int(config.cpus * 1e9), cap_drop=["ALL"],
-                cap_add=list(AGENT_CAPABILITIES), ipc_mode="private",
+                shm_size=config.work_bytes,
+                mem_limit=config.memory_bytes,
+                memswap_limit=config.memory_bytes,
+                pids_limit=config.pids,
+                nano_cpus=int(config.cpus * 1e9),
+                cap_drop=["ALL"],
+                cap_add=list(AGENT_CAPABILITIES),
+                ipc_mode="private",
                 security_opt=["no-new-privileges", f"seccomp={docker_profile()}"],
-                hostname="sandbox", environment={"PATH": "/usr/local/bin:/usr/bin:/bin"},
-                labels={LABEL: "1", f"{LABEL}.owner": f"{socket.gethostname()}:{os.getpid()}"})
+                hostname="sandbox",
+                environment={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+                labels={LABEL: "1", f"{LABEL}.owner": f"{socket.gethostname()}:{os.getpid()}"},
+            )
         except Exception:
             self.agent.remove()
             self.identity.release()

@@ -28,8 +28,15 @@ from verifarm.sandbox.program import ExecResult, Limits, Program, Status
 DRIVER_SOURCE = (Path(__file__).parent / "harness_driver.py").read_text()
 # What every run enforces, in the words a verdict records (envs.code_completion puts it in Verdict.details).
 GUARANTEES = "tests readable by candidate: denied; helpers from candidate: denied (entry point only); verdict: sentinel"
-HARNESS_LIMITS = Limits(cpu_seconds=10, wall_seconds=15, memory_bytes=512 * 1024 * 1024, max_processes=32,
-                        output_bytes=64 * 1024, file_size_bytes=4 * 1024 * 1024, open_files=64)
+HARNESS_LIMITS = Limits(
+    cpu_seconds=10,
+    wall_seconds=15,
+    memory_bytes=512 * 1024 * 1024,
+    max_processes=32,
+    output_bytes=64 * 1024,
+    file_size_bytes=4 * 1024 * 1024,
+    open_files=64,
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,14 @@ class TestOutcome:
     __test__ = False  # not a pytest test class
 
 
-def check_python(solution: str, test_code: str, entry_point: str, limits: Limits = HARNESS_LIMITS,
-                 backend: "str | Backend" = "auto", prompt: str = "") -> TestOutcome:
+def check_python(
+    solution: str,
+    test_code: str,
+    entry_point: str,
+    limits: Limits = HARNESS_LIMITS,
+    backend: str | Backend = "auto",
+    prompt: str = "",
+) -> TestOutcome:
     """Run `check(<entry_point>)` from test_code against solution in the sandbox; passed only on the sentinel.
 
     `prompt` is the task's trusted code (helpers, imports, the entry point's stub): the tests see its names,
@@ -72,7 +85,7 @@ def judge(result: ExecResult, sentinel: str) -> TestOutcome:
         return TestOutcome(True, "all tests passed", False, result)
     trusted_error = next((line for line in lines if line.startswith(f"{sentinel} ERROR ")), None)
     if trusted_error is not None:  # the task's own prompt failed in the driver: the checker's fault
-        return TestOutcome(False, trusted_error[len(sentinel) + 7:][:300], True, result)
+        return TestOutcome(False, trusted_error[len(sentinel) + 7 :][:300], True, result)
     if result.status is not Status.OK:
         return TestOutcome(False, f"{result.status.value}: {result.detail}", False, result)
     failure = next((line[5:] for line in lines if line.startswith("FAIL ")), "the tests did not complete")

@@ -92,7 +92,7 @@ def _number(data, position):
 def _decode(data, position, depth):
     if depth > MAX_DEPTH:
         raise CandidateError("value nested too deeply")
-    tag = data[position:position + 1]
+    tag = data[position : position + 1]
     position += 1
     if tag == b"N":
         return None, position
@@ -116,7 +116,7 @@ def _decode(data, position, depth):
         raise ValueError("negative length")
     position = colon + 1
     if tag in (b"s", b"b"):
-        chunk = data[position:position + count]
+        chunk = data[position : position + count]
         if len(chunk) != count:
             raise ValueError("truncated")
         value = chunk.decode("utf-8", "surrogatepass") if tag == b"s" else bytes(chunk)
@@ -136,7 +136,7 @@ def send(fd, payload):
     data = str(len(payload)).encode() + b"\n" + payload
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def receive(stream):

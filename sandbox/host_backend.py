@@ -12,7 +12,6 @@ from verifarm.sandbox.program import ExecResult, Limits, Program
 from verifarm.sandbox.supervisor import RawOutcome
 from verifarm.sandbox.workdir import DEFAULT_WORK_BYTES, HostWorkDir, RunIdentity, acquire_identity, sweep_uid
 
-
 # Cores one run may hold at once, as a docker container's and a warm bwrap sandbox's default CPU quota.
 RUN_CPUS = 1.0
 
@@ -23,8 +22,14 @@ class HostBackend(Backend):
     memory_headroom = 32 * 1024 * 1024
 
     @abstractmethod
-    def _supervise(self, program: Program, limits: Limits, workdir: HostWorkDir, identity: RunIdentity,
-                   cgroup_procs: tuple[str, ...]) -> RawOutcome: ...
+    def _supervise(
+        self,
+        program: Program,
+        limits: Limits,
+        workdir: HostWorkDir,
+        identity: RunIdentity,
+        cgroup_procs: tuple[str, ...],
+    ) -> RawOutcome: ...
 
     @staticmethod
     def _work_bytes(program: Program, limits: Limits) -> int:
@@ -45,14 +50,14 @@ class HostBackend(Backend):
             identity = acquire_identity()
         except (OSError, RuntimeError) as error:
             return infra_error(self.name, f"could not reserve a run uid: {error}")
-        cgroup = Cgroup.create(limits.memory_bytes + self.memory_headroom,
-                               limits.max_processes + self.extra_processes, RUN_CPUS)
+        cgroup = Cgroup.create(
+            limits.memory_bytes + self.memory_headroom, limits.max_processes + self.extra_processes, RUN_CPUS
+        )
         try:
             workdir = HostWorkDir(identity, self._work_bytes(program, limits))
             try:
                 workdir.write(program.file_bytes())
-                raw = self._supervise(program, limits, workdir, identity,
-                                      tuple(cgroup.procs_files) if cgroup else ())
+                raw = self._supervise(program, limits, workdir, identity, tuple(cgroup.procs_files) if cgroup else ())
                 if cgroup is not None:
                     cgroup.kill_all()
                     raw.memory_exceeded = cgroup.oom_kills() > 0

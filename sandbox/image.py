@@ -17,15 +17,32 @@ import time
 IMAGE_REPOSITORY = "verifarm-sandbox"
 PASSWD = "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/work/run:/usr/sbin/nologin\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
-FOLDERS = {"etc": 0o755, "tmp": 0o1777, "work": 0o755, "run": 0o755, "run/verifarm": 0o700, "opt": 0o755,
-           "opt/verifarm": 0o755, "usr": 0o755, "proc": 0o555, "dev": 0o755, "sys": 0o555, "root": 0o700,
-           "var": 0o755, "var/tmp": 0o1777}
+FOLDERS = {
+    "etc": 0o755,
+    "tmp": 0o1777,
+    "work": 0o755,
+    "run": 0o755,
+    "run/verifarm": 0o700,
+    "opt": 0o755,
+    "opt/verifarm": 0o755,
+    "usr": 0o755,
+    "proc": 0o555,
+    "dev": 0o755,
+    "sys": 0o555,
+    "root": 0o700,
+    "var": 0o755,
+    "var/tmp": 0o1777,
+}
 SYMLINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
 
 
 def _root_files() -> dict[str, bytes]:
-    files = {"etc/passwd": PASSWD.encode(), "etc/group": GROUP.encode(), "etc/hostname": b"sandbox\n",
-             "etc/hosts": b"127.0.0.1 localhost sandbox\n"}
+    files = {
+        "etc/passwd": PASSWD.encode(),
+        "etc/group": GROUP.encode(),
+        "etc/hostname": b"sandbox\n",
+        "etc/hosts": b"127.0.0.1 localhost sandbox\n",
+    }
     if os.path.exists("/etc/ld.so.cache"):
         with open("/etc/ld.so.cache", "rb") as handle:
             files["etc/ld.so.cache"] = handle.read()

@@ -43,89 +43,231 @@ class Language:
     aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if (self.compile_command is None) != (self.compile_limits is None) or \
-                (self.compile_command is not None and not self.artefacts):
+        if (self.compile_command is None) != (self.compile_limits is None) or (
+            self.compile_command is not None and not self.artefacts
+        ):
             raise ValueError(f"language {self.name!r}: a compile command needs compile limits and artefacts")
 
     @property
     def compiled(self) -> bool:
         return self.compile_command is not None
 
-    def with_limits(self, compile_limits: Limits | None = None, run_limits: Limits | None = None) -> "Language":
+    def with_limits(self, compile_limits: Limits | None = None, run_limits: Limits | None = None) -> Language:
         """This row with other limits (an env's own), everything else unchanged."""
-        return dataclasses.replace(self, compile_limits=compile_limits or self.compile_limits,
-                                   run_limits=run_limits or self.run_limits)
+        return dataclasses.replace(
+            self, compile_limits=compile_limits or self.compile_limits, run_limits=run_limits or self.run_limits
+        )
 
 
 MIB = 1024 * 1024
 # gcc forks cc1, as and collect2/ld, and cc1 wants more memory than the programs it builds.
-C_COMPILE_LIMITS = Limits(cpu_seconds=10, wall_seconds=20, memory_bytes=1024 * MIB, max_processes=16,
-                          output_bytes=16 * 1024, file_size_bytes=16 * MIB, open_files=128)
-C_RUN_LIMITS = Limits(cpu_seconds=2, wall_seconds=5, memory_bytes=256 * MIB, max_processes=8,
-                      output_bytes=64 * 1024, file_size_bytes=1024 * 1024, open_files=64)
-C_COMPILER = ("gcc", "-std=gnu11", "-O1", "-pipe", "-fdiagnostics-color=never", "-fmax-errors=20",
-              "-o", "prog", "main.c", "-lm")
+C_COMPILE_LIMITS = Limits(
+    cpu_seconds=10,
+    wall_seconds=20,
+    memory_bytes=1024 * MIB,
+    max_processes=16,
+    output_bytes=16 * 1024,
+    file_size_bytes=16 * MIB,
+    open_files=128,
+)
+C_RUN_LIMITS = Limits(
+    cpu_seconds=2,
+    wall_seconds=5,
+    memory_bytes=256 * MIB,
+    max_processes=8,
+    output_bytes=64 * 1024,
+    file_size_bytes=1024 * 1024,
+    open_files=64,
+)
+C_COMPILER = (
+    "gcc",
+    "-std=gnu11",
+    "-O1",
+    "-pipe",
+    "-fdiagnostics-color=never",
+    "-fmax-errors=20",
+    "-o",
+    "prog",
+    "main.c",
+    "-lm",
+)
 # cc1plus needs more memory than cc1 (the standard headers alone are large).
 CPP_COMPILE_LIMITS = dataclasses.replace(C_COMPILE_LIMITS, cpu_seconds=20, wall_seconds=40, memory_bytes=1536 * MIB)
 # go build runs compile and link as separate processes, each with a dozen threads (RLIMIT_NPROC counts threads);
 # its build cache goes to $HOME/.cache, which every backend points at the run's own work dir.
-GO_COMPILE_LIMITS = Limits(cpu_seconds=30, wall_seconds=60, memory_bytes=2048 * MIB, max_processes=128,
-                           output_bytes=16 * 1024, file_size_bytes=64 * MIB, open_files=256)
+GO_COMPILE_LIMITS = Limits(
+    cpu_seconds=30,
+    wall_seconds=60,
+    memory_bytes=2048 * MIB,
+    max_processes=128,
+    output_bytes=16 * 1024,
+    file_size_bytes=64 * MIB,
+    open_files=256,
+)
 # The Go runtime reserves about 600 MiB of address space (page summaries) before main runs.
 GO_RUN_LIMITS = dataclasses.replace(C_RUN_LIMITS, memory_bytes=1024 * MIB, max_processes=32)
 # rustc runs LLVM on several threads and then gcc as its linker.
-RUST_COMPILE_LIMITS = Limits(cpu_seconds=30, wall_seconds=60, memory_bytes=2048 * MIB, max_processes=64,
-                             output_bytes=16 * 1024, file_size_bytes=64 * MIB, open_files=256)
+RUST_COMPILE_LIMITS = Limits(
+    cpu_seconds=30,
+    wall_seconds=60,
+    memory_bytes=2048 * MIB,
+    max_processes=64,
+    output_bytes=16 * 1024,
+    file_size_bytes=64 * MIB,
+    open_files=256,
+)
 # V8 reserves address space far beyond what it uses, and node starts a few worker threads.
-NODE_RUN_LIMITS = dataclasses.replace(C_RUN_LIMITS, cpu_seconds=4, wall_seconds=10, memory_bytes=2048 * MIB,
-                                      max_processes=32, open_files=128)
+NODE_RUN_LIMITS = dataclasses.replace(
+    C_RUN_LIMITS, cpu_seconds=4, wall_seconds=10, memory_bytes=2048 * MIB, max_processes=32, open_files=128
+)
 # The JVM reserves its heap, metaspace and code cache up front and starts about twenty threads; the flags keep
 # those reservations small enough for an address-space limit, and one compiler thread keeps start-up cheap.
-JVM_FLAGS = ("-Xmx256m", "-Xss16m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=32m",
-             "-XX:CompressedClassSpaceSize=64m", "-XX:MaxMetaspaceSize=128m", "-XX:ActiveProcessorCount=1",
-             "-Xshare:auto")
-JAVA_COMPILE_LIMITS = Limits(cpu_seconds=30, wall_seconds=60, memory_bytes=2048 * MIB, max_processes=64,
-                             output_bytes=16 * 1024, file_size_bytes=16 * MIB, open_files=256)
-JAVA_RUN_LIMITS = dataclasses.replace(C_RUN_LIMITS, cpu_seconds=4, wall_seconds=10, memory_bytes=1536 * MIB,
-                                      max_processes=64, open_files=128)
+JVM_FLAGS = (
+    "-Xmx256m",
+    "-Xss16m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:ReservedCodeCacheSize=32m",
+    "-XX:CompressedClassSpaceSize=64m",
+    "-XX:MaxMetaspaceSize=128m",
+    "-XX:ActiveProcessorCount=1",
+    "-Xshare:auto",
+)
+JAVA_COMPILE_LIMITS = Limits(
+    cpu_seconds=30,
+    wall_seconds=60,
+    memory_bytes=2048 * MIB,
+    max_processes=64,
+    output_bytes=16 * 1024,
+    file_size_bytes=16 * MIB,
+    open_files=256,
+)
+JAVA_RUN_LIMITS = dataclasses.replace(
+    C_RUN_LIMITS, cpu_seconds=4, wall_seconds=10, memory_bytes=1536 * MIB, max_processes=64, open_files=128
+)
 PYTHON_RUN_LIMITS = dataclasses.replace(C_RUN_LIMITS, cpu_seconds=4, wall_seconds=10)
 
 LANGUAGES: tuple[Language, ...] = (
-    Language("python", "main.py", ("python3", "-I", "-S", "main.py"), PYTHON_RUN_LIMITS, "python",
-             ("python3",), aliases=("py", "python3")),
-    Language("c", "main.c", ("./prog",), C_RUN_LIMITS, "c", ("gcc", "libc6-dev"),
-             compile_command=C_COMPILER, compile_limits=C_COMPILE_LIMITS, artefacts=("prog",)),
-    Language("cpp", "main.cpp", ("./prog",), C_RUN_LIMITS, "cpp", ("g++",),
-             compile_command=("g++", "-std=gnu++17", "-O1", "-pipe", "-fdiagnostics-color=never",
-                              "-fmax-errors=20", "-o", "prog", "main.cpp"),
-             compile_limits=CPP_COMPILE_LIMITS, artefacts=("prog",), aliases=("c++", "cxx")),
-    Language("go", "main.go", ("./prog",), GO_RUN_LIMITS, "go", ("golang-go",),
-             compile_command=("go", "build", "-ldflags=-s -w", "-o", "prog", "main.go"),
-             compile_limits=GO_COMPILE_LIMITS,
-             artefacts=("prog",), aliases=("golang",)),
+    Language(
+        "python",
+        "main.py",
+        ("python3", "-I", "-S", "main.py"),
+        PYTHON_RUN_LIMITS,
+        "python",
+        ("python3",),
+        aliases=("py", "python3"),
+    ),
+    Language(
+        "c",
+        "main.c",
+        ("./prog",),
+        C_RUN_LIMITS,
+        "c",
+        ("gcc", "libc6-dev"),
+        compile_command=C_COMPILER,
+        compile_limits=C_COMPILE_LIMITS,
+        artefacts=("prog",),
+    ),
+    Language(
+        "cpp",
+        "main.cpp",
+        ("./prog",),
+        C_RUN_LIMITS,
+        "cpp",
+        ("g++",),
+        compile_command=(
+            "g++",
+            "-std=gnu++17",
+            "-O1",
+            "-pipe",
+            "-fdiagnostics-color=never",
+            "-fmax-errors=20",
+            "-o",
+            "prog",
+            "main.cpp",
+        ),
+        compile_limits=CPP_COMPILE_LIMITS,
+        artefacts=("prog",),
+        aliases=("c++", "cxx"),
+    ),
+    Language(
+        "go",
+        "main.go",
+        ("./prog",),
+        GO_RUN_LIMITS,
+        "go",
+        ("golang-go",),
+        compile_command=("go", "build", "-ldflags=-s -w", "-o", "prog", "main.go"),
+        compile_limits=GO_COMPILE_LIMITS,
+        artefacts=("prog",),
+        aliases=("golang",),
+    ),
     # gcc links directly: Debian's default linker `cc` is an /etc/alternatives symlink. Binaries are stripped (Go's
     # and Rust's carry megabytes of symbols), as every run ships the artefacts into its sandbox.
-    Language("rust", "main.rs", ("./prog",), C_RUN_LIMITS, "rust", ("rustc", "gcc"),
-             compile_command=("rustc", "--edition", "2021", "-C", "opt-level=1", "-C", "linker=gcc",
-                              "-C", "codegen-units=4", "-C", "strip=symbols", "-o", "prog", "main.rs"),
-             compile_limits=RUST_COMPILE_LIMITS, artefacts=("prog",), aliases=("rs",)),
-    Language("javascript", "main.js", ("node", "--max-old-space-size=256", "--stack-size=8000", "main.js"),
-             NODE_RUN_LIMITS, "javascript", ("nodejs",), aliases=("js", "node")),
+    Language(
+        "rust",
+        "main.rs",
+        ("./prog",),
+        C_RUN_LIMITS,
+        "rust",
+        ("rustc", "gcc"),
+        compile_command=(
+            "rustc",
+            "--edition",
+            "2021",
+            "-C",
+            "opt-level=1",
+            "-C",
+            "linker=gcc",
+            "-C",
+            "codegen-units=4",
+            "-C",
+            "strip=symbols",
+            "-o",
+            "prog",
+            "main.rs",
+        ),
+        compile_limits=RUST_COMPILE_LIMITS,
+        artefacts=("prog",),
+        aliases=("rs",),
+    ),
+    Language(
+        "javascript",
+        "main.js",
+        ("node", "--max-old-space-size=256", "--stack-size=8000", "main.js"),
+        NODE_RUN_LIMITS,
+        "javascript",
+        ("nodejs",),
+        aliases=("js", "node"),
+    ),
     # The classes go into one zip (a jar without a manifest) so the run gets them whatever javac named them.
-    Language("java", "Main.java", ("java", *JVM_FLAGS, "-cp", "classes.jar", "Main"), JAVA_RUN_LIMITS, "java",
-             ("default-jdk-headless",),
-             compile_command=("sh", "-c", "javac " + " ".join("-J" + flag for flag in JVM_FLAGS) +
-                              " -encoding UTF-8 -Xmaxerrs 20 -d classes Main.java && cd classes && "
-                              "python3 -I -S -m zipfile -c ../classes.jar . >/dev/null"),
-             compile_limits=JAVA_COMPILE_LIMITS, artefacts=("classes.jar",),
-             system_paths=("/etc/alternatives", "/etc/java-*-openjdk")),
+    Language(
+        "java",
+        "Main.java",
+        ("java", *JVM_FLAGS, "-cp", "classes.jar", "Main"),
+        JAVA_RUN_LIMITS,
+        "java",
+        ("default-jdk-headless",),
+        compile_command=(
+            "sh",
+            "-c",
+            "javac "
+            + " ".join("-J" + flag for flag in JVM_FLAGS)
+            + " -encoding UTF-8 -Xmaxerrs 20 -d classes Main.java && cd classes && "
+            "python3 -I -S -m zipfile -c ../classes.jar . >/dev/null",
+        ),
+        compile_limits=JAVA_COMPILE_LIMITS,
+        artefacts=("classes.jar",),
+        system_paths=("/etc/alternatives", "/etc/java-*-openjdk"),
+    ),
 )
 LANGUAGES_BY_NAME: dict[str, Language] = {
-    key: language for language in LANGUAGES for key in (language.name, *language.aliases)}
+    key: language for language in LANGUAGES for key in (language.name, *language.aliases)
+}
 LANGUAGE_NAMES: tuple[str, ...] = tuple(language.name for language in LANGUAGES)
 
 
-def get_language(name: "str | Language") -> Language:
+def get_language(name: str | Language) -> Language:
     if isinstance(name, Language):
         return name
     try:
@@ -155,8 +297,7 @@ class Build:
 
     @property
     def ok(self) -> bool:
-        return (self.compile is None or self.compile.ok) and all(name in self.artefacts
-                                                                 for name in self._needed())
+        return (self.compile is None or self.compile.ok) and all(name in self.artefacts for name in self._needed())
 
     def _needed(self) -> tuple[str, ...]:
         return self.language.artefacts if self.language.compiled else (self.language.source_file,)
@@ -166,8 +307,9 @@ class Build:
         return 0.0 if self.compile is None else self.compile.wall_seconds
 
 
-def build(language: "str | Language", source: str, backend: "str | Backend" = "auto",
-          compile_limits: Limits | None = None) -> Build:
+def build(
+    language: str | Language, source: str, backend: str | Backend = "auto", compile_limits: Limits | None = None
+) -> Build:
     """Compile source in one fresh sandbox (languages run from source just keep it); artefacts come back as bytes."""
     row = get_language(language)
     if not row.compiled:
@@ -177,8 +319,9 @@ def build(language: "str | Language", source: str, backend: "str | Backend" = "a
     return Build(row, compiled, dict(compiled.files) if compiled.ok else {})
 
 
-def run_build(built: Build, stdin: bytes, backend: "str | Backend" = "auto",
-              run_limits: Limits | None = None) -> ExecResult:
+def run_build(
+    built: Build, stdin: bytes, backend: str | Backend = "auto", run_limits: Limits | None = None
+) -> ExecResult:
     """Run a successful build on one stdin in a fresh sandbox holding only its artefacts."""
     if not built.ok:
         raise ValueError(f"cannot run a {built.language.name} build that failed to compile")
@@ -200,9 +343,15 @@ class LanguageRun:
         return self.build.ok
 
 
-def compile_and_run(language: "str | Language", source: str, inputs: list[bytes],
-                    backend: "str | Backend" = "auto", compile_limits: Limits | None = None,
-                    run_limits: Limits | None = None, stop_at_failure: bool = False) -> LanguageRun:
+def compile_and_run(
+    language: str | Language,
+    source: str,
+    inputs: list[bytes],
+    backend: str | Backend = "auto",
+    compile_limits: Limits | None = None,
+    run_limits: Limits | None = None,
+    stop_at_failure: bool = False,
+) -> LanguageRun:
     """Build once, then run once per input, each in a fresh sandbox; stop_at_failure ends at the first run
     that is not ok (an endless loop then costs one run's CPU limit, not one per input)."""
     if not isinstance(inputs, list) or not all(isinstance(item, bytes) for item in inputs):
@@ -223,20 +372,26 @@ def compile_and_run(language: "str | Language", source: str, inputs: list[bytes]
 CRun = LanguageRun
 
 
-def compile_c(source: str, limits: Limits = C_COMPILE_LIMITS, backend: "str | Backend" = "auto") -> ExecResult:
+def compile_c(source: str, limits: Limits = C_COMPILE_LIMITS, backend: str | Backend = "auto") -> ExecResult:
     """Compile main.c to prog; the binary comes back in result.files['prog'] (compiler output capped)."""
     compiled = build("c", source, backend, limits).compile
     assert compiled is not None
     return compiled
 
 
-def run_binary(binary: bytes, stdin: bytes, limits: Limits = C_RUN_LIMITS,
-               backend: "str | Backend" = "auto") -> ExecResult:
+def run_binary(
+    binary: bytes, stdin: bytes, limits: Limits = C_RUN_LIMITS, backend: str | Backend = "auto"
+) -> ExecResult:
     """Run a binary from compile_c as ./prog in a fresh sandbox with stdin."""
     return run_build(Build(get_language("c"), None, {"prog": binary}), stdin, backend, limits)
 
 
-def compile_and_run_c(source: str, inputs: list[bytes], compile_limits: Limits = C_COMPILE_LIMITS,
-                      run_limits: Limits = C_RUN_LIMITS, backend: "str | Backend" = "auto") -> LanguageRun:
+def compile_and_run_c(
+    source: str,
+    inputs: list[bytes],
+    compile_limits: Limits = C_COMPILE_LIMITS,
+    run_limits: Limits = C_RUN_LIMITS,
+    backend: str | Backend = "auto",
+) -> LanguageRun:
     """Compile once, then run the binary once per input, each run in a fresh sandbox."""
     return compile_and_run("c", source, inputs, backend, compile_limits, run_limits)

@@ -10,13 +10,19 @@ from verifarm.sandbox.supervisor import RawOutcome
 # Messages a runtime prints when an rlimit refuses memory or file growth. They only refine the status of a
 # run that already failed, so a program printing them gains nothing.
 # Java's OutOfMemoryError matches "MemoryError"; Rust's allocator aborts with "memory allocation of N bytes failed".
-_MEMORY_MARKERS = (b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc", b"out of memory",
-                   b"memory allocation of ")
+_MEMORY_MARKERS = (
+    b"MemoryError",
+    b"Cannot allocate memory",
+    b"std::bad_alloc",
+    b"out of memory",
+    b"memory allocation of ",
+)
 _FILE_SIZE_MARKERS = (b"File too large", b"[Errno 27]")
 
 
-def classify(raw: RawOutcome, limits: Limits, backend: str, files: dict[str, bytes] | None = None,
-             note: str = "") -> ExecResult:
+def classify(
+    raw: RawOutcome, limits: Limits, backend: str, files: dict[str, bytes] | None = None, note: str = ""
+) -> ExecResult:
     status, detail = _status(raw, limits)
     if note:
         detail = f"{detail}; {note}" if detail else note
@@ -55,14 +61,21 @@ def _status(raw: RawOutcome, limits: Limits) -> tuple[Status, str]:
     tail = raw.stderr[:1024] + raw.stderr[-4096:]  # Go states its fatal error first, then a long traceback
     failed = raw.signal is not None or (raw.exit_code or 0) != 0
     near_memory_cap = raw.peak_memory_bytes >= 0.9 * limits.memory_bytes
-    if failed and (raw.memory_exceeded or any(marker in tail for marker in _MEMORY_MARKERS) or
-                   (raw.signal == signal.SIGKILL and near_memory_cap)):
+    if failed and (
+        raw.memory_exceeded
+        or any(marker in tail for marker in _MEMORY_MARKERS)
+        or (raw.signal == signal.SIGKILL and near_memory_cap)
+    ):
         return Status.MEMORY_LIMIT, f"memory limit of {limits.memory_bytes} bytes reached"
     if failed and any(marker in tail for marker in _FILE_SIZE_MARKERS):
         return Status.OUTPUT_LIMIT, f"a file passed the size limit of {limits.file_size_bytes} bytes"
     if raw.signal is not None:
-        return Status.KILLED, f"killed by signal {signal.Signals(raw.signal).name}" if raw.signal in \
-            signal.valid_signals() else f"killed by signal {raw.signal}"
+        return (
+            Status.KILLED,
+            f"killed by signal {signal.Signals(raw.signal).name}"
+            if raw.signal in signal.valid_signals()
+            else f"killed by signal {raw.signal}",
+        )
     if raw.exit_code:
         return Status.NONZERO_EXIT, f"exit code {raw.exit_code}"
     return Status.OK, ""

@@ -21,8 +21,14 @@ SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 def clean_env(home: str) -> dict[str, str]:
     """The only environment a program sees: nothing of the host's."""
-    return {"PATH": SANDBOX_PATH, "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+    return {
+        "PATH": SANDBOX_PATH,
+        "HOME": home,
+        "TMPDIR": home,
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+    }
 
 
 class ProcessBackend(HostBackend):
@@ -38,11 +44,29 @@ class ProcessBackend(HostBackend):
     def _notes(self, identity: RunIdentity, cgroup: Cgroup | None, limits: Limits) -> list[str]:
         return [UNSAFE_NOTE, "network NOT blocked", *super()._notes(identity, cgroup, limits)]
 
-    def _supervise(self, program: Program, limits: Limits, workdir: HostWorkDir, identity: RunIdentity,
-                   cgroup_procs: tuple[str, ...]) -> RawOutcome:
-        return supervise(SpawnRequest(
-            argv=list(program.command), cwd=str(workdir.path), env=clean_env(str(workdir.path)),
-            stdin=program.stdin, cpu_seconds=limits.cpu_seconds, wall_seconds=limits.wall_seconds,
-            memory_bytes=limits.memory_bytes, max_processes=limits.max_processes,
-            output_bytes=limits.output_bytes, file_size_bytes=limits.file_size_bytes,
-            open_files=limits.open_files, uid=identity.uid, gid=identity.gid, cgroup_procs=cgroup_procs))
+    def _supervise(
+        self,
+        program: Program,
+        limits: Limits,
+        workdir: HostWorkDir,
+        identity: RunIdentity,
+        cgroup_procs: tuple[str, ...],
+    ) -> RawOutcome:
+        return supervise(
+            SpawnRequest(
+                argv=list(program.command),
+                cwd=str(workdir.path),
+                env=clean_env(str(workdir.path)),
+                stdin=program.stdin,
+                cpu_seconds=limits.cpu_seconds,
+                wall_seconds=limits.wall_seconds,
+                memory_bytes=limits.memory_bytes,
+                max_processes=limits.max_processes,
+                output_bytes=limits.output_bytes,
+                file_size_bytes=limits.file_size_bytes,
+                open_files=limits.open_files,
+                uid=identity.uid,
+                gid=identity.gid,
+                cgroup_procs=cgroup_procs,
+            )
+        )

@@ -31,8 +31,10 @@ class Program:
 
     def file_bytes(self) -> dict[str, bytes]:
         # surrogatepass: model text may hold lone surrogates; the program gets the raw bytes, the sandbox never raises
-        return {name: data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-                for name, data in self.files.items()}
+        return {
+            name: data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+            for name, data in self.files.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,15 @@ class Limits:
     network: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("cpu_seconds", "wall_seconds", "memory_bytes", "max_processes",
-                     "output_bytes", "file_size_bytes", "open_files"):
+        for name in (
+            "cpu_seconds",
+            "wall_seconds",
+            "memory_bytes",
+            "max_processes",
+            "output_bytes",
+            "file_size_bytes",
+            "open_files",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
 

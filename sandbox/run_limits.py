@@ -17,8 +17,9 @@ SIGKILL = 9
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def apply_run_limits(cpu_seconds, memory_bytes, max_processes, file_size_bytes, open_files, uid=None, gid=None,
-                     cgroup_procs=()):
+def apply_run_limits(
+    cpu_seconds, memory_bytes, max_processes, file_size_bytes, open_files, uid=None, gid=None, cgroup_procs=()
+):
     """Join the cgroup, set rlimits, drop to the run's uid (when given): in the child, before the program."""
     for procs in cgroup_procs:  # while still root: the cgroup files belong to root
         with open(procs, "w") as handle:

@@ -13,8 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 try:
     from verifarm.sandbox.run_limits import apply_run_limits, wait_for_exit
@@ -78,8 +78,16 @@ class RawOutcome:
 
 def _limit_child(request: SpawnRequest) -> None:
     """Runs in the child between fork and exec: join the cgroup, set rlimits, drop to the run's uid."""
-    apply_run_limits(request.cpu_seconds, request.memory_bytes, request.max_processes, request.file_size_bytes,
-                     request.open_files, request.uid, request.gid, request.cgroup_procs)
+    apply_run_limits(
+        request.cpu_seconds,
+        request.memory_bytes,
+        request.max_processes,
+        request.file_size_bytes,
+        request.open_files,
+        request.uid,
+        request.gid,
+        request.cgroup_procs,
+    )
 
 
 def _kill_group(pgid: int) -> None:
@@ -134,8 +142,18 @@ def supervise(request: SpawnRequest, launch: Callable[[SpawnRequest], Launched] 
     try:
         launched = launch(request)
     except (OSError, subprocess.SubprocessError) as error:
-        return RawOutcome(None, None, b"", b"", False, False, 0.0, time.monotonic() - started, 0,
-                          spawn_error=f"could not start {request.argv[0]!r}: {error}")
+        return RawOutcome(
+            None,
+            None,
+            b"",
+            b"",
+            False,
+            False,
+            0.0,
+            time.monotonic() - started,
+            0,
+            spawn_error=f"could not start {request.argv[0]!r}: {error}",
+        )
     try:
         return _watch(launched, request, started)
     finally:

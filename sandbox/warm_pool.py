@@ -148,14 +148,27 @@ class WarmPoolBackend(Backend):
 
     def run(self, program: Program, limits: Limits) -> ExecResult:
         started = time.monotonic()
-        spawn = SpawnRequest(argv=list(program.command), cwd="", env={}, stdin=b"", cpu_seconds=limits.cpu_seconds,
-                             wall_seconds=limits.wall_seconds, memory_bytes=limits.memory_bytes,
-                             max_processes=limits.max_processes, output_bytes=limits.output_bytes,
-                             file_size_bytes=limits.file_size_bytes, open_files=limits.open_files)
+        spawn = SpawnRequest(
+            argv=list(program.command),
+            cwd="",
+            env={},
+            stdin=b"",
+            cpu_seconds=limits.cpu_seconds,
+            wall_seconds=limits.wall_seconds,
+            memory_bytes=limits.memory_bytes,
+            max_processes=limits.max_processes,
+            output_bytes=limits.output_bytes,
+            file_size_bytes=limits.file_size_bytes,
+            open_files=limits.open_files,
+        )
         wire_spawn = asdict(spawn)
         wire_spawn["stdin"] = ""
-        message = {"spawn": wire_spawn, "stdin": program.stdin.hex(), "outputs": list(program.outputs),
-                   "files": {name: data.hex() for name, data in program.file_bytes().items()}}
+        message = {
+            "spawn": wire_spawn,
+            "stdin": program.stdin.hex(),
+            "outputs": list(program.outputs),
+            "files": {name: data.hex() for name, data in program.file_bytes().items()},
+        }
         # Everything that can fail on the program's content happens above, before a sandbox is taken:
         # a sandbox taken must always be given back. A sandbox whose agent did not even take the connection (it
         # died after starting, seen on a loaded machine) never saw the program, so one fresh sandbox is tried.
@@ -168,7 +181,8 @@ class WarmPoolBackend(Backend):
             try:
                 cgroup = sandbox.cgroup
                 capped = cgroup is not None and cgroup.cap_memory(
-                    min(limits.memory_bytes + AGENT_MEMORY, self._memory_ceiling))
+                    min(limits.memory_bytes + AGENT_MEMORY, self._memory_ceiling)
+                )
                 oom_before = cgroup.oom_kills() if capped else 0
                 reply = sandbox.request(message, timeout=limits.wall_seconds + 30)
                 healthy = bool(reply.get("clean"))

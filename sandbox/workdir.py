@@ -106,8 +106,16 @@ def sweep_uid(uid: int, attempts: int = 50) -> bool:
         if not uid_processes(uid):
             return True
         # The shell's builtin kill: no procps needed; kill(-1) from the uid spares only the caller itself.
-        subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=uid, group=uid, extra_groups=[],
-                       env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            ["/bin/sh", "-c", "kill -9 -1"],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            env={"PATH": "/usr/bin:/bin"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
         time.sleep(0.005)
     return not uid_processes(uid)
 

@@ -37,8 +37,14 @@ JOB_ARGV_BYTES = 16 * 1024  # the whole job must fit one socket message (see _ru
 
 def runs_in_zygote(argv: list[str]) -> bool:
     """Commands the fork server reproduces exactly: `python3 -I -S <script.py> [args...]`."""
-    return (len(argv) >= 4 and argv[:3] == PYTHON_PREFIX and argv[3].endswith(".py")
-            and not argv[3].startswith("-") and "/" not in argv[3] and sum(map(len, argv)) < JOB_ARGV_BYTES)
+    return (
+        len(argv) >= 4
+        and argv[:3] == PYTHON_PREFIX
+        and argv[3].endswith(".py")
+        and not argv[3].startswith("-")
+        and "/" not in argv[3]
+        and sum(map(len, argv)) < JOB_ARGV_BYTES
+    )
 
 
 def precompile_harness(run_dir: str) -> dict[tuple[str, bytes], CodeType]:
@@ -66,8 +72,10 @@ def _receive_job(job_socket) -> tuple[bytes, list[int]]:
     fds = []
     for level, kind, data in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            fds += [int.from_bytes(data[at:at + 4], sys.byteorder, signed=True)
-                    for at in range(0, len(data) - len(data) % 4, 4)]
+            fds += [
+                int.from_bytes(data[at : at + 4], sys.byteorder, signed=True)
+                for at in range(0, len(data) - len(data) % 4, 4)
+            ]
     return message, fds
 
 
@@ -202,7 +210,10 @@ class Zygote:
         # mode) once at start-up, and a forked run must see what a fresh interpreter in that environment would.
         self.process = subprocess.Popen(
             ["python3", "-I", "-S", script, str(job_child.fileno()), str(control_child.fileno()), run_dir],
-            pass_fds=(job_child.fileno(), control_child.fileno()), stdin=subprocess.DEVNULL, env=env)
+            pass_fds=(job_child.fileno(), control_child.fileno()),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
         job_child.close()
         control_child.close()
 
@@ -218,8 +229,10 @@ class Zygote:
         stdout_read, stdout_write = os.pipe()
         stderr_read, stderr_write = os.pipe()
         # Only the limits travel with the job; stdin goes through the pipe, never through the child's memory.
-        limits = {name: getattr(request, name) for name in ("cpu_seconds", "memory_bytes", "max_processes",
-                                                             "file_size_bytes", "open_files", "uid", "gid")}
+        limits = {
+            name: getattr(request, name)
+            for name in ("cpu_seconds", "memory_bytes", "max_processes", "file_size_bytes", "open_files", "uid", "gid")
+        }
         job = {"limits": limits, "argv": list(request.argv), "env": dict(request.env), "cwd": request.cwd}
         pidfd = os.pidfd_open(pid)  # before the job exists, so the pid cannot be reaped and reused under us
         try:

@@ -13,15 +13,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 app = typer.Typer(no_args_is_help=True, help="the continual-training daemon")
 
 ConfigOption = typer.Option(None, "--config", "-c", help="trainer config YAML (TrainerConfig fields)")
-FreshOption = typer.Option(False, "--fresh", help="start a new trainer state from the newest version instead of "
-                                                  "resuming the one it names")
+FreshOption = typer.Option(
+    False, "--fresh", help="start a new trainer state from the newest version instead of resuming the one it names"
+)
 
 
 def complete_policy_versions(incomplete: str) -> list[str]:
@@ -73,7 +73,7 @@ def _running_pid() -> int | None:
     return pid
 
 
-def _load_config(config: Optional[Path]):
+def _load_config(config: Path | None):
     """The trainer config; a missing file or a bad value is bad input, reported in one line."""
     import yaml
 
@@ -110,12 +110,13 @@ def _mode_label(report) -> str:
 
 @app.command()
 def run(
-    config: Optional[Path] = ConfigOption,
-    max_steps: Optional[int] = typer.Option(None, min=1, help="stop after this many steps, whatever it waits for "
-                                                                 "(default: run until stopped)"),
-    until_step: Optional[int] = typer.Option(None, min=1, help="stop at this total step (counted across restarts)"),
+    config: Path | None = ConfigOption,
+    max_steps: int | None = typer.Option(
+        None, min=1, help="stop after this many steps, whatever it waits for (default: run until stopped)"
+    ),
+    until_step: int | None = typer.Option(None, min=1, help="stop at this total step (counted across restarts)"),
     until_idle: bool = typer.Option(False, help="stop when no fresh post-training data is left"),
-    state_dir: Optional[Path] = typer.Option(None, help="trainer state folder (default VERIFARM_HOME/trainer/state)"),
+    state_dir: Path | None = typer.Option(None, help="trainer state folder (default VERIFARM_HOME/trainer/state)"),
     fresh: bool = FreshOption,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every step"),
 ) -> None:
@@ -132,8 +133,9 @@ def run(
     from verifarm.terminal import ProgressReporter
     from verifarm.trainer.daemon import ContinualTrainer, TrainerStateMismatch
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     trainer_config = _load_config(config)
     settings = load_settings()
     _ready_to_train(settings)
@@ -146,8 +148,9 @@ def run(
 
     try:
         try:
-            trainer = ContinualTrainer(trainer_config, registry, store, state_dir or _trainer_home() / "state",
-                                       fresh=fresh)
+            trainer = ContinualTrainer(
+                trainer_config, registry, store, state_dir or _trainer_home() / "state", fresh=fresh
+            )
         except TrainerStateMismatch as error:
             _failed(str(error))
         signal.signal(signal.SIGTERM, request_stop)
@@ -159,16 +162,27 @@ def run(
             def on_step(report) -> None:
                 taken[0] += 1
                 rate = report.tokens / report.seconds if report.seconds > 0 else 0.0
-                progress.update(taken[0], step=report.step, mode=_mode_label(report), loss=f"{report.loss:.4f}",
-                                **{"tokens/s": f"{rate:,.0f}"})
+                progress.update(
+                    taken[0],
+                    step=report.step,
+                    mode=_mode_label(report),
+                    loss=f"{report.loss:.4f}",
+                    **{"tokens/s": f"{rate:,.0f}"},
+                )
 
             meanwhile = "pre-training meanwhile" if trainer_config.schedule.pretrain_steps else "polling"
 
             def on_wait(waiting_for: str | None) -> None:
                 progress.note(f"waiting for {waiting_for}; {meanwhile}" if waiting_for else "")
 
-            published = trainer.run(max_steps=max_steps, until_step=until_step, until_idle=until_idle,
-                                    should_stop=lambda: bool(stop_requested), on_step=on_step, on_wait=on_wait)
+            published = trainer.run(
+                max_steps=max_steps,
+                until_step=until_step,
+                until_idle=until_idle,
+                should_stop=lambda: bool(stop_requested),
+                on_step=on_step,
+                on_wait=on_wait,
+            )
         for report in published:
             typer.echo(f"published v{report.version} at step {report.step}")
     finally:
@@ -177,8 +191,8 @@ def run(
 
 @app.command()
 def start(
-    config: Optional[Path] = ConfigOption,
-    state_dir: Optional[Path] = typer.Option(None, help="trainer state folder"),
+    config: Path | None = ConfigOption,
+    state_dir: Path | None = typer.Option(None, help="trainer state folder"),
     fresh: bool = FreshOption,
 ) -> None:
     """Start the trainer as a background daemon (pid file and log under VERIFARM_HOME/trainer)."""
@@ -201,8 +215,9 @@ def start(
         command += ["--fresh"]
     log_start = _log_file().stat().st_size if _log_file().exists() else 0
     with open(_log_file(), "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     _pid_file().write_text(str(process.pid))
     # Wait until it has loaded its policy and state ("trainer at policy v..."): one that refuses them exits, and
     # the reason is said here, not only in the log.
@@ -240,8 +255,10 @@ def stop(timeout: float = typer.Option(120.0, help="seconds to wait for the fina
         time.sleep(0.5)
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
-        typer.echo(f"trainer (pid {pid}) did not stop in {timeout:.0f}s and was killed; it resumes from its "
-                   "last published version")
+        typer.echo(
+            f"trainer (pid {pid}) did not stop in {timeout:.0f}s and was killed; it resumes from its "
+            "last published version"
+        )
     else:
         typer.echo(f"trainer (pid {pid}) stopped")
     _pid_file().unlink(missing_ok=True)
@@ -286,11 +303,24 @@ def status(
             for entry in store.metrics():
                 metrics_by_version.setdefault(entry.policy_version, {}).update(entry.metrics)
     if as_json:
-        typer.echo(json.dumps({
-            "running": pid is not None, "pid": pid, "log": str(_log_file()),
-            "versions": [{"version": info.version, "ok": info.ok, "trainer_step": info.metadata.get("trainer_step"),
-                          "metrics": metrics_by_version.get(info.version, {})} for info in versions],
-        }))
+        typer.echo(
+            json.dumps(
+                {
+                    "running": pid is not None,
+                    "pid": pid,
+                    "log": str(_log_file()),
+                    "versions": [
+                        {
+                            "version": info.version,
+                            "ok": info.ok,
+                            "trainer_step": info.metadata.get("trainer_step"),
+                            "metrics": metrics_by_version.get(info.version, {}),
+                        }
+                        for info in versions
+                    ],
+                }
+            )
+        )
         return
     typer.echo(f"trainer: {'running (pid %d)' % pid if pid else 'not running'}; log {_log_file()}")
     if not versions:
@@ -308,14 +338,18 @@ def status(
             _pass_at_1_summary(metrics),
             f"{metrics['heldout_loss']:.4f}" if "heldout_loss" in metrics else "-",
             f"{metrics.get('records_used', 0):.0f}/{metrics.get('records_skipped_stale', 0):.0f}"
-            if "records_used" in metrics else "-",
+            if "records_used" in metrics
+            else "-",
         )
     Console().print(table)
 
 
 def _pass_at_1_summary(metrics: dict[str, float]) -> str:
-    parts = [f"{name.split('/')[-2]}:{value:.0%}" for name, value in sorted(metrics.items(), key=_difficulty_key)
-             if name.endswith("/pass@1")]
+    parts = [
+        f"{name.split('/')[-2]}:{value:.0%}"
+        for name, value in sorted(metrics.items(), key=_difficulty_key)
+        if name.endswith("/pass@1")
+    ]
     return " ".join(parts) or "-"
 
 
@@ -329,9 +363,10 @@ def _difficulty_key(item: tuple[str, float]):
 
 @app.command("eval")
 def evaluate(
-    version: Optional[int] = typer.Option(None, min=1, help="policy version (default: the newest good one)",
-                                          autocompletion=complete_policy_versions),
-    config: Optional[Path] = ConfigOption,
+    version: int | None = typer.Option(
+        None, min=1, help="policy version (default: the newest good one)", autocompletion=complete_policy_versions
+    ),
+    config: Path | None = ConfigOption,
     record: bool = typer.Option(True, help="store the metrics for this version"),
 ) -> None:
     """Evaluate one version on the held-out tasks (pass@1 greedy, pass@k) and print the table."""
@@ -350,8 +385,10 @@ def evaluate(
     registry = CheckpointRegistry(settings.checkpoints)
     published = registry.published_versions()
     if version is not None and version not in published:
-        _bad_input(f"no policy version {version} in {settings.checkpoints} (published: "
-                   f"{', '.join(map(str, published)) or 'none'}): `verifarm policy ls` lists them")
+        _bad_input(
+            f"no policy version {version} in {settings.checkpoints} (published: "
+            f"{', '.join(map(str, published)) or 'none'}): `verifarm policy ls` lists them"
+        )
     if version is None and registry.latest_version() is None:
         _failed(f"no good policy version in {settings.checkpoints}: publish one first with `verifarm policy init`")
     from verifarm.policy.registry import CorruptCheckpoint

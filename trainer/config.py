@@ -86,8 +86,15 @@ class TrainerConfig:
     torch_threads: int = 1
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "learning_rate", "max_seq_len", "publish_every", "torch_threads", "grad_clip",
-                    "post_updates_per_batch")
+        positive = (
+            "batch_size",
+            "learning_rate",
+            "max_seq_len",
+            "publish_every",
+            "torch_threads",
+            "grad_clip",
+            "post_updates_per_batch",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -13,9 +13,9 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -55,8 +55,11 @@ def config_differences(saved: dict, current: dict, keys: tuple[str, ...] = RESUM
     """`name=saved (now current)` for every resume setting that differs (nested settings by dotted name)."""
     old = _flatten({k: saved.get(k) for k in keys})
     new = _flatten({k: current.get(k) for k in keys})
-    return [f"{name}={old.get(name)!r} (now {new.get(name)!r})" for name in sorted(set(old) | set(new))
-            if old.get(name) != new.get(name)]
+    return [
+        f"{name}={old.get(name)!r} (now {new.get(name)!r})"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]
 
 
 @dataclass
@@ -132,15 +135,20 @@ class ContinualTrainer:
             if not path.is_file():
                 raise TrainerStateMismatch(
                     f"policy v{loaded.version} was published by a trainer whose state {state_name} is not in "
-                    f"{self.state_dir}: pass the --state-dir that trainer used, {FRESH_HINT}")
+                    f"{self.state_dir}: pass the --state-dir that trainer used, {FRESH_HINT}"
+                )
             expected = loaded.metadata.get("trainer_state_sha256")
             if expected and sha256_file(path) != expected:
-                raise TrainerStateMismatch(f"trainer state {path} does not match the SHA-256 recorded in policy "
-                                           f"v{loaded.version} (modified or corrupt): restore it, {FRESH_HINT}")
+                raise TrainerStateMismatch(
+                    f"trainer state {path} does not match the SHA-256 recorded in policy "
+                    f"v{loaded.version} (modified or corrupt): restore it, {FRESH_HINT}"
+                )
             state = torch.load(path, weights_only=True)
             if state.get("format") != STATE_FORMAT:
-                raise TrainerStateMismatch(f"trainer state {state_name} has format {state.get('format')}, this "
-                                           f"trainer reads {STATE_FORMAT}: {FRESH_HINT.removeprefix('or ')}")
+                raise TrainerStateMismatch(
+                    f"trainer state {state_name} has format {state.get('format')}, this "
+                    f"trainer reads {STATE_FORMAT}: {FRESH_HINT.removeprefix('or ')}"
+                )
             self._check_resumable(state, state_name)
             self.optimizer.load_state_dict(state["optimizer"])
             self.step_index = int(state["step"])
@@ -154,7 +162,9 @@ class ContinualTrainer:
         self._last_published_step = self.step_index
         self._staleness_since_publish: list[int] = []  # of every post-training sample since the last publish
         logger.info(
-            "trainer at policy v%d, step %d%s", self.version, self.step_index,
+            "trainer at policy v%d, step %d%s",
+            self.version,
+            self.step_index,
             f" (resumed from {self.resumed_from})" if self.resumed_from else " (fresh trainer state)",
         )
 
@@ -166,18 +176,21 @@ class ContinualTrainer:
             if differences:
                 raise TrainerStateMismatch(
                     f"trainer state {state_name} was written with {', '.join(differences)}: run with the config "
-                    f"it was written with, {FRESH_HINT}")
+                    f"it was written with, {FRESH_HINT}"
+                )
         if state["corpus_fingerprint"] != self.corpus.fingerprint():
             raise TrainerStateMismatch(
                 f"trainer state {state_name} was written with a different corpus ({state['corpus_fingerprint']}, "
-                f"now {self.corpus.fingerprint()}): use the same corpus config, {FRESH_HINT}")
+                f"now {self.corpus.fingerprint()}): use the same corpus config, {FRESH_HINT}"
+            )
         read_up_to = state["cursor"].get("store_after_seq")
         newest = self.store.latest_seq()
         if read_up_to is not None and (newest is None or newest < read_up_to):
             raise TrainerStateMismatch(
                 f"trainer state {state_name} has read the rollout store up to record {read_up_to}, but the store at "
                 f"{self.store.url} holds {'no records' if newest is None else f'only {newest}'}: it is another "
-                f"store, so point VERIFARM_DATABASE_URL at the one it trained from, {FRESH_HINT}")
+                f"store, so point VERIFARM_DATABASE_URL at the one it trained from, {FRESH_HINT}"
+            )
 
     def _save_state(self) -> str:
         """Write the trainer state atomically; returns its file name (recorded in the version's metadata)."""
@@ -244,10 +257,14 @@ class ContinualTrainer:
         self.cursor = cursor
         self.kind_counts[kind] += 1
         report = StepReport(
-            step=self.step_index, kind=kind, loss=loss.item(), samples=samples,
+            step=self.step_index,
+            kind=kind,
+            loss=loss.item(),
+            samples=samples,
             seconds=time.perf_counter() - started,
             metrics={**metrics, "grad_norm": float(grad_norm), "learning_rate": self.learning_rate_now()},
-            tokens=int(encoded.attention_mask.sum()), while_waiting=while_waiting,
+            tokens=int(encoded.attention_mask.sum()),
+            while_waiting=while_waiting,
         )
         self.step_index += 1
         self.telemetry.on_step(report, self.kind_counts, self.version)
@@ -303,12 +320,22 @@ class ContinualTrainer:
                 from verifarm.policy.training import align_behaviour_logprobs
 
                 behaviour = align_behaviour_logprobs(encoded, batch.token_ids, batch.logprobs)
-            return grpo_loss(self.model, ids, mask, completion_mask, old_logprobs, rewards, groups,
-                             clip=self.config.grpo_clip, behaviour_logprobs=behaviour,
-                             tis_cap=self.config.tis_cap or 2.0)
+            return grpo_loss(
+                self.model,
+                ids,
+                mask,
+                completion_mask,
+                old_logprobs,
+                rewards,
+                groups,
+                clip=self.config.grpo_clip,
+                behaviour_logprobs=behaviour,
+                tis_cap=self.config.tis_cap or 2.0,
+            )
         if batch.mode == "distill":
-            return distill_loss(self.model, self.teacher, ids, mask, completion_mask,
-                                temperature=self.config.distill_temperature)
+            return distill_loss(
+                self.model, self.teacher, ids, mask, completion_mask, temperature=self.config.distill_temperature
+            )
         raise ValueError(f"unknown post-training mode {batch.mode!r}")
 
     # ---- publishing ----------------------------------------------------------------------------
@@ -375,9 +402,15 @@ class ContinualTrainer:
         oldest = oldest_fresh_version(self.version, self.config.staleness_bound)
         passing = kind == "rft"
         count = sum(
-            self.store.count(RecordFilter(env_id=env_id, campaign_id=self.config.campaign_id,
-                                          passed=True if passing else None, min_policy_version=oldest or None,
-                                          after_seq=self.cursor.store_after_seq))
+            self.store.count(
+                RecordFilter(
+                    env_id=env_id,
+                    campaign_id=self.config.campaign_id,
+                    passed=True if passing else None,
+                    min_policy_version=oldest or None,
+                    after_seq=self.cursor.store_after_seq,
+                )
+            )
             for env_id in self.config.env_ids
         )
         what = "passing rollouts" if passing else "rollouts"
@@ -435,8 +468,9 @@ class ContinualTrainer:
             taken += 1
             if on_step is not None:
                 on_step(report)
-            logger.debug("step %d %s loss=%.4f n=%d %.2fs", report.step, report.kind, report.loss,
-                         report.samples, report.seconds)
+            logger.debug(
+                "step %d %s loss=%.4f n=%d %.2fs", report.step, report.kind, report.loss, report.samples, report.seconds
+            )
             if self.step_index % self.config.publish_every == 0:
                 published.append(self.publish())
         if self.step_index > self._last_published_step:

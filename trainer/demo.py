@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
@@ -52,20 +52,22 @@ class DemoConfig:
     eval_tasks: int = 64  # per difficulty: 32 left round-to-round noise of +-9 points
     workers: int = 2  # worker pool processes; 0 rolls out in this process, without a broker
     round_timeout_seconds: float = 600.0
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
-        corpus=CorpusConfig(arithmetic_max_digits=3, arithmetic_documents=6000),
-        schedule=ScheduleConfig(pretrain_steps=1, posttrain_steps=3, mode_weights={"rft": 1.0}),
-        batch_size=32,
-        # Small: the briefly pre-trained policy sits at a sharp point, and larger steps from a fresh optimizer
-        # (its state is not carried over from pre-training) knock it off.
-        learning_rate=1e-4,
-        post_updates_per_batch=2,  # measured best of 1, 2 and 3 at this learning rate
-        warmup_steps=20,
-        max_seq_len=96,
-        staleness_bound=1,
-        publish_every=10_000,  # the demo publishes once per round, when the round's data is used up
-        evaluate_on_publish=False,  # the demo evaluates each round itself
-    ))
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(
+            corpus=CorpusConfig(arithmetic_max_digits=3, arithmetic_documents=6000),
+            schedule=ScheduleConfig(pretrain_steps=1, posttrain_steps=3, mode_weights={"rft": 1.0}),
+            batch_size=32,
+            # Small: the briefly pre-trained policy sits at a sharp point, and larger steps from a fresh optimizer
+            # (its state is not carried over from pre-training) knock it off.
+            learning_rate=1e-4,
+            post_updates_per_batch=2,  # measured best of 1, 2 and 3 at this learning rate
+            warmup_steps=20,
+            max_seq_len=96,
+            staleness_bound=1,
+            publish_every=10_000,  # the demo publishes once per round, when the round's data is used up
+            evaluate_on_publish=False,  # the demo evaluates each round itself
+        )
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.campaign_tasks < 1 or self.samples_per_task < 1 or self.workers < 0:
@@ -82,10 +84,20 @@ class DemoConfig:
         """A two-round run of a minute or two, for the end-to-end test."""
         base = cls()
         return replace(
-            base, pretrain_steps=60, pretrain_seconds=60.0, pretrain_max_digits=1, rounds=2, campaign_tasks=24, samples_per_task=4,
-            campaign_max_digits=2, eval_difficulties=(1, 2), eval_tasks=12, workers=1,
-            trainer=replace(base.trainer, corpus=CorpusConfig(arithmetic_max_digits=1, arithmetic_documents=400),
-                            batch_size=16),
+            base,
+            pretrain_steps=60,
+            pretrain_seconds=60.0,
+            pretrain_max_digits=1,
+            rounds=2,
+            campaign_tasks=24,
+            samples_per_task=4,
+            campaign_max_digits=2,
+            eval_difficulties=(1, 2),
+            eval_tasks=12,
+            workers=1,
+            trainer=replace(
+                base.trainer, corpus=CorpusConfig(arithmetic_max_digits=1, arithmetic_documents=400), batch_size=16
+            ),
         )
 
     @property
@@ -126,12 +138,23 @@ def pretrain_initial_policy(config: DemoConfig, registry, corpus, say: Callable[
 
     tokenizer = build_tokenizer()
     model = build_model(config.preset, len(tokenizer), seed=config.seed)
-    metrics = pretrain(model, tokenizer, corpus.train, TrainConfig(
-        steps=config.pretrain_steps, max_seconds=config.pretrain_seconds, batch_size=config.pretrain_batch_size,
-        learning_rate=config.pretrain_learning_rate, max_length=config.trainer.max_seq_len, seed=config.seed,
-    ))
-    say(f"pre-trained the {config.preset} policy for {metrics['seconds']:.0f}s ({metrics['steps']:.0f} steps, "
-        f"final loss {metrics['final_loss']:.3f}) on worked additions of up to {config.pretrain_max_digits} digits")
+    metrics = pretrain(
+        model,
+        tokenizer,
+        corpus.train,
+        TrainConfig(
+            steps=config.pretrain_steps,
+            max_seconds=config.pretrain_seconds,
+            batch_size=config.pretrain_batch_size,
+            learning_rate=config.pretrain_learning_rate,
+            max_length=config.trainer.max_seq_len,
+            seed=config.seed,
+        ),
+    )
+    say(
+        f"pre-trained the {config.preset} policy for {metrics['seconds']:.0f}s ({metrics['steps']:.0f} steps, "
+        f"final loss {metrics['final_loss']:.3f}) on worked additions of up to {config.pretrain_max_digits} digits"
+    )
     model.eval()
     return registry.publish(model, tokenizer, {"source": "demo-pretrain", "pretrain": metrics})
 
@@ -144,10 +167,12 @@ def evaluate_version(config: DemoConfig, trainer, round_index: int) -> RoundResu
     policy = LocalPolicy(trainer.model, trainer.tokenizer, version=trainer.version)
     report = evaluate_policy(policy, config.evaluation(), trainer.corpus.heldout, config.trainer.max_seq_len)
     trainer.model.train()
-    trainer.store.record_metrics(trainer.version, {**report.metrics(), "demo_round": float(round_index)},
-                                 step=trainer.step_index)
-    return RoundResult(round_index, trainer.version, {r.difficulty: r.pass_at_1 for r in report.results},
-                       report.heldout_loss)
+    trainer.store.record_metrics(
+        trainer.version, {**report.metrics(), "demo_round": float(round_index)}, step=trainer.step_index
+    )
+    return RoundResult(
+        round_index, trainer.version, {r.difficulty: r.pass_at_1 for r in report.results}, report.heldout_loss
+    )
 
 
 def campaign_spec(config: DemoConfig, round_index: int):
@@ -155,12 +180,19 @@ def campaign_spec(config: DemoConfig, round_index: int):
 
     return CampaignSpec(
         name=f"demo-round{round_index}",
-        envs=[{"env_id": config.env_id, "min_difficulty": config.campaign_min_digits,
-               "max_difficulty": config.campaign_max_digits}],
+        envs=[
+            {
+                "env_id": config.env_id,
+                "min_difficulty": config.campaign_min_digits,
+                "max_difficulty": config.campaign_max_digits,
+            }
+        ],
         tasks=config.campaign_tasks,
         samples_per_task=config.samples_per_task,
-        sampling={"temperature": config.temperature,
-                  "max_new_tokens": config.max_new_tokens(config.campaign_max_digits)},
+        sampling={
+            "temperature": config.temperature,
+            "max_new_tokens": config.max_new_tokens(config.campaign_max_digits),
+        },
         policy="latest",
         seed=config.seed * 1000 + round_index,
         batch_size=8,
@@ -180,13 +212,14 @@ class PrivatePool:
         self.broker_url, self.redis_pid = self.redis.start()
         try:
             self.farm = FarmConfig.from_settings(settings, broker_url=self.broker_url)
-            self.pool = WorkerPool(self.farm, settings.home / "logs", processes=1, concurrency=workers,
-                                   name="demo").start()
+            self.pool = WorkerPool(
+                self.farm, settings.home / "logs", processes=1, concurrency=workers, name="demo"
+            ).start()
         except BaseException:
             self.redis.stop(self.redis_pid)
             raise
 
-    def campaigns(self, timeout_seconds: float) -> "PoolCampaigns":
+    def campaigns(self, timeout_seconds: float) -> PoolCampaigns:
         return PoolCampaigns(self.farm, self.pool, timeout_seconds)
 
     def stop(self) -> None:
@@ -213,8 +246,10 @@ class PoolCampaigns:
                 return state
             self.pool.check_alive()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"campaign {row.campaign_id} did not finish in {self.timeout_seconds:.0f}s "
-                                   f"({state.done}/{state.expected}); worker logs in {self.pool.log_dir}")
+                raise RuntimeError(
+                    f"campaign {row.campaign_id} did not finish in {self.timeout_seconds:.0f}s "
+                    f"({state.done}/{state.expected}); worker logs in {self.pool.log_dir}"
+                )
             time.sleep(0.5)
 
 
@@ -222,8 +257,8 @@ class InProcessCampaigns:
     """Runs a campaign's batches in this process with the farm's own rollout function (no broker, no pool)."""
 
     def __init__(self, store, registry) -> None:
-        from verifarm.rollout.policy_source import CheckpointPolicySource
         from verifarm.envs.catalog import FamilyCache
+        from verifarm.rollout.policy_source import CheckpointPolicySource
 
         self.store = store
         self.policies = CheckpointPolicySource(registry.root)
@@ -234,16 +269,23 @@ class InProcessCampaigns:
         from verifarm.rollout.rollouts import rollout_batch
 
         campaign_id = new_campaign_id(spec)
-        self.store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks,
-                                   spec.samples_per_task, spec.priority)
+        self.store.create_campaign(
+            campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
+        )
         for batch in range(spec.num_batches):
             sampler = self.policies.sampler(spec.policy)  # "latest": picks up new versions between batches
             rollout_batch(self.store, campaign_id, spec, list(spec.batch_range(batch)), sampler, self.families)
         return status_from_store(self.store, campaign_id)
 
 
-def run_rounds(config: DemoConfig, trainer, campaigns, say: Callable[[str], None] = print,
-               deadline: float | None = None, first: RoundResult | None = None) -> list[RoundResult]:
+def run_rounds(
+    config: DemoConfig,
+    trainer,
+    campaigns,
+    say: Callable[[str], None] = print,
+    deadline: float | None = None,
+    first: RoundResult | None = None,
+) -> list[RoundResult]:
     """Round 0 evaluates the starting policy (unless given); each round then runs a campaign, trains on it
     until its fresh data is used up, and evaluates the new version. Stops early past `deadline` (monotonic)."""
     results = [first or evaluate_version(config, trainer, 0)]
@@ -302,8 +344,10 @@ def run_demo(config: DemoConfig, home: Path, say: Callable[[str], None] = print)
     pool = PrivatePool(settings, config.workers) if config.workers > 0 else None
     try:
         if pool is not None:
-            say(f"worker pool: {config.workers} process(es), private Redis {pool.broker_url}; "
-                f"store {settings.store_url}")
+            say(
+                f"worker pool: {config.workers} process(es), private Redis {pool.broker_url}; "
+                f"store {settings.store_url}"
+            )
             campaigns = pool.campaigns(config.round_timeout_seconds)
         else:
             say(f"rollouts in this process (no worker pool); store {settings.store_url}")
@@ -326,8 +370,10 @@ def _round_line(result: RoundResult) -> str:
     if result.round == 0:
         return f"round 0 (pre-trained v{result.version}): pass@1 {scores}"
     campaign = f"{result.campaign_pass_rate:.1%}" if result.campaign_pass_rate is not None else "-"
-    return (f"round {result.round}: campaign {result.records} rollouts, pass {campaign}; trained {result.steps} "
-            f"steps -> v{result.version}: pass@1 {scores}  ({result.seconds:.0f}s)")
+    return (
+        f"round {result.round}: campaign {result.records} rollouts, pass {campaign}; trained {result.steps} "
+        f"steps -> v{result.version}: pass@1 {scores}  ({result.seconds:.0f}s)"
+    )
 
 
 def summary_table(results: list[RoundResult]) -> str:
@@ -352,8 +398,9 @@ def plot_rounds(results: list[RoundResult], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     rounds = [r.round for r in results]
     for digits in difficulties:
-        axes.plot(rounds, [100 * r.pass_at_1.get(digits, float("nan")) for r in results], marker="o",
-                  label=f"{digits}-digit")
+        axes.plot(
+            rounds, [100 * r.pass_at_1.get(digits, float("nan")) for r in results], marker="o", label=f"{digits}-digit"
+        )
     axes.set_xlabel("round (0 = pre-trained policy)")
     axes.set_ylabel("held-out pass@1, greedy (%)")
     axes.set_ylim(-2, 102)
@@ -369,15 +416,16 @@ def plot_rounds(results: list[RoundResult], path: Path) -> Path:
 
 def demo(
     quick: bool = typer.Option(False, "--quick", help="a two-round run of a minute or two (the test uses it)"),
-    rounds: Optional[int] = typer.Option(None, help="campaign + training rounds (default 8)"),
-    home: Optional[Path] = typer.Option(None, help="folder for the demo's farm (default VERIFARM_HOME/demo); wiped"),
+    rounds: int | None = typer.Option(None, help="campaign + training rounds (default 8)"),
+    home: Path | None = typer.Option(None, help="folder for the demo's farm (default VERIFARM_HOME/demo); wiped"),
     seed: int = typer.Option(0, help="seed of the model init, the corpus and the campaigns"),
-    workers: Optional[int] = typer.Option(None, help="worker pool processes (default 2; 0: roll out in-process)"),
+    workers: int | None = typer.Option(None, help="worker pool processes (default 2; 0: roll out in-process)"),
 ) -> None:
     """Run the loop end to end: pre-train, roll out, verify, train, evaluate, in rounds; plot pass@1."""
     from verifarm.settings import load_settings
 
     config = DemoConfig.quick() if quick else DemoConfig()
-    config = replace(config, seed=seed, rounds=rounds or config.rounds,
-                     workers=config.workers if workers is None else workers)
+    config = replace(
+        config, seed=seed, rounds=rounds or config.rounds, workers=config.workers if workers is None else workers
+    )
     run_demo(config, home or load_settings().home / "demo")

@@ -28,10 +28,18 @@ def drafter_prompts(config: TrainerConfig, per_difficulty: int, seed_base: int) 
     return prompts
 
 
-def refresh_published_drafter(registry, version: int, config: TrainerConfig,
-                              drafter: DrafterConfig = DrafterConfig()) -> dict[str, float]:
+def refresh_published_drafter(
+    registry, version: int, config: TrainerConfig, drafter: DrafterConfig = DrafterConfig()
+) -> dict[str, float]:
     """Distill and publish the drafter of `version`; returns metrics for the store (`drafter_*`)."""
-    metadata = refresh_drafter(registry, version, drafter_prompts(config, 64, DRAFTER_TRAIN_SEED_BASE),
-                               drafter_prompts(config, 8, DRAFTER_HELDOUT_SEED_BASE), drafter)
-    return {"drafter_acceptance_rate": float(metadata["acceptance_rate"]),
-            "drafter_distill_kl": float(metadata["distill_kl"])}
+    metadata = refresh_drafter(
+        registry,
+        version,
+        drafter_prompts(config, 64, DRAFTER_TRAIN_SEED_BASE),
+        drafter_prompts(config, 8, DRAFTER_HELDOUT_SEED_BASE),
+        drafter,
+    )
+    return {
+        "drafter_acceptance_rate": float(metadata["acceptance_rate"]),
+        "drafter_distill_kl": float(metadata["distill_kl"]),
+    }

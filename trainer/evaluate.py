@@ -94,8 +94,13 @@ def evaluate_suite_difficulty(policy, suite: EvalSuite, difficulty: int, config:
 
     pass_k, sample_rate = 0.0, 0.0
     # Seeded per difficulty, so two versions are compared on the same random stream.
-    sampled = policy.sample(prompts, n=config.samples, temperature=config.temperature,
-                            max_new_tokens=config.max_new_tokens, seed=config.seed + difficulty)
+    sampled = policy.sample(
+        prompts,
+        n=config.samples,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed + difficulty,
+    )
     for task, samples in zip(tasks, sampled):
         correct = sum(family.verify(task, s.text).passed for s in samples)
         pass_k += pass_at_k(len(samples), correct, config.k)

@@ -46,21 +46,23 @@ def tensorboard_dir_for(state_dir: Path, settings: TelemetrySettings | None = No
 class _PrometheusGauges:
     """Process-wide gauges (a process runs one trainer; a second one in a test reuses them)."""
 
-    _made: "_PrometheusGauges | None" = None
+    _made: _PrometheusGauges | None = None
 
     def __init__(self) -> None:
-        from prometheus_client import Counter as PromCounter, Gauge
+        from prometheus_client import Counter as PromCounter
+        from prometheus_client import Gauge
 
         self.step = Gauge("verifarm_trainer_step", "the trainer's step count")
         self.version = Gauge("verifarm_trainer_policy_version", "the policy version being trained")
         self.loss = Gauge("verifarm_trainer_loss", "loss of the last step of each mode", ["mode"])
         self.steps = PromCounter("verifarm_trainer_steps", "steps taken, by mode", ["mode"])
-        self.staleness = Gauge("verifarm_trainer_data_staleness", "mean staleness (policy versions) of the last "
-                               "post-training batch")
+        self.staleness = Gauge(
+            "verifarm_trainer_data_staleness", "mean staleness (policy versions) of the last post-training batch"
+        )
         self.tokens_per_second = Gauge("verifarm_trainer_tokens_per_second", "tokens/s of the last step")
 
     @classmethod
-    def get(cls) -> "_PrometheusGauges":
+    def get(cls) -> _PrometheusGauges:
         if cls._made is None:
             cls._made = cls()
         return cls._made
@@ -83,8 +85,10 @@ class TrainerTelemetry:
             try:
                 import wandb
             except ImportError:
-                raise ValueError("VERIFARM_TRAINER_WANDB is set but wandb is not installed: "
-                                 "pip install 'verifarm[wandb]' or unset it") from None
+                raise ValueError(
+                    "VERIFARM_TRAINER_WANDB is set but wandb is not installed: "
+                    "pip install 'verifarm[wandb]' or unset it"
+                ) from None
             self.wandb_run = wandb.init(project=self.settings.wandb_project, dir=str(self.log_dir.parent))
         if self.settings.metrics_port is not None:
             from prometheus_client import start_http_server
@@ -116,8 +120,9 @@ class TrainerTelemetry:
         self.gauges.steps.labels(report.kind).inc()
 
     def on_publish(self, version: int, step: int, metrics: dict[str, float]) -> None:
-        self._scalars({f"eval/{name}": value for name, value in metrics.items()} | {"eval/policy_version": version},
-                      step)
+        self._scalars(
+            {f"eval/{name}": value for name, value in metrics.items()} | {"eval/policy_version": version}, step
+        )
         self.gauges.version.set(version)
         self.flush()
 

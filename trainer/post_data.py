@@ -96,8 +96,9 @@ def read_post_batch(
     store_exhausted = False
     while True:
         if not store_exhausted and (not order or len(pending[order[0]]) < pending[order[0]][0].group_size):
-            page = store.query(RecordFilter(campaign_id=selection.campaign_id, after_seq=scan_from,
-                                            limit=selection.scan_page))
+            page = store.query(
+                RecordFilter(campaign_id=selection.campaign_id, after_seq=scan_from, limit=selection.scan_page)
+            )
             store_exhausted = len(page) < selection.scan_page
             if page:
                 scan_from = page[-1].seq
@@ -138,8 +139,9 @@ def read_post_batch(
             break
     if not prompts:
         return None, cursor
-    return PostBatch(mode, prompts, completions, rewards, group_ids, versions, staleness, sampled_ids,
-                     sampled_logprobs), cursor
+    return PostBatch(
+        mode, prompts, completions, rewards, group_ids, versions, staleness, sampled_ids, sampled_logprobs
+    ), cursor
 
 
 def _classify(group, complete, mode, current_version, selection) -> tuple[list, str]:

@@ -49,7 +49,9 @@ def step_kind(step: int, schedule: ScheduleConfig) -> str:
     # Bresenham: the pre-training steps fall where floor((p + 1) * pre / cycle) ticks over.
     if (position + 1) * schedule.pretrain_steps // cycle > position * schedule.pretrain_steps // cycle:
         return PRETRAIN
-    post_index = (step // cycle) * schedule.posttrain_steps + position - (position + 1) * schedule.pretrain_steps // cycle
+    post_index = (
+        (step // cycle) * schedule.posttrain_steps + position - (position + 1) * schedule.pretrain_steps // cycle
+    )
     return _mode_sequence(schedule)[post_index % len(_mode_sequence(schedule))]
 
 
@@ -110,7 +112,9 @@ def corpus_order(corpus_size: int, epoch: int, seed: int) -> list[int]:
     return order
 
 
-def next_corpus_indices(cursor: DataCursor, corpus_size: int, batch_size: int, seed: int) -> tuple[list[int], DataCursor]:
+def next_corpus_indices(
+    cursor: DataCursor, corpus_size: int, batch_size: int, seed: int
+) -> tuple[list[int], DataCursor]:
     """The next `batch_size` document indices and the cursor after them, wrapping into a new epoch."""
     if corpus_size <= 0:
         raise ValueError("the corpus is empty")

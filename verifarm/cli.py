@@ -18,8 +18,12 @@ from verifarm.trainer.demo import demo
 # Saving and loading checkpoints is routine here: no progress bar per shard (worker processes inherit this).
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-app = typer.Typer(no_args_is_help=True, help="verifarm: a rollout farm for verifiable domains", cls=VerifarmGroup,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    no_args_is_help=True,
+    help="verifarm: a rollout farm for verifiable domains",
+    cls=VerifarmGroup,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.callback()

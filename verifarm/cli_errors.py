@@ -69,14 +69,21 @@ def describe_failure(error: BaseException) -> tuple[str, int]:
             problems.append(f"{where}: {str(problem.get('msg', '')).removeprefix('Value error, ')}")
         return one_line("; ".join(problems)), USAGE_EXIT
     if _instance_of(error, "redis.exceptions", "ConnectionError") or _instance_of(
-            error, "kombu.exceptions", "OperationalError"):
-        return (f"cannot reach the Redis broker ({one_line(str(error))}): start it, or correct VERIFARM_REDIS_URL",
-                RUNTIME_EXIT)
+        error, "kombu.exceptions", "OperationalError"
+    ):
+        return (
+            f"cannot reach the Redis broker ({one_line(str(error))}): start it, or correct VERIFARM_REDIS_URL",
+            RUNTIME_EXIT,
+        )
     if _instance_of(error, "sqlalchemy.exc", "OperationalError") or _instance_of(
-            error, "sqlalchemy.exc", "InterfaceError"):
+        error, "sqlalchemy.exc", "InterfaceError"
+    ):
         cause = one_line(str(getattr(error, "orig", None) or error))
-        return (f"cannot use the rollout store ({cause}): check that the database runs and that "
-                "VERIFARM_DATABASE_URL names it with valid credentials", RUNTIME_EXIT)
+        return (
+            f"cannot use the rollout store ({cause}): check that the database runs and that "
+            "VERIFARM_DATABASE_URL names it with valid credentials",
+            RUNTIME_EXIT,
+        )
     if isinstance(error, OSError) and error.strerror:
         where = f": {error.filename}" if error.filename else ""
         hint = _OS_HINTS.get(error.errno or 0, "check the path and permissions")
@@ -85,8 +92,11 @@ def describe_failure(error: BaseException) -> tuple[str, int]:
         return one_line(str(error)), USAGE_EXIT
     if isinstance(error, KeyboardInterrupt):
         return "interrupted", 130
-    return (f"unexpected {type(error).__name__}: {one_line(str(error))} (rerun as `verifarm --debug ...` for the "
-            "traceback, and report it)", RUNTIME_EXIT)
+    return (
+        f"unexpected {type(error).__name__}: {one_line(str(error))} (rerun as `verifarm --debug ...` for the "
+        "traceback, and report it)",
+        RUNTIME_EXIT,
+    )
 
 
 def report(message: str) -> None:
@@ -98,12 +108,19 @@ class VerifarmGroup(TyperGroup):
 
     show_tracebacks = False  # set by the root callback when --debug is given
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         self.show_tracebacks = False
         try:
-            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                                  standalone_mode=False, **extra)
+            result = super().main(
+                args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
         except typer.Exit as stop:  # raised outside a command (e.g. --help): a plain exit
             result = stop.exit_code
         except typer.Abort:

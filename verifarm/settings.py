@@ -36,11 +36,15 @@ class Settings(BaseSettings):
         try:
             backend = make_url(url).get_backend_name()
         except ArgumentError:
-            raise ValueError(f"VERIFARM_DATABASE_URL={url!r} is not a database URL: use "
-                             "sqlite:///path/rollouts.db or postgresql://user@host/db") from None
+            raise ValueError(
+                f"VERIFARM_DATABASE_URL={url!r} is not a database URL: use "
+                "sqlite:///path/rollouts.db or postgresql://user@host/db"
+            ) from None
         if backend not in ("sqlite", "postgresql"):
-            raise ValueError(f"VERIFARM_DATABASE_URL names a {backend!r} database; the store runs on SQLite "
-                             "(sqlite:///path.db) or PostgreSQL (postgresql://user@host/db)")
+            raise ValueError(
+                f"VERIFARM_DATABASE_URL names a {backend!r} database; the store runs on SQLite "
+                "(sqlite:///path.db) or PostgreSQL (postgresql://user@host/db)"
+            )
         return url
 
     @property

@@ -55,8 +55,15 @@ class ProgressReporter:
     a status line (plain output writes it once each time it changes).
     """
 
-    def __init__(self, description: str, total: float | None, stream: IO[str] | None = None,
-                 plain_interval_s: float = 5.0, fields: tuple[str, ...] = (), eta: bool = False) -> None:
+    def __init__(
+        self,
+        description: str,
+        total: float | None,
+        stream: IO[str] | None = None,
+        plain_interval_s: float = 5.0,
+        fields: tuple[str, ...] = (),
+        eta: bool = False,
+    ) -> None:
         self.description = description
         self.total = total
         self.stream = stream or sys.stderr
@@ -75,8 +82,14 @@ class ProgressReporter:
     def __enter__(self) -> ProgressReporter:
         if is_terminal(self.stream):
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             columns: list[Any] = [TextColumn("[bold]{task.description}")]
             if self.total is not None:

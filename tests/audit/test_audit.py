@@ -16,9 +16,28 @@ CASES_DIR = Path(__file__).parent / "cases"
 MATH_PAIRS = CASES_DIR / "math_pairs.jsonl"
 MATH_ENV = "verifarm/MathAnswer-v0"
 # Every normalisation kind the issue lists, and the conventions, each a group of ids in the math suite.
-MATH_GROUPS = {"frac", "approx", "number", "scientific", "repeating", "thousands", "unicode", "currency", "units",
-               "percent", "interval", "equation", "relation", "complex", "polynomial", "constant", "set", "tuple",
-               "garbage", "bad-gold"}
+MATH_GROUPS = {
+    "frac",
+    "approx",
+    "number",
+    "scientific",
+    "repeating",
+    "thousands",
+    "unicode",
+    "currency",
+    "units",
+    "percent",
+    "interval",
+    "equation",
+    "relation",
+    "complex",
+    "polynomial",
+    "constant",
+    "set",
+    "tuple",
+    "garbage",
+    "bad-gold",
+}
 runner = CliRunner()
 
 
@@ -63,26 +82,47 @@ def _write(tmp_path: Path, rows: list, name: str = "cases.jsonl") -> Path:
 
 
 def test_cli_prints_the_confusion_matrix_and_exits_zero_when_every_verdict_is_right(tmp_path: Path) -> None:
-    path = _write(tmp_path, [
-        {"id": "half", "gold": "\\frac{1}{2}", "answer": "0.5", "expected": "pass", "kind": "equal"},
-        {"id": "exponent", "gold": "2.5\\times10^{-4}", "answer": "2.5e-5", "expected": "fail", "kind": "near-miss"},
-        {"id": "broken-gold", "gold": "\\frac{", "answer": "1", "expected": "infra_error"},
-    ])
+    path = _write(
+        tmp_path,
+        [
+            {"id": "half", "gold": "\\frac{1}{2}", "answer": "0.5", "expected": "pass", "kind": "equal"},
+            {
+                "id": "exponent",
+                "gold": "2.5\\times10^{-4}",
+                "answer": "2.5e-5",
+                "expected": "fail",
+                "kind": "near-miss",
+            },
+            {"id": "broken-gold", "gold": "\\frac{", "answer": "1", "expected": "infra_error"},
+        ],
+    )
     result = runner.invoke(app, ["verify", "audit", MATH_ENV, str(path), "--every-case"])
     assert result.exit_code == 0, result.output
     assert "confusion matrix" in result.output and "wrong verdicts: 0" in result.output
-    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()
-            if line.strip().split(" ")[0] in ("pass", "fail", "infra_error") and len(line.split()) == 4}
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in result.output.splitlines()
+        if line.strip().split(" ")[0] in ("pass", "fail", "infra_error") and len(line.split()) == 4
+    }
     assert rows == {"pass": ["1", "0", "0"], "fail": ["0", "1", "0"], "infra_error": ["0", "0", "1"]}
     assert "time per case" in result.output and "broken-gold" in result.output and " ms" in result.output
 
 
 def test_cli_lists_each_wrong_verdict_with_its_reason_and_exits_one(tmp_path: Path) -> None:
-    path = _write(tmp_path, [
-        {"id": "right", "gold": "3", "answer": "x = 3", "expected": "pass", "kind": "equal"},
-        {"id": "mislabelled", "gold": "3\\text{ km}", "answer": "3 m", "expected": "pass", "kind": "equal",
-         "note": "deliberately wrong label"},
-    ])
+    path = _write(
+        tmp_path,
+        [
+            {"id": "right", "gold": "3", "answer": "x = 3", "expected": "pass", "kind": "equal"},
+            {
+                "id": "mislabelled",
+                "gold": "3\\text{ km}",
+                "answer": "3 m",
+                "expected": "pass",
+                "kind": "equal",
+                "note": "deliberately wrong label",
+            },
+        ],
+    )
     result = runner.invoke(app, ["verify", "audit", MATH_ENV, str(path)])
     assert result.exit_code == 1, result.output
     assert "wrong verdicts: 1" in result.output
@@ -91,10 +131,19 @@ def test_cli_lists_each_wrong_verdict_with_its_reason_and_exits_one(tmp_path: Pa
 
 
 def test_cli_differential_lists_where_the_second_implementations_disagree(tmp_path: Path) -> None:
-    path = _write(tmp_path, [
-        {"id": "approximation", "gold": "\\frac{1}{3}", "answer": "0.3333333", "expected": "fail", "kind": "unequal"},
-        {"id": "plain", "gold": "7", "answer": "7", "expected": "pass", "kind": "equal"},
-    ])
+    path = _write(
+        tmp_path,
+        [
+            {
+                "id": "approximation",
+                "gold": "\\frac{1}{3}",
+                "answer": "0.3333333",
+                "expected": "fail",
+                "kind": "unequal",
+            },
+            {"id": "plain", "gold": "7", "answer": "7", "expected": "pass", "kind": "equal"},
+        ],
+    )
     result = runner.invoke(app, ["verify", "audit", MATH_ENV, str(path), "--differential"])
     assert result.exit_code == 0, result.output
     # math-verify alone rounds to 6 places, so it calls the approximation equal; the env does not
@@ -107,29 +156,45 @@ def test_seeded_cases_run_through_the_family_generator(tmp_path: Path) -> None:
     family = get_family("verifarm/Addition-v0")
     task = family.generate(3, 2)
     wrong = int(task.data["answer"]) + 1
-    path = _write(tmp_path, [
-        {"id": "reference", "env": "verifarm/Addition-v0", "options": {}, "seed": 3, "difficulty": 2,
-         "completion": task.reference, "expected": "pass"},
-        {"id": "off-by-one", "seed": 3, "difficulty": 2, "completion": f"Answer: {wrong}", "expected": "fail"},
-    ])
+    path = _write(
+        tmp_path,
+        [
+            {
+                "id": "reference",
+                "env": "verifarm/Addition-v0",
+                "options": {},
+                "seed": 3,
+                "difficulty": 2,
+                "completion": task.reference,
+                "expected": "pass",
+            },
+            {"id": "off-by-one", "seed": 3, "difficulty": 2, "completion": f"Answer: {wrong}", "expected": "fail"},
+        ],
+    )
     report = run_audit("verifarm/Addition-v0", load_cases(path))
     assert [result.actual for result in report.results] == ["pass", "fail"] and not report.wrong
 
 
-@pytest.mark.parametrize("rows, env_id, message", [
-    (None, MATH_ENV, "cases file not found"),
-    (['{"id": "a", "gold": "1", "answer": "1", "expected": "pass"}', "{not json"], MATH_ENV, ":2: not valid JSON"),
-    ([{"id": "a", "gold": "1", "answer": "1", "expected": "pass", "colour": "red"}], MATH_ENV, "unknown field"),
-    ([{"id": "a", "gold": "1", "answer": "1", "expected": "yes"}], MATH_ENV, "expected must be one of"),
-    ([{"id": "a", "gold": "1", "answer": "2", "expected": "pass", "kind": "near-miss"}], MATH_ENV, "contradicts"),
-    ([{"id": "a", "gold": "1", "answer": "1", "expected": "pass"}] * 2, MATH_ENV, "duplicate id"),
-    ([{"id": "a", "seed": "three", "completion": "x", "expected": "pass"}], MATH_ENV, "seed must be an integer"),
-    ([{"id": "a", "gold": "1", "answer": "1", "expected": "pass"}], "verifarm/NoSuchEnv-v9", "unknown env id"),
-    ([{"id": "a", "env": "verifarm/Addition-v0", "gold": "1", "answer": "1", "expected": "pass"}], MATH_ENV,
-     "is for verifarm/Addition-v0"),
-    ([{"id": "a", "gold": "1", "answer": "1", "expected": "pass"}], "verifarm/Addition-v0", "builds no task"),
-    ([{"id": "a", "seed": 1, "difficulty": 99, "completion": "x", "expected": "pass"}], MATH_ENV, "difficulty"),
-])
+@pytest.mark.parametrize(
+    "rows, env_id, message",
+    [
+        (None, MATH_ENV, "cases file not found"),
+        (['{"id": "a", "gold": "1", "answer": "1", "expected": "pass"}', "{not json"], MATH_ENV, ":2: not valid JSON"),
+        ([{"id": "a", "gold": "1", "answer": "1", "expected": "pass", "colour": "red"}], MATH_ENV, "unknown field"),
+        ([{"id": "a", "gold": "1", "answer": "1", "expected": "yes"}], MATH_ENV, "expected must be one of"),
+        ([{"id": "a", "gold": "1", "answer": "2", "expected": "pass", "kind": "near-miss"}], MATH_ENV, "contradicts"),
+        ([{"id": "a", "gold": "1", "answer": "1", "expected": "pass"}] * 2, MATH_ENV, "duplicate id"),
+        ([{"id": "a", "seed": "three", "completion": "x", "expected": "pass"}], MATH_ENV, "seed must be an integer"),
+        ([{"id": "a", "gold": "1", "answer": "1", "expected": "pass"}], "verifarm/NoSuchEnv-v9", "unknown env id"),
+        (
+            [{"id": "a", "env": "verifarm/Addition-v0", "gold": "1", "answer": "1", "expected": "pass"}],
+            MATH_ENV,
+            "is for verifarm/Addition-v0",
+        ),
+        ([{"id": "a", "gold": "1", "answer": "1", "expected": "pass"}], "verifarm/Addition-v0", "builds no task"),
+        ([{"id": "a", "seed": 1, "difficulty": 99, "completion": "x", "expected": "pass"}], MATH_ENV, "difficulty"),
+    ],
+)
 def test_cli_refuses_bad_input_with_one_line_and_exit_two(tmp_path: Path, rows, env_id: str, message: str) -> None:
     path = tmp_path / "missing.jsonl" if rows is None else _write(tmp_path, rows)
     result = runner.invoke(app, ["verify", "audit", env_id, str(path)])
@@ -141,8 +206,16 @@ def test_cli_refuses_bad_input_with_one_line_and_exit_two(tmp_path: Path, rows, 
 
 
 def test_case_parser_accepts_exactly_the_agreed_fields() -> None:
-    seeded = {"id": "s", "env": "verifarm/HumanEval-v0", "options": {}, "seed": 3, "difficulty": 1,
-              "completion": "def f(): pass", "expected": "fail", "note": "n"}
+    seeded = {
+        "id": "s",
+        "env": "verifarm/HumanEval-v0",
+        "options": {},
+        "seed": 3,
+        "difficulty": 1,
+        "completion": "def f(): pass",
+        "expected": "fail",
+        "note": "n",
+    }
     pair = {"id": "p", "env": MATH_ENV, "gold": "1", "answer": "1", "expected": "pass", "kind": "equal", "note": ""}
     cases = parse_cases([json.dumps(seeded), "", json.dumps(pair)])
     assert [case.is_pair for case in cases] == [False, True]

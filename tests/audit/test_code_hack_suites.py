@@ -17,8 +17,11 @@ from verifarm.envs.catalog import get_family
 from verifarm.sandbox.backend import close_backends, probe_backend
 
 CASES_DIR = Path(__file__).parent / "cases"
-SUITES = {"humaneval_hacks.jsonl": "verifarm/HumanEval-v0", "python_function_hacks.jsonl": "verifarm/PythonFunction-v0",
-          "c_program_hacks.jsonl": "verifarm/CProgram-v0"}
+SUITES = {
+    "humaneval_hacks.jsonl": "verifarm/HumanEval-v0",
+    "python_function_hacks.jsonl": "verifarm/PythonFunction-v0",
+    "c_program_hacks.jsonl": "verifarm/CProgram-v0",
+}
 FIELDS = {"id", "env", "options", "seed", "difficulty", "completion", "expected", "note"}
 
 
@@ -74,9 +77,11 @@ def test_every_case_is_judged_as_labelled(file_name: str, backend: str) -> None:
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         verdicts = list(pool.map(judge, cases))
-    wrong = [(case["id"], case["expected"], verdict.reason, verdict.infra_error)
-             for case, verdict in zip(cases, verdicts)
-             if verdict.infra_error or verdict.passed != (case["expected"] == "pass")]
+    wrong = [
+        (case["id"], case["expected"], verdict.reason, verdict.infra_error)
+        for case, verdict in zip(cases, verdicts)
+        if verdict.infra_error or verdict.passed != (case["expected"] == "pass")
+    ]
     assert wrong == [], wrong
     for case, verdict in zip(cases, verdicts):
         assert verdict.details["sandbox_backend"] in (backend, "none"), (case["id"], verdict.details)

@@ -26,11 +26,20 @@ def _digits_by_place(number: str, tagged: bool, reversed_operands: bool) -> dict
     return {i: int(d) for i, d in enumerate(units_first)}
 
 
-@pytest.mark.parametrize("tagged, spaces, reversed_operands, shuffled, fixed_width", [
-    (False, False, False, False, False), (True, False, False, False, False), (True, True, False, False, False),
-    (True, False, True, False, False), (False, False, True, False, False), (True, False, False, True, False),
-    (True, False, False, False, True), (True, False, False, True, True), (False, False, False, False, True),
-])
+@pytest.mark.parametrize(
+    "tagged, spaces, reversed_operands, shuffled, fixed_width",
+    [
+        (False, False, False, False, False),
+        (True, False, False, False, False),
+        (True, True, False, False, False),
+        (True, False, True, False, False),
+        (False, False, True, False, False),
+        (True, False, False, True, False),
+        (True, False, False, False, True),
+        (True, False, False, True, True),
+        (False, False, False, False, True),
+    ],
+)
 def test_documents_are_true_worked_additions(tagged, spaces, reversed_operands, shuffled, fixed_width):
     presentation = experiment.Presentation(tagged, spaces, reversed_operands, shuffled, fixed_width)
     rng = random.Random(0)

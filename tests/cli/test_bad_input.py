@@ -21,15 +21,22 @@ import yaml
 from typer.testing import CliRunner
 
 from verifarm.cli import app
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
 
-SPEC = {"name": "bad-input", "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}], "tasks": 4,
-        "samples_per_task": 2, "batch_size": 2, "policy": "reference", "reference_corruption": 0.5}
+SPEC = {
+    "name": "bad-input",
+    "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}],
+    "tasks": 4,
+    "samples_per_task": 2,
+    "batch_size": 2,
+    "policy": "reference",
+    "reference_corruption": 0.5,
+}
 FINISHED = "finished-1"
 REDIS_DOWN = "redis://127.0.0.1:1/0"
 STORE_DOWN = "postgresql://postgres@127.0.0.1:1/test"  # nothing listens on port 1
@@ -69,10 +76,10 @@ CASES: list[BadInputCase] = [
     # policy
     BadInputCase(("policy", "init"), 1, "already holds versions"),
     BadInputCase(("policy", "init", "--root", "{files}/fresh", "--preset", "huge"), 2, "unknown preset"),
-    BadInputCase(("policy", "init", "--root", "{files}/fresh", "--corpus", "{files}/missing.txt"), 2,
-                 "is not a file"),
-    BadInputCase(("policy", "init", "--root", "{files}/fresh", "--random", "--corpus", "{files}/spec.yaml"), 2,
-                 "--random"),
+    BadInputCase(("policy", "init", "--root", "{files}/fresh", "--corpus", "{files}/missing.txt"), 2, "is not a file"),
+    BadInputCase(
+        ("policy", "init", "--root", "{files}/fresh", "--random", "--corpus", "{files}/spec.yaml"), 2, "--random"
+    ),
     BadInputCase(("policy", "ls", "--root"), 2, "requires an argument"),
     BadInputCase(("policy", "verify", "--version", "99"), 2, "no version 99"),
     BadInputCase(("policy", "drafter", "--version", "99"), 2, "no version 99"),
@@ -87,16 +94,33 @@ CASES: list[BadInputCase] = [
     # campaign
     BadInputCase(("campaign", "submit", "{files}/missing.yaml"), 2, "does not exist"),
     BadInputCase(("campaign", "submit", "{files}/bad.yaml"), 2, "unknown env id"),
-    BadInputCase(("campaign", "submit", "{files}/spec.yaml"), 1, "cannot reach the Redis broker",
-                 {"VERIFARM_REDIS_URL": REDIS_DOWN}),
-    BadInputCase(("campaign", "submit", "{files}/spec.yaml"), 1, "cannot open the store",
-                 {"VERIFARM_DATABASE_URL": STORE_DOWN}),
-    BadInputCase(("campaign", "submit", "{files}/spec.yaml"), 1, "cannot open the store",
-                 {"VERIFARM_DATABASE_URL": STORE_DOWN, "VERIFARM_REDIS_URL": None}),  # no private Redis started
-    BadInputCase(("workers", "start"), 1, "cannot open the store",
-                 {"VERIFARM_DATABASE_URL": STORE_DOWN, "VERIFARM_REDIS_URL": None}),
-    BadInputCase(("campaign", "submit", "{files}/spec.yaml"), 2, "VERIFARM_DATABASE_URL",
-                 {"VERIFARM_DATABASE_URL": "mysql://someone@host/db"}),
+    BadInputCase(
+        ("campaign", "submit", "{files}/spec.yaml"),
+        1,
+        "cannot reach the Redis broker",
+        {"VERIFARM_REDIS_URL": REDIS_DOWN},
+    ),
+    BadInputCase(
+        ("campaign", "submit", "{files}/spec.yaml"), 1, "cannot open the store", {"VERIFARM_DATABASE_URL": STORE_DOWN}
+    ),
+    BadInputCase(
+        ("campaign", "submit", "{files}/spec.yaml"),
+        1,
+        "cannot open the store",
+        {"VERIFARM_DATABASE_URL": STORE_DOWN, "VERIFARM_REDIS_URL": None},
+    ),  # no private Redis started
+    BadInputCase(
+        ("workers", "start"),
+        1,
+        "cannot open the store",
+        {"VERIFARM_DATABASE_URL": STORE_DOWN, "VERIFARM_REDIS_URL": None},
+    ),
+    BadInputCase(
+        ("campaign", "submit", "{files}/spec.yaml"),
+        2,
+        "VERIFARM_DATABASE_URL",
+        {"VERIFARM_DATABASE_URL": "mysql://someone@host/db"},
+    ),
     BadInputCase(("campaign", "status", "nope"), 2, "no campaign"),
     BadInputCase(("campaign", "list", "--bogus"), 2, "No such option"),
     BadInputCase(("campaign", "cancel", FINISHED), 1, "already done"),
@@ -159,8 +183,9 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path | 
     CheckpointRegistry(home / "checkpoints").publish(build_model("tiny", len(tokenizer), seed=0), tokenizer, {})
     spec = parse_spec(SPEC)
     with RolloutStore(f"sqlite:///{home / 'rollouts.db'}") as store:
-        store.create_campaign(FINISHED, spec.name, spec.model_dump(mode="json"), spec.tasks,
-                              spec.samples_per_task, spec.priority)
+        store.create_campaign(
+            FINISHED, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
+        )
         rollout_batch(store, FINISHED, spec, range(spec.tasks), ReferencePolicy(0.5, 0), FamilyCache())
     (files / "spec.yaml").write_text(yaml.safe_dump(SPEC))
     (files / "bad.yaml").write_text(yaml.safe_dump({**SPEC, "envs": [{"env_id": "verifarm/Nope-v0"}]}))
@@ -188,8 +213,13 @@ def snapshot(home: Path, broker: str) -> dict[str, str]:
 
 
 def run_case(case: BadInputCase, farm: dict[str, Path | str]):
-    env = {"VERIFARM_HOME": str(farm["home"]), "VERIFARM_REDIS_URL": str(farm["broker"]),
-           "VERIFARM_DATABASE_URL": None, "VERIFARM_CHECKPOINT_DIR": None, **case.env}
+    env = {
+        "VERIFARM_HOME": str(farm["home"]),
+        "VERIFARM_REDIS_URL": str(farm["broker"]),
+        "VERIFARM_DATABASE_URL": None,
+        "VERIFARM_CHECKPOINT_DIR": None,
+        **case.env,
+    }
     args = [arg.format(home=farm["home"], files=farm["files"]) for arg in case.args]
     return CliRunner().invoke(app, args, env=env)
 
@@ -210,14 +240,25 @@ def test_bad_input_gets_one_line_and_changes_nothing(case: BadInputCase, farm) -
         assert not (Path(str(farm["files"])) / made).exists(), f"a refused command left {made} behind"
 
 
-@pytest.mark.parametrize("args", [("campaign", "list"), ("campaign", "status", "x"), ("campaign", "cancel", "x"),
-                                  ("campaign", "watch", "x"), ("data", "ls"), ("data", "show", "x"),
-                                  ("data", "export", "out.jsonl")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("campaign", "list"),
+        ("campaign", "status", "x"),
+        ("campaign", "cancel", "x"),
+        ("campaign", "watch", "x"),
+        ("data", "ls"),
+        ("data", "show", "x"),
+        ("data", "export", "out.jsonl"),
+    ],
+)
 def test_reading_a_home_where_nothing_was_stored_creates_no_store(args: tuple[str, ...], tmp_path: Path) -> None:
     home = tmp_path / "elsewhere" / ".verifarm"
     result = CliRunner().invoke(app, list(args), env={"VERIFARM_HOME": str(home), "VERIFARM_DATABASE_URL": None})
     assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr.count("\n") == 1 and "nothing is stored in" in result.stderr and "VERIFARM_HOME" in result.stderr
+    assert (
+        result.stderr.count("\n") == 1 and "nothing is stored in" in result.stderr and "VERIFARM_HOME" in result.stderr
+    )
     assert not home.exists()
 
 
@@ -234,8 +275,11 @@ def test_every_command_has_a_bad_input_case() -> None:
     import typer.main
 
     covered = {case.args[:2] for case in CASES + SERVE_CASES} | {case.args[:1] for case in CASES + SERVE_CASES}
-    missing = [" ".join(path) for path in _leaf_commands(typer.main.get_command(app))
-               if path not in covered and " ".join(path) not in COVERED_ELSEWHERE]
+    missing = [
+        " ".join(path)
+        for path in _leaf_commands(typer.main.get_command(app))
+        if path not in covered and " ".join(path) not in COVERED_ELSEWHERE
+    ]
     assert not missing, f"commands without a bad-input case: {missing}"
 
 
@@ -245,8 +289,9 @@ def test_the_real_entry_point_prints_one_line_and_a_traceback_only_with_debug(tm
     plain = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert plain.returncode == 2 and plain.stdout == ""
     assert plain.stderr.strip().count("\n") == 0 and "outside this env's range" in plain.stderr
-    debug = subprocess.run([*command[:3], "--debug", *command[3:]], capture_output=True, text=True, env=env,
-                           timeout=120)
+    debug = subprocess.run(
+        [*command[:3], "--debug", *command[3:]], capture_output=True, text=True, env=env, timeout=120
+    )
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
     assert "outside this env's range" in debug.stderr
     assert not (tmp_path / "home").exists(), "showing a task stores nothing"

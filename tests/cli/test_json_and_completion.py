@@ -11,20 +11,39 @@ import pytest
 from typer.testing import CliRunner
 
 from verifarm.cli import app
+from verifarm.envs.catalog import FamilyCache
 from verifarm.envs.cli import complete_env_ids
 from verifarm.policy.cli import complete_policy_versions
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.cli import complete_campaign_ids
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
 
-SPEC = {"name": "json", "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}], "tasks": 6,
-        "samples_per_task": 2, "batch_size": 3, "policy": "reference", "reference_corruption": 0.5}
-CAMPAIGN_FIELDS = {"campaign_id", "name", "state", "expected", "done", "passed", "failed", "infra_errors",
-                   "infra_retries", "rollouts_per_second", "created_at", "pass_rate"}
+SPEC = {
+    "name": "json",
+    "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}],
+    "tasks": 6,
+    "samples_per_task": 2,
+    "batch_size": 3,
+    "policy": "reference",
+    "reference_corruption": 0.5,
+}
+CAMPAIGN_FIELDS = {
+    "campaign_id",
+    "name",
+    "state",
+    "expected",
+    "done",
+    "passed",
+    "failed",
+    "infra_errors",
+    "infra_retries",
+    "rollouts_per_second",
+    "created_at",
+    "pass_rate",
+}
 HOSTILE = "\x1b[2J[bold]12[/bold]\u202e\x07\nAnswer: 12\n"  # clear screen, markup, bidi override, bell
 
 
@@ -47,8 +66,18 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         rollout_batch(store, "json-1", spec, range(spec.tasks), ReferencePolicy(0.5, 0), FamilyCache())
         first = store.query()[0]
         store.create_campaign("hostile-1", spec.name, spec.model_dump(mode="json"), 1, 1, 5)
-        store.add_records([first.model_copy(update={"record_id": "hostile-record", "campaign_id": "hostile-1",
-                                                    "completion": HOSTILE, "content_hash": "hostile"})])
+        store.add_records(
+            [
+                first.model_copy(
+                    update={
+                        "record_id": "hostile-record",
+                        "campaign_id": "hostile-1",
+                        "completion": HOSTILE,
+                        "content_hash": "hostile",
+                    }
+                )
+            ]
+        )
     for name in ("VERIFARM_DATABASE_URL", "VERIFARM_CHECKPOINT_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VERIFARM_HOME", str(home))
@@ -85,13 +114,26 @@ def test_every_listing_and_status_command_prints_its_documented_json(home: Path)
 
     versions = json_of("policy", "ls")
     assert [v["version"] for v in versions] == [1] and versions[0]["ok"] is True
-    assert {"version", "checksum", "ok", "problems", "created_at", "parent_version", "training_step", "source",
-            "metrics"} == set(versions[0])
+    assert {
+        "version",
+        "checksum",
+        "ok",
+        "problems",
+        "created_at",
+        "parent_version",
+        "training_step",
+        "source",
+        "metrics",
+    } == set(versions[0])
 
     status = json_of("train", "status")
     assert status["running"] is False and status["pid"] is None
     assert [v["version"] for v in status["versions"]] == [1] and set(status["versions"][0]) == {
-        "version", "ok", "trainer_step", "metrics"}
+        "version",
+        "ok",
+        "trainer_step",
+        "metrics",
+    }
 
     result = CliRunner().invoke(app, ["workers", "ls", "--json", "--timeout", "0.5"])
     assert result.exit_code == 0 and json.loads(result.stdout) == []  # none started on this broker
@@ -155,7 +197,12 @@ def test_the_installed_script_completes_through_the_shell_protocol(home: Path) -
     import sys
 
     script = Path(sys.executable).with_name("verifarm")
-    env = {**os.environ, "_VERIFARM_COMPLETE": "complete_bash", "COMP_CWORD": "3",
-           "_TYPER_COMPLETE_ARGS": "verifarm campaign status js", "COMP_WORDS": "verifarm campaign status js"}
+    env = {
+        **os.environ,
+        "_VERIFARM_COMPLETE": "complete_bash",
+        "COMP_CWORD": "3",
+        "_TYPER_COMPLETE_ARGS": "verifarm campaign status js",
+        "COMP_WORDS": "verifarm campaign status js",
+    }
     completed = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert completed.stdout.split() == ["json-1"], completed.stdout + completed.stderr

@@ -34,7 +34,9 @@ SERVERS = ("verifarm serve", "verifarm dashboard")
 def without_servers(block: str) -> str:
     lines = block.splitlines()
     for server in SERVERS:
-        assert sum(line.strip().startswith(server) for line in lines) == 1, f"the block is expected to hold one `{server}`"
+        assert sum(line.strip().startswith(server) for line in lines) == 1, (
+            f"the block is expected to hold one `{server}`"
+        )
     return "\n".join(line for line in lines if not line.strip().startswith(SERVERS)) + "\n"
 
 
@@ -61,8 +63,14 @@ def test_the_readme_farm_path_stores_passing_rollouts_and_publishes_a_newer_poli
     log = tmp_path / "block.log"
     with open(log, "wb") as output:
         # Its own session: the background worker pool is stopped with the whole group whatever happens.
-        process = subprocess.Popen(["bash", "-c", script], cwd=workdir, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", "-c", script],
+            cwd=workdir,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             returncode = process.wait(timeout=2200)
         finally:

@@ -32,6 +32,5 @@ def test_progress_off_a_terminal_is_plain_lines_and_each_note_once() -> None:
         progress.note("waiting for rollouts")
         progress.update(3, loss="0.4")
     lines = stream.getvalue().splitlines()
-    assert lines == ["train 1/3  loss 0.5", "train: waiting for rollouts", "train 3/3  loss 0.4",
-                     "train 3/3  loss 0.4"]
+    assert lines == ["train 1/3  loss 0.5", "train: waiting for rollouts", "train 3/3  loss 0.4", "train 3/3  loss 0.4"]
     assert "\x1b" not in stream.getvalue()

@@ -30,8 +30,10 @@ from .conftest import HOSTILE_COMPLETION, hostile_record
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ENVS = [{"env_id": "verifarm/Addition-v0", "min_difficulty": 1, "max_difficulty": 3},
-        {"env_id": "verifarm/MathAnswer-v0"}]
+ENVS = [
+    {"env_id": "verifarm/Addition-v0", "min_difficulty": 1, "max_difficulty": 3},
+    {"env_id": "verifarm/MathAnswer-v0"},
+]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, logs: list[Path] = ()) -> None:
@@ -54,9 +56,16 @@ class RunningFarm:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFARM_")}
-        env.update({"VERIFARM_HOME": str(self.home), "VERIFARM_REDIS_URL": self.redis_url,
-                    "VERIFARM_DATABASE_URL": self.store_url, "VERIFARM_CHECKPOINT_DIR": str(self.checkpoint_dir),
-                    "VERIFARM_SANDBOX_BACKEND": "process", "VERIFARM_FARM_RECONCILE_INTERVAL_S": "3600"})
+        env.update(
+            {
+                "VERIFARM_HOME": str(self.home),
+                "VERIFARM_REDIS_URL": self.redis_url,
+                "VERIFARM_DATABASE_URL": self.store_url,
+                "VERIFARM_CHECKPOINT_DIR": str(self.checkpoint_dir),
+                "VERIFARM_SANDBOX_BACKEND": "process",
+                "VERIFARM_FARM_RECONCILE_INTERVAL_S": "3600",
+            }
+        )
         return env
 
     def config(self) -> FarmConfig:
@@ -64,17 +73,34 @@ class RunningFarm:
 
     def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.home / f"{name}.log", "w")
-        process = subprocess.Popen([sys.executable, "-m", "verifarm.cli", *args], env={**self.env(), **(extra_env or {})},
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "verifarm.cli", *args],
+            env={**self.env(), **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.processes.append(process)
         return process
 
     def start_worker(self, name: str) -> subprocess.Popen:
-        process = self.start(name, "workers", "start", "-c", "1", "-n", f"{name}@%h",
-                             extra_env={"VERIFARM_METRICS_WORKER_PORT": str(self.worker_metrics_port)})
+        process = self.start(
+            name,
+            "workers",
+            "start",
+            "-c",
+            "1",
+            "-n",
+            f"{name}@%h",
+            extra_env={"VERIFARM_METRICS_WORKER_PORT": str(self.worker_metrics_port)},
+        )
         app = create_app(self.config())
-        wait_until(lambda: any(name in n for reply in app.control.ping(timeout=0.5) for n in reply), 120,
-                   f"worker {name} to answer a ping", [self.home / f"{name}.log"])
+        wait_until(
+            lambda: any(name in n for reply in app.control.ping(timeout=0.5) for n in reply),
+            120,
+            f"worker {name} to answer a ping",
+            [self.home / f"{name}.log"],
+        )
         return process
 
     def stop(self, process: subprocess.Popen) -> None:
@@ -124,9 +150,20 @@ def train_briefly(farm: RunningFarm) -> None:
     config = TrainerConfig(
         corpus=CorpusConfig(seed=0, arithmetic_max_digits=1, arithmetic_documents=200, heldout_fraction=0.2),
         schedule=ScheduleConfig(pretrain_steps=1, posttrain_steps=0),
-        evaluation=EvalConfig(suites=(EvalSuite("verifarm/Addition-v0", (1, 2)),), tasks_per_difficulty=4, k=2,
-                              samples=2, max_new_tokens=12, heldout_loss_documents=8),
-        batch_size=8, max_seq_len=48, publish_every=4, learning_rate=3e-3, warmup_steps=0)
+        evaluation=EvalConfig(
+            suites=(EvalSuite("verifarm/Addition-v0", (1, 2)),),
+            tasks_per_difficulty=4,
+            k=2,
+            samples=2,
+            max_new_tokens=12,
+            heldout_loss_documents=8,
+        ),
+        batch_size=8,
+        max_seq_len=48,
+        publish_every=4,
+        learning_rate=3e-3,
+        warmup_steps=0,
+    )
     with RolloutStore(farm.store_url) as store:
         trainer = ContinualTrainer(config, registry, store, farm.home / "trainer" / "state")
         trainer.run(max_steps=8)
@@ -152,8 +189,17 @@ def test_dashboard_in_a_browser_over_a_real_farm(farm: RunningFarm, tmp_path: Pa
     shots = tmp_path / "screenshots"
     shots.mkdir()
     worker = farm.start_worker("w1")
-    spec = parse_spec({"name": "arith", "envs": ENVS, "tasks": 16, "samples_per_task": 3, "batch_size": 4,
-                       "policy": "reference", "reference_corruption": 0.3})
+    spec = parse_spec(
+        {
+            "name": "arith",
+            "envs": ENVS,
+            "tasks": 16,
+            "samples_per_task": 3,
+            "batch_size": 4,
+            "policy": "reference",
+            "reference_corruption": 0.3,
+        }
+    )
     submit(spec, farm.config(), "arith-1")
     wait_until(lambda: status("arith-1", farm.store_url).state == "done", 180, "the campaign", farm.logs())
 

@@ -9,8 +9,9 @@ from verifarm.dashboard.text import one_line, shown
 
 
 def test_line_chart_draws_each_series_and_escapes_labels():
-    svg = line_chart([Series("<b>loss</b>", [(0, 2.0), (1, 1.5), (2, 1.0)]), Series("empty", [])],
-                     "a <title>", "step", "loss")
+    svg = line_chart(
+        [Series("<b>loss</b>", [(0, 2.0), (1, 1.5), (2, 1.0)]), Series("empty", [])], "a <title>", "step", "loss"
+    )
     assert svg.count("<polyline") == 1 and svg.count("<circle") == 3
     assert "&lt;b&gt;loss&lt;/b&gt;" in svg and "<b>" not in svg and "a &lt;title&gt;" in svg
     assert "no data yet" in line_chart([], "t", "x", "y")
@@ -28,8 +29,12 @@ def test_ticks_are_round_and_integer_axes_never_split_a_version():
     assert "no data yet" in bar_chart([], "t", "y")
     import re
 
-    heights = [float(h) for h in re.findall(r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="([^"]+)"',
-                                            bar_chart([("a", 1.0), ("b", 0.5)], "t", "y"))]
+    heights = [
+        float(h)
+        for h in re.findall(
+            r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="([^"]+)"', bar_chart([("a", 1.0), ("b", 0.5)], "t", "y")
+        )
+    ]
     assert len(heights) == 2 and heights[1] == pytest.approx(heights[0] / 2, abs=0.1)
 
 

@@ -21,7 +21,9 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_nothing_below_the_cli_imports_the_dashboard():
     importers = sorted(
-        str(path.relative_to(ROOT)) for package in PACKAGES if package != "dashboard"
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        if package != "dashboard"
         for path in (ROOT / package).rglob("*.py")
         if any(name.startswith("verifarm.dashboard") for name in imported_modules(path))
     )

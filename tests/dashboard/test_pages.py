@@ -7,7 +7,6 @@ import html
 import re
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from verifarm.dashboard.app import create_app
@@ -49,8 +48,11 @@ def test_campaign_pages_show_the_stores_numbers(filled_store_url, tmp_path):
     assert sum(int(row[2]) for row in by_env) == len(records) == 36
     for env, difficulty, count, passed, failed, infra, _ in by_env:
         group = [r for r in records if r.env_id == env and r.difficulty == int(difficulty)]
-        assert (int(count), int(passed), int(failed)) == (len(group), sum(r.outcome == "pass" for r in group),
-                                                          sum(r.outcome == "fail" for r in group))
+        assert (int(count), int(passed), int(failed)) == (
+            len(group),
+            sum(r.outcome == "pass" for r in group),
+            sum(r.outcome == "fail" for r in group),
+        )
     reasons = cell_texts(page, "reasons")
     assert sum(int(row[2]) for row in reasons) <= sum(r.outcome != "pass" for r in records)
     assert page.count("<svg") == 3
@@ -98,8 +100,9 @@ def test_hostile_completion_is_inert_truncated_and_downloadable(filled_store_url
     assert f"Showing 20000 of {len(HOSTILE_HEAD) + (3 << 20) + 7} characters" in text
     assert "default-src 'self'; script-src 'self'" in page.headers["content-security-policy"]
     whole = client.get(f"/records/{record_id}/completion.txt")
-    assert whole.headers["content-type"].startswith("text/plain") and "attachment" in whole.headers[
-        "content-disposition"]
+    assert (
+        whole.headers["content-type"].startswith("text/plain") and "attachment" in whole.headers["content-disposition"]
+    )
     assert whole.text.startswith(HOSTILE_HEAD) and whole.text.endswith("THE-END")
     listing = client.get("/records", params={"campaign": "beta"}).text
     assert "<script>window" not in listing and "&lt;script&gt;window.__pwned" in listing
@@ -112,8 +115,12 @@ def test_cancel_needs_the_pages_header_and_cancels(filled_store_url, tmp_path):
         store.create_campaign("gamma", "gamma", {"policy": "reference"}, 10, 2, 5)
     client = client_for(filled_store_url, tmp_path)
     assert client.post("/campaigns/gamma/cancel").status_code == 403
-    assert client.post("/campaigns/gamma/cancel", headers={"X-Verifarm-Action": "cancel",
-                                                           "Origin": "http://evil.example"}).status_code == 403
+    assert (
+        client.post(
+            "/campaigns/gamma/cancel", headers={"X-Verifarm-Action": "cancel", "Origin": "http://evil.example"}
+        ).status_code
+        == 403
+    )
     assert status("gamma", filled_store_url).state == "running"
     reply = client.post("/campaigns/gamma/cancel", headers={"X-Verifarm-Action": "cancel"})
     assert reply.status_code == 200 and reply.json()["state"] == "cancelled"
@@ -131,19 +138,28 @@ def test_no_page_shows_a_password(postgres_url, tmp_path):
         from .conftest import fill
 
         fill(store, "alpha", tasks=4)
-    client = client_for(store_url, tmp_path, broker_url=f"redis://:{secret}@127.0.0.1:6379/0",
-                        flower_url="http://127.0.0.1:9")
+    client = client_for(
+        store_url, tmp_path, broker_url=f"redis://:{secret}@127.0.0.1:6379/0", flower_url="http://127.0.0.1:9"
+    )
     record_id = record_id_for("alpha", 0, 0)
-    for path in ("/", "/campaigns/alpha", "/records", f"/records/{record_id}", "/training", "/policies", "/workers",
-                 "/metrics", "/api/campaigns", "/campaigns/missing"):
+    for path in (
+        "/",
+        "/campaigns/alpha",
+        "/records",
+        f"/records/{record_id}",
+        "/training",
+        "/policies",
+        "/workers",
+        "/metrics",
+        "/api/campaigns",
+        "/campaigns/missing",
+    ):
         reply = client.get(path)
         assert secret not in reply.text, path
     assert "postgres:***@127.0.0.1" in client.get("/").text
     assert without_secrets("redis://user:pw@host:6379/0?token=abc") == "redis://user:***@host:6379/0"
     assert without_secrets("sqlite:////var/lib/verifarm/rollouts.db") == "sqlite:////var/lib/verifarm/rollouts.db"
     assert without_secrets("redis://:only-a-password@h:6379/0") == "redis://:***@h:6379/0"
-
-
 
 
 def test_the_dashboard_command_refuses_a_busy_port_or_a_missing_store_in_one_line(tmp_path):
@@ -156,13 +172,23 @@ def test_the_dashboard_command_refuses_a_busy_port_or_a_missing_store_in_one_lin
     env = {**os.environ, "VERIFARM_HOME": str(tmp_path), "VERIFARM_REDIS_URL": "redis://127.0.0.1:6379/0"}
     with bind_socket("127.0.0.1", 0) as taken:
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "verifarm.cli", "dashboard", "--port", str(port)], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "verifarm.cli", "dashboard", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: 127.0.0.1:{port} is already in use; pick another with --port (or --host)"
     env["VERIFARM_HOME"] = str(tmp_path / "no" / "such" / "home")
-    done = subprocess.run([sys.executable, "-m", "verifarm.cli", "dashboard", "--port", "0"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "verifarm.cli", "dashboard", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"error: cannot open the store at sqlite:///{tmp_path}/no/such/home/rollouts.db")
 

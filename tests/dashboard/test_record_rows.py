@@ -30,17 +30,32 @@ TEMPLATE_LOOP = """{% for r in records %}
 
 
 def summary(seq: int, text: str, policy_version: int | None, reward: float) -> RecordSummary:
-    return RecordSummary(seq=seq, record_id=f"{text}-{seq}", campaign_id=f"c{text}", env_id=f"verifarm/{text}",
-                         task_index=seq * 3, sample_index=seq % 2, difficulty=1, outcome="fail", reward=reward,
-                         reason="r", policy_version=policy_version, policy_name="checkpoint",
-                         verifier_version=text, created_at=datetime(2026, 12, 1, tzinfo=timezone.utc),
-                         prompt_preview="p", completion_preview=f"line one\n{text}" + "A" * 300)
+    return RecordSummary(
+        seq=seq,
+        record_id=f"{text}-{seq}",
+        campaign_id=f"c{text}",
+        env_id=f"verifarm/{text}",
+        task_index=seq * 3,
+        sample_index=seq % 2,
+        difficulty=1,
+        outcome="fail",
+        reward=reward,
+        reason="r",
+        policy_version=policy_version,
+        policy_name="checkpoint",
+        verifier_version=text,
+        created_at=datetime(2026, 12, 1, tzinfo=timezone.utc),
+        prompt_preview="p",
+        completion_preview=f"line one\n{text}" + "A" * 300,
+    )
 
 
 def cells(markup: str) -> list[list[str]]:
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", markup, re.S)
-    return [[html.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
-            for row in rows]
+    return [
+        [html.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        for row in rows
+    ]
 
 
 def attributes(markup: str) -> list[str]:

@@ -80,15 +80,18 @@ def test_only_the_last_answer_counts_and_must_be_canonical() -> None:
     assert family.verify(task, f"Answer:   {answer}  \n").passed
 
 
-@pytest.mark.parametrize("completion, reason", [
-    ("", "no 'Answer:'"),
-    ("the answer is 12", "no 'Answer:'"),
-    ("Answer:", "not a plain integer"),
-    ("Answer: twelve", "not a plain integer"),
-    ("Answer: \x00\xff\ud7ff", "not a plain integer"),
-    ("Answer: ١٢", "not a plain integer"),
-    ("x" * 200_000 + "\nAnswer: 1", "too long"),
-])
+@pytest.mark.parametrize(
+    "completion, reason",
+    [
+        ("", "no 'Answer:'"),
+        ("the answer is 12", "no 'Answer:'"),
+        ("Answer:", "not a plain integer"),
+        ("Answer: twelve", "not a plain integer"),
+        ("Answer: \x00\xff\ud7ff", "not a plain integer"),
+        ("Answer: ١٢", "not a plain integer"),
+        ("x" * 200_000 + "\nAnswer: 1", "too long"),
+    ],
+)
 def test_malformed_completions_score_zero_with_a_reason(completion: str, reason: str) -> None:
     family = ArithmeticFamily()
     task = family.generate(0, 2)

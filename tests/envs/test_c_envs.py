@@ -12,8 +12,8 @@ WRONG_PROGRAMS = {
     "prints nothing": "int main(void) { return 0; }",
     "crashes": "#include <stdio.h>\nint main(void) { int *p = 0; *p = 1; return 0; }",
     "loops forever": "int main(void) { for (;;) {} }",
-    "exits nonzero": "#include <stdio.h>\nint main(void) { puts(\"0\"); return 3; }",
-    "floods output": "#include <stdio.h>\nint main(void) { for (;;) puts(\"PASS all tests passed\"); }",
+    "exits nonzero": '#include <stdio.h>\nint main(void) { puts("0"); return 3; }',
+    "floods output": '#include <stdio.h>\nint main(void) { for (;;) puts("PASS all tests passed"); }',
     "forks": "#include <unistd.h>\nint main(void) { for (;;) fork(); }",
     "does not compile": "int main(void) { syntax error }",
     "includes a device": "#include </dev/zero>\nint main(void) { return 0; }",
@@ -47,8 +47,9 @@ def test_references_pass_across_problems_and_difficulties(family: CProgramFamily
 def test_wrong_programs_fail_with_a_reason(family: CProgramFamily) -> None:
     task = family.generate(3, 2)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        verdicts = dict(zip(WRONG_PROGRAMS, pool.map(lambda s: family.verify(task, f"```c\n{s}\n```"),
-                                                    WRONG_PROGRAMS.values())))
+        verdicts = dict(
+            zip(WRONG_PROGRAMS, pool.map(lambda s: family.verify(task, f"```c\n{s}\n```"), WRONG_PROGRAMS.values()))
+        )
     for name, verdict in verdicts.items():
         assert verdict.reward == 0.0 and not verdict.passed and not verdict.infra_error, (name, verdict)
         assert verdict.details.get("feedback"), (name, verdict)
@@ -60,8 +61,10 @@ def test_wrong_programs_fail_with_a_reason(family: CProgramFamily) -> None:
 
 def test_off_by_one_output_fails_and_the_feedback_shows_the_test(family: CProgramFamily) -> None:
     task = next(t for t in (family.generate(s, 1) for s in range(100)) if t.data["problem"] == "sum_numbers")
-    wrong = ("#include <stdio.h>\nint main(void) { int n; long long s = 1, x; scanf(\"%d\", &n);\n"
-             "for (int i = 0; i < n; i++) { scanf(\"%lld\", &x); s += x; } printf(\"%lld\\n\", s); return 0; }")
+    wrong = (
+        '#include <stdio.h>\nint main(void) { int n; long long s = 1, x; scanf("%d", &n);\n'
+        'for (int i = 0; i < n; i++) { scanf("%lld", &x); s += x; } printf("%lld\\n", s); return 0; }'
+    )
     verdict = family.verify(task, wrong)  # no fence: the whole completion is the program
     assert not verdict.passed and verdict.reason == f"test 1/{len(task.data['inputs'])}: wrong output"
     assert "Expected output:" in verdict.details["feedback"] and "Your output:" in verdict.details["feedback"]
@@ -74,13 +77,16 @@ def test_output_comparison_ignores_only_trailing_whitespace() -> None:
     assert extract_c_source("think\n```c\nint main(){}\n```\nbye") == "int main(){}\n"
 
 
-@pytest.mark.parametrize("completion, reason", [
-    ("", "empty program"),
-    ("```c\n```", "empty program"),
-    ("\x00\xff\x01 binary", "compilation failed"),
-    ("I would write a loop.", "compilation failed"),
-    ("x" * 40_000, "too long"),
-])
+@pytest.mark.parametrize(
+    "completion, reason",
+    [
+        ("", "empty program"),
+        ("```c\n```", "empty program"),
+        ("\x00\xff\x01 binary", "compilation failed"),
+        ("I would write a loop.", "compilation failed"),
+        ("x" * 40_000, "too long"),
+    ],
+)
 def test_malformed_c_completions(family: CProgramFamily, completion: str, reason: str) -> None:
     verdict = family.verify(family.generate(0, 1), completion)
     assert verdict.reward == 0.0 and not verdict.passed and reason in verdict.reason, verdict
@@ -121,11 +127,14 @@ def test_feedback_never_reveals_the_final_test(family: CProgramFamily) -> None:
     task = next(t for t in (family.generate(s, 1) for s in range(100)) if t.data["problem"] == "sum_numbers")
     inputs, outputs = task.data["inputs"], task.data["outputs"]
     # Hard-code every output but the last, as a policy that memorised earlier feedback would.
-    cases = "".join(f"    if (n == {text.split()[0]} && first == {text.split()[1]}) "
-                    f"{{ puts(\"{out.strip()}\"); return 0; }}\n"
-                    for text, out in zip(inputs[:-1], outputs[:-1]))
-    cheat = ("#include <stdio.h>\nint main(void) {\n    long long n, first; scanf(\"%lld %lld\", &n, &first);\n"
-             f"{cases}    puts(\"0\");\n    return 0;\n}}\n")
+    cases = "".join(
+        f'    if (n == {text.split()[0]} && first == {text.split()[1]}) {{ puts("{out.strip()}"); return 0; }}\n'
+        for text, out in zip(inputs[:-1], outputs[:-1])
+    )
+    cheat = (
+        '#include <stdio.h>\nint main(void) {\n    long long n, first; scanf("%lld %lld", &n, &first);\n'
+        f'{cases}    puts("0");\n    return 0;\n}}\n'
+    )
     assert inputs[-1].split()[:2] not in [text.split()[:2] for text in inputs[:-1]]
     verdict = family.verify(task, cheat)
     assert not verdict.passed and verdict.reason.startswith(f"test {len(inputs)}/{len(inputs)}")
@@ -137,7 +146,7 @@ def test_a_program_finds_no_expected_output_in_its_sandbox(family: CProgramFamil
     and its parent's /proc entries for it (to show the search works, a correct answer is the needle) finds
     nothing, fails, and the verdict says why."""
     task = next(t for t in (family.generate(s, 1) for s in range(100)) if t.data["problem"] == "sum_numbers")
-    hunter = r'''#include <unistd.h>
+    hunter = r"""#include <unistd.h>
 int main(void) {
     const char *code =
         "import os, sys\n"
@@ -157,7 +166,7 @@ int main(void) {
     execl("/usr/bin/python3", "python3", "-c", code, (char *)0);
     return 1;
 }
-'''
+"""
     verdict = family.verify(task, f"```c\n{hunter}```\n")
     assert not verdict.passed and not verdict.infra_error, verdict
     assert verdict.reason == f"test 1/{len(task.data['inputs'])}: wrong output", verdict

@@ -82,8 +82,7 @@ def test_arithmetic_kwargs_reach_the_family() -> None:
     assert instructed.endswith(bare) and "Answer: <integer>" in instructed
 
 
-@pytest.mark.parametrize("kwargs", [{"difficulty": 0}, {"difficulty": 99}, {"operations": ("^",)},
-                                    {"colour": "red"}])
+@pytest.mark.parametrize("kwargs", [{"difficulty": 0}, {"difficulty": 99}, {"operations": ("^",)}, {"colour": "red"}])
 def test_bad_env_kwargs_raise_value_error(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         gym.make("verifarm/Arithmetic-v0", **kwargs)
@@ -103,10 +102,12 @@ def test_tasks_are_the_same_in_another_process_with_another_hash_seed() -> None:
     import subprocess
     import sys
 
-    script = ("import json, sys\nfrom verifarm.envs.catalog import ENV_IDS, get_family\nout = {}\n"
-              "for env_id in ENV_IDS:\n    family = get_family(env_id)\n"
-              "    out[env_id] = [family.generate(seed, family.max_difficulty).prompt for seed in (0, 7, 123456)]\n"
-              "json.dump(out, sys.stdout)\n")
+    script = (
+        "import json, sys\nfrom verifarm.envs.catalog import ENV_IDS, get_family\nout = {}\n"
+        "for env_id in ENV_IDS:\n    family = get_family(env_id)\n"
+        "    out[env_id] = [family.generate(seed, family.max_difficulty).prompt for seed in (0, 7, 123456)]\n"
+        "json.dump(out, sys.stdout)\n"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -122,5 +123,5 @@ def test_observations_stay_inside_the_observation_space() -> None:
     for seed in range(20):
         observation, _ = env.reset(seed=seed)
         assert env.observation_space.contains(observation)
-    assert env._fit("emoji \U0001F600 and \x07 bell") == "emoji \ufffd and \ufffd bell"
+    assert env._fit("emoji \U0001f600 and \x07 bell") == "emoji \ufffd and \ufffd bell"
     assert len(env._fit("x" * (env.observation_space.max_length + 10))) == env.observation_space.max_length

@@ -56,9 +56,12 @@ WRONG = {
     "javascript": ("console.log(", "runtime error", "SyntaxError"),
     "cpp": ("int main() { return x; }", "compilation failed", "error"),
     "go": ("package main\nfunc main() { x := 1 }\n", "compilation failed", "declared"),
-    "rust": ("fn main() { let x: i32 = \"no\"; }", "compilation failed", "mismatched types"),
-    "java": ("public class Main { public static void main(String[] a) { int x = \"no\"; } }", "compilation failed",
-             "incompatible types"),
+    "rust": ('fn main() { let x: i32 = "no"; }', "compilation failed", "mismatched types"),
+    "java": (
+        'public class Main { public static void main(String[] a) { int x = "no"; } }',
+        "compilation failed",
+        "incompatible types",
+    ),
 }
 
 

@@ -86,14 +86,17 @@ def test_fence_extraction() -> None:
     assert last_fenced_block("```c\nint x;\n") == "int x;\n"  # cut off before the closing fence
 
 
-@pytest.mark.parametrize("completion, reason", [
-    ("", "empty completion"),
-    ("   \n", "empty completion"),
-    ("    return (\n", "syntax error"),
-    ("\x00\x01\x02 binary \xff", "syntax error"),
-    ("def broken(:\n", "syntax error"),
-    ("    return 1\n" * 20_000, "too long"),
-])
+@pytest.mark.parametrize(
+    "completion, reason",
+    [
+        ("", "empty completion"),
+        ("   \n", "empty completion"),
+        ("    return (\n", "syntax error"),
+        ("\x00\x01\x02 binary \xff", "syntax error"),
+        ("def broken(:\n", "syntax error"),
+        ("    return 1\n" * 20_000, "too long"),
+    ],
+)
 def test_malformed_python_completions(python_family: PythonFunctionFamily, completion: str, reason: str) -> None:
     verdict = python_family.verify(python_family.generate(0, 1), completion)
     assert verdict.reward == 0.0 and not verdict.passed and reason in verdict.reason, verdict
@@ -116,8 +119,9 @@ def test_all_164_human_eval_references_pass_through_the_env() -> None:
 
 
 def test_human_eval_wrong_and_forged_completions_fail(human_eval: HumanEvalFamily) -> None:
-    cases = [(seed, completion) for seed in (0, 11, 32, 100, 163)
-             for completion in ("    return None\n", *FORGERIES[:5])]
+    cases = [
+        (seed, completion) for seed in (0, 11, 32, 100, 163) for completion in ("    return None\n", *FORGERIES[:5])
+    ]
     with ThreadPoolExecutor(max_workers=4) as pool:
         verdicts = list(pool.map(lambda c: human_eval.verify(human_eval.generate(c[0]), c[1]), cases))
     for case, verdict in zip(cases, verdicts):
@@ -126,19 +130,23 @@ def test_human_eval_wrong_and_forged_completions_fail(human_eval: HumanEvalFamil
 
 def test_human_eval_accepts_a_fenced_whole_function(human_eval: HumanEvalFamily) -> None:
     task = human_eval.generate(2)  # truncate_number
-    completion = ("The fractional part is x minus its floor.\n```python\n"
-                  "def truncate_number(number: float) -> float:\n    return number % 1.0\n```")
+    completion = (
+        "The fractional part is x minus its floor.\n```python\n"
+        "def truncate_number(number: float) -> float:\n    return number % 1.0\n```"
+    )
     assert human_eval.verify(task, completion).passed
     assert human_eval.generate(2 + 164) == task
 
 
 def test_sandbox_that_cannot_start_is_an_infra_error_not_a_fail() -> None:
-    script = ("from verifarm.envs.python_function import PythonFunctionFamily\n"
-              "from verifarm.envs.c_program import CProgramFamily\n"
-              "for family in (PythonFunctionFamily(backend='docker'), CProgramFamily(backend='docker')):\n"
-              "    task = family.generate(0, 1)\n"
-              "    verdict = family.verify(task, task.reference)\n"
-              "    print(verdict.infra_error, verdict.reward, verdict.details['sandbox_backend'])\n")
+    script = (
+        "from verifarm.envs.python_function import PythonFunctionFamily\n"
+        "from verifarm.envs.c_program import CProgramFamily\n"
+        "for family in (PythonFunctionFamily(backend='docker'), CProgramFamily(backend='docker')):\n"
+        "    task = family.generate(0, 1)\n"
+        "    verdict = family.verify(task, task.reference)\n"
+        "    print(verdict.infra_error, verdict.reward, verdict.details['sandbox_backend'])\n"
+    )
     env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -149,15 +157,17 @@ def test_a_completion_that_reads_the_hidden_tests_fails(python_family: PythonFun
     """The hidden tests used to lie beside the solution as tests.py; now they are nowhere the candidate can read."""
     task = python_family.generate(3, 3)
     name = task.data["entry_point"]
-    reader = (f"```python\ndef {name}(*args):\n    import ast, os\n"
-              "    for path in ('tests.py', '/tmp/tests.py', '../tests.py'):\n"
-              "        if os.path.exists(path):\n"
-              "            for node in ast.walk(ast.parse(open(path).read())):\n"
-              "                if isinstance(node, ast.Tuple) and len(node.elts) == 2:\n"
-              "                    try:\n                        given, expected = ast.literal_eval(node)\n"
-              "                    except ValueError:\n                        continue\n"
-              "                    if given == args:\n                        return expected\n"
-              "    return None\n```\n")
+    reader = (
+        f"```python\ndef {name}(*args):\n    import ast, os\n"
+        "    for path in ('tests.py', '/tmp/tests.py', '../tests.py'):\n"
+        "        if os.path.exists(path):\n"
+        "            for node in ast.walk(ast.parse(open(path).read())):\n"
+        "                if isinstance(node, ast.Tuple) and len(node.elts) == 2:\n"
+        "                    try:\n                        given, expected = ast.literal_eval(node)\n"
+        "                    except ValueError:\n                        continue\n"
+        "                    if given == args:\n                        return expected\n"
+        "    return None\n```\n"
+    )
     verdict = python_family.verify(task, reader)
     assert not verdict.passed and not verdict.infra_error, verdict
     assert verdict.details["harness_reason"].startswith("assertion failed"), verdict.details

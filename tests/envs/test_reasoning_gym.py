@@ -2,7 +2,6 @@
 
 import json
 
-import gymnasium as gym
 import pytest
 
 import verifarm.envs  # noqa: F401  (registers the ids)
@@ -10,9 +9,24 @@ from verifarm.envs.reasoning_gym_adapter import ReasoningGymFamily
 from verifarm.envs.scoring_process import ScoringProcess
 
 DATASETS = [
-    "basic_arithmetic", "chain_sum", "leg_counting", "spell_backward", "letter_counting", "number_sorting", "gcd",
-    "lcm", "base_conversion", "fraction_simplification", "word_sorting", "caesar_cipher", "simple_equations",
-    "prime_factorization", "count_bits", "mini_sudoku", "maze", "gsm_symbolic",
+    "basic_arithmetic",
+    "chain_sum",
+    "leg_counting",
+    "spell_backward",
+    "letter_counting",
+    "number_sorting",
+    "gcd",
+    "lcm",
+    "base_conversion",
+    "fraction_simplification",
+    "word_sorting",
+    "caesar_cipher",
+    "simple_equations",
+    "prime_factorization",
+    "count_bits",
+    "mini_sudoku",
+    "maze",
+    "gsm_symbolic",
 ]
 
 
@@ -44,8 +58,10 @@ def test_scorers_that_eval_answers_cannot_act_or_hang(tmp_path) -> None:
     try:
         task = family.generate(0, 1)
         marker = tmp_path / "pwned"
-        attack = (f"[__import__('os').system('touch {marker}'), open('{marker}', 'w').write('x'), "
-                  f"__import__('shutil').rmtree('{tmp_path}')]")
+        attack = (
+            f"[__import__('os').system('touch {marker}'), open('{marker}', 'w').write('x'), "
+            f"__import__('shutil').rmtree('{tmp_path}')]"
+        )
         verdict = family.verify(task, f"<answer>{attack}</answer>")
         assert verdict.reward == 0.0 and not verdict.infra_error, verdict
         assert tmp_path.exists() and not marker.exists()
@@ -63,20 +79,27 @@ SPIRAL = "__import__('sys').modules['reasoning_gym.algorithmic.spiral_matrix'].S
 # Answers that, scored in a long-lived child, make every later answer score 1.0 (each dataset's scorer runs them:
 # spiral_matrix through eval, the other two through sympy's parse_expr).
 POISONS = {
-    "spiral_matrix": [f"[setattr({SPIRAL}, 'score_answer', lambda self, answer, entry: 1.0)]",  # the scorer
-                      "[setattr(__import__('builtins'), 'float', lambda *a: 1.0)]",  # a builtin
-                      "[__import__('builtins').__dict__.update(eval=lambda *a: __import__('json').loads("
-                      "'[' + __import__('sys')._getframe(1).f_locals['entry']['answer'].replace(' ', ',') + ']'))]"],
+    "spiral_matrix": [
+        f"[setattr({SPIRAL}, 'score_answer', lambda self, answer, entry: 1.0)]",  # the scorer
+        "[setattr(__import__('builtins'), 'float', lambda *a: 1.0)]",  # a builtin
+        "[__import__('builtins').__dict__.update(eval=lambda *a: __import__('json').loads("
+        "'[' + __import__('sys')._getframe(1).f_locals['entry']['answer'].replace(' ', ',') + ']'))]",
+    ],
     "simple_integration": ["setattr(__import__('sympy'), 'simplify', __import__('sympy').S.Zero.__mul__)"],  # a global
     "polynomial_multiplication": ["setattr(__import__('sympy'), 'parse_expr', __import__('sympy').S.Zero.__mul__)"],
 }
-LATER_WRONG = {"spiral_matrix": ["1 2 3", "[0]", "nonsense"], "simple_integration": ["x + 12345", "X**2"],
-               "polynomial_multiplication": ["x + 12345", "7"]}
+LATER_WRONG = {
+    "spiral_matrix": ["1 2 3", "[0]", "nonsense"],
+    "simple_integration": ["x + 12345", "X**2"],
+    "polynomial_multiplication": ["x + 12345", "7"],
+}
 # The right answer written differently from the oracle's string, so the child scores it (not the oracle shortcut),
 # and its score: spiral_matrix gives a right matrix as a Python list 0.1 (1.0 only to the exact string).
-RESTATED = {"spiral_matrix": (lambda answer: "[" + ", ".join(answer.split()) + "]", 0.1),
-            "simple_integration": (lambda answer: f"({answer})", 1.0),
-            "polynomial_multiplication": (lambda answer: f"({answer})", 1.0)}
+RESTATED = {
+    "spiral_matrix": (lambda answer: "[" + ", ".join(answer.split()) + "]", 0.1),
+    "simple_integration": (lambda answer: f"({answer})", 1.0),
+    "polynomial_multiplication": (lambda answer: f"({answer})", 1.0),
+}
 
 
 @pytest.mark.parametrize("dataset", sorted(POISONS))
@@ -147,8 +170,11 @@ def test_boxnet_scores_plans_in_its_child() -> None:
     anyway, a plan that matches every box scores 1.0, a wrong one less, a malformed one is rejected."""
     family = ReasoningGymFamily("boxnet")
     try:
-        task = next(family.generate(seed, 1) for seed in range(200)
-                    if _matching_plan(family.generate(seed, 1).data["entry"]) is not None)
+        task = next(
+            family.generate(seed, 1)
+            for seed in range(200)
+            if _matching_plan(family.generate(seed, 1).data["entry"]) is not None
+        )
         plans = _matching_plan(task.data["entry"])
         right = family.verify(task, f"<answer>{json.dumps(plans)}</answer>")
         assert right.reward == 1.0 and right.passed and not right.infra_error, right

@@ -55,6 +55,7 @@ def lazy_import_handler():
             return {"imported": True}
         except ImportError:
             return {"imported": False}
+
     return handle
 
 
@@ -65,6 +66,7 @@ def noisy_handler():
             sys.stderr.flush()
             os._exit(request["exit"])
         return {"ok": True}
+
     return handle
 
 
@@ -123,6 +125,7 @@ def stderr_closing_handler():
         os.close(1), os.close(2)  # fd 1 is a copy of stderr in the child: both must go for the pipe to close
         time.sleep(request["sleep"])
         return {"ok": True}
+
     return handle
 
 
@@ -141,6 +144,7 @@ def test_a_child_that_closes_its_stderr_is_still_served() -> None:
 def raising_handler():
     def handle(request: dict) -> dict:
         raise KeyError("a bug in the scorer")
+
     return handle
 
 
@@ -178,6 +182,7 @@ def stateful_handler():
         if request.get("sleep"):
             time.sleep(request["sleep"])
         return {"seen": list(seen), "pid": os.getpid()}
+
     return handle
 
 
@@ -266,6 +271,7 @@ def ptrace_handler():
         libc = ctypes.CDLL(None, use_errno=True)
         attached = libc.ptrace(16, os.getppid(), None, None)  # PTRACE_ATTACH to the warm child
         return {"attached": attached == 0, "errno": ctypes.get_errno()}
+
     return handle
 
 

@@ -12,8 +12,11 @@ from verifarm.policy.training import TrainConfig
 
 TRAIN_PROMPTS = [f"{a}+{b}=?\n" for a in range(10, 40) for b in (3, 7)]
 HELDOUT_PROMPTS = [f"{a}+5=?\n" for a in range(50, 66)]
-QUICK = DrafterConfig(max_new_tokens=24, samples_per_prompt=2,
-                      train=TrainConfig(steps=60, batch_size=16, learning_rate=3e-3, warmup_steps=5))
+QUICK = DrafterConfig(
+    max_new_tokens=24,
+    samples_per_prompt=2,
+    train=TrainConfig(steps=60, batch_size=16, learning_rate=3e-3, warmup_steps=5),
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +54,9 @@ def test_drafter_is_published_beside_its_version_and_refreshed_when_the_policy_m
     assert stale.stale and stale.distilled_from == 1
     drafter, _ = registry.load_drafter(2)
     plain = LocalPolicy(moved, tokenizer, 2).sample(HELDOUT_PROMPTS[:6], n=2, temperature=0, max_new_tokens=24)
-    drafted = LocalPolicy(moved, tokenizer, 2, drafter=drafter).sample(HELDOUT_PROMPTS[:6], n=2, temperature=0,
-                                                                       max_new_tokens=24)
+    drafted = LocalPolicy(moved, tokenizer, 2, drafter=drafter).sample(
+        HELDOUT_PROMPTS[:6], n=2, temperature=0, max_new_tokens=24
+    )
     assert [[c.token_ids for c in row] for row in drafted] == [[c.token_ids for c in row] for row in plain]
 
     refreshed = refresh_drafter(registry, 2, TRAIN_PROMPTS, HELDOUT_PROMPTS, QUICK)
@@ -94,8 +98,9 @@ def test_policy_drafter_command_publishes_and_ls_shows_the_pair(tmp_path, monkey
     root = ["--root", str(tmp_path)]
     runner = CliRunner()
     assert runner.invoke(app, ["init", *root]).exit_code == 0
-    result = runner.invoke(app, ["drafter", "--prompts", "16", "--heldout", "4", "--steps", "5",
-                                 "--max-new-tokens", "12", *root])
+    result = runner.invoke(
+        app, ["drafter", "--prompts", "16", "--heldout", "4", "--steps", "5", "--max-new-tokens", "12", *root]
+    )
     assert result.exit_code == 0, result.output
     assert "published the drafter of v1: acceptance" in result.output
     listing = runner.invoke(app, ["ls", *root]).output

@@ -13,8 +13,9 @@ from verifarm.policy.registry import CheckpointRegistry
 def test_init_pre_trains_on_the_built_in_corpus_and_reports_progress(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("VERIFARM_HOME", str(tmp_path / "home"))
     root = tmp_path / "checkpoints"
-    result = CliRunner().invoke(app, ["policy", "init", "--root", str(root), "--pretrain-steps", "3",
-                                      "--batch-size", "4"])
+    result = CliRunner().invoke(
+        app, ["policy", "init", "--root", str(root), "--pretrain-steps", "3", "--batch-size", "4"]
+    )
     assert result.exit_code == 0, result.output
     assert "published v1" in result.stdout
     progress = [line for line in result.stderr.splitlines() if line.startswith("pre-training ")]

@@ -9,8 +9,8 @@ import torch
 
 from verifarm.policy.losses import (
     distill_loss,
-    grpo_loss,
     group_advantages,
+    grpo_loss,
     lm_loss,
     sequence_logprobs,
     sft_loss,
@@ -90,7 +90,9 @@ def test_lm_and_sft_losses_decrease(model, tokenizer, batch):
     losses = _train(lm_model, lambda: lm_loss(lm_model, docs.input_ids, docs.attention_mask))
     assert losses[-1] < 0.7 * losses[0]
     sft_model = copy.deepcopy(model)
-    losses = _train(sft_model, lambda: sft_loss(sft_model, batch.input_ids, batch.attention_mask, batch.completion_mask))
+    losses = _train(
+        sft_model, lambda: sft_loss(sft_model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+    )
     assert losses[-1] < 0.7 * losses[0]
 
 
@@ -117,8 +119,16 @@ def _sequence_logprob(model, batch) -> torch.Tensor:
 def test_grpo_raises_rewarded_and_lowers_unrewarded(model, tokenizer):
     # Two tasks, four sampled completions each; the right answers are rewarded.
     prompts = ["12+34=?\n"] * 4 + ["9+9=?\n"] * 4
-    completions = ["Answer: 46\n", "Answer: 47\n", "Answer: 45\n", "Answer: 64\n",
-                   "Answer: 81\n", "Answer: 18\n", "Answer: 99\n", "Answer: 0\n"]
+    completions = [
+        "Answer: 46\n",
+        "Answer: 47\n",
+        "Answer: 45\n",
+        "Answer: 64\n",
+        "Answer: 81\n",
+        "Answer: 18\n",
+        "Answer: 99\n",
+        "Answer: 0\n",
+    ]
     rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     batch = encode_batch(tokenizer, prompts, completions)
@@ -158,25 +168,34 @@ def test_grpo_clips_large_ratios_and_reports_kl(model, tokenizer, batch):
     groups = torch.tensor([0, 0, 0, 0])
     current = sequence_logprobs(model, batch.input_ids, batch.attention_mask)
     # Old log-probs far below the current ones: every ratio exceeds 1 + clip.
-    _, metrics = grpo_loss(model, batch.input_ids, batch.attention_mask, batch.completion_mask, current - 1.0,
-                           rewards, groups, clip=0.2)
+    _, metrics = grpo_loss(
+        model, batch.input_ids, batch.attention_mask, batch.completion_mask, current - 1.0, rewards, groups, clip=0.2
+    )
     assert metrics["clip_fraction"] == pytest.approx(1.0)
     # Positive-advantage rows are clipped (no gradient), so only the negative ones push the loss.
-    _, on_policy = grpo_loss(model, batch.input_ids, batch.attention_mask, batch.completion_mask, None,
-                             rewards, groups)
+    _, on_policy = grpo_loss(model, batch.input_ids, batch.attention_mask, batch.completion_mask, None, rewards, groups)
     assert on_policy["ratio_mean"] == pytest.approx(1.0)
     assert on_policy["clip_fraction"] == 0.0
 
     reference = copy.deepcopy(model)
-    _, same = grpo_loss(model, batch.input_ids, batch.attention_mask, batch.completion_mask, None, rewards,
-                        groups, ref_model=reference, kl_coef=0.1)
+    _, same = grpo_loss(
+        model,
+        batch.input_ids,
+        batch.attention_mask,
+        batch.completion_mask,
+        None,
+        rewards,
+        groups,
+        ref_model=reference,
+        kl_coef=0.1,
+    )
     assert same["kl_to_ref"] == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ValueError, match="ref_model"):
-        grpo_loss(model, batch.input_ids, batch.attention_mask, batch.completion_mask, None, rewards, groups,
-                  kl_coef=0.1)
+        grpo_loss(
+            model, batch.input_ids, batch.attention_mask, batch.completion_mask, None, rewards, groups, kl_coef=0.1
+        )
     with pytest.raises(ValueError, match="one per sequence"):
-        grpo_loss(model, batch.input_ids, batch.attention_mask, batch.completion_mask, None, rewards[:2],
-                  groups[:2])
+        grpo_loss(model, batch.input_ids, batch.attention_mask, batch.completion_mask, None, rewards[:2], groups[:2])
 
 
 def test_truncated_importance_sampling_uses_the_behaviour_logprobs_and_is_bounded(model, batch):
@@ -207,10 +226,11 @@ def test_truncated_importance_sampling_uses_the_behaviour_logprobs_and_is_bounde
     def grad_norm(behaviour_logprobs):
         model.zero_grad()
         grpo_loss(*args, rewards, groups, behaviour_logprobs=behaviour_logprobs, tis_cap=2.0)[0].backward()
-        return torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None))
+        return torch.sqrt(sum((p.grad**2).sum() for p in model.parameters() if p.grad is not None))
 
-    assert float(grad_norm(current - 1000.0)) == pytest.approx(float(grad_norm(current - torch.log(torch.tensor(2.0)))),
-                                                               rel=1e-4)
+    assert float(grad_norm(current - 1000.0)) == pytest.approx(
+        float(grad_norm(current - torch.log(torch.tensor(2.0)))), rel=1e-4
+    )
     with pytest.raises(ValueError, match="tis_cap"):
         grpo_loss(*args, rewards, groups, behaviour_logprobs=current, tis_cap=0.5)
     with pytest.raises(ValueError, match="behaviour_logprobs"):
@@ -228,8 +248,17 @@ def test_grpo_kl_penalty_decreases(model, tokenizer, batch):
     kls = []
 
     def step():
-        loss, metrics = grpo_loss(model, batch.input_ids, batch.attention_mask, batch.completion_mask, None,
-                                  rewards, groups, ref_model=reference, kl_coef=1.0)
+        loss, metrics = grpo_loss(
+            model,
+            batch.input_ids,
+            batch.attention_mask,
+            batch.completion_mask,
+            None,
+            rewards,
+            groups,
+            ref_model=reference,
+            kl_coef=1.0,
+        )
         kls.append(metrics["kl_to_ref"])
         return loss, metrics
 
@@ -240,11 +269,16 @@ def test_grpo_kl_penalty_decreases(model, tokenizer, batch):
 def test_distill_loss_decreases_and_is_zero_for_a_copy(model, tokenizer, batch):
     teacher = build_model("tiny", vocab_size=len(tokenizer), seed=1)
     teacher.eval()
-    _, same = distill_loss(model, copy.deepcopy(model), batch.input_ids, batch.attention_mask,
-                           batch.completion_mask, temperature=2.0)
+    _, same = distill_loss(
+        model, copy.deepcopy(model), batch.input_ids, batch.attention_mask, batch.completion_mask, temperature=2.0
+    )
     assert same["distill_kl"] == pytest.approx(0.0, abs=1e-5)
-    losses = _train(model, lambda: distill_loss(model, teacher, batch.input_ids, batch.attention_mask,
-                                                batch.completion_mask, temperature=2.0))
+    losses = _train(
+        model,
+        lambda: distill_loss(
+            model, teacher, batch.input_ids, batch.attention_mask, batch.completion_mask, temperature=2.0
+        ),
+    )
     assert losses[-1] < 0.7 * losses[0]
     with pytest.raises(ValueError, match="temperature"):
         distill_loss(model, teacher, batch.input_ids, batch.attention_mask, batch.completion_mask, temperature=0)

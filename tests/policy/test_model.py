@@ -78,8 +78,9 @@ def test_aux_losses_are_reported_and_differentiable(tokenizer):
     total, metrics = moe_aux_losses(model, outputs.router_logits, batch["attention_mask"])
     assert set(metrics) == {"moe_balance_loss", "moe_z_loss", "moe_aux_total"}
     assert metrics["moe_balance_loss"] >= 1.0 - 1e-4  # 1.0 is the perfectly balanced minimum
-    assert math.isclose(metrics["moe_aux_total"], 0.01 * metrics["moe_balance_loss"] + 0.001 * metrics["moe_z_loss"],
-                        rel_tol=1e-5)
+    assert math.isclose(
+        metrics["moe_aux_total"], 0.01 * metrics["moe_balance_loss"] + 0.001 * metrics["moe_z_loss"], rel_tol=1e-5
+    )
     total.backward()
     assert model.model.layers[0].mlp.gate.weight.grad.abs().sum() > 0
 

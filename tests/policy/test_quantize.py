@@ -50,16 +50,27 @@ def teacher_forced_logprobs(model, tokenizer, prompt, ids):
     return logprobs[torch.arange(len(prompt_ids) - 1, sequence.shape[1] - 1), torch.tensor(ids)]
 
 
-@pytest.mark.parametrize("options", [DecoderOptions(int8_weights=True), DecoderOptions(kv_cache_dtype=torch.bfloat16),
-                                     DecoderOptions(int8_weights=True, kv_cache_dtype=torch.bfloat16)],
-                         ids=["int8", "bf16-kv", "both"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        DecoderOptions(int8_weights=True),
+        DecoderOptions(kv_cache_dtype=torch.bfloat16),
+        DecoderOptions(int8_weights=True, kv_cache_dtype=torch.bfloat16),
+    ],
+    ids=["int8", "bf16-kv", "both"],
+)
 def test_low_precision_sampling_records_logprobs_within_tolerance_of_float32(model, tokenizer, options):
     policy = LocalPolicy(model, tokenizer, 0, decoder_options=options)
     for drafter in (None, build_drafter(model)):
         policy.drafter = drafter
         rows = policy.sample(PROMPTS, n=4, temperature=1.0, max_new_tokens=48, seed=0)
-        errors = torch.cat([(torch.tensor(c.logprobs) - teacher_forced_logprobs(model, tokenizer, prompt, c.token_ids)).abs()
-                            for prompt, row in zip(PROMPTS, rows) for c in row])
+        errors = torch.cat(
+            [
+                (torch.tensor(c.logprobs) - teacher_forced_logprobs(model, tokenizer, prompt, c.token_ids)).abs()
+                for prompt, row in zip(PROMPTS, rows)
+                for c in row
+            ]
+        )
         assert errors.mean() <= 0.01 and errors.max() <= 0.1, (errors.mean(), errors.max())
         assert errors.max() > 1e-6  # the low-precision path really ran
 

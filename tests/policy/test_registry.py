@@ -167,9 +167,7 @@ def _publish_in_child(root: str, preset_vocab: int, queue) -> None:
 def test_concurrent_publishers_get_distinct_versions(tmp_path, tokenizer):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    workers = [
-        context.Process(target=_publish_in_child, args=(str(tmp_path), len(tokenizer), queue)) for _ in range(3)
-    ]
+    workers = [context.Process(target=_publish_in_child, args=(str(tmp_path), len(tokenizer), queue)) for _ in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -193,8 +191,9 @@ def test_cli_init_ls_verify(tmp_path, monkeypatch):
     runner = CliRunner()
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("1+2=?\nAnswer: 3\n\n2+2=?\nAnswer: 4\n")
-    result = runner.invoke(app, ["init", "--root", str(root), "--corpus", str(corpus), "--pretrain-seconds", "2",
-                                 "--batch-size", "2"])
+    result = runner.invoke(
+        app, ["init", "--root", str(root), "--corpus", str(corpus), "--pretrain-seconds", "2", "--batch-size", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert "published v1" in result.output
     registry = CheckpointRegistry(root)

@@ -5,8 +5,15 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from verifarm.policy import fast_decode
-from verifarm.policy.fast_decode import (KVCache, PromptGroups, attend, attend_reference, batched_moe,
-                                         merge_attention, split_prompt_cache)
+from verifarm.policy.fast_decode import (
+    KVCache,
+    PromptGroups,
+    attend,
+    attend_reference,
+    batched_moe,
+    merge_attention,
+    split_prompt_cache,
+)
 from verifarm.policy.model import build_model
 from verifarm.policy.sampling import Completion, LocalPolicy, choose_tokens
 
@@ -26,10 +33,15 @@ def hf_greedy(model, tokenizer, prompts, max_new_tokens):
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     tokenizer.padding_side = "right"
     with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     rows = []
-    for ids in out[:, batch["input_ids"].shape[1]:].tolist():
+    for ids in out[:, batch["input_ids"].shape[1] :].tolist():
         end = ids.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in ids else len(ids)
         rows.append(ids[:end])
     return rows
@@ -41,7 +53,7 @@ def teacher_forced_logprobs(model, tokenizer, prompt, completion_ids):
     with torch.no_grad():
         logprobs = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]
     positions = torch.arange(len(prompt_ids) - 1, ids.shape[1] - 1)
-    return logprobs[positions, ids[0, len(prompt_ids):]]
+    return logprobs[positions, ids[0, len(prompt_ids) :]]
 
 
 def test_batched_moe_matches_mixtral_block(model):
@@ -49,8 +61,9 @@ def test_batched_moe_matches_mixtral_block(model):
     x = torch.randn(37, model.config.hidden_size)
     with torch.no_grad():
         expected = block(x[None])[0]
-        actual = batched_moe(x, block.gate.weight, block.experts.gate_up_proj.transpose(1, 2),
-                             block.experts.down_proj.transpose(1, 2), 2)
+        actual = batched_moe(
+            x, block.gate.weight, block.experts.gate_up_proj.transpose(1, 2), block.experts.down_proj.transpose(1, 2), 2
+        )
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
     # float64 takes the padded-bmm path (the one GPUs use); check it against a per-token loop.
     router, gate_up = block.gate.weight.double(), block.experts.gate_up_proj.double()
@@ -77,8 +90,8 @@ def test_prompt_groups_lay_rows_out_by_prompt():
 def test_split_prompt_cache_trims_short_prompts_padding():
     cache = KVCache.allocate(2, 4, 1, 10, 8, torch.float32, torch.device("cpu"))
     for prompt, length in enumerate([2, 3, 9, 10]):
-        cache.valid[prompt, 10 - length:] = True
-        cache.kv[:, prompt, :, 10 - length:] = prompt + 1
+        cache.valid[prompt, 10 - length :] = True
+        cache.kv[:, prompt, :, 10 - length :] = prompt + 1
     short, long = split_prompt_cache(cache, [2, 3, 9, 10])
     assert (short.start, short.stop, long.start, long.stop) == (0, 2, 2, 4)
     assert short.cache.kv.shape == (2, 2, 2, 3, 8) and long.cache.kv.shape == (2, 2, 2, 10, 8)  # keys, values heads
@@ -104,8 +117,10 @@ def test_fused_cpu_attention_and_the_plain_ops_path_agree():
     same output and log-sum-exp."""
     assert fast_decode._CPU_FLASH is not None  # else `attend` would be the reference itself
     q, keys, values, bias = _attention_inputs(torch.float32)
-    fused, reference = fast_decode._CPU_FLASH(q, keys, values, attn_mask=bias, scale=0.3), \
-        attend_reference(q, keys, values, bias, 0.3)
+    fused, reference = (
+        fast_decode._CPU_FLASH(q, keys, values, attn_mask=bias, scale=0.3),
+        attend_reference(q, keys, values, bias, 0.3),
+    )
     torch.testing.assert_close(fused[0], reference[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused[1], reference[1], rtol=1e-5, atol=1e-5)
     assert reference[1].dtype == torch.float32
@@ -115,8 +130,9 @@ def test_fused_cpu_attention_and_the_plain_ops_path_agree():
 def test_two_attention_parts_merge_to_attention_over_their_union(dtype):
     q, keys, values, bias = _attention_inputs(dtype)
     whole = torch.softmax((q.float() @ keys.float().transpose(-1, -2)) * 0.3 + bias.float(), dim=-1) @ values.float()
-    first, second = (attend(q, keys[:, :, part], values[:, :, part], bias[..., part], 0.3)
-                     for part in (slice(0, 7), slice(7, 11)))
+    first, second = (
+        attend(q, keys[:, :, part], values[:, :, part], bias[..., part], 0.3) for part in (slice(0, 7), slice(7, 11))
+    )
     tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(merge_attention(*first, *second).float(), whole, **tolerance)
 
@@ -194,7 +210,7 @@ def test_stop_string_cuts_text_and_ends_the_row(model, tokenizer):
     policy = LocalPolicy(model, tokenizer, 0)
     free = policy.sample(["345+678=?\n"], n=1, temperature=0, max_new_tokens=30)[0][0]
     text = free.text
-    stop = next(text[i:i + 2] for i in range(5, len(text) - 2) if "\ufffd" not in text[i:i + 2])
+    stop = next(text[i : i + 2] for i in range(5, len(text) - 2) if "\ufffd" not in text[i : i + 2])
     cut = policy.sample(["345+678=?\n"], n=1, temperature=0, max_new_tokens=30, stop=[stop, "never-seen"])[0][0]
     assert cut.finish_reason == "stop" and free.finish_reason == "length"
     assert cut.text == text[: text.index(stop)]
@@ -214,9 +230,17 @@ def test_from_dir_serves_a_saved_checkpoint(tmp_path, model, tokenizer):
 
 
 def test_any_other_causal_lm_samples_through_generate(tokenizer):
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
-                         eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(0)
     dense = LlamaForCausalLM(config).eval()
     policy = LocalPolicy(dense, tokenizer, 1)
@@ -231,15 +255,18 @@ def test_any_other_causal_lm_samples_through_generate(tokenizer):
         torch.testing.assert_close(torch.tensor(completion.logprobs), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(prompts=[]), "non-empty list"),
-    (dict(prompts="1+1=?\n"), "non-empty list"),
-    (dict(n=0), "n must be"),
-    (dict(temperature=-1.0), "temperature"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(max_new_tokens=0), "max_new_tokens"),
-    (dict(stop=[""]), "stop strings"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(prompts=[]), "non-empty list"),
+        (dict(prompts="1+1=?\n"), "non-empty list"),
+        (dict(n=0), "n must be"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(stop=[""]), "stop strings"),
+    ],
+)
 def test_invalid_arguments_raise_value_error(model, tokenizer, bad, message):
     arguments = dict(prompts=["1+1=?\n"], n=1, temperature=1.0, top_p=1.0, max_new_tokens=4, stop=None) | bad
     with pytest.raises(ValueError, match=message):

@@ -11,11 +11,11 @@ import urllib.request
 import pytest
 import torch
 
+from verifarm.policy.asgi import BackgroundServer, bind_socket
 from verifarm.policy.http_policy import HttpPolicy, HttpPolicyError
 from verifarm.policy.model import build_model
 from verifarm.policy.registry import CheckpointRegistry
 from verifarm.policy.sampling import LocalPolicy
-from verifarm.policy.asgi import BackgroundServer, bind_socket
 from verifarm.policy.server import CompletionService, RegistryFollower, build_app
 from verifarm.policy.tokenizer import build_tokenizer
 
@@ -40,8 +40,9 @@ def endpoint(local_policy):
 
 def post(url, body, route="/v1/completions", raw=None):
     data = raw if raw is not None else json.dumps(body).encode()
-    request = urllib.request.Request(url + route, data=data, headers={"Content-Type": "application/json"},
-                                     method="POST")
+    request = urllib.request.Request(
+        url + route, data=data, headers={"Content-Type": "application/json"}, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
             text = reply.read().decode()
@@ -58,8 +59,9 @@ def test_http_policy_matches_local_policy(endpoint, local_policy):
     assert greedy == local_policy.sample(PROMPTS, n=2, temperature=0, max_new_tokens=12)
     assert remote.version == 5 and greedy[0][0].policy_version == 5
     sampled = remote.sample(PROMPTS, n=3, temperature=0.8, top_p=0.95, max_new_tokens=10, stop=["\n"], seed=4)
-    assert sampled == local_policy.sample(PROMPTS, n=3, temperature=0.8, top_p=0.95, max_new_tokens=10,
-                                          stop=["\n"], seed=4)
+    assert sampled == local_policy.sample(
+        PROMPTS, n=3, temperature=0.8, top_p=0.95, max_new_tokens=10, stop=["\n"], seed=4
+    )
     assert all(len(c.token_ids) == len(c.logprobs) > 0 for row in sampled for c in row)
     via_v1 = HttpPolicy(endpoint + "/v1", "tiny-moe").sample(PROMPTS[:1], n=1, temperature=0, max_new_tokens=12)
     # A different batch (no padding) changes float rounding, not the tokens.
@@ -68,8 +70,9 @@ def test_http_policy_matches_local_policy(endpoint, local_policy):
 
 
 def test_response_is_openai_shaped(endpoint):
-    status, reply = post(endpoint, {"model": "tiny-moe", "prompt": "1+1=?\n", "n": 2, "max_tokens": 5,
-                                    "temperature": 0, "logprobs": 0})
+    status, reply = post(
+        endpoint, {"model": "tiny-moe", "prompt": "1+1=?\n", "n": 2, "max_tokens": 5, "temperature": 0, "logprobs": 0}
+    )
     assert status == 200 and reply["object"] == "text_completion"
     assert [c["index"] for c in reply["choices"]] == [0, 1]
     choice = reply["choices"][0]
@@ -81,29 +84,36 @@ def test_response_is_openai_shaped(endpoint):
         assert json.loads(models.read())["data"][0]["id"] == "tiny-moe"
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"model": "other", "prompt": "x"}, 404, "not served here"),
-    ({"model": "tiny-moe", "prompt": [1, 2]}, 400, "prompt must be"),
-    ({"model": "tiny-moe", "prompt": "x", "temperature": -1}, 400, "temperature"),
-    ({"model": "tiny-moe", "prompt": "x", "n": "3"}, 400, "n must be an integer"),
-    ({"model": "tiny-moe", "prompt": "x", "n": 5000}, 400, "exceeds"),
-    ({"model": "tiny-moe", "prompt": ["x"] * 64, "n": 64, "max_tokens": 8000}, 400, "KV cache"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"model": "other", "prompt": "x"}, 404, "not served here"),
+        ({"model": "tiny-moe", "prompt": [1, 2]}, 400, "prompt must be"),
+        ({"model": "tiny-moe", "prompt": "x", "temperature": -1}, 400, "temperature"),
+        ({"model": "tiny-moe", "prompt": "x", "n": "3"}, 400, "n must be an integer"),
+        ({"model": "tiny-moe", "prompt": "x", "n": 5000}, 400, "exceeds"),
+        ({"model": "tiny-moe", "prompt": ["x"] * 64, "n": 64, "max_tokens": 8000}, 400, "KV cache"),
+    ],
+)
 def test_bad_requests_get_clear_errors(endpoint, body, status, message):
     code, reply = post(endpoint, body)
     assert code == status and message in reply["error"]["message"]
     assert reply["error"]["code"] == status and reply["error"]["type"].endswith("_error")
 
 
-@pytest.mark.parametrize("route, raw, status, message", [
-    ("/v1/completions", b"{not json", 400, "not JSON"),
-    ("/v1/completions", b"", 400, "need a JSON body"),
-    ("/v1/chat/completions", b'{"messages": []}', 400, "messages must be"),
-    ("/v1/chat/completions", b'{"messages": [{"role": "robot", "content": "hi"}]}', 400, "messages[0]"),
-    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
-    ("/v1/nowhere", b"{}", 404, "no route POST /v1/nowhere"),
-    ("/v1/models", b"{}", 405, "no route POST /v1/models"),
-], ids=["bad-json", "empty", "no-messages", "bad-role", "bad-stream", "no-route", "wrong-method"])
+@pytest.mark.parametrize(
+    "route, raw, status, message",
+    [
+        ("/v1/completions", b"{not json", 400, "not JSON"),
+        ("/v1/completions", b"", 400, "need a JSON body"),
+        ("/v1/chat/completions", b'{"messages": []}', 400, "messages must be"),
+        ("/v1/chat/completions", b'{"messages": [{"role": "robot", "content": "hi"}]}', 400, "messages[0]"),
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400, "stream"),
+        ("/v1/nowhere", b"{}", 404, "no route POST /v1/nowhere"),
+        ("/v1/models", b"{}", 405, "no route POST /v1/models"),
+    ],
+    ids=["bad-json", "empty", "no-messages", "bad-role", "bad-stream", "no-route", "wrong-method"],
+)
 def test_malformed_requests_get_openai_shaped_errors(endpoint, route, raw, status, message):
     code, reply = post(endpoint, None, route=route, raw=raw)
     assert code == status
@@ -125,8 +135,11 @@ def test_an_oversized_body_is_refused_before_it_is_read(endpoint):
 
 def test_chat_completion_applies_the_chat_template(endpoint, local_policy):
     messages = [{"role": "system", "content": "Add."}, {"role": "user", "content": "12+34=?"}]
-    status, reply = post(endpoint, {"model": "tiny-moe", "messages": messages, "max_tokens": 8, "temperature": 0,
-                                    "n": 2}, route="/v1/chat/completions")
+    status, reply = post(
+        endpoint,
+        {"model": "tiny-moe", "messages": messages, "max_tokens": 8, "temperature": 0, "n": 2},
+        route="/v1/chat/completions",
+    )
     assert status == 200 and reply["object"] == "chat.completion"
     prompt = "system: Add.\nuser: 12+34=?\nassistant: "
     expected = local_policy.sample([prompt], n=2, temperature=0, max_new_tokens=8)[0]
@@ -141,8 +154,11 @@ def test_streaming_sends_server_sent_events(endpoint):
     assert status == 200 and events.endswith("data: [DONE]\n\n")
     chunks = [json.loads(line.removeprefix("data: ")) for line in events.split("\n\n")[:-2]]
     assert [c["choices"][0]["text"] for c in chunks] == [c["text"] for c in whole["choices"]]
-    status, events = post(endpoint, {"model": "tiny-moe", "messages": [{"role": "user", "content": "hi"}],
-                                     "max_tokens": 4, "stream": True}, route="/v1/chat/completions")
+    status, events = post(
+        endpoint,
+        {"model": "tiny-moe", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True},
+        route="/v1/chat/completions",
+    )
     deltas = [json.loads(line.removeprefix("data: "))["choices"][0]["delta"] for line in events.split("\n\n")[:-2]]
     assert deltas[0] == {"role": "assistant"} and "content" in deltas[1] and deltas[2] == {}
 
@@ -160,7 +176,9 @@ def test_metrics_count_requests_and_tokens(endpoint):
 
     requests = 'verifarm_server_requests_total{route="completions",status="200"}'
     assert value(after, requests) == value(before, requests) + 1
-    assert value(after, "verifarm_server_completion_tokens_total") > value(before, "verifarm_server_completion_tokens_total")
+    assert value(after, "verifarm_server_completion_tokens_total") > value(
+        before, "verifarm_server_completion_tokens_total"
+    )
     assert "verifarm_server_sampling_seconds_bucket" in after
 
 
@@ -202,8 +220,12 @@ def test_serve_command_serves_a_checkpoint_folder(tmp_path, local_policy):
     local_policy.tokenizer.save_pretrained(tmp_path)
     port = free_port()
     command = [*SERVE, "--checkpoint", str(tmp_path), "--version", "5", "--port", str(port), "--model-name", "tiny-moe"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={"OMP_NUM_THREADS": "1", **__import__("os").environ},
+    )
     try:
         remote = HttpPolicy(f"http://127.0.0.1:{port}", "tiny-moe", timeout_s=30)
         deadline = time.monotonic() + 90
@@ -220,7 +242,10 @@ def test_serve_command_serves_a_checkpoint_folder(tmp_path, local_policy):
         process.terminate()
         process.wait(timeout=30)
     # A plain Hugging Face folder (no registry manifest) is served, with a one-line warning.
-    assert f"warning: {tmp_path} carries no registry manifest.json: serving it unverified" in process.stdout.read().decode()
+    assert (
+        f"warning: {tmp_path} carries no registry manifest.json: serving it unverified"
+        in process.stdout.read().decode()
+    )
 
 
 SERVE = [sys.executable, "-c", "import typer; from verifarm.policy.server import serve; typer.run(serve)"]
@@ -254,8 +279,9 @@ def test_serve_refuses_a_corrupt_version_in_one_line(published):
         weights.write(b"\x00" * 8)
     line = serve_refusal("--registry", str(published.root), "--version", "1", "--port", str(free_port()))
     assert line.startswith("error: checkpoint v1 at") and "SHA-256 mismatch in model.safetensors" in line
-    assert "no policy version 7" in serve_refusal("--registry", str(published.root), "--version", "7",
-                                                  "--port", str(free_port()))
+    assert "no policy version 7" in serve_refusal(
+        "--registry", str(published.root), "--version", "7", "--port", str(free_port())
+    )
 
 
 def test_serve_checkpoint_folder_with_a_manifest_is_verified(published, tmp_path):

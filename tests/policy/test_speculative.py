@@ -30,8 +30,11 @@ def speculate_once(start, transition, draft_dist, rows: int, generator, rule=acc
     emitted.scatter_(1, verdict.accepted[:, None], verdict.next_tokens[:, None])
     # Rows that kept no draft emitted one token only: their second comes from the next round, which
     # restarts from the chain at that token; draw it from the chain directly for the frequency check.
-    second = torch.where(verdict.accepted >= 1, emitted[:, 1],
-                         torch.multinomial(transition[emitted[:, 0]], 1, generator=generator).squeeze(-1))
+    second = torch.where(
+        verdict.accepted >= 1,
+        emitted[:, 1],
+        torch.multinomial(transition[emitted[:, 0]], 1, generator=generator).squeeze(-1),
+    )
     return torch.stack((emitted[:, 0], second), dim=1), verdict.accepted
 
 
@@ -76,9 +79,12 @@ def test_a_perfect_drafter_is_always_accepted_and_a_disjoint_one_never():
     # the replacement comes from the target's own distribution.
     target = probs.clone()
     target[..., 0] = 0
-    verdict = accept_drafts(torch.zeros(64, K, dtype=torch.long),
-                            torch.nn.functional.one_hot(torch.zeros(64, K, dtype=torch.long), VOCAB).float(),
-                            target, generator)
+    verdict = accept_drafts(
+        torch.zeros(64, K, dtype=torch.long),
+        torch.nn.functional.one_hot(torch.zeros(64, K, dtype=torch.long), VOCAB).float(),
+        target,
+        generator,
+    )
     assert verdict.accepted.eq(0).all() and verdict.next_tokens.ne(0).all()
 
 
@@ -90,8 +96,9 @@ def test_greedy_keeps_drafts_up_to_the_first_that_is_not_the_argmax():
     drafts[2, 0] = (drafts[2, 0] + 1) % VOCAB  # row 2: first draft wrong
     draft_probs = sampling_distribution(torch.nn.functional.one_hot(drafts, VOCAB).float(), 0, 1.0)
     for seed in range(20):  # no randomness may change a greedy verdict
-        verdict = accept_drafts(drafts, draft_probs, sampling_distribution(logits, 0, 1.0),
-                                torch.Generator().manual_seed(seed))
+        verdict = accept_drafts(
+            drafts, draft_probs, sampling_distribution(logits, 0, 1.0), torch.Generator().manual_seed(seed)
+        )
         assert verdict.accepted.tolist() == [2, 1, 0]
         assert verdict.next_tokens.tolist() == [argmax[0, 2], argmax[1, 1], argmax[2, 0]]
 

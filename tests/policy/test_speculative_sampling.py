@@ -9,8 +9,13 @@ from verifarm.policy.model import build_drafter, build_model
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.policy.speculative import sampling_distribution
 
-PROMPTS = ["1+2=?\n", "345+678=?\n", "def add(a, b):\n    return", "Z",
-           "# " + "a long comment line to pad the prompt " * 3 + "\ndef f(x):\n"]
+PROMPTS = [
+    "1+2=?\n",
+    "345+678=?\n",
+    "def add(a, b):\n    return",
+    "Z",
+    "# " + "a long comment line to pad the prompt " * 3 + "\ndef f(x):\n",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +32,7 @@ def drafter(model):
 def forward_logits(model, tokenizer, prompt: str, continuation: list[int]) -> torch.Tensor:
     ids = torch.tensor([tokenizer(prompt)["input_ids"] + continuation])
     with torch.no_grad():
-        return model(input_ids=ids).logits[0, -len(continuation):]
+        return model(input_ids=ids).logits[0, -len(continuation) :]
 
 
 def test_extend_matches_a_full_forward_and_rolls_back_by_slot(model, tokenizer):
@@ -82,8 +87,11 @@ def test_rows_ending_mid_round_at_eos_and_stop_strings_match_plain_sampling(toke
     lengths = set()
     for plain_row, drafted_row in zip(plain, drafted):
         for ours, theirs in zip(drafted_row, plain_row):
-            assert (ours.token_ids, ours.text, ours.finish_reason) == (theirs.token_ids, theirs.text,
-                                                                       theirs.finish_reason)
+            assert (ours.token_ids, ours.text, ours.finish_reason) == (
+                theirs.token_ids,
+                theirs.text,
+                theirs.finish_reason,
+            )
             assert ours.draft_accepted == ours.draft_proposed  # a perfect drafter is always kept
             lengths.add(len(ours.token_ids))
     assert len(lengths) > 1 and min(lengths) <= 4

@@ -9,14 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import CampaignFinished, cancel, parse_spec, status_from_store
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
 
-SPEC = {"name": "rate", "envs": [{"env_id": "verifarm/Addition-v0"}], "tasks": 8, "samples_per_task": 4,
-        "batch_size": 8, "policy": "reference"}
+SPEC = {
+    "name": "rate",
+    "envs": [{"env_id": "verifarm/Addition-v0"}],
+    "tasks": 8,
+    "samples_per_task": 4,
+    "batch_size": 8,
+    "policy": "reference",
+}
 
 
 def test_rollouts_per_second_is_over_the_campaigns_wall_time(tmp_path: Path) -> None:

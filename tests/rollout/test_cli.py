@@ -13,16 +13,23 @@ import yaml
 from typer.testing import CliRunner
 
 from verifarm.cli import app
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.app import QUEUE
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
 
-SPEC = {"name": "cli", "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}], "tasks": 10,
-        "samples_per_task": 2, "batch_size": 3, "policy": "reference", "reference_corruption": 0.5}
+SPEC = {
+    "name": "cli",
+    "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}],
+    "tasks": 10,
+    "samples_per_task": 2,
+    "batch_size": 3,
+    "policy": "reference",
+    "reference_corruption": 0.5,
+}
 
 
 @pytest.fixture
@@ -37,8 +44,11 @@ def broker(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def env(tmp_path: Path, broker: str) -> dict[str, str]:
-    return {"VERIFARM_HOME": str(tmp_path / "home"), "VERIFARM_REDIS_URL": broker,
-            "VERIFARM_DATABASE_URL": f"sqlite:///{tmp_path / 'rollouts.db'}"}
+    return {
+        "VERIFARM_HOME": str(tmp_path / "home"),
+        "VERIFARM_REDIS_URL": broker,
+        "VERIFARM_DATABASE_URL": f"sqlite:///{tmp_path / 'rollouts.db'}",
+    }
 
 
 def invoke(env: dict[str, str], *args: str):
@@ -61,8 +71,12 @@ def test_bad_specs_are_refused_and_nothing_is_stored(env: dict[str, str], tmp_pa
     result = invoke(env, "campaign", "submit", str(tmp_path / "absent.json"))
     assert result.exit_code == 2 and "does not exist" in result.output
     # A policy no worker could load is refused too (no checkpoint published in this home).
-    result = invoke(env, "campaign", "submit", str(write_spec(tmp_path / "latest.yaml", {
-        **SPEC, "policy": "latest", "reference_corruption": 0.0})))
+    result = invoke(
+        env,
+        "campaign",
+        "submit",
+        str(write_spec(tmp_path / "latest.yaml", {**SPEC, "policy": "latest", "reference_corruption": 0.0})),
+    )
     assert result.exit_code == 2 and "no good checkpoint" in result.output
     # So is any campaign while the broker is unreachable (a runtime failure: exit 1).
     down = {**env, "VERIFARM_REDIS_URL": "redis://127.0.0.1:1/0"}
@@ -72,13 +86,14 @@ def test_bad_specs_are_refused_and_nothing_is_stored(env: dict[str, str], tmp_pa
     assert not redis.Redis.from_url(broker).keys(f"{QUEUE}*")  # nothing enqueued either
 
 
-def test_submit_enqueues_by_priority_then_status_and_cancel(env: dict[str, str], tmp_path: Path,
-                                                          broker: str) -> None:
-    low = invoke(env, "campaign", "submit", str(write_spec(tmp_path / "low.yaml", {**SPEC, "priority": 1})),
-                 "--id", "low-1")
+def test_submit_enqueues_by_priority_then_status_and_cancel(env: dict[str, str], tmp_path: Path, broker: str) -> None:
+    low = invoke(
+        env, "campaign", "submit", str(write_spec(tmp_path / "low.yaml", {**SPEC, "priority": 1})), "--id", "low-1"
+    )
     assert low.exit_code == 0, low.output
-    high = invoke(env, "campaign", "submit", str(write_spec(tmp_path / "high.yaml", {**SPEC, "priority": 9})),
-                  "--id", "high-1")
+    high = invoke(
+        env, "campaign", "submit", str(write_spec(tmp_path / "high.yaml", {**SPEC, "priority": 9})), "--id", "high-1"
+    )
     assert high.exit_code == 0, high.output
     client = redis.Redis.from_url(broker)
     # Redis pops the lower priority number first: the urgent campaign's 4 batches sit in the first list.
@@ -116,8 +131,18 @@ def test_data_commands(env: dict[str, str], tmp_path: Path) -> None:
     assert invoke(env, "data", "show", "zzzz").exit_code == 2
     assert invoke(env, "data", "ls", "--outcome", "maybe").exit_code == 2
 
-    exported = invoke(env, "data", "export", str(tmp_path / "pass.parquet"), "--format", "parquet",
-                      "--campaign", "data-1", "--outcome", "pass")
+    exported = invoke(
+        env,
+        "data",
+        "export",
+        str(tmp_path / "pass.parquet"),
+        "--format",
+        "parquet",
+        "--campaign",
+        "data-1",
+        "--outcome",
+        "pass",
+    )
     assert exported.exit_code == 0, exported.output
     loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "pass.parquet"), split="train")
     assert loaded.num_rows > 0 and set(loaded["outcome"]) == {"pass"}

@@ -8,10 +8,10 @@ from pathlib import Path
 import datasets
 import pytest
 
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.export import COLUMNS, export_records, split_of
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
@@ -20,11 +20,18 @@ from verifarm.rollout.store import RecordFilter, RolloutStore
 def filled_store(tmp_path: Path):
     with RolloutStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
         # Temperature-free reference samples repeat, so every task has duplicate contents to dedupe.
-        spec = parse_spec({
-            "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 3},
-                     {"env_id": "verifarm/Arithmetic-v0", "max_difficulty": 2}],
-            "tasks": 30, "samples_per_task": 4, "policy": "reference", "reference_corruption": 0.3,
-        })
+        spec = parse_spec(
+            {
+                "envs": [
+                    {"env_id": "verifarm/Addition-v0", "max_difficulty": 3},
+                    {"env_id": "verifarm/Arithmetic-v0", "max_difficulty": 2},
+                ],
+                "tasks": 30,
+                "samples_per_task": 4,
+                "policy": "reference",
+                "reference_corruption": 0.3,
+            }
+        )
         store.create_campaign("exp", "exp", spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, 5)
         rollout_batch(store, "exp", spec, range(spec.tasks), ReferencePolicy(0.3, 0), FamilyCache())
         yield store
@@ -35,8 +42,9 @@ def test_jsonl_and_parquet_load_with_datasets(filled_store: RolloutStore, tmp_pa
     everything = filled_store.query(flt)
     for fmt in ("jsonl", "parquet"):
         result = export_records(filled_store, flt, tmp_path / f"all.{fmt}", fmt)  # type: ignore[arg-type]
-        loaded = datasets.load_dataset("json" if fmt == "jsonl" else "parquet",
-                                       data_files=str(result.files["all"]), split="train")
+        loaded = datasets.load_dataset(
+            "json" if fmt == "jsonl" else "parquet", data_files=str(result.files["all"]), split="train"
+        )
         assert loaded.num_rows == len(everything) == 120
         assert list(loaded.column_names) == list(COLUMNS)
         assert loaded["record_id"] == [r.record_id for r in everything]

@@ -47,39 +47,64 @@ class Farm:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFARM_")}
-        env.update({
-            "VERIFARM_HOME": str(self.home), "VERIFARM_DATABASE_URL": self.store_url,
-            "VERIFARM_CHECKPOINT_DIR": str(self.checkpoint_dir), "VERIFARM_SANDBOX_BACKEND": "process",
-            # Short enough that a killed worker's batch is handed on within the test, long enough that
-            # a healthy batch (including the first policy load) is not.
-            "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": "12", "VERIFARM_FARM_RESTORE_INTERVAL_S": "1",
-            "VERIFARM_FARM_RECONCILE_INTERVAL_S": "2",
-        })
+        env.update(
+            {
+                "VERIFARM_HOME": str(self.home),
+                "VERIFARM_DATABASE_URL": self.store_url,
+                "VERIFARM_CHECKPOINT_DIR": str(self.checkpoint_dir),
+                "VERIFARM_SANDBOX_BACKEND": "process",
+                # Short enough that a killed worker's batch is handed on within the test, long enough that
+                # a healthy batch (including the first policy load) is not.
+                "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": "12",
+                "VERIFARM_FARM_RESTORE_INTERVAL_S": "1",
+                "VERIFARM_FARM_RECONCILE_INTERVAL_S": "2",
+            }
+        )
         if self.redis_url:
             env["VERIFARM_REDIS_URL"] = self.redis_url
         return env
 
     def config(self) -> FarmConfig:
         assert self.redis_url, "this farm's broker is started by its workers"
-        return FarmConfig(broker_url=self.redis_url, store_url=self.store_url, checkpoint_dir=self.checkpoint_dir,
-                          visibility_timeout_s=12, restore_interval_s=1, reconcile_interval_s=2)
+        return FarmConfig(
+            broker_url=self.redis_url,
+            store_url=self.store_url,
+            checkpoint_dir=self.checkpoint_dir,
+            visibility_timeout_s=12,
+            restore_interval_s=1,
+            reconcile_interval_s=2,
+        )
 
     def start_worker(self, name: str, plain_celery: bool = False) -> subprocess.Popen:
         if plain_celery:
             # Exactly the plain command of the docs: no queue named, the app's default queue is consumed.
-            command = [sys.executable, "-m", "celery", "-A", "verifarm.rollout.app", "worker", "-c", "1",
-                       "-n", f"{name}@%h", "-l", "INFO"]
+            command = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "verifarm.rollout.app",
+                "worker",
+                "-c",
+                "1",
+                "-n",
+                f"{name}@%h",
+                "-l",
+                "INFO",
+            ]
         else:
             command = [sys.executable, "-m", "verifarm.cli", "workers", "start", "-c", "1", "-n", f"{name}@%h"]
         log = open(self.home / f"{name}.log", "w")
-        process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.processes.append(process)
         return process
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "verifarm.cli", *args], env=self.env(), capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "verifarm.cli", *args], env=self.env(), capture_output=True, text=True, timeout=120
+        )
 
     def count(self, campaign_id: str) -> int:
         with RolloutStore(self.store_url) as store:
@@ -144,16 +169,24 @@ def assert_complete_and_unique(farm: Farm, campaign_id: str, tasks: int, samples
 def test_cli_farm_on_embedded_redis_completes_exactly(farm: Farm) -> None:
     """No Redis configured: `workers start` runs a private one, a plain celery worker and `campaign submit`
     find it, and a campaign over several envs ends with exactly tasks x samples records."""
-    spec = {"name": "e2e", "envs": ENV_MIX, "tasks": 12, "samples_per_task": 3, "batch_size": 3,
-            "policy": "latest", "sampling": {"temperature": 1.0, "max_new_tokens": 24}}
+    spec = {
+        "name": "e2e",
+        "envs": ENV_MIX,
+        "tasks": 12,
+        "samples_per_task": 3,
+        "batch_size": 3,
+        "policy": "latest",
+        "sampling": {"temperature": 1.0, "max_new_tokens": 24},
+    }
     (farm.home / "spec.yaml").write_text(yaml.safe_dump(spec))
     farm.start_worker("cli-worker")
     server = EmbeddedRedis(farm.home / "redis")
     wait_until(lambda: server.running_url() is not None, 60, "the private Redis of `workers start`", farm)
     farm.start_worker("plain-worker", plain_celery=True)
     # Both answer before the campaign goes in, so each takes a batch at once (prefetch 1).
-    app = create_app(FarmConfig(broker_url=server.running_url(), store_url=farm.store_url,
-                                checkpoint_dir=farm.checkpoint_dir))
+    app = create_app(
+        FarmConfig(broker_url=server.running_url(), store_url=farm.store_url, checkpoint_dir=farm.checkpoint_dir)
+    )
 
     def both_ready() -> bool:
         answered = {name.split("@")[0] for reply in app.control.ping(timeout=0.5) for name in reply}
@@ -186,15 +219,23 @@ def test_cli_farm_on_embedded_redis_completes_exactly(farm: Farm) -> None:
     assert server.running_url() is None
 
 
-def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Farm, private_redis,
-                                                                      publish_tiny) -> None:
+def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Farm, private_redis, publish_tiny) -> None:
     """Mid-campaign, one worker dies by SIGKILL while it holds a batch, then the broker dies hard and comes back:
     the campaign still completes with every record exactly once. (One campaign for both faults keeps the
     suite within its time budget; the logs name which fault a failure follows.)"""
     server, farm.redis_url, pids = private_redis
     port = int(farm.redis_url.rsplit(":", 1)[1].split("/")[0])
-    spec = parse_spec({"name": "faults", "envs": ENV_MIX[:2], "tasks": 48, "samples_per_task": 4, "batch_size": 4,
-                       "policy": "latest", "sampling": {"max_new_tokens": 48}})
+    spec = parse_spec(
+        {
+            "name": "faults",
+            "envs": ENV_MIX[:2],
+            "tasks": 48,
+            "samples_per_task": 4,
+            "batch_size": 4,
+            "policy": "latest",
+            "sampling": {"max_new_tokens": 48},
+        }
+    )
     # The victim works alone until it dies, so it certainly holds a second batch (a survivor started beside it
     # could take every batch first and leave it none).
     victim = farm.start_worker("victim", plain_celery=True)
@@ -202,8 +243,12 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
     victim_log = farm.home / "victim.log"
     wait_until(lambda: "succeeded" in victim_log.read_text(), 120, "the victim's first batch", farm)
     # Kill it while it holds its next batch: the whole worker, pool and all, like a machine that died.
-    wait_until(lambda: victim_log.read_text().count("received") > victim_log.read_text().count("succeeded"),
-               60, "the victim to take another batch", farm)
+    wait_until(
+        lambda: victim_log.read_text().count("received") > victim_log.read_text().count("succeeded"),
+        60,
+        "the victim to take another batch",
+        farm,
+    )
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(10)
     at_kill = farm.count("faults-1")
@@ -216,8 +261,12 @@ def test_sigkilled_worker_and_redis_restart_lose_and_duplicate_nothing(farm: Far
     # Then one pool process of the survivor dies: its batch goes straight back to the queue
     # (task_reject_on_worker_lost) and the worker forks a new pool process.
     survivor_log = farm.home / "survivor.log"
-    wait_until(lambda: survivor_log.read_text().count("received") > survivor_log.read_text().count("succeeded"),
-               60, "the survivor to hold a batch", farm)
+    wait_until(
+        lambda: survivor_log.read_text().count("received") > survivor_log.read_text().count("succeeded"),
+        60,
+        "the survivor to hold a batch",
+        farm,
+    )
     pool_children = Path(f"/proc/{survivor.pid}/task/{survivor.pid}/children").read_text().split()
     assert pool_children, "the survivor has no pool process"
     os.kill(int(pool_children[0]), signal.SIGKILL)
@@ -242,8 +291,16 @@ def test_a_batch_the_broker_lost_is_enqueued_again_by_the_workers(farm: Farm, pr
     """A message gone from the broker (popped by a consumer whose broker then died before it was recorded as
     unacknowledged) comes back through the workers' sweep, with no operator: the campaign completes."""
     _, farm.redis_url, _ = private_redis
-    spec = parse_spec({"name": "lost", "envs": ENV_MIX[:1], "tasks": 16, "samples_per_task": 2, "batch_size": 4,
-                       "policy": "reference"})
+    spec = parse_spec(
+        {
+            "name": "lost",
+            "envs": ENV_MIX[:1],
+            "tasks": 16,
+            "samples_per_task": 2,
+            "batch_size": 4,
+            "policy": "reference",
+        }
+    )
     submit(spec, farm.config(), "lost-1")
     broker = redis.Redis.from_url(farm.redis_url)
     queues = [key for key in queue_keys() if broker.llen(key)]
@@ -259,8 +316,17 @@ def test_a_batch_the_broker_lost_is_enqueued_again_by_the_workers(farm: Farm, pr
 
 def test_cancel_stops_new_work_and_keeps_records(farm: Farm, private_redis) -> None:
     _, farm.redis_url, _ = private_redis
-    spec = parse_spec({"name": "cancel", "envs": ENV_MIX[:1], "tasks": 200, "samples_per_task": 4,
-                       "batch_size": 4, "policy": "latest", "sampling": {"max_new_tokens": 48}})
+    spec = parse_spec(
+        {
+            "name": "cancel",
+            "envs": ENV_MIX[:1],
+            "tasks": 200,
+            "samples_per_task": 4,
+            "batch_size": 4,
+            "policy": "latest",
+            "sampling": {"max_new_tokens": 48},
+        }
+    )
     farm.start_worker("w1", plain_celery=True)
     submit(spec, farm.config(), "cancel-1")
     wait_until(lambda: farm.count("cancel-1") >= 16, 120, "some records", farm)

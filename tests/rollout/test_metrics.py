@@ -7,10 +7,10 @@ from pathlib import Path
 import redis
 from prometheus_client import REGISTRY
 
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.metrics import QueueDepthCollector
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
@@ -22,8 +22,16 @@ def sample(name: str, labels: dict[str, str]) -> float:
 
 
 def test_a_batch_counts_its_records_by_env_and_outcome(tmp_path: Path) -> None:
-    spec = parse_spec({"envs": ENVS, "tasks": 10, "samples_per_task": 2, "policy": "reference",
-                       "reference_corruption": 0.5, "batch_size": 10})
+    spec = parse_spec(
+        {
+            "envs": ENVS,
+            "tasks": 10,
+            "samples_per_task": 2,
+            "policy": "reference",
+            "reference_corruption": 0.5,
+            "batch_size": 10,
+        }
+    )
     keys = [(env["env_id"], outcome) for env in ENVS for outcome in ("pass", "fail", "infra_error")]
     before = {key: sample("verifarm_rollouts_total", {"env": key[0], "outcome": key[1]}) for key in keys}
     batches_before = sample("verifarm_sample_seconds_count", {"policy": "reference"})
@@ -36,8 +44,10 @@ def test_a_batch_counts_its_records_by_env_and_outcome(tmp_path: Path) -> None:
     after = {key: sample("verifarm_rollouts_total", {"env": key[0], "outcome": key[1]}) for key in keys}
     assert {key: after[key] - before[key] for key in keys} == stored and sum(stored.values()) == 20
     assert sample("verifarm_sample_seconds_count", {"policy": "reference"}) == batches_before + 1
-    assert sample("verifarm_verify_seconds_count", {"env": "verifarm/MathAnswer-v0"}) >= stored[
-        ("verifarm/MathAnswer-v0", "pass")] + stored[("verifarm/MathAnswer-v0", "fail")]
+    assert (
+        sample("verifarm_verify_seconds_count", {"env": "verifarm/MathAnswer-v0"})
+        >= stored[("verifarm/MathAnswer-v0", "pass")] + stored[("verifarm/MathAnswer-v0", "fail")]
+    )
 
 
 def test_queue_depth_is_read_from_redis_and_a_dead_broker_reports_nothing() -> None:

@@ -11,19 +11,27 @@ import pytest
 import redis
 from pydantic import ValidationError
 
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.app import queue_keys
 from verifarm.rollout.campaign import parse_spec, submit
 from verifarm.rollout.config import FarmConfig, farm_environment
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.reconcile import SWEEP_LOCK, SWEEPS_PER_CAMPAIGN, UNACKED_KEY, sweep
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
 from verifarm.settings import Settings
 
-SPEC = parse_spec({"name": "lost", "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}], "tasks": 10,
-                   "samples_per_task": 2, "batch_size": 3, "policy": "reference"})
+SPEC = parse_spec(
+    {
+        "name": "lost",
+        "envs": [{"env_id": "verifarm/Addition-v0", "max_difficulty": 2}],
+        "tasks": 10,
+        "samples_per_task": 2,
+        "batch_size": 3,
+        "policy": "reference",
+    }
+)
 LATER = datetime.now(timezone.utc) + timedelta(hours=1)  # every campaign is old enough to sweep
 
 
@@ -32,8 +40,12 @@ def farm(tmp_path: Path) -> Iterator[FarmConfig]:
     server = EmbeddedRedis(tmp_path / "broker")
     url, pid = server.start()
     try:
-        yield FarmConfig(broker_url=url, store_url=f"sqlite:///{tmp_path / 'rollouts.db'}",
-                         checkpoint_dir=tmp_path / "checkpoints", reconcile_interval_s=1)
+        yield FarmConfig(
+            broker_url=url,
+            store_url=f"sqlite:///{tmp_path / 'rollouts.db'}",
+            checkpoint_dir=tmp_path / "checkpoints",
+            reconcile_interval_s=1,
+        )
     finally:
         server.stop(pid)
 
@@ -108,7 +120,8 @@ def test_one_sweeper_per_interval_and_a_bounded_number_of_sweeps(farm: FarmConfi
 
 
 def test_the_sweep_interval_travels_to_worker_processes_and_bad_values_are_refused(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = Settings(home=tmp_path)
     monkeypatch.setenv("VERIFARM_FARM_RECONCILE_INTERVAL_S", "7")
     farm = FarmConfig.from_settings(settings, broker_url="redis://127.0.0.1:1/0")

@@ -23,20 +23,48 @@ from verifarm.rollout.store import (
     record_id_for,
 )
 
-SPEC = {"name": "old-math", "envs": [{"env_id": "verifarm/MathAnswer-v0", "options": {"kinds": ["fraction"]},
-                                      "min_difficulty": 1, "max_difficulty": 2}],
-        "tasks": 12, "samples_per_task": 1, "policy": "reference"}
+SPEC = {
+    "name": "old-math",
+    "envs": [
+        {
+            "env_id": "verifarm/MathAnswer-v0",
+            "options": {"kinds": ["fraction"]},
+            "min_difficulty": 1,
+            "max_difficulty": 2,
+        }
+    ],
+    "tasks": 12,
+    "samples_per_task": 1,
+    "policy": "reference",
+}
 OLD = "math-answer-1"
 
 
 def _record(campaign: str, plan, task, completion: str, outcome: str, verifier_version: str) -> RolloutRecord:
     return RolloutRecord(
-        record_id=record_id_for(campaign, plan.task_index, 0), campaign_id=campaign, env_id=plan.env_id,
-        env_version="v0", task_index=plan.task_index, task_seed=plan.seed, task_id=task.task_id,
-        difficulty=plan.difficulty, group_id=group_id_for(campaign, plan.task_index), group_size=1, sample_index=0,
-        prompt=task.prompt, completion=completion, reward=float(outcome == "pass"), passed=outcome == "pass",
-        reason="as the old verifier said", outcome=outcome, policy_version=1, policy_name="checkpoint",
-        verifier_version=verifier_version, sandbox_backend=None, sample_seconds=0.01, verify_seconds=0.01,
+        record_id=record_id_for(campaign, plan.task_index, 0),
+        campaign_id=campaign,
+        env_id=plan.env_id,
+        env_version="v0",
+        task_index=plan.task_index,
+        task_seed=plan.seed,
+        task_id=task.task_id,
+        difficulty=plan.difficulty,
+        group_id=group_id_for(campaign, plan.task_index),
+        group_size=1,
+        sample_index=0,
+        prompt=task.prompt,
+        completion=completion,
+        reward=float(outcome == "pass"),
+        passed=outcome == "pass",
+        reason="as the old verifier said",
+        outcome=outcome,
+        policy_version=1,
+        policy_name="checkpoint",
+        verifier_version=verifier_version,
+        sandbox_backend=None,
+        sample_seconds=0.01,
+        verify_seconds=0.01,
         content_hash=content_hash_for(plan.env_id, task.prompt, completion),
     )
 
@@ -97,8 +125,9 @@ def test_reverify_reports_flips_and_leaves_the_store_unchanged(stored) -> None:
     assert before == after  # the originals stay as they were
     assert report.checked == len(records) and not report.skipped
     assert {flip.record_id: flip.direction for flip in report.flips} == expected_flips
-    assert all(flip.stored_verifier_version == OLD and flip.new_verifier_version == "math-answer-2"
-               for flip in report.flips)
+    assert all(
+        flip.stored_verifier_version == OLD and flip.new_verifier_version == "math-answer-2" for flip in report.flips
+    )
     assert report.directions() == {"pass->fail": 1, "fail->pass": 1}
     text = format_reverify(report)
     assert "flips: 2" in text and "pass->fail" in text and "math-answer-1 -> math-answer-2" in text

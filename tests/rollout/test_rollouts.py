@@ -6,10 +6,10 @@ from pathlib import Path
 
 from verifarm.envs.arithmetic import ArithmeticFamily
 from verifarm.envs.base import Task, Verdict
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import parse_spec, plan_task
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.reference_policy import ReferencePolicy, corrupt
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import Attempt, build_records, rollout_batch, verify_with_retries
 from verifarm.rollout.store import RecordFilter, RolloutStore, record_id_for
 
@@ -22,8 +22,9 @@ MIX = [
 
 def new_campaign(store: RolloutStore, campaign_id: str, **spec_fields):
     spec = parse_spec({"envs": MIX, "tasks": 12, "samples_per_task": 3, **spec_fields})
-    store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task,
-                          spec.priority)
+    store.create_campaign(
+        campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
+    )
     return spec
 
 
@@ -31,8 +32,9 @@ def test_reference_rollout_over_several_envs(store: RolloutStore) -> None:
     spec = new_campaign(store, "ref", policy="reference", reference_corruption=0.4, batch_size=5)
     families = FamilyCache()
     policy = ReferencePolicy(spec.reference_corruption, spec.seed)
-    reports = [rollout_batch(store, "ref", spec, spec.batch_range(b), policy, families)
-               for b in range(spec.num_batches)]
+    reports = [
+        rollout_batch(store, "ref", spec, spec.batch_range(b), policy, families) for b in range(spec.num_batches)
+    ]
     assert sum(r.records_written for r in reports) == 12 * 3
     records = store.query(RecordFilter(campaign_id="ref"))
     assert len(records) == 36 and len({r.record_id for r in records}) == 36
@@ -61,15 +63,16 @@ def test_rollouts_are_reproducible_across_stores(tmp_path: Path) -> None:
         with RolloutStore(f"sqlite:///{path}") as store:
             spec = new_campaign(store, "same", policy="reference", reference_corruption=0.5)
             rollout_batch(store, "same", spec, range(12), ReferencePolicy(0.5, spec.seed), FamilyCache())
-            return [(r.record_id, r.prompt, r.completion, r.outcome, r.content_hash)
-                    for r in store.query(RecordFilter())]
+            return [
+                (r.record_id, r.prompt, r.completion, r.outcome, r.content_hash) for r in store.query(RecordFilter())
+            ]
 
     assert run(tmp_path / "a.db") == run(tmp_path / "b.db")
 
 
 def test_cancelled_campaign_writes_nothing(store: RolloutStore) -> None:
     spec = new_campaign(store, "stop", policy="reference")
-    rollout_batch(store, "stop", spec, range(0, 4), ReferencePolicy(), FamilyCache())
+    rollout_batch(store, "stop", spec, range(4), ReferencePolicy(), FamilyCache())
     store.set_cancelled("stop")
     report = rollout_batch(store, "stop", spec, range(4, 8), ReferencePolicy(), FamilyCache())
     assert report.cancelled and report.records_written == 0
@@ -78,8 +81,9 @@ def test_cancelled_campaign_writes_nothing(store: RolloutStore) -> None:
 
 def test_checkpoint_policy_and_reload_on_publish(tmp_path: Path, checkpoint_root: Path, publish_tiny) -> None:
     with RolloutStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
-        spec = new_campaign(store, "ckpt", policy="latest", batch_size=4,
-                            sampling={"temperature": 1.0, "max_new_tokens": 24})
+        spec = new_campaign(
+            store, "ckpt", policy="latest", batch_size=4, sampling={"temperature": 1.0, "max_new_tokens": 24}
+        )
         source = CheckpointPolicySource(checkpoint_root)
         families = FamilyCache()
 
@@ -145,8 +149,9 @@ def test_infra_errors_are_retried_then_recorded_as_infra_error_never_fail() -> N
     verdict, retries = verify_with_retries(broken, task, task.reference, retries=2)
     assert verdict.infra_error and retries == 2 and broken.calls == 3
 
-    spec = parse_spec({"envs": [{"env_id": "verifarm/Addition-v0"}], "tasks": 1, "samples_per_task": 2,
-                       "policy": "reference"})
+    spec = parse_spec(
+        {"envs": [{"env_id": "verifarm/Addition-v0"}], "tasks": 1, "samples_per_task": 2, "policy": "reference"}
+    )
     plan = plan_task(spec, 0)
     samples = ReferencePolicy().sample_tasks([task, task], 1)
     good, _ = verify_with_retries(FlakyChecker(0), task, task.reference, retries=0)
@@ -174,9 +179,16 @@ def test_nul_characters_from_a_byte_level_policy_are_storable(store: RolloutStor
     task = family.generate(plan.seed, plan.difficulty)
     text = "\x00garbage\x00"
     verdict, _ = verify_with_retries(family, task, text, retries=0)
-    records = build_records("nul", spec, plan, family, task,
-                            [Attempt(task.prompt, SampledText(text, [0, 1], [-1.0, -2.0], 1), verdict, 0.0)],
-                            "checkpoint", 0.0)
+    records = build_records(
+        "nul",
+        spec,
+        plan,
+        family,
+        task,
+        [Attempt(task.prompt, SampledText(text, [0, 1], [-1.0, -2.0], 1), verdict, 0.0)],
+        "checkpoint",
+        0.0,
+    )
     assert store.add_records(records) == 1
     stored = store.query(RecordFilter(campaign_id="nul"))[0]
     assert stored.completion == "\ufffdgarbage\ufffd" and stored.outcome == "fail"
@@ -185,9 +197,16 @@ def test_nul_characters_from_a_byte_level_policy_are_storable(store: RolloutStor
 def test_multi_turn_env_gets_feedback_turns(tmp_path: Path) -> None:
     """CProgramMultiTurn through the real sandbox: a failed sample is asked again with the compiler/test feedback."""
     with RolloutStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
-        spec = parse_spec({"envs": [{"env_id": "verifarm/CProgramMultiTurn-v0", "options": {"max_turns": 2}}],
-                           "tasks": 3, "samples_per_task": 2, "policy": "reference", "reference_corruption": 0.5,
-                           "seed": 3})
+        spec = parse_spec(
+            {
+                "envs": [{"env_id": "verifarm/CProgramMultiTurn-v0", "options": {"max_turns": 2}}],
+                "tasks": 3,
+                "samples_per_task": 2,
+                "policy": "reference",
+                "reference_corruption": 0.5,
+                "seed": 3,
+            }
+        )
         store.create_campaign("mt", spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, 5)
         report = rollout_batch(store, "mt", spec, range(3), ReferencePolicy(0.5, spec.seed), FamilyCache())
         assert report.records_written == 6 and report.infra_errors == 0
@@ -210,8 +229,7 @@ def test_endpoint_policy_samples_through_a_completions_server(tmp_path: Path, ch
     server = BackgroundServer(build_app(CompletionService(RegistryFollower(checkpoint_root), "verifarm-policy")))
     try:
         with RolloutStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
-            spec = new_campaign(store, "http", endpoint={"base_url": server.url},
-                                sampling={"max_new_tokens": 16})
+            spec = new_campaign(store, "http", endpoint={"base_url": server.url}, sampling={"max_new_tokens": 16})
             source = CheckpointPolicySource(tmp_path / "no-checkpoints-here")  # the server holds the policy
             report = rollout_batch(store, "http", spec, range(4), source.sampler_for_spec(spec), FamilyCache())
             assert report.records_written == 4 * 3 and report.policy_versions == [1]

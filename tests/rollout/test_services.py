@@ -10,17 +10,22 @@ from pathlib import Path
 import pytest
 import redis
 
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.embedded_redis import free_port
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.services import ServiceUnavailable, check_broker, check_store, redacted
 from verifarm.rollout.store import RecordFilter, RolloutStore
 from verifarm.settings import Settings
 
-SPEC = {"name": "pg", "envs": [{"env_id": "verifarm/Addition-v0"}], "tasks": 3, "samples_per_task": 2,
-        "policy": "reference"}
+SPEC = {
+    "name": "pg",
+    "envs": [{"env_id": "verifarm/Addition-v0"}],
+    "tasks": 3,
+    "samples_per_task": 2,
+    "policy": "reference",
+}
 
 
 def test_a_bare_postgresql_url_and_the_psycopg2_form_reach_the_same_store(postgres_url: str) -> None:
@@ -63,9 +68,25 @@ def password_redis(tmp_path: Path):
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (.ci/run installs it)")
     port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--requirepass", "right-password", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "right-password",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://:right-password@127.0.0.1:{port}/0"
     deadline = time.monotonic() + 15
     while True:

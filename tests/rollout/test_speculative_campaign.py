@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.policy_source import CheckpointPolicySource
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
@@ -15,10 +15,19 @@ MIX = [{"env_id": "verifarm/Addition-v0", "min_difficulty": 1}]
 
 
 def campaign(store: RolloutStore, campaign_id: str, **fields):
-    spec = parse_spec({"envs": MIX, "tasks": 4, "samples_per_task": 2, "policy": 1,
-                       "sampling": {"temperature": 0.0, "max_new_tokens": 16}, **fields})
-    store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task,
-                          spec.priority)
+    spec = parse_spec(
+        {
+            "envs": MIX,
+            "tasks": 4,
+            "samples_per_task": 2,
+            "policy": 1,
+            "sampling": {"temperature": 0.0, "max_new_tokens": 16},
+            **fields,
+        }
+    )
+    store.create_campaign(
+        campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
+    )
     return spec
 
 

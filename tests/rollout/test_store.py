@@ -17,19 +17,45 @@ from verifarm.rollout.store import (
 )
 
 
-def make_record(campaign: str, task: int, sample: int, *, completion: str | None = None,
-                outcome: str = "pass", policy_version: int | None = 1, env_id: str = "verifarm/Addition-v0"
-                ) -> RolloutRecord:
+def make_record(
+    campaign: str,
+    task: int,
+    sample: int,
+    *,
+    completion: str | None = None,
+    outcome: str = "pass",
+    policy_version: int | None = 1,
+    env_id: str = "verifarm/Addition-v0",
+) -> RolloutRecord:
     prompt = f"{task}+{task}=?\n"
     completion = completion if completion is not None else f"Answer: {2 * task} #{sample}\n"
     return RolloutRecord(
-        record_id=record_id_for(campaign, task, sample), campaign_id=campaign, env_id=env_id,
-        env_version="1", task_index=task, task_seed=1000 + task, task_id=f"add-{task}", difficulty=1,
-        group_id=group_id_for(campaign, task), group_size=4, sample_index=sample, prompt=prompt,
-        completion=completion, reward=1.0 if outcome == "pass" else 0.0, passed=outcome == "pass",
-        reason="ok", outcome=outcome, policy_version=policy_version, policy_name="checkpoint",
-        verifier_version="1", sandbox_backend=None, sample_seconds=0.01, verify_seconds=0.001,
-        content_hash=content_hash_for(env_id, prompt, completion), token_ids=[1, 2, 3], logprobs=[-0.1, -0.2],
+        record_id=record_id_for(campaign, task, sample),
+        campaign_id=campaign,
+        env_id=env_id,
+        env_version="1",
+        task_index=task,
+        task_seed=1000 + task,
+        task_id=f"add-{task}",
+        difficulty=1,
+        group_id=group_id_for(campaign, task),
+        group_size=4,
+        sample_index=sample,
+        prompt=prompt,
+        completion=completion,
+        reward=1.0 if outcome == "pass" else 0.0,
+        passed=outcome == "pass",
+        reason="ok",
+        outcome=outcome,
+        policy_version=policy_version,
+        policy_name="checkpoint",
+        verifier_version="1",
+        sandbox_backend=None,
+        sample_seconds=0.01,
+        verify_seconds=0.001,
+        content_hash=content_hash_for(env_id, prompt, completion),
+        token_ids=[1, 2, 3],
+        logprobs=[-0.1, -0.2],
         details={"parsed": str(2 * task)},
     )
 
@@ -61,8 +87,16 @@ def test_filters_cursor_and_dedupe(store: RolloutStore) -> None:
     for t in range(6):
         for s in range(3):
             outcome = "pass" if (t + s) % 2 == 0 else "fail"
-            records.append(make_record("c", t, s, outcome=outcome, policy_version=t % 3,
-                                       env_id="verifarm/Addition-v0" if t < 4 else "verifarm/MathAnswer-v0"))
+            records.append(
+                make_record(
+                    "c",
+                    t,
+                    s,
+                    outcome=outcome,
+                    policy_version=t % 3,
+                    env_id="verifarm/Addition-v0" if t < 4 else "verifarm/MathAnswer-v0",
+                )
+            )
     # Two samples with identical text: same content hash, deduplicated away on request.
     records.append(make_record("d", 0, 0, completion="same"))
     records.append(make_record("d", 0, 1, completion="same"))

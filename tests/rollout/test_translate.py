@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from verifarm.cli import app
-
 from verifarm.envs.translation import TranslationFamily
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.policy_source import CheckpointPolicySource
@@ -21,16 +20,25 @@ from verifarm.rollout.translate import export_translation_pairs, translation_rec
 
 
 def _run_campaign(store: RolloutStore, campaign_id: str, spec, sampler) -> list:
-    store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task,
-                          spec.priority)
+    store.create_campaign(
+        campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
+    )
     families = FamilyCache()
-    return [rollout_batch(store, campaign_id, spec, spec.batch_range(b), sampler, families)
-            for b in range(spec.num_batches)]
+    return [
+        rollout_batch(store, campaign_id, spec, spec.batch_range(b), sampler, families) for b in range(spec.num_batches)
+    ]
 
 
 def _python_source_campaign(store: RolloutStore, tasks: int = 3) -> None:
-    spec = parse_spec({"envs": [{"env_id": "verifarm/Program-v0", "options": {"language": "python"}}],
-                       "tasks": tasks, "samples_per_task": 1, "policy": "reference", "seed": 5})
+    spec = parse_spec(
+        {
+            "envs": [{"env_id": "verifarm/Program-v0", "options": {"language": "python"}}],
+            "tasks": tasks,
+            "samples_per_task": 1,
+            "policy": "reference",
+            "seed": 5,
+        }
+    )
     reports = _run_campaign(store, "src", spec, ReferencePolicy())
     assert sum(report.passed for report in reports) == tasks
 
@@ -53,12 +61,25 @@ def test_a_translation_that_passes_the_tests_but_differs_on_a_generated_input_fa
 
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="unknown language 'klingon'"):
-        parse_spec({"envs": [{"env_id": "verifarm/Translate-v0"}], "tasks": 1,
-                    "translate": {"source_env": "verifarm/Program-v0", "target_languages": ["klingon"]}})
+        parse_spec(
+            {
+                "envs": [{"env_id": "verifarm/Translate-v0"}],
+                "tasks": 1,
+                "translate": {"source_env": "verifarm/Program-v0", "target_languages": ["klingon"]},
+            }
+        )
     with pytest.raises(ValueError, match="at least 50|greater than or equal to 50"):
-        parse_spec({"envs": [{"env_id": "verifarm/Translate-v0"}], "tasks": 1,
-                    "translate": {"source_env": "verifarm/Program-v0", "target_languages": ["go"],
-                                  "differential_inputs": 10}})
+        parse_spec(
+            {
+                "envs": [{"env_id": "verifarm/Translate-v0"}],
+                "tasks": 1,
+                "translate": {
+                    "source_env": "verifarm/Program-v0",
+                    "target_languages": ["go"],
+                    "differential_inputs": 10,
+                },
+            }
+        )
 
 
 @pytest.mark.slow
@@ -67,8 +88,13 @@ def test_reference_translations_of_a_python_campaign_all_pass_with_lineage(tmp_p
         _python_source_campaign(store)
         with pytest.raises(ValueError, match="no passing program records"):
             translation_spec(store, {"source_campaign": "nothing-here", "target_languages": ["c"]})
-        spec = translation_spec(store, {"source_campaign": "src", "target_languages": ["c", "javascript", "python"]},
-                                policy="reference", samples_per_task=1, batch_size=4)
+        spec = translation_spec(
+            store,
+            {"source_campaign": "src", "target_languages": ["c", "javascript", "python"]},
+            policy="reference",
+            samples_per_task=1,
+            batch_size=4,
+        )
         assert spec.tasks == 3 * 2  # python is the sources' own language: no task
         reports = _run_campaign(store, "tr", spec, ReferencePolicy())
         assert sum(r.passed for r in reports) == 6 and sum(r.infra_errors for r in reports) == 0
@@ -80,8 +106,9 @@ def test_reference_translations_of_a_python_campaign_all_pass_with_lineage(tmp_p
             assert lineage["source_record_id"] in sources and lineage["source_language"] == "python"
             assert record.details["differential_compared"] >= 50
         assert len(list(translation_records(store, RecordFilter(campaign_id="tr"), target_language="c"))) == 3
-        written = export_translation_pairs(store, tmp_path / "pairs.jsonl", RecordFilter(campaign_id="tr", passed=True),
-                                           target_language="javascript")
+        written = export_translation_pairs(
+            store, tmp_path / "pairs.jsonl", RecordFilter(campaign_id="tr", passed=True), target_language="javascript"
+        )
         pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
         assert written == len(pairs) == 3
         assert all(p["source"].startswith("import sys") and "require('fs')" in p["translation"] for p in pairs)
@@ -106,9 +133,13 @@ def test_translate_campaign_samples_through_an_endpoint_policy(tmp_path: Path, c
     try:
         with RolloutStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
             _python_source_campaign(store, tasks=2)
-            spec = translation_spec(store, {"source_env": "verifarm/Program-v0", "target_languages": ["go"]},
-                                    endpoint={"base_url": server.url}, samples_per_task=2,
-                                    sampling={"max_new_tokens": 16})
+            spec = translation_spec(
+                store,
+                {"source_env": "verifarm/Program-v0", "target_languages": ["go"]},
+                endpoint={"base_url": server.url},
+                samples_per_task=2,
+                sampling={"max_new_tokens": 16},
+            )
             sampler = CheckpointPolicySource(tmp_path / "no-checkpoints-here").sampler_for_spec(spec)
             reports = _run_campaign(store, "http-tr", spec, sampler)
             assert sum(r.records_written for r in reports) == 2 * 2
@@ -128,12 +159,20 @@ def test_submit_freezes_the_sources_from_the_store(tmp_path: Path):
     server = EmbeddedRedis(tmp_path / "broker")
     url, pid = server.start()
     try:
-        env = {"VERIFARM_HOME": str(tmp_path / "home"), "VERIFARM_REDIS_URL": url,
-               "VERIFARM_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"}
+        env = {
+            "VERIFARM_HOME": str(tmp_path / "home"),
+            "VERIFARM_REDIS_URL": url,
+            "VERIFARM_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+        }
         with RolloutStore(env["VERIFARM_DATABASE_URL"]) as store:
             _python_source_campaign(store, tasks=2)
-        spec = {"name": "to-go", "envs": [{"env_id": "verifarm/Translate-v0"}], "tasks": 1, "policy": "reference",
-                "translate": {"source_campaign": "src", "target_languages": ["go", "java"]}}
+        spec = {
+            "name": "to-go",
+            "envs": [{"env_id": "verifarm/Translate-v0"}],
+            "tasks": 1,
+            "policy": "reference",
+            "translate": {"source_campaign": "src", "target_languages": ["go", "java"]},
+        }
         (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
         result = CliRunner().invoke(app, ["campaign", "submit", str(tmp_path / "t.yaml"), "--id", "tr"], env=env)
         assert result.exit_code == 0, result.output

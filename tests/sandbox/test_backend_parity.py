@@ -25,9 +25,12 @@ def flipped_operator(problem: dict) -> str | None:
 
 
 def mutants(problem: dict) -> dict[str, str]:
-    found = {"reference": reference_solution(problem), "returns_none": broken_solution(problem),
-             "exits_early": problem["prompt"] + "    pass\nimport sys\nsys.exit(0)\n",
-             "crashes": problem["prompt"] + "    return 1 // 0\n"}
+    found = {
+        "reference": reference_solution(problem),
+        "returns_none": broken_solution(problem),
+        "exits_early": problem["prompt"] + "    pass\nimport sys\nsys.exit(0)\n",
+        "crashes": problem["prompt"] + "    return 1 // 0\n",
+    }
     flipped = flipped_operator(problem)
     if flipped is not None:
         found["operator_flipped"] = flipped
@@ -39,15 +42,26 @@ def test_references_and_mutants_get_identical_verdicts_on_every_backend():
     verdicts = {}
     for backend in [name for name in BACKEND_NAMES if probe_backend(name) is None]:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            outcomes = list(pool.map(lambda case: check_python(case[2], case[0]["test"], case[0]["entry_point"],
-                                                               backend=backend, prompt=case[0]["prompt"]), cases))
+            outcomes = list(
+                pool.map(
+                    lambda case: check_python(
+                        case[2], case[0]["test"], case[0]["entry_point"], backend=backend, prompt=case[0]["prompt"]
+                    ),
+                    cases,
+                )
+            )
         assert not any(outcome.infra_error for outcome in outcomes), [o.reason for o in outcomes if o.infra_error]
-        verdicts[backend] = {(problem["task_id"], kind): (outcome.passed, outcome.result.status.value)
-                             for (problem, kind, _), outcome in zip(cases, outcomes)}
+        verdicts[backend] = {
+            (problem["task_id"], kind): (outcome.passed, outcome.result.status.value)
+            for (problem, kind, _), outcome in zip(cases, outcomes)
+        }
     first, *others = verdicts
     for other in others:
-        differing = {key: (verdicts[first][key], verdicts[other][key]) for key in verdicts[first]
-                     if verdicts[first][key] != verdicts[other][key]}
+        differing = {
+            key: (verdicts[first][key], verdicts[other][key])
+            for key in verdicts[first]
+            if verdicts[first][key] != verdicts[other][key]
+        }
         assert differing == {}, f"{first} vs {other}: {differing}"
     passed = {key for key, (ok, _) in verdicts[first].items() if ok}
     assert {key for key in passed if key[1] != "operator_flipped"} == {(p["task_id"], "reference") for p in PROBLEMS}

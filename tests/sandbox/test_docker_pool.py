@@ -12,8 +12,10 @@ import pytest
 from verifarm.sandbox import Limits, Program, Status
 from verifarm.sandbox.backend import probe_backend
 
-pytestmark = [pytest.mark.docker,
-              pytest.mark.skipif(probe_backend("docker") is not None, reason="no docker engine running")]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(probe_backend("docker") is not None, reason="no docker engine running"),
+]
 
 
 def test_a_container_killed_mid_run_is_an_infra_error_and_is_replaced():
@@ -24,16 +26,18 @@ def test_a_container_killed_mid_run_is_an_infra_error_and_is_replaced():
     backend = DockerBackend(DockerConfig(pool_size=1))
     try:
         results = []
-        sleeper = threading.Thread(target=lambda: results.append(
-            backend.run(Program(("python3", "-c", "import time; time.sleep(20)")), Limits(wall_seconds=30))))
+        sleeper = threading.Thread(
+            target=lambda: results.append(
+                backend.run(Program(("python3", "-c", "import time; time.sleep(20)")), Limits(wall_seconds=30))
+            )
+        )
         sleeper.start()
         owner = f"{socket.gethostname()}:{os.getpid()}"
         client = docker.from_env()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not results:
             names = backend.container_names()
-            mine = [c for c in client.containers.list(filters={"label": f"{LABEL}.owner={owner}"})
-                    if c.name in names]
+            mine = [c for c in client.containers.list(filters={"label": f"{LABEL}.owner={owner}"}) if c.name in names]
             if mine:
                 time.sleep(0.5)
                 mine[0].kill()
@@ -69,13 +73,21 @@ def test_a_fork_bomb_in_one_container_does_not_starve_another():
     bomber, bystander = DockerBackend(DockerConfig(pool_size=1)), DockerBackend(DockerConfig(pool_size=1))
     try:
         bystander.warm_up()
-        bomb = threading.Thread(target=bomber.run, args=(
-            Program(("python3", "-c", "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass\n")),
-            Limits(max_processes=16, wall_seconds=4)))
+        bomb = threading.Thread(
+            target=bomber.run,
+            args=(
+                Program(("python3", "-c", "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass\n")),
+                Limits(max_processes=16, wall_seconds=4),
+            ),
+        )
         bomb.start()
         time.sleep(1.5)
-        results = [bystander.run(Program(("sh", "-c", "for i in 1 2 3 4 5 6; do (sleep 0.1 &); done; echo ok")),
-                                 Limits(max_processes=12)) for _ in range(3)]
+        results = [
+            bystander.run(
+                Program(("sh", "-c", "for i in 1 2 3 4 5 6; do (sleep 0.1 &); done; echo ok")), Limits(max_processes=12)
+            )
+            for _ in range(3)
+        ]
         bomb.join()
         assert all(result.status is Status.OK and result.stdout == b"ok\n" for result in results), results
     finally:
@@ -91,8 +103,10 @@ def test_unencodable_program_text_runs_and_never_leaks_a_pool_container():
     backend = DockerBackend(DockerConfig(pool_size=1))
     try:
         for _ in range(2):
-            odd = backend.run(Program(("python3", "-c", "print(open('a.txt','rb').read())"),
-                                      files={"a.txt": "x\ud800y"}), Limits(wall_seconds=10))
+            odd = backend.run(
+                Program(("python3", "-c", "print(open('a.txt','rb').read())"), files={"a.txt": "x\ud800y"}),
+                Limits(wall_seconds=10),
+            )
             assert odd.status is Status.OK and odd.stdout == b"b'x\\xed\\xa0\\x80y'\n"
         after = backend.run(Program(("python3", "-c", "print('fresh')")), Limits(wall_seconds=10))
         assert after.status is Status.OK and after.stdout == b"fresh\n"

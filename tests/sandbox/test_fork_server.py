@@ -11,7 +11,7 @@ import pytest
 
 from verifarm.sandbox import Limits, Program, Status, run
 
-STATE = r'''
+STATE = r"""
 import json, os, resource, signal, sys
 SHOWN = {signal.SIG_DFL: "default", signal.SIG_IGN: "ignore", None: "foreign"}
 def disposition(number):
@@ -42,8 +42,8 @@ state = {
     "our_modules": sorted(name for name in sys.modules if name in OURS),
 }
 print(json.dumps(state, sort_keys=True, default=str))
-'''
-BEHAVIOUR = r'''
+"""
+BEHAVIOUR = r"""
 import os, resource
 r, w = os.pipe()
 os.close(r)
@@ -66,7 +66,7 @@ try:
     print("fsize: wrote")
 except OSError as error:
     print("fsize: OSError", error.errno)
-'''
+"""
 LIMITS = Limits(wall_seconds=20)
 
 
@@ -91,8 +91,9 @@ def test_signal_dispositions_are_those_of_a_fresh_python3(backend: str, tmp_path
     script = tmp_path / "state.py"
     script.write_text(STATE)
     # restore_signals (the default) gives the child the dispositions a shell would: what `python3` starts from.
-    host = json.loads(subprocess.run(["python3", "-I", "-S", str(script)], capture_output=True, check=True,
-                                     cwd=tmp_path).stdout)
+    host = json.loads(
+        subprocess.run(["python3", "-I", "-S", str(script)], capture_output=True, check=True, cwd=tmp_path).stdout
+    )
     forked = _state(backend, ("python3", "-I", "-S", "state.py"))
     assert forked["signals"] == host["signals"]
     assert forked["signals"]["SIGPIPE"] == "ignore" and forked["signals"]["SIGXFSZ"] == "ignore"
@@ -100,11 +101,14 @@ def test_signal_dispositions_are_those_of_a_fresh_python3(backend: str, tmp_path
     assert forked["blocked"] == [] == host["blocked"]
 
 
-@pytest.mark.parametrize("command", [("python3", "-I", "-S", "behaviour.py"), ("python3", "behaviour.py")],
-                         ids=["fork-server", "fresh"])
+@pytest.mark.parametrize(
+    "command", [("python3", "-I", "-S", "behaviour.py"), ("python3", "behaviour.py")], ids=["fork-server", "fresh"]
+)
 def test_closed_pipe_sigint_and_file_size_raise_exceptions(backend: str, command):
     result = run(Program(command, files={"behaviour.py": BEHAVIOUR}), LIMITS, backend)
     assert result.status is Status.OK, (result.status, result.detail, result.stderr[-500:])
-    assert result.stdout.decode().splitlines() == ["pipe: BrokenPipeError", "sigint: KeyboardInterrupt",
-                                                   "fsize: OSError 27"]
-
+    assert result.stdout.decode().splitlines() == [
+        "pipe: BrokenPipeError",
+        "sigint: KeyboardInterrupt",
+        "fsize: OSError 27",
+    ]

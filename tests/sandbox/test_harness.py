@@ -15,36 +15,43 @@ def check(candidate):
     assert candidate(10, 5) == 15
 """
 GOOD = "def add(a, b):\n    return a + b\n"
-FAST = Limits(cpu_seconds=3, wall_seconds=5, memory_bytes=256 * 1024 * 1024, max_processes=32,
-              output_bytes=64 * 1024, file_size_bytes=1024 * 1024, open_files=64)
+FAST = Limits(
+    cpu_seconds=3,
+    wall_seconds=5,
+    memory_bytes=256 * 1024 * 1024,
+    max_processes=32,
+    output_bytes=64 * 1024,
+    file_size_bytes=1024 * 1024,
+    open_files=64,
+)
 
 FAKE_PASSES = {
     "sys_exit_at_import": "import sys\nsys.exit(0)\ndef add(a, b): return 0\n",
     "os_exit_in_call": "import os\ndef add(a, b):\n    os._exit(0)\n",
     "sys_exit_in_call": "import sys\ndef add(a, b):\n    sys.exit(0)\n",
     "prints_success_marker": "print('all tests passed')\nprint('PASS')\nimport os\nos.write(1, b' PASS\\n')\n"
-                             "def add(a, b): return None\n",
+    "def add(a, b): return None\n",
     "always_equal_object": "class Eq:\n    def __eq__(self, other): return True\n    def __ne__(self, other): return False\n"
-                           "def add(a, b): return Eq()\n",
+    "def add(a, b): return Eq()\n",
     "int_subclass_equal_to_all": "class I(int):\n    def __eq__(self, other): return True\n"
-                                 "def add(a, b): return I(0)\n",
+    "def add(a, b): return I(0)\n",
     "patches_test_files": "import glob\nfor f in glob.glob('*.py'):\n    try: open(f, 'w').write('def check(c): pass\\n')\n"
-                          "    except OSError: pass\ndef add(a, b): return 0\n",
+    "    except OSError: pass\ndef add(a, b): return 0\n",
     "patches_assert_builtin": "import builtins\nbuiltins.AssertionError = type('X', (BaseException,), {})\n"
-                              "def add(a, b): return 0\n",
+    "def add(a, b): return 0\n",
     "kills_parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\ndef add(a, b): return 0\n",
     "kills_process_group": "import os, signal\ndef add(a, b):\n    os.killpg(0, signal.SIGKILL)\n",
     "disarms_timer_then_hangs": "import signal\nsignal.alarm(0)\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
-                                "def add(a, b):\n    while True: pass\n",
+    "def add(a, b):\n    while True: pass\n",
     "writes_into_parent_stdout": "import os\nfor fd in range(3, 20):\n    try: os.write(fd, b'PASS\\n')\n    except OSError: pass\n"
-                                 "for path in (f'/proc/{os.getppid()}/fd/1', f'/proc/{os.getppid()}/mem'):\n"
-                                 "    try: open(path, 'wb').write(b'PASS\\n')\n    except OSError: pass\n"
-                                 "def add(a, b): return 0\n",
+    "for path in (f'/proc/{os.getppid()}/fd/1', f'/proc/{os.getppid()}/mem'):\n"
+    "    try: open(path, 'wb').write(b'PASS\\n')\n    except OSError: pass\n"
+    "def add(a, b): return 0\n",
     "reads_parent_memory_for_sentinel": "import os, re\ndef add(a, b):\n    try:\n"
-                                        "        data = open(f'/proc/{os.getppid()}/mem', 'rb').read()\n"
-                                        "    except OSError:\n        data = b''\n    return 0\n",
-    "forges_protocol_reply": "import os\nfor fd in range(3, 10):\n    try: os.write(fd, b'{\"ok\": {\"i\": \"5\"}}\\n' * 3)\n"
-                             "    except OSError: pass\ndef add(a, b): return 0\n",
+    "        data = open(f'/proc/{os.getppid()}/mem', 'rb').read()\n"
+    "    except OSError:\n        data = b''\n    return 0\n",
+    "forges_protocol_reply": 'import os\nfor fd in range(3, 10):\n    try: os.write(fd, b\'{"ok": {"i": "5"}}\\n\' * 3)\n'
+    "    except OSError: pass\ndef add(a, b): return 0\n",
     "raises_systemexit_subclass": "class Done(SystemExit): pass\ndef add(a, b): raise Done(0)\n",
     "stops_itself": "import os, signal\ndef add(a, b):\n    os.kill(os.getpid(), signal.SIGSTOP)\n",
     "wrong_answer": "def add(a, b):\n    return a - b\n",
@@ -75,9 +82,10 @@ def test_candidate_output_does_not_break_a_real_pass(backend: str):
     assert check_python(noisy, TESTS, "add", limits=FAST, backend=backend).passed
 
 
-HELPER_PROMPT = "def encode(s):\n    return s[::-1]\n\n\ndef decode(s):\n    \"\"\"Undo encode.\"\"\"\n"
-HELPER_TESTS = ("def check(candidate):\n    for word in ('abc', 'hello', ''):\n"
-                "        assert candidate(encode(word)) == word\n")
+HELPER_PROMPT = 'def encode(s):\n    return s[::-1]\n\n\ndef decode(s):\n    """Undo encode."""\n'
+HELPER_TESTS = (
+    "def check(candidate):\n    for word in ('abc', 'hello', ''):\n        assert candidate(encode(word)) == word\n"
+)
 
 
 def test_helpers_the_tests_use_come_from_the_trusted_prompt(backend: str):
@@ -123,10 +131,30 @@ def test_invalid_arguments_raise_value_error():
         check_python(GOOD, "assert True\n", "add")
 
 
-@pytest.mark.parametrize("value", [
-    None, True, False, 0, -7, 10**40, 1.5, float("inf"), "text", b"\x00\xff", 1 + 2j,
-    [1, [2, "x"]], (1, (2,)), {1, 2}, frozenset({"a"}), {"k": [1, 2], 3: (4,)}, [], (), {},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        0,
+        -7,
+        10**40,
+        1.5,
+        float("inf"),
+        "text",
+        b"\x00\xff",
+        1 + 2j,
+        [1, [2, "x"]],
+        (1, (2,)),
+        {1, 2},
+        frozenset({"a"}),
+        {"k": [1, 2], 3: (4,)},
+        [],
+        (),
+        {},
+    ],
+)
 def test_wire_round_trip_is_exact(value):
     back = from_wire(to_wire(value))
     assert back == value and type(back) is type(value)
@@ -136,11 +164,23 @@ def test_wire_rejects_non_plain_data():
     class Forged(int):
         def __eq__(self, other):
             return True
+
     with pytest.raises(CandidateError):
         to_wire(Forged(1))
     with pytest.raises(CandidateError):
         to_wire(object())
-    for malformed in ({"x": 1}, [1, 2], b"", b"X", b"i12", b"s5:abc", b"l2:N", b"NN", b"s-1:", b"i" + b"9" * 5000 + b";"):
+    for malformed in (
+        {"x": 1},
+        [1, 2],
+        b"",
+        b"X",
+        b"i12",
+        b"s5:abc",
+        b"l2:N",
+        b"NN",
+        b"s-1:",
+        b"i" + b"9" * 5000 + b";",
+    ):
         with pytest.raises(CandidateError):
             from_wire(malformed)
 
@@ -230,8 +270,15 @@ def test_the_candidate_finds_the_tests_nowhere(backend: str):
     if backend == "process":
         pytest.skip("the process backend shares the host's filesystem (where this test file lies) by design")
     tests = f"def check(candidate):\n    where = candidate()\n    assert where == 'not found' != '{SECRET}', where\n"
-    limits = Limits(cpu_seconds=20, wall_seconds=60, memory_bytes=256 * 1024 * 1024, max_processes=32,
-                    output_bytes=64 * 1024, file_size_bytes=1024 * 1024, open_files=256)
+    limits = Limits(
+        cpu_seconds=20,
+        wall_seconds=60,
+        memory_bytes=256 * 1024 * 1024,
+        max_processes=32,
+        output_bytes=64 * 1024,
+        file_size_bytes=1024 * 1024,
+        open_files=256,
+    )
     outcome = check_python(SEARCH_FOR_TESTS, tests, "leak", limits=limits, backend=backend)
     assert outcome.passed, outcome.reason
 
@@ -240,8 +287,10 @@ def test_the_search_finds_a_secret_where_the_tests_used_to_be(backend: str):
     # The control: the same search does find the secret in a file of the work dir, in memory and on stdin.
     if backend == "process":
         pytest.skip("the process backend shares the host's filesystem (where this test file lies) by design")
-    planted = (SEARCH_FOR_TESTS.replace("def leak():", "def leak(plant):") +
-               "\nimport os\nos.write(os.open('tests_copy.py', os.O_WRONLY | os.O_CREAT), NEEDLE.encode())\n")
+    planted = (
+        SEARCH_FOR_TESTS.replace("def leak():", "def leak(plant):")
+        + "\nimport os\nos.write(os.open('tests_copy.py', os.O_WRONLY | os.O_CREAT), NEEDLE.encode())\n"
+    )
     tests = "def check(candidate):\n    assert candidate(0) == 'file ./tests_copy.py', candidate(0)\n"
     outcome = check_python(planted, tests, "leak", limits=Limits(cpu_seconds=20, wall_seconds=60), backend=backend)
     assert outcome.passed, outcome.reason
@@ -252,11 +301,13 @@ def test_the_search_finds_a_secret_where_the_tests_used_to_be(backend: str):
 
 
 def test_candidate_cannot_reach_the_drivers_stdout_or_memory(backend: str):
-    probe = ("import os\ndef probe():\n    reached = []\n"
-             "    for path, mode in ((f'/proc/{os.getppid()}/fd/1', 'wb'), (f'/proc/{os.getppid()}/mem', 'rb'),\n"
-             "                       (f'/proc/{os.getppid()}/fd/0', 'rb')):\n"
-             "        try:\n            open(path, mode).close()\n            reached.append(path)\n"
-             "        except OSError:\n            pass\n    return reached\n")
+    probe = (
+        "import os\ndef probe():\n    reached = []\n"
+        "    for path, mode in ((f'/proc/{os.getppid()}/fd/1', 'wb'), (f'/proc/{os.getppid()}/mem', 'rb'),\n"
+        "                       (f'/proc/{os.getppid()}/fd/0', 'rb')):\n"
+        "        try:\n            open(path, mode).close()\n            reached.append(path)\n"
+        "        except OSError:\n            pass\n    return reached\n"
+    )
     tests = "def check(candidate):\n    assert candidate() == [], candidate()\n"
     outcome = check_python(probe, tests, "probe", limits=FAST, backend=backend)
     assert outcome.passed, outcome.reason

@@ -17,9 +17,14 @@ SAMPLE = PROBLEMS[::16]  # 11 problems spread over the set
 
 def _check_all(solutions, problems, backend):
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda pair: check_python(pair[0], pair[1]["test"], pair[1]["entry_point"],
-                                                       backend=backend, prompt=pair[1]["prompt"]),
-                             zip(solutions, problems)))
+        return list(
+            pool.map(
+                lambda pair: check_python(
+                    pair[0], pair[1]["test"], pair[1]["entry_point"], backend=backend, prompt=pair[1]["prompt"]
+                ),
+                zip(solutions, problems),
+            )
+        )
 
 
 def test_the_package_ships_164_problems():
@@ -30,8 +35,9 @@ def test_the_package_ships_164_problems():
 def test_all_reference_solutions_pass_and_all_broken_ones_fail_on_the_default_backend():
     backend = default_backend_name()
     outcomes = _check_all([reference_solution(problem) for problem in PROBLEMS], PROBLEMS, backend)
-    failed = [(problem["task_id"], outcome.reason) for problem, outcome in zip(PROBLEMS, outcomes)
-              if not outcome.passed]
+    failed = [
+        (problem["task_id"], outcome.reason) for problem, outcome in zip(PROBLEMS, outcomes) if not outcome.passed
+    ]
     assert failed == [], failed
     assert {outcome.result.backend for outcome in outcomes} == {backend}
     broken = _check_all([broken_solution(problem) for problem in PROBLEMS], PROBLEMS, backend)

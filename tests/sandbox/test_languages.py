@@ -11,25 +11,30 @@ from verifarm.sandbox.languages import LANGUAGE_NAMES, LANGUAGES, compile_and_ru
 # Reads two numbers and prints their sum and, on stderr, a word: stdin, stdout and stderr all cross the sandbox.
 ADD = {
     "python": "import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)\nprint('note', file=sys.stderr)\n",
-    "c": "#include <stdio.h>\nint main(void){long long a,b;scanf(\"%lld %lld\",&a,&b);printf(\"%lld\\n\",a+b);"
-         "fputs(\"note\\n\",stderr);return 0;}\n",
-    "cpp": "#include <iostream>\nint main(){long long a,b;std::cin>>a>>b;std::cout<<a+b<<\"\\n\";std::cerr<<\"note\\n\";}\n",
-    "go": "package main\nimport (\"fmt\"; \"os\")\nfunc main(){var a,b int64\nfmt.Scan(&a,&b)\nfmt.Println(a+b)\n"
-          "fmt.Fprintln(os.Stderr, \"note\")}\n",
+    "c": '#include <stdio.h>\nint main(void){long long a,b;scanf("%lld %lld",&a,&b);printf("%lld\\n",a+b);'
+    'fputs("note\\n",stderr);return 0;}\n',
+    "cpp": '#include <iostream>\nint main(){long long a,b;std::cin>>a>>b;std::cout<<a+b<<"\\n";std::cerr<<"note\\n";}\n',
+    "go": 'package main\nimport ("fmt"; "os")\nfunc main(){var a,b int64\nfmt.Scan(&a,&b)\nfmt.Println(a+b)\n'
+    'fmt.Fprintln(os.Stderr, "note")}\n',
     "rust": "use std::io::Read;\nfn main(){let mut s=String::new();std::io::stdin().read_to_string(&mut s).unwrap();"
-            "let v:i64=s.split_whitespace().map(|t|t.parse::<i64>().unwrap()).sum();println!(\"{}\",v);"
-            "eprintln!(\"note\");}\n",
+    'let v:i64=s.split_whitespace().map(|t|t.parse::<i64>().unwrap()).sum();println!("{}",v);'
+    'eprintln!("note");}\n',
     "javascript": "const d=require('fs').readFileSync(0,'utf8').trim().split(/\\s+/).map(Number);"
-                  "console.log(d[0]+d[1]);console.error('note');\n",
+    "console.log(d[0]+d[1]);console.error('note');\n",
     "java": "import java.util.*;\npublic class Main{public static void main(String[] a){Scanner s=new Scanner(System.in);"
-            "System.out.println(s.nextLong()+s.nextLong());System.err.println(\"note\");}}\n",
+    'System.out.println(s.nextLong()+s.nextLong());System.err.println("note");}}\n',
 }
 
 
 def test_the_table_has_the_seven_languages_once_each():
     assert set(LANGUAGE_NAMES) == set(ADD) and len(LANGUAGE_NAMES) == len(set(LANGUAGE_NAMES)) == 7
-    assert {get_language(alias).name for alias in ("py", "c++", "golang", "rs", "js", "node")} == \
-        {"python", "cpp", "go", "rust", "javascript"}
+    assert {get_language(alias).name for alias in ("py", "c++", "golang", "rs", "js", "node")} == {
+        "python",
+        "cpp",
+        "go",
+        "rust",
+        "javascript",
+    }
     for language in LANGUAGES:
         assert (language.compile_command is None) == (language.compile_limits is None)
 

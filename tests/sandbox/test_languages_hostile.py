@@ -323,7 +323,7 @@ def test_host_files_are_unreadable(language, token, tmp_path: Path):
 COMPILE_BOMBS = {
     # Nested constexpr loops stay under gcc's per-loop limit but need ~10^10 operations: the CPU limit ends it.
     "cpp": "constexpr long f() { long s = 0; for (long i = 0; i < 200000; i++) for (long j = 0; j < 200000; j++)"
-           " s += i ^ j; return s; }\nstatic_assert(f() != 1);\nint main() {}\n",
+    " s += i ^ j; return s; }\nstatic_assert(f() != 1);\nint main() {}\n",
     # Every expansion doubles the tokens: memory or time runs out long before the recursion limit.
     "rust": "macro_rules! grow { ($($t:tt)*) => { grow!($($t)* $($t)*); } }\ngrow!(x);\nfn main() {}\n",
 }

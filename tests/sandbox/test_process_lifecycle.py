@@ -18,17 +18,19 @@ STOPPERS = {
     # ptrace(PTRACE_TRACEME) makes the parent (the fork server, the supervisor) the tracer, which then sees
     # the stop in its wait: the run must keep "running" until its wall clock runs out.
     "traceme_then_stop": "import ctypes, os, signal\nctypes.CDLL(None).ptrace(0, 0, 0, 0)\n"
-                         "os.kill(os.getpid(), signal.SIGSTOP)\nprint('resumed')\n",
+    "os.kill(os.getpid(), signal.SIGSTOP)\nprint('resumed')\n",
     "stop_self": "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\nprint('resumed')\n",
     "fresh_interpreter_traceme_then_stop": None,  # the same as the first, through `sh -c exec` (no fork server)
 }
 # Leaves three zombies (children never waited for), a child that stops itself under ptrace and one that
 # stops plainly, then exits at once.
-ZOMBIE_MAKER = ("import ctypes, os, signal\nfor _ in range(3):\n    if os.fork() == 0:\n        os._exit(0)\n"
-                "if os.fork() == 0:\n    ctypes.CDLL(None).ptrace(0, 0, 0, 0)\n"
-                "    os.kill(os.getpid(), signal.SIGSTOP)\n    os._exit(0)\n"
-                "if os.fork() == 0:\n    os.kill(os.getpid(), signal.SIGSTOP)\n    os._exit(0)\n"
-                "print('left')\n")
+ZOMBIE_MAKER = (
+    "import ctypes, os, signal\nfor _ in range(3):\n    if os.fork() == 0:\n        os._exit(0)\n"
+    "if os.fork() == 0:\n    ctypes.CDLL(None).ptrace(0, 0, 0, 0)\n"
+    "    os.kill(os.getpid(), signal.SIGSTOP)\n    os._exit(0)\n"
+    "if os.fork() == 0:\n    os.kill(os.getpid(), signal.SIGSTOP)\n    os._exit(0)\n"
+    "print('left')\n"
+)
 
 
 def _pool(name: str, **config):
@@ -51,8 +53,9 @@ POOLS = [pytest.param("docker", marks=pytest.mark.docker), "bwrap"]
 
 
 @pytest.mark.parametrize("source", STOPPERS.values(), ids=STOPPERS.keys())
-def test_a_stopped_program_runs_into_its_wall_clock_and_leaves_nothing(backend: str, source: str | None, token: str,
-                                                                        nothing_left):
+def test_a_stopped_program_runs_into_its_wall_clock_and_leaves_nothing(
+    backend: str, source: str | None, token: str, nothing_left
+):
     command = ("python3", "-I", "-S", f"s_{token}.py") if source else ("sh", "-c", f"exec python3 s_{token}.py")
     source = source or STOPPERS["traceme_then_stop"]
     result = run(Program(command, files={f"s_{token}.py": source}), SHORT, backend)
@@ -76,8 +79,9 @@ def test_zombies_and_stopped_children_are_reaped_between_runs(name: str):
             assert "unclean" not in result.detail, result.detail
         names = pool.sandbox_names()
         assert len(names) == 1 and _run_uid_processes(pool) == []
-        stopped = pool.run(Program(("python3", "-I", "-S", "s.py"), files={"s.py": STOPPERS["traceme_then_stop"]}),
-                           SHORT)
+        stopped = pool.run(
+            Program(("python3", "-I", "-S", "s.py"), files={"s.py": STOPPERS["traceme_then_stop"]}), SHORT
+        )
         assert stopped.status is Status.TIMEOUT
         assert pool.sandbox_names() == names and _run_uid_processes(pool) == []
     finally:
@@ -102,9 +106,11 @@ def test_a_thousand_zombie_making_runs_leave_the_pool_healthy(name: str):
         pool.close()
 
 
-SPIN = ("import threading, time\nend = time.monotonic() + 3\ndef spin():\n    while time.monotonic() < end: pass\n"
-        "threads = [threading.Thread(target=spin) for _ in range(4)]\n[t.start() for t in threads]\n"
-        "[t.join() for t in threads]\n")
+SPIN = (
+    "import threading, time\nend = time.monotonic() + 3\ndef spin():\n    while time.monotonic() < end: pass\n"
+    "threads = [threading.Thread(target=spin) for _ in range(4)]\n[t.start() for t in threads]\n"
+    "[t.join() for t in threads]\n"
+)
 
 
 @pytest.mark.parametrize("name", POOLS)
@@ -116,8 +122,10 @@ def test_a_multithreaded_spin_is_held_to_the_cpu_quota(name: str):
         (sandbox,) = pool.sandboxes()
         assert sandbox.cgroup is not None and sandbox.cgroup.cpu_quota() == pytest.approx(0.5)
         used_before, started = sandbox.cgroup.cpu_seconds(), time.monotonic()
-        result = pool.run(Program(("python3", "-I", "-S", "spin.py"), files={"spin.py": SPIN}),
-                          Limits(cpu_seconds=20, wall_seconds=20))
+        result = pool.run(
+            Program(("python3", "-I", "-S", "spin.py"), files={"spin.py": SPIN}),
+            Limits(cpu_seconds=20, wall_seconds=20),
+        )
         wall = time.monotonic() - started
         used = sandbox.cgroup.cpu_seconds() - used_before
         assert result.status is Status.OK, result

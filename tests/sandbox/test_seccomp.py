@@ -80,8 +80,12 @@ print(json.dumps(results))
 
 
 def _probe_program() -> Program:
-    calls = {name: [number, [arg.decode("latin-1") if isinstance(arg, bytes) else arg for arg in args]]
-             for name, entry in CALLS.items() if entry is not None for number, args in [entry]}
+    calls = {
+        name: [number, [arg.decode("latin-1") if isinstance(arg, bytes) else arg for arg in args]]
+        for name, entry in CALLS.items()
+        if entry is not None
+        for number, args in [entry]
+    }
     return Program(("python3", "-I", "-S", "probe.py", json.dumps(calls)), files={"probe.py": PROBE})
 
 
@@ -125,12 +129,45 @@ def test_the_filter_is_docker_default_profile_and_compiles():
     """The allowed set is Docker's; nothing that profile refuses (for a container without capabilities)
     is allowed here, and both compilations of the one rule table exist."""
     allowed = {name for rule in rules() if rule.errno is None for name in rule.names}
-    for refused in ("unshare", "setns", "mount", "umount2", "keyctl", "add_key", "request_key", "bpf",
-                    "perf_event_open", "kexec_load", "kexec_file_load", "init_module", "finit_module",
-                    "delete_module", "reboot", "open_by_handle_at", "pivot_root", "chroot", "swapon", "swapoff",
-                    "syslog", "acct", "iopl", "ioperm", "settimeofday", "clock_settime", "userfaultfd",
-                    "fsopen", "fsmount", "move_mount", "open_tree", "lookup_dcookie",
-                    "quotactl", "sethostname", "setdomainname", "vhangup", "clone3"):
+    for refused in (
+        "unshare",
+        "setns",
+        "mount",
+        "umount2",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "bpf",
+        "perf_event_open",
+        "kexec_load",
+        "kexec_file_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "reboot",
+        "open_by_handle_at",
+        "pivot_root",
+        "chroot",
+        "swapon",
+        "swapoff",
+        "syslog",
+        "acct",
+        "iopl",
+        "ioperm",
+        "settimeofday",
+        "clock_settime",
+        "userfaultfd",
+        "fsopen",
+        "fsmount",
+        "move_mount",
+        "open_tree",
+        "lookup_dcookie",
+        "quotactl",
+        "sethostname",
+        "setdomainname",
+        "vhangup",
+        "clone3",
+    ):
         assert refused not in allowed, refused
     # Conditional rules only narrow a call: clone without namespace flags, socket but AF_VSOCK, ptrace but attach.
     conditional = {name for rule in rules() if rule.compare is not None for name in rule.names}

@@ -14,9 +14,11 @@ from verifarm.sandbox import Limits, Program, Status, get_backend
 from verifarm.sandbox.backend import probe_backend
 
 FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
-STATUS = ("import json\nfor who in ('self', '1'):\n"
-          "    lines = (line.split(':\\t') for line in open(f'/proc/{who}/status').read().splitlines())\n"
-          f"    print(json.dumps({{key: value for key, value in lines if key in {FIELDS!r}}}))\n")
+STATUS = (
+    "import json\nfor who in ('self', '1'):\n"
+    "    lines = (line.split(':\\t') for line in open(f'/proc/{who}/status').read().splitlines())\n"
+    f"    print(json.dumps({{key: value for key, value in lines if key in {FIELDS!r}}}))\n"
+)
 AGENT_CAPABILITIES = "00000000000000eb"  # chown, dac_override, fowner, kill, setgid, setuid
 NONE = "0" * 16
 
@@ -28,10 +30,24 @@ def test_runs_hold_no_capability_and_the_agent_only_its_six(name: str):
     result = get_backend(name).run(Program(("python3", "status.py"), files={"status.py": STATUS}), Limits())
     assert result.status is Status.OK, result
     run_status, agent_status = (json.loads(line) for line in result.stdout.decode().splitlines())
-    assert run_status == {"CapInh": NONE, "CapPrm": NONE, "CapEff": NONE, "CapAmb": NONE,
-                          "CapBnd": AGENT_CAPABILITIES, "NoNewPrivs": "1", "Seccomp": "2"}
-    assert agent_status == {"CapInh": NONE, "CapPrm": AGENT_CAPABILITIES, "CapEff": AGENT_CAPABILITIES,
-                            "CapAmb": NONE, "CapBnd": AGENT_CAPABILITIES, "NoNewPrivs": "1", "Seccomp": "2"}
+    assert run_status == {
+        "CapInh": NONE,
+        "CapPrm": NONE,
+        "CapEff": NONE,
+        "CapAmb": NONE,
+        "CapBnd": AGENT_CAPABILITIES,
+        "NoNewPrivs": "1",
+        "Seccomp": "2",
+    }
+    assert agent_status == {
+        "CapInh": NONE,
+        "CapPrm": AGENT_CAPABILITIES,
+        "CapEff": AGENT_CAPABILITIES,
+        "CapAmb": NONE,
+        "CapBnd": AGENT_CAPABILITIES,
+        "NoNewPrivs": "1",
+        "Seccomp": "2",
+    }
 
 
 def test_a_sandbox_whose_agent_died_idle_is_replaced_and_the_program_runs_once():

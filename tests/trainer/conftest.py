@@ -25,8 +25,9 @@ def pretrained_checkpoint(tmp_path_factory) -> Path:
     tokenizer = build_tokenizer()
     model = build_model("tiny", len(tokenizer), seed=0)
     corpus = build_corpus(TEST_CORPUS)
-    pretrain(model, tokenizer, corpus.train,
-             TrainConfig(steps=120, batch_size=32, learning_rate=3e-3, max_length=64, seed=0))
+    pretrain(
+        model, tokenizer, corpus.train, TrainConfig(steps=120, batch_size=32, learning_rate=3e-3, max_length=64, seed=0)
+    )
     root = tmp_path_factory.mktemp("pretrained") / "checkpoints"
     CheckpointRegistry(root).publish(model, tokenizer, {"source": "test-pretrain"})
     return root

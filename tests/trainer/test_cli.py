@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from verifarm.cli import app as root_app
 from verifarm.trainer.cli import app
+
 from .trainer_helpers import small_trainer_config
 
 
@@ -35,8 +36,9 @@ def test_start_status_stop_a_daemon_that_publishes_on_stop(farm_home, tmp_path):
 
     config_path = tmp_path / "trainer.yaml"
     # Pre-training only: the daemon always has data, so it is mid-run when stopped.
-    small_trainer_config(schedule={"pretrain_steps": 1, "posttrain_steps": 0}, publish_every=1000,
-                         evaluate_on_publish=False).to_yaml(config_path)
+    small_trainer_config(
+        schedule={"pretrain_steps": 1, "posttrain_steps": 0}, publish_every=1000, evaluate_on_publish=False
+    ).to_yaml(config_path)
     runner = CliRunner()
     result = runner.invoke(app, ["start", "--config", str(config_path)])
     assert result.exit_code == 0, result.output

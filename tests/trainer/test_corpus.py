@@ -44,8 +44,12 @@ def test_python_documents_are_the_envs_tasks_with_their_reference_solutions():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(arithmetic_max_digits=0), dict(arithmetic_documents=0), dict(heldout_fraction=1.0),
-     dict(arithmetic_min_digits=5, arithmetic_max_digits=4)],
+    [
+        dict(arithmetic_max_digits=0),
+        dict(arithmetic_documents=0),
+        dict(heldout_fraction=1.0),
+        dict(arithmetic_min_digits=5, arithmetic_max_digits=4),
+    ],
 )
 def test_bad_corpus_config_is_refused(kwargs):
     with pytest.raises(ValueError):

@@ -23,8 +23,9 @@ from .trainer_helpers import run_campaign, small_trainer_config, store_url
 
 
 def make_trainer(home, config):
-    return ContinualTrainer(config, CheckpointRegistry(home / "checkpoints"), RolloutStore(store_url(home)),
-                            home / "trainer" / "state")
+    return ContinualTrainer(
+        config, CheckpointRegistry(home / "checkpoints"), RolloutStore(store_url(home)), home / "trainer" / "state"
+    )
 
 
 def test_trains_on_campaign_records_publishes_loadable_versions_and_records_metrics(farm_home):
@@ -48,8 +49,9 @@ def test_trains_on_campaign_records_publishes_loadable_versions_and_records_metr
     # A worker loads the newest version from the registry and samples with it.
     loaded = CheckpointRegistry(farm_home / "checkpoints").load(None)
     assert loaded.version == trainer.version and loaded.metadata["source"] == "trainer"
-    completions = LocalPolicy(loaded.model, loaded.tokenizer, loaded.version).sample(["3+4=?\n"], n=2,
-                                                                                       max_new_tokens=30)
+    completions = LocalPolicy(loaded.model, loaded.tokenizer, loaded.version).sample(
+        ["3+4=?\n"], n=2, max_new_tokens=30
+    )
     assert completions[0][0].policy_version == trainer.version
 
     with RolloutStore(store_url(farm_home)) as store:
@@ -82,15 +84,18 @@ def test_stale_records_are_skipped(farm_home):
     v1 = registry.load(1)
     registry.publish(v1.model, v1.tokenizer, {"source": "test"})  # v2
     registry.publish(v1.model, v1.tokenizer, {"source": "test"})  # v3: records of v1 are 2 versions old
-    config = small_trainer_config(schedule=ScheduleConfig(0, 1, {"rft": 1.0}), staleness_bound=1,
-                                  evaluate_on_publish=False)
+    config = small_trainer_config(
+        schedule=ScheduleConfig(0, 1, {"rft": 1.0}), staleness_bound=1, evaluate_on_publish=False
+    )
     trainer = make_trainer(farm_home, config)
     assert trainer.version == 3
     assert trainer.step() is None
     assert trainer.cursor.records_skipped_stale == 32 and trainer.cursor.records_used == 0
 
-    fresh = make_trainer(farm_home, small_trainer_config(schedule=ScheduleConfig(0, 1, {"rft": 1.0}),
-                                                          staleness_bound=2, evaluate_on_publish=False))
+    fresh = make_trainer(
+        farm_home,
+        small_trainer_config(schedule=ScheduleConfig(0, 1, {"rft": 1.0}), staleness_bound=2, evaluate_on_publish=False),
+    )
     report = fresh.step()
     assert report is not None and report.metrics["data_staleness_max"] == 2.0
 
@@ -116,8 +121,17 @@ def test_sigkill_and_restart_resume_with_the_same_data_and_optimizer_state(farm_
     target = 9
 
     # --until-idle: both runs stop at the same point if the data runs out before the target step.
-    command = [sys.executable, "-m", "verifarm.trainer.cli", "run", "--config", str(config_path),
-               "--until-step", str(target), "--until-idle"]
+    command = [
+        sys.executable,
+        "-m",
+        "verifarm.trainer.cli",
+        "run",
+        "--config",
+        str(config_path),
+        "--until-step",
+        str(target),
+        "--until-idle",
+    ]
     env = {**os.environ, "VERIFARM_HOME": str(farm_home)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     registry = CheckpointRegistry(farm_home / "checkpoints")
@@ -150,8 +164,9 @@ def test_sigkill_and_restart_resume_with_the_same_data_and_optimizer_state(farm_
 
 def test_distillation_steps_learn_from_a_teacher_version(farm_home):
     run_campaign(farm_home, "distill", tasks=8, samples=2, policy_version=1)
-    config = small_trainer_config(schedule=ScheduleConfig(0, 1, {"distill": 1.0}), teacher_version=1,
-                                  evaluate_on_publish=False)
+    config = small_trainer_config(
+        schedule=ScheduleConfig(0, 1, {"distill": 1.0}), teacher_version=1, evaluate_on_publish=False
+    )
     trainer = make_trainer(farm_home, config)
     reports = [trainer.step() for _ in range(2)]
     assert all(r is not None and r.kind == "distill" for r in reports)

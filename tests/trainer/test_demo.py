@@ -46,13 +46,16 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"pretrain_batch_size": 0}, "pretrain_batch_size"),
-    ({"pretrain_steps": 0}, "pretrain_steps"),
-    ({"rounds": 0}, "rounds"),
-    ({"campaign_min_digits": 3, "campaign_max_digits": 2}, "campaign_min_digits"),
-    ({"pretrain_max_digits": 4}, "same gold digits"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"pretrain_batch_size": 0}, "pretrain_batch_size"),
+        ({"pretrain_steps": 0}, "pretrain_steps"),
+        ({"rounds": 0}, "rounds"),
+        ({"campaign_min_digits": 3, "campaign_max_digits": 2}, "campaign_min_digits"),
+        ({"pretrain_max_digits": 4}, "same gold digits"),
+    ],
+)
 def test_bad_demo_settings_are_refused_with_the_setting_named(changes, message):
     with pytest.raises(ValueError, match=message):
         replace(DemoConfig(), **changes)
@@ -61,7 +64,9 @@ def test_bad_demo_settings_are_refused_with_the_setting_named(changes, message):
 def test_campaigns_and_evaluation_use_the_env_of_the_gold_corpus():
     base = DemoConfig()
     assert campaign_spec(base, 1).envs[0].env_id == base.evaluation().suites[0].env_id == "verifarm/Addition-v0"
-    mixed = replace(base, trainer=replace(base.trainer, corpus=replace(
-        base.trainer.corpus, arithmetic_env="verifarm/Arithmetic-v0")))
+    mixed = replace(
+        base,
+        trainer=replace(base.trainer, corpus=replace(base.trainer.corpus, arithmetic_env="verifarm/Arithmetic-v0")),
+    )
     assert campaign_spec(mixed, 1).envs[0].env_id == "verifarm/Arithmetic-v0"
     assert mixed.evaluation().suites[0].env_id == "verifarm/Arithmetic-v0"

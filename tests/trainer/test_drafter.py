@@ -8,13 +8,18 @@ from verifarm.policy.registry import CheckpointRegistry
 from verifarm.policy.tokenizer import build_tokenizer
 from verifarm.policy.training import TrainConfig
 from verifarm.trainer.config import EvalConfig, EvalSuite, TrainerConfig
-from verifarm.trainer.drafter import DRAFTER_HELDOUT_SEED_BASE, DRAFTER_TRAIN_SEED_BASE, drafter_prompts, \
-    refresh_published_drafter
+from verifarm.trainer.drafter import (
+    DRAFTER_HELDOUT_SEED_BASE,
+    DRAFTER_TRAIN_SEED_BASE,
+    drafter_prompts,
+    refresh_published_drafter,
+)
 
 
 def test_refresh_publishes_the_drafter_of_the_new_version(tmp_path: Path) -> None:
-    config = TrainerConfig(evaluation=EvalConfig(suites=(EvalSuite("verifarm/Addition-v0", (1, 2)),)),
-                           refresh_drafter=True)
+    config = TrainerConfig(
+        evaluation=EvalConfig(suites=(EvalSuite("verifarm/Addition-v0", (1, 2)),)), refresh_drafter=True
+    )
     train = drafter_prompts(config, 4, DRAFTER_TRAIN_SEED_BASE)
     heldout = drafter_prompts(config, 4, DRAFTER_HELDOUT_SEED_BASE)
     assert len(train) == 8 and not set(train) & set(heldout)

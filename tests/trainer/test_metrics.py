@@ -25,8 +25,9 @@ def test_steps_and_publishes_reach_tensorboard_and_prometheus(tmp_path):
     config = small_trainer_config(schedule=ScheduleConfig(pretrain_steps=1, posttrain_steps=0), publish_every=3)
     evaluations = iter([{"heldout_loss": 2.5}, {"heldout_loss": 2.25}])
     with RolloutStore(f"sqlite:///{tmp_path / 'rollouts.db'}") as store:
-        trainer = ContinualTrainer(config, registry, store, tmp_path / "trainer" / "state",
-                                   evaluate=lambda _trainer: next(evaluations))
+        trainer = ContinualTrainer(
+            config, registry, store, tmp_path / "trainer" / "state", evaluate=lambda _trainer: next(evaluations)
+        )
         steps = []
         published = trainer.run(max_steps=6, on_step=steps.append)
         trainer.telemetry.close()
@@ -63,8 +64,11 @@ def test_weights_and_biases_gets_the_same_scalars_where_installed(tmp_path, monk
     telemetry = TrainerTelemetry(tmp_path / "state", TelemetrySettings(tensorboard=False, wandb=True))
     from collections import Counter
 
-    telemetry.on_step(StepReport(step=0, kind="rft", loss=1.25, samples=8, seconds=0.5, metrics={"tokens": 100.0}),
-                      Counter({"rft": 1}), version=3)
+    telemetry.on_step(
+        StepReport(step=0, kind="rft", loss=1.25, samples=8, seconds=0.5, metrics={"tokens": 100.0}),
+        Counter({"rft": 1}),
+        version=3,
+    )
     assert telemetry.wandb_run.summary["train/loss/rft"] == 1.25
     assert telemetry.wandb_run.summary["train/tokens_per_second"] == 200.0
     telemetry.close()

@@ -13,16 +13,35 @@ def group(campaign, task_index, passed, version, env=ENV, created_at=None):
     records = []
     for i, ok in enumerate(passed):
         completion = f"c{task_index}-{i}-{ok}"
-        records.append(RolloutRecord(
-            record_id=record_id_for(campaign, task_index, i), campaign_id=campaign, env_id=env,
-            env_version="1", task_index=task_index, task_seed=task_index, task_id=f"t{task_index}",
-            difficulty=1, group_id=group_id_for(campaign, task_index), group_size=len(passed),
-            sample_index=i, prompt=f"p{task_index}\n", completion=completion, reward=float(ok), passed=ok,
-            reason="r", outcome="pass" if ok else "fail", policy_version=version, policy_name="checkpoint",
-            verifier_version="1", sandbox_backend=None, sample_seconds=0.0, verify_seconds=0.0,
-            content_hash=content_hash_for(env, f"p{task_index}\n", completion),
-            **({"created_at": created_at} if created_at else {}),
-        ))
+        records.append(
+            RolloutRecord(
+                record_id=record_id_for(campaign, task_index, i),
+                campaign_id=campaign,
+                env_id=env,
+                env_version="1",
+                task_index=task_index,
+                task_seed=task_index,
+                task_id=f"t{task_index}",
+                difficulty=1,
+                group_id=group_id_for(campaign, task_index),
+                group_size=len(passed),
+                sample_index=i,
+                prompt=f"p{task_index}\n",
+                completion=completion,
+                reward=float(ok),
+                passed=ok,
+                reason="r",
+                outcome="pass" if ok else "fail",
+                policy_version=version,
+                policy_name="checkpoint",
+                verifier_version="1",
+                sandbox_backend=None,
+                sample_seconds=0.0,
+                verify_seconds=0.0,
+                content_hash=content_hash_for(env, f"p{task_index}\n", completion),
+                **({"created_at": created_at} if created_at else {}),
+            )
+        )
     return records
 
 

@@ -30,13 +30,19 @@ def quiet_progress_bars():
 
 
 def make_trainer(home, config, store=None, fresh=False, state_dir=None):
-    return ContinualTrainer(config, CheckpointRegistry(home / "checkpoints"), store or RolloutStore(store_url(home)),
-                            state_dir or home / "trainer" / "state", fresh=fresh)
+    return ContinualTrainer(
+        config,
+        CheckpointRegistry(home / "checkpoints"),
+        store or RolloutStore(store_url(home)),
+        state_dir or home / "trainer" / "state",
+        fresh=fresh,
+    )
 
 
 def test_with_no_rollouts_it_says_what_it_waits_for_and_pre_trains_meanwhile(farm_home):
-    config = small_trainer_config(schedule=ScheduleConfig(1, 3, {"rft": 1.0}), evaluate_on_publish=False,
-                                  publish_every=1000)
+    config = small_trainer_config(
+        schedule=ScheduleConfig(1, 3, {"rft": 1.0}), evaluate_on_publish=False, publish_every=1000
+    )
     trainer = make_trainer(farm_home, config)
     heard: list[str | None] = []
     steps = []
@@ -48,8 +54,9 @@ def test_with_no_rollouts_it_says_what_it_waits_for_and_pre_trains_meanwhile(far
 
 
 def test_a_pure_post_training_schedule_polls_and_max_steps_still_bounds_it(farm_home):
-    config = small_trainer_config(schedule=ScheduleConfig(0, 1, {"rft": 1.0}), evaluate_on_publish=False,
-                                  idle_poll_seconds=0.05)
+    config = small_trainer_config(
+        schedule=ScheduleConfig(0, 1, {"rft": 1.0}), evaluate_on_publish=False, idle_poll_seconds=0.05
+    )
     trainer = make_trainer(farm_home, config)
     heard: list[str | None] = []
     assert trainer.run(max_steps=3, on_wait=heard.append) == []
@@ -60,8 +67,9 @@ def test_the_wait_message_counts_fresh_passing_rollouts_and_names_the_oldest_ver
     from verifarm.rollout.store import RecordFilter
 
     run_campaign(farm_home, "round", tasks=8, samples=4, policy_version=1)
-    config = small_trainer_config(schedule=ScheduleConfig(0, 1, {"rft": 1.0}), evaluate_on_publish=False,
-                                  staleness_bound=0)
+    config = small_trainer_config(
+        schedule=ScheduleConfig(0, 1, {"rft": 1.0}), evaluate_on_publish=False, staleness_bound=0
+    )
     trainer = make_trainer(farm_home, config)
     with RolloutStore(store_url(farm_home)) as store:
         passing = store.count(RecordFilter(passed=True))
@@ -112,8 +120,9 @@ def test_train_run_reports_a_mismatch_in_one_line_and_changes_nothing(trained_ho
     other = replace(config, seed=5)
     config_path = tmp_path / "other.yaml"
     other.to_yaml(config_path)
-    result = CliRunner().invoke(app, ["train", "run", "--config", str(config_path), "--max-steps", "1"],
-                                env={"VERIFARM_HOME": str(home)})
+    result = CliRunner().invoke(
+        app, ["train", "run", "--config", str(config_path), "--max-steps", "1"], env={"VERIFARM_HOME": str(home)}
+    )
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "seed=0 (now 5)" in lines[0] and "--fresh" in lines[0]
@@ -124,8 +133,7 @@ def test_train_start_says_why_a_daemon_that_refuses_its_state_exited(trained_hom
     home, config = trained_home
     config_path = tmp_path / "other.yaml"
     replace(config, seed=5).to_yaml(config_path)
-    result = CliRunner().invoke(app, ["train", "start", "--config", str(config_path)],
-                                env={"VERIFARM_HOME": str(home)})
+    result = CliRunner().invoke(app, ["train", "start", "--config", str(config_path)], env={"VERIFARM_HOME": str(home)})
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "exited at once" in lines[0] and "seed=0 (now 5)" in lines[0], result.stderr

@@ -16,20 +16,26 @@ def store_url(home: Path) -> str:
     return f"sqlite:///{home / 'rollouts.db'}"
 
 
-def run_campaign(home: Path, name: str, tasks: int, samples: int, policy_version: int, seed: int = 0,
-                 max_digits: int = 1) -> str:
+def run_campaign(
+    home: Path, name: str, tasks: int, samples: int, policy_version: int, seed: int = 0, max_digits: int = 1
+) -> str:
     """A real campaign rolled out by the real rollout function (no broker), sampling the given version."""
+    from verifarm.envs.catalog import FamilyCache
     from verifarm.policy.registry import CheckpointRegistry
     from verifarm.policy.sampling import LocalPolicy
     from verifarm.rollout.campaign import CampaignSpec
-    from verifarm.envs.catalog import FamilyCache
     from verifarm.rollout.rollouts import CheckpointSampler, rollout_batch
     from verifarm.rollout.store import RolloutStore
 
     spec = CampaignSpec(
-        name=name, envs=[{"env_id": ENV, "min_difficulty": 1, "max_difficulty": max_digits}], tasks=tasks,
-        samples_per_task=samples, sampling={"temperature": 1.0, "max_new_tokens": 40}, policy=policy_version,
-        seed=seed, batch_size=8,
+        name=name,
+        envs=[{"env_id": ENV, "min_difficulty": 1, "max_difficulty": max_digits}],
+        tasks=tasks,
+        samples_per_task=samples,
+        sampling={"temperature": 1.0, "max_new_tokens": 40},
+        policy=policy_version,
+        seed=seed,
+        batch_size=8,
     )
     loaded = CheckpointRegistry(home / "checkpoints").load(policy_version)
     sampler = CheckpointSampler(LocalPolicy(loaded.model, loaded.tokenizer, version=loaded.version))
@@ -46,8 +52,14 @@ def small_trainer_config(**overrides) -> TrainerConfig:
     values = dict(
         corpus=TEST_CORPUS,
         schedule=ScheduleConfig(pretrain_steps=1, posttrain_steps=2, mode_weights={"rft": 1.0, "grpo": 1.0}),
-        evaluation=EvalConfig(suites=(EvalSuite(ENV, (1,)),), tasks_per_difficulty=8, k=2, samples=4,
-                              max_new_tokens=40, heldout_loss_documents=16),
+        evaluation=EvalConfig(
+            suites=(EvalSuite(ENV, (1,)),),
+            tasks_per_difficulty=8,
+            k=2,
+            samples=4,
+            max_new_tokens=40,
+            heldout_loss_documents=16,
+        ),
         batch_size=8,
         max_seq_len=64,
         publish_every=4,
