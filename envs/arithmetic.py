@@ -36,6 +36,20 @@ it is not judged. Difficulty is the number of digits of both operands (1 to 40).
 
 The bare prompt is the contract with the tiny character-level policy (its pre-training corpus has no instructions).
 For a general language model, ``instruct=True`` puts one line stating the answer format before the problem.
+
+Answer order (addition only): ``answer_order="units_first"`` writes both operands and the sum least-significant
+digit first, as in the length-generalization literature, so a digit of the sum is produced right after the digits
+it depends on. The prompt states the order, the worked lines append each new digit (the running digits read units
+first), and the verifier wants exactly the canonical sum written units first (``345+678`` is asked as
+``(units first) 543+876=?`` and answered ``3201``; ``500+500`` is ``0001``)::
+
+    (units first) 543+876=?    5+8+0=13 3
+                               4+7+1=12 32
+                               3+6+1=10 320
+                               Answer: 3201
+
+Either order accepts a worked or a direct answer (``Answer: 3201`` alone): only the ``Answer:`` line is judged.
+``solution="direct"`` makes the reference (and so the pre-training corpus) the direct answer.
 """
 
 from __future__ import annotations
@@ -51,9 +65,14 @@ ANSWER_MARKER = "Answer:"
 CHARSET = "0123456789+-*=?() \nAnswer:"
 MAX_DIGITS = 40
 INSTRUCTION = "Work column by column, then end with the line 'Answer: <integer>'.\n"
+MSD_FIRST, UNITS_FIRST = "msd_first", "units_first"
+ANSWER_ORDERS = (MSD_FIRST, UNITS_FIRST)
+UNITS_FIRST_PREFIX = "(units first) "
+SOLUTION_STYLES = ("worked", "direct")
 
 
-def _add_lines(a: int, b: int) -> tuple[list[str], str]:
+def _add_lines(a: int, b: int, units_first: bool = False) -> tuple[list[str], str]:
+    """Column lines and the sum's digits; units first, each new digit is appended instead of prepended."""
     da, db = str(a)[::-1], str(b)[::-1]
     width = max(len(da), len(db))
     carry, digits, lines = 0, "", []
@@ -61,10 +80,20 @@ def _add_lines(a: int, b: int) -> tuple[list[str], str]:
         x = int(da[i]) if i < len(da) else 0
         y = int(db[i]) if i < len(db) else 0
         total = x + y + carry
-        digits = str(total % 10) + digits
+        digits = digits + str(total % 10) if units_first else str(total % 10) + digits
         lines.append(f"{x}+{y}+{carry}={total:02d} {digits}")
         carry = total // 10
-    return lines, (str(carry) + digits) if carry else digits
+    if carry:
+        digits = digits + str(carry) if units_first else str(carry) + digits
+    return lines, digits
+
+
+def units_first_addition(a: int, b: int, worked: bool = True) -> str:
+    """The reference completion of ``a + b`` written units first: worked lines (optional), then the sum."""
+    if a < 0 or b < 0:
+        raise ValueError(f"operands must be non-negative integers, got {a} and {b}")
+    lines, digits = _add_lines(a, b, units_first=True)
+    return "\n".join([*(lines if worked else []), f"{ANSWER_MARKER} {digits}"]) + "\n"
 
 
 def _subtract_lines(a: int, b: int) -> tuple[list[str], str]:
@@ -118,7 +147,9 @@ def worked_solution(a: int, b: int, op: str) -> str:
     return "\n".join([*lines, f"{ANSWER_MARKER} {final}"]) + "\n"
 
 
-def format_prompt(a: int, b: int, op: str) -> str:
+def format_prompt(a: int, b: int, op: str, answer_order: str = MSD_FIRST) -> str:
+    if answer_order == UNITS_FIRST:
+        return f"{UNITS_FIRST_PREFIX}{str(a)[::-1]}{op}{str(b)[::-1]}=?\n"
     return f"{a}{op}{b}=?\n"
 
 
@@ -140,8 +171,10 @@ def extract_answer(completion: str, marker: str = ANSWER_MARKER) -> str | None:
     return completion[at + len(marker) :].split("\n", 1)[0].strip()
 
 
-def score_integer_answer(completion: str, expected: int, verifier_version: str) -> Verdict:
-    """Exact check of the canonical integer after the last ``Answer:``."""
+def score_integer_answer(
+    completion: str, expected: int, verifier_version: str, answer_order: str = MSD_FIRST
+) -> Verdict:
+    """Exact check of the canonical integer after the last ``Answer:``, its digits in `answer_order`."""
     too_big = check_completion_size(completion)
     if too_big is not None:
         return too_big
@@ -151,15 +184,18 @@ def score_integer_answer(completion: str, expected: int, verifier_version: str) 
             0.0, False, f"no '{ANSWER_MARKER}' line in the completion", {"verifier_version": verifier_version}
         )
     details = {"answer": answer[:64], "verifier_version": verifier_version}
-    if answer == str(expected):
+    units_first = answer_order == UNITS_FIRST
+    canonical = str(expected)[::-1] if units_first else str(expected)
+    if answer == canonical:
         return Verdict(1.0, True, "correct", details)
-    body = answer[1:] if answer.startswith("-") else answer
+    body = answer[1:] if answer.startswith("-") and not units_first else answer
     if not (body.isascii() and body.isdigit()):
         return Verdict(0.0, False, f"answer {answer[:32]!r} is not a plain integer", details)
+    value = int(answer[::-1]) if units_first else int(answer)
     return Verdict(
         0.0,
         False,
-        "wrong answer" if int(answer) != expected else f"answer {answer[:32]!r} is not in canonical form {expected}",
+        "wrong answer" if value != expected else f"answer {answer[:32]!r} is not in canonical form {canonical}",
         details,
     )
 
@@ -171,12 +207,14 @@ class ArithmeticFamily:
     operations: tuple[str, ...] = OPERATIONS
     instruct: bool = False  # prefix the prompt with INSTRUCTION (for policies that need to be told the format)
     name: str = "arithmetic"
+    answer_order: str = MSD_FIRST  # UNITS_FIRST: operands and sum least-significant digit first (addition only)
+    solution: str = "worked"  # the reference's form: "worked" column lines or the "direct" answer alone
     verifier_version: str = "arithmetic-1"
     min_difficulty: int = 1
     max_difficulty: int = MAX_DIGITS
     charset: str = CHARSET
     # Bounds for the Text spaces: prompt 2*40 digits + 4; completion of 40x40 multiplication is ~3.3k chars.
-    max_prompt_chars: int = 2 * MAX_DIGITS + 8 + len(INSTRUCTION)
+    max_prompt_chars: int = 2 * MAX_DIGITS + 8 + len(INSTRUCTION) + len(UNITS_FIRST_PREFIX)
     max_completion_chars: int = 4096
 
     def __post_init__(self) -> None:
@@ -184,8 +222,30 @@ class ArithmeticFamily:
         if not ops or any(op not in OPERATIONS for op in ops) or len(set(ops)) != len(ops):
             raise ValueError(f"operations must be distinct members of {OPERATIONS}, got {self.operations!r}")
         object.__setattr__(self, "operations", ops)
-        if self.instruct:
-            object.__setattr__(self, "charset", "".join(sorted(set(CHARSET + INSTRUCTION))))
+        if self.answer_order not in ANSWER_ORDERS:
+            raise ValueError(f"answer_order must be one of {ANSWER_ORDERS}, got {self.answer_order!r}")
+        if self.answer_order == UNITS_FIRST and ops != ("+",):
+            raise ValueError(f"answer_order={UNITS_FIRST!r} is defined for addition only, got operations {ops}")
+        if self.solution not in SOLUTION_STYLES:
+            raise ValueError(f"solution must be one of {SOLUTION_STYLES}, got {self.solution!r}")
+        extra = (INSTRUCTION if self.instruct else "") + (UNITS_FIRST_PREFIX if self.units_first else "")
+        if extra:
+            object.__setattr__(self, "charset", "".join(sorted(set(CHARSET + extra))))
+        if self.units_first and self.verifier_version == "arithmetic-1":
+            # A different contract (the digits' order) is a different verifier.
+            object.__setattr__(self, "verifier_version", "arithmetic-1-units-first")
+
+    @property
+    def units_first(self) -> bool:
+        return self.answer_order == UNITS_FIRST
+
+    def reference(self, a: int, b: int, op: str) -> str:
+        """The reference completion in this family's order and solution style."""
+        if self.units_first:
+            return units_first_addition(a, b, worked=self.solution == "worked")
+        if self.solution == "direct":
+            return f"{ANSWER_MARKER} {exact_result(a, b, op)}\n"
+        return worked_solution(a, b, op)
 
     def _draw_operand(self, rng: random.Random, digits: int) -> int:
         if digits == 1:
@@ -200,13 +260,14 @@ class ArithmeticFamily:
         rng = random.Random(f"{self.name}:{''.join(self.operations)}:{seed}:{difficulty}")
         op = rng.choice(self.operations)
         a, b = self._draw_operand(rng, difficulty), self._draw_operand(rng, difficulty)
+        order = ":units-first" if self.units_first else ""  # the same seed draws the same operands in either order
         return Task(
-            task_id=f"{self.name}[{''.join(self.operations)}]:d{difficulty}:s{seed}",
-            prompt=(INSTRUCTION if self.instruct else "") + format_prompt(a, b, op),
-            reference=worked_solution(a, b, op),
+            task_id=f"{self.name}[{''.join(self.operations)}]{order}:d{difficulty}:s{seed}",
+            prompt=(INSTRUCTION if self.instruct else "") + format_prompt(a, b, op, self.answer_order),
+            reference=self.reference(a, b, op),
             difficulty=difficulty,
-            data={"a": a, "b": b, "op": op, "answer": exact_result(a, b, op)},
+            data={"a": a, "b": b, "op": op, "answer": exact_result(a, b, op), "answer_order": self.answer_order},
         )
 
     def verify(self, task: Task, completion: str) -> Verdict:
-        return score_integer_answer(completion, int(task.data["answer"]), self.verifier_version)
+        return score_integer_answer(completion, int(task.data["answer"]), self.verifier_version, self.answer_order)

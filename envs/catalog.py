@@ -19,10 +19,12 @@ def _arithmetic(operations: tuple[str, ...] | list[str] = ("+", "-", "*"), instr
     return ArithmeticFamily(operations=tuple(operations), instruct=instruct)
 
 
-def _addition(instruct: bool = False) -> TaskFamily:
+def _addition(instruct: bool = False, answer_order: str = "msd_first", solution: str = "worked") -> TaskFamily:
     from verifarm.envs.arithmetic import ArithmeticFamily
 
-    return ArithmeticFamily(operations=("+",), instruct=instruct, name="addition")
+    return ArithmeticFamily(
+        operations=("+",), instruct=instruct, name="addition", answer_order=answer_order, solution=solution
+    )
 
 
 def _math_answer(**options: Any) -> TaskFamily:

@@ -4,7 +4,14 @@ import re
 
 import pytest
 
-from verifarm.envs.arithmetic import ArithmeticFamily, exact_result, extract_answer, worked_solution
+from verifarm.envs.arithmetic import (
+    ArithmeticFamily,
+    exact_result,
+    extract_answer,
+    format_prompt,
+    units_first_addition,
+    worked_solution,
+)
 
 STEP_LINE = re.compile(r"^(\d+)([+\-*])(\d+)(?:([+\-])(\d+))?=(\d+) (\d+)$")
 
@@ -110,3 +117,83 @@ def test_bad_options_raise_value_error(kwargs: dict) -> None:
 def test_difficulty_out_of_range_raises(difficulty: int) -> None:
     with pytest.raises(ValueError, match="difficulty"):
         ArithmeticFamily().generate(0, difficulty)
+
+
+def test_units_first_documented_example() -> None:
+    family = ArithmeticFamily(operations=("+",), answer_order="units_first")
+    assert format_prompt(345, 678, "+", "units_first") == "(units first) 543+876=?\n"
+    assert units_first_addition(345, 678) == "5+8+0=13 3\n4+7+1=12 32\n3+6+1=10 320\nAnswer: 3201\n"
+    assert units_first_addition(500, 500, worked=False) == "Answer: 0001\n"
+    assert family.verifier_version != ArithmeticFamily(operations=("+",)).verifier_version
+
+
+@pytest.mark.parametrize("solution", ["worked", "direct"])
+def test_units_first_tasks_state_the_order_and_references_score_one(solution: str) -> None:
+    family = ArithmeticFamily(operations=("+",), answer_order="units_first", solution=solution)
+    default = ArithmeticFamily(operations=("+",))
+    for difficulty in range(1, 13):
+        for seed in range(20):
+            task = family.generate(seed, difficulty)
+            a, b = task.data["a"], task.data["b"]
+            assert task.prompt == f"(units first) {str(a)[::-1]}+{str(b)[::-1]}=?\n"
+            assert set(task.prompt) <= set(family.charset)
+            assert (default.generate(seed, difficulty).data["a"], default.generate(seed, difficulty).data["b"]) == (
+                a,
+                b,
+            )
+            assert extract_answer(task.reference) == str(a + b)[::-1]
+            assert task.reference.count("\n") == (1 if solution == "direct" else max(len(str(a)), len(str(b))) + 1)
+            if solution == "worked":
+                _check_lines_are_true(task.reference)
+            assert family.verify(task, task.reference).passed
+
+
+def test_units_first_verifier_checks_exactly_that_contract() -> None:
+    family = ArithmeticFamily(operations=("+",), answer_order="units_first")
+    task = family.generate(0, 3)  # both operands have 3 digits
+    total = task.data["answer"]
+    units_first = str(total)[::-1]
+    # Worked and direct completions are both judged on the Answer line alone.
+    assert family.verify(task, f"Answer: {units_first}\n").passed
+    assert family.verify(task, f"1+2+0=03 3\nAnswer: {units_first}\n").passed
+    # The most-significant-first answer is wrong under this contract (unless it is a palindrome).
+    if str(total) != units_first:
+        assert family.verify(task, f"Answer: {total}\n").reason == "wrong answer"
+    # A trailing zero (a leading zero of the number) is not canonical.
+    verdict = family.verify(task, f"Answer: {units_first}0\n")
+    assert not verdict.passed and "canonical" in verdict.reason
+    assert "not a plain integer" in family.verify(task, f"Answer: -{units_first}\n").reason
+    # And the default family still wants today's order.
+    default = ArithmeticFamily(operations=("+",))
+    same = default.generate(0, 3)
+    assert default.verify(same, f"Answer: {total}\n").passed
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"answer_order": "backwards"},
+        {"answer_order": "units_first"},  # subtraction and multiplication are not defined units first
+        {"operations": ("+",), "solution": "sketch"},
+    ],
+)
+def test_bad_answer_order_options_raise_value_error(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        ArithmeticFamily(**kwargs)
+
+
+def test_addition_env_takes_the_answer_order_option() -> None:
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+
+    import verifarm.envs  # noqa: F401  (registers the ids)
+    from verifarm.envs.catalog import get_family
+
+    family = get_family("verifarm/Addition-v0", answer_order="units_first", solution="direct")
+    assert family.generate(1, 2).prompt.startswith("(units first) ")
+    env = gymnasium.make("verifarm/Addition-v0", answer_order="units_first").unwrapped
+    check_env(env, skip_render_check=True)
+    prompt, _ = env.reset(seed=3)
+    assert prompt.startswith("(units first) ")
+    with pytest.raises(ValueError, match="answer_order"):
+        get_family("verifarm/Addition-v0", answer_order="reversed")
