@@ -86,6 +86,9 @@ def _builtin_corpus() -> list[str]:
 @app.command()
 def init(
     preset: str = typer.Option("tiny", help="model size preset (see verifarm.policy.model.PRESETS)"),
+    position: str = typer.Option(
+        "rope", help="position scheme: rope, nope (no positional signal) or coupled (digits share ids by place)"
+    ),
     seed: int = typer.Option(0, help="seed of the random initialisation and of pre-training"),
     random_weights: bool = typer.Option(False, "--random", help="publish the random initialisation, untrained"),
     from_pretrained: Path | None = typer.Option(
@@ -117,8 +120,12 @@ def init(
             f"{registry.root} already holds versions {existing[0]}..{existing[-1]}; init only starts an "
             "empty registry (pass --root for a new one)"
         )
-    if from_pretrained is not None and (preset != "tiny" or corpus is not None or random_weights):
-        _bad_input("--from-pretrained publishes the checkpoint as it is: drop --preset, --corpus and --random")
+    if from_pretrained is not None and (preset != "tiny" or corpus is not None or random_weights or position != "rope"):
+        _bad_input(
+            "--from-pretrained publishes the checkpoint as it is: drop --preset, --position, --corpus and --random"
+        )
+    if position not in ("rope", "nope", "coupled"):
+        _bad_input(f"unknown position scheme {position!r}; choose rope, nope or coupled")
     if random_weights and corpus is not None:
         _bad_input("--random publishes untrained weights: drop --corpus, or drop --random to pre-train on it")
     if from_pretrained is not None and not (from_pretrained / "config.json").is_file():
@@ -131,6 +138,8 @@ def init(
     if from_pretrained is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        import verifarm.policy.positions  # noqa: F401  (registers the nope rotary type; deferred with transformers)
+
         model = AutoModelForCausalLM.from_pretrained(from_pretrained)
         tokenizer = AutoTokenizer.from_pretrained(from_pretrained)
         metadata.update(source="imported", imported_from=str(from_pretrained.resolve()))
@@ -141,8 +150,8 @@ def init(
         if preset not in PRESETS:
             _bad_input(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         tokenizer = build_tokenizer()
-        model = build_model(preset, len(tokenizer), seed=seed)
-        metadata.update(source="random-init", preset=preset)
+        model = build_model(preset, len(tokenizer), seed=seed, position_scheme=position)
+        metadata.update(source="random-init", preset=preset, position_scheme=position)
         if not random_weights:
             documents = texts if texts is not None else _builtin_corpus()
             metrics = _pretrain(

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import MixtralForCausalLM
 
+from verifarm.policy.positions import NOPE_ROTARY_TYPE
 from verifarm.policy.quantize import Int8Experts, Int8Linear
 
 
@@ -274,7 +275,7 @@ def unsupported_reason(model) -> str | None:
     if config.sliding_window is not None:
         return "the fast decoder does not implement sliding-window attention"
     rope_type = (config.rope_parameters or {}).get("rope_type", "default")
-    if rope_type != "default":
+    if rope_type not in ("default", NOPE_ROTARY_TYPE):  # nope: the same rotation with zero frequencies
         return f"the fast decoder implements default rotary positions only, got rope_type={rope_type!r}"
     if config.hidden_act != "silu":
         return f"the fast decoder implements SiLU experts only, got hidden_act={config.hidden_act!r}"
@@ -375,15 +376,19 @@ class FastMoEDecoder:
         attention_mask: torch.Tensor,
         cache: KVCache,
         rotary: tuple[torch.Tensor, torch.Tensor],
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run left-padded prompts (B, T) into cache slots [0, T); return the last position's logits (B, V).
 
-        `rotary` is `rotary_table(n)` for at least every position the cache will hold.
+        `rotary` is `rotary_table(n)` for at least every position id used. `position_ids` (B, T) number the
+        tokens for schemes that do not count them (coupled positions); by default they are counted.
         """
         batch, steps = input_ids.shape
         heads, kv_heads = self.num_heads, self.kv_heads
         real = attention_mask.bool()
-        positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
+        if position_ids is None:
+            position_ids = (real.long().cumsum(-1) - 1).clamp(min=0)  # as `generate` numbers left-padded rows
+        positions = position_ids
         # The first head's row of the table: queries and keys share it (B, T, 1, D).
         cos, signed_sin = rotary[0][:, 0][positions].unsqueeze(2), rotary[1][:, 0][positions].unsqueeze(2)
         cache.valid[:, :steps] = real

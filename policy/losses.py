@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from verifarm.policy.model import moe_aux_losses
+from verifarm.policy.positions import forward_position_ids
 
 _ADVANTAGE_EPS = 1e-4
 
@@ -33,10 +34,17 @@ def _is_moe(model) -> bool:
 def forward_with_aux(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ForwardOutput:
     """One forward pass; for an MoE model also the weighted auxiliary losses over the real (unpadded) tokens."""
     _check_shapes(input_ids, attention_mask)
+    position_ids = forward_position_ids(model, input_ids)
     if not _is_moe(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        return ForwardOutput(logits, logits.new_zeros(()), {})
-    outputs = model(input_ids=input_ids, attention_mask=attention_mask, output_router_logits=True, use_cache=False)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        return ForwardOutput(logits.logits, logits.logits.new_zeros(()), {})
+    outputs = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_router_logits=True,
+        use_cache=False,
+    )
     aux, metrics = moe_aux_losses(model, outputs.router_logits, attention_mask)
     return ForwardOutput(outputs.logits, aux, metrics)
 
@@ -51,8 +59,9 @@ def target_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tens
 @torch.no_grad()
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Per-token log-probabilities under `model`, aligned with `input_ids` (the `old_logprobs` of `grpo_loss`)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    return target_logprobs(logits, input_ids)
+    position_ids = forward_position_ids(model, input_ids)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return target_logprobs(logits.logits, input_ids)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -258,7 +267,12 @@ def distill_loss(
         raise ValueError("the batch has no completion tokens")
     forward = forward_with_aux(student, input_ids, attention_mask)
     with torch.no_grad():
-        teacher_logits = teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        teacher_logits = teacher(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=forward_position_ids(teacher, input_ids),
+            use_cache=False,
+        ).logits
     student_logp = torch.log_softmax(forward.logits[:, :-1].float() / temperature, dim=-1)
     teacher_logp = torch.log_softmax(teacher_logits[:, :-1].float() / temperature, dim=-1)
     per_token = (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)  # (B, T-1)

@@ -15,12 +15,21 @@ import torch
 from transformers import MixtralConfig, MixtralForCausalLM, PreTrainedModel
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
+from verifarm.policy.positions import (
+    COUPLED,
+    DEFAULT_COUPLED_MAX_OFFSET,
+    ROPE,
+    check_scheme,
+    forward_position_ids,
+    rotary_parameters,
+)
 from verifarm.policy.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass(frozen=True)
 class ModelPreset:
-    """Shape of one named model size; every preset is 8 experts, top-2, rotary positions."""
+    """Shape of one named model size; every preset is 8 experts, top-2, and takes any position scheme
+    (`policy.positions`: rope, nope or coupled)."""
 
     hidden_size: int
     num_layers: int
@@ -54,8 +63,14 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
-def model_config(preset: str, vocab_size: int) -> MixtralConfig:
-    """The `MixtralConfig` of a named preset for a tokenizer of `vocab_size` (ids from `policy.tokenizer`)."""
+def model_config(
+    preset: str, vocab_size: int, position_scheme: str = ROPE, coupled_max_offset: int = DEFAULT_COUPLED_MAX_OFFSET
+) -> MixtralConfig:
+    """The `MixtralConfig` of a named preset for a tokenizer of `vocab_size` (ids from `policy.tokenizer`), with
+    its position scheme (`policy.positions`) recorded in the config so that every loader honours it."""
+    check_scheme(position_scheme)
+    if coupled_max_offset < 0:
+        raise ValueError(f"coupled_max_offset must be >= 0, got {coupled_max_offset}")
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
     if vocab_size <= max(PAD_ID, BOS_ID, EOS_ID):
@@ -73,17 +88,20 @@ def model_config(preset: str, vocab_size: int) -> MixtralConfig:
         router_aux_loss_coef=shape.router_aux_loss_coef,
         router_z_loss_coef=shape.router_z_loss_coef,
         max_position_embeddings=shape.max_position_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": shape.rope_theta},
+        rope_parameters=rotary_parameters(position_scheme, shape.rope_theta),
         pad_token_id=PAD_ID,
         bos_token_id=BOS_ID,
         eos_token_id=EOS_ID,
         tie_word_embeddings=False,
+        position_scheme=position_scheme,
+        **({"coupled_max_offset": coupled_max_offset} if position_scheme == COUPLED else {}),
     )
 
 
-def build_model(preset: str, vocab_size: int, seed: int = 0) -> MixtralForCausalLM:
-    """A freshly initialised MoE causal LM of the named preset; `seed` makes the init reproducible."""
-    config = model_config(preset, vocab_size)
+def build_model(preset: str, vocab_size: int, seed: int = 0, position_scheme: str = ROPE) -> MixtralForCausalLM:
+    """A freshly initialised MoE causal LM of the named preset and position scheme; `seed` makes the init
+    reproducible."""
+    config = model_config(preset, vocab_size, position_scheme)
     # Seed a forked RNG so building a model neither depends on nor disturbs the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -224,7 +242,13 @@ def expert_load_report(
         raise ValueError(f"capacity_factor must be positive, got {capacity_factor}")
     config = model.config
     experts, top_k = config.num_local_experts, config.num_experts_per_tok
-    outputs = model(input_ids=input_ids, attention_mask=attention_mask, output_router_logits=True, use_cache=False)
+    outputs = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=forward_position_ids(model, input_ids),
+        output_router_logits=True,
+        use_cache=False,
+    )
     router_logits = outputs.router_logits
     load, dropped, assigned = [], 0, 0
     for layer_logits in router_logits:

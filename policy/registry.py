@@ -357,6 +357,8 @@ class CheckpointRegistry:
             )
         from transformers import AutoModelForCausalLM
 
+        import verifarm.policy.positions  # noqa: F401  (registers the nope rotary type; deferred with transformers)
+
         model = AutoModelForCausalLM.from_pretrained(info.path, **({"dtype": dtype} if dtype is not None else {}))
         if device is not None:
             model = model.to(device)
@@ -374,6 +376,8 @@ class CheckpointRegistry:
         if not info.ok:
             raise CorruptCheckpoint(version, info.path, list(info.problems))
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        import verifarm.policy.positions  # noqa: F401  (registers the nope rotary type; deferred with transformers)
 
         kwargs: dict[str, Any] = {}
         if dtype is not None:

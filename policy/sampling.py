@@ -24,6 +24,7 @@ from verifarm.policy.fast_decode import (
     split_prompt_cache,
     unsupported_reason,
 )
+from verifarm.policy.positions import COUPLED, coupled_position_ids, next_coupled_ids, position_scheme
 from verifarm.policy.speculative import accept_drafts, draw, nucleus, sampling_distribution
 
 
@@ -148,6 +149,9 @@ class LocalPolicy:
                 )
         if not 1 <= draft_tokens <= 16:
             raise ValueError(f"draft_tokens must be in [1, 16], got {draft_tokens}")
+        if drafter is not None and position_scheme(model.config) == COUPLED:
+            # Drafted tokens' coupled ids depend on the drafts themselves; speculative rounds count positions.
+            raise ValueError("speculative sampling runs rope and nope policies; this policy has coupled positions")
         self.model = model  # left in its mode: a trainer may share it; sampling never uses dropout
         self.tokenizer = tokenizer
         self.version = int(version)
@@ -272,11 +276,17 @@ class LocalPolicy:
         # FastMoEDecoder.step); only the generated tokens get a cache per row.
         prompt_cache = decoder.allocate_cache(len(prompt_ids), prompt_width)
         rotary = decoder.rotary_table(prompt_width + params.max_new_tokens)
-        logits = decoder.prefill(input_ids, attention_mask, prompt_cache, rotary)
+        # Coupled positions number digits by their place in a run of digits (ids never exceed the length).
+        coupled = position_scheme(self.model.config) == COUPLED
+        prompt_positions = coupled_position_ids(input_ids) if coupled else None
+        logits = decoder.prefill(input_ids, attention_mask, prompt_cache, rotary, prompt_positions)
         prompt_segments = split_prompt_cache(prompt_cache, layout.lengths)
         expand = torch.tensor(prompt_of, device=device)
         logits = logits.index_select(0, expand)
-        positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row
+        if coupled:  # the id of each row's last token, from which the next token's id follows
+            positions = prompt_positions[:, -1].index_select(0, expand)
+        else:
+            positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row
         cache = decoder.allocate_cache(total_rows, params.max_new_tokens)
         groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
 
@@ -325,8 +335,11 @@ class LocalPolicy:
                 finished, finished_count = finished[keep], 0
                 prompt_of = [prompt_of[i] for i in keep.tolist()]
                 groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
+            if coupled:
+                positions = next_coupled_ids(tokens, positions)
             logits = decoder.step(tokens, positions, prompt_segments, groups, cache, step, rotary)
-            positions = positions + 1
+            if not coupled:
+                positions = positions + 1
 
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()
         return [(token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r]) for r in range(total_rows)]

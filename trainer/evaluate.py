@@ -134,6 +134,7 @@ def heldout_loss(model, tokenizer, texts: list[str], max_seq_len: int = 256, bat
     """Token-weighted mean language-model loss on held-out corpus documents (to watch forgetting)."""
     import torch
 
+    from verifarm.policy.positions import forward_position_ids
     from verifarm.policy.training import encode_texts
 
     if not texts:
@@ -145,7 +146,11 @@ def heldout_loss(model, tokenizer, texts: list[str], max_seq_len: int = 256, bat
         for start in range(0, len(texts), batch_size):
             batch = encode_texts(tokenizer, texts[start : start + batch_size], max_length=max_seq_len)
             # Plain next-token cross-entropy, computed here so no MoE auxiliary loss leaks into the number.
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            logits = model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=forward_position_ids(model, batch.input_ids),
+            ).logits
             targets = batch.input_ids[:, 1:].masked_fill(batch.attention_mask[:, 1:] == 0, -100)
             loss_sum = torch.nn.functional.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum"

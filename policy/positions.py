@@ -1,0 +1,104 @@
+"""Position schemes of the policy: which position id each token gets and what the rotary embedding does with it.
+
+The scheme is part of a checkpoint's `config.json` (`position_scheme`), so every loader runs a version as it
+was trained:
+
+  rope     positions 0, 1, 2, ... rotated by Mixtral's rotary embedding (the default).
+  nope     no positional signal at all: the rotation is the identity. The config's rotary type is `nope`, whose
+           inverse frequencies are all zero (cos 1, sin 0 at every position). A huge `rope_theta` does not do
+           this: the first rotary frequency is theta^0 = 1 radian per token whatever theta is.
+  coupled  digits of equal significance share a position id (position coupling, Cho et al. 2024): in every run
+           of digits the k-th digit gets id `offset + k` (k from 1) and every other token id 0. Written units
+           first, the k-th digit of each operand and of the sum is the digit of significance k, so the digits an
+           answer digit depends on sit at a fixed rotary distance whatever the length. Training draws a random
+           offset per sequence in [0, `coupled_max_offset`], so ids past the trained lengths are seen; sampling
+           uses offset 0. The ids are passed to the model's forward as `position_ids`.
+
+Loading through `transformers`: `import verifarm.policy.positions` first (it registers the `nope` rotary type;
+without it `from_pretrained` of a nope checkpoint fails with a KeyError rather than silently rotating). A coupled
+checkpoint loads as is, but its forward needs `position_ids=coupled_position_ids(input_ids)`; `generate` numbers
+tokens 0, 1, 2, ... and cannot run it (sample through `LocalPolicy`, which does).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, RotaryEmbeddingConfigMixin
+
+from verifarm.policy.tokenizer import SPECIAL_TOKENS
+
+ROPE, NOPE, COUPLED = "rope", "nope", "coupled"
+POSITION_SCHEMES = (ROPE, NOPE, COUPLED)
+NOPE_ROTARY_TYPE = "nope"
+DEFAULT_COUPLED_MAX_OFFSET = 32
+# The byte-level tokenizer's ids of "0".."9" (id = number of special tokens + byte value).
+FIRST_DIGIT_ID = len(SPECIAL_TOKENS) + ord("0")
+LAST_DIGIT_ID = len(SPECIAL_TOKENS) + ord("9")
+
+
+def _nope_inverse_frequencies(config, device=None, seq_len=None, **_) -> tuple[torch.Tensor, float]:
+    """Rotary init function of the `nope` type: all-zero inverse frequencies, so every rotation is the identity."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return torch.zeros(head_dim // 2, dtype=torch.float, device=device), 1.0
+
+
+def _validate_nope_rope_parameters(self, rope_parameters: dict, ignore_keys: set | None = None) -> None:
+    unknown = set(rope_parameters) - {"rope_type", "rope_theta"} - set(ignore_keys or ())
+    if unknown:
+        raise ValueError(f"the nope rotary type takes no parameters, got {sorted(unknown)}")
+
+
+# Registered once on import: transformers looks rotary types up in this table when it builds (and re-initialises)
+# a model's rotary embedding, and validates a config's rotary parameters through the mixin's method.
+ROPE_INIT_FUNCTIONS[NOPE_ROTARY_TYPE] = _nope_inverse_frequencies
+RotaryEmbeddingConfigMixin._validate_nope_rope_parameters = _validate_nope_rope_parameters
+
+
+def rotary_parameters(scheme: str, rope_theta: float) -> dict:
+    """The config's `rope_parameters` for a position scheme."""
+    check_scheme(scheme)
+    return {"rope_type": NOPE_ROTARY_TYPE if scheme == NOPE else "default", "rope_theta": rope_theta}
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in POSITION_SCHEMES:
+        raise ValueError(f"unknown position scheme {scheme!r}; choose one of {POSITION_SCHEMES}")
+    return scheme
+
+
+def position_scheme(config) -> str:
+    """The scheme a model config declares (configs from before schemes existed are rope)."""
+    return check_scheme(getattr(config, "position_scheme", ROPE))
+
+
+def is_digit(token_ids: torch.Tensor) -> torch.Tensor:
+    return (token_ids >= FIRST_DIGIT_ID) & (token_ids <= LAST_DIGIT_ID)
+
+
+def coupled_position_ids(input_ids: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """Coupled ids of token rows (B, T): the k-th digit of each run of digits gets offsets[b] + k, others 0."""
+    digit = is_digit(input_ids)
+    seen = digit.long().cumsum(-1)  # digits up to and including each token
+    # Digits seen before the current run began: the count at the last non-digit token so far.
+    before_run = torch.where(digit, torch.zeros_like(seen), seen).cummax(-1).values
+    ids = torch.where(digit, seen - before_run, torch.zeros_like(seen))
+    if offsets is not None:
+        ids = torch.where(digit, ids + offsets.to(ids.device)[:, None], ids)
+    return ids
+
+
+def next_coupled_ids(tokens: torch.Tensor, previous_ids: torch.Tensor) -> torch.Tensor:
+    """Coupled ids (B,) of the tokens that follow tokens whose ids were `previous_ids` (decoding, offset 0)."""
+    return torch.where(is_digit(tokens), previous_ids + 1, torch.zeros_like(previous_ids))
+
+
+def forward_position_ids(model, input_ids: torch.Tensor) -> torch.Tensor | None:
+    """The `position_ids` a forward of `model` over right-padded rows (B, T) needs: None (the model numbers
+    tokens itself) except for coupled positions, whose offsets are random while the model trains."""
+    if position_scheme(model.config) != COUPLED:
+        return None
+    offsets = None
+    if model.training:
+        high = int(getattr(model.config, "coupled_max_offset", DEFAULT_COUPLED_MAX_OFFSET))
+        offsets = torch.randint(0, high + 1, (input_ids.shape[0],), device=input_ids.device)
+    return coupled_position_ids(input_ids, offsets)
