@@ -18,19 +18,23 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from verifarm.policy.model import build_model
 from verifarm.policy.registry import CheckpointRegistry
+from verifarm.policy.tokenizer import build_tokenizer
+from verifarm.policy.training import TrainConfig, pretrain
+from verifarm.rollout.in_process import InProcessCampaigns
 from verifarm.rollout.store import RolloutStore
 from verifarm.settings import Settings
+from verifarm.trainer.config import FrontierConfig, TrainerConfig
 from verifarm.trainer.corpus import CorpusConfig, build_corpus
 from verifarm.trainer.daemon import ContinualTrainer
 from verifarm.trainer.demo import (
     DemoConfig,
-    InProcessCampaigns,
     PrivatePool,
     RoundResult,
     evaluate_version,
@@ -40,7 +44,24 @@ from verifarm.trainer.demo import (
     summary_table,
 )
 from verifarm.trainer.evaluate import evaluate_policy
+from verifarm.trainer.frontier import FrontierState, run_frontier
 from verifarm.trainer.schedule import ScheduleConfig
+
+# The frontier curriculum's settings for the tiny preset (pre-training is capped by steps and seconds).
+EASY_TO_HARD_SETTINGS = dict(
+    pretrain_steps=1500,
+    pretrain_seconds=600.0,
+    tasks_per_round=64,
+    samples_per_task=2,
+    temperature=0.5,
+    steps_per_round=40,
+    threshold=0.9,
+    eval_tasks=32,
+    learning_rate=1e-3,
+)
+EASY_TO_HARD_SETTINGS_QUICK = dict(
+    EASY_TO_HARD_SETTINGS, pretrain_steps=300, pretrain_seconds=120.0, tasks_per_round=32, eval_tasks=16
+)
 
 
 def base_config(quick: bool) -> DemoConfig:
@@ -78,7 +99,7 @@ class Farm:
 
     def campaigns(self, timeout: float):
         if self.pool is None:
-            return InProcessCampaigns(self.store, self.registry)
+            return InProcessCampaigns(self.store, self.registry.root)
         return self.pool.campaigns(timeout)
 
     def trainer(self, config: DemoConfig, corpus) -> ContinualTrainer:
@@ -219,74 +240,151 @@ def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float, 
     )
 
 
-def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float, target_digits: int) -> None:
-    """Target 2: gold data only up to 4 digits; each round samples up to one digit past the frontier and the
-    frontier moves up once greedy pass@1 there reaches the promotion threshold."""
-    gold = 4
-    promote_at = 0.8
-    # Batch 64 and ~1500 steps take the tiny policy to ~100% greedy pass@1 on 1-4 digits (measured), so the
-    # loop starts from a policy that has mastered its gold data.
-    config = replace(
-        config,
-        pretrain_max_digits=gold,
-        pretrain_steps=max(config.pretrain_steps, 1500),
-        pretrain_batch_size=64,
-        pretrain_seconds=max(config.pretrain_seconds, 720.0),
-        trainer=replace(
-            config.trainer,
-            corpus=CorpusConfig(arithmetic_max_digits=gold, arithmetic_documents=30000),
-            max_seq_len=config.max_new_tokens(target_digits) + 2 * target_digits + 8,
-        ),
-    )
-    print(f"== easy to hard: gold <= {gold} digits, target {target_digits}-digit pass@1 >= 90%, budget {budget:.0f}s")
+@dataclass(frozen=True)
+class EasyToHardVariant:
+    """One presentation of the easy-to-hard run: the policy's position scheme and the addition's digit order."""
+
+    position: str
+    answer_order: str
+    solution: str = "direct"
+
+    @property
+    def name(self) -> str:
+        order = "units-first" if self.answer_order == "units_first" else "msd-first"
+        return f"{self.position}+{order}+{self.solution}"
+
+
+EASY_TO_HARD_VARIANTS = {
+    "best": [EasyToHardVariant("coupled", "units_first")],
+    "schemes": [EasyToHardVariant(p, "units_first") for p in ("rope", "nope", "coupled")],
+    "orders": [EasyToHardVariant("coupled", o) for o in ("units_first", "msd_first")],
+    "all": [EasyToHardVariant(p, o) for p in ("rope", "nope", "coupled") for o in ("units_first", "msd_first")],
+}
+
+
+def easy_to_hard_variant(
+    variant: EasyToHardVariant, out: Path, budget: float, target_digits: int, settings: dict, seed: int
+) -> tuple[FrontierState, float]:
+    """Pre-train the tiny preset on additions of at most 4 digits written in `variant`'s order, then let the
+    daemon's frontier curriculum extend the digits within `budget` seconds (pre-training included)."""
     started = time.monotonic()
-    farm = pretrained_farm(config, out / "easy-to-hard", workers)
-    frontier = gold
-    history = []
+    gold = 4
+    options = {"answer_order": variant.answer_order, "solution": variant.solution}
+    farm = Farm(out / variant.name, 0)
     try:
-        corpus = build_corpus(config.trainer.corpus)
-        trainer = farm.trainer(config, corpus)
-        campaigns = farm.campaigns(config.round_timeout_seconds)
-        # The loop can only extend the digits if some samples one digit past the gold data pass.
-        beyond = replace(config, eval_difficulties=(gold, gold + 1), eval_tasks=32)
-        for digits, (p1, p16) in sorted(pass_at_k_baseline(beyond, trainer, 16).items()):
-            print(f"pre-trained v{trainer.version} d{digits}: pass@1 {p1:.1%}  pass@16 {p16:.1%}")
-        round_index = 0
-        while time.monotonic() - started < budget:
-            eval_digits = tuple(sorted({frontier, frontier + 1, target_digits}))
-            round_config = replace(
-                config,
-                eval_difficulties=eval_digits,
-                campaign_min_digits=max(1, frontier - 2),
-                campaign_max_digits=min(frontier + 1, target_digits),
-            )
-            result = evaluate_version(round_config, trainer, round_index)
-            history.append((time.monotonic() - started, frontier, result))
-            scores = "  ".join(f"d{d}={p:.1%}" for d, p in sorted(result.pass_at_1.items()))
-            print(
-                f"[{time.monotonic() - started:6.0f}s] round {round_index} v{result.version} frontier {frontier}: "
-                f"{scores}"
-            )
-            if result.pass_at_1[target_digits] >= 0.9:
-                break
-            if frontier < target_digits and result.pass_at_1.get(frontier + 1, 0.0) >= promote_at:
-                frontier += 1
-                continue
-            round_index += 1
-            campaigns.run(_spec(round_config, round_index))
-            trainer.run(until_idle=True)
+        corpus_config = CorpusConfig(
+            seed=seed, arithmetic_max_digits=gold, arithmetic_documents=20000, arithmetic_options=options
+        )
+        corpus = build_corpus(corpus_config)
+        tokenizer = build_tokenizer()
+        model = build_model("tiny", len(tokenizer), seed=seed, position_scheme=variant.position)
+        pretrained = pretrain(
+            model,
+            tokenizer,
+            list(corpus.train),
+            TrainConfig(
+                steps=settings["pretrain_steps"],
+                max_seconds=settings["pretrain_seconds"],
+                batch_size=64,
+                learning_rate=3e-3,
+                warmup_steps=30,
+                max_length=160,
+                seed=seed,
+            ),
+        )
+        print(
+            f"[{variant.name}] pre-trained {pretrained['steps']:.0f} steps in {pretrained['seconds']:.0f}s "
+            f"(loss {pretrained['final_loss']:.3f}) on 1-{gold} digits"
+        )
+        farm.registry.publish(model.eval(), tokenizer, {"source": "easy-to-hard pre-training", "gold_digits": gold})
+        curriculum = FrontierConfig(
+            env_options=options,
+            gold_digits=gold,
+            target_digits=target_digits,
+            tasks_per_round=settings["tasks_per_round"],
+            samples_per_task=settings["samples_per_task"],
+            temperature=settings["temperature"],
+            steps_per_round=settings["steps_per_round"],
+            threshold=settings["threshold"],
+            eval_tasks=settings["eval_tasks"],
+            max_rounds=100,
+        )
+        config = TrainerConfig(
+            corpus=corpus_config,
+            schedule=ScheduleConfig(1, 1, {"rft": 1.0}),
+            batch_size=32,
+            learning_rate=settings["learning_rate"],
+            warmup_steps=10,
+            max_seq_len=curriculum.max_new_tokens(target_digits) + 2 * target_digits + 24,
+            seed=seed,
+            curriculum=curriculum,
+        )
+        trainer = ContinualTrainer(config, farm.registry, farm.store, farm.home / "trainer" / "state", corpus=corpus)
+        campaigns = InProcessCampaigns(farm.store, farm.registry.root)
+        state = run_frontier(
+            trainer, campaigns, say=lambda line: print(f"[{variant.name}] {line}"), deadline=started + budget
+        )
     finally:
         farm.close()
-    elapsed, reached, last = history[-1]
-    best_target = max(r.pass_at_1[target_digits] for _, _, r in history)
+    return state, float(pretrained["seconds"])
+
+
+def plot_frontiers(runs: dict[str, tuple[FrontierState, float]], path: Path) -> Path:
+    """Frontier (digits mastered) against wall time since the rounds began, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, (state, _) in runs.items():
+        times = [entry.seconds / 60 for entry in state.history]
+        axes.step(times, [entry.frontier for entry in state.history], where="post", marker="o", label=name)
+    axes.set_xlabel("minutes of rounds (after pre-training)")
+    axes.set_ylabel("frontier (digits at held-out pass@1 >= threshold)")
+    axes.set_title("easy to hard: gold data <= 4 digits, the loop extends it")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def part_easy_to_hard(
+    out: Path, budget: float, target_digits: int, variants: str, settings: dict, seed: int
+) -> dict[str, tuple[FrontierState, float]]:
+    """Target 2: gold data only up to 4 digits; the daemon's frontier curriculum samples one digit past the
+    frontier each round, trains on the verified samples of all rounds with pre-training, and moves the frontier
+    when held-out greedy pass@1 there reaches the threshold. Each variant gets `budget` seconds."""
+    chosen = EASY_TO_HARD_VARIANTS[variants]
     print(
-        f"target 2: after {elapsed:.0f}s and {len(history) - 1} rounds the frontier is {reached} digits; "
-        f"{target_digits}-digit pass@1 best {best_target:.1%} -> {'MET' if best_target >= 0.9 else 'NOT MET'}"
+        f"== easy to hard: gold <= 4 digits, target {target_digits}-digit pass@1 >= 90%, "
+        f"{budget:.0f}s per variant ({', '.join(v.name for v in chosen)})"
     )
+    runs = {}
+    for variant in chosen:
+        runs[variant.name] = easy_to_hard_variant(variant, out / "easy-to-hard", budget, target_digits, settings, seed)
+    lengths = sorted(next(iter(runs.values()))[0].history[0].pass_at_1)
+    header = "  ".join(f"{f'd{d}':>6}" for d in lengths)
+    print(f"\n{'variant':<28} {'':>9} {header}  frontier  rounds  minutes")
+    for name, (state, pretrain_seconds) in runs.items():
+        start, final = state.history[0], state.history[-1]
+        for label, entry in (("no loop", start), ("loop", final)):
+            cells = "  ".join(f"{entry.pass_at_1[d]:6.1%}" for d in lengths)
+            minutes = (pretrain_seconds + entry.seconds) / 60
+            print(f"{name:<28} {label:>9} {cells}  {entry.frontier:>8}  {entry.round:>6}  {minutes:7.1f}")
+    plot = plot_frontiers(runs, out / "easy-to-hard" / "frontier.png")
+    print(f"plot: {plot}")
+    best_name, (best, _) = max(runs.items(), key=lambda item: item[1][0].history[-1].pass_at_1[target_digits])
+    reached = best.history[-1].pass_at_1[target_digits]
     print(
-        f"easy to hard: digits mastered beyond the gold data = {max(0, reached - gold)} "
-        f"(of {target_digits - gold} asked)"
+        f"target 2: best {best_name}: {target_digits}-digit held-out pass@1 {reached:.1%} after {best.rounds} rounds "
+        f"-> {'MET' if reached >= 0.9 else 'NOT MET'}"
     )
+    print(f"easy to hard: frontier of the best variant = {best.frontier} digits (gold 4, target {target_digits})")
+    return runs
 
 
 def _spec(config: DemoConfig, round_index: int):
@@ -307,6 +405,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--workers", type=int, default=0, help="worker pool processes (0: in-process rollouts)")
     parser.add_argument("--target-digits", type=int, default=8)
+    parser.add_argument(
+        "--variants",
+        choices=sorted(EASY_TO_HARD_VARIANTS),
+        default="best",
+        help="easy-to-hard: which position schemes and digit orders to run side by side",
+    )
     parser.add_argument("--out", type=Path, default=Path(".verifarm/bench"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
     parser.add_argument(
@@ -344,7 +448,7 @@ def main() -> None:
         trainer=replace(config.trainer, torch_threads=args.threads, **trainer_changes),
     )
     budget = args.budget or (300.0 if args.quick else 900.0)
-    # The easy-to-hard target is stated for 30 minutes; an explicit --budget overrides it.
+    # The easy-to-hard target is stated for 30 minutes (per variant); an explicit --budget overrides it.
     easy_to_hard_budget = args.budget or (300.0 if args.quick else 1800.0)
     parts = ["expert", "interleave", "easy-to-hard"] if args.part == "all" else [args.part]
     for part in parts:
@@ -353,7 +457,12 @@ def main() -> None:
         elif part == "interleave":
             part_interleave(config, args.out, args.workers, budget, args.pretrained)
         else:
-            part_easy_to_hard(config, args.out, args.workers, easy_to_hard_budget, args.target_digits)
+            settings = dict(EASY_TO_HARD_SETTINGS_QUICK if args.quick else EASY_TO_HARD_SETTINGS)
+            if args.learning_rate is not None:
+                settings["learning_rate"] = args.learning_rate
+            part_easy_to_hard(
+                args.out, easy_to_hard_budget, args.target_digits, args.variants, settings, args.seed or 0
+            )
 
 
 if __name__ == "__main__":

@@ -170,6 +170,9 @@ def run(
                     **{"tokens/s": f"{rate:,.0f}"},
                 )
 
+            if trainer_config.curriculum is not None:
+                _run_curriculum(trainer, registry, store, progress, stop_requested)
+                return
             meanwhile = "pre-training meanwhile" if trainer_config.schedule.pretrain_steps else "polling"
 
             def on_wait(waiting_for: str | None) -> None:
@@ -187,6 +190,22 @@ def run(
             typer.echo(f"published v{report.version} at step {report.step}")
     finally:
         store.close()
+
+
+def _run_curriculum(trainer, registry, store, progress, stop_requested: list) -> None:
+    """The config's frontier curriculum: the daemon rolls out its own campaigns in this process, round by round."""
+    from verifarm.rollout.in_process import InProcessCampaigns
+    from verifarm.trainer.frontier import round_line, run_frontier
+
+    campaigns = InProcessCampaigns(store, registry.root, torch_threads=trainer.config.torch_threads)
+    state = run_frontier(trainer, campaigns, say=progress.note, should_stop=lambda: bool(stop_requested))
+    for entry in state.history:
+        typer.echo(round_line(entry))
+    goal = trainer.config.curriculum.target_digits
+    typer.echo(
+        f"frontier {state.frontier} digits after {state.rounds} rounds"
+        + (" (target reached)" if state.frontier >= goal else f" (target {goal})")
+    )
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Typed configuration of the continual trainer and of its held-out evaluation."""
+"""Typed configuration of the continual trainer, of its held-out evaluation and of its frontier curriculum."""
 
 from __future__ import annotations
 
@@ -52,6 +52,65 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class FrontierConfig:
+    """One frontier curriculum (run by `trainer.frontier`): which env, where the gold data ends, how each round
+    samples, trains and judges."""
+
+    env_id: str = "verifarm/Addition-v0"
+    env_options: dict = field(default_factory=dict)  # e.g. {"answer_order": "units_first"}
+    gold_digits: int = 4  # the longest tasks of the pre-training corpus: the starting frontier
+    target_digits: int = 8
+    tasks_per_round: int = 128
+    samples_per_task: int = 4
+    temperature: float = 0.7
+    steps_per_round: int = 60
+    threshold: float = 0.9  # held-out greedy pass@1 at frontier + 1 that moves the frontier
+    eval_tasks: int = 64  # held-out tasks per length
+    max_rounds: int = 50
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.gold_digits < self.target_digits:
+            raise ValueError(
+                f"need 1 <= gold_digits < target_digits, got gold {self.gold_digits}, target {self.target_digits}"
+            )
+        for name in ("tasks_per_round", "samples_per_task", "steps_per_round", "eval_tasks", "max_rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must lie in (0, 1], got {self.threshold}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        from verifarm.envs.catalog import get_family
+
+        family = get_family(self.env_id, **self.env_options)  # bad options raise ValueError here
+        if self.target_digits > family.max_difficulty:
+            raise ValueError(f"{self.env_id} goes up to {family.max_difficulty} digits, asked {self.target_digits}")
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """The lengths evaluated every round: from the gold length to the target."""
+        return tuple(range(self.gold_digits, self.target_digits + 1))
+
+    def max_new_tokens(self, digits: int) -> int:
+        """Token budget of a `digits`-digit completion: the reference's length (one byte a token) plus room for
+        a slip or two."""
+        from verifarm.envs.catalog import get_family
+
+        reference = get_family(self.env_id, **self.env_options).generate(0, digits).reference
+        return len(reference) + digits + 8
+
+    def evaluation(self) -> EvalConfig:
+        """Greedy held-out pass@1 at every reported length."""
+        return EvalConfig(
+            suites=(EvalSuite(self.env_id, self.lengths, dict(self.env_options)),),
+            tasks_per_difficulty=self.eval_tasks,
+            samples=0,
+            max_new_tokens=self.max_new_tokens(self.target_digits),
+            seed=HELDOUT_SEED_BASE,
+        )
+
+
+@dataclass(frozen=True)
 class TrainerConfig:
     """Everything one daemon run needs; saved next to its state so a resume can check it is the same run."""
 
@@ -84,6 +143,9 @@ class TrainerConfig:
     # One thread: on a shared or busy machine two OpenMP threads spin against each other and a tiny model's
     # step gets up to 10x slower; the farm's worker processes take the other cores.
     torch_threads: int = 1
+    # A frontier curriculum (trainer/frontier.py): the daemon runs its own campaigns one digit past the frontier
+    # and trains on their verified samples; None: it trains on whatever campaigns put in the store.
+    curriculum: FrontierConfig | None = None
 
     def __post_init__(self) -> None:
         positive = (
@@ -106,6 +168,27 @@ class TrainerConfig:
             raise ValueError("distillation steps are scheduled: set teacher_version to a registry version")
         if not self.env_ids:
             raise ValueError("env_ids must name at least one env to read post-training data for")
+        if self.curriculum is not None:
+            self._check_curriculum(self.curriculum)
+
+    def _check_curriculum(self, curriculum: FrontierConfig) -> None:
+        """The gold corpus must be the curriculum's own tasks and stop at its gold length; its rounds are rft."""
+        corpus = self.corpus
+        if corpus.arithmetic_documents and (
+            corpus.arithmetic_env != curriculum.env_id or dict(corpus.arithmetic_options) != curriculum.env_options
+        ):
+            raise ValueError(
+                f"the corpus' tasks ({corpus.arithmetic_env} {corpus.arithmetic_options}) must be the curriculum's "
+                f"({curriculum.env_id} {curriculum.env_options}): set corpus.arithmetic_env and arithmetic_options"
+            )
+        if corpus.arithmetic_max_digits > curriculum.gold_digits:
+            raise ValueError(
+                f"the corpus holds {corpus.arithmetic_max_digits}-digit tasks but the curriculum's gold data stops at "
+                f"{curriculum.gold_digits}: lower corpus.arithmetic_max_digits or raise curriculum.gold_digits"
+            )
+        modes = {m for m, w in self.schedule.mode_weights.items() if w > 0}
+        if self.schedule.posttrain_steps and modes != {"rft"}:
+            raise ValueError(f"a frontier curriculum trains with rft steps only, the schedule has {sorted(modes)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,6 +206,12 @@ class TrainerConfig:
             )
         if "env_ids" in data:
             data["env_ids"] = tuple(data["env_ids"])
+        if data.get("curriculum") is not None:
+            curriculum = dict(data["curriculum"])
+            unknown_curriculum = set(curriculum) - set(FrontierConfig.__dataclass_fields__)
+            if unknown_curriculum:
+                raise ValueError(f"unknown curriculum keys {sorted(unknown_curriculum)}")
+            data["curriculum"] = FrontierConfig(**curriculum)
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown trainer config keys {sorted(unknown)}")

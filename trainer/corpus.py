@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ARITHMETIC_ENV = "verifarm/Addition-v0"
@@ -23,6 +23,7 @@ class CorpusConfig:
 
     seed: int = 0
     arithmetic_env: str = ARITHMETIC_ENV
+    arithmetic_options: dict = field(default_factory=dict)  # the env's keyword options, e.g. answer_order
     arithmetic_min_digits: int = 1
     arithmetic_max_digits: int = 4  # the easy-to-hard experiment trains on <= 4 digits only
     arithmetic_documents: int = 4000
@@ -66,11 +67,13 @@ class Corpus:
         return digest.hexdigest()[:16]
 
 
-def arithmetic_documents(env_id: str, count: int, min_digits: int, max_digits: int, seed: int) -> list[str]:
-    """Prompt + worked reference solution, with digits spread evenly over the range."""
+def arithmetic_documents(
+    env_id: str, count: int, min_digits: int, max_digits: int, seed: int, options: dict | None = None
+) -> list[str]:
+    """Prompt + reference solution, with digits spread evenly over the range."""
     from verifarm.envs.catalog import get_family
 
-    family = get_family(env_id)
+    family = get_family(env_id, **(options or {}))
     if max_digits > family.max_difficulty or min_digits < family.min_difficulty:
         raise ValueError(
             f"{env_id} supports {family.min_difficulty}..{family.max_difficulty} digits, "
@@ -149,6 +152,7 @@ def build_corpus(config: CorpusConfig) -> Corpus:
         config.arithmetic_min_digits,
         config.arithmetic_max_digits,
         config.seed,
+        config.arithmetic_options,
     )
     documents += python_task_documents(config.python_documents, config.seed)
     documents += stdlib_documents(config.stdlib_documents, config.stdlib_chunk_chars, config.seed)

@@ -108,6 +108,9 @@ class ContinualTrainer:
         )
         torch.set_num_threads(config.torch_threads)
         self.telemetry = TrainerTelemetry(self.state_dir)  # TensorBoard scalars, Prometheus gauges, W&B if asked
+        # Where post-training batches come from: the store after the data cursor (None), or a curriculum's own
+        # source, called as post_source(mode, batch_size, step, current_version) -> PostBatch | None.
+        self.post_source: Callable[[str, int, int, int], PostBatch | None] | None = None
         self._load(fresh)
 
     # ---- state ---------------------------------------------------------------------------------
@@ -121,6 +124,7 @@ class ContinualTrainer:
         loaded = self.registry.load(None)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.version = loaded.version
+        self.metadata = dict(loaded.metadata)  # of the version trained from (a curriculum's state rides in it)
         self.model.train()
         self.optimizer = make_optimizer(
             self.model, TrainConfig(learning_rate=self.config.learning_rate, weight_decay=self.config.weight_decay)
@@ -234,9 +238,13 @@ class ContinualTrainer:
             loss, metrics, grad_norm = self._update(lambda: self._pretrain_loss(encoded))
             samples = len(indices)
         else:
-            batch, cursor = read_post_batch(
-                self.store, self.cursor, kind, self.config.batch_size, self.version, self.selection
-            )
+            if self.post_source is not None:
+                batch = self.post_source(kind, self.config.batch_size, self.step_index, self.version)
+                cursor = self.cursor
+            else:
+                batch, cursor = read_post_batch(
+                    self.store, self.cursor, kind, self.config.batch_size, self.version, self.selection
+                )
             if batch is None:
                 self.cursor = cursor  # stale or useless records scanned are not scanned again
                 return None
@@ -340,10 +348,14 @@ class ContinualTrainer:
 
     # ---- publishing ----------------------------------------------------------------------------
 
-    def publish(self) -> PublishReport:
-        """Save state, publish the weights as a new version, evaluate it and record the metrics."""
+    def publish(self, extra_metadata: dict | None = None, metrics: dict[str, float] | None = None) -> PublishReport:
+        """Save state, publish the weights as a new version, evaluate it and record the metrics.
+
+        `extra_metadata` joins the version's metadata; given `metrics` (an evaluation the caller already ran on
+        these weights) are recorded instead of running the config's evaluation."""
         state_name = self._save_state()
         metadata = {
+            **(extra_metadata or {}),
             "source": "trainer",
             "trainer_state": state_name,
             "trainer_state_sha256": sha256_file(self.state_dir / state_name),
@@ -355,7 +367,9 @@ class ContinualTrainer:
         self.model.eval()
         version = self.registry.publish(self.model, self.tokenizer, metadata)
         self.version = version
+        self.metadata = metadata
         self._last_published_step = self.step_index
+        given = metrics
         metrics = {
             "trainer_step": float(self.step_index),
             "records_used": float(self.cursor.records_used),
@@ -368,7 +382,9 @@ class ContinualTrainer:
             metrics["data_staleness_mean"] = sum(stale) / len(stale)
             metrics["data_staleness_max"] = float(max(stale))
             self._staleness_since_publish = []
-        if self.config.evaluate_on_publish:
+        if given is not None:
+            metrics.update(given)
+        elif self.config.evaluate_on_publish:
             metrics.update(self.evaluate())
         if self.config.refresh_drafter:
             from verifarm.trainer.drafter import refresh_published_drafter
