@@ -153,3 +153,12 @@ def test_train_run_drives_the_frontier_rounds_itself_and_resumes(farm_home, tmp_
     assert result.exit_code == 0, result.output
     resumed = FrontierState.from_dict(registry.load().metadata["frontier"])
     assert resumed.rounds == 3 and resumed.campaign_ids[:2] == state.campaign_ids
+
+
+def test_the_example_frontier_config_loads():
+    from pathlib import Path
+
+    config = TrainerConfig.from_yaml(Path(__file__).parents[2] / "examples" / "frontier.yaml")
+    assert config.curriculum.env_options == config.corpus.arithmetic_options
+    assert config.corpus.arithmetic_max_digits == config.curriculum.gold_digits == 4
+    assert config.max_seq_len >= config.curriculum.max_new_tokens(config.curriculum.target_digits) + 30
