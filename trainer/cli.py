@@ -194,10 +194,10 @@ def run(
 
 def _run_curriculum(trainer, registry, store, progress, stop_requested: list) -> None:
     """The config's frontier curriculum: the daemon rolls out its own campaigns in this process, round by round."""
-    from verifarm.rollout.in_process import InProcessCampaigns
+    from verifarm.rollout.orchestration import InProcessCampaigns
     from verifarm.trainer.frontier import round_line, run_frontier
 
-    campaigns = InProcessCampaigns(store, registry.root, torch_threads=trainer.config.torch_threads)
+    campaigns = InProcessCampaigns(store, registry.root)
     state = run_frontier(trainer, campaigns, say=progress.note, should_stop=lambda: bool(stop_requested))
     for entry in state.history:
         typer.echo(round_line(entry))
