@@ -16,8 +16,6 @@ from transformers import MixtralConfig, MixtralForCausalLM, PreTrainedModel
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 from verifarm.policy.positions import (
-    COUPLED,
-    DEFAULT_COUPLED_MAX_OFFSET,
     ROPE,
     check_scheme,
     forward_position_ids,
@@ -63,14 +61,10 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
-def model_config(
-    preset: str, vocab_size: int, position_scheme: str = ROPE, coupled_max_offset: int = DEFAULT_COUPLED_MAX_OFFSET
-) -> MixtralConfig:
+def model_config(preset: str, vocab_size: int, position_scheme: str = ROPE) -> MixtralConfig:
     """The `MixtralConfig` of a named preset for a tokenizer of `vocab_size` (ids from `policy.tokenizer`), with
     its position scheme (`policy.positions`) recorded in the config so that every loader honours it."""
     check_scheme(position_scheme)
-    if coupled_max_offset < 0:
-        raise ValueError(f"coupled_max_offset must be >= 0, got {coupled_max_offset}")
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
     if vocab_size <= max(PAD_ID, BOS_ID, EOS_ID):
@@ -94,7 +88,6 @@ def model_config(
         eos_token_id=EOS_ID,
         tie_word_embeddings=False,
         position_scheme=position_scheme,
-        **({"coupled_max_offset": coupled_max_offset} if position_scheme == COUPLED else {}),
     )
 
 

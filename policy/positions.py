@@ -8,11 +8,13 @@ was trained:
            inverse frequencies are all zero (cos 1, sin 0 at every position). A huge `rope_theta` does not do
            this: the first rotary frequency is theta^0 = 1 radian per token whatever theta is.
   coupled  digits of equal significance share a position id (position coupling, Cho et al. 2024): in every run
-           of digits the k-th digit gets id `offset + k` (k from 1) and every other token id 0. Written units
-           first, the k-th digit of each operand and of the sum is the digit of significance k, so the digits an
-           answer digit depends on sit at a fixed rotary distance whatever the length. Training draws a random
-           offset per sequence in [0, `coupled_max_offset`], so ids past the trained lengths are seen; sampling
-           uses offset 0. The ids are passed to the model's forward as `position_ids`.
+           of digits the k-th digit gets id k (k from 1) and every other token id 0. Written units first, the k-th
+           digit of each operand and of the sum is the digit of significance k, and the token that produces the
+           sum's k-th digit (its (k-1)-th digit, or the space before the first) sits at id k - 1: one id below
+           the operand digits it reads, whatever the length. The ids are passed to the forward as `position_ids`.
+           Cho et al. add a random start offset in training because their positions are absolute embeddings;
+           rotary attention sees only differences of ids, so a shift of every id changes nothing and none is drawn
+           (a shift of the digits alone would move them away from the token that produces the first digit).
 
 Loading through `transformers`: `import verifarm.policy.positions` first (it registers the `nope` rotary type;
 without it `from_pretrained` of a nope checkpoint fails with a KeyError rather than silently rotating). A coupled
@@ -30,7 +32,6 @@ from verifarm.policy.tokenizer import SPECIAL_TOKENS
 ROPE, NOPE, COUPLED = "rope", "nope", "coupled"
 POSITION_SCHEMES = (ROPE, NOPE, COUPLED)
 NOPE_ROTARY_TYPE = "nope"
-DEFAULT_COUPLED_MAX_OFFSET = 32
 # The byte-level tokenizer's ids of "0".."9" (id = number of special tokens + byte value).
 FIRST_DIGIT_ID = len(SPECIAL_TOKENS) + ord("0")
 LAST_DIGIT_ID = len(SPECIAL_TOKENS) + ord("9")
@@ -75,30 +76,23 @@ def is_digit(token_ids: torch.Tensor) -> torch.Tensor:
     return (token_ids >= FIRST_DIGIT_ID) & (token_ids <= LAST_DIGIT_ID)
 
 
-def coupled_position_ids(input_ids: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
-    """Coupled ids of token rows (B, T): the k-th digit of each run of digits gets offsets[b] + k, others 0."""
+def coupled_position_ids(input_ids: torch.Tensor) -> torch.Tensor:
+    """Coupled ids of token rows (B, T): the k-th digit of each run of digits gets k, every other token 0."""
     digit = is_digit(input_ids)
     seen = digit.long().cumsum(-1)  # digits up to and including each token
     # Digits seen before the current run began: the count at the last non-digit token so far.
     before_run = torch.where(digit, torch.zeros_like(seen), seen).cummax(-1).values
-    ids = torch.where(digit, seen - before_run, torch.zeros_like(seen))
-    if offsets is not None:
-        ids = torch.where(digit, ids + offsets.to(ids.device)[:, None], ids)
-    return ids
+    return torch.where(digit, seen - before_run, torch.zeros_like(seen))
 
 
 def next_coupled_ids(tokens: torch.Tensor, previous_ids: torch.Tensor) -> torch.Tensor:
-    """Coupled ids (B,) of the tokens that follow tokens whose ids were `previous_ids` (decoding, offset 0)."""
+    """Coupled ids (B,) of the tokens that follow tokens whose ids were `previous_ids` (decoding)."""
     return torch.where(is_digit(tokens), previous_ids + 1, torch.zeros_like(previous_ids))
 
 
 def forward_position_ids(model, input_ids: torch.Tensor) -> torch.Tensor | None:
-    """The `position_ids` a forward of `model` over right-padded rows (B, T) needs: None (the model numbers
-    tokens itself) except for coupled positions, whose offsets are random while the model trains."""
+    """The `position_ids` a forward of `model` over right-padded rows (B, T) needs: None (the model counts
+    tokens itself) except for coupled positions."""
     if position_scheme(model.config) != COUPLED:
         return None
-    offsets = None
-    if model.training:
-        high = int(getattr(model.config, "coupled_max_offset", DEFAULT_COUPLED_MAX_OFFSET))
-        offsets = torch.randint(0, high + 1, (input_ids.shape[0],), device=input_ids.device)
-    return coupled_position_ids(input_ids, offsets)
+    return coupled_position_ids(input_ids)
