@@ -23,6 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from verifarm.policy.model import build_model
+from verifarm.policy.tokenizer import build_tokenizer
+from verifarm.policy.training import TrainConfig, pretrain
 from verifarm.trainer.config import FrontierConfig
 from verifarm.trainer.post_data import PostBatch
 
@@ -144,6 +147,28 @@ class ReplayPool:
             policy_versions=versions,
             staleness=[current_version - v for v in versions],
         )
+
+
+def publish_gold_policy(
+    registry,
+    corpus,
+    position: str,
+    train: TrainConfig,
+    say: Callable[[str], None] = print,
+    preset: str = "tiny",
+    seed: int = 0,
+) -> int:
+    """The curriculum's starting point: a fresh `preset` policy with `position` scheme, pre-trained on the gold
+    corpus within `train`'s step and time budget, published as the registry's next version."""
+    tokenizer = build_tokenizer()
+    model = build_model(preset, len(tokenizer), seed=seed, position_scheme=position)
+    metrics = pretrain(model, tokenizer, list(corpus.train), train)
+    say(
+        f"pre-trained the {preset} policy ({position} positions) for {metrics['seconds']:.0f}s "
+        f"({metrics['steps']:.0f} steps, final loss {metrics['final_loss']:.3f}) on the gold corpus "
+        f"(up to {corpus.config.arithmetic_max_digits} digits)"
+    )
+    return registry.publish(model.eval(), tokenizer, {"source": "gold-pretrain", "pretrain": metrics})
 
 
 def evaluate_lengths(trainer, config: FrontierConfig) -> dict[int, float]:

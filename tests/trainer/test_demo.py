@@ -1,30 +1,31 @@
-"""`verifarm demo --quick` end to end through the real farm: private Redis, a Celery worker pool, the
-trainer, per-round evaluation, and the PNG plot."""
+"""`verifarm demo --quick` end to end through the real farm: private Redis, a Celery worker pool, the trainer's
+frontier curriculum, per-round evaluation at every length, and the PNG plot."""
 
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from dataclasses import replace
 
 import pytest
 
 from verifarm.rollout.store import RecordFilter, RolloutStore
-from verifarm.trainer.demo import DemoConfig, run_demo
-from verifarm.trainer.rounds import campaign_spec
+from verifarm.trainer.demo import DemoConfig, learned_lengths, run_demo, summary_table
+from verifarm.trainer.frontier import FrontierRound
 
 
 @pytest.mark.slow
-def test_quick_demo_runs_rounds_through_the_worker_pool_and_plots(tmp_path):
+def test_quick_demo_runs_frontier_rounds_through_the_worker_pool_and_plots(tmp_path):
     home = tmp_path / "demo"
     lines: list[str] = []
     config = DemoConfig.quick()
-    results = run_demo(config, home, say=lines.append)
+    history = run_demo(config, home, say=lines.append)
 
-    assert [r.round for r in results] == list(range(config.rounds + 1))
-    assert all(set(r.pass_at_1) == set(config.eval_difficulties) for r in results)
-    assert all(r.records == config.campaign_tasks * config.samples_per_task for r in results[1:])
-    assert any(line.startswith("round 2:") for line in lines)
-    assert "held-out pass@1 (greedy) by difficulty" in "\n".join(lines)
+    assert [entry.round for entry in history] == list(range(config.rounds + 1))
+    assert all(set(entry.pass_at_1) == {1, 2, 3} for entry in history)
+    assert any("round  2 frontier" in line for line in lines)
+    assert "held-out pass@1 (greedy) by length" in "\n".join(lines)
+    assert "lengths learned by the loop" in "\n".join(lines)
 
     png = home / "pass_at_1.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -32,12 +33,13 @@ def test_quick_demo_runs_rounds_through_the_worker_pool_and_plots(tmp_path):
 
     with RolloutStore(f"sqlite:///{home / 'rollouts.db'}") as store:
         records = store.query(RecordFilter())
-        evaluated = {entry.policy_version for entry in store.metrics()}
-    # Every rollout came from a worker sampling a published checkpoint, not the reference policy.
+    # Every rollout came from a worker sampling a published checkpoint, on tasks one digit past the frontier.
     assert records and all(r.policy_name == "checkpoint" and r.policy_version >= 1 for r in records)
-    assert {r.version for r in results} <= evaluated
-    if any(r.passed for r in records if r.campaign_id.startswith("demo-round1")):
-        assert results[1].version > results[0].version and results[1].steps > 0
+    assert len(records) == config.rounds * config.tasks_per_round * config.samples_per_task
+    for entry, next_entry in pairwise(history):
+        round_records = [r for r in records if r.campaign_id.startswith(f"frontier-r{next_entry.round}-")]
+        assert {r.difficulty for r in round_records} == {entry.frontier + 1}
+        assert all(r.prompt.startswith("(units first) ") for r in round_records)
 
 
 def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
@@ -51,10 +53,10 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
     "changes, message",
     [
         ({"pretrain_batch_size": 0}, "pretrain_batch_size"),
-        ({"pretrain_steps": 0}, "pretrain_steps"),
         ({"rounds": 0}, "rounds"),
-        ({"campaign_min_digits": 3, "campaign_max_digits": 2}, "campaign_min_digits"),
-        ({"pretrain_max_digits": 4}, "same gold digits"),
+        ({"gold_digits": 8}, "gold_digits < target_digits"),
+        ({"answer_order": "sideways"}, "answer_order"),
+        ({"workers": -1}, "workers"),
     ],
 )
 def test_bad_demo_settings_are_refused_with_the_setting_named(changes, message):
@@ -62,12 +64,25 @@ def test_bad_demo_settings_are_refused_with_the_setting_named(changes, message):
         replace(DemoConfig(), **changes)
 
 
-def test_campaigns_and_evaluation_use_the_env_of_the_gold_corpus():
-    base = DemoConfig()
-    assert campaign_spec(base, 1).envs[0].env_id == base.evaluation().suites[0].env_id == "verifarm/Addition-v0"
-    mixed = replace(
-        base,
-        trainer=replace(base.trainer, corpus=replace(base.trainer.corpus, arithmetic_env="verifarm/Arithmetic-v0")),
+def test_the_demo_trains_on_gold_data_of_its_order_and_length_only():
+    config = DemoConfig().trainer_config()
+    assert config.corpus.arithmetic_max_digits == config.curriculum.gold_digits == 3
+    assert (
+        config.corpus.arithmetic_options
+        == config.curriculum.env_options
+        == {
+            "answer_order": "units_first",
+            "solution": "direct",
+        }
     )
-    assert campaign_spec(mixed, 1).envs[0].env_id == "verifarm/Arithmetic-v0"
-    assert mixed.evaluation().suites[0].env_id == "verifarm/Arithmetic-v0"
+
+
+def test_the_summary_names_the_lengths_the_loop_taught():
+    history = [
+        FrontierRound(0, 3, {3: 1.0, 4: 0.0, 5: 0.0}, 0.0, version=1),
+        FrontierRound(1, 4, {3: 1.0, 4: 0.94, 5: 0.2}, 60.0, version=2),
+        FrontierRound(2, 4, {3: 1.0, 4: 0.97, 5: 0.5}, 120.0, version=3),
+    ]
+    assert learned_lengths(history) == [4, 5]
+    table = summary_table(history)
+    assert "4 digits, 5 digits" in table and "    2       v3         4" in table

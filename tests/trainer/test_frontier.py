@@ -4,6 +4,7 @@ are trained on, the gold corpus stays within its length, and `verifarm train run
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import pytest
 import yaml
@@ -136,7 +137,7 @@ def test_train_run_drives_the_frontier_rounds_itself_and_resumes(farm_home, tmp_
     state = FrontierState.from_dict(latest.metadata["frontier"])
     assert state.rounds == 2 and len(state.campaign_ids) == 2 and len(state.history) == 3
     threshold = TrainerConfig.from_yaml(config).curriculum.threshold
-    for before, after in zip(state.history, state.history[1:]):
+    for before, after in pairwise(state.history):
         # Each round's decision is the held-out evaluation's, whatever its campaign's pass rate was.
         assert after.frontier == next_frontier(before.frontier, after.pass_at_1, threshold)
         assert set(after.pass_at_1) == {1, 2, 3}
