@@ -4,8 +4,8 @@ frontier curriculum, per-round evaluation at every length, and the PNG plot."""
 from __future__ import annotations
 
 import json
-from itertools import pairwise
 from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 
