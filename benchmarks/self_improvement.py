@@ -23,16 +23,14 @@ from pathlib import Path
 
 import torch
 
-from verifarm.policy.model import build_model
 from verifarm.policy.sampling import LocalPolicy
-from verifarm.policy.tokenizer import build_tokenizer
-from verifarm.policy.training import TrainConfig, pretrain
+from verifarm.policy.training import TrainConfig
 from verifarm.rollout.orchestration import LocalFarm
 from verifarm.trainer.config import FrontierConfig, RoundsConfig, TrainerConfig
 from verifarm.trainer.corpus import CorpusConfig, build_corpus
 from verifarm.trainer.daemon import ContinualTrainer
 from verifarm.trainer.evaluate import evaluate_policy
-from verifarm.trainer.frontier import FrontierState, run_frontier
+from verifarm.trainer.frontier import FrontierState, publish_gold_policy, run_frontier
 from verifarm.trainer.rounds import (
     RoundResult,
     evaluate_version,
@@ -252,12 +250,10 @@ def easy_to_hard_variant(
             seed=seed, arithmetic_max_digits=gold, arithmetic_documents=20000, arithmetic_options=options
         )
         corpus = build_corpus(corpus_config)
-        tokenizer = build_tokenizer()
-        model = build_model("tiny", len(tokenizer), seed=seed, position_scheme=variant.position)
-        pretrained = pretrain(
-            model,
-            tokenizer,
-            list(corpus.train),
+        publish_gold_policy(
+            farm.registry,
+            corpus,
+            variant.position,
             TrainConfig(
                 steps=settings["pretrain_steps"],
                 max_seconds=settings["pretrain_seconds"],
@@ -267,12 +263,10 @@ def easy_to_hard_variant(
                 max_length=160,
                 seed=seed,
             ),
+            say=lambda line: print(f"[{variant.name}] {line}"),
+            seed=seed,
         )
-        print(
-            f"[{variant.name}] pre-trained {pretrained['steps']:.0f} steps in {pretrained['seconds']:.0f}s "
-            f"(loss {pretrained['final_loss']:.3f}) on 1-{gold} digits"
-        )
-        farm.registry.publish(model.eval(), tokenizer, {"source": "easy-to-hard pre-training", "gold_digits": gold})
+        pretrain_seconds = time.monotonic() - started
         curriculum = FrontierConfig(
             env_options=options,
             gold_digits=gold,
@@ -302,7 +296,7 @@ def easy_to_hard_variant(
         )
     finally:
         farm.close()
-    return state, float(pretrained["seconds"])
+    return state, pretrain_seconds
 
 
 def plot_frontiers(runs: dict[str, tuple[FrontierState, float]], path: Path) -> Path:
