@@ -3,14 +3,18 @@
   expert       expert iteration: pass@1 after <= 5 rounds vs the starting policy's pass@16 (target: >=)
   forgetting   held-out pre-training loss after post-training vs before (target: within 10%)
   interleave   the same rounds with interleaved pre/post-training, post-training only, pre-training only
-  easy-to-hard pre-trained on <= 4-digit addition only; the loop alone extends the digits (target: 8-digit
-               pass@1 >= 90% within 30 minutes)
+  easy-to-hard pre-trained on <= 4-digit addition only; the daemon's frontier curriculum alone extends the
+               digits (target: 8-digit pass@1 >= 90% within 30 minutes). `--variants` runs position schemes
+               (rope / nope / coupled) and digit orders (units first / most significant first) side by side; each
+               prints the frontier and held-out pass@1 per length per round with wall time, round 0 being the
+               policy without the loop, and a PNG of the frontier against time
 
 Rollouts use the farm's own rollout function in this process (`--workers N` runs them on a worker pool through
 Redis instead). Every part prints its figures, and the last line is the headline ratio of that part.
 
     python benchmarks/self_improvement.py --part expert --quick
     python benchmarks/self_improvement.py --part all
+    python benchmarks/self_improvement.py --part easy-to-hard --variants schemes --budget 1800
 """
 
 from __future__ import annotations
