@@ -7,14 +7,14 @@ was trained:
   nope     no positional signal at all: the rotation is the identity. The config's rotary type is `nope`, whose
            inverse frequencies are all zero (cos 1, sin 0 at every position). A huge `rope_theta` does not do
            this: the first rotary frequency is theta^0 = 1 radian per token whatever theta is.
-  coupled  digits of equal significance share a position id (position coupling, Cho et al. 2024): in every run
-           of digits the k-th digit gets id k (k from 1) and every other token id 0. Written units first, the k-th
-           digit of each operand and of the sum is the digit of significance k, and the token that produces the
-           sum's k-th digit (its (k-1)-th digit, or the space before the first) sits at id k - 1: one id below
-           the operand digits it reads, whatever the length. The ids are passed to the forward as `position_ids`.
-           Cho et al. add a random start offset in training because their positions are absolute embeddings;
-           rotary attention sees only differences of ids, so a shift of every id changes nothing and none is drawn
-           (a shift of the digits alone would move them away from the token that produces the first digit).
+  coupled  digits of equal significance share a position id (position coupling, Cho et al. 2024): every token's
+           id is its place in its run of digits or of other tokens (from 1). Written units first, the k-th digit
+           of each operand and of the sum is the digit of significance k and gets id k, and the token before the
+           sum's k-th digit sits one id below the operand digits it reads, whatever the length; the other tokens
+           count within their runs, so the text around the numbers keeps an order. The ids are passed to the
+           forward as `position_ids`. Cho et al. add a random start offset in training because their positions are
+           absolute embeddings; rotary attention sees only differences of ids, so a shift of every id changes
+           nothing and none is drawn.
 
 Loading through `transformers`: `import verifarm.policy.positions` first (it registers the `nope` rotary type;
 without it `from_pretrained` of a nope checkpoint fails with a KeyError rather than silently rotating). A coupled
@@ -76,23 +76,33 @@ def is_digit(token_ids: torch.Tensor) -> torch.Tensor:
     return (token_ids >= FIRST_DIGIT_ID) & (token_ids <= LAST_DIGIT_ID)
 
 
-def coupled_position_ids(input_ids: torch.Tensor) -> torch.Tensor:
-    """Coupled ids of token rows (B, T): the k-th digit of each run of digits gets k, every other token 0."""
-    digit = is_digit(input_ids)
-    seen = digit.long().cumsum(-1)  # digits up to and including each token
-    # Digits seen before the current run began: the count at the last non-digit token so far.
-    before_run = torch.where(digit, torch.zeros_like(seen), seen).cummax(-1).values
-    return torch.where(digit, seen - before_run, torch.zeros_like(seen))
+def _token_class(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """1 for a digit, 0 for another token, -1 for padding (its own run, so a left-padded row counts from 1)."""
+    token_class = is_digit(input_ids).long()
+    if attention_mask is not None:
+        token_class = token_class.masked_fill(attention_mask == 0, -1)
+    return token_class
 
 
-def next_coupled_ids(tokens: torch.Tensor, previous_ids: torch.Tensor) -> torch.Tensor:
-    """Coupled ids (B,) of the tokens that follow tokens whose ids were `previous_ids` (decoding)."""
-    return torch.where(is_digit(tokens), previous_ids + 1, torch.zeros_like(previous_ids))
+def coupled_position_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Coupled ids of token rows (B, T): each token's place (from 1) in its run of digits or of other tokens."""
+    token_class = _token_class(input_ids, attention_mask)
+    steps = torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
+    starts = torch.ones_like(token_class, dtype=torch.bool)
+    starts[..., 1:] = token_class[..., 1:] != token_class[..., :-1]
+    run_start = torch.where(starts, steps, torch.zeros_like(steps)).cummax(-1).values
+    return steps - run_start + 1
+
+
+def next_coupled_ids(tokens: torch.Tensor, previous_tokens: torch.Tensor, previous_ids: torch.Tensor) -> torch.Tensor:
+    """Coupled ids (B,) of `tokens` that follow `previous_tokens`, whose ids were `previous_ids` (decoding)."""
+    same_run = is_digit(tokens) == is_digit(previous_tokens)
+    return torch.where(same_run, previous_ids + 1, torch.ones_like(previous_ids))
 
 
 def forward_position_ids(model, input_ids: torch.Tensor) -> torch.Tensor | None:
     """The `position_ids` a forward of `model` over right-padded rows (B, T) needs: None (the model counts
-    tokens itself) except for coupled positions."""
+    tokens itself) except for coupled positions (padding at the end of a row forms its own run)."""
     if position_scheme(model.config) != COUPLED:
         return None
     return coupled_position_ids(input_ids)

@@ -276,14 +276,16 @@ class LocalPolicy:
         # FastMoEDecoder.step); only the generated tokens get a cache per row.
         prompt_cache = decoder.allocate_cache(len(prompt_ids), prompt_width)
         rotary = decoder.rotary_table(prompt_width + params.max_new_tokens)
-        # Coupled positions number digits by their place in a run of digits (ids never exceed the length).
+        # Coupled positions number tokens by their place in a run of digits or of other tokens (ids never
+        # exceed the length); each next id follows from the previous token and its id.
         coupled = position_scheme(self.model.config) == COUPLED
-        prompt_positions = coupled_position_ids(input_ids) if coupled else None
+        prompt_positions = coupled_position_ids(input_ids, attention_mask) if coupled else None
         logits = decoder.prefill(input_ids, attention_mask, prompt_cache, rotary, prompt_positions)
         prompt_segments = split_prompt_cache(prompt_cache, layout.lengths)
         expand = torch.tensor(prompt_of, device=device)
         logits = logits.index_select(0, expand)
-        if coupled:  # the id of each row's last token, from which the next token's id follows
+        previous = input_ids[:, -1].index_select(0, expand)  # each row's last token (coupled ids follow it)
+        if coupled:
             positions = prompt_positions[:, -1].index_select(0, expand)
         else:
             positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row
@@ -326,18 +328,20 @@ class LocalPolicy:
                 # Drop finished rows (one cache copy) once a quarter of the batch is done: they stop
                 # costing work. Until then they ride along and their extra tokens are discarded.
                 keep = live.nonzero().flatten()
-                cache, row_ids, tokens, positions = (
+                cache, row_ids, tokens, positions, previous = (
                     cache.select_rows(keep),
                     row_ids[keep],
                     tokens[keep],
                     positions[keep],
+                    previous[keep],
                 )
                 finished, finished_count = finished[keep], 0
                 prompt_of = [prompt_of[i] for i in keep.tolist()]
                 groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
             if coupled:
-                positions = next_coupled_ids(tokens, positions)
+                positions = next_coupled_ids(tokens, previous, positions)
             logits = decoder.step(tokens, positions, prompt_segments, groups, cache, step, rotary)
+            previous = tokens
             if not coupled:
                 positions = positions + 1
 

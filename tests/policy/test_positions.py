@@ -11,6 +11,7 @@ from verifarm.policy.positions import (
     POSITION_SCHEMES,
     coupled_position_ids,
     forward_position_ids,
+    is_digit,
     next_coupled_ids,
     position_scheme,
 )
@@ -24,13 +25,19 @@ def ids_of(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor([tokenizer(text)["input_ids"]])
 
 
-def test_coupled_ids_number_digits_by_their_place_in_a_run(tokenizer):
+def test_coupled_ids_number_tokens_by_their_place_in_a_run_of_digits_or_of_other_tokens(tokenizer):
     text = "(units first) 543+876=?\nAnswer: 3201\n"
     ids = coupled_position_ids(ids_of(tokenizer, text))[0].tolist()
-    chars = ["<bos>", *text]
-    by_char = list(zip(chars, ids))
+    by_char = list(zip(["<bos>", *text], ids))
     assert [i for c, i in by_char if c.isdigit()] == [1, 2, 3, 1, 2, 3, 1, 2, 3, 4]
-    assert all(i == 0 for c, i in by_char if not c.isdigit())
+    assert ids[:15] == list(range(1, 16))  # <bos>(units first)<space>
+    answer = text.index("Answer: ") + 1  # +1: <bos>
+    assert ids[answer - 3 : answer + 8] == list(range(1, 12))  # "=?\nAnswer: " is one run of 11
+    # Left padding is its own run: the padded row's ids are the unpadded row's.
+    row = ids_of(tokenizer, "12+9=?\n")
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), row], dim=1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(row)], dim=1)
+    assert torch.equal(coupled_position_ids(padded, mask)[0, 3:], coupled_position_ids(row)[0])
 
 
 def test_decoding_ids_follow_the_same_rule_as_whole_rows(tokenizer):
@@ -38,7 +45,7 @@ def test_decoding_ids_follow_the_same_rule_as_whole_rows(tokenizer):
     whole = coupled_position_ids(row[None])[0]
     previous = whole[:1]
     for index in range(1, len(row)):
-        previous = next_coupled_ids(row[index : index + 1], previous)
+        previous = next_coupled_ids(row[index : index + 1], row[index - 1 : index], previous)
         assert int(previous) == int(whole[index])
 
 
@@ -103,8 +110,10 @@ def test_fast_sampler_greedy_equals_the_transformers_model_per_scheme(tokenizer,
         expected = reference_greedy(model, tokenizer, prompt, 20)
         for completion in samples:
             assert completion.token_ids == expected
-        runs += max(int(x) for x in coupled_position_ids(torch.tensor([expected]))[0])
-    assert runs >= 4  # the comparison covered digit runs, not only id 0
+        generated = torch.tensor([expected])
+        digit_ids = coupled_position_ids(generated)[0][is_digit(generated)[0]]
+        runs += int(digit_ids.max()) if len(digit_ids) else 0
+    assert runs >= 4  # the comparison covered runs of several digits
 
 
 @pytest.mark.parametrize("scheme", POSITION_SCHEMES)
