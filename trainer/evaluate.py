@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from verifarm.envs.catalog import get_family
 from verifarm.trainer.config import EvalConfig, EvalSuite
 
 
@@ -76,8 +77,6 @@ def short_env_name(env_id: str) -> str:
 
 def heldout_tasks(suite: EvalSuite, difficulty: int, count: int, seed: int) -> tuple[list, object]:
     """The same `count` held-out tasks for every version evaluated with this seed, and their task family."""
-    from verifarm.envs.catalog import get_family
-
     family = get_family(suite.env_id, **suite.options)
     base = seed + difficulty * 1_000_000
     return [family.generate(seed=base + index, difficulty=difficulty) for index in range(count)], family
@@ -134,6 +133,7 @@ def heldout_loss(model, tokenizer, texts: list[str], max_seq_len: int = 256, bat
     """Token-weighted mean language-model loss on held-out corpus documents (to watch forgetting)."""
     import torch
 
+    # deferred: torch (here and above) loads only when a loss is computed, not wherever this module is imported
     from verifarm.policy.training import encode_texts
 
     if not texts:
