@@ -22,9 +22,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from verifarm.sandbox.backend import BACKEND_NAMES, default_backend_name, get_backend, probe_backend
 from verifarm.sandbox.harness import check_python
 from verifarm.sandbox.humaneval import load_problems, reference_solution
+from verifarm.sandbox.selection import BACKEND_NAMES, default_backend_name, get_backend, probe_backend
 
 
 @dataclass

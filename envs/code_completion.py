@@ -80,7 +80,7 @@ def syntax_problem(source: str) -> str | None:
 
 def sandbox_failure(error: Exception, details: dict, backend: str) -> Verdict:
     """The verdict when the sandbox itself raised (backend unavailable, daemon gone): an infrastructure error."""
-    from verifarm.sandbox.backend import default_backend_name
+    from verifarm.sandbox.selection import default_backend_name
 
     try:
         name = default_backend_name() if backend == "auto" else backend

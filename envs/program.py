@@ -21,7 +21,8 @@ from typing import Any
 
 from verifarm.envs.base import Task, Verdict, as_valid_utf8, check_completion_size
 from verifarm.envs.code_completion import last_fenced_block, sandbox_failure
-from verifarm.sandbox.languages import Build, Language, build, get_language, run_build
+from verifarm.sandbox.compile_run import Build, build, run_build
+from verifarm.sandbox.languages import Language, get_language
 from verifarm.sandbox.program import ExecResult, Limits, Status
 
 FEEDBACK_SOURCE_CHARS = 3000

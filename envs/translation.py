@@ -24,7 +24,7 @@ from typing import Any
 
 from verifarm.envs.base import Task, Verdict
 from verifarm.envs.program import DIALECTS, ProgramFamily, extract_source, normalize_output
-from verifarm.sandbox.languages import Build, run_build
+from verifarm.sandbox.compile_run import Build, build, run_build
 from verifarm.sandbox.program import ExecResult, Status
 
 MIN_DIFFERENTIAL_INPUTS = 50
@@ -141,8 +141,6 @@ class TranslationFamily:
         """(input, source output or None where the source itself failed), computed once in the sandbox."""
         with self._lock:
             if self._source_outputs is None:
-                from verifarm.sandbox.languages import build
-
                 built = build(self.source_family.language, self.source_code, self.backend)
                 if not built.ok:
                     detail = built.compile.detail if built.compile is not None else ""

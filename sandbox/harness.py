@@ -21,9 +21,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifarm.sandbox.backend import Backend, run
+from verifarm.sandbox.backend import Backend
 from verifarm.sandbox.harness_driver import DRIVER_FILE_NAME
 from verifarm.sandbox.program import ExecResult, Limits, Program, Status
+from verifarm.sandbox.selection import run
 
 DRIVER_SOURCE = (Path(__file__).parent / "harness_driver.py").read_text()
 # What every run enforces, in the words a verdict records (envs.code_completion puts it in Verdict.details).

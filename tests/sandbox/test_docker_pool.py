@@ -10,7 +10,7 @@ import time
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status
-from verifarm.sandbox.backend import probe_backend
+from verifarm.sandbox.selection import probe_backend
 
 pytestmark = [
     pytest.mark.docker,
@@ -36,7 +36,7 @@ def test_a_container_killed_mid_run_is_an_infra_error_and_is_replaced():
         client = docker.from_env()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not results:
-            names = backend.container_names()
+            names = backend.sandbox_names()
             mine = [c for c in client.containers.list(filters={"label": f"{LABEL}.owner={owner}"}) if c.name in names]
             if mine:
                 time.sleep(0.5)
@@ -58,7 +58,7 @@ def test_close_removes_the_pool():
 
     backend = DockerBackend(DockerConfig(pool_size=2))
     backend.warm_up()
-    names = backend.container_names()
+    names = backend.sandbox_names()
     assert len(names) == 2
     backend.close()
     client = docker.from_env()

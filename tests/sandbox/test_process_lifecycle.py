@@ -9,7 +9,7 @@ import time
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status, run
-from verifarm.sandbox.backend import probe_backend
+from verifarm.sandbox.selection import probe_backend
 from verifarm.sandbox.workdir import uid_processes
 
 SHORT = Limits(cpu_seconds=2, wall_seconds=2.5, max_processes=16)

@@ -98,7 +98,7 @@ def _isolated_backends():
 
 
 def _backend(name: str):
-    from verifarm.sandbox.backend import probe_backend
+    from verifarm.sandbox.selection import probe_backend
 
     if name == "bwrap-single-run":
         from verifarm.sandbox.bwrap_single import SingleRunBwrapBackend

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status, get_backend
-from verifarm.sandbox.backend import probe_backend
+from verifarm.sandbox.selection import probe_backend
 
 FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
 STATUS = (
