@@ -62,12 +62,14 @@ C_COMPILE_LIMITS = Limits(
     file_size_bytes=16 * MIB,
     open_files=128,
 )
+# Wall time well above the CPU limit (a loaded machine stretches it); output room for the few thousand numbers a
+# Program env's test prints. Every language's run limits start from these.
 C_RUN_LIMITS = Limits(
     cpu_seconds=2,
-    wall_seconds=5,
+    wall_seconds=10,
     memory_bytes=256 * MIB,
     max_processes=8,
-    output_bytes=64 * 1024,
+    output_bytes=256 * 1024,
     file_size_bytes=1024 * 1024,
     open_files=64,
 )
