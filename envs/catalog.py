@@ -23,7 +23,9 @@ from verifarm.sandbox.languages import LANGUAGE_NAMES
 
 ENV_IDS: dict[str, EnvEntry] = {
     "verifarm/Arithmetic-v0": EnvEntry(ArithmeticFamily, options=("operations", "instruct")),
-    "verifarm/Addition-v0": EnvEntry(ArithmeticFamily, {"operations": ("+",), "name": "addition"}, ("instruct",)),
+    "verifarm/Addition-v0": EnvEntry(
+        ArithmeticFamily, {"operations": ("+",), "name": "addition"}, options=("instruct",)
+    ),
     "verifarm/MathAnswer-v0": EnvEntry(MathAnswerFamily),
     "verifarm/PythonFunction-v0": EnvEntry(PythonFunctionFamily, languages=("python",)),
     "verifarm/HumanEval-v0": EnvEntry(HumanEvalFamily, languages=("python",)),
