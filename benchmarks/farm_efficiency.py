@@ -37,13 +37,14 @@ from pathlib import Path
 import sqlalchemy
 
 from verifarm.envs.catalog import FamilyCache
-from verifarm.rollout.campaign import CampaignSpec, parse_spec, submit
+from verifarm.rollout.campaign import CampaignSpec, parse_spec
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.pool import WorkerPool
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
+from verifarm.rollout.submission import submit
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 WORKERS = 2

@@ -34,7 +34,7 @@ class CampaignCollector:
 
 
 def farm_registry(store: RolloutStore, broker_url: str | None) -> CollectorRegistry:
-    from verifarm.rollout.app import queue_keys
+    from verifarm.rollout.broker import queue_keys
     from verifarm.rollout.metrics import QueueDepthCollector
 
     registry = CollectorRegistry()

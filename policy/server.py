@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from verifarm.policy.metrics import ServerMetrics
+from verifarm.policy.params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,7 @@ class CompletionRequest:
 
     prompts: list[str]
     n: int
-    temperature: float
-    top_p: float
-    max_tokens: int
-    stop: list[str]
+    sampling: SamplingParams
     logprobs: int | None
     seed: int | None
     echo_token_ids: bool
@@ -147,15 +145,13 @@ def _sampling_fields(body: dict[str, Any], prompts: int) -> dict[str, Any]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ValueError("stream must be true or false")
-    return {
-        "n": n,
-        "temperature": _number(body, "temperature", 1.0),
-        "top_p": _number(body, "top_p", 1.0),
-        "max_tokens": max_tokens,
-        "stop": stop,
-        "seed": seed,
-        "stream": stream,
-    }
+    sampling = SamplingParams.checked(
+        temperature=_number(body, "temperature", 1.0),
+        top_p=_number(body, "top_p", 1.0),
+        max_new_tokens=max_tokens,
+        stop=tuple(stop),
+    )
+    return {"n": n, "sampling": sampling, "seed": seed, "stream": stream}
 
 
 def _integer(body: dict[str, Any], key: str, default: int) -> int:
@@ -205,7 +201,7 @@ class CompletionService:
             needed = kv_cache_bytes(
                 model.config,
                 len(request.prompts) * request.n,
-                max(prompt_tokens) + request.max_tokens,
+                max(prompt_tokens) + request.sampling.max_new_tokens,
                 model.dtype.itemsize,
             )
             if needed > self.max_cache_bytes:
@@ -214,15 +210,7 @@ class CompletionService:
                     f"{self.max_cache_bytes / 2**30:.1f} GiB; ask for fewer prompts x n or max_tokens"
                 )
             started = time.perf_counter()
-            results = policy.sample(
-                request.prompts,
-                n=request.n,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                max_new_tokens=request.max_tokens,
-                stop=request.stop or None,
-                seed=request.seed,
-            )
+            results = policy.sample_with(request.prompts, request.sampling, request.n, request.seed)
         sampled = sum(len(c.token_ids) for samples in results for c in samples)
         self.metrics.observe_sampling(time.perf_counter() - started, sampled, policy.version)
         return policy, request, results, sum(prompt_tokens), sampled

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from verifarm.rollout.broker import queue_keys
+
 if TYPE_CHECKING:
     from verifarm.rollout.rollouts import BatchReport
     from verifarm.rollout.store import RolloutRecord
@@ -139,8 +141,6 @@ def serve_worker_metrics(sender: Any = None, **_: Any) -> None:
     settings = WorkerMetricsSettings()
     if settings.port is None or sender is None:
         return
-    from verifarm.rollout.app import queue_keys
-
     broker = sender.app.conf.get("broker_url")
     folder = export_worker_metrics(settings, broker, queue_keys())
     import atexit

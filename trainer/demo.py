@@ -236,7 +236,8 @@ class PoolCampaigns:
         self.farm, self.pool, self.timeout_seconds = farm, pool, timeout_seconds
 
     def run(self, spec):
-        from verifarm.rollout.campaign import status, submit
+        from verifarm.rollout.campaign import status
+        from verifarm.rollout.submission import submit
 
         row = submit(spec, self.farm)
         deadline = time.monotonic() + self.timeout_seconds

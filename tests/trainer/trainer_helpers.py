@@ -24,7 +24,8 @@ def run_campaign(
     from verifarm.policy.registry import CheckpointRegistry
     from verifarm.policy.sampling import LocalPolicy
     from verifarm.rollout.campaign import CampaignSpec
-    from verifarm.rollout.rollouts import CheckpointSampler, rollout_batch
+    from verifarm.rollout.rollouts import rollout_batch
+    from verifarm.rollout.samplers import CheckpointSampler
     from verifarm.rollout.store import RolloutStore
 
     spec = CampaignSpec(
