@@ -56,7 +56,7 @@ def _store_url(settings: Settings) -> str:
     """Commands that only read or flag the store need no broker. Before anything is stored in this home's default
     SQLite file they refuse rather than create an empty store: the default home is relative to the working folder,
     so this is most often a command run from another folder than the farm's."""
-    url = settings.existing_store_url(load_settings())
+    url = settings.existing_store_url()
     if url is None:
         _failed(
             f"nothing is stored in {settings.default_store_file} yet: submit a campaign first, or point "
@@ -81,7 +81,7 @@ def _check_services(settings: Settings, broker_url: str | None) -> None:
 def complete_campaign_ids(incomplete: str) -> list[str]:
     """Shell completion of the campaign ids in the store (none, rather than a new database, if it is absent)."""
     try:
-        url = load_settings().existing_store_url(load_settings())
+        url = load_settings().existing_store_url()
         if url is None:
             return []
         with RolloutStore(url) as store:

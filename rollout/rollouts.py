@@ -294,5 +294,5 @@ def rollout_batch(
     report.failed = sum(r.outcome == "fail" for r in records)
     report.infra_errors = sum(r.outcome == "infra_error" for r in records)
     report.policy_versions = sorted({r.policy_version for r in records if r.policy_version is not None})
-    observe_batch(report, records, sampler.name)
+    observe_batch(campaign_id, records, sampler.name, report.sample_seconds, report.infra_retries)
     return report
