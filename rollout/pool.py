@@ -1,4 +1,4 @@
-"""A worker pool started from Python: `verifarm workers start` processes, each in its own session.
+"""A worker pool started from Python: rollout worker processes, each in its own session.
 
 The Python counterpart of running `verifarm workers start` on each machine; used by the demo and the
 benchmark. Each process receives the pool's FarmConfig on its stdin (`verifarm.rollout.pool_worker`), never
