@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from verifarm.rollout.app import queue_keys
+from verifarm.rollout.broker import queue_keys
 from verifarm.rollout.campaign import status_from_store
 from verifarm.rollout.metrics import QueueDepthCollector
 from verifarm.rollout.store import RolloutStore

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from verifarm.dashboard import deps
 from verifarm.dashboard.config import DashboardConfig
-from verifarm.rollout.app import create_app, queue_keys
+from verifarm.rollout.broker import queue_keys, sender_app
 from verifarm.rollout.config import FarmConfig
 
 router = APIRouter()
@@ -29,7 +29,7 @@ def farm_view(config: DashboardConfig, timeout: float = 1.0) -> dict[str, Any]:
         finally:
             client.close()
         farm = FarmConfig(broker_url=broker_url, store_url=config.store_url, checkpoint_dir=config.checkpoint_dir)
-        inspector = create_app(farm).control.inspect(timeout=timeout)
+        inspector = sender_app(farm).control.inspect(timeout=timeout)
         active = inspector.active() or {}
         stats = inspector.stats() or {}
     except Exception as error:

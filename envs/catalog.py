@@ -54,14 +54,18 @@ def get_family(env_id: str, **options: Any) -> TaskFamily:
 
 
 class FamilyCache:
-    """Task families built once per worker process (some load data sets when built)."""
+    """Task families built once per worker process (some load data sets when built). Families whose answers are
+    programs run them on `sandbox_backend` (a backend name or 'auto'), unless their options name another."""
 
-    def __init__(self) -> None:
+    def __init__(self, sandbox_backend: str = "auto") -> None:
+        self.sandbox_backend = sandbox_backend
         self._families: dict[str, TaskFamily] = {}
 
     def get(self, env_id: str, options: dict[str, Any]) -> TaskFamily:
         key = json.dumps([env_id, options], sort_keys=True, default=str)
         if key not in self._families:
+            if accepted_languages(env_id):
+                options = {"backend": self.sandbox_backend, **options}
             self._families[key] = get_family(env_id, **options)
         return self._families[key]
 

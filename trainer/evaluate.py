@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from verifarm.envs.catalog import get_family
+from verifarm.rollout.store import RolloutStore
 from verifarm.trainer.config import EvalConfig, EvalSuite
 
 
@@ -154,3 +155,11 @@ def heldout_loss(model, tokenizer, texts: list[str], max_seq_len: int = 256, bat
             tokens += int((targets != -100).sum())
     model.train(was_training)
     return total / tokens
+
+
+def latest_evaluations(store: RolloutStore) -> dict[int, dict[str, float]]:
+    """The newest value of every metric the trainer stored, per policy version."""
+    by_version: dict[int, dict[str, float]] = {}
+    for entry in store.metrics():  # oldest step first, so later evaluations overwrite earlier ones
+        by_version.setdefault(entry.policy_version, {}).update(entry.metrics)
+    return by_version

@@ -46,7 +46,7 @@ class RolloutRecord(BaseModel):
     record_id: str
     campaign_id: str
     env_id: str
-    env_version: str  # the family's verifier version at generation time
+    env_version: str  # the env id's version suffix ("v0" of verifarm/Addition-v0); the verifier's is verifier_version
     task_index: int
     task_seed: int
     task_id: str
