@@ -13,6 +13,8 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from verifarm.envs.catalog import get_family
+
 ARITHMETIC_ENV = "verifarm/Addition-v0"
 PYTHON_ENV = "verifarm/PythonFunction-v0"
 
@@ -71,8 +73,6 @@ def arithmetic_documents(
     env_id: str, count: int, min_digits: int, max_digits: int, seed: int, options: dict | None = None
 ) -> list[str]:
     """Prompt + reference solution, with digits spread evenly over the range."""
-    from verifarm.envs.catalog import get_family
-
     family = get_family(env_id, **(options or {}))
     if max_digits > family.max_difficulty or min_digits < family.min_difficulty:
         raise ValueError(
@@ -91,7 +91,6 @@ def python_task_documents(count: int, seed: int) -> list[str]:
     """Generated Python function tasks with their reference solutions."""
     if count == 0:
         return []
-    from verifarm.envs.catalog import get_family
 
     family = get_family(PYTHON_ENV)
     documents = []

@@ -161,7 +161,7 @@ def test_bad_schemes_and_speculative_coupled_sampling_are_refused(tokenizer):
 def test_policy_init_publishes_the_chosen_scheme(tmp_path):
     from typer.testing import CliRunner
 
-    from verifarm.policy.cli import app
+    from verifarm.policy_cli import app
 
     runner = CliRunner()
     root = tmp_path / "checkpoints"
