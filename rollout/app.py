@@ -67,10 +67,12 @@ class WorkerRuntime:
         from verifarm.envs.catalog import FamilyCache
         from verifarm.rollout.policy_source import CheckpointPolicySource
         from verifarm.rollout.store import RolloutStore
+        from verifarm.rollout.verdict_cache import VerdictCache
 
         self.pid = os.getpid()
         self.farm = farm
         self.store = RolloutStore(farm.store_url)
+        self.verdicts = VerdictCache(self.store.engine)  # shared by every worker of the farm
         self.families = FamilyCache()
         self.policies = CheckpointPolicySource(farm.checkpoint_dir, torch_threads=farm.torch_threads)
         self._specs: dict[str, Any] = {}  # specs never change once stored
@@ -96,6 +98,7 @@ class WorkerRuntime:
             sampler,
             self.families,
             self.farm.infra_retries,
+            self.verdicts,
         )
         return {"batch_index": batch_index, **report.as_dict()}
 
