@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from verifarm.rollout.config import FarmConfig
+from verifarm.rollout.running_campaigns import RunningCampaigns
 from verifarm.rollout.store import RolloutStore
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,23 @@ def batches_in_broker(client: redis.Redis, queue_keys: list[str]) -> int:
 
 
 def lost_campaigns(store: RolloutStore, older_than: datetime) -> list[str]:
-    """Running campaigns created before `older_than` (so still short of complete)."""
+    """Running campaigns created before `older_than` (so still short of complete).
+
+    Only campaigns not yet known to be done are counted (`RunningCampaigns`); one found done now is remembered,
+    so a store full of finished campaigns costs the sweep nothing.
+    """
     from verifarm.rollout.campaign import status_from_store
 
-    return [
-        row.campaign_id
-        for row in store.list_campaigns()
-        # A campaign just submitted may not have enqueued its batches yet.
-        if row.created_at <= older_than and status_from_store(store, row.campaign_id).state == "running"
-    ]
+    index = RunningCampaigns(store.engine, store.campaigns)
+    running = []
+    # A campaign just submitted may not have enqueued its batches yet: only older ones are candidates.
+    for campaign_id in index.candidates(older_than):
+        current = status_from_store(store, campaign_id)
+        if current.state == "running":
+            running.append(campaign_id)
+        elif current.state == "done":
+            index.mark_done(campaign_id, current.created_at)
+    return running
 
 
 def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) -> dict[str, int]:
