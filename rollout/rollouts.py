@@ -249,35 +249,36 @@ def verify_all(
     items: Sequence[ToVerify], cache: VerdictCache | None, retries: int, report: BatchReport
 ) -> list[Judged]:
     """Verdicts for all items. With a cache, each distinct (env, verifier version, task, completion) is verified
-    at most once: repeats within the items share one run, and a verdict any worker stored before is reused.
-    Without one, every item is verified."""
+    at most once: repeats within the items share one run, and a verdict any worker stored before is reused
+    (for families whose verifier is not cheaper than that lookup). Without one, every item is verified."""
     if cache is None:
         return [_verify_timed(item, retries, report) for item in items]
     keys = [
         verdict_key(item.plan.env_id, item.plan.options, item.family.verifier_version, item.task, item.completion)
         for item in items
     ]
+    shared = [not getattr(item.family, "cheap_verifier", False) for item in items]
     started = time.perf_counter()
-    known = cache.lookup(keys)
-    lookup_each = (time.perf_counter() - started) / max(len(items), 1)
+    known = cache.lookup(key for key, share in zip(keys, shared) if share) if any(shared) else {}
+    lookup_each = (time.perf_counter() - started) / max(sum(shared), 1)
     fresh: dict[str, Judged] = {}
     judged = []
-    for key, item in zip(keys, items):
+    for key, item, share in zip(keys, items, shared):
         if key in known:
             judged.append(Judged(known[key], lookup_each, cached=True))
         elif key in fresh:
             judged.append(Judged(fresh[key].verdict, 0.0, cached=True))
         else:
-            result = _verify_timed(item, retries, report, lookup_each)
+            result = _verify_timed(item, retries, report, lookup_each if share else 0.0)
             if not result.verdict.infra_error:  # a sandbox failure is tried again next time, never reused
                 fresh[key] = result
             judged.append(result)
     report.verdicts_cached += sum(j.cached for j in judged)
-    if fresh:
+    new_shared = {key: item for key, item, share in zip(keys, items, shared) if share and key in fresh}
+    if new_shared:
         cache.store(
             CachedVerdict(key, item.plan.env_id, item.family.verifier_version, fresh[key].verdict)
-            for key, item in zip(keys, items)
-            if key in fresh
+            for key, item in new_shared.items()
         )
     return judged
 

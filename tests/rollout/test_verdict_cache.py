@@ -24,10 +24,12 @@ MIX = [
 
 
 class CountingFamily:
-    """A real family whose verifier runs are counted (per completion text)."""
+    """A real family whose verifier runs are counted (per completion text). It says its verifier is not cheap, so
+    that the fast arithmetic checker exercises the shared cache as a sandboxed one does."""
 
-    def __init__(self, inner: Any, calls: Counter) -> None:
+    def __init__(self, inner: Any, calls: Counter, cheap: bool) -> None:
         self.inner, self.calls = inner, calls
+        self.cheap_verifier = cheap
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -38,12 +40,13 @@ class CountingFamily:
 
 
 class CountingFamilies(FamilyCache):
-    def __init__(self) -> None:
+    def __init__(self, cheap: bool = False) -> None:
         super().__init__()
         self.calls: Counter = Counter()
+        self.cheap = cheap
 
     def get(self, env_id: str, options: dict[str, Any]) -> Any:
-        return CountingFamily(super().get(env_id, options), self.calls)
+        return CountingFamily(super().get(env_id, options), self.calls, self.cheap)
 
 
 def new_campaign(store: RolloutStore, campaign_id: str, **fields: Any) -> CampaignSpec:
@@ -88,6 +91,16 @@ def test_repeats_within_a_batch_and_across_campaigns_are_verified_once(store: Ro
             before.reason,
             before.outcome,
         )
+
+
+def test_a_cheap_verifier_reuses_repeats_within_the_batch_only(store: RolloutStore) -> None:
+    cache = VerdictCache(store.engine)
+    families = CountingFamilies(cheap=True)
+    spec = new_campaign(store, "cheap", reference_corruption=0.3)
+    report = roll(store, "cheap", spec, families, cache)
+    records = store.query(RecordFilter(campaign_id="cheap"))
+    assert sum(families.calls.values()) == len({(r.task_index, r.completion) for r in records}) < 24
+    assert report.verdicts_cached == 24 - sum(families.calls.values()) and cache.count() == 0
 
 
 def test_another_verifier_version_or_completion_is_a_miss(store: RolloutStore) -> None:
@@ -144,10 +157,11 @@ def test_infra_errors_are_never_cached(store: RolloutStore) -> None:
 
 
 def test_the_worker_runtime_shares_verdicts_through_the_store(store_url: str, tmp_path: Path) -> None:
-    """Two worker processes' runtimes on one store: the second never verifies what the first did."""
+    """Two worker processes' runtimes on one store: the second never verifies what the first did (math answers,
+    checked by math-verify: a verifier worth a lookup)."""
     farm = FarmConfig(broker_url="redis://127.0.0.1:1/0", store_url=store_url, checkpoint_dir=tmp_path / "ckpt")
     with RolloutStore(store_url) as store:
-        spec = new_campaign(store, "a", batch_size=6)
+        spec = new_campaign(store, "a", batch_size=6, envs=[{"env_id": "verifarm/MathAnswer-v0"}])
         store.create_campaign("b", spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, 5)
     first, second = WorkerRuntime(farm), WorkerRuntime(farm)
     try:
