@@ -362,6 +362,10 @@ _MAX_V = typer.Option(None, "--max-version", help="highest policy version")
 _VERIFIER_V = typer.Option(None, "--verifier-version", help="only records scored by this verifier version")
 
 
+# `data ls` counts matches up to this many: past it the count would cost a read of the whole selection.
+COUNT_LIMIT = 10_000
+
+
 def _duplicates(store, flt) -> int:
     """How many matching records repeat the content of an earlier one (what `--dedupe` leaves out)."""
     from dataclasses import replace
@@ -387,13 +391,20 @@ def data_ls(
     limit: int = typer.Option(20, min=1, help="rows to list"),
     verifier_version: str | None = _VERIFIER_V,
     as_json: bool = typer.Option(False, "--json", help="one JSON object: the rows and the counts"),
+    count_all: bool = typer.Option(
+        False, "--count-all", help=f"count every match exactly, past {COUNT_LIMIT:,} (reads the whole selection)"
+    ),
 ) -> None:
     """List matching records, first stored first, with their total count (deduplicated by default, like `export`).
 
-    `--json` prints {"records": [...], "total": N, "duplicates": D, "deduplicated": bool}: each record has the
-    fields of `data show` (record_id, campaign_id, env_id, task_index, sample_index, prompt, completion, reward,
-    passed, outcome, policy_version, ...); total counts matching records under the same deduplication; duplicates
-    counts those that repeat an earlier record's content.
+    Counting stops past 10,000 matches (the listing then says "more than 10,000"), so that listing costs the same
+    in a store of any size; `--count-all` counts them all.
+
+    `--json` prints {"records": [...], "total": N, "duplicates": D, "deduplicated": bool, "exact": bool}: each
+    record has the fields of `data show` (record_id, campaign_id, env_id, task_index, sample_index, prompt,
+    completion, reward, passed, outcome, policy_version, ...); total counts matching records under the same
+    deduplication; duplicates counts those that repeat an earlier record's content. When `exact` is false, total
+    is a lower bound and duplicates is null.
     """
     import dataclasses
 
@@ -406,10 +417,14 @@ def data_ls(
     flt = dataclasses.replace(
         _filter(campaign, env, outcome, min_version, max_version, dedupe, limit), verifier_version=verifier_version
     )
+    bound = None if count_all else COUNT_LIMIT
     with RolloutStore(_store_url()) as store:
-        total = store.count(flt)
+        distinct = store.count(dataclasses.replace(flt, dedupe=True, limit=None), at_most=bound)
+        everything = store.count(dataclasses.replace(flt, dedupe=False, limit=None), at_most=bound)
         records = store.query(flt)
-        duplicates = _duplicates(store, flt)
+    exact = bound is None or everything <= bound  # then `distinct`, never larger, is exact too
+    total = min(distinct if dedupe else everything, COUNT_LIMIT if not exact else everything)
+    duplicates = everything - distinct if exact else None
     if as_json:
         typer.echo(
             json.dumps(
@@ -418,6 +433,7 @@ def data_ls(
                     "total": total,
                     "duplicates": duplicates,
                     "deduplicated": dedupe,
+                    "exact": exact,
                 }
             )
         )
@@ -440,7 +456,9 @@ def data_ls(
         )
         table.add_row(*(Text(cell) for cell in cells))
     Console(width=160).print(table)
-    if dedupe:
+    if not exact:
+        typer.echo(f"{len(records)} of more than {COUNT_LIMIT:,} records (--count-all counts them and the duplicates)")
+    elif dedupe:
         typer.echo(
             f"{len(records)} of {total} records ({duplicates} duplicates not counted, as in `data export`; "
             "--all lists them)"
