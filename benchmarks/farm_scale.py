@@ -3,8 +3,8 @@ Redis and one PostgreSQL carry.
 
 1. Reads at two store sizes (a private schema of the local PostgreSQL, filled server-side with
    `INSERT ... SELECT generate_series`, dropped afterwards). Campaigns of 5,000 records each (1,250 tasks x 4
-   samples, a quarter repeating an earlier sample's content, as low-temperature sampling does); one of them is
-   half done (running), the rest are done. Measured at 10,000 records (2 campaigns), then the same store grown to
+   samples, a quarter repeating an earlier sample's content, as low-temperature sampling does); one campaign
+   is half done (running: 5,000 of its 10,000 records), the rest are done. Measured at 10,000 records (2 campaigns), then the same store grown to
    1,000,000 (200 campaigns): `data ls` (whole store, deduplicated, and one campaign), `campaign status`, the
    reconcile sweep's store part (ours: the running-campaign index; baseline: every campaign's counts, as before),
    and `data export` of one campaign and of the whole store in a child process (wall time and peak RSS).
@@ -91,8 +91,10 @@ def campaign_spec(tasks: int, batch_size: int) -> dict:
     ).model_dump(mode="json")
 
 
-def add_campaign(store: RolloutStore, campaign_id: str, records: int, created: datetime) -> None:
-    store.create_campaign(campaign_id, "scale", campaign_spec(TASKS_PER_CAMPAIGN, 8), TASKS_PER_CAMPAIGN, SAMPLES, 5)
+def add_campaign(
+    store: RolloutStore, campaign_id: str, records: int, created: datetime, tasks: int = TASKS_PER_CAMPAIGN
+) -> None:
+    store.create_campaign(campaign_id, "scale", campaign_spec(tasks, 8), tasks, SAMPLES, 5)
     with store.engine.begin() as conn:
         conn.execute(
             sqlalchemy.update(store.campaigns)
@@ -351,7 +353,9 @@ def main() -> None:
         farm = FarmConfig(broker_url=broker_url, store_url=url, checkpoint_dir=scratch / "checkpoints")
         try:
             with RolloutStore(url) as store:
-                add_campaign(store, RUNNING, CAMPAIGN_RECORDS // 2, datetime.now(timezone.utc) - timedelta(hours=1))
+                # Half done: 5,000 of its 10,000 records.
+                created = datetime.now(timezone.utc) - timedelta(hours=1)
+                add_campaign(store, RUNNING, CAMPAIGN_RECORDS, created, tasks=2 * TASKS_PER_CAMPAIGN)
                 grow(store, args.small)
                 small = measure_reads(store, env, scratch, args.repeats)
                 print(f"grown to {args.large:,} records in {grow(store, args.large):.0f} s", flush=True)
