@@ -71,7 +71,7 @@ FILL = sqlalchemy.text(
         'Let me add. Answer: ' || (2 * (i / 4) + 7 + (i % 4) % 3), 1.0 * ((i % 4) % 3 = 0)::int,
         (i % 4) % 3 = 0, 'answer checked', CASE WHEN (i % 4) % 3 = 0 THEN 'pass' ELSE 'fail' END,
         1, 'checkpoint', 'arithmetic-1', NULL, 0.01, 0.001,
-        md5('verifarm/Addition-v0' || (i / 4) || ':' || ((i % 4) % 3)), '{}'::json,
+        md5(:campaign || (i / 4) || ':' || ((i % 4) % 3)), '{}'::json,
         :created + (i * interval '1 millisecond')
     FROM generate_series(0, :count - 1) AS i
     """
@@ -114,20 +114,24 @@ def grow(store: RolloutStore, total: int) -> float:
         add_campaign(store, f"scale-{index:04d}", CAMPAIGN_RECORDS, created)
         have += CAMPAIGN_RECORDS
         index += 1
+    # As autovacuum would after a while: statistics for the planner, the visibility map for index-only scans.
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sqlalchemy.text("ANALYZE"))
+        conn.execute(sqlalchemy.text("VACUUM (ANALYZE) rollout_records"))
     return time.perf_counter() - started
 
 
-def timed(function: Callable[[], object], repeats: int) -> float:
-    """Median seconds of `repeats` calls (after one unmeasured call that warms caches)."""
-    function()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def timed_pair(functions: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each function, called in turn `repeats` times (after one unmeasured round that warms
+    caches): the machine's load drifts over both alike."""
+    for function in functions:
         function()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    samples: list[list[float]] = [[] for _ in functions]
+    for _ in range(repeats):
+        for index, function in enumerate(functions):
+            started = time.perf_counter()
+            function()
+            samples[index].append(time.perf_counter() - started)
+    return [statistics.median(times) for times in samples]
 
 
 def sweep_reading_every_campaign(store: RolloutStore, older_than: datetime) -> list[str]:
@@ -151,10 +155,11 @@ def export_in_child(env: dict[str, str], out: Path, *options: str) -> tuple[floa
     return seconds, usage.ru_maxrss / 1024
 
 
-def measure_reads(store: RolloutStore, env: dict[str, str], scratch: Path, repeats: int) -> dict[str, float]:
+def measure_reads(stores: list[RolloutStore], envs: list[dict[str, str]], scratch: Path, repeats: int) -> list[dict]:
+    """The reads on each store, each operation timed on all stores in turn."""
     runner = CliRunner()
 
-    def cli(*args: str) -> Callable[[], object]:
+    def cli(env: dict[str, str], *args: str) -> Callable[[], object]:
         def call() -> None:
             result = runner.invoke(cli_app, list(args), env=env)
             if result.exit_code != 0:
@@ -162,22 +167,28 @@ def measure_reads(store: RolloutStore, env: dict[str, str], scratch: Path, repea
 
         return call
 
-    lost_campaigns(store, LATER)  # the first sweep after growth records the done campaigns once
-    row = {
-        "records": store.count(),
-        "campaigns": len(store.campaign_ids()),
-        "data ls": timed(cli("data", "ls"), repeats),
-        "data ls --campaign": timed(cli("data", "ls", "--campaign", RUNNING), repeats),
-        "campaign status": timed(cli("campaign", "status", RUNNING), repeats),
-        "sweep (running index)": timed(lambda: lost_campaigns(store, LATER), repeats),
-        "sweep (every campaign)": timed(lambda: sweep_reading_every_campaign(store, LATER), 1),
+    rows: list[dict] = [{"records": store.count(), "campaigns": len(store.campaign_ids())} for store in stores]
+    for store in stores:
+        lost_campaigns(store, LATER)  # the first sweep after an upgrade records the done campaigns, once
+    operations: dict[str, Callable[[RolloutStore, dict], Callable[[], object]]] = {
+        "data ls": lambda store, env: cli(env, "data", "ls"),
+        "data ls --campaign": lambda store, env: cli(env, "data", "ls", "--campaign", RUNNING),
+        "campaign status": lambda store, env: cli(env, "campaign", "status", RUNNING),
+        "sweep (running index)": lambda store, env: lambda: lost_campaigns(store, LATER),
+        "sweep (every campaign, as before)": lambda store, env: lambda: sweep_reading_every_campaign(store, LATER),
     }
-    seconds, rss = export_in_child(env, scratch / "campaign.jsonl", "--campaign", RUNNING)
-    row["export campaign"], row["export campaign RSS MiB"] = seconds, rss
-    seconds, rss = export_in_child(env, scratch / "all.jsonl")
-    row["export all"], row["export all RSS MiB"] = seconds, rss
-    row["export all us/record"] = 1e6 * seconds / row["records"]
-    return row
+    for name, make in operations.items():
+        once = name.startswith("sweep (every")  # seconds per call at 1M records: one is enough
+        seconds = timed_pair([make(store, env) for store, env in zip(stores, envs)], 1 if once else repeats)
+        for row, value in zip(rows, seconds):
+            row[name] = value
+    for row, env in zip(rows, envs):
+        seconds, rss = export_in_child(env, scratch / "campaign.jsonl", "--campaign", RUNNING)
+        row["export campaign"], row["export campaign RSS MiB"] = seconds, rss
+        seconds, rss = export_in_child(env, scratch / "all.jsonl")
+        row["export all"], row["export all RSS MiB"] = seconds, rss
+        row["export all us/record"] = 1e6 * seconds / row["records"]
+    return rows
 
 
 def print_reads(small: dict[str, float], large: dict[str, float]) -> None:
@@ -339,27 +350,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the farm run and the capacity measurements")
     args = parser.parse_args()
-    schema = f"vf_scale_{uuid.uuid4().hex[:10]}"
+    schemas = [f"vf_scale_{uuid.uuid4().hex[:10]}" for _ in range(2)]
     admin = sqlalchemy.create_engine(POSTGRES_URL)
     with admin.begin() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+        for schema in schemas:
+            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    urls = [f"{POSTGRES_URL}?options=-csearch_path%3D{schema}" for schema in schemas]
+    url = urls[0]
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="verifarm-scale-") as tmp:
         scratch = Path(tmp)
-        env = {**os.environ, "VERIFARM_DATABASE_URL": url, "VERIFARM_HOME": str(scratch / "home")}
+        envs = [{**os.environ, "VERIFARM_DATABASE_URL": u, "VERIFARM_HOME": str(scratch / "home")} for u in urls]
         redis_server = EmbeddedRedis(scratch / "redis")
         broker_url, redis_pid = redis_server.start()
         farm = FarmConfig(broker_url=broker_url, store_url=url, checkpoint_dir=scratch / "checkpoints")
         try:
-            with RolloutStore(url) as store:
-                # Half done: 5,000 of its 10,000 records.
-                created = datetime.now(timezone.utc) - timedelta(hours=1)
-                add_campaign(store, RUNNING, CAMPAIGN_RECORDS, created, tasks=2 * TASKS_PER_CAMPAIGN)
-                grow(store, args.small)
-                small = measure_reads(store, env, scratch, args.repeats)
-                print(f"grown to {args.large:,} records in {grow(store, args.large):.0f} s", flush=True)
-                large = measure_reads(store, env, scratch, args.repeats)
+            with RolloutStore(urls[0]) as small_store, RolloutStore(urls[1]) as large_store:
+                for store, size in ((small_store, args.small), (large_store, args.large)):
+                    # Half done: 5,000 of its 10,000 records.
+                    created = datetime.now(timezone.utc) - timedelta(hours=1)
+                    add_campaign(store, RUNNING, CAMPAIGN_RECORDS, created, tasks=2 * TASKS_PER_CAMPAIGN)
+                    print(f"filled {size:,} records in {grow(store, size):.0f} s", flush=True)
+                small, large = measure_reads([small_store, large_store], envs, scratch, args.repeats)
             print_reads(small, large)
             measure_submit(farm, args.repeats)
             if not args.quick:
@@ -376,7 +388,8 @@ def main() -> None:
         finally:
             redis_server.stop(redis_pid)
             with admin.begin() as conn:
-                conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                for schema in schemas:
+                    conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
 
 

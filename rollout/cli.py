@@ -398,13 +398,13 @@ def data_ls(
     """List matching records, first stored first, with their total count (deduplicated by default, like `export`).
 
     Counting stops past 10,000 matches (the listing then says "more than 10,000"), so that listing costs the same
-    in a store of any size; `--count-all` counts them all.
+    in a store of any size; `--count-all` counts them all, and their duplicates.
 
     `--json` prints {"records": [...], "total": N, "duplicates": D, "deduplicated": bool, "exact": bool}: each
     record has the fields of `data show` (record_id, campaign_id, env_id, task_index, sample_index, prompt,
     completion, reward, passed, outcome, policy_version, ...); total counts matching records under the same
-    deduplication; duplicates counts those that repeat an earlier record's content. When `exact` is false, total
-    is a lower bound and duplicates is null.
+    deduplication; duplicates counts those that repeat an earlier record's content. When `exact` is false (more
+    than 10,000 matches, without --count-all), total and duplicates are null.
     """
     import dataclasses
 
@@ -417,13 +417,15 @@ def data_ls(
     flt = dataclasses.replace(
         _filter(campaign, env, outcome, min_version, max_version, dedupe, limit), verifier_version=verifier_version
     )
-    bound = None if count_all else COUNT_LIMIT
     with RolloutStore(_store_url()) as store:
-        distinct = store.count(dataclasses.replace(flt, dedupe=True, limit=None), at_most=bound)
-        everything = store.count(dataclasses.replace(flt, dedupe=False, limit=None), at_most=bound)
+        everything = store.count(
+            dataclasses.replace(flt, dedupe=False, limit=None), at_most=None if count_all else COUNT_LIMIT
+        )
+        exact = count_all or everything <= COUNT_LIMIT
+        # Deduplicating is counted only over a selection already known to be small (or when asked to).
+        distinct = store.count(dataclasses.replace(flt, dedupe=True, limit=None)) if exact else None
         records = store.query(flt)
-    exact = bound is None or everything <= bound  # then `distinct`, never larger, is exact too
-    total = min(distinct if dedupe else everything, COUNT_LIMIT if not exact else everything)
+    total = (distinct if dedupe else everything) if exact else None
     duplicates = everything - distinct if exact else None
     if as_json:
         typer.echo(
@@ -457,7 +459,10 @@ def data_ls(
         table.add_row(*(Text(cell) for cell in cells))
     Console(width=160).print(table)
     if not exact:
-        typer.echo(f"{len(records)} of more than {COUNT_LIMIT:,} records (--count-all counts them and the duplicates)")
+        typer.echo(
+            f"{len(records)} of more than {COUNT_LIMIT:,} matching records, duplicates included "
+            "(--count-all counts them exactly)"
+        )
     elif dedupe:
         typer.echo(
             f"{len(records)} of {total} records ({duplicates} duplicates not counted, as in `data export`; "
