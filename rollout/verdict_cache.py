@@ -3,7 +3,7 @@
 Campaigns sampled at low temperature repeat themselves (the n samples of a task, and the same task drawn by
 another campaign), and a code verifier spends a sandbox run on every repeat. A verifier is a pure function of
 (task, completion) at a given verifier version, so its verdict can be reused; the key hashes the env id (with
-its options), the verifier version, the task's identity (id and prompt) and the completion. The table lives in
+its options), the verifier version, the task's identity (id, prompt and data) and the completion. The table lives in
 the rollout store's database, where all workers already write. Infra errors judge the sandbox, not the
 completion, and are never stored.
 """
@@ -31,7 +31,8 @@ _LOOKUP_CHUNK = 500
 def verdict_key(env_id: str, options: Mapping[str, Any], verifier_version: str, task: Task, completion: str) -> str:
     """The cache key of verifying `completion` on `task`: equal only when the verifier would see the same input."""
     payload = json.dumps(
-        [env_id, dict(options), verifier_version, task.task_id, task.prompt, completion],
+        # The task's data (tests, expected values, a translation's source) is what the verifier judges against.
+        [env_id, dict(options), verifier_version, task.task_id, task.prompt, task.data, completion],
         ensure_ascii=False,
         sort_keys=True,
         separators=(",", ":"),
