@@ -42,7 +42,7 @@ from typer.testing import CliRunner
 from verifarm.cli import app as cli_app
 from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.app import WorkerRuntime
-from verifarm.rollout.campaign import parse_spec, plan_task, status_from_store, submit
+from verifarm.rollout.campaign import parse_spec, plan_task, status_from_store
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.pool import WorkerPool
@@ -50,6 +50,7 @@ from verifarm.rollout.reconcile import lost_campaigns
 from verifarm.rollout.reference_policy import ReferencePolicy
 from verifarm.rollout.rollouts import Attempt, build_records, verify_with_retries
 from verifarm.rollout.store import RecordFilter, RolloutStore
+from verifarm.rollout.submission import submit
 from verifarm.rollout.verdict_cache import VerdictCache
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"

@@ -17,9 +17,11 @@ from typing import Any
 
 import redis
 
+from verifarm.rollout.campaign import status_from_store
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.running_campaigns import RunningCampaigns
 from verifarm.rollout.store import RolloutStore
+from verifarm.rollout.submission import requeue
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ def lost_campaigns(store: RolloutStore, older_than: datetime) -> list[str]:
     Only campaigns not yet known to be done are counted (`RunningCampaigns`); one found done now is remembered,
     so a store full of finished campaigns costs the sweep nothing.
     """
-    from verifarm.rollout.campaign import status_from_store
-
     index = RunningCampaigns(store.engine, store.campaigns)
     running = []
     # A campaign just submitted may not have enqueued its batches yet: only older ones are candidates.
@@ -58,18 +58,16 @@ def lost_campaigns(store: RolloutStore, older_than: datetime) -> list[str]:
 
 def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) -> dict[str, int]:
     """One reconciliation pass; returns {campaign id: batches enqueued again}. Safe from many workers at once."""
-    from verifarm.rollout.campaign import requeue
-
     client = redis.Redis.from_url(farm.broker_url, socket_timeout=10)
     try:
         # One sweeper per interval across the farm; the lock expires by itself if its holder dies.
-        if not client.set(SWEEP_LOCK, "1", nx=True, ex=farm.reconcile_interval_s):
+        if not client.set(SWEEP_LOCK, "1", nx=True, ex=farm.tuning.reconcile_interval_s):
             return {}
         if batches_in_broker(client, queue_keys):
             return {}
         now = now or datetime.now(timezone.utc)
         with RolloutStore(farm.store_url) as store:
-            candidates = lost_campaigns(store, now - timedelta(seconds=farm.visibility_timeout_s))
+            candidates = lost_campaigns(store, now - timedelta(seconds=farm.tuning.visibility_timeout_s))
         requeued: dict[str, int] = {}
         for campaign_id in candidates:
             sweeps = client.incr(_SWEEP_COUNT.format(campaign_id))
@@ -92,7 +90,7 @@ def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) 
 
 
 def start_sweeping(worker: Any, farm: FarmConfig, queue_keys: list[str]) -> Any:
-    """Run `sweep` every `farm.reconcile_interval_s` on the worker's timer; returns the timer entry."""
+    """Run `sweep` every `farm.tuning.reconcile_interval_s` on the worker's timer; returns the timer entry."""
 
     def tick() -> None:
         try:
@@ -100,4 +98,4 @@ def start_sweeping(worker: Any, farm: FarmConfig, queue_keys: list[str]) -> Any:
         except Exception as error:  # a broker or database blip: the next tick tries again
             log.warning("batch reconciliation skipped: %s", error)
 
-    return worker.timer.call_repeatedly(farm.reconcile_interval_s, tick, priority=10)
+    return worker.timer.call_repeatedly(farm.tuning.reconcile_interval_s, tick, priority=10)
