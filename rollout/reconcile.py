@@ -52,7 +52,7 @@ def lost_campaigns(store: RolloutStore, older_than: datetime) -> list[str]:
         if current.state == "running":
             running.append(campaign_id)
         elif current.state == "done":
-            index.mark_done(campaign_id, current.created_at)
+            index.mark_done(campaign_id)
     return running
 
 

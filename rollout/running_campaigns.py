@@ -1,18 +1,16 @@
 """The campaigns that may still be running, found without counting every campaign's records.
 
-A campaign is done once the store holds all its records, and stays done (records are only ever added, and
-deleting a campaign deletes its row). So the finished ones are remembered in their own table the first time
-a reader finds them done; the running ones are the campaigns not cancelled and not in it. The reconcile
-sweep then counts records only for those, and its cost follows the running campaigns, not the store's size.
-The campaign's creation time is part of the key: a campaign deleted and created again under the same id is
-a new campaign, not a finished one.
+A campaign is done once the store holds all its records, and stays done (records and campaigns are only ever
+added). So the finished ones are remembered in their own table the first time a reader finds them done; the
+running ones are the campaigns not cancelled and not in it. The reconcile sweep then counts records only for
+those, and its cost follows the running campaigns, not the store's size.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, and_, select
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -21,7 +19,6 @@ def _table(metadata: MetaData) -> Table:
         "finished_campaigns",
         metadata,
         Column("campaign_id", String(64), primary_key=True),
-        Column("campaign_created_at", DateTime(timezone=True), nullable=False),
         Column("finished_at", DateTime(timezone=True), nullable=False),
     )
 
@@ -38,11 +35,7 @@ class RunningCampaigns:
     def candidates(self, created_before: datetime) -> list[str]:
         """Campaigns created before this time, not cancelled and not known to be done (oldest first)."""
         c, f = self.campaigns.c, self.finished.c
-        known_done = (
-            select(f.campaign_id)
-            .where(and_(f.campaign_id == c.campaign_id, f.campaign_created_at == c.created_at))
-            .exists()
-        )
+        known_done = select(f.campaign_id).where(f.campaign_id == c.campaign_id).exists()
         statement = (
             select(c.campaign_id)
             .where(c.created_at <= created_before, c.cancelled.is_(False), ~known_done)
@@ -51,13 +44,13 @@ class RunningCampaigns:
         with self.engine.connect() as conn:
             return list(conn.execute(statement).scalars())
 
-    def mark_done(self, campaign_id: str, created_at: datetime) -> None:
+    def mark_done(self, campaign_id: str) -> None:
         """Remember that this campaign holds all its records (a second mark changes nothing)."""
         insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         statement = (
             insert(self.finished)
-            .values(campaign_id=campaign_id, campaign_created_at=created_at, finished_at=datetime.now(timezone.utc))
-            .on_conflict_do_update(index_elements=["campaign_id"], set_={"campaign_created_at": created_at})
+            .values(campaign_id=campaign_id, finished_at=datetime.now(timezone.utc))
+            .on_conflict_do_nothing(index_elements=["campaign_id"])
         )
         with self.engine.begin() as conn:
             conn.execute(statement)

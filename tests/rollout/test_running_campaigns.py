@@ -41,12 +41,3 @@ def test_done_campaigns_leave_the_sweep_for_good(store: RolloutStore) -> None:
     # Cancelling is not final: a campaign taken back out of cancellation is a candidate again.
     store.set_cancelled("cancelled", False)
     assert lost_campaigns(store, LATER) == ["cancelled"]
-
-
-def test_a_campaign_created_again_under_a_finished_id_is_running(store: RolloutStore) -> None:
-    create(store, "again")
-    rollout_batch(store, "again", SPEC, range(4), ReferencePolicy(), FamilyCache(), 0)
-    assert lost_campaigns(store, LATER) == []
-    store.delete_campaign("again")
-    create(store, "again")
-    assert lost_campaigns(store, LATER) == ["again"]
