@@ -37,7 +37,7 @@ DEFAULT_MAX_COMPLETION_CHARS = 8192
 class TaskEnv(gym.Env[str, str]):
     """A task family as a Gymnasium env; ``env_id`` names the family in ``verifarm.envs.catalog``."""
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 -- gymnasium declares it a plain dict
 
     def __init__(
         self,

@@ -68,7 +68,9 @@ def _read_corpus(path: Path) -> list[str]:
             try:
                 texts.append(str(json.loads(line)["text"]))
             except (ValueError, KeyError, TypeError) as error:
-                raise typer.BadParameter(f"{path}:{number}: expected a JSON object with a 'text' field ({error})")
+                raise typer.BadParameter(
+                    f"{path}:{number}: expected a JSON object with a 'text' field ({error})"
+                ) from error
         return texts
     return [block.strip("\n") + "\n" for block in raw.split("\n\n") if block.strip()]
 
@@ -287,7 +289,7 @@ def list_versions(
         table.add_row(*row)
     Console().print(table)
     latest = registry.latest_version()
-    typer.echo(f"newest good version: {'v%d' % latest if latest else 'none'}")
+    typer.echo(f"newest good version: {f'v{latest}' if latest else 'none'}")
 
 
 @app.command()
@@ -359,7 +361,7 @@ def drafter(
         )
         families = [get_family(env_id) for env_id in env]
     except (ValueError, KeyError) as error:
-        raise typer.BadParameter(str(error).strip("'\""))
+        raise typer.BadParameter(str(error).strip("'\"")) from error
     for env_id, family in zip(env, families):
         if not family.min_difficulty <= difficulty <= family.max_difficulty:
             _bad_input(

@@ -10,6 +10,7 @@ slots. `DecoderOptions` selects int8 weights (`policy.quantize`) and a lower-pre
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -216,7 +217,7 @@ def split_prompt_cache(cache: KVCache, lengths: list[int]) -> list[PromptSegment
             best_area, best_cut = area, cut
     bounds = [0, prompts] if best_cut is None or best_area > 0.75 * whole else [0, best_cut, prompts]
     segments = []
-    for start, stop in zip(bounds, bounds[1:]):
+    for start, stop in itertools.pairwise(bounds):
         first = width - max(lengths[start:stop])  # left padding: real tokens sit at the end
         part = KVCache(cache.kv[:, start:stop, :, first:].contiguous(), cache.valid[start:stop, first:])
         bias = torch.zeros(part.valid.shape, dtype=cache.kv.dtype, device=part.valid.device)

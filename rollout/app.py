@@ -147,7 +147,7 @@ def create_app(farm: FarmConfig | None = None) -> Celery:
 class BatchReconciler(bootsteps.StartStopStep):
     """Worker bootstep: periodically re-enqueue batches the broker lost (see `verifarm.rollout.reconcile`)."""
 
-    requires = {"celery.worker.components:Timer"}
+    requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)

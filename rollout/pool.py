@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
 
 from verifarm.rollout.config import FarmConfig, farm_environment
 
@@ -28,14 +27,11 @@ class WorkerPool:
         self.farm, self.log_dir, self.name = farm, Path(log_dir), name
         self.processes_wanted, self.concurrency = processes, concurrency
         self.processes: list[subprocess.Popen] = []
-        self._logs: list[IO[bytes]] = []
 
     def start(self) -> WorkerPool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = farm_environment(self.farm, dict(os.environ))
         for index in range(self.processes_wanted):
-            log = open(self.log_dir / f"{self.name}-{index}.log", "wb")
-            self._logs.append(log)
             command = [
                 sys.executable,
                 "-m",
@@ -49,16 +45,18 @@ class WorkerPool:
                 "-l",
                 "WARNING",
             ]
-            self.processes.append(
-                subprocess.Popen(
-                    command,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
+            # The worker writes to its own copy of the log's descriptor; ours is closed once it has started.
+            with open(self.log_dir / f"{self.name}-{index}.log", "wb") as log:
+                self.processes.append(
+                    subprocess.Popen(
+                        command,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
                 )
-            )
         return self
 
     def node_names(self) -> list[str]:
@@ -97,9 +95,7 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
-        for log in self._logs:
-            log.close()
-        self.processes, self._logs = [], []
+        self.processes = []
 
     def __enter__(self) -> WorkerPool:
         return self.start()

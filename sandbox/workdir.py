@@ -140,7 +140,7 @@ class HostWorkDir:
             # Executable so a compiled binary handed to a later run can be started; harmless otherwise.
             target.chmod(0o755)
         if self.identity.uid is not None:
-            for folder, dirs, names in os.walk(self.path):
+            for folder, _dirs, names in os.walk(self.path):
                 os.chown(folder, self.identity.uid, self.identity.gid)
                 for name in names:
                     os.chown(os.path.join(folder, name), self.identity.uid, self.identity.gid)

@@ -322,7 +322,7 @@ def status(
             )
         )
         return
-    typer.echo(f"trainer: {'running (pid %d)' % pid if pid else 'not running'}; log {_log_file()}")
+    typer.echo(f"trainer: {f'running (pid {pid})' if pid else 'not running'}; log {_log_file()}")
     if not versions:
         typer.echo(f"no policy versions in {settings.checkpoints}")
         return

@@ -383,7 +383,7 @@ def summary_table(results: list[RoundResult]) -> str:
     for r in results:
         cells = "  ".join(f"{r.pass_at_1.get(d, float('nan')):6.1%}" for d in difficulties)
         loss = f"{r.heldout_loss:.4f}" if r.heldout_loss is not None else "-"
-        lines.append(f"{r.round:>5}  {'v%d' % r.version:>7}  {cells}  {loss:>13}")
+        lines.append(f"{r.round:>5}  {f'v{r.version}':>7}  {cells}  {loss:>13}")
     return "\n".join(lines)
 
 
