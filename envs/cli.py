@@ -52,7 +52,7 @@ def list_envs(as_json: bool = typer.Option(False, "--json", help="one JSON array
     """
     from verifarm.envs.catalog import ENV_IDS, accepted_languages, get_family
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for env_id in ENV_IDS:
         family = get_family(env_id)
         rows.append(

@@ -164,7 +164,8 @@ class LocalPolicy:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a Hugging Face checkpoint folder (no config.json)")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        # transformers wraps Module.to in functools.wraps, whose type loses the binding to self
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
         return cls(model, AutoTokenizer.from_pretrained(path), version)
 
     @property

@@ -12,9 +12,9 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from verifarm.envs.base import Task, TaskFamily, Verdict
+from verifarm.envs.base import MultiTurnFamily, Task, TaskFamily, Verdict
 from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import CampaignSpec, PlannedTask, SamplingSettings, plan_task
 from verifarm.rollout.metrics import observe_batch
@@ -283,7 +283,8 @@ def rollout_batch(
         followups = []
         for t, s in retry:
             previous = attempts[t][s]
-            observation = families_used[t].feedback(
+            # another turn only for a family with feedback (see _max_turns)
+            observation = cast(MultiTurnFamily, families_used[t]).feedback(
                 tasks[t],
                 storable_text(previous.sample.text),
                 previous.verdict,

@@ -19,7 +19,7 @@ def drafter_prompts(config: TrainerConfig, per_difficulty: int, seed_base: int) 
     """Prompts of every evaluation suite's env at each of its difficulties."""
     from verifarm.envs.catalog import get_family
 
-    prompts = []
+    prompts: list[str] = []
     for suite in config.evaluation.suites:
         family = get_family(suite.env_id, **suite.options)
         for difficulty in suite.difficulties:
