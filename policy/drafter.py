@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import MixtralForCausalLM
 
@@ -99,7 +100,7 @@ def refresh_drafter(
     prompts: Sequence[str],
     heldout_prompts: Sequence[str],
     config: DrafterConfig = DrafterConfig(),
-) -> dict[str, float | int | None]:
+) -> dict[str, Any]:
     """Distill, measure and publish the drafter of policy `version`; returns the metadata it was published with."""
     if not heldout_prompts:
         raise ValueError("measuring a drafter needs held-out prompts")
