@@ -29,9 +29,16 @@ TREE = ROOT / "build" / "typecheck"
 
 
 def package_dirs() -> dict[str, Path]:
-    """`verifarm.x` -> its folder, as pyproject.toml maps them."""
+    """Each package pyproject.toml lists -> its folder, by the longest prefix package-dir maps (as setuptools)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    return {package: ROOT / folder for package, folder in config["package-dir"].items()}
+    mapped = config["package-dir"]
+    folders = {}
+    for package in config["packages"]:
+        parts = package.split(".")
+        cut = next((cut for cut in range(len(parts), 0, -1) if ".".join(parts[:cut]) in mapped), 0)
+        base = ROOT / mapped[".".join(parts[:cut])] if cut else ROOT
+        folders[package] = base.joinpath(*parts[cut:])
+    return folders
 
 
 def build_tree(packages: dict[str, Path]) -> dict[Path, Path]:

@@ -61,12 +61,24 @@ class Import:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
 
 
+def package_folders() -> dict[str, Path]:
+    """Each package pyproject.toml lists -> its folder, by the longest prefix package-dir maps (as setuptools)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = config["package-dir"]
+    folders = {}
+    for package in config["packages"]:
+        parts = package.split(".")
+        cut = next((cut for cut in range(len(parts), 0, -1) if ".".join(parts[:cut]) in mapped), 0)
+        base = ROOT / mapped[".".join(parts[:cut])] if cut else ROOT
+        folders[package] = base.joinpath(*parts[cut:])
+    return folders
+
+
 def package_modules() -> dict[str, Path]:
-    """Every module of the package -> its file, following pyproject.toml's package-dir mapping."""
-    package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    """Every module of the package -> its file."""
     modules = {}
-    for package, folder in package_dirs.items():
-        for path in sorted((ROOT / folder).glob("*.py")):
+    for package, folder in package_folders().items():
+        for path in sorted(folder.glob("*.py")):
             modules[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
     return modules
 
@@ -162,6 +174,15 @@ def test_the_mapping_is_read(modules: dict[str, Path]) -> None:
     parts = {part_of(module) for module in modules}
     assert parts == set(MAY_IMPORT), parts
     assert "verifarm.rollout.app" in modules and "verifarm.sandbox" in modules
+    # A sub-package missing from pyproject.toml's list would be neither installed nor checked here.
+    listed = set(package_folders().values())
+    unlisted = [
+        str(init.parent.relative_to(ROOT))
+        for folder in listed
+        for init in folder.rglob("__init__.py")
+        if init.parent not in listed
+    ]
+    assert not unlisted, f"package folders missing from [tool.setuptools] packages: {unlisted}"
 
 
 def test_layers_import_downward_only(package_imports: list[Import]) -> None:
