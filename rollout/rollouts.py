@@ -25,16 +25,25 @@ from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for
 class Sample(Protocol):
     """What a policy returns per sample (`verifarm.policy.sampling.Completion` has this shape)."""
 
-    text: str
-    token_ids: Any
-    logprobs: Any
-    policy_version: int | None
+    # Read, never set: properties, so that frozen dataclasses (read-only fields) match them too.
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def token_ids(self) -> Any: ...
+
+    @property
+    def logprobs(self) -> Any: ...
+
+    @property
+    def policy_version(self) -> int | None: ...
 
 
 class TaskSampler(Protocol):
     """A policy as the farm uses it: n samples for each task, outer list per task."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def sample_tasks(
         self, tasks: list[Task], n: int, sampling: SamplingParams, seed: int

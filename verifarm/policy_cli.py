@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,6 +28,9 @@ from verifarm.terminal import ProgressReporter
 from verifarm.trainer.corpus import CorpusConfig, build_corpus
 from verifarm.trainer.evaluate import latest_evaluations
 
+if TYPE_CHECKING:  # transformers loads only in the commands that use it
+    from transformers import PreTrainedModel
+
 app = typer.Typer(no_args_is_help=True, help="policy commands")
 
 # The built-in pre-training of `policy init`: worked additions of up to 3 digits (the gold solutions the trainer's
@@ -38,7 +42,7 @@ DEFAULT_PRETRAIN_STEPS = 300
 DEFAULT_PRETRAIN_SECONDS = 600.0
 
 
-def _bad_input(message: str) -> None:
+def _bad_input(message: str) -> NoReturn:
     raise BadInput(message)
 
 
@@ -118,6 +122,7 @@ def init(
         _bad_input(f"{corpus} holds no documents")
 
     metadata: dict = {"parent_version": None, "seed": seed}
+    model: PreTrainedModel
     if from_pretrained is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
