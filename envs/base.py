@@ -44,14 +44,28 @@ class TaskFamily(Protocol):
     ``cheap_verifier`` (True: verifying costs less than a database round trip, so the farm's shared verdict cache
     is not consulted for it)."""
 
-    name: str
-    verifier_version: str
-    min_difficulty: int
-    max_difficulty: int
+    # Read, never set: properties, so that a frozen dataclass's fields (read-only) match them too.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def verifier_version(self) -> str: ...
+
+    @property
+    def min_difficulty(self) -> int: ...
+
+    @property
+    def max_difficulty(self) -> int: ...
 
     def generate(self, seed: int, difficulty: int) -> Task: ...
 
     def verify(self, task: Task, completion: str) -> Verdict: ...
+
+
+class MultiTurnFamily(TaskFamily, Protocol):
+    """A family with ``feedback``: the next observation after a failed attempt of a multi-turn episode."""
+
+    def feedback(self, task: Task, completion: str, verdict: Verdict, turn: int, max_turns: int) -> str: ...
 
 
 @dataclass(frozen=True)
