@@ -123,6 +123,8 @@ def run(
 
     # deferred: the trainer imports torch, which the daemon's other commands do not need
     from verifarm.trainer.daemon import ContinualTrainer, TrainerStateMismatch
+
+    # deferred: like the trainer, data-parallel training imports torch
     from verifarm.trainer.distributed import DataParallel
 
     logging.basicConfig(
