@@ -383,12 +383,16 @@ def data_ls(
         everything = store.count(
             dataclasses.replace(flt, dedupe=False, limit=None), at_most=None if count_all else COUNT_LIMIT
         )
-        exact = count_all or everything <= COUNT_LIMIT
         # Deduplicating is counted only over a selection already known to be small (or when asked to).
-        distinct = store.count(dataclasses.replace(flt, dedupe=True, limit=None)) if exact else None
+        distinct = (
+            store.count(dataclasses.replace(flt, dedupe=True, limit=None))
+            if count_all or everything <= COUNT_LIMIT
+            else None
+        )
         records = store.query(flt)
-    total = (distinct if dedupe else everything) if exact else None
-    duplicates = everything - distinct if exact else None
+    exact = distinct is not None
+    total = (distinct if dedupe else everything) if distinct is not None else None
+    duplicates = everything - distinct if distinct is not None else None
     if as_json:
         typer.echo(
             json.dumps(

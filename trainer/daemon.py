@@ -294,11 +294,13 @@ class ContinualTrainer:
     def _read_post_batch(self, kind: str) -> tuple[PostBatch | None, DataCursor]:
         """The next post-training batch: read by one rank and handed to all, so one data cursor advances even
         while records keep arriving between the ranks' reads."""
+        if self.parallel is None:
+            return read_post_batch(self.store, self.cursor, kind, self.config.batch_size, self.version, self.selection)
+        read = None
         if self.is_primary:
             read = read_post_batch(self.store, self.cursor, kind, self.config.batch_size, self.version, self.selection)
-        else:
-            read = None
-        return self.parallel.from_primary(read) if self.parallel else read
+        batch, cursor = self.parallel.from_primary(read)
+        return batch, cursor
 
     def _my_rows(self, groups: list) -> tuple[list[int], bool]:
         """The rows of the batch this rank steps on, and whether it has none (then it steps on row 0 with no
@@ -382,14 +384,13 @@ class ContinualTrainer:
     def publish(self) -> PublishReport:
         """Save state, publish the weights as a new version, evaluate it and record the metrics (under DDP, rank 0
         does; the other ranks learn the new version from it)."""
-        if self.parallel is not None:
-            self.parallel.check_in_sync(self.model)
-        report = self._publish() if self.is_primary else None
-        if self.parallel is not None:
-            report = self.parallel.from_primary(report)
-            self.version = report.version
-            self._last_published_step = self.step_index
-            self._staleness_since_publish = []
+        if self.parallel is None:
+            return self._publish()
+        self.parallel.check_in_sync(self.model)
+        report: PublishReport = self.parallel.from_primary(self._publish() if self.is_primary else None)
+        self.version = report.version
+        self._last_published_step = self.step_index
+        self._staleness_since_publish = []
         return report
 
     def _publish(self) -> PublishReport:
@@ -484,7 +485,8 @@ class ContinualTrainer:
         published: list[PublishReport] = []
         taken = 0
         waiting = False
-        stop_everywhere = should_stop if self.parallel is None else lambda: self.parallel.any(should_stop())
+        parallel = self.parallel
+        stop_everywhere = should_stop if parallel is None else lambda: parallel.any(should_stop())
         while (
             not stop_everywhere()
             and (max_steps is None or taken < max_steps)
