@@ -230,3 +230,11 @@ def test_newest_first_pages_by_keyset_and_cuts_long_text(store: RolloutStore) ->
     assert len(store.newest_first(RecordFilter(policy_name="checkpoint", verifier_version="1"), limit=50)) == 15
     with pytest.raises(ValueError, match="limit must be positive"):
         store.newest_first(limit=0)
+
+
+def test_a_bounded_count_stops_past_its_bound(store: RolloutStore) -> None:
+    records = [make_record("c", 0, i, completion=f"Answer: {i % 3}") for i in range(7)]
+    store.add_records(records)
+    assert store.count(RecordFilter()) == 7 and store.count(RecordFilter(dedupe=True)) == 3
+    assert store.count(RecordFilter(), at_most=10) == 7 and store.count(RecordFilter(), at_most=4) == 5
+    assert store.count(RecordFilter(dedupe=True), at_most=2) == 3  # deduplicated counts stay exact
