@@ -50,11 +50,12 @@ def record_filter(
         raise HTTPException(400, str(error)) from None
 
 
-# A plain `def`: the page runs in the thread pool. On the event loop it was measured 18-36% faster at p95 (no hop
-# to a worker thread), but a filter that matches almost nothing makes the keyset walk scan the store (about a
-# second at a million records), and on the loop that second would stall every other page and the live progress.
+# Served on the event loop: a hop to a worker thread and back cost more than the page's own query (see the
+# Dashboard latency section of benchmarks/README.md). That is safe because the walk is bounded: a filter that
+# matches almost nothing examines at most `scan_window` records per page (a few milliseconds) and the page says
+# how far it searched, instead of scanning a million records while every other page waits.
 @router.get("/records")
-def records_page(
+async def records_page(
     request: Request,
     campaign: str | None = None,
     env: str | None = None,
@@ -63,13 +64,19 @@ def records_page(
     verifier_version: str | None = None,
     policy_name: str | None = None,
     before: int | None = Query(None, ge=1, description="show records stored before this seq (the next page)"),
-    store: RolloutStore = Depends(deps.store),
-    config: DashboardConfig = Depends(deps.config),
 ):
+    config: DashboardConfig = request.app.state.config
+    store: RolloutStore = request.app.state.store
     flt = record_filter(campaign, env, outcome, policy_version, verifier_version, policy_name)
     # One more than a page tells whether an older page exists, without counting the matches.
-    rows = store.newest_first(flt, before_seq=before, limit=config.page_size + 1, preview_chars=config.preview_chars)
-    page, more = rows[: config.page_size], len(rows) > config.page_size
+    window = store.newest_window(
+        flt,
+        before_seq=before,
+        limit=config.page_size + 1,
+        preview_chars=config.preview_chars,
+        window=config.scan_window,
+    )
+    page, more = window.records[: config.page_size], len(window.records) > config.page_size
     filters: dict[str, Any] = {
         "campaign": campaign,
         "env": env,
@@ -83,7 +90,8 @@ def records_page(
         request,
         "records.html",
         records=page,
-        older=page[-1].seq if more and page else None,
+        older=page[-1].seq if more else window.searched_to,
+        searched_to=window.searched_to,
         filters=filters,
         active=active,
         campaigns=store.campaign_ids(),
