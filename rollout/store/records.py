@@ -296,18 +296,16 @@ class RecordStore(Database):
         if flt == RecordFilter(campaign_id=flt.campaign_id):
             # Every record (of the campaign's index) matches: the walk stops after `limit` rows by itself.
             return RecordWindow(self.newest_first(flt, before_seq, limit, preview_chars), None)
+        # One statement: the window's floor is a scalar subquery (one step down an index), and rides along as a
+        # column so that a page short of `limit` knows where its window ended.
         floor = self._newest_seq(flt.campaign_id, before_seq).scalar_subquery() - window
         statement = self._newest_statement(flt, before_seq, limit, preview_chars)
-        # The floor rides along as a column, so a partial page knows where its window ended without a new query.
         statement = statement.add_columns(floor.label("window_floor")).where(self.records.c.seq > floor)
         with self.engine.connect() as conn:
             rows = conn.execute(statement).mappings().all()
-            if len(rows) == limit:
-                return RecordWindow([self._summary_from_row(row, preview_chars) for row in rows], None)
-            if rows:
-                lowest = rows[0]["window_floor"]
-            else:
-                lowest = conn.execute(select(floor)).scalar()
+            lowest = None
+            if len(rows) < limit:
+                lowest = rows[0]["window_floor"] if rows else conn.execute(select(floor)).scalar()
             # Older records exist if the campaign (or the store) has any at or below the window's floor.
             older = None if lowest is None else conn.execute(self._newest_seq(flt.campaign_id, lowest + 1)).scalar()
         return RecordWindow(
