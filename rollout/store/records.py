@@ -303,14 +303,13 @@ class RecordStore(Database):
         statement = statement.add_columns(floor.label("window_floor")).where(self.records.c.seq > floor)
         with self.engine.connect() as conn:
             rows = conn.execute(statement).mappings().all()
-            lowest = None
+            searched_to: int | None = None
             if len(rows) < limit:
                 lowest = rows[0]["window_floor"] if rows else conn.execute(select(floor)).scalar()
-            # Older records exist if the campaign (or the store) has any at or below the window's floor.
-            older = None if lowest is None else conn.execute(self._newest_seq(flt.campaign_id, lowest + 1)).scalar()
-        return RecordWindow(
-            [self._summary_from_row(row, preview_chars) for row in rows], None if older is None else lowest + 1
-        )
+                # Older records exist if the campaign (or the store) has any at or below the window's floor.
+                if lowest is not None and conn.execute(self._newest_seq(flt.campaign_id, lowest + 1)).scalar():
+                    searched_to = int(lowest) + 1
+        return RecordWindow([self._summary_from_row(row, preview_chars) for row in rows], searched_to)
 
     def _newest_seq(self, campaign_id: str | None, before_seq: int | None) -> Any:
         """The newest seq (of a campaign) stored before `before_seq`: one step down an index."""
