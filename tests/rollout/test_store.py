@@ -258,3 +258,11 @@ def test_newest_window_bounds_the_walk_and_pages_through_everything(store: Rollo
     assert nothing.records == [] and nothing.searched_to == store.latest_seq() - 7
     with pytest.raises(ValueError, match="window must be positive"):
         store.newest_window(RecordFilter(outcome="fail"), window=0)
+
+
+def test_a_bounded_count_stops_past_its_bound(store: RolloutStore) -> None:
+    records = [make_record("c", 0, i, completion=f"Answer: {i % 3}") for i in range(7)]
+    store.add_records(records)
+    assert store.count(RecordFilter()) == 7 and store.count(RecordFilter(dedupe=True)) == 3
+    assert store.count(RecordFilter(), at_most=10) == 7 and store.count(RecordFilter(), at_most=4) == 5
+    assert store.count(RecordFilter(dedupe=True), at_most=2) == 3  # deduplicated counts stay exact
