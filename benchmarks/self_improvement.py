@@ -251,7 +251,7 @@ def easy_to_hard_variant(
     farm = LocalFarm.fresh(out / variant.name)
     try:
         corpus_config = CorpusConfig(
-            seed=seed, arithmetic_max_digits=gold, arithmetic_documents=20000, arithmetic_options=options
+            seed=seed, arithmetic_max_digits=gold, arithmetic_documents=96000, arithmetic_options=options
         )
         corpus = build_corpus(corpus_config)
         publish_gold_policy(
