@@ -41,6 +41,32 @@ class DrafterConfig:
             raise ValueError(f"sample_temperature must be > 0, got {self.sample_temperature}")
 
 
+class PublishedDrafter:
+    """The registry's drafter for whichever policy version a sampler holds: `attach` gives the policy the
+    drafter `registry.drafter_for(version)` picks (loaded once per policy version and drafter version, so a
+    newly published or refreshed drafter is picked up), or none. Speculative sampling is exact, so this only
+    changes the speed of sampling, never its output."""
+
+    def __init__(self, registry: CheckpointRegistry, device: str | None = None):
+        self.registry = registry
+        self.device = device
+        self._drafter, self._key = None, None  # the loaded drafter and the (policy, drafter) versions it serves
+
+    def attach(self, policy: LocalPolicy, wanted: bool, draft_tokens: int) -> None:
+        """Sample `policy` speculatively with `draft_tokens` drafts a round when `wanted` and a drafter of its
+        version or an older one is published; plainly otherwise."""
+        policy.draft_tokens = draft_tokens
+        candidates = [v for v in self.registry.drafter_versions() if v <= policy.version] if wanted else []
+        if not candidates:  # a directory listing: no hashing unless a drafter is (re)loaded
+            policy.drafter = None
+            return
+        key = (policy.version, candidates[-1])
+        if key != self._key:
+            self._drafter, _ = self.registry.load_drafter(policy.version, device=self.device)
+            self._key = key
+        policy.drafter = self._drafter
+
+
 def acceptance_rate(
     policy: LocalPolicy,
     drafter,

@@ -15,6 +15,7 @@ class CheckpointPolicySource:
     """Keeps one loaded checkpoint per worker process; `sampler_for` is called before each batch."""
 
     def __init__(self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1) -> None:
+        from verifarm.policy.drafter import PublishedDrafter
         from verifarm.policy.registry import CheckpointRegistry
 
         self.registry = CheckpointRegistry(checkpoint_dir)
@@ -22,7 +23,7 @@ class CheckpointPolicySource:
         self.torch_threads = torch_threads
         self._loaded: CheckpointSampler | None = None
         self._endpoints: dict[tuple[str, str], CheckpointSampler] = {}
-        self._drafter, self._drafter_key = None, None  # (policy version, drafter's version) it was loaded for
+        self.drafters = PublishedDrafter(self.registry, device)
         self.loads = 0  # how many times a checkpoint was read from disk
 
     @property
@@ -69,19 +70,5 @@ class CheckpointPolicySource:
         if spec.endpoint is not None:
             return self.endpoint_sampler(spec.endpoint)
         sampler = self.sampler(spec.policy)
-        self._set_drafter(sampler.policy, spec.speculative.drafter == "auto", spec.speculative.k)
+        self.drafters.attach(sampler.policy, spec.speculative.drafter == "auto", spec.speculative.k)
         return sampler
-
-    def _set_drafter(self, policy, wanted: bool, k: int) -> None:
-        """Give the loaded policy the registry's drafter for its version (reloaded when the policy moves or a
-        newer drafter is published), or none. Speculative sampling is exact, so this only changes speed."""
-        policy.draft_tokens = k
-        candidates = [v for v in self.registry.drafter_versions() if v <= policy.version] if wanted else []
-        if not candidates:  # a directory listing: no hashing unless a drafter is (re)loaded
-            policy.drafter = None
-            return
-        key = (policy.version, candidates[-1])
-        if key != self._drafter_key:
-            self._drafter, _ = self.registry.load_drafter(policy.version, device=self.device)
-            self._drafter_key = key
-        policy.drafter = self._drafter
