@@ -364,8 +364,9 @@ class LocalPolicy:
         cache, draft_cache = decoder.allocate_cache(total_rows, slots), drafter.allocate_cache(total_rows, slots)
         groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
 
-        out_tokens = torch.zeros(total_rows, slots + 1, dtype=torch.long, device=device)
-        out_logprobs = torch.zeros(total_rows, slots + 1, dtype=torch.float32, device=device)
+        # One row more than the batch: the scratch row finished rows write to while they ride along.
+        out_tokens = torch.zeros(total_rows + 1, slots + 1, dtype=torch.long, device=device)
+        out_logprobs = torch.zeros(total_rows + 1, slots + 1, dtype=torch.float32, device=device)
         eos = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
         stop_candidates = self._stop_candidate_tokens(params.stop, device) if params.stop else None
         stop_window = 4 * max((len(s) for s in params.stop), default=0) + 4
@@ -378,8 +379,12 @@ class LocalPolicy:
             first_logits.index_select(0, expand), params.temperature, params.top_p, generator
         )
         emitted, logprobs, counts = emitted[:, None], logprobs[:, None], torch.ones(total_rows, dtype=torch.long)
-        committed = torch.zeros(total_rows, dtype=torch.long, device=device)  # g per live row
+        committed = torch.zeros(total_rows, dtype=torch.long, device=device)  # g per batch row
         finished = torch.zeros(total_rows, dtype=torch.bool)
+        # A finished row rides along until a quarter of the batch is done, as in `_sample_fast` (dropping rows
+        # copies both caches): its count stays 0, so it never moves, and its output goes to a scratch row.
+        scratch_row = total_rows
+        finished_count = 0
         accepted = None
         while True:
             # Write this round's tokens, then cut each row at eos, a stop string or the token budget.
@@ -391,48 +396,55 @@ class LocalPolicy:
             )
             accepted_list = accepted.tolist() if accepted is not None else None
             for batch_row, (row, (count, reason)) in enumerate(zip(row_ids.tolist(), ends)):
+                if finished[batch_row]:
+                    continue
                 if accepted_list is not None:
                     proposed[row] += k
                     kept[row] += accepted_list[batch_row]  # a cut at eos is no rejection
                 if reason is not None:
                     lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
                     finished[batch_row] = True
-            committed = committed + counts.to(device)
-            live = (~finished).nonzero().flatten()
-            if len(live) == 0:
+                    finished_count += 1
+            live_count = len(row_ids) - finished_count
+            if live_count == 0:
                 break
-            if len(live) < len(row_ids):
-                # Finished rows leave at once (their caches are dropped, one copy each): unlike plain
-                # decoding, a row kept along would still cost k drafter steps per round.
-                cache, draft_cache = cache.select_rows(live.to(device)), draft_cache.select_rows(live.to(device))
+            counts = counts.masked_fill(finished, 0)
+            committed = committed + counts.to(device)
+            row_ids = row_ids.masked_fill(finished.to(device), scratch_row)
+            if live_count <= 0.75 * len(row_ids):
+                live = (~finished).nonzero().flatten().to(device)
+                cache, draft_cache = cache.select_rows(live), draft_cache.select_rows(live)
                 row_ids, committed, prompt_lengths = row_ids[live], committed[live], prompt_lengths[live]
                 prompt_of = [prompt_of[i] for i in live.tolist()]
                 groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
-                finished = finished[live]
+                finished, finished_count = finished[live.cpu()], 0
 
-            # The drafter catches up on the last two committed tokens (one in the first round) and drafts.
+            # The drafter catches up on the last two committed tokens (one in the first round) and drafts, its
+            # k single-token calls reading views of one plan of this round's places.
             last = out_tokens[row_ids[:, None], committed[:, None] - 1]  # (B, 1)
-            feed = min(2, int(committed.min()))
-            start = committed - feed
+            # (Riding finished rows do not count: they may sit at g = 1 while every live row needs two.)
+            feed = min(2, int(committed[~finished.to(device)].min()))
+            start = (committed - feed).clamp(min=0)
             inputs = out_tokens[row_ids[:, None], start[:, None] + torch.arange(feed, device=device)]
             draft_logits = drafter.extend(
                 inputs, prompt_lengths + start, start, draft_segments, groups, draft_cache, draft_rotary
             )[:, -1]
+            plan = drafter.plan_extend(prompt_lengths + committed, committed, k - 1, draft_cache) if k > 1 else None
             draft_tokens, draft_probs = [], []
             for index in range(k):
                 probs = sampling_distribution(draft_logits, params.temperature, params.top_p)
                 draft_tokens.append(draw(probs, generator))
                 draft_probs.append(probs)
                 if index + 1 < k:
-                    at = committed + index
                     draft_logits = drafter.extend(
                         draft_tokens[-1][:, None],
-                        prompt_lengths + at,
-                        at,
+                        None,
+                        None,
                         draft_segments,
                         groups,
                         draft_cache,
                         draft_rotary,
+                        plan=plan.advance(index),
                     )[:, 0]
             drafts = torch.stack(draft_tokens, dim=1)  # (B, k)
 
@@ -446,6 +458,7 @@ class LocalPolicy:
                 torch.stack(draft_probs, dim=1),
                 sampling_distribution(target_logits, params.temperature, params.top_p),
                 generator,
+                normalized=params.top_p >= 1.0,
             )
             accepted = verdict.accepted
             emitted = torch.cat((drafts, drafts[:, :1]), dim=1).scatter_(

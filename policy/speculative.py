@@ -58,14 +58,18 @@ class Verdict:
 
 
 def accept_drafts(
-    draft_tokens: torch.Tensor, draft_probs: torch.Tensor, target_probs: torch.Tensor, generator: torch.Generator | None
+    draft_tokens: torch.Tensor,
+    draft_probs: torch.Tensor,
+    target_probs: torch.Tensor,
+    generator: torch.Generator | None,
+    normalized: bool = False,
 ) -> Verdict:
     """The speculative-sampling rule over a batch whose rows keep different numbers of drafts.
 
     draft_tokens (B, k) were drawn from draft_probs (B, k, V); target_probs (B, k+1, V) is the policy's
     sampling distribution before each draft token and after the last one. Both are distributions as
     `sampling_distribution` returns them; rows need not sum to 1 (a nucleus comes unnormalised), each
-    is normalised here.
+    is normalised here, unless the caller says they are already (`normalized`: no nucleus was cut).
     """
     batch, k = draft_tokens.shape
     if (
@@ -77,8 +81,9 @@ def accept_drafts(
             f"need draft_probs (B, k, V) and target_probs (B, k+1, V) for draft_tokens {(batch, k)}, "
             f"got {tuple(draft_probs.shape)} and {tuple(target_probs.shape)}"
         )
-    p_all = draft_probs.float() / draft_probs.float().sum(-1, keepdim=True)
-    q_all = target_probs.float() / target_probs.float().sum(-1, keepdim=True)
+    p_all, q_all = draft_probs.float(), target_probs.float()
+    if not normalized:
+        p_all, q_all = p_all / p_all.sum(-1, keepdim=True), q_all / q_all.sum(-1, keepdim=True)
     p = p_all.gather(-1, draft_tokens[..., None]).squeeze(-1)  # (B, k)
     q = q_all[:, :k].gather(-1, draft_tokens[..., None]).squeeze(-1)
     uniform = torch.rand((batch, k), generator=generator, device=draft_tokens.device)
