@@ -24,7 +24,7 @@ from verifarm.policy.fast_decode import (
     split_prompt_cache,
     unsupported_reason,
 )
-from verifarm.policy.speculative import accept_drafts, draw, nucleus, sampling_distribution
+from verifarm.policy.speculative import DraftLength, accept_drafts, draw, nucleus, sampling_distribution
 
 
 @dataclass
@@ -120,8 +120,9 @@ class LocalPolicy:
     """A policy held in this process: `sample` runs the model on its own device.
 
     With a `drafter` (a small Mixtral-style model of the same tokenizer, see `policy.drafter`) the fast
-    decoder samples speculatively, `draft_tokens` proposals per round, with the very same output
-    distribution; without one, or for models the fast decoder does not run, it samples token by token.
+    decoder samples speculatively, up to `draft_tokens` proposals per round (with `adaptive_draft`, as many as
+    the drafter's acceptance so far makes worth it, see `speculative.DraftLength`; else always that many), with
+    the very same output distribution; without one, or for models the fast decoder does not run, it samples token by token.
     `decoder_options` select int8 weights and a bfloat16 KV cache for the policy (not exact: the
     log-probs recorded are then those of the low-precision model, which the trainer corrects for).
     """
@@ -134,6 +135,7 @@ class LocalPolicy:
         drafter: PreTrainedModel | None = None,
         draft_tokens: int = 4,
         decoder_options: DecoderOptions = DecoderOptions(),
+        adaptive_draft: bool = True,
     ):
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad or eos token to pad prompt batches")
@@ -153,6 +155,7 @@ class LocalPolicy:
         self.version = int(version)
         self.drafter = drafter
         self.draft_tokens = draft_tokens
+        self.adaptive_draft = adaptive_draft
         self.decoder_options = decoder_options
         self._stop_candidates: dict[tuple[str, ...], torch.Tensor] = {}
 
@@ -344,12 +347,14 @@ class LocalPolicy:
         """
         # The drafter runs exact: its precision cannot change the output, only how often it is right.
         decoder, drafter = FastMoEDecoder(self.model, self.decoder_options), FastMoEDecoder(self.drafter)
-        device, k = decoder.device, self.draft_tokens
+        device, max_k = decoder.device, self.draft_tokens
+        draft_length = DraftLength(max_k) if self.adaptive_draft else None
+        k = max_k
         generator = _make_generator(params.seed, device)
         layout = self._prompt_layout(prompt_ids, params.n, device)
         prompt_of, row_ids = layout.prompt_of, layout.row_ids
         total_rows, prompt_width = len(prompt_of), layout.input_ids.shape[1]
-        slots = params.max_new_tokens + k  # a live row has g <= max_new_tokens - 1 and writes k+1 past g-1
+        slots = params.max_new_tokens + max_k  # a live row has g <= max_new_tokens - 1 and writes k+1 past g-1
         rotary = decoder.rotary_table(prompt_width + slots)
         draft_rotary = drafter.rotary_table(prompt_width + slots)
         segments, draft_segments = [], []
@@ -395,12 +400,15 @@ class LocalPolicy:
                 emitted, counts, committed, eos, stop_candidates, stop_window, row_ids, out_tokens, params
             )
             accepted_list = accepted.tolist() if accepted is not None else None
+            round_kept = round_rejected = 0
             for batch_row, (row, (count, reason)) in enumerate(zip(row_ids.tolist(), ends)):
                 if finished[batch_row]:
                     continue
                 if accepted_list is not None:
                     proposed[row] += k
                     kept[row] += accepted_list[batch_row]  # a cut at eos is no rejection
+                    round_kept += accepted_list[batch_row]
+                    round_rejected += accepted_list[batch_row] < k
                 if reason is not None:
                     lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
                     finished[batch_row] = True
@@ -419,6 +427,10 @@ class LocalPolicy:
                 groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
                 finished, finished_count = finished[live.cpu()], 0
 
+            if draft_length is not None:
+                if accepted_list is not None:
+                    draft_length.observe(round_kept, round_rejected)
+                k = draft_length.next()
             # The drafter catches up on the last two committed tokens (one in the first round) and drafts, its
             # k single-token calls reading views of one plan of this round's places.
             last = out_tokens[row_ids[:, None], committed[:, None] - 1]  # (B, 1)

@@ -49,6 +49,37 @@ def draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return torch.searchsorted(cdf, uniform, right=True).squeeze(-1)
 
 
+# What one draft token adds to a round, in units of the round's verifying forward: a drafter step plus one more
+# position in that forward (profiled on the tiny preset, 64 rows: ~0.2 each; see benchmarks/README.md).
+DRAFT_COST = 0.4
+
+
+def best_draft_length(acceptance: float, max_tokens: int, draft_cost: float = DRAFT_COST) -> int:
+    """The k in [1, max_tokens] that emits the most tokens per unit of work when each draft is kept with
+    probability `acceptance`: a round emits (1 - a^(k+1)) / (1 - a) tokens on average (Leviathan et al. 2023,
+    section 3.4) and costs 1 + draft_cost * k. A poor or stale drafter thus gets short rounds, a good one long."""
+    a = min(max(acceptance, 0.0), 0.999)
+    return max(range(1, max_tokens + 1), key=lambda k: (1 - a ** (k + 1)) / (1 - a) / (1 + draft_cost * k))
+
+
+@dataclass
+class DraftLength:
+    """Adaptive k: the per-token acceptance rate estimated over recent rounds, and the k it calls for."""
+
+    max_tokens: int
+    acceptance: float = 0.9  # optimistic start: the first rounds measure the drafter at (nearly) full length
+    memory: float = 0.5  # weight of the estimate so far against the latest round's
+
+    def next(self) -> int:
+        return best_draft_length(self.acceptance, self.max_tokens)
+
+    def observe(self, kept: int, rejected: int) -> None:
+        """A round's drafts: `kept` in total over its rows, and how many rows rejected one (the rest kept all,
+        or were cut at eos or the budget). kept / (kept + rejected) is the maximum-likelihood rate."""
+        if kept + rejected:
+            self.acceptance = self.memory * self.acceptance + (1 - self.memory) * kept / (kept + rejected)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The outcome of verifying one round of drafts, per row."""
