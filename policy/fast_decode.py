@@ -466,7 +466,7 @@ class FastMoEDecoder:
     def plan_extend(self, positions: torch.Tensor, slots: torch.Tensor, width_q: int, cache: KVCache) -> ExtendPlan:
         """What `extend` needs besides the tokens for rows starting at `positions`/`slots` (B,) with `width_q`
         tokens each: built once, it serves every call with those places (a drafter's k single-token calls
-        of one round take `plan.advance(i)` views of one plan of width k)."""
+        of one round take `plan.window(...)` views of one plan)."""
         heads, kv_heads = self.num_heads, self.kv_heads
         groups_per_kv = heads // kv_heads
         offsets = torch.arange(width_q, device=self.device)
@@ -563,14 +563,15 @@ class ExtendPlan:
     used: int
     groups_per_kv: int
 
-    def advance(self, index: int) -> ExtendPlan:
-        """The plan of the single token `index` of this plan's rows (views, no copies): what a drafter's
-        index-th single-token call of a round reads. Slots after it stay masked, so `used` is kept."""
+    def window(self, first: int, count: int = 1) -> ExtendPlan:
+        """The plan of tokens [first, first + count) of this plan's rows (views, no copies): what a drafter's
+        calls of one round read, its catch-up first, then one token a call. Later slots stay masked, so
+        `used` is kept."""
         g = self.groups_per_kv
         return ExtendPlan(
-            self.positions[:, index : index + 1],
-            self.generated_bias[:, :, index * g : (index + 1) * g],
-            self.write_at[:, :, index : index + 1],
+            self.positions[:, first : first + count],
+            self.generated_bias[:, :, first * g : (first + count) * g],
+            self.write_at[:, :, first : first + count],
             self.used,
             g,
         )

@@ -431,17 +431,17 @@ class LocalPolicy:
                 if accepted_list is not None:
                     draft_length.observe(round_kept, round_rejected)
                 k = draft_length.next()
-            # The drafter catches up on the last two committed tokens (one in the first round) and drafts, its
-            # k single-token calls reading views of one plan of this round's places.
+            # The drafter catches up on the last two committed tokens (one in the first round) and drafts; its
+            # calls of this round read views of one plan of the round's places.
             last = out_tokens[row_ids[:, None], committed[:, None] - 1]  # (B, 1)
             # (Riding finished rows do not count: they may sit at g = 1 while every live row needs two.)
             feed = min(2, int(committed[~finished.to(device)].min()))
             start = (committed - feed).clamp(min=0)
             inputs = out_tokens[row_ids[:, None], start[:, None] + torch.arange(feed, device=device)]
+            plan = drafter.plan_extend(prompt_lengths + start, start, feed + k - 1, draft_cache)
             draft_logits = drafter.extend(
-                inputs, prompt_lengths + start, start, draft_segments, groups, draft_cache, draft_rotary
+                inputs, None, None, draft_segments, groups, draft_cache, draft_rotary, plan=plan.window(0, feed)
             )[:, -1]
-            plan = drafter.plan_extend(prompt_lengths + committed, committed, k - 1, draft_cache) if k > 1 else None
             draft_tokens, draft_probs = [], []
             for index in range(k):
                 probs = sampling_distribution(draft_logits, params.temperature, params.top_p)
@@ -456,7 +456,7 @@ class LocalPolicy:
                         groups,
                         draft_cache,
                         draft_rotary,
-                        plan=plan.advance(index),
+                        plan=plan.window(feed + index),
                     )[:, 0]
             drafts = torch.stack(draft_tokens, dim=1)  # (B, k)
 
