@@ -29,7 +29,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
 from verifarm.policy.metrics import ServerMetrics
+from verifarm.policy.params import SamplingParams
+from verifarm.policy.registry import MANIFEST_NAME, CheckpointRegistry, CorruptCheckpoint, NoCheckpoint
+from verifarm.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +77,7 @@ class CompletionRequest:
 
     prompts: list[str]
     n: int
-    temperature: float
-    top_p: float
-    max_tokens: int
-    stop: list[str]
+    sampling: SamplingParams
     logprobs: int | None
     seed: int | None
     echo_token_ids: bool
@@ -149,15 +150,13 @@ def _sampling_fields(body: dict[str, Any], prompts: int) -> dict[str, Any]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ValueError("stream must be true or false")
-    return {
-        "n": n,
-        "temperature": _number(body, "temperature", 1.0),
-        "top_p": _number(body, "top_p", 1.0),
-        "max_tokens": max_tokens,
-        "stop": stop,
-        "seed": seed,
-        "stream": stream,
-    }
+    sampling = SamplingParams.checked(
+        temperature=_number(body, "temperature", 1.0),
+        top_p=_number(body, "top_p", 1.0),
+        max_new_tokens=max_tokens,
+        stop=tuple(stop),
+    )
+    return {"n": n, "sampling": sampling, "seed": seed, "stream": stream}
 
 
 def _integer(body: dict[str, Any], key: str, default: int) -> int:
@@ -207,7 +206,7 @@ class CompletionService:
             needed = kv_cache_bytes(
                 model.config,
                 len(request.prompts) * request.n,
-                max(prompt_tokens) + request.max_tokens,
+                max(prompt_tokens) + request.sampling.max_new_tokens,
                 model.dtype.itemsize,
             )
             if needed > self.max_cache_bytes:
@@ -216,15 +215,7 @@ class CompletionService:
                     f"{self.max_cache_bytes / 2**30:.1f} GiB; ask for fewer prompts x n or max_tokens"
                 )
             started = time.perf_counter()
-            results = policy.sample(
-                request.prompts,
-                n=request.n,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                max_new_tokens=request.max_tokens,
-                stop=request.stop or None,
-                seed=request.seed,
-            )
+            results = policy.sample_with(request.prompts, request.sampling, request.n, request.seed)
         completions = [c for samples in results for c in samples]
         sampled = sum(len(c.token_ids) for c in completions)
         self.metrics.observe_sampling(time.perf_counter() - started, sampled, policy.version)
@@ -412,13 +403,12 @@ class RegistryFollower:
     """The newest good version of a checkpoint registry, reloaded when a newer one is published."""
 
     def __init__(self, registry_root: Path, device: str = "cpu"):
-        from verifarm.policy.registry import CheckpointRegistry
-
         self.registry = CheckpointRegistry(registry_root)
         self.device = device
         self.policy = self._load(None)
 
     def _load(self, version: int | None):
+        # deferred: torch and transformers load when a policy is served, not with the CLI
         from verifarm.policy.sampling import LocalPolicy
 
         loaded = self.registry.load(version, device=self.device)
@@ -438,8 +428,6 @@ def verify_checkpoint_folder(path: Path) -> str | None:
     Returns None when every file matches, a one-line warning when the folder carries no manifest (a plain
     Hugging Face folder: served unverified); raises ValueError when files do not match their checksums.
     """
-    from verifarm.policy.registry import MANIFEST_NAME, CheckpointRegistry
-
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} is not a Hugging Face checkpoint folder (no config.json)")
     if not (path / MANIFEST_NAME).is_file():
@@ -463,6 +451,7 @@ def _load_policy(
     With `drafter="auto"` each request samples speculatively, `draft_tokens` drafts a round, with the drafter
     the registry publishes beside the served version (plainly while there is none): the same output, faster.
     """
+    # deferred: torch and transformers load when a policy is served, not with the CLI
     from verifarm.policy.sampling import LocalPolicy
 
     if drafter not in SPECULATIVE_DRAFTERS:
@@ -481,8 +470,6 @@ def _load_policy(
         fixed = LocalPolicy.from_dir(checkpoint, version=version or 0, device=device)
         return lambda: fixed
     if registry is None:
-        from verifarm.settings import load_settings
-
         registry = load_settings().checkpoints
     current = RegistryFollower(registry, device) if version is None else _pinned_version(registry, version, device)
     if drafter == "none":
@@ -491,7 +478,7 @@ def _load_policy(
 
 
 def _pinned_version(registry: Path, version: int, device: str) -> Callable[[], Any]:
-    from verifarm.policy.registry import CheckpointRegistry
+    # deferred: torch and transformers load when a policy is served, not with the CLI
     from verifarm.policy.sampling import LocalPolicy
 
     store = CheckpointRegistry(registry)
@@ -506,8 +493,8 @@ class SpeculativePolicy:
     """The served policy with the registry's drafter for its version attached before each request."""
 
     def __init__(self, current_policy: Callable[[], Any], registry_root: Path, draft_tokens: int, device: str):
+        # deferred: the drafter module loads torch and transformers, which the CLI does not import
         from verifarm.policy.drafter import PublishedDrafter
-        from verifarm.policy.registry import CheckpointRegistry
 
         self.current_policy = current_policy
         self.drafters = PublishedDrafter(CheckpointRegistry(registry_root), device)
@@ -546,8 +533,6 @@ def serve(
     draft_tokens: Annotated[int, typer.Option(help="draft tokens per round of speculative sampling (k)")] = 4,
 ) -> None:
     """Serve a policy through an OpenAI-compatible API (/v1/completions, /v1/chat/completions) until interrupted."""
-    from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
-    from verifarm.policy.registry import CorruptCheckpoint, NoCheckpoint
 
     def fail(message: str) -> None:
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)

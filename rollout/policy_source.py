@@ -6,23 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
+
+from verifarm.policy.drafter import PublishedDrafter
+from verifarm.policy.http_policy import HttpPolicy
+from verifarm.policy.registry import CheckpointRegistry
+from verifarm.policy.sampling import LocalPolicy
 from verifarm.rollout.campaign import CampaignSpec, EndpointSpec
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import CheckpointSampler, TaskSampler
+from verifarm.rollout.rollouts import TaskSampler
+from verifarm.rollout.samplers import CheckpointSampler, EndpointSampler
 
 
 class CheckpointPolicySource:
     """Keeps one loaded checkpoint per worker process; `sampler_for` is called before each batch."""
 
     def __init__(self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1) -> None:
-        from verifarm.policy.drafter import PublishedDrafter
-        from verifarm.policy.registry import CheckpointRegistry
-
         self.registry = CheckpointRegistry(checkpoint_dir)
         self.device = device
         self.torch_threads = torch_threads
         self._loaded: CheckpointSampler | None = None
-        self._endpoints: dict[tuple[str, str], CheckpointSampler] = {}
+        self._endpoints: dict[tuple[str, str], EndpointSampler] = {}
         self.drafters = PublishedDrafter(self.registry, device)
         self.loads = 0  # how many times a checkpoint was read from disk
 
@@ -31,10 +35,6 @@ class CheckpointPolicySource:
         return None if self._loaded is None else self._loaded.version
 
     def _load(self, version: int | None) -> CheckpointSampler:
-        import torch
-
-        from verifarm.policy.sampling import LocalPolicy
-
         torch.set_num_threads(self.torch_threads)
         loaded = self.registry.load(version, device=self.device)
         self._loaded = CheckpointSampler(LocalPolicy(loaded.model, loaded.tokenizer, version=loaded.version))
@@ -53,14 +53,12 @@ class CheckpointPolicySource:
             return self._load(wanted)
         return self._loaded
 
-    def endpoint_sampler(self, endpoint: EndpointSpec) -> CheckpointSampler:
+    def endpoint_sampler(self, endpoint: EndpointSpec) -> EndpointSampler:
         """A sampler over a completions server; one client per endpoint, kept between batches."""
-        from verifarm.policy.http_policy import HttpPolicy
-
         key = (endpoint.base_url, endpoint.model)
         if key not in self._endpoints:
             policy = HttpPolicy(endpoint.base_url, endpoint.model, timeout_s=endpoint.timeout_s)
-            self._endpoints[key] = CheckpointSampler(policy, name="endpoint")
+            self._endpoints[key] = EndpointSampler(policy)
         return self._endpoints[key]
 
     def sampler_for_spec(self, spec: CampaignSpec) -> TaskSampler:
