@@ -26,6 +26,7 @@ from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.reconcile import start_sweeping
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
+from verifarm.rollout.verdict_cache import VerdictCache
 from verifarm.settings import load_settings
 
 
@@ -36,6 +37,7 @@ class WorkerRuntime:
         self.pid = os.getpid()
         self.farm = farm
         self.store = RolloutStore(farm.store_url)
+        self.verdicts = VerdictCache(self.store.engine)  # shared by every worker of the farm
         self.families = FamilyCache(sandbox_backend=farm.sandbox_backend)
         self.policies = CheckpointPolicySource(farm.checkpoint_dir, torch_threads=farm.tuning.torch_threads)
         self._specs: dict[str, Any] = {}  # specs never change once stored
@@ -58,6 +60,7 @@ class WorkerRuntime:
             sampler,
             self.families,
             self.farm.tuning.infra_retries,
+            self.verdicts,
         )
         return {"batch_index": batch_index, **report.as_dict()}
 
@@ -122,7 +125,7 @@ def run_worker(farm: FarmConfig, concurrency: int, name: str, loglevel: str) -> 
 class BatchReconciler(bootsteps.StartStopStep):
     """Worker bootstep: periodically re-enqueue batches the broker lost (see `verifarm.rollout.reconcile`)."""
 
-    requires = {"celery.worker.components:Timer"}
+    requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
