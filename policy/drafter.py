@@ -53,7 +53,8 @@ class PublishedDrafter:
     def __init__(self, registry: CheckpointRegistry, device: str | None = None):
         self.registry = registry
         self.device = device
-        self._drafter, self._key = None, None  # the loaded drafter and the (policy, drafter) versions it serves
+        self._drafter: Any = None  # the loaded drafter, as `load_drafter` gives it
+        self._key: tuple[int, int] | None = None  # the (policy version, drafter's version) it was loaded for
 
     def attach(self, policy: LocalPolicy, wanted: bool, draft_tokens: int) -> None:
         """Sample `policy` speculatively with `draft_tokens` drafts a round when `wanted` and a drafter of its

@@ -522,6 +522,8 @@ class FastMoEDecoder:
         prompts, width = groups.index.shape
         scale = head_dim**-0.5
         if plan is None:
+            if positions is None or slots is None:
+                raise ValueError("extend needs the rows' positions and slots, or a plan of them")
             plan = self.plan_extend(positions, slots, width_q, cache)
         cos, signed_sin = rotary[0][plan.positions], rotary[1][plan.positions]
         write_at = plan.write_at.reshape(-1)
