@@ -72,7 +72,9 @@ class WorkerRuntime:
         self.farm = farm
         self.store = RolloutStore(farm.store_url)
         self.families = FamilyCache()
-        self.policies = CheckpointPolicySource(farm.checkpoint_dir, torch_threads=farm.torch_threads)
+        self.policies = CheckpointPolicySource(
+            farm.checkpoint_dir, torch_threads=farm.torch_threads, registry_url=farm.registry_url
+        )
         self._specs: dict[str, Any] = {}  # specs never change once stored
 
     def run_batch(self, campaign_id: str, batch_index: int) -> dict[str, Any]:

@@ -296,21 +296,23 @@ def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None)
 
 
 def check_policy_available(spec: CampaignSpec, farm: FarmConfig) -> None:
-    """Refuse a campaign whose policy no worker could load (workers read the same checkpoint folder)."""
+    """Refuse a campaign whose policy no worker could load (from the same checkpoint folder, or fetched from the
+    same registry server: a server out of reach raises ConnectionError)."""
     if spec.policy == "reference" or spec.endpoint is not None:
         return
-    from verifarm.policy.registry import CheckpointRegistry
+    from verifarm.policy.remote_registry import open_registry
 
-    registry = CheckpointRegistry(farm.checkpoint_dir)
+    registry = open_registry(farm.checkpoint_dir, farm.registry_url)
+    where = farm.registry_url or farm.checkpoint_dir
     if spec.policy == "latest":
         if registry.latest_version() is None:
             raise ValueError(
-                f"policy 'latest': no good checkpoint in {farm.checkpoint_dir}; publish one first "
+                f"policy 'latest': no good checkpoint in {where}; publish one first "
                 "(or use policy: reference for a load test)"
             )
     elif spec.policy not in registry.published_versions() or not registry.inspect(spec.policy).ok:
         raise ValueError(
-            f"policy version {spec.policy} is not a good checkpoint in {farm.checkpoint_dir} "
+            f"policy version {spec.policy} is not a good checkpoint in {where} "
             f"(published: {registry.published_versions()})"
         )
 

@@ -37,6 +37,8 @@ class FarmConfig(BaseModel):
     broker_url: str = Field(min_length=1)
     store_url: str = Field(min_length=1)
     checkpoint_dir: Path
+    # The trainer's registry over HTTP; checkpoint_dir is then this machine's cache of it.
+    registry_url: str | None = None
     sandbox_backend: str = "auto"
     visibility_timeout_s: int = Field(default=900, ge=2)
     restore_interval_s: int = Field(default=10, ge=1)
@@ -62,6 +64,7 @@ class FarmConfig(BaseModel):
             broker_url=url,
             store_url=settings.store_url,
             checkpoint_dir=settings.checkpoints,
+            registry_url=settings.registry_url,
             sandbox_backend=settings.sandbox_backend,
             visibility_timeout_s=tuning.visibility_timeout_s,
             restore_interval_s=tuning.restore_interval_s,
@@ -87,6 +90,8 @@ def farm_environment(farm: FarmConfig, base: dict[str, str]) -> dict[str, str]:
             "VERIFARM_FARM_TORCH_THREADS": str(farm.torch_threads),
         }
     )
+    if farm.registry_url:
+        env["VERIFARM_REGISTRY_URL"] = farm.registry_url
     if "VERIFARM_HOME" in base:
         env["VERIFARM_HOME"] = base["VERIFARM_HOME"]
     return env

@@ -14,10 +14,13 @@ from verifarm.rollout.rollouts import CheckpointSampler, TaskSampler
 class CheckpointPolicySource:
     """Keeps one loaded checkpoint per worker process; `sampler_for` is called before each batch."""
 
-    def __init__(self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1) -> None:
-        from verifarm.policy.registry import CheckpointRegistry
+    def __init__(
+        self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1, registry_url: str | None = None
+    ) -> None:
+        from verifarm.policy.remote_registry import open_registry
 
-        self.registry = CheckpointRegistry(checkpoint_dir)
+        # With a registry URL, versions are fetched from the trainer and checkpoint_dir caches them.
+        self.registry = open_registry(checkpoint_dir, registry_url)
         self.device = device
         self.torch_threads = torch_threads
         self._loaded: CheckpointSampler | None = None

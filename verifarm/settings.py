@@ -21,6 +21,18 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="rollout store; None is a SQLite file in home")
     checkpoint_dir: Path | None = Field(default=None, description="policy registry; None is home/checkpoints")
     sandbox_backend: str = Field(default="auto", description="docker, bwrap, process or auto")
+    registry_url: str | None = Field(
+        default=None,
+        description="the trainer's registry over HTTP (`verifarm policy serve-registry`); checkpoint_dir then "
+        "caches the versions fetched from it",
+    )
+
+    @field_validator("registry_url")
+    @classmethod
+    def _http_registry(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"VERIFARM_REGISTRY_URL={url!r} must start with http:// or https://")
+        return url or None
 
     @field_validator("database_url")
     @classmethod
