@@ -25,8 +25,9 @@ def dashboard(
     from sqlalchemy.exc import SQLAlchemyError
 
     from verifarm.dashboard.app import create_app
-    from verifarm.dashboard.config import DashboardConfig, without_secrets
+    from verifarm.dashboard.config import DashboardConfig
     from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
+    from verifarm.redaction import redact_url
     from verifarm.settings import load_settings
 
     try:
@@ -48,7 +49,7 @@ def dashboard(
         sock.close()
         reason = str(getattr(error, "orig", None) or error).splitlines()[0]
         typer.secho(
-            f"error: cannot open the store at {without_secrets(config.store_url)}: {reason} (set "
+            f"error: cannot open the store at {redact_url(config.store_url)}: {reason} (set "
             "VERIFARM_HOME or VERIFARM_DATABASE_URL to the farm's store)",
             fg=typer.colors.RED,
             err=True,

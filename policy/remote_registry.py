@@ -42,6 +42,7 @@ from verifarm.policy.registry import (
     VersionInfo,
     content_checksum,
 )
+from verifarm.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +102,11 @@ class RemoteRegistry:
 
     def __init__(self, base_url: str, cache_dir: Path | str, *, attempts: int = 3, timeout_s: float = 30.0):
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"the registry URL must start with http:// or https://, got {base_url!r}")
+            raise ValueError(f"the registry URL must start with http:// or https://, got {redact_url(base_url)}")
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {attempts}")
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redact_url(self.base_url)  # for messages: a URL may carry credentials
         self.cache = CheckpointRegistry(cache_dir)
         self.root = self.cache.root
         self.attempts = attempts
@@ -118,15 +120,15 @@ class RemoteRegistry:
             return urllib.request.urlopen(url, timeout=self.timeout_s)
         except urllib.error.HTTPError as error:
             if error.code == 404:
-                raise KeyError(f"the registry at {self.base_url} has no {path}") from None
+                raise KeyError(f"the registry at {self.shown_url} has no {path}") from None
             if error.code == 409:
                 raise CorruptCheckpoint(0, Path(path), [f"the server refuses {path}: it is corrupt there"]) from None
             raise RegistryUnreachable(
-                f"the registry at {self.base_url} answered HTTP {error.code} for {path}"
+                f"the registry at {self.shown_url} answered HTTP {error.code} for {path}"
             ) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
-            raise RegistryUnreachable(f"cannot reach the checkpoint registry at {self.base_url}: {reason}") from None
+            raise RegistryUnreachable(f"cannot reach the checkpoint registry at {self.shown_url}: {reason}") from None
 
     def _index(self) -> dict[str, list[int]]:
         with self._get("index") as reply:
@@ -135,7 +137,7 @@ class RemoteRegistry:
                 return {kind: sorted(int(v) for v in index[kind]) for kind in KINDS}
             except (ValueError, KeyError, TypeError) as error:
                 raise RegistryUnreachable(
-                    f"the registry at {self.base_url} sent an unreadable index: {error}"
+                    f"the registry at {self.shown_url} sent an unreadable index: {error}"
                 ) from None
 
     # ----- fetching ----------------------------------------------------------------------------------------
@@ -188,16 +190,16 @@ class RemoteRegistry:
                     problem = f"transfer failed: {error}"
                 if not problem:
                     self._move_into_place(staging, target)
-                    logger.info("fetched %s %d from %s into %s", kind[:-1], version, self.base_url, target)
+                    logger.info("fetched %s %d from %s into %s", kind[:-1], version, self.shown_url, target)
                     return target
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             self.transfers_refused += 1
             problems.append(f"attempt {attempt}: {problem}")
-            logger.warning("refused %s %d from %s: %s", kind[:-1], version, self.base_url, problem)
+            logger.warning("refused %s %d from %s: %s", kind[:-1], version, self.shown_url, problem)
             if attempt < self.attempts:
                 time.sleep(min(0.5 * attempt, 5.0))
-        raise CorruptCheckpoint(version, Path(f"{self.base_url}/{kind}/{version}"), problems)
+        raise CorruptCheckpoint(version, Path(f"{self.shown_url}/{kind}/{version}"), problems)
 
     @staticmethod
     def _move_into_place(staging: Path, target: Path) -> None:
@@ -267,7 +269,7 @@ class RemoteRegistry:
                     raise NoCheckpoint(f"{error}, and no version is cached in {self.root}") from None
                 logger.warning("%s; loading cached policy v%d", error, version)
             if version is None:
-                raise NoCheckpoint(f"the registry at {self.base_url} ships no good policy version yet")
+                raise NoCheckpoint(f"the registry at {self.shown_url} ships no good policy version yet")
         else:
             self.fetch(version)
         return self.cache.load(version, device=device, dtype=dtype)
@@ -299,7 +301,7 @@ class RemoteRegistry:
     def load_drafter(self, version: int, *, device: str | None = None, dtype: Any = None) -> tuple[Any, DrafterInfo]:
         info = self.drafter_for(version)
         if info is None:
-            raise NoCheckpoint(f"no drafter for policy v{version} at {self.base_url}")
+            raise NoCheckpoint(f"no drafter for policy v{version} at {self.shown_url}")
         drafter, _ = self.cache.load_drafter(info.distilled_from, device=device, dtype=dtype)
         return drafter, info
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from verifarm.envs.cli import complete_env_ids
+from verifarm.redaction import redact_url
 
 workers_app = typer.Typer(no_args_is_help=True, help="the rollout worker pool")
 campaign_app = typer.Typer(no_args_is_help=True, help="rollout campaigns")
@@ -100,7 +101,6 @@ def workers_start(
     from verifarm.rollout.app import QUEUE, create_app
     from verifarm.rollout.config import FarmConfig
     from verifarm.rollout.embedded_redis import session_broker
-    from verifarm.rollout.services import redacted
     from verifarm.settings import load_settings
 
     settings = load_settings()
@@ -109,7 +109,7 @@ def workers_start(
         _check_services(settings, broker_url)
         farm = FarmConfig.from_settings(settings, broker_url=broker_url)
         typer.echo(
-            f"broker {redacted(broker_url)}  store {redacted(farm.store_url)}  checkpoints {farm.checkpoint_dir}",
+            f"broker {redact_url(broker_url)}  store {redact_url(farm.store_url)}  checkpoints {farm.checkpoint_dir}",
             err=True,
         )
         app = create_app(farm)

@@ -12,9 +12,12 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from verifarm.redaction import redact_url
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VERIFARM_", extra="ignore")
+    # Inputs stay out of validation errors: a refused URL may carry a password.
+    model_config = SettingsConfigDict(env_prefix="VERIFARM_", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(default=Path(".verifarm"), description="folder for local state")
     redis_url: str | None = Field(default=None, description="broker; None starts a private Redis")
@@ -31,7 +34,7 @@ class Settings(BaseSettings):
     @classmethod
     def _http_registry(cls, url: str | None) -> str | None:
         if url and not url.startswith(("http://", "https://")):
-            raise ValueError(f"VERIFARM_REGISTRY_URL={url!r} must start with http:// or https://")
+            raise ValueError(f"VERIFARM_REGISTRY_URL={redact_url(url)} must start with http:// or https://")
         return url or None
 
     @field_validator("database_url")
@@ -49,7 +52,7 @@ class Settings(BaseSettings):
             backend = make_url(url).get_backend_name()
         except ArgumentError:
             raise ValueError(
-                f"VERIFARM_DATABASE_URL={url!r} is not a database URL: use "
+                f"VERIFARM_DATABASE_URL={redact_url(url)} is not a database URL: use "
                 "sqlite:///path/rollouts.db or postgresql://user@host/db"
             ) from None
         if backend not in ("sqlite", "postgresql"):
