@@ -13,6 +13,7 @@ Routes: `GET /index` -> {"versions": [good versions], "drafters": [versions with
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
@@ -189,7 +190,7 @@ class RemoteRegistry:
                 except (OSError, http.client.HTTPException, RegistryUnreachable) as error:
                     problem = f"transfer failed: {error}"
                 if not problem:
-                    self._move_into_place(staging, target)
+                    self._move_into_place(staging, target, version)
                     logger.info("fetched %s %d from %s into %s", kind[:-1], version, self.shown_url, target)
                     return target
             finally:
@@ -202,13 +203,25 @@ class RemoteRegistry:
         raise CorruptCheckpoint(version, Path(f"{self.shown_url}/{kind}/{version}"), problems)
 
     @staticmethod
-    def _move_into_place(staging: Path, target: Path) -> None:
+    def _move_into_place(staging: Path, target: Path, version: int) -> None:
+        """Rename the verified `staging` into `target`. Processes of one host share the cache: when another one
+        put the same checkpoint there first, its copy stays (a reader may be loading it) and ours is dropped."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():  # a corrupt copy, or a replaced drafter: set it aside, then swap
-            retired = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=staging.parent))
-            os.rename(target, retired / "old")
-            shutil.rmtree(retired, ignore_errors=True)
+        try:
+            os.rename(staging, target)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        fetched = json.loads((staging / MANIFEST_NAME).read_text())["checksum"]
+        held = CheckpointRegistry.verify_folder(version, target)
+        if held.ok and held.checksum == fetched:
+            return
+        # A corrupt copy, or a drafter replaced on the server: set the old one aside, then swap.
+        retired = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=staging.parent))
+        os.rename(target, retired / "old")
         os.rename(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
 
     def fetch(self, version: int) -> Path:
         """The cached folder of `version`, fetched and verified if not held intact already."""

@@ -90,10 +90,12 @@ class HostFarm:
     def start(self, host: str, log_name: str, *args: str) -> subprocess.Popen:
         return self.host(host).start([VERIFARM, *args], self.home(host) / log_name, env=self.env(host))
 
-    def logs(self) -> str:
+    def logs(self, tail: int | None = 2500) -> str:
+        """Every host's logs (the last `tail` characters of each; all of it for None)."""
         parts = []
         for log in sorted(self.root.glob("*/*.log")) + sorted(self.root.glob("*/trainer/*.log")):
-            parts.append(f"--- {log.relative_to(self.root)}\n{log.read_text(errors='replace')[-2500:]}")
+            text = log.read_text(errors="replace")
+            parts.append(f"--- {log.relative_to(self.root)}\n{text if tail is None else text[-tail:]}")
         return "\n".join(parts)
 
     def json(self, host: str, *args: str) -> object:
@@ -114,9 +116,9 @@ class HostFarm:
         wait_until(done, timeout, f"campaign {campaign_id} to complete", self.logs)
         return state
 
-    def record_ids(self, campaign_id: str) -> list[str]:
+    def records(self, campaign_id: str) -> list[dict]:
         listed = self.json("trainer", "data", "ls", "--campaign", campaign_id, "--all", "--limit", "1000000")
-        return [record["record_id"] for record in listed["records"]]
+        return listed["records"]
 
     def workers_answering(self) -> set[str]:
         rows = self.json("trainer", "workers", "ls", "--timeout", "1")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import pytest
 import yaml
 
-from tests.multihost.conftest import WORKER_HOSTS, HostFarm, wait_until
+from tests.multihost.conftest import REGISTRY_PORT, WORKER_HOSTS, HostFarm, wait_until
+from verifarm.policy.registry import CheckpointRegistry
 from verifarm.rollout.store import record_id_for
 
 pytestmark = pytest.mark.slow
@@ -27,10 +32,16 @@ def write_spec(farm: HostFarm, name: str, **fields) -> str:
     return str(path)
 
 
-def assert_every_record_once(farm: HostFarm, campaign_id: str, tasks: int, samples: int) -> None:
-    ids = farm.record_ids(campaign_id)
+def assert_every_record_once(farm: HostFarm, campaign_id: str, tasks: int, samples: int) -> list[dict]:
+    records = farm.records(campaign_id)
+    ids = [record["record_id"] for record in records]
     expected = {record_id_for(campaign_id, t, s) for t in range(tasks) for s in range(samples)}
     assert len(ids) == len(expected) and set(ids) == expected
+    return records
+
+
+def log_text(farm: HostFarm, host: str, name: str = "workers.log") -> str:
+    return (farm.home(host) / name).read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +62,167 @@ def test_a_campaign_submitted_on_one_host_is_sampled_on_two_others(host_farm: Ho
     assert state["state"] == "done" and state["done"] == state["expected"] == 24
     assert_every_record_once(host_farm, "spread-1", 12, 2)
     for host in WORKER_HOSTS:
-        assert "succeeded" in (host_farm.home(host) / "workers.log").read_text(), host_farm.logs()
+        assert "succeeded" in log_text(host_farm, host), host_farm.logs()
     # Nothing of the farm leaked into another host's folders: each keeps its own home.
     assert not (host_farm.home("worker-a") / "rollouts.db").exists()
+
+
+TRAINER_CONFIG = {
+    "corpus": {"seed": 0, "arithmetic_max_digits": 1, "arithmetic_documents": 200, "heldout_fraction": 0.2},
+    "schedule": {"pretrain_steps": 1, "posttrain_steps": 1},
+    "batch_size": 4,
+    "max_seq_len": 48,
+    "publish_every": 10,
+    "evaluate_on_publish": False,
+    "staleness_bound": 100,
+    "torch_threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def registry_server(host_farm: HostFarm) -> None:
+    """The trainer host: a first version published into its own folder, served read-only to the other hosts."""
+    init = host_farm.cli("trainer", "policy", "init", "--random")
+    assert init.returncode == 0, init.stderr
+    address = host_farm.host("trainer").address
+    host_farm.start(
+        "trainer", "registry.log", "policy", "serve-registry", "--host", address, "--port", str(REGISTRY_PORT)
+    )
+    wait_until(
+        lambda: "serving the registry" in log_text(host_farm, "trainer", "registry.log"), 60, "the registry server"
+    )
+
+
+@pytest.fixture(scope="module")
+def trainer(host_farm: HostFarm, registry_server) -> Path:
+    """The training daemon's config; the test starts the daemon, and it is stopped whatever happens."""
+    config = host_farm.home("trainer") / "trainer.yaml"
+    config.write_text(yaml.safe_dump(TRAINER_CONFIG))
+    try:
+        yield config
+    finally:
+        host_farm.cli("trainer", "train", "stop", "--timeout", "20")
+
+
+def trainer_pid(farm: HostFarm) -> int:
+    return int((farm.home("trainer") / "trainer" / "trainer.pid").read_text())
+
+
+def trainer_versions(farm: HostFarm) -> list[int]:
+    return CheckpointRegistry(farm.home("trainer") / "checkpoints").published_versions()
+
+
+def test_workers_fetch_the_trainers_versions_while_it_trains_and_survives_a_sigkill(
+    host_farm: HostFarm, worker_pools, trainer: Path
+) -> None:
+    """Workers on two hosts sample `latest` from checkpoints they fetch from the trainer host; the trainer
+    publishes new versions while they sample, is SIGKILLed mid-step and started again: every record once."""
+    started = host_farm.cli("trainer", "train", "start", "--config", str(trainer))
+    assert started.returncode == 0, started.stderr + host_farm.logs()
+    spec = write_spec(host_farm, "follow", policy="latest", tasks=16, sampling={"max_new_tokens": 48})
+    # Submitted from a worker host: the policy check there goes through the registry server too.
+    submitted = host_farm.cli("worker-b", "campaign", "submit", spec, "--id", "follow-1")
+    assert submitted.returncode == 0, submitted.stderr
+    wait_until(lambda: len(trainer_versions(host_farm)) >= 3, 240, "the trainer to publish twice", host_farm.logs)
+
+    os.kill(trainer_pid(host_farm), signal.SIGKILL)  # it steps without pause: this lands mid-step
+    before_restart = max(trainer_versions(host_farm))
+    restarted = host_farm.cli("trainer", "train", "start", "--config", str(trainer))
+    assert restarted.returncode == 0, restarted.stderr + host_farm.logs()
+
+    state = host_farm.wait_complete("follow-1", 300)
+    assert state["state"] == "done"
+    records = assert_every_record_once(host_farm, "follow-1", 16, 2)
+    sampled_with = {record["policy_version"] for record in records}
+    assert len(sampled_with) >= 2, f"no new version was taken up mid-campaign: {sampled_with}"
+    wait_until(
+        lambda: max(trainer_versions(host_farm)) > before_restart, 180, "a version after the restart", host_farm.logs
+    )
+    verified = host_farm.cli("trainer", "policy", "verify")
+    assert verified.returncode == 0, verified.stdout  # the kill left no half-published version
+    for host in WORKER_HOSTS:
+        cache = CheckpointRegistry(host_farm.home(host) / "checkpoints")
+        fetched = cache.published_versions()
+        assert len(fetched) >= 2 and all(cache.inspect(v).ok for v in fetched), (host, fetched)
+    assert host_farm.cli("trainer", "train", "stop", "--timeout", "60").returncode == 0
+
+
+def plain_redis_url(farm: HostFarm) -> str:
+    return farm.redis.url().split("?", 1)[0].replace("rediss://", "redis://", 1)
+
+
+def test_a_worker_refused_by_a_service_exits_with_one_line(host_farm: HostFarm) -> None:
+    cases = [
+        ({"VERIFARM_REDIS_URL": host_farm.redis.url(password="wrong-redis-pw")}, "Redis broker", "credentials"),
+        ({"VERIFARM_DATABASE_URL": host_farm.postgres.url(password="wrong-pg-pw")}, "store", "credentials"),
+        # Without TLS both services turn the worker away too.
+        ({"VERIFARM_REDIS_URL": plain_redis_url(host_farm)}, "Redis broker", "reach"),
+        ({"VERIFARM_DATABASE_URL": host_farm.postgres.url().replace("require", "disable")}, "store", "no encryption"),
+    ]
+    for overrides, service, reason in cases:
+        done = host_farm.cli("worker-a", "workers", "start", "-c", "1", timeout=120, **overrides)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, (overrides, done.stderr)
+        assert service in lines[0] and reason in lines[0], lines[0]
+        for secret in ("wrong-redis-pw", "wrong-pg-pw", host_farm.redis.password, host_farm.postgres.password):
+            assert secret not in done.stderr and secret not in done.stdout
+
+
+@pytest.fixture
+def latest_pools(worker_pools, registry_server) -> None:
+    """Both pools, sampling `latest` from the trainer's registry server."""
+
+
+def submit_and_wait_for_progress(farm: HostFarm, name: str, **fields) -> str:
+    spec = write_spec(farm, name, policy="latest", tasks=16, sampling={"max_new_tokens": 48}, **fields)
+    campaign_id = f"{name}-1"
+    submitted = farm.cli("trainer", "campaign", "submit", spec, "--id", campaign_id)
+    assert submitted.returncode == 0, submitted.stderr
+    wait_until(lambda: farm.status(campaign_id)["done"] > 0, 180, f"{campaign_id} to start", farm.logs)
+    return campaign_id
+
+
+def test_cutting_a_workers_link_mid_batch_loses_and_duplicates_nothing(host_farm: HostFarm, latest_pools) -> None:
+    log = host_farm.home("worker-a") / "workers.log"
+    offset = len(log.read_bytes())
+    spec = write_spec(host_farm, "cut", policy="latest", tasks=16, sampling={"max_new_tokens": 48})
+    assert host_farm.cli("trainer", "campaign", "submit", spec, "--id", "cut-1").returncode == 0
+
+    def worker_a_mid_batch() -> bool:
+        text = log.read_bytes()[offset:].decode(errors="replace")
+        return text.count(" received") > text.count(" succeeded")
+
+    wait_until(worker_a_mid_batch, 120, "worker-a to take a batch", host_farm.logs)
+    host_farm.network.cut("worker-a")
+    try:
+        # worker-b finishes the campaign alone, worker-a's batch included once its visibility timeout passes.
+        state = host_farm.wait_complete("cut-1", 300)
+    finally:
+        host_farm.network.restore("worker-a")
+    assert state["state"] == "done"
+    # Back on the network, worker-a finishes the batch it held: its records are already there, none is added.
+    wait_until(lambda: "worker-a" in host_farm.workers_answering(), 180, "worker-a to come back", host_farm.logs)
+    assert_every_record_once(host_farm, "cut-1", 16, 2)
+
+
+def test_a_postgresql_restart_during_a_campaign_loses_and_duplicates_nothing(host_farm: HostFarm, latest_pools):
+    campaign_id = submit_and_wait_for_progress(host_farm, "pgrestart")
+    host_farm.postgres.stop()
+    host_farm.postgres.start()
+    assert host_farm.wait_complete(campaign_id, 300)["state"] == "done"
+    assert_every_record_once(host_farm, campaign_id, 16, 2)
+
+
+def test_a_redis_restart_with_its_data_loses_and_duplicates_nothing(host_farm: HostFarm, latest_pools) -> None:
+    campaign_id = submit_and_wait_for_progress(host_farm, "redisrestart")
+    host_farm.redis.stop()
+    host_farm.redis.start()
+    assert host_farm.wait_complete(campaign_id, 300)["state"] == "done"
+    assert_every_record_once(host_farm, campaign_id, 16, 2)
+    wait_until(lambda: set(WORKER_HOSTS) <= host_farm.workers_answering(), 120, "both pools after the restart")
+
+
+def test_no_password_reaches_a_log(host_farm: HostFarm) -> None:
+    logs = host_farm.logs(tail=None)
+    assert "broker rediss://verifarm:***@" in logs  # `workers start` names its services, redacted
+    assert host_farm.redis.password not in logs and host_farm.postgres.password not in logs
