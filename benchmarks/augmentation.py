@@ -19,22 +19,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import parse_spec
+from verifarm.rollout.orchestration import roll_out_batches, store_campaign
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 from verifarm.rollout.translate import translation_spec
+from verifarm.sandbox import default_backend_name
 from verifarm.sandbox.languages import LANGUAGE_NAMES
 
 
 def _roll_out(store: RolloutStore, campaign_id: str, spec) -> float:
-    store.create_campaign(
-        campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
-    )
+    store_campaign(store, spec, campaign_id)
     families, policy = FamilyCache(), ReferencePolicy()
     started = time.perf_counter()
-    for batch in range(spec.num_batches):
-        rollout_batch(store, campaign_id, spec, spec.batch_range(batch), policy, families)
+    roll_out_batches(store, campaign_id, spec, policy, families)
     return time.perf_counter() - started
 
 
@@ -43,8 +42,6 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=10, help="Python source tasks to translate")
     parser.add_argument("--targets", default=",".join(name for name in LANGUAGE_NAMES if name != "python"))
     args = parser.parse_args()
-    from verifarm.sandbox import default_backend_name
-
     print(f"sandbox backend: {default_backend_name()}; {args.sources} Python sources")
     with tempfile.TemporaryDirectory() as folder, RolloutStore(f"sqlite:///{Path(folder) / 'r.db'}") as store:
         source = parse_spec(

@@ -37,12 +37,15 @@ from pathlib import Path
 import sqlalchemy
 
 from verifarm.envs.catalog import FamilyCache
+from verifarm.policy.model import build_model
+from verifarm.policy.registry import CheckpointRegistry
+from verifarm.policy.tokenizer import build_tokenizer
 from verifarm.rollout.campaign import CampaignSpec, parse_spec, submit
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
+from verifarm.rollout.orchestration import roll_out_batches, store_campaign
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.pool import WorkerPool
-from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -72,10 +75,6 @@ def campaign_spec(tasks: int, samples: int, batch_size: int, seed: int, policy: 
 
 def publish_tiny_policy(checkpoint_dir: Path) -> None:
     """Version 1: the tiny preset with seeded random weights (sampling cost is what matters here, not answers)."""
-    from verifarm.policy.model import build_model
-    from verifarm.policy.registry import CheckpointRegistry
-    from verifarm.policy.tokenizer import build_tokenizer
-
     tokenizer = build_tokenizer()
     CheckpointRegistry(checkpoint_dir).publish(
         build_model("tiny", len(tokenizer), seed=0), tokenizer, {"source": "farm_efficiency benchmark, random weights"}
@@ -114,13 +113,10 @@ def in_process_round(
 ) -> tuple[float, float, int]:
     """(rollouts/s, CPU seconds per rollout, rollouts) of this process rolling the campaign out alone."""
     campaign_id = f"inproc-{uuid.uuid4().hex[:8]}"
-    store.create_campaign(
-        campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
-    )
+    store_campaign(store, spec, campaign_id)
     families, policy = FamilyCache(), source.sampler_for_spec(spec)
     wall, cpu = time.perf_counter(), time.process_time()
-    for batch in range(spec.num_batches):
-        rollout_batch(store, campaign_id, spec, spec.batch_range(batch), policy, families)
+    roll_out_batches(store, campaign_id, spec, policy, families)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     done = store.count(RecordFilter(campaign_id=campaign_id))
     return done / wall, cpu / done, done

@@ -23,31 +23,29 @@ from pathlib import Path
 
 import torch
 
-from verifarm.policy.registry import CheckpointRegistry
-from verifarm.rollout.store import RolloutStore
-from verifarm.settings import Settings
+from verifarm.policy.sampling import LocalPolicy
+from verifarm.rollout.orchestration import LocalFarm
+from verifarm.trainer.config import RoundsConfig
 from verifarm.trainer.corpus import CorpusConfig, build_corpus
 from verifarm.trainer.daemon import ContinualTrainer
-from verifarm.trainer.demo import (
-    DemoConfig,
-    InProcessCampaigns,
-    PrivatePool,
+from verifarm.trainer.evaluate import evaluate_policy
+from verifarm.trainer.rounds import (
     RoundResult,
+    campaign_spec,
     evaluate_version,
-    prepare_home,
+    farm_trainer,
     pretrain_initial_policy,
     run_rounds,
     summary_table,
 )
-from verifarm.trainer.evaluate import evaluate_policy
 from verifarm.trainer.schedule import ScheduleConfig
 
 
-def base_config(quick: bool) -> DemoConfig:
+def base_config(quick: bool) -> RoundsConfig:
     # Twice the demo's tasks a round (1024 stopped at 0.98 of target 1), and one pre-training step per
     # post-training step: at the demo's 1:3, seed 1 wobbled (d2 84% -> 61% in one round) and ended at 0.90;
     # at 1:1 seeds 0 and 1 both met target 1 (1.13 and 1.02).
-    config = DemoConfig(workers=0, campaign_tasks=2048)
+    config = RoundsConfig(workers=0, campaign_tasks=2048)
     config = replace(config, trainer=replace(config.trainer, schedule=ScheduleConfig(1, 1, {"rft": 1.0})))
     if quick:
         config = replace(
@@ -65,47 +63,25 @@ def base_config(quick: bool) -> DemoConfig:
     return config
 
 
-class Farm:
-    """One experiment's home: registry, store, and the campaign runner (in-process or a worker pool)."""
-
-    def __init__(self, home: Path, workers: int) -> None:
-        prepare_home(home)
-        self.home = home
-        self.settings = Settings(home=home, redis_url=None, database_url=None, checkpoint_dir=None)
-        self.registry = CheckpointRegistry(self.settings.checkpoints)
-        self.store = RolloutStore(self.settings.store_url)
-        self.pool = PrivatePool(self.settings, workers) if workers > 0 else None
-
-    def campaigns(self, timeout: float):
-        if self.pool is None:
-            return InProcessCampaigns(self.store, self.registry)
-        return self.pool.campaigns(timeout)
-
-    def trainer(self, config: DemoConfig, corpus) -> ContinualTrainer:
-        return ContinualTrainer(
-            config.trainer, self.registry, self.store, self.home / "trainer" / "state", corpus=corpus
-        )
-
-    def close(self) -> None:
-        self.store.close()
-        if self.pool is not None:
-            self.pool.stop()
-
-
-def pretrained_farm(config: DemoConfig, home: Path, workers: int, source: Path | None = None) -> Farm:
-    """A farm whose registry holds the pre-trained v1 (copied from `source` when given, so runs compare)."""
-    farm = Farm(home, workers)
-    if source is not None:
-        shutil.copytree(source, farm.settings.checkpoints)
-    else:
-        pretrain_initial_policy(config, farm.registry, build_corpus(config.trainer.corpus), print)
+def pretrained_farm(config: RoundsConfig, home: Path, workers: int, source: Path | None = None) -> LocalFarm:
+    """A fresh farm whose registry holds the pre-trained v1 (copied from `source` when given, so runs compare),
+    with a worker pool of `workers` processes (none: rollouts in this process)."""
+    farm = LocalFarm.fresh(home)
+    try:
+        if source is not None:
+            shutil.copytree(source, farm.settings.checkpoints)
+        else:
+            pretrain_initial_policy(config, farm.registry, build_corpus(config.trainer.corpus), print)
+        if workers > 0:
+            farm.start_pool(workers)
+    except BaseException:
+        farm.close()
+        raise
     return farm
 
 
-def pass_at_k_baseline(config: DemoConfig, trainer, k: int) -> dict[int, tuple[float, float]]:
+def pass_at_k_baseline(config: RoundsConfig, trainer: ContinualTrainer, k: int) -> dict[int, tuple[float, float]]:
     """(pass@1 greedy, pass@k) per difficulty of the starting policy."""
-    from verifarm.policy.sampling import LocalPolicy
-
     evaluation = replace(config.evaluation(), samples=k, k=k)
     trainer.model.eval()
     report = evaluate_policy(LocalPolicy(trainer.model, trainer.tokenizer, trainer.version), evaluation)
@@ -114,7 +90,7 @@ def pass_at_k_baseline(config: DemoConfig, trainer, k: int) -> dict[int, tuple[f
 
 
 def part_expert(
-    config: DemoConfig, out: Path, workers: int, budget: float, pretrained: Path | None = None
+    config: RoundsConfig, out: Path, workers: int, budget: float, pretrained: Path | None = None
 ) -> tuple[list[RoundResult], Path]:
     """Targets 1 and 3: rounds of campaigns + training from a briefly pre-trained policy."""
     print(f"== expert iteration: up to {config.rounds} rounds, budget {budget:.0f}s")
@@ -122,7 +98,7 @@ def part_expert(
     farm = pretrained_farm(config, out / "expert", workers, pretrained)
     try:
         corpus = build_corpus(config.trainer.corpus)
-        trainer = farm.trainer(config, corpus)
+        trainer = farm_trainer(config, farm, corpus)
         baseline = pass_at_k_baseline(config, trainer, 16)
         for digits, (p1, p16) in sorted(baseline.items()):
             print(f"start v{trainer.version} d{digits}: pass@1 {p1:.1%}  pass@16 {p16:.1%}")
@@ -160,7 +136,9 @@ def _forgetting(results: list[RoundResult]) -> float:
     return ratio
 
 
-def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float, pretrained: Path | None = None) -> None:
+def part_interleave(
+    config: RoundsConfig, out: Path, workers: int, budget: float, pretrained: Path | None = None
+) -> None:
     """Target 4: the same rounds with three schedules, from the same pre-trained policy."""
     print(f"== interleaving: 1 pre : 3 post vs post only vs pre only, {config.rounds} rounds each")
     source = pretrained
@@ -180,7 +158,7 @@ def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float, 
         run_config = replace(config, trainer=replace(config.trainer, schedule=schedule))
         farm = pretrained_farm(run_config, out / name.split()[0], workers, source)
         try:
-            trainer = farm.trainer(run_config, corpus)
+            trainer = farm_trainer(run_config, farm, corpus)
             results = run_rounds(
                 run_config,
                 trainer,
@@ -197,7 +175,7 @@ def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float, 
     run_config = replace(config, trainer=replace(config.trainer, schedule=ScheduleConfig(1, 0, {"rft": 1.0})))
     farm = pretrained_farm(run_config, out / "pre-only", 0, source)
     try:
-        trainer = farm.trainer(run_config, corpus)
+        trainer = farm_trainer(run_config, farm, corpus)
         results = [evaluate_version(run_config, trainer, 0)]
         for index, steps in enumerate(steps_per_round, start=1):
             trainer.run(max_steps=steps)
@@ -219,7 +197,7 @@ def part_interleave(config: DemoConfig, out: Path, workers: int, budget: float, 
     )
 
 
-def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float, target_digits: int) -> None:
+def part_easy_to_hard(config: RoundsConfig, out: Path, workers: int, budget: float, target_digits: int) -> None:
     """Target 2: gold data only up to 4 digits; each round samples up to one digit past the frontier and the
     frontier moves up once greedy pass@1 there reaches the promotion threshold."""
     gold = 4
@@ -245,7 +223,7 @@ def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float
     history = []
     try:
         corpus = build_corpus(config.trainer.corpus)
-        trainer = farm.trainer(config, corpus)
+        trainer = farm_trainer(config, farm, corpus)
         campaigns = farm.campaigns(config.round_timeout_seconds)
         # The loop can only extend the digits if some samples one digit past the gold data pass.
         beyond = replace(config, eval_difficulties=(gold, gold + 1), eval_tasks=32)
@@ -273,7 +251,7 @@ def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float
                 frontier += 1
                 continue
             round_index += 1
-            campaigns.run(_spec(round_config, round_index))
+            campaigns.run(campaign_spec(round_config, round_index))
             trainer.run(until_idle=True)
     finally:
         farm.close()
@@ -287,12 +265,6 @@ def part_easy_to_hard(config: DemoConfig, out: Path, workers: int, budget: float
         f"easy to hard: digits mastered beyond the gold data = {max(0, reached - gold)} "
         f"(of {target_digits - gold} asked)"
     )
-
-
-def _spec(config: DemoConfig, round_index: int):
-    from verifarm.trainer.demo import campaign_spec
-
-    return campaign_spec(config, round_index)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Typed configuration of the continual trainer and of its held-out evaluation."""
+"""Typed configuration of the continual trainer, of its held-out evaluation, and of rounds of expert iteration."""
 
 from __future__ import annotations
 
@@ -146,3 +146,80 @@ def plain(value):
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class RoundsConfig:
+    """Rounds of expert iteration on the gold corpus's env: a brief pre-training, then rounds of a campaign,
+    training on its verified rollouts and a held-out evaluation. The defaults are the demo's, measured for the
+    tiny policy on two cores; the experiment script turns the same knobs."""
+
+    seed: int = 0
+    preset: str = "tiny"
+    # ~350 steps take the tiny policy just past the point where it starts to add (2 cores: about a minute),
+    # so the rounds have room to improve it.
+    pretrain_steps: int = 350
+    pretrain_seconds: float = 240.0  # a cap: a busy machine stops pre-training early rather than run long
+    pretrain_learning_rate: float = 3e-3
+    pretrain_batch_size: int = 32  # 64 with ~1500 steps masters 1-4 digits (the easy-to-hard experiment)
+    pretrain_max_digits: int = 3  # gold worked solutions exist only up to here
+    rounds: int = 8  # ~35-40 s each with 2 workers on 2 cores: the whole demo takes about 6 minutes
+    # Many tasks: a worked solution is unique, so the deduplicated passing samples a round trains on number
+    # about one per solved task (128 tasks gave 5-6 training steps a round).
+    campaign_tasks: int = 1024
+    samples_per_task: int = 16
+    campaign_min_digits: int = 1
+    # One digit beyond the gold data. It stays at 0%: the worked format does not extrapolate past the digits
+    # the policy was trained on (pass@16 is 0 there too; benchmarks/README.md, easy to hard).
+    campaign_max_digits: int = 4
+    # Below 1: at temperature 1 many "passing" samples reach the right answer through a wrong worked line,
+    # and fine-tuning on those teaches the policy that the answer need not follow from its work (0.5 beat
+    # 0.7 in benchmarks/self_improvement.py).
+    temperature: float = 0.5
+    eval_difficulties: tuple[int, ...] = (1, 2, 3, 4)
+    eval_tasks: int = 64  # per difficulty: 32 left round-to-round noise of +-9 points
+    workers: int = 2  # worker pool processes; 0 rolls out in this process, without a broker
+    round_timeout_seconds: float = 600.0
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(
+            corpus=CorpusConfig(arithmetic_max_digits=3, arithmetic_documents=6000),
+            schedule=ScheduleConfig(pretrain_steps=1, posttrain_steps=3, mode_weights={"rft": 1.0}),
+            batch_size=32,
+            # Small: the briefly pre-trained policy sits at a sharp point, and larger steps from a fresh optimizer
+            # (its state is not carried over from pre-training) knock it off.
+            learning_rate=1e-4,
+            post_updates_per_batch=2,  # measured best of 1, 2 and 3 at this learning rate
+            warmup_steps=20,
+            max_seq_len=96,
+            staleness_bound=1,
+            publish_every=10_000,  # the demo publishes once per round, when the round's data is used up
+            evaluate_on_publish=False,  # the demo evaluates each round itself
+        )
+    )
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.campaign_tasks < 1 or self.samples_per_task < 1 or self.workers < 0:
+            raise ValueError("rounds, campaign_tasks and samples_per_task must be >= 1, workers >= 0")
+        if self.pretrain_seconds <= 0 or self.pretrain_steps < 1 or self.pretrain_batch_size < 1:
+            raise ValueError("pretrain_steps, pretrain_seconds and pretrain_batch_size must be positive")
+        if not 1 <= self.campaign_min_digits <= self.campaign_max_digits:
+            raise ValueError("need 1 <= campaign_min_digits <= campaign_max_digits")
+        if self.trainer.corpus.arithmetic_max_digits != self.pretrain_max_digits:
+            raise ValueError("the trainer's corpus must hold the same gold digits as the pre-training corpus")
+
+    @property
+    def env_id(self) -> str:
+        """The env of the campaigns and the evaluation: the one whose worked solutions are the gold corpus."""
+        return self.trainer.corpus.arithmetic_env
+
+    def max_new_tokens(self, digits: int) -> int:
+        # One worked line per column (~13 + digits chars) and the answer line, with room for mistakes.
+        return (14 + digits) * (digits + 1) + 24
+
+    def evaluation(self) -> EvalConfig:
+        return EvalConfig(
+            suites=(EvalSuite(self.env_id, tuple(self.eval_difficulties)),),
+            tasks_per_difficulty=self.eval_tasks,
+            samples=0,  # greedy pass@1 per round; pass@k costs samples x tasks more decoding
+            max_new_tokens=self.max_new_tokens(max(self.eval_difficulties)),
+        )

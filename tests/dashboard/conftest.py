@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from verifarm.envs.catalog import FamilyCache
 from verifarm.rollout.campaign import parse_spec
+from verifarm.rollout.orchestration import roll_out_campaign
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for, group_id_for, record_id_for
 
 ENVS = [
@@ -67,12 +66,7 @@ def fill(store: RolloutStore, campaign_id: str, tasks: int = 12, samples: int = 
             "batch_size": 4,
         }
     )
-    store.create_campaign(
-        campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
-    )
-    families = FamilyCache()
-    for batch in range(spec.num_batches):
-        rollout_batch(store, campaign_id, spec, spec.batch_range(batch), ReferencePolicy(corruption, 0), families)
+    roll_out_campaign(store, spec, ReferencePolicy(corruption, 0), campaign_id)
 
 
 @pytest.fixture(scope="module")

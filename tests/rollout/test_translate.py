@@ -12,21 +12,11 @@ from typer.testing import CliRunner
 from verifarm.cli import app
 from verifarm.envs.translation import TranslationFamily
 from verifarm.rollout.campaign import parse_spec
+from verifarm.rollout.orchestration import roll_out_campaign
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import FamilyCache, rollout_batch
 from verifarm.rollout.store import RecordFilter, RolloutStore
 from verifarm.rollout.translate import export_translation_pairs, translation_records, translation_spec
-
-
-def _run_campaign(store: RolloutStore, campaign_id: str, spec, sampler) -> list:
-    store.create_campaign(
-        campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, spec.samples_per_task, spec.priority
-    )
-    families = FamilyCache()
-    return [
-        rollout_batch(store, campaign_id, spec, spec.batch_range(b), sampler, families) for b in range(spec.num_batches)
-    ]
 
 
 def _python_source_campaign(store: RolloutStore, tasks: int = 3) -> None:
@@ -39,7 +29,7 @@ def _python_source_campaign(store: RolloutStore, tasks: int = 3) -> None:
             "seed": 5,
         }
     )
-    reports = _run_campaign(store, "src", spec, ReferencePolicy())
+    reports = roll_out_campaign(store, spec, ReferencePolicy(), "src")
     assert sum(report.passed for report in reports) == tasks
 
 
@@ -96,7 +86,7 @@ def test_reference_translations_of_a_python_campaign_all_pass_with_lineage(tmp_p
             batch_size=4,
         )
         assert spec.tasks == 3 * 2  # python is the sources' own language: no task
-        reports = _run_campaign(store, "tr", spec, ReferencePolicy())
+        reports = roll_out_campaign(store, spec, ReferencePolicy(), "tr")
         assert sum(r.passed for r in reports) == 6 and sum(r.infra_errors for r in reports) == 0
         records = list(translation_records(store, RecordFilter(campaign_id="tr")))
         assert len(records) == 6
@@ -141,7 +131,7 @@ def test_translate_campaign_samples_through_an_endpoint_policy(tmp_path: Path, c
                 sampling={"max_new_tokens": 16},
             )
             sampler = CheckpointPolicySource(tmp_path / "no-checkpoints-here").sampler_for_spec(spec)
-            reports = _run_campaign(store, "http-tr", spec, sampler)
+            reports = roll_out_campaign(store, spec, sampler, "http-tr")
             assert sum(r.records_written for r in reports) == 2 * 2
             assert sum(r.infra_errors for r in reports) == 0
             records = list(translation_records(store, RecordFilter(campaign_id="http-tr"), target_language="go"))

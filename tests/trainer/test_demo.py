@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 
 from verifarm.rollout.store import RecordFilter, RolloutStore
-from verifarm.trainer.demo import DemoConfig, campaign_spec, run_demo
+from verifarm.trainer.demo import DemoConfig, run_demo
+from verifarm.trainer.rounds import campaign_spec
 
 
 @pytest.mark.slow

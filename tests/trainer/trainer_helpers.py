@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from verifarm.policy.registry import CheckpointRegistry
+from verifarm.policy.sampling import LocalPolicy
+from verifarm.rollout.campaign import CampaignSpec
+from verifarm.rollout.orchestration import roll_out_campaign
+from verifarm.rollout.rollouts import CheckpointSampler
+from verifarm.rollout.store import RolloutStore
 from verifarm.trainer.config import EvalConfig, EvalSuite, TrainerConfig
 from verifarm.trainer.corpus import CorpusConfig
 from verifarm.trainer.schedule import ScheduleConfig
@@ -20,13 +26,6 @@ def run_campaign(
     home: Path, name: str, tasks: int, samples: int, policy_version: int, seed: int = 0, max_digits: int = 1
 ) -> str:
     """A real campaign rolled out by the real rollout function (no broker), sampling the given version."""
-    from verifarm.envs.catalog import FamilyCache
-    from verifarm.policy.registry import CheckpointRegistry
-    from verifarm.policy.sampling import LocalPolicy
-    from verifarm.rollout.campaign import CampaignSpec
-    from verifarm.rollout.rollouts import CheckpointSampler, rollout_batch
-    from verifarm.rollout.store import RolloutStore
-
     spec = CampaignSpec(
         name=name,
         envs=[{"env_id": ENV, "min_difficulty": 1, "max_difficulty": max_digits}],
@@ -41,10 +40,7 @@ def run_campaign(
     sampler = CheckpointSampler(LocalPolicy(loaded.model, loaded.tokenizer, version=loaded.version))
     campaign_id = f"{name}-{seed}"
     with RolloutStore(store_url(home)) as store:
-        store.create_campaign(campaign_id, name, spec.model_dump(mode="json"), tasks, samples, spec.priority)
-        families = FamilyCache()
-        for batch in range(spec.num_batches):
-            rollout_batch(store, campaign_id, spec, list(spec.batch_range(batch)), sampler, families)
+        roll_out_campaign(store, spec, sampler, campaign_id)
     return campaign_id
 
 
