@@ -67,6 +67,16 @@ def _check_services(settings, broker_url: str | None) -> None:
         _failed(str(error))
 
 
+def _check_registry(settings) -> None:
+    """Refuse to start, in one line, when the trainer's registry server (VERIFARM_REGISTRY_URL) does not answer."""
+    from verifarm.rollout.services import ServiceUnavailable, check_registry
+
+    try:
+        check_registry(settings.registry_url, settings.checkpoints)
+    except ServiceUnavailable as error:
+        _failed(str(error))
+
+
 def complete_campaign_ids(incomplete: str) -> list[str]:
     """Shell completion of the campaign ids in the store (none, rather than a new database, if it is absent)."""
     from verifarm.settings import load_settings
@@ -105,6 +115,8 @@ def workers_start(
 
     settings = load_settings()
     _check_services(settings, None)  # the store first: no private Redis is started only to refuse
+    if settings.registry_url:
+        _check_registry(settings)
     with session_broker(settings.redis_url, settings.home) as broker_url:
         _check_services(settings, broker_url)
         farm = FarmConfig.from_settings(settings, broker_url=broker_url)

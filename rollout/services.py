@@ -6,6 +6,8 @@ down, fails later and far from the cause; these checks fail at once, in one line
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from verifarm.redaction import redact_url
 
 
@@ -83,3 +85,15 @@ def check_store(url: str, timeout_s: float = 5.0) -> None:
         ) from None
     finally:
         engine.dispose()
+
+
+def check_registry(url: str, cache_dir: Path, timeout_s: float = 5.0) -> None:
+    """Ask the trainer's registry server for its index; raise ServiceUnavailable if it does not answer."""
+    from verifarm.policy.remote_registry import RegistryUnreachable, RemoteRegistry
+
+    try:
+        RemoteRegistry(url, cache_dir, timeout_s=timeout_s).published_versions()
+    except RegistryUnreachable as error:
+        raise ServiceUnavailable(
+            f"{error}: start `verifarm policy serve-registry` on the trainer host, or correct VERIFARM_REGISTRY_URL"
+        ) from None

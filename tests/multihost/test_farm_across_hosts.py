@@ -158,6 +158,8 @@ def test_a_worker_refused_by_a_service_exits_with_one_line(host_farm: HostFarm) 
         # Without TLS both services turn the worker away too.
         ({"VERIFARM_REDIS_URL": plain_redis_url(host_farm)}, "Redis broker", "reach"),
         ({"VERIFARM_DATABASE_URL": host_farm.postgres.url().replace("require", "disable")}, "store", "no encryption"),
+        # A registry server that is not there (the trainer host answers nothing on port 1).
+        ({"VERIFARM_REGISTRY_URL": f"http://{host_farm.host('trainer').address}:1"}, "checkpoint registry", "reach"),
     ]
     for overrides, service, reason in cases:
         done = host_farm.cli("worker-a", "workers", "start", "-c", "1", timeout=120, **overrides)

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from verifarm.policy.asgi import BackgroundServer
-from verifarm.policy.model import build_model
+from verifarm.policy.model import build_drafter, build_model
 from verifarm.policy.registry import MANIFEST_NAME, CheckpointRegistry, CorruptCheckpoint
 from verifarm.policy.remote_registry import RegistryUnreachable, RemoteRegistry, open_registry, registry_app
 
@@ -167,3 +167,18 @@ def test_a_worker_samples_the_fetched_version_and_swaps_in_a_newer_one(served, t
     registry.publish(model, tokenizer)
     assert source.sampler("latest").version == 2 and source.loads == 2
     assert (tmp_path / "worker" / "v000002" / MANIFEST_NAME).is_file()
+
+
+def test_drafters_are_shipped_and_a_replaced_one_is_fetched_again(served, tmp_path, model):
+    registry, server = served
+    remote = RemoteRegistry(server.url, tmp_path / "cache")
+    assert remote.drafter_versions() == [] and remote.drafter_for(1) is None
+    registry.publish_drafter(1, build_drafter(model, seed=0), {"acceptance_rate": 0.5})
+    drafter, info = remote.load_drafter(1)
+    assert info.distilled_from == 1 and info.ok and info.acceptance_rate == 0.5
+    first = (tmp_path / "cache" / "drafters" / "v000001" / MANIFEST_NAME).read_text()
+    registry.publish_drafter(1, build_drafter(model, seed=1), {"acceptance_rate": 0.7})  # replaced on the server
+    _, info = remote.load_drafter(1)
+    assert info.acceptance_rate == 0.7
+    assert (tmp_path / "cache" / "drafters" / "v000001" / MANIFEST_NAME).read_text() != first
+    assert drafter.config.num_hidden_layers == 1

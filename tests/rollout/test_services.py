@@ -119,3 +119,10 @@ def test_urls_in_messages_hide_passwords() -> None:
     assert redact_url("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
     assert redact_url("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
     assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_a_registry_server_that_does_not_answer_is_named_in_one_line(tmp_path) -> None:
+    from verifarm.rollout.services import check_registry
+
+    with pytest.raises(ServiceUnavailable, match=r"cannot reach the checkpoint registry at http://farm:\*\*\*@127"):
+        check_registry("http://farm:s3cret@127.0.0.1:1", tmp_path, timeout_s=1)
