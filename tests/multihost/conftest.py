@@ -22,7 +22,15 @@ from tests.multihost.services import PostgresService, RedisService, make_certifi
 HOST_NAMES = ("services", "worker-a", "worker-b", "trainer")
 WORKER_HOSTS = ("worker-a", "worker-b")
 REGISTRY_PORT = 8270
-VERIFARM = str(Path(sys.executable).with_name("verifarm"))
+
+
+def _verifarm_command() -> list[str]:
+    """The installed `verifarm` script of this interpreter (or the same entry point through `python -m`)."""
+    script = Path(sys.executable).with_name("verifarm")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "verifarm.cli"]
+
+
+VERIFARM = _verifarm_command()
 
 
 def _missing_tools() -> str | None:
@@ -74,7 +82,7 @@ class HostFarm:
                 "VERIFARM_DATABASE_URL": self.postgres.url(),
                 "VERIFARM_SANDBOX_BACKEND": "process",
                 # A batch held by a worker that fell off the network is handed on within the test.
-                "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": "30",
+                "VERIFARM_FARM_VISIBILITY_TIMEOUT_S": "20",
                 "VERIFARM_FARM_RESTORE_INTERVAL_S": "2",
                 "VERIFARM_FARM_RECONCILE_INTERVAL_S": "3",
             }
@@ -85,10 +93,10 @@ class HostFarm:
         return env
 
     def cli(self, host: str, *args: str, timeout: float = 180, **overrides: str) -> subprocess.CompletedProcess:
-        return self.host(host).run([VERIFARM, *args], env=self.env(host, **overrides), timeout=timeout)
+        return self.host(host).run([*VERIFARM, *args], env=self.env(host, **overrides), timeout=timeout)
 
     def start(self, host: str, log_name: str, *args: str) -> subprocess.Popen:
-        return self.host(host).start([VERIFARM, *args], self.home(host) / log_name, env=self.env(host))
+        return self.host(host).start([*VERIFARM, *args], self.home(host) / log_name, env=self.env(host))
 
     def logs(self, tail: int | None = 2500) -> str:
         """Every host's logs (the last `tail` characters of each; all of it for None)."""
