@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from verifarm.envs.catalog import ENV_IDS, get_family
+from verifarm.redaction import redact_url
 from verifarm.rollout.store import CampaignRow, RolloutStore
 from verifarm.rollout.translate import TranslateSettings
 
@@ -270,7 +271,9 @@ def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None)
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
     except Exception as error:
-        raise ConnectionError(f"cannot reach the broker at {farm.broker_url}: {error}; nothing was stored") from None
+        raise ConnectionError(
+            f"cannot reach the broker at {redact_url(farm.broker_url)}: {error}; nothing was stored"
+        ) from None
     campaign_id = check_campaign_id(campaign_id) if campaign_id else new_campaign_id(spec)
     with RolloutStore(farm.store_url) as store:
         if spec.translate is not None and not spec.translate.sources:

@@ -59,7 +59,7 @@ def check_store(url: str, timeout_s: float = 5.0) -> None:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError as error:
         raise ServiceUnavailable(
-            f"the store URL {url!r} is not an SQLAlchemy URL ({error}): use "
+            f"the store URL {redact_url(url)} is not an SQLAlchemy URL ({error}): use "
             "sqlite:///path.db or postgresql://user@host/db"
         ) from None
     connect_args = {"connect_timeout": int(max(1, timeout_s))} if parsed.get_backend_name() == "postgresql" else {}

@@ -40,6 +40,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from verifarm.redaction import redact_url
+
 Outcome = Literal["pass", "fail", "infra_error"]
 OUTCOMES: tuple[str, ...] = ("pass", "fail", "infra_error")
 
@@ -259,7 +261,7 @@ class RolloutStore:
 
     def __init__(self, url: str) -> None:
         if not url or "://" not in url:
-            raise ValueError(f"store url must be an SQLAlchemy URL such as sqlite:///path.db, got {url!r}")
+            raise ValueError(f"store url must be an SQLAlchemy URL such as sqlite:///path.db, got {redact_url(url)}")
         self.url = url
         self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         self.dialect = self.engine.dialect.name
