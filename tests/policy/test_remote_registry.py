@@ -4,6 +4,10 @@ corrupt or partial transfer is refused and fetched again, and the version held k
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -182,3 +186,26 @@ def test_drafters_are_shipped_and_a_replaced_one_is_fetched_again(served, tmp_pa
     assert info.acceptance_rate == 0.7
     assert (tmp_path / "cache" / "drafters" / "v000001" / MANIFEST_NAME).read_text() != first
     assert drafter.config.num_hidden_layers == 1
+
+
+def test_the_serve_registry_command_serves_a_registry_to_a_worker(served, tmp_path):
+    """`verifarm policy serve-registry` as a user starts it: port 0 picks a free port, which it prints."""
+    registry, _ = served
+    command = [sys.executable, "-m", "verifarm.cli", "policy", "serve-registry", "--root", str(registry.root)]
+    server = subprocess.Popen(
+        [*command, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = server.stdout.readline()
+        match = re.search(r"read-only on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        remote = RemoteRegistry(match.group(1), tmp_path / "cache")
+        assert remote.published_versions() == [1]
+        assert remote.load(1).checksum == registry.inspect(1).checksum
+    finally:
+        server.terminate()
+        server.wait(30)
