@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -176,26 +177,34 @@ def test_a_worker_refused_by_a_service_exits_with_one_line(host_farm: HostFarm) 
             assert secret not in done.stderr and secret not in done.stdout
 
 
+FAULT_TASKS, FAULT_BATCH = 18, 3
+
+
 def fault_spec(farm: HostFarm, name: str) -> str:
     """A campaign whose batches take a second or two: version 1 (random weights) samples to the token limit,
     where a trained version stops early and a batch would be over before a fault could hit it."""
-    return write_spec(farm, name, policy=1, tasks=12, batch_size=3, sampling={"max_new_tokens": 64})
+    return write_spec(farm, name, policy=1, tasks=FAULT_TASKS, batch_size=FAULT_BATCH, sampling={"max_new_tokens": 64})
+
+
+def batches_succeeded(farm: HostFarm, campaign_id: str) -> int:
+    pattern = re.compile(rf"\[{re.escape(campaign_id)}:\d+\] succeeded")
+    return sum(len(pattern.findall(log_text(farm, host))) for host in WORKER_HOSTS)
 
 
 def submit_and_wait_for_progress(farm: HostFarm, name: str) -> str:
-    spec = fault_spec(farm, name)
+    """Submit a fault campaign and return once its first batch is stored, while others are still to come."""
     campaign_id = f"{name}-1"
-    submitted = farm.cli("trainer", "campaign", "submit", spec, "--id", campaign_id)
+    submitted = farm.cli("trainer", "campaign", "submit", fault_spec(farm, name), "--id", campaign_id)
     assert submitted.returncode == 0, submitted.stderr
-    wait_until(lambda: farm.status(campaign_id)["done"] > 0, 180, f"{campaign_id} to start", farm.logs)
+    wait_until(lambda: batches_succeeded(farm, campaign_id) > 0, 180, f"{campaign_id} to start", farm.logs)
+    assert batches_succeeded(farm, campaign_id) < FAULT_TASKS // FAULT_BATCH, "the campaign ended before the fault"
     return campaign_id
 
 
 def test_cutting_a_workers_link_mid_batch_loses_and_duplicates_nothing(host_farm: HostFarm, worker_pools) -> None:
     log = host_farm.home("worker-a") / "workers.log"
     offset = len(log.read_bytes())
-    spec = fault_spec(host_farm, "cut")
-    assert host_farm.cli("trainer", "campaign", "submit", spec, "--id", "cut-1").returncode == 0
+    assert host_farm.cli("trainer", "campaign", "submit", fault_spec(host_farm, "cut"), "--id", "cut-1").returncode == 0
 
     def worker_a_mid_batch() -> bool:
         text = log.read_bytes()[offset:].decode(errors="replace")
@@ -203,6 +212,7 @@ def test_cutting_a_workers_link_mid_batch_loses_and_duplicates_nothing(host_farm
 
     wait_until(worker_a_mid_batch, 120, "worker-a to take a batch", host_farm.logs)
     host_farm.network.cut("worker-a")
+    assert batches_succeeded(host_farm, "cut-1") < FAULT_TASKS // FAULT_BATCH
     try:
         # worker-b finishes the campaign alone, worker-a's batch included once its visibility timeout passes.
         state = host_farm.wait_complete("cut-1", 300)
@@ -211,7 +221,7 @@ def test_cutting_a_workers_link_mid_batch_loses_and_duplicates_nothing(host_farm
     assert state["state"] == "done"
     # Back on the network, worker-a finishes the batch it held: its records are already there, none is added.
     wait_until(lambda: "worker-a" in host_farm.workers_answering(), 180, "worker-a to come back", host_farm.logs)
-    assert_every_record_once(host_farm, "cut-1", 12, 2)
+    assert_every_record_once(host_farm, "cut-1", FAULT_TASKS, 2)
 
 
 def test_a_postgresql_restart_during_a_campaign_loses_and_duplicates_nothing(host_farm: HostFarm, worker_pools):
@@ -219,7 +229,7 @@ def test_a_postgresql_restart_during_a_campaign_loses_and_duplicates_nothing(hos
     host_farm.postgres.stop()
     host_farm.postgres.start()
     assert host_farm.wait_complete(campaign_id, 300)["state"] == "done"
-    assert_every_record_once(host_farm, campaign_id, 12, 2)
+    assert_every_record_once(host_farm, campaign_id, FAULT_TASKS, 2)
 
 
 def test_a_redis_restart_with_its_data_loses_and_duplicates_nothing(host_farm: HostFarm, worker_pools) -> None:
@@ -227,7 +237,7 @@ def test_a_redis_restart_with_its_data_loses_and_duplicates_nothing(host_farm: H
     host_farm.redis.stop()
     host_farm.redis.start()
     assert host_farm.wait_complete(campaign_id, 300)["state"] == "done"
-    assert_every_record_once(host_farm, campaign_id, 12, 2)
+    assert_every_record_once(host_farm, campaign_id, FAULT_TASKS, 2)
     # The queue came back with Redis (append-only file): no batch had to be enqueued again from the store.
     for host in WORKER_HOSTS:
         assert f"campaign {campaign_id}: the broker had lost" not in log_text(host_farm, host)
