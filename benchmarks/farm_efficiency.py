@@ -40,13 +40,14 @@ from verifarm.envs.catalog import FamilyCache
 from verifarm.policy.model import build_model
 from verifarm.policy.registry import CheckpointRegistry
 from verifarm.policy.tokenizer import build_tokenizer
-from verifarm.rollout.campaign import CampaignSpec, parse_spec, submit
+from verifarm.rollout.campaign import CampaignSpec, parse_spec
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.orchestration import roll_out_batches, store_campaign
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.pool import WorkerPool
 from verifarm.rollout.store import RecordFilter, RolloutStore
+from verifarm.rollout.submission import submit
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 WORKERS = 2

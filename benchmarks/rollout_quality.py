@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+from verifarm.envs.catalog import get_family
+from verifarm.trainer.evaluate import pass_at_k
+
 PATHS = ("exact", "+speculative", "+int8", "+both")
 
 
@@ -77,9 +80,6 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script beside sampling_throughput.py
     from sampling_throughput import load_models, path_policy
-
-    from verifarm.envs.catalog import get_family
-    from verifarm.trainer.evaluate import pass_at_k
 
     args.checkpoint = None
     model, tokenizer, drafter, source = load_models(args)

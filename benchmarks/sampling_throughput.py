@@ -26,6 +26,13 @@ from dataclasses import dataclass
 
 import torch
 
+from verifarm.envs.catalog import get_family
+from verifarm.policy.fast_decode import DecoderOptions
+from verifarm.policy.model import build_drafter, build_model, count_parameters
+from verifarm.policy.registry import CheckpointRegistry, NoCheckpoint
+from verifarm.policy.sampling import LocalPolicy
+from verifarm.policy.tokenizer import build_tokenizer
+
 PATHS = ("generate", "exact", "+speculative", "+int8", "+both", "+bf16kv")
 DEFAULT_PATHS = "generate,exact,+speculative,+int8,+both"
 
@@ -44,8 +51,6 @@ class Run:
 
 def workload_prompts(count: int, seed: int, workload: str) -> list[str]:
     """`mixed`: half short arithmetic prompts, half long Python-function prompts; `arithmetic`: additions."""
-    from verifarm.envs.catalog import get_family
-
     arithmetic, python = get_family("verifarm/Addition-v0"), get_family("verifarm/PythonFunction-v0")
     prompts = []
     for index in range(count):
@@ -57,9 +62,6 @@ def workload_prompts(count: int, seed: int, workload: str) -> list[str]:
 
 def path_policy(path: str, model, tokenizer, drafter, draft_tokens: int):
     """The LocalPolicy that samples along `path` (not `generate`)."""
-    from verifarm.policy.fast_decode import DecoderOptions
-    from verifarm.policy.sampling import LocalPolicy
-
     options = {
         "exact": DecoderOptions(),
         "+speculative": DecoderOptions(),
@@ -134,12 +136,7 @@ def greedy_parity(policy, model, tokenizer, prompts: list[str], tokens: int) -> 
 
 def load_models(args):
     """(model, tokenizer, drafter, description) for the chosen source."""
-    from verifarm.policy.model import build_drafter, build_model
-    from verifarm.policy.tokenizer import build_tokenizer
-
     if args.registry:
-        from verifarm.policy.registry import CheckpointRegistry, NoCheckpoint
-
         registry = CheckpointRegistry(args.registry)
         loaded = registry.load()
         try:
@@ -208,8 +205,6 @@ def main() -> None:
     if not paths or any(p not in PATHS for p in paths):
         raise ValueError(f"--paths takes a comma-separated list of {', '.join(PATHS)}, got {args.paths!r}")
     torch.set_num_threads(args.threads)
-
-    from verifarm.policy.model import count_parameters
 
     model, tokenizer, drafter, source = load_models(args)
     prompts = workload_prompts(args.prompts, args.seed, args.workload)

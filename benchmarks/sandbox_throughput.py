@@ -22,9 +22,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from verifarm.sandbox.backend import BACKEND_NAMES, default_backend_name, get_backend, probe_backend
+from verifarm.sandbox.bwrap_backend import BwrapBackend, BwrapConfig
+from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
 from verifarm.sandbox.harness import check_python
 from verifarm.sandbox.humaneval import load_problems, reference_solution
+from verifarm.sandbox.image import ensure_image
+from verifarm.sandbox.selection import BACKEND_NAMES, default_backend_name, get_backend, probe_backend
 
 
 @dataclass
@@ -151,12 +154,8 @@ def sandbox_check(backend) -> Callable[[dict], str | None]:
 def warm_backend(name: str, workers: int):
     """The backend as a farm worker holds it: warm pools of one sandbox per parallel worker, started."""
     if name == "docker":
-        from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
-
         backend = DockerBackend(DockerConfig(pool_size=workers))
     elif name == "bwrap" and os.geteuid() == 0:
-        from verifarm.sandbox.bwrap_backend import BwrapBackend, BwrapConfig
-
         backend = BwrapBackend(BwrapConfig(pool_size=workers))
     else:
         return get_backend(name)
@@ -206,8 +205,6 @@ def main() -> None:
             checks[name](problems[0])
     if probe_backend("docker") is None:
         import docker
-
-        from verifarm.sandbox.image import ensure_image
 
         client = docker.from_env()
         checks["docker-run"] = docker_run_check(client, ensure_image(client)[0])

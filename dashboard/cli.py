@@ -6,6 +6,12 @@ import ipaddress
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
+
+from verifarm.dashboard.config import DashboardConfig
+from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
+from verifarm.redaction import redact_url
+from verifarm.settings import load_settings
 
 
 def dashboard(
@@ -21,14 +27,10 @@ def dashboard(
     page_size: int = typer.Option(50, min=1, max=500, help="records per page of the dataset browser"),
 ) -> None:
     """A read-only web view of campaigns, datasets, training curves, policy versions and workers."""
-    from pydantic import ValidationError
     from sqlalchemy.exc import SQLAlchemyError
 
+    # deferred: the web app and the store it opens (seconds of imports) load only when the dashboard runs
     from verifarm.dashboard.app import create_app
-    from verifarm.dashboard.config import DashboardConfig
-    from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
-    from verifarm.redaction import redact_url
-    from verifarm.settings import load_settings
 
     try:
         config = DashboardConfig.from_settings(

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.settings import Settings
+from verifarm.trainer.metrics import tensorboard_dir_for
 
 
 class DashboardConfig(BaseModel):
@@ -23,9 +25,6 @@ class DashboardConfig(BaseModel):
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> DashboardConfig:
         """The farm the CLI would use: its store, checkpoints and broker (a private Redis only if running)."""
-        from verifarm.rollout.embedded_redis import EmbeddedRedis
-        from verifarm.trainer.metrics import tensorboard_dir_for
-
         broker = settings.redis_url or EmbeddedRedis(settings.home / "redis").running_url()
         values = dict(
             store_url=settings.store_url,

@@ -6,7 +6,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from verifarm.rollout.broker import queue_keys
 from verifarm.rollout.campaign import status_from_store
+from verifarm.rollout.metrics import QueueDepthCollector
 from verifarm.rollout.store import RolloutStore
 
 
@@ -34,9 +36,6 @@ class CampaignCollector:
 
 
 def farm_registry(store: RolloutStore, broker_url: str | None) -> CollectorRegistry:
-    from verifarm.rollout.app import queue_keys
-    from verifarm.rollout.metrics import QueueDepthCollector
-
     registry = CollectorRegistry()
     registry.register(CampaignCollector(store))
     if broker_url:

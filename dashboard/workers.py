@@ -5,10 +5,13 @@ from __future__ import annotations
 import urllib.request
 from typing import Any
 
+import redis
 from fastapi import APIRouter, Depends, Request
 
 from verifarm.dashboard import deps
 from verifarm.dashboard.config import DashboardConfig
+from verifarm.rollout.broker import queue_keys, sender_app
+from verifarm.rollout.config import FarmConfig
 
 router = APIRouter()
 
@@ -18,11 +21,6 @@ def farm_view(config: DashboardConfig, timeout: float = 1.0) -> dict[str, Any]:
     broker_url = config.broker_url
     if not broker_url:
         return {"error": "no broker configured (VERIFARM_REDIS_URL unset and no private Redis running)"}
-    import redis
-
-    from verifarm.rollout.app import create_app, queue_keys
-    from verifarm.rollout.config import FarmConfig
-
     view: dict[str, Any] = {"workers": [], "queues": []}
     try:
         client = redis.Redis.from_url(broker_url, socket_timeout=timeout)
@@ -31,7 +29,7 @@ def farm_view(config: DashboardConfig, timeout: float = 1.0) -> dict[str, Any]:
         finally:
             client.close()
         farm = FarmConfig(broker_url=broker_url, store_url=config.store_url, checkpoint_dir=config.checkpoint_dir)
-        inspector = create_app(farm).control.inspect(timeout=timeout)
+        inspector = sender_app(farm).control.inspect(timeout=timeout)
         active = inspector.active() or {}
         stats = inspector.stats() or {}
     except Exception as error:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from verifarm.envs.catalog import FamilyCache
+from verifarm.envs.math_equivalence import MathEquivalenceChecker
 
 OUTCOMES = ("pass", "fail", "infra_error")
 PAIR_KINDS = {"equal": "pass", "unequal": "fail", "near-miss": "fail"}
@@ -242,8 +243,6 @@ def run_differential(
 ) -> tuple[tuple[str, ...], list[Disagreement]]:
     """Scores every answer pair with each second implementation of ``env_id``; the cases where one parts from the
     env's verdict. Envs without a second implementation give none."""
-    from verifarm.envs.math_equivalence import MathEquivalenceChecker
-
     implementations = SECOND_IMPLEMENTATIONS.get(env_id, ())
     disagreements: list[Disagreement] = []
     for implementation in implementations:

@@ -6,6 +6,7 @@ thin wrapper around one, so the farm can generate and score without Gymnasium.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +50,29 @@ class TaskFamily(Protocol):
     def generate(self, seed: int, difficulty: int) -> Task: ...
 
     def verify(self, task: Task, completion: str) -> Verdict: ...
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One env id of the catalog: the family it builds, the options its id fixes, the options a caller may set
+    (None: every keyword the family takes), and the languages its completions are written in (empty: no programs)."""
+
+    family: Callable[..., TaskFamily]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    options: tuple[str, ...] | None = None
+    languages: tuple[str, ...] = ()
+
+    def build(self, env_id: str, **options: Any) -> TaskFamily:
+        """The family, built with the same keyword options ``gymnasium.make`` takes; bad options are a ValueError."""
+        refused = sorted(set(options) - set(self.options)) if self.options is not None else []
+        if refused:
+            raise ValueError(f"bad options for {env_id}: unexpected keyword argument {refused[0]!r}")
+        try:
+            return self.family(**self.fixed, **options)
+        except TypeError as error:
+            if "argument" not in str(error):  # a bug inside a family, not an option the caller got wrong
+                raise
+            raise ValueError(f"bad options for {env_id}: {error}") from None
 
 
 # Longer completions are refused before any parsing: a policy that rambles gets 0, and no verifier (math-verify's

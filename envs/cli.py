@@ -1,4 +1,4 @@
-"""Command-line commands of verifarm.envs: list the envs, show a task, verify a completion (imports stay inside)."""
+"""Command-line commands of verifarm.envs: list the envs, show a task, verify a completion."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 
 import typer
 
+from verifarm.envs.catalog import ENV_IDS, accepted_languages, get_family
+
 app = typer.Typer(no_args_is_help=True, help="environment commands")
 
 
 def complete_env_ids(incomplete: str) -> list[str]:
     """Shell completion of registered env ids (`verifarm/Add<TAB>`)."""
-    from verifarm.envs.catalog import ENV_IDS
-
     return [env_id for env_id in ENV_IDS if env_id.startswith(incomplete)]
 
 
@@ -36,8 +36,6 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def _family(env_id: str, options: list[str]) -> Any:
-    from verifarm.envs.catalog import get_family
-
     try:
         return get_family(env_id, **parse_options(options))
     except ValueError as error:
@@ -50,8 +48,6 @@ def list_envs(as_json: bool = typer.Option(False, "--json", help="one JSON array
 
     `--json` fields per env: env_id, min_difficulty, max_difficulty, verifier_version, languages.
     """
-    from verifarm.envs.catalog import ENV_IDS, accepted_languages, get_family
-
     rows = []
     for env_id in ENV_IDS:
         family = get_family(env_id)

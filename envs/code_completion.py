@@ -15,7 +15,8 @@ import re
 import textwrap
 
 from verifarm.envs.base import Task, Verdict, as_valid_utf8, check_completion_size
-from verifarm.sandbox.program import Limits
+from verifarm.sandbox.harness import GUARANTEES, check_python
+from verifarm.sandbox.selection import default_backend_name
 
 # Comment lines, so that a prompt ending in a signature and docstring plus a body is still the whole program.
 PYTHON_INSTRUCTION = (
@@ -23,18 +24,6 @@ PYTHON_INSTRUCTION = (
     "# first and then give the whole function in a ```python code block.\n\n"
 )
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#-]*)[ \t]*\r?\n(.*?)(?:```|\Z)", re.DOTALL)
-
-# Small CPU on purpose: generated tasks and HumanEval need well under a second, so an endless loop costs 2 s, not
-# 10; the wall limit is generous because a loaded machine (many workers on few cores) stretches wall time.
-PYTHON_TEST_LIMITS = Limits(
-    cpu_seconds=2,
-    wall_seconds=20,
-    memory_bytes=256 * 1024 * 1024,
-    max_processes=16,
-    output_bytes=64 * 1024,
-    file_size_bytes=1024 * 1024,
-    open_files=64,
-)
 
 
 def last_fenced_block(completion: str) -> str | None:
@@ -80,8 +69,6 @@ def syntax_problem(source: str) -> str | None:
 
 def sandbox_failure(error: Exception, details: dict, backend: str) -> Verdict:
     """The verdict when the sandbox itself raised (backend unavailable, daemon gone): an infrastructure error."""
-    from verifarm.sandbox.backend import default_backend_name
-
     try:
         name = default_backend_name() if backend == "auto" else backend
     except Exception:
@@ -101,14 +88,11 @@ def verify_python(
     test_code: str,
     entry_point: str,
     verifier_version: str,
-    limits: Limits = PYTHON_TEST_LIMITS,
     backend: str = "auto",
     prompt: str = "",
 ) -> Verdict:
-    """Run HumanEval-style ``check(candidate)`` tests against ``solution`` in the sandbox; ``prompt`` is the task's
-    trusted code, whose names (helpers) the tests use instead of the solution's."""
-    from verifarm.sandbox.harness import GUARANTEES, check_python
-
+    """Run HumanEval-style ``check(candidate)`` tests against ``solution`` in the sandbox under the harness's limits;
+    ``prompt`` is the task's trusted code, whose names (helpers) the tests use instead of the solution's."""
     details: dict = {"verifier_version": verifier_version, "sandbox_backend": "none"}
     problem = syntax_problem(solution)
     if problem is not None:
@@ -118,7 +102,6 @@ def verify_python(
             as_valid_utf8(solution),
             test_code,
             entry_point,
-            limits=limits,
             backend=backend,
             prompt=as_valid_utf8(prompt),
         )
@@ -145,7 +128,6 @@ def verify_python_task(
     completion: str,
     verifier_version: str,
     max_completion_chars: int,
-    limits: Limits = PYTHON_TEST_LIMITS,
     backend: str = "auto",
 ) -> Verdict:
     """Score a completion (function body or fenced block) of a Python function task: the prompt's signature
@@ -164,7 +146,6 @@ def verify_python_task(
         task.data["test_code"],
         entry_point,
         verifier_version,
-        limits=limits,
         backend=backend,
         prompt=task.prompt,
     )

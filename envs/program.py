@@ -14,14 +14,15 @@ The C env (envs/c_program.py) is this family over its own ten problems with its 
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Sequence
-from typing import Any
 
 from verifarm.envs.base import Task, Verdict, as_valid_utf8, check_completion_size
 from verifarm.envs.code_completion import last_fenced_block, sandbox_failure
-from verifarm.sandbox.languages import Build, Language, build, get_language, run_build
+from verifarm.envs.program_problem import ProgramProblem
+from verifarm.envs.program_problems import PROBLEMS
+from verifarm.sandbox.compile_run import Build, build, run_build
+from verifarm.sandbox.languages import get_language
 from verifarm.sandbox.program import ExecResult, Limits, Status
 
 FEEDBACK_SOURCE_CHARS = 3000
@@ -40,8 +41,6 @@ DIALECTS = {
     "javascript": "JavaScript (Node.js, CommonJS)",
     "java": "Java 17 (a public class named Main)",
 }
-# Tests print up to a few thousand numbers; the language rows' run limits are sized for tiny programs' output.
-OUTPUT_BYTES = 256 * 1024
 
 
 def normalize_output(text: str) -> list[str]:
@@ -66,12 +65,6 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
 
 
-def env_run_limits(language: Language) -> Limits:
-    return dataclasses.replace(
-        language.run_limits, wall_seconds=max(10.0, language.run_limits.wall_seconds), output_bytes=OUTPUT_BYTES
-    )
-
-
 class ProgramFamily:
     """Stdin/stdout tasks in one language; ``multi_turn`` turns on feedback for up to ``max_turns`` attempts."""
 
@@ -80,6 +73,7 @@ class ProgramFamily:
     max_completion_chars = 8192
     seed_prefix = "program"  # the same for every language: a seed names one problem in all of them
     show_stderr = True  # in feedback on runtime errors
+    problems: Sequence[ProgramProblem] = PROBLEMS
 
     def __init__(
         self,
@@ -93,18 +87,13 @@ class ProgramFamily:
         if max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {max_turns}")
         row = get_language(language)
-        self.language = row.with_limits(compile_limits, run_limits or env_run_limits(row))
+        # The language row's limits, unless an env declares its own (the C env keeps its original ones).
+        self.language = row.with_limits(compile_limits, run_limits)
         self.name = f"program_{row.name}" + ("_multi_turn" if multi_turn else "")
         self.verifier_version = "program-1"
         self.max_turns = max_turns if multi_turn else 1
         self.backend = backend
         self.max_prompt_chars = 2048 + (FEEDBACK_SOURCE_CHARS + FEEDBACK_STDERR_CHARS + 2500 if multi_turn else 0)
-
-    @property
-    def problems(self) -> Sequence[Any]:
-        from verifarm.envs.program_problems import PROBLEMS
-
-        return PROBLEMS
 
     def intro(self) -> str:
         return (

@@ -1,7 +1,7 @@
 """Stdin/stdout problems with a reference solution in every language of the sandbox's table.
 
 The first ten are the C env's problems (statement, input generator, trusted Python solver and C reference are
-taken from envs/c_program.py, so they cannot drift apart); the other ten are new. Each reference is a complete
+taken from envs/c_problems.py, so they cannot drift apart); the other ten are new. Each reference is a complete
 program, built here from a per-language skeleton (token reader, buffered writer) and a short body, so the
 references stay short and read alike across languages. Input generators take (rng, size) and are also what the
 translate campaign draws its differential inputs from.
@@ -9,29 +9,15 @@ translate campaign draws its differential inputs from.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from verifarm.envs.c_program import PROBLEMS_BY_NAME as C_PROBLEMS
-from verifarm.envs.c_program import _numbers, _numbers_input
+from verifarm.envs.c_problems import PROBLEMS_BY_NAME as C_PROBLEMS
+from verifarm.envs.c_problems import numbers, numbers_input
+from verifarm.envs.program_problem import ProgramProblem
 from verifarm.sandbox.languages import LANGUAGE_NAMES
-
-
-@dataclass(frozen=True)
-class ProgramProblem:
-    name: str
-    statement: str
-    make_input: Callable[[random.Random, int], str]  # (rng, size) -> stdin text
-    solve: Callable[[str], str]  # stdin text -> expected stdout, trusted Python
-    references: dict[str, str]  # language name -> complete program
-
-    def __post_init__(self) -> None:
-        missing = set(LANGUAGE_NAMES) - set(self.references)
-        if missing:
-            raise ValueError(f"problem {self.name!r} lacks references in {sorted(missing)}")
-
 
 SKELETONS = {
     "python": "import sys\n\nt = sys.stdin.read().split()\n{body}",
@@ -93,7 +79,7 @@ def _queries(text: str) -> list[str]:
 
 def _max_subarray(text: str) -> str:
     best, running = None, 0
-    for x in _numbers(text):
+    for x in numbers(text):
         running = x if best is None or running < 0 else running + x
         best = running if best is None else max(best, running)
     return f"{best}\n"
@@ -129,7 +115,7 @@ def _collatz(n: int) -> int:
 
 
 def _zero_pairs(text: str) -> str:
-    counts = Counter(_numbers(text))
+    counts = Counter(numbers(text))
     pairs = sum(counts[x] * counts[-x] for x in counts if x > 0) + counts[0] * (counts[0] - 1) // 2
     return f"{pairs}\n"
 
@@ -334,7 +320,7 @@ _NEW = (
         "max_subarray",
         "The first line holds n (1 <= n <= 100000); the second holds n integers, each between -10^9 and 10^9.\n"
         "Print the largest sum of a non-empty run of consecutive numbers.",
-        _numbers_input,
+        numbers_input,
         _max_subarray,
         _references(
             python="n = int(t[0])\nbest = None\nrun = 0\nfor x in map(int, t[1:1 + n]):\n"
@@ -372,8 +358,8 @@ _NEW = (
         "count_evens",
         "The first line holds n (1 <= n <= 100000); the second holds n integers, each between -10^9 and 10^9.\n"
         "Print how many of them are even.",
-        _numbers_input,
-        lambda text: f"{sum(1 for x in _numbers(text) if x % 2 == 0)}\n",
+        numbers_input,
+        lambda text: f"{sum(1 for x in numbers(text) if x % 2 == 0)}\n",
         _references(
             python="n = int(t[0])\nprint(sum(1 for x in t[1:1 + n] if int(x) % 2 == 0))\n",
             c='int n, evens = 0;\nif (scanf("%d", &n) != 1) return 1;\n'
@@ -575,7 +561,7 @@ _NEW = (
         "zero_pairs",
         "The first line holds n (1 <= n <= 1000); the second holds n integers, each between -10^9 and 10^9.\n"
         "Print how many pairs of positions i < j hold numbers that add up to 0.",
-        lambda rng, size: _numbers_input(rng, size, bound=rng.choice([3, 20, 10**9])),
+        lambda rng, size: numbers_input(rng, size, bound=rng.choice([3, 20, 10**9])),
         _zero_pairs,
         _references(
             python="from collections import Counter\nn = int(t[0])\ncounts = Counter(int(x) for x in t[1:1 + n])\n"
@@ -643,10 +629,14 @@ _NEW = (
 
 def _with_c(name: str) -> ProgramProblem:
     c_problem = C_PROBLEMS[name]
-    return ProgramProblem(
-        name, c_problem.statement, c_problem.make_input, c_problem.solve, {**_FROM_C[name], "c": c_problem.reference_c}
-    )
+    return dataclasses.replace(c_problem, references={**_FROM_C[name], **c_problem.references})
 
 
-PROBLEMS: tuple[ProgramProblem, ...] = (*(_with_c(name) for name in _FROM_C), *_NEW)
+def _in_every_language(problems: tuple[ProgramProblem, ...]) -> tuple[ProgramProblem, ...]:
+    for problem in problems:
+        problem.require_languages(LANGUAGE_NAMES)
+    return problems
+
+
+PROBLEMS: tuple[ProgramProblem, ...] = _in_every_language((*(_with_c(name) for name in _FROM_C), *_NEW))
 PROBLEMS_BY_NAME = {problem.name: problem for problem in PROBLEMS}

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from verifarm.envs.base import Task, Verdict
-from verifarm.envs.code_completion import PYTHON_INSTRUCTION, PYTHON_TEST_LIMITS, verify_python_task
-from verifarm.sandbox.program import Limits
+from verifarm.envs.code_completion import PYTHON_INSTRUCTION, verify_python_task
 
 
 def _ints(rng: random.Random, size: int, low: int = -50, high: int = 50) -> list[int]:
@@ -271,7 +270,7 @@ def _reference_function(source: str, name: str) -> Callable[..., Any]:
 
 
 class PythonFunctionFamily:
-    """Generated function tasks; ``backend`` and ``limits`` choose how the hidden tests run."""
+    """Generated function tasks; ``backend`` chooses where the hidden tests run (under the harness's limits)."""
 
     name = "python_function"
     verifier_version = "python-function-2"  # 2: hidden tests never readable by the candidate
@@ -280,9 +279,8 @@ class PythonFunctionFamily:
     max_prompt_chars = 2048
     max_completion_chars = 8192
 
-    def __init__(self, backend: str = "auto", limits: Limits = PYTHON_TEST_LIMITS) -> None:
+    def __init__(self, backend: str = "auto") -> None:
         self.backend = backend
-        self.limits = limits
 
     def generate(self, seed: int, difficulty: int) -> Task:
         if not self.min_difficulty <= difficulty <= self.max_difficulty:
@@ -319,7 +317,7 @@ class PythonFunctionFamily:
 
     def verify(self, task: Task, completion: str) -> Verdict:
         return verify_python_task(
-            task, completion, self.verifier_version, self.max_completion_chars, limits=self.limits, backend=self.backend
+            task, completion, self.verifier_version, self.max_completion_chars, backend=self.backend
         )
 
 

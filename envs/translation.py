@@ -20,11 +20,13 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from verifarm.envs.base import Task, Verdict
 from verifarm.envs.program import DIALECTS, ProgramFamily, extract_source, normalize_output
-from verifarm.sandbox.languages import Build, run_build
+from verifarm.envs.program_envs import PROGRAM_ENVS
+from verifarm.envs.program_problems import PROBLEMS_BY_NAME
+from verifarm.sandbox.compile_run import Build, build, run_build
 from verifarm.sandbox.program import ExecResult, Status
 
 MIN_DIFFERENTIAL_INPUTS = 50
@@ -69,18 +71,17 @@ class TranslationFamily:
         differential_inputs: int = MIN_DIFFERENTIAL_INPUTS,
         backend: str = "auto",
     ) -> None:
-        from verifarm.envs.catalog import get_family
-        from verifarm.envs.program_problems import PROBLEMS_BY_NAME
-
         if differential_inputs < MIN_DIFFERENTIAL_INPUTS:
             raise ValueError(
                 f"differential_inputs must be at least {MIN_DIFFERENTIAL_INPUTS}, got {differential_inputs}"
             )
-        source_family = get_family(source_env_id, **dict(source_options or {}))
-        if not isinstance(source_family, ProgramFamily):
+        if source_env_id not in PROGRAM_ENVS:
             raise ValueError(
                 f"{source_env_id} is not a program env; translations start from Program or CProgram records"
             )
+        source_family = cast(
+            ProgramFamily, PROGRAM_ENVS[source_env_id].build(source_env_id, **dict(source_options or {}))
+        )
         self.source_env_id = source_env_id
         self.source_family = source_family
         self.source_language = source_family.language
@@ -141,8 +142,6 @@ class TranslationFamily:
         """(input, source output or None where the source itself failed), computed once in the sandbox."""
         with self._lock:
             if self._source_outputs is None:
-                from verifarm.sandbox.languages import build
-
                 built = build(self.source_family.language, self.source_code, self.backend)
                 if not built.ok:
                     detail = built.compile.detail if built.compile is not None else ""

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from verifarm.envs.audit import format_report, load_cases, run_audit
+
 app = typer.Typer(no_args_is_help=True, help="verdict audits: labelled cases through an env's real verifier")
 
 
@@ -22,8 +24,6 @@ def audit(
     every_case: bool = typer.Option(False, "--every-case", help="list every case with its verdict and time"),
 ) -> None:
     """Run labelled cases through ENV_ID's generate and verify; exit 1 on any wrong verdict, 2 on bad input."""
-    from verifarm.envs.audit import format_report, load_cases, run_audit
-
     try:
         cases = load_cases(cases_path)
         report = run_audit(env_id, cases, differential=differential)

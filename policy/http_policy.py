@@ -12,7 +12,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from verifarm.policy.sampling import Completion, SamplingParams
+from verifarm.policy.params import SamplingParams
+from verifarm.policy.sampling import Completion
 from verifarm.redaction import redact_url
 
 
@@ -57,13 +58,23 @@ class HttpPolicy:
         seed: int | None = None,
     ) -> list[list[Completion]]:
         """n completions per prompt (outer list per prompt), in the order the endpoint indexes them."""
+        params = SamplingParams.checked(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=tuple(stop or ())
+        )
+        return self.sample_with(prompts, params, n, seed)
+
+    def sample_with(
+        self, prompts: list[str], params: SamplingParams, n: int = 1, seed: int | None = None
+    ) -> list[list[Completion]]:
+        """`sample` with its settings already validated (a campaign's)."""
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
-        params = SamplingParams(n, temperature, top_p, max_new_tokens, tuple(stop or ()), seed)
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
         body: dict[str, Any] = {
             "model": self.model_name,
             "prompt": prompts,
-            "n": params.n,
+            "n": n,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
@@ -72,8 +83,8 @@ class HttpPolicy:
         }
         if params.stop:
             body["stop"] = list(params.stop)
-        if params.seed is not None:
-            body["seed"] = params.seed
+        if seed is not None:
+            body["seed"] = seed
         response = self._post(body)
         version = response.get("policy_version", self.version)
         self.version = int(version) if version is not None else self.version

@@ -10,8 +10,7 @@ log-probs, fewer policy forwards. With int8 weights or a bfloat16 cache they are
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from verifarm.policy.fast_decode import (
     split_prompt_cache,
     unsupported_reason,
 )
+from verifarm.policy.params import SamplingParams
 from verifarm.policy.speculative import accept_drafts, draw, nucleus, sampling_distribution
 
 
@@ -50,30 +50,6 @@ class Completion:
     def drafted(self) -> bool:
         """Whether a drafter proposed tokens for this completion (speculative sampling)."""
         return self.draft_proposed > 0
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Validated settings of one `sample` call."""
-
-    n: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    stop: tuple[str, ...] = field(default_factory=tuple)
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ValueError(f"stop strings must be non-empty strings, got {list(self.stop)}")
 
 
 def choose_tokens(
@@ -186,18 +162,28 @@ class LocalPolicy:
         seed: int | None = None,
     ) -> list[list[Completion]]:
         """n completions for each prompt (outer list per prompt); temperature 0 is greedy decoding."""
+        params = SamplingParams.checked(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=tuple(stop or ())
+        )
+        return self.sample_with(prompts, params, n, seed)
+
+    def sample_with(
+        self, prompts: list[str], params: SamplingParams, n: int = 1, seed: int | None = None
+    ) -> list[list[Completion]]:
+        """`sample` with its settings already validated (a campaign's, a server request's)."""
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
-        params = SamplingParams(n, temperature, top_p, max_new_tokens, tuple(stop or ()), seed)
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
         prompt_ids = [self.tokenizer(p)["input_ids"] for p in prompts]
         if any(len(ids) == 0 for ids in prompt_ids):
             raise ValueError("an empty prompt encodes to no tokens with this tokenizer; give it some text")
         if unsupported_reason(self.model) is not None:
-            rows = self._sample_with_generate(prompt_ids, params)
+            rows = self._sample_with_generate(prompt_ids, params, n, seed)
         elif self.drafter is not None:
-            rows = self._sample_speculative(prompt_ids, params)
+            rows = self._sample_speculative(prompt_ids, params, n, seed)
         else:
-            rows = self._sample_fast(prompt_ids, params)
+            rows = self._sample_fast(prompt_ids, params, n, seed)
         completions = [self._finish(*row, stop=params.stop) for row in rows]
         return [completions[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -253,12 +239,12 @@ class LocalPolicy:
         return _PromptLayout(input_ids, attention_mask, [len(ids) for ids in sorted_ids], prompt_of, row_ids)
 
     def _sample_fast(
-        self, prompt_ids: list[list[int]], params: SamplingParams
+        self, prompt_ids: list[list[int]], params: SamplingParams, n: int, seed: int | None
     ) -> list[tuple[list[int], list[float], str]]:
         decoder = FastMoEDecoder(self.model, self.decoder_options)
         device = decoder.device
-        generator = _make_generator(params.seed, device)
-        layout = self._prompt_layout(prompt_ids, params.n, device)
+        generator = _make_generator(seed, device)
+        layout = self._prompt_layout(prompt_ids, n, device)
         input_ids, attention_mask, prompt_of, row_ids = (
             layout.input_ids,
             layout.attention_mask,
@@ -332,7 +318,7 @@ class LocalPolicy:
         return [(token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r]) for r in range(total_rows)]
 
     def _sample_speculative(
-        self, prompt_ids: list[list[int]], params: SamplingParams
+        self, prompt_ids: list[list[int]], params: SamplingParams, n: int, seed: int | None
     ) -> list[tuple[list[int], list[float], str, tuple[int, int]]]:
         """`_sample_fast` with a drafter: per round the drafter proposes k tokens per row, one forward of the
         policy over the k+1 positions scores them, and `accept_drafts` keeps a prefix of each row's drafts
@@ -345,8 +331,8 @@ class LocalPolicy:
         # The drafter runs exact: its precision cannot change the output, only how often it is right.
         decoder, drafter = FastMoEDecoder(self.model, self.decoder_options), FastMoEDecoder(self.drafter)
         device, k = decoder.device, self.draft_tokens
-        generator = _make_generator(params.seed, device)
-        layout = self._prompt_layout(prompt_ids, params.n, device)
+        generator = _make_generator(seed, device)
+        layout = self._prompt_layout(prompt_ids, n, device)
         prompt_of, row_ids = layout.prompt_of, layout.row_ids
         total_rows, prompt_width = len(prompt_of), layout.input_ids.shape[1]
         slots = params.max_new_tokens + k  # a live row has g <= max_new_tokens - 1 and writes k+1 past g-1
@@ -507,12 +493,12 @@ class LocalPolicy:
         return results
 
     def _sample_with_generate(
-        self, prompt_ids: list[list[int]], params: SamplingParams
+        self, prompt_ids: list[list[int]], params: SamplingParams, n: int, seed: int | None
     ) -> list[tuple[list[int], list[float], str]]:
         """Any other causal LM: `transformers` `generate`, with raw logits kept for the log-probs."""
         device = self.model.device
         # Expand the n samples ourselves: `generate` refuses num_return_sequences > 1 when greedy.
-        input_ids, attention_mask = self._left_pad([ids for ids in prompt_ids for _ in range(params.n)], device)
+        input_ids, attention_mask = self._left_pad([ids for ids in prompt_ids for _ in range(n)], device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         options = dict(
             max_new_tokens=params.max_new_tokens,
@@ -531,8 +517,8 @@ class LocalPolicy:
         self.model.eval()  # no dropout while sampling; the caller's mode is restored below
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
+                if seed is not None:
+                    torch.manual_seed(seed)
                 with torch.inference_mode():
                     output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
         finally:

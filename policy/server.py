@@ -29,7 +29,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
 from verifarm.policy.metrics import ServerMetrics
+from verifarm.policy.params import SamplingParams
+from verifarm.policy.registry import MANIFEST_NAME, CheckpointRegistry, CorruptCheckpoint, NoCheckpoint
+from verifarm.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +75,7 @@ class CompletionRequest:
 
     prompts: list[str]
     n: int
-    temperature: float
-    top_p: float
-    max_tokens: int
-    stop: list[str]
+    sampling: SamplingParams
     logprobs: int | None
     seed: int | None
     echo_token_ids: bool
@@ -147,15 +148,13 @@ def _sampling_fields(body: dict[str, Any], prompts: int) -> dict[str, Any]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ValueError("stream must be true or false")
-    return {
-        "n": n,
-        "temperature": _number(body, "temperature", 1.0),
-        "top_p": _number(body, "top_p", 1.0),
-        "max_tokens": max_tokens,
-        "stop": stop,
-        "seed": seed,
-        "stream": stream,
-    }
+    sampling = SamplingParams.checked(
+        temperature=_number(body, "temperature", 1.0),
+        top_p=_number(body, "top_p", 1.0),
+        max_new_tokens=max_tokens,
+        stop=tuple(stop),
+    )
+    return {"n": n, "sampling": sampling, "seed": seed, "stream": stream}
 
 
 def _integer(body: dict[str, Any], key: str, default: int) -> int:
@@ -205,7 +204,7 @@ class CompletionService:
             needed = kv_cache_bytes(
                 model.config,
                 len(request.prompts) * request.n,
-                max(prompt_tokens) + request.max_tokens,
+                max(prompt_tokens) + request.sampling.max_new_tokens,
                 model.dtype.itemsize,
             )
             if needed > self.max_cache_bytes:
@@ -214,15 +213,7 @@ class CompletionService:
                     f"{self.max_cache_bytes / 2**30:.1f} GiB; ask for fewer prompts x n or max_tokens"
                 )
             started = time.perf_counter()
-            results = policy.sample(
-                request.prompts,
-                n=request.n,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                max_new_tokens=request.max_tokens,
-                stop=request.stop or None,
-                seed=request.seed,
-            )
+            results = policy.sample_with(request.prompts, request.sampling, request.n, request.seed)
         sampled = sum(len(c.token_ids) for samples in results for c in samples)
         self.metrics.observe_sampling(time.perf_counter() - started, sampled, policy.version)
         return policy, request, results, sum(prompt_tokens), sampled
@@ -406,13 +397,12 @@ class RegistryFollower:
     """The newest good version of a checkpoint registry, reloaded when a newer one is published."""
 
     def __init__(self, registry_root: Path, device: str = "cpu"):
-        from verifarm.policy.registry import CheckpointRegistry
-
         self.registry = CheckpointRegistry(registry_root)
         self.device = device
         self.policy = self._load(None)
 
     def _load(self, version: int | None):
+        # deferred: torch and transformers load when a policy is served, not with the CLI
         from verifarm.policy.sampling import LocalPolicy
 
         loaded = self.registry.load(version, device=self.device)
@@ -432,8 +422,6 @@ def verify_checkpoint_folder(path: Path) -> str | None:
     Returns None when every file matches, a one-line warning when the folder carries no manifest (a plain
     Hugging Face folder: served unverified); raises ValueError when files do not match their checksums.
     """
-    from verifarm.policy.registry import MANIFEST_NAME, CheckpointRegistry
-
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} is not a Hugging Face checkpoint folder (no config.json)")
     if not (path / MANIFEST_NAME).is_file():
@@ -446,6 +434,7 @@ def verify_checkpoint_folder(path: Path) -> str | None:
 
 def _load_policy(checkpoint: Path | None, registry: Path | None, version: int | None, device: str) -> Callable[[], Any]:
     """What `serve` serves; every refusal is a ValueError (or the registry's errors) with a one-line message."""
+    # deferred: torch and transformers load when a policy is served, not with the CLI
     from verifarm.policy.sampling import LocalPolicy
 
     if checkpoint is not None:
@@ -455,13 +444,9 @@ def _load_policy(checkpoint: Path | None, registry: Path | None, version: int | 
         fixed = LocalPolicy.from_dir(checkpoint, version=version or 0, device=device)
         return lambda: fixed
     if registry is None:
-        from verifarm.settings import load_settings
-
         registry = load_settings().checkpoints
     if version is None:
         return RegistryFollower(registry, device)
-    from verifarm.policy.registry import CheckpointRegistry
-
     store = CheckpointRegistry(registry)
     if version not in store.published_versions():
         raise ValueError(f"no policy version {version} in {registry} (published: {store.published_versions()})")
@@ -489,8 +474,6 @@ def serve(
     max_cache_gib: Annotated[float, typer.Option(help="refuse requests whose KV cache exceeds this")] = 4.0,
 ) -> None:
     """Serve a policy through an OpenAI-compatible API (/v1/completions, /v1/chat/completions) until interrupted."""
-    from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
-    from verifarm.policy.registry import CorruptCheckpoint, NoCheckpoint
 
     def fail(message: str) -> None:
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)

@@ -14,23 +14,19 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from verifarm.envs.catalog import ENV_IDS, get_family
-from verifarm.redaction import redact_url
-from verifarm.rollout.store import CampaignRow, RolloutStore
-from verifarm.rollout.translate import TranslateSettings
-
-if TYPE_CHECKING:
-    from verifarm.rollout.config import FarmConfig
+from verifarm.policy.params import SamplingParams
+from verifarm.rollout.store import RolloutStore
+from verifarm.rollout.translate_settings import TRANSLATE_ENV_ID, TranslateSettings
 
 # Upper bounds that catch typos (an extra zero or three), not real campaigns.
 MAX_TASKS = 10_000_000
 MAX_SAMPLES_PER_TASK = 1024
-MAX_NEW_TOKENS = 32_768
 MAX_BATCH_SIZE = 10_000
 
 
@@ -66,22 +62,6 @@ class EnvChoice(BaseModel):
         return self
 
 
-class SamplingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(default=1.0, ge=0.0, le=5.0)  # 0 is greedy
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(default=256, ge=1, le=MAX_NEW_TOKENS)
-    stop: list[str] | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _non_empty_stops(cls, stop: list[str] | None) -> list[str] | None:
-        if stop is not None and any(not s for s in stop):
-            raise ValueError("stop strings must not be empty")
-        return stop
-
-
 class SpeculativeSettings(BaseModel):
     """Speculative sampling: `auto` samples with the drafter the registry publishes beside the policy
     version (plain sampling while there is none), `none` never drafts. Either way the samples follow the
@@ -112,7 +92,7 @@ class CampaignSpec(BaseModel):
     envs: list[EnvChoice] = Field(min_length=1)
     tasks: int = Field(ge=1, le=MAX_TASKS)
     samples_per_task: int = Field(default=4, ge=1, le=MAX_SAMPLES_PER_TASK)
-    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
     speculative: SpeculativeSettings = Field(default_factory=SpeculativeSettings)
     # "latest" follows new checkpoints between batches; a number pins one; "reference" is the load-test policy.
     policy: Literal["latest", "reference"] | int = "latest"
@@ -129,7 +109,7 @@ class CampaignSpec(BaseModel):
 
     @field_validator("policy")
     @classmethod
-    def _non_negative_version(cls, policy: str | int) -> str | int:
+    def _positive_version(cls, policy: str | int) -> str | int:
         if isinstance(policy, int) and policy < 1:
             raise ValueError(f"policy version must be >= 1 (versions start at 1), got {policy}")
         return policy
@@ -216,9 +196,7 @@ def plan_task(spec: CampaignSpec, task_index: int) -> PlannedTask:
     if not 0 <= task_index < spec.tasks:
         raise ValueError(f"task index {task_index} outside [0, {spec.tasks})")
     if spec.translate is not None:
-        from verifarm.rollout.translate import plan_translation
-
-        return plan_translation(spec, task_index)
+        return _plan_translation(spec.translate, task_index)
     # Hash (seed, index) rather than add them, so campaigns with seeds 0 and 1 do not share shifted tasks.
     digest = hashlib.sha256(f"verifarm-campaign:{spec.seed}:{task_index}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
@@ -228,11 +206,30 @@ def plan_task(spec: CampaignSpec, task_index: int) -> PlannedTask:
     return PlannedTask(task_index, choice.env_id, dict(choice.options), difficulty, rng.getrandbits(31))
 
 
+def _plan_translation(translate: TranslateSettings, task_index: int) -> PlannedTask:
+    """Task `task_index` of a translate campaign: the Translate-v0 family over one (source, target) pair."""
+    pairs = translate.pairs()
+    if not 0 <= task_index < len(pairs):
+        raise ValueError(f"task index {task_index} outside the campaign's {len(pairs)} translation pairs")
+    source, target = pairs[task_index]
+    options = {
+        "target_language": target,
+        "source_env_id": source.env_id,
+        "source_options": source.options,
+        "source_seed": source.seed,
+        "source_difficulty": source.difficulty,
+        "source_completion": source.completion,
+        "source_record_id": source.record_id,
+        "differential_inputs": translate.differential_inputs,
+    }
+    return PlannedTask(task_index, TRANSLATE_ENV_ID, options, source.difficulty, source.seed)
+
+
 def new_campaign_id(spec: CampaignSpec) -> str:
     return f"{spec.name}-{uuid.uuid4().hex[:10]}"
 
 
-# ---- the Python API behind `verifarm campaign ...` ---------------------------------------------
+# ---- the Python API behind `verifarm campaign status | list | cancel` (submit and requeue: rollout/submission.py)
 
 
 class CampaignStatus(BaseModel):
@@ -256,91 +253,6 @@ class CampaignStatus(BaseModel):
     @property
     def fraction_done(self) -> float:
         return self.done / self.expected if self.expected else 1.0
-
-
-def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None) -> CampaignRow:
-    """Store the campaign and enqueue one Celery task per batch, with the campaign's priority.
-
-    The broker is checked before anything is stored, so a farm with no broker stores nothing.
-    """
-    from verifarm.rollout.app import create_app, enqueue_batches
-
-    check_policy_available(spec, farm)
-    app = create_app(farm)
-    try:
-        with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
-    except Exception as error:
-        raise ConnectionError(
-            f"cannot reach the broker at {redact_url(farm.broker_url)}: {error}; nothing was stored"
-        ) from None
-    campaign_id = check_campaign_id(campaign_id) if campaign_id else new_campaign_id(spec)
-    with RolloutStore(farm.store_url) as store:
-        if spec.translate is not None and not spec.translate.sources:
-            from verifarm.rollout.translate import with_sources
-
-            spec = with_sources(spec, store)
-        row = store.create_campaign(
-            campaign_id,
-            spec.name,
-            spec.model_dump(mode="json"),
-            total_tasks=spec.tasks,
-            samples_per_task=spec.samples_per_task,
-            priority=spec.priority,
-        )
-    try:
-        enqueue_batches(app, campaign_id, spec, range(spec.num_batches))
-    except Exception as error:
-        raise RuntimeError(
-            f"campaign {campaign_id} is stored but enqueueing its batches failed ({error}); "
-            f"once the broker is back, run `verifarm campaign requeue {campaign_id}`"
-        ) from error
-    return row
-
-
-def check_policy_available(spec: CampaignSpec, farm: FarmConfig) -> None:
-    """Refuse a campaign whose policy no worker could load (from the same checkpoint folder, or fetched from the
-    same registry server: a server out of reach raises ConnectionError)."""
-    if spec.policy == "reference" or spec.endpoint is not None:
-        return
-    from verifarm.policy.remote_registry import open_registry
-
-    registry = open_registry(farm.checkpoint_dir, farm.registry_url)
-    where = farm.registry_url or farm.checkpoint_dir
-    if spec.policy == "latest":
-        if registry.latest_version() is None:
-            raise ValueError(
-                f"policy 'latest': no good checkpoint in {where}; publish one first "
-                "(or use policy: reference for a load test)"
-            )
-    elif spec.policy not in registry.published_versions() or not registry.inspect(spec.policy).ok:
-        raise ValueError(
-            f"policy version {spec.policy} is not a good checkpoint in {where} "
-            f"(published: {registry.published_versions()})"
-        )
-
-
-def requeue(campaign_id: str, farm: FarmConfig) -> int:
-    """Enqueue again every batch that still misses records (after a broker lost its queue). Returns how many.
-
-    Safe at any time: batches are idempotent, so one enqueued twice only costs a skip.
-    """
-    from verifarm.rollout.app import create_app, enqueue_batches
-
-    with RolloutStore(farm.store_url) as store:
-        row = store.get_campaign(campaign_id)
-        if row is None:
-            raise ValueError(f"no campaign {campaign_id!r}: `verifarm campaign list` shows the campaigns")
-        spec = parse_spec(row.spec)
-        missing = [
-            b
-            for b in range(spec.num_batches)
-            if len(store.complete_tasks(campaign_id, spec.batch_range(b), spec.samples_per_task))
-            < len(spec.batch_range(b))
-        ]
-    if missing and not row.cancelled:
-        enqueue_batches(create_app(farm), campaign_id, spec, missing)
-    return len(missing) if not row.cancelled else 0
 
 
 def status_from_store(store: RolloutStore, campaign_id: str) -> CampaignStatus:

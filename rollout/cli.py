@@ -1,4 +1,4 @@
-"""Command-line commands of verifarm.rollout (heavy imports stay inside the commands).
+"""Command-line commands of verifarm.rollout (the worker's torch-loading app is imported only by `workers start`).
 
 With no VERIFARM_REDIS_URL, commands that need a broker start a private Redis under VERIFARM_HOME for the
 session (or use the one `workers start` keeps running). Progress, status and data need only the store.
@@ -14,8 +14,29 @@ from pathlib import Path
 
 import typer
 
+from verifarm.cli_errors import BadInput, Failure
 from verifarm.envs.cli import complete_env_ids
 from verifarm.redaction import redact_url
+from verifarm.rollout.broker import sender_app
+from verifarm.rollout.campaign import (
+    CampaignFinished,
+    cancel,
+    list_campaigns,
+    load_spec,
+    status,
+    status_from_store,
+)
+from verifarm.rollout.config import FarmConfig
+from verifarm.rollout.embedded_redis import session_broker
+from verifarm.rollout.export import export_records
+from verifarm.rollout.reverify import format_reverify, reverify
+from verifarm.rollout.services import ServiceUnavailable, check_broker, check_registry, check_store
+from verifarm.rollout.store import RecordFilter, RolloutStore
+from verifarm.rollout.submission import requeue, submit
+from verifarm.rollout.translate import export_translation_pairs, translation_records
+from verifarm.sandbox.languages import get_language
+from verifarm.settings import Settings, load_settings
+from verifarm.terminal import ProgressReporter, inert
 
 workers_app = typer.Typer(no_args_is_help=True, help="the rollout worker pool")
 campaign_app = typer.Typer(no_args_is_help=True, help="rollout campaigns")
@@ -24,38 +45,29 @@ data_app = typer.Typer(no_args_is_help=True, help="the collected datasets")
 
 def _fail(message: str) -> None:
     """Bad input: one line on stderr, exit 2 (the root command prints it)."""
-    from verifarm.cli_errors import BadInput
-
     raise BadInput(message)
 
 
 def _failed(message: str) -> None:
     """A runtime failure (a service down, a state that forbids the request): one line on stderr, exit 1."""
-    from verifarm.cli_errors import Failure
-
     raise Failure(message)
 
 
-def _store_url() -> str:
+def _store_url(settings: Settings) -> str:
     """Commands that only read or flag the store need no broker. Before anything is stored in this home's default
     SQLite file they refuse rather than create an empty store: the default home is relative to the working folder,
     so this is most often a command run from another folder than the farm's."""
-    from verifarm.settings import load_settings
-
-    settings = load_settings()
-    default_file = (settings.home / "rollouts.db").resolve()
-    if not settings.database_url and not default_file.is_file():
+    url = settings.existing_store_url()
+    if url is None:
         _failed(
-            f"nothing is stored in {default_file} yet: submit a campaign first, or point VERIFARM_HOME (or "
-            "VERIFARM_DATABASE_URL) at the farm's store"
+            f"nothing is stored in {settings.default_store_file} yet: submit a campaign first, or point "
+            "VERIFARM_HOME (or VERIFARM_DATABASE_URL) at the farm's store"
         )
-    return settings.store_url
+    return url
 
 
-def _check_services(settings, broker_url: str | None) -> None:
+def _check_services(settings: Settings, broker_url: str | None) -> None:
     """Refuse to start, in one line, when the store or the broker (None: not yet) cannot be used."""
-    from verifarm.rollout.services import ServiceUnavailable, check_broker, check_store
-
     try:
         if broker_url is None:
             if not settings.database_url:
@@ -67,10 +79,8 @@ def _check_services(settings, broker_url: str | None) -> None:
         _failed(str(error))
 
 
-def _check_registry(settings) -> None:
+def _check_registry(settings: Settings) -> None:
     """Refuse to start, in one line, when the trainer's registry server (VERIFARM_REGISTRY_URL) does not answer."""
-    from verifarm.rollout.services import ServiceUnavailable, check_registry
-
     try:
         check_registry(settings.registry_url, settings.checkpoints)
     except ServiceUnavailable as error:
@@ -79,15 +89,11 @@ def _check_registry(settings) -> None:
 
 def complete_campaign_ids(incomplete: str) -> list[str]:
     """Shell completion of the campaign ids in the store (none, rather than a new database, if it is absent)."""
-    from verifarm.settings import load_settings
-
     try:
-        settings = load_settings()
-        if not settings.database_url and not (settings.home / "rollouts.db").is_file():
+        url = load_settings().existing_store_url()
+        if url is None:
             return []
-        from verifarm.rollout.store import RolloutStore
-
-        with RolloutStore(settings.store_url) as store:
+        with RolloutStore(url) as store:
             return [row.campaign_id for row in store.list_campaigns() if row.campaign_id.startswith(incomplete)]
     except Exception:  # a completion must never print a traceback into the user's shell
         return []
@@ -108,10 +114,8 @@ def workers_start(
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
     """Start a pool of rollout workers (blocks; Ctrl-C stops it, and the private Redis if it started one)."""
-    from verifarm.rollout.app import QUEUE, create_app
-    from verifarm.rollout.config import FarmConfig
-    from verifarm.rollout.embedded_redis import session_broker
-    from verifarm.settings import load_settings
+    # deferred: the worker's app loads torch and transformers, which no other command needs
+    from verifarm.rollout.app import run_worker
 
     settings = load_settings()
     _check_services(settings, None)  # the store first: no private Redis is started only to refuse
@@ -124,21 +128,7 @@ def workers_start(
             f"broker {redact_url(broker_url)}  store {redact_url(farm.store_url)}  checkpoints {farm.checkpoint_dir}",
             err=True,
         )
-        app = create_app(farm)
-        concurrency = concurrency or os.cpu_count() or 1
-        # No gossip or mingle: the farm keeps its state in the store, not in worker-to-worker chatter.
-        app.worker_main(
-            [
-                "worker",
-                f"--concurrency={concurrency}",
-                f"--hostname={name}",
-                f"--loglevel={loglevel}",
-                f"--queues={QUEUE}",
-                "--pool=prefork",
-                "--without-gossip",
-                "--without-mingle",
-            ]
-        )
+        run_worker(farm, concurrency or os.cpu_count() or 1, name, loglevel)
 
 
 @workers_app.command("ls")
@@ -150,11 +140,6 @@ def workers_ls(
 
     `--json` fields per worker: worker (node name), running (list of {campaign_id, batch_index}).
     """
-    from verifarm.rollout.app import create_app
-    from verifarm.rollout.config import FarmConfig
-    from verifarm.rollout.services import ServiceUnavailable, check_broker
-    from verifarm.settings import load_settings
-
     try:
         farm = FarmConfig.from_settings(load_settings())
     except ValueError as error:
@@ -163,7 +148,7 @@ def workers_ls(
         check_broker(farm.broker_url)
     except ServiceUnavailable as error:
         _failed(str(error))
-    inspector = create_app(farm).control.inspect(timeout=timeout)
+    inspector = sender_app(farm).control.inspect(timeout=timeout)
     active = inspector.active() or {}
     rows = []
     for worker, tasks in sorted(active.items()):
@@ -193,11 +178,6 @@ def campaign_submit(
     campaign_id: str | None = typer.Option(None, "--id", help="campaign id (default: name + random suffix)"),
 ) -> None:
     """Validate a spec, store the campaign and enqueue its batches. Prints the campaign id."""
-    from verifarm.rollout.campaign import load_spec, submit
-    from verifarm.rollout.config import FarmConfig
-    from verifarm.rollout.embedded_redis import session_broker
-    from verifarm.settings import load_settings
-
     try:
         spec = load_spec(spec_path)
     except ValueError as error:
@@ -238,10 +218,8 @@ def campaign_status(
     as_json: bool = typer.Option(False, "--json", help="one JSON object (fields: see `campaign list --help`)"),
 ) -> None:
     """Progress of one campaign, read from the store."""
-    from verifarm.rollout.campaign import status
-
     try:
-        st = status(campaign_id, _store_url())
+        st = status(campaign_id, _store_url(load_settings()))
     except ValueError as error:
         _fail(str(error))
     if as_json:
@@ -258,9 +236,7 @@ def campaign_list(as_json: bool = typer.Option(False, "--json", help="one JSON a
     failed, infra_errors, infra_retries, rollouts_per_second (over the campaign's wall time, or null),
     created_at (ISO 8601), pass_rate (passed / scored, or null).
     """
-    from verifarm.rollout.campaign import list_campaigns
-
-    rows = list_campaigns(_store_url())
+    rows = list_campaigns(_store_url(load_settings()))
     if as_json:
         typer.echo(json.dumps([_status_json(st) for st in rows]))
         return
@@ -273,10 +249,8 @@ def campaign_list(as_json: bool = typer.Option(False, "--json", help="one JSON a
 @campaign_app.command("cancel")
 def campaign_cancel(campaign_id: str = _CAMPAIGN_ID) -> None:
     """Stop a running campaign: batches not started do nothing; records already collected stay."""
-    from verifarm.rollout.campaign import CampaignFinished, cancel
-
     try:
-        st = cancel(campaign_id, _store_url())
+        st = cancel(campaign_id, _store_url(load_settings()))
     except CampaignFinished as error:
         _failed(str(error))
     except ValueError as error:
@@ -287,11 +261,6 @@ def campaign_cancel(campaign_id: str = _CAMPAIGN_ID) -> None:
 @campaign_app.command("requeue")
 def campaign_requeue(campaign_id: str = _CAMPAIGN_ID) -> None:
     """Enqueue again the batches still missing records (after a broker lost its queue); safe to repeat."""
-    from verifarm.rollout.campaign import requeue
-    from verifarm.rollout.config import FarmConfig
-    from verifarm.rollout.embedded_redis import session_broker
-    from verifarm.settings import load_settings
-
     settings = load_settings()
     _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     with session_broker(settings.redis_url, settings.home) as broker_url:
@@ -310,11 +279,7 @@ def campaign_watch(
 ) -> None:
     """Live progress (done/total, pass rate, rollouts/s over the campaign's wall time, ETA) until the campaign is
     done or cancelled: a bar on a terminal, a plain line every few seconds otherwise."""
-    from verifarm.rollout.campaign import status_from_store
-    from verifarm.rollout.store import RolloutStore
-    from verifarm.terminal import ProgressReporter
-
-    with RolloutStore(_store_url()) as store:
+    with RolloutStore(_store_url(load_settings())) as store:
         try:
             st = status_from_store(store, campaign_id)
         except ValueError as error:
@@ -350,8 +315,6 @@ def _filter(
     dedupe: bool,
     limit: int | None = None,
 ):
-    from verifarm.rollout.store import RecordFilter
-
     try:
         return RecordFilter(
             campaign_id=campaign,
@@ -383,7 +346,6 @@ def _duplicates(store, flt) -> int:
 
 def _completion_cell(completion: str, width: int = 48) -> str:
     """The end of a completion on one line, every control character or invalid byte shown escaped."""
-    from verifarm.terminal import inert
 
     return inert(completion.replace("\n", " | "))[-width:]
 
@@ -413,12 +375,10 @@ def data_ls(
     from rich.table import Table
     from rich.text import Text
 
-    from verifarm.rollout.store import RolloutStore
-
     flt = dataclasses.replace(
         _filter(campaign, env, outcome, min_version, max_version, dedupe, limit), verifier_version=verifier_version
     )
-    with RolloutStore(_store_url()) as store:
+    with RolloutStore(_store_url(load_settings())) as store:
         total = store.count(flt)
         records = store.query(flt)
         duplicates = _duplicates(store, flt)
@@ -467,10 +427,8 @@ def data_ls(
 @data_app.command("show")
 def data_show(record_id: str) -> None:
     """One record in full, as JSON (a unique prefix of the id is enough); control characters shown escaped."""
-    from verifarm.rollout.store import RolloutStore
-    from verifarm.terminal import inert
 
-    with RolloutStore(_store_url()) as store:
+    with RolloutStore(_store_url(load_settings())) as store:
         record = store.get_record(record_id) or store.get_record_by_prefix(record_id)
     if record is None:
         _fail(f"no record {record_id!r} (or the prefix is ambiguous): `verifarm data ls` lists record ids")
@@ -494,8 +452,6 @@ def data_export(
     parents: bool = typer.Option(False, "--parents", "-p", help="create the output's missing parent folders"),
 ) -> None:
     """Write a dataset that `datasets.load_dataset` reads; refuses to write an empty one."""
-    from verifarm.rollout.export import export_records
-    from verifarm.rollout.store import RolloutStore
 
     if fmt not in ("jsonl", "parquet"):
         _fail(f"export format must be 'jsonl' or 'parquet', got {fmt!r}")
@@ -507,7 +463,7 @@ def data_export(
     if not parents and not out.parent.is_dir():
         _fail(f"folder {out.parent} does not exist: create it, or pass --parents")
     flt = _filter(campaign, env, outcome, min_version, max_version, dedupe)
-    with RolloutStore(_store_url()) as store:
+    with RolloutStore(_store_url(load_settings())) as store:
         matching = store.count(flt)
         duplicates = _duplicates(store, flt)
         if matching == 0:
@@ -552,12 +508,10 @@ def data_reverify(
     changed)."""
     import dataclasses
 
-    from verifarm.rollout.reverify import format_reverify, reverify
-    from verifarm.rollout.store import RolloutStore
-
     flt = dataclasses.replace(_filter(campaign, env, None, None, None, False, limit), verifier_version=verifier_version)
-    with RolloutStore(_store_url()) as store:
-        report = reverify(store, flt)
+    settings = load_settings()
+    with RolloutStore(_store_url(settings)) as store:
+        report = reverify(store, flt, settings.sandbox_backend)
     typer.echo(json.dumps(report.as_json(), indent=2) if as_json else format_reverify(report))
 
 
@@ -578,16 +532,12 @@ def data_translations(
     from rich.console import Console
     from rich.table import Table
 
-    from verifarm.rollout.store import RolloutStore
-    from verifarm.rollout.translate import export_translation_pairs, translation_records
-    from verifarm.sandbox.languages import get_language
-
     try:
         source_language = get_language(source_language).name if source_language else None
         target_language = get_language(target_language).name if target_language else None
     except ValueError as error:
         _fail(str(error))
-    with RolloutStore(_store_url()) as store:
+    with RolloutStore(_store_url(load_settings())) as store:
         if pairs is not None:
             flt = _filter(campaign, None, "pass", None, None, True)
             written = export_translation_pairs(store, pairs, flt, source_language, target_language)

@@ -14,14 +14,13 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from verifarm.rollout.rollouts import BatchReport
-    from verifarm.rollout.store import RolloutRecord
+from verifarm.rollout.broker import queue_keys
+from verifarm.rollout.store import RolloutRecord
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -76,12 +75,14 @@ def worker_metrics() -> WorkerMetrics:
     return _metrics
 
 
-def observe_batch(report: BatchReport, records: Sequence[RolloutRecord], policy_name: str) -> None:
+def observe_batch(
+    campaign_id: str, records: Sequence[RolloutRecord], policy_name: str, sample_seconds: float, infra_retries: int
+) -> None:
     """Count one rolled-out batch (called by `rollout_batch` once its records are stored)."""
     metrics = worker_metrics()
-    metrics.sample_seconds.labels(policy_name).observe(report.sample_seconds)
-    if report.infra_retries:
-        metrics.infra_retries.labels(report.campaign_id).inc(report.infra_retries)
+    metrics.sample_seconds.labels(policy_name).observe(sample_seconds)
+    if infra_retries:
+        metrics.infra_retries.labels(campaign_id).inc(infra_retries)
     for record in records:
         metrics.rollouts.labels(record.env_id, record.outcome).inc()
         metrics.verify_seconds.labels(record.env_id).observe(record.verify_seconds)
@@ -139,8 +140,6 @@ def serve_worker_metrics(sender: Any = None, **_: Any) -> None:
     settings = WorkerMetricsSettings()
     if settings.port is None or sender is None:
         return
-    from verifarm.rollout.app import queue_keys
-
     broker = sender.app.conf.get("broker_url")
     folder = export_worker_metrics(settings, broker, queue_keys())
     import atexit

@@ -16,13 +16,14 @@ from typing import Protocol
 
 from verifarm.envs.catalog import FamilyCache
 from verifarm.policy.registry import CheckpointRegistry
-from verifarm.rollout.campaign import CampaignSpec, CampaignStatus, new_campaign_id, status, status_from_store, submit
+from verifarm.rollout.campaign import CampaignSpec, CampaignStatus, new_campaign_id, status, status_from_store
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.pool import WorkerPool
 from verifarm.rollout.rollouts import BatchReport, TaskSampler, rollout_batch
 from verifarm.rollout.store import RolloutStore
+from verifarm.rollout.submission import submit
 from verifarm.settings import Settings
 
 
@@ -69,10 +70,10 @@ class CampaignRunner(Protocol):
 class InProcessCampaigns:
     """Runs a campaign's batches in this process with the farm's own rollout function (no broker, no pool)."""
 
-    def __init__(self, store: RolloutStore, checkpoint_dir: Path) -> None:
+    def __init__(self, store: RolloutStore, checkpoint_dir: Path, sandbox_backend: str = "auto") -> None:
         self.store = store
         self.policies = CheckpointPolicySource(checkpoint_dir)
-        self.families = FamilyCache()
+        self.families = FamilyCache(sandbox_backend)
 
     def run(self, spec: CampaignSpec) -> CampaignStatus:
         # The sampler is chosen once per campaign: for "latest" that is the newest version at the start, as
@@ -167,7 +168,7 @@ class LocalFarm:
     def campaigns(self, timeout_seconds: float) -> CampaignRunner:
         """The pool's runner once a pool is started, else this process's."""
         if self.pool is None:
-            return InProcessCampaigns(self.store, self.settings.checkpoints)
+            return InProcessCampaigns(self.store, self.settings.checkpoints, self.settings.sandbox_backend)
         return self.pool.campaigns(timeout_seconds)
 
     def close(self) -> None:

@@ -6,9 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
+
+from verifarm.policy.http_policy import HttpPolicy
+from verifarm.policy.remote_registry import open_registry
+from verifarm.policy.sampling import LocalPolicy
 from verifarm.rollout.campaign import CampaignSpec, EndpointSpec
 from verifarm.rollout.reference_policy import ReferencePolicy
-from verifarm.rollout.rollouts import CheckpointSampler, TaskSampler
+from verifarm.rollout.rollouts import TaskSampler
+from verifarm.rollout.samplers import CheckpointSampler, EndpointSampler
 
 
 class CheckpointPolicySource:
@@ -17,14 +23,12 @@ class CheckpointPolicySource:
     def __init__(
         self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1, registry_url: str | None = None
     ) -> None:
-        from verifarm.policy.remote_registry import open_registry
-
         # With a registry URL, versions are fetched from the trainer and checkpoint_dir caches them.
         self.registry = open_registry(checkpoint_dir, registry_url)
         self.device = device
         self.torch_threads = torch_threads
         self._loaded: CheckpointSampler | None = None
-        self._endpoints: dict[tuple[str, str], CheckpointSampler] = {}
+        self._endpoints: dict[tuple[str, str], EndpointSampler] = {}
         self._drafter, self._drafter_key = None, None  # (policy version, drafter's version) it was loaded for
         self.loads = 0  # how many times a checkpoint was read from disk
 
@@ -33,10 +37,6 @@ class CheckpointPolicySource:
         return None if self._loaded is None else self._loaded.version
 
     def _load(self, version: int | None) -> CheckpointSampler:
-        import torch
-
-        from verifarm.policy.sampling import LocalPolicy
-
         torch.set_num_threads(self.torch_threads)
         loaded = self.registry.load(version, device=self.device)
         self._loaded = CheckpointSampler(LocalPolicy(loaded.model, loaded.tokenizer, version=loaded.version))
@@ -55,14 +55,12 @@ class CheckpointPolicySource:
             return self._load(wanted)
         return self._loaded
 
-    def endpoint_sampler(self, endpoint: EndpointSpec) -> CheckpointSampler:
+    def endpoint_sampler(self, endpoint: EndpointSpec) -> EndpointSampler:
         """A sampler over a completions server; one client per endpoint, kept between batches."""
-        from verifarm.policy.http_policy import HttpPolicy
-
         key = (endpoint.base_url, endpoint.model)
         if key not in self._endpoints:
             policy = HttpPolicy(endpoint.base_url, endpoint.model, timeout_s=endpoint.timeout_s)
-            self._endpoints[key] = CheckpointSampler(policy, name="endpoint")
+            self._endpoints[key] = EndpointSampler(policy)
         return self._endpoints[key]
 
     def sampler_for_spec(self, spec: CampaignSpec) -> TaskSampler:

@@ -1,7 +1,8 @@
-"""A worker pool started from Python: `verifarm workers start` processes, each in its own session.
+"""A worker pool started from Python: rollout worker processes, each in its own session.
 
 The Python counterpart of running `verifarm workers start` on each machine; used by the demo and the
-benchmark. `stop()` always ends every process it started (and their pool processes).
+benchmark. Each process receives the pool's FarmConfig on its stdin (`verifarm.rollout.pool_worker`), never
+through environment variables. `stop()` always ends every process it started (and their pool processes).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from verifarm.rollout.config import FarmConfig, farm_environment
+from verifarm.rollout.broker import sender_app
+from verifarm.rollout.config import FarmConfig
 
 
 class WorkerPool:
@@ -32,33 +34,32 @@ class WorkerPool:
 
     def start(self) -> WorkerPool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = farm_environment(self.farm, dict(os.environ))
+        # The farm goes on stdin; no VERIFARM_* variable of this process reaches the workers, so nothing but
+        # this FarmConfig decides which farm they join.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFARM_")}
+        farm_json = self.farm.model_dump_json().encode()
         for index in range(self.processes_wanted):
             log = open(self.log_dir / f"{self.name}-{index}.log", "wb")
             self._logs.append(log)
             command = [
                 sys.executable,
                 "-m",
-                "verifarm.cli",
-                "workers",
-                "start",
-                "-c",
+                "verifarm.rollout.pool_worker",
                 str(self.concurrency),
-                "-n",
                 f"{self.name}-{index}@%h",
-                "-l",
                 "WARNING",
             ]
-            self.processes.append(
-                subprocess.Popen(
-                    command,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE,
+                start_new_session=True,
             )
+            self.processes.append(process)
+            process.stdin.write(farm_json)
+            process.stdin.close()
         return self
 
     def node_names(self) -> list[str]:
@@ -66,9 +67,7 @@ class WorkerPool:
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
         """Block until every worker answers a ping (so start-up time is not counted as rollout time)."""
-        from verifarm.rollout.app import create_app
-
-        app = create_app(self.farm)
+        app = sender_app(self.farm)
         wanted = set(self.node_names())
         deadline = time.monotonic() + timeout_s
         while True:

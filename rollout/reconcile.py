@@ -17,8 +17,10 @@ from typing import Any
 
 import redis
 
+from verifarm.rollout.campaign import status_from_store
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.store import RolloutStore
+from verifarm.rollout.submission import requeue
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,6 @@ def batches_in_broker(client: redis.Redis, queue_keys: list[str]) -> int:
 
 def lost_campaigns(store: RolloutStore, older_than: datetime) -> list[str]:
     """Running campaigns created before `older_than` (so still short of complete)."""
-    from verifarm.rollout.campaign import status_from_store
-
     return [
         row.campaign_id
         for row in store.list_campaigns()
@@ -49,18 +49,16 @@ def lost_campaigns(store: RolloutStore, older_than: datetime) -> list[str]:
 
 def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) -> dict[str, int]:
     """One reconciliation pass; returns {campaign id: batches enqueued again}. Safe from many workers at once."""
-    from verifarm.rollout.campaign import requeue
-
     client = redis.Redis.from_url(farm.broker_url, socket_timeout=10)
     try:
         # One sweeper per interval across the farm; the lock expires by itself if its holder dies.
-        if not client.set(SWEEP_LOCK, "1", nx=True, ex=farm.reconcile_interval_s):
+        if not client.set(SWEEP_LOCK, "1", nx=True, ex=farm.tuning.reconcile_interval_s):
             return {}
         if batches_in_broker(client, queue_keys):
             return {}
         now = now or datetime.now(timezone.utc)
         with RolloutStore(farm.store_url) as store:
-            candidates = lost_campaigns(store, now - timedelta(seconds=farm.visibility_timeout_s))
+            candidates = lost_campaigns(store, now - timedelta(seconds=farm.tuning.visibility_timeout_s))
         requeued: dict[str, int] = {}
         for campaign_id in candidates:
             sweeps = client.incr(_SWEEP_COUNT.format(campaign_id))
@@ -83,7 +81,7 @@ def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) 
 
 
 def start_sweeping(worker: Any, farm: FarmConfig, queue_keys: list[str]) -> Any:
-    """Run `sweep` every `farm.reconcile_interval_s` on the worker's timer; returns the timer entry."""
+    """Run `sweep` every `farm.tuning.reconcile_interval_s` on the worker's timer; returns the timer entry."""
 
     def tick() -> None:
         try:
@@ -91,4 +89,4 @@ def start_sweeping(worker: Any, farm: FarmConfig, queue_keys: list[str]) -> Any:
         except Exception as error:  # a broker or database blip: the next tick tries again
             log.warning("batch reconciliation skipped: %s", error)
 
-    return worker.timer.call_repeatedly(farm.reconcile_interval_s, tick, priority=10)
+    return worker.timer.call_repeatedly(farm.tuning.reconcile_interval_s, tick, priority=10)

@@ -83,10 +83,10 @@ class _TaskOptions:
         return plan.options if plan.env_id == record.env_id else {}
 
 
-def reverify(store: RolloutStore, flt: RecordFilter = RecordFilter()) -> ReverifyReport:
+def reverify(store: RolloutStore, flt: RecordFilter = RecordFilter(), sandbox_backend: str = "auto") -> ReverifyReport:
     """Scores every record matching ``flt`` with the current verifier of its env; reads the store, never writes."""
     report = ReverifyReport()
-    families = FamilyCache()
+    families = FamilyCache(sandbox_backend)
     options = _TaskOptions(store)
     try:
         for record in store.iter_records(flt):

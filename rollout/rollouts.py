@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from verifarm.envs.base import Task, TaskFamily, Verdict
 from verifarm.envs.catalog import FamilyCache
-from verifarm.rollout.campaign import CampaignSpec, PlannedTask, SamplingSettings, plan_task
+from verifarm.policy.params import SamplingParams
+from verifarm.rollout.campaign import CampaignSpec, PlannedTask, plan_task
 from verifarm.rollout.metrics import observe_batch
 from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for, group_id_for, record_id_for
 
@@ -36,33 +37,8 @@ class TaskSampler(Protocol):
     name: str
 
     def sample_tasks(
-        self, tasks: list[Task], n: int, sampling: SamplingSettings, seed: int
+        self, tasks: list[Task], n: int, sampling: SamplingParams, seed: int
     ) -> Sequence[Sequence[Sample]]: ...
-
-
-class CheckpointSampler:
-    """Adapts a policy with `.sample(prompts, n, ...)` (LocalPolicy, HttpPolicy) to the farm."""
-
-    def __init__(self, policy: Any, name: str = "checkpoint") -> None:
-        self.policy = policy
-        self.name = name  # recorded as each record's policy_name
-
-    @property
-    def version(self) -> int | None:
-        return getattr(self.policy, "version", None)
-
-    def sample_tasks(
-        self, tasks: list[Task], n: int, sampling: SamplingSettings, seed: int
-    ) -> Sequence[Sequence[Sample]]:
-        return self.policy.sample(
-            [task.prompt for task in tasks],
-            n=n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens,
-            stop=sampling.stop,
-            seed=seed,
-        )
 
 
 @dataclass
@@ -318,5 +294,5 @@ def rollout_batch(
     report.failed = sum(r.outcome == "fail" for r in records)
     report.infra_errors = sum(r.outcome == "infra_error" for r in records)
     report.policy_versions = sorted({r.policy_version for r in records if r.policy_version is not None})
-    observe_batch(report, records, sampler.name)
+    observe_batch(campaign_id, records, sampler.name, report.sample_seconds, report.infra_retries)
     return report

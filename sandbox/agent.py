@@ -20,12 +20,12 @@ import sys
 import time
 
 try:
-    from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, popen_launch, supervise
+    from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, popen_launch, program_env, supervise
     from verifarm.sandbox.workdir import read_outputs, sweep_uid, uid_processes
     from verifarm.sandbox.zygote import Zygote, runs_in_zygote
 except ImportError:  # inside a sandbox only this folder exists, mounted at /opt/verifarm
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from supervisor import RawOutcome, SpawnRequest, popen_launch, supervise
+    from supervisor import RawOutcome, SpawnRequest, popen_launch, program_env, supervise
     from workdir import read_outputs, sweep_uid, uid_processes
     from zygote import Zygote, runs_in_zygote
 
@@ -33,14 +33,7 @@ SOCKET_PATH = "/run/verifarm/agent.sock"
 RUN_DIR = "/work/run"
 SCRATCH = ("/tmp", "/dev/shm", "/work")
 HEADER = struct.Struct("!Q")
-RUN_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": RUN_DIR,
-    "TMPDIR": "/tmp",
-    "LANG": "C.UTF-8",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "PYTHONHASHSEED": "0",
-}
+RUN_ENV = program_env(home=RUN_DIR, tmpdir="/tmp")
 
 
 def receive_message(connection):

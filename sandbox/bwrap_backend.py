@@ -20,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from verifarm.sandbox.bwrap_sandbox import SANDBOX_PATH, system_view, unusable_reason
+from verifarm.sandbox.bwrap_sandbox import system_view, unusable_reason
 from verifarm.sandbox.cgroup import CGROUP_ROOT, GROUP_NAME, Cgroup
 from verifarm.sandbox.seccomp import filter_fd
+from verifarm.sandbox.supervisor import SANDBOX_PATH
 from verifarm.sandbox.warm_pool import (
     AGENT_CAPABILITIES,
     AGENT_COMMAND,

@@ -14,8 +14,6 @@ import subprocess
 from verifarm.sandbox.languages import host_system_paths
 from verifarm.sandbox.seccomp import SeccompUnavailable, filter_fd
 
-SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
-
 
 def system_view() -> list[str]:
     """/usr read-only (with the usual top-level symlinks into it), the loader cache, the few /etc folders the

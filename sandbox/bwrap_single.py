@@ -17,11 +17,11 @@ import os
 import subprocess
 from pathlib import Path
 
-from verifarm.sandbox.bwrap_sandbox import SANDBOX_PATH, supports, system_view, unusable_reason
+from verifarm.sandbox.bwrap_sandbox import supports, system_view, unusable_reason
 from verifarm.sandbox.host_backend import HostBackend
 from verifarm.sandbox.program import Limits, Program
 from verifarm.sandbox.seccomp import filter_fd
-from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
+from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, program_env, supervise
 from verifarm.sandbox.workdir import RUN_UID_BASE, HostWorkDir, RunIdentity
 
 # bwrap's monitor exits without reaping its namespace init, which then lingers as a zombie of the host's
@@ -86,17 +86,6 @@ MARKER_SHELL = 'command -v "$1" >/dev/null 2>&1 && printf . >&3; exec 3>&-; exec
 SANDBOX_UID = 65534  # "nobody" inside the namespace
 WORK = "/work"
 TMP_BYTES = 64 * 1024 * 1024
-
-
-def sandbox_env() -> dict[str, str]:
-    return {
-        "PATH": SANDBOX_PATH,
-        "HOME": WORK,
-        "TMPDIR": "/tmp",
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-    }
 
 
 def bwrap_argv(workdir: Path, marker_fd: int, seccomp_fd: int, network: bool) -> list[str]:
@@ -211,18 +200,13 @@ class SingleRunBwrapBackend(HostBackend):
         try:
             # The reaper, bwrap's monitor and its init count against RLIMIT_NPROC too (extra_processes).
             raw = supervise(
-                SpawnRequest(
-                    argv=bwrap_argv(workdir.path, marker_write, seccomp_fd, limits.network) + list(program.command),
+                SpawnRequest.under(
+                    limits,
+                    bwrap_argv(workdir.path, marker_write, seccomp_fd, limits.network) + list(program.command),
                     cwd="/",
-                    env=sandbox_env(),
+                    env=program_env(home=WORK, tmpdir="/tmp"),
                     stdin=program.stdin,
-                    cpu_seconds=limits.cpu_seconds,
-                    wall_seconds=limits.wall_seconds,
-                    memory_bytes=limits.memory_bytes,
-                    max_processes=limits.max_processes + self.extra_processes,
-                    output_bytes=limits.output_bytes,
-                    file_size_bytes=limits.file_size_bytes,
-                    open_files=limits.open_files,
+                    extra_processes=self.extra_processes,
                     uid=identity.uid,
                     gid=identity.gid,
                     pass_fds=(marker_write, seccomp_fd),

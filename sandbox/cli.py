@@ -1,6 +1,18 @@
-"""Command-line commands of verifarm.sandbox (heavy imports stay inside the commands)."""
+"""Command-line commands of verifarm.sandbox: build the image, show the backends, check HumanEval."""
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from verifarm.sandbox.cgroup import Cgroup
+from verifarm.sandbox.harness import check_python
+from verifarm.sandbox.humaneval import broken_solution, load_problems, reference_solution
+from verifarm.sandbox.image import ensure_image, image_tag
+from verifarm.sandbox.selection import BACKEND_NAMES, default_backend_name, probe_backend, resolve_backend_name
 
 app = typer.Typer(no_args_is_help=True, help="sandbox commands")
 
@@ -8,9 +20,7 @@ app = typer.Typer(no_args_is_help=True, help="sandbox commands")
 @app.command("build-image")
 def build_image() -> None:
     """Import the local sandbox image for the docker backend (idempotent; instant when it exists)."""
-    import docker
-
-    from verifarm.sandbox.image import ensure_image
+    import docker  # deferred: the docker client library is heavy, and only this command and that backend need it
 
     try:
         client = docker.from_env()
@@ -25,13 +35,6 @@ def build_image() -> None:
 @app.command("info")
 def info() -> None:
     """Show which sandbox backends work on this machine and which one is the default."""
-    import os
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from verifarm.sandbox.backend import BACKEND_NAMES, default_backend_name, probe_backend
-
     table = Table(title="sandbox backends (strongest first)")
     table.add_column("backend")
     table.add_column("works")
@@ -41,9 +44,6 @@ def info() -> None:
         table.add_row(name, "yes" if reason is None else "no", reason or "")
     console = Console()
     console.print(table)
-    from verifarm.sandbox.cgroup import Cgroup
-    from verifarm.sandbox.image import image_tag
-
     group = Cgroup.create(64 * 1024 * 1024, 8, 1.0)
     if group is not None:
         group.remove()
@@ -70,16 +70,6 @@ def check_humaneval(
     mutate: bool = typer.Option(False, "--mutate", help="also run a broken variant (returns None) of each"),
 ) -> None:
     """Run HumanEval reference solutions through the sandbox and print the verdicts."""
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from verifarm.sandbox.backend import resolve_backend_name
-    from verifarm.sandbox.harness import check_python
-    from verifarm.sandbox.humaneval import broken_solution, load_problems, reference_solution
-
     if limit < 1:
         raise typer.BadParameter("--limit must be at least 1")
     chosen = resolve_backend_name(backend)

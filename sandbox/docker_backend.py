@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from verifarm.sandbox.cgroup import Cgroup
+from verifarm.sandbox.image import ensure_image
 from verifarm.sandbox.languages import host_system_paths
 from verifarm.sandbox.seccomp import docker_profile
+from verifarm.sandbox.supervisor import SANDBOX_PATH
 from verifarm.sandbox.warm_pool import (
     AGENT_CAPABILITIES,
     AGENT_COMMAND,
@@ -55,7 +57,7 @@ class WarmContainer(WarmSandbox):
     """One started container and the socket of its agent."""
 
     def __init__(self, client, image: str, config: DockerConfig):
-        import docker.types
+        import docker.types  # deferred: the docker client library is heavy, and only this backend needs it
 
         self.name = f"verifarm-sandbox-{uuid.uuid4().hex[:12]}"
         self.cgroup: Cgroup | None = None
@@ -98,7 +100,7 @@ class WarmContainer(WarmSandbox):
                 ipc_mode="private",
                 security_opt=["no-new-privileges", f"seccomp={docker_profile()}"],
                 hostname="sandbox",
-                environment={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+                environment={"PATH": SANDBOX_PATH},
                 labels={LABEL: "1", f"{LABEL}.owner": f"{socket.gethostname()}:{os.getpid()}"},
             )
         except Exception:
@@ -163,9 +165,7 @@ class DockerBackend(WarmPoolBackend):
     name = "docker"
 
     def __init__(self, config: DockerConfig | None = None):
-        import docker
-
-        from verifarm.sandbox.image import ensure_image
+        import docker  # deferred: the docker client library is heavy, and only this backend needs it
 
         self.config = config or DockerConfig()
         super().__init__(self.config.pool_size, self.config.memory_bytes)
@@ -176,9 +176,7 @@ class DockerBackend(WarmPoolBackend):
     @classmethod
     def probe(cls) -> str | None:
         try:
-            import docker
-
-            from verifarm.sandbox.image import ensure_image
+            import docker  # deferred: the docker client library is heavy, and only this backend needs it
 
             client = docker.from_env(timeout=10)
             client.ping()
@@ -189,7 +187,3 @@ class DockerBackend(WarmPoolBackend):
 
     def _start_sandbox(self) -> WarmContainer:
         return WarmContainer(self.client, self.image, self.config)
-
-    def container_names(self) -> list[str]:
-        """Names of the pool's live containers (idle or running a program)."""
-        return self.sandbox_names()

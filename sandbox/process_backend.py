@@ -9,26 +9,15 @@ from __future__ import annotations
 import logging
 import os
 
-from verifarm.sandbox.backend import UNSAFE_NOTE
 from verifarm.sandbox.cgroup import Cgroup
 from verifarm.sandbox.host_backend import HostBackend
 from verifarm.sandbox.program import Limits, Program
-from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, supervise
+from verifarm.sandbox.supervisor import RawOutcome, SpawnRequest, program_env, supervise
 from verifarm.sandbox.workdir import HostWorkDir, RunIdentity
 
-SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-def clean_env(home: str) -> dict[str, str]:
-    """The only environment a program sees: nothing of the host's."""
-    return {
-        "PATH": SANDBOX_PATH,
-        "HOME": home,
-        "TMPDIR": home,
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-    }
+# Whether the process backend also runs under a private uid is decided per run; its output always says it
+# is not isolated, so nobody mistakes a development run for a safe one.
+UNSAFE_NOTE = "UNSAFE: process backend (rlimits only, no isolation); for development"
 
 
 class ProcessBackend(HostBackend):
@@ -53,18 +42,12 @@ class ProcessBackend(HostBackend):
         cgroup_procs: tuple[str, ...],
     ) -> RawOutcome:
         return supervise(
-            SpawnRequest(
-                argv=list(program.command),
+            SpawnRequest.under(
+                limits,
+                program.command,
                 cwd=str(workdir.path),
-                env=clean_env(str(workdir.path)),
+                env=program_env(home=str(workdir.path), tmpdir=str(workdir.path)),
                 stdin=program.stdin,
-                cpu_seconds=limits.cpu_seconds,
-                wall_seconds=limits.wall_seconds,
-                memory_bytes=limits.memory_bytes,
-                max_processes=limits.max_processes,
-                output_bytes=limits.output_bytes,
-                file_size_bytes=limits.file_size_bytes,
-                open_files=limits.open_files,
                 uid=identity.uid,
                 gid=identity.gid,
                 cgroup_procs=cgroup_procs,

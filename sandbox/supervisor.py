@@ -15,13 +15,29 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 try:
     from verifarm.sandbox.run_limits import apply_run_limits, wait_for_exit
 except ImportError:  # inside a sandbox only this folder exists, mounted at /opt/verifarm
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from run_limits import apply_run_limits, wait_for_exit
+if TYPE_CHECKING:  # for annotations only: inside a sandbox this module has no package around it
+    from verifarm.sandbox.program import Limits
 _READ_CHUNK = 65536
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def program_env(home: str, tmpdir: str) -> dict[str, str]:
+    """The only environment a program sees, on every backend: nothing of the host's."""
+    return {
+        "PATH": SANDBOX_PATH,
+        "HOME": home,
+        "TMPDIR": tmpdir,
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+    }
 
 
 @dataclass
@@ -43,6 +59,34 @@ class SpawnRequest:
     gid: int | None = None
     pass_fds: tuple[int, ...] = ()
     cgroup_procs: tuple[str, ...] = ()  # cgroup.procs files to join before exec (see cgroup.py)
+
+    @classmethod
+    def under(
+        cls,
+        limits: Limits,
+        argv: list[str] | tuple[str, ...],
+        cwd: str = "",
+        env: dict[str, str] | None = None,
+        stdin: bytes = b"",
+        extra_processes: int = 0,
+        **identity_and_fds,
+    ) -> SpawnRequest:
+        """A request that enforces limits; extra_processes are the backend's own processes in the run's tree,
+        which count against RLIMIT_NPROC too. Where cwd, env and stdin are left empty the agent fills them in."""
+        return cls(
+            argv=list(argv),
+            cwd=cwd,
+            env=dict(env or {}),
+            stdin=stdin,
+            cpu_seconds=limits.cpu_seconds,
+            wall_seconds=limits.wall_seconds,
+            memory_bytes=limits.memory_bytes,
+            max_processes=limits.max_processes + extra_processes,
+            output_bytes=limits.output_bytes,
+            file_size_bytes=limits.file_size_bytes,
+            open_files=limits.open_files,
+            **identity_and_fds,
+        )
 
 
 @dataclass

@@ -148,19 +148,7 @@ class WarmPoolBackend(Backend):
 
     def run(self, program: Program, limits: Limits) -> ExecResult:
         started = time.monotonic()
-        spawn = SpawnRequest(
-            argv=list(program.command),
-            cwd="",
-            env={},
-            stdin=b"",
-            cpu_seconds=limits.cpu_seconds,
-            wall_seconds=limits.wall_seconds,
-            memory_bytes=limits.memory_bytes,
-            max_processes=limits.max_processes,
-            output_bytes=limits.output_bytes,
-            file_size_bytes=limits.file_size_bytes,
-            open_files=limits.open_files,
-        )
+        spawn = SpawnRequest.under(limits, program.command)  # the agent sets cwd, env and stdin
         wire_spawn = asdict(spawn)
         wire_spawn["stdin"] = ""
         message = {

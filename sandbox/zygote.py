@@ -55,6 +55,7 @@ def precompile_harness(run_dir: str) -> dict[tuple[str, bytes], CodeType]:
     folder = os.path.dirname(os.path.abspath(__file__))
     try:
         try:
+            # deferred: the fork server holds only what its runs need; a missing driver only costs the optimisation
             from verifarm.sandbox.harness_driver import DRIVER_FILE_NAME
         except ImportError:
             from harness_driver import DRIVER_FILE_NAME
@@ -199,6 +200,7 @@ class Zygote:
         import subprocess
 
         try:
+            # deferred: the agent's side only; the fork server, which runs this file too, never loads the supervisor
             from verifarm.sandbox.supervisor import Launched
         except ImportError:  # inside a sandbox
             from supervisor import Launched

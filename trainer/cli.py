@@ -15,6 +15,18 @@ import time
 from pathlib import Path
 
 import typer
+import yaml
+
+from verifarm.cli_errors import BadInput, Failure
+from verifarm.policy.cli import complete_policy_versions
+from verifarm.policy.registry import CheckpointRegistry, CorruptCheckpoint
+from verifarm.rollout.services import ServiceUnavailable, check_store
+from verifarm.rollout.store import RolloutStore
+from verifarm.settings import Settings, load_settings
+from verifarm.terminal import ProgressReporter
+from verifarm.trainer.config import TrainerConfig
+from verifarm.trainer.corpus import build_corpus
+from verifarm.trainer.evaluate import evaluate_policy, latest_evaluations
 
 app = typer.Typer(no_args_is_help=True, help="the continual-training daemon")
 
@@ -24,28 +36,15 @@ FreshOption = typer.Option(
 )
 
 
-def complete_policy_versions(incomplete: str) -> list[str]:
-    """Shell completion of the published policy versions (`--version <TAB>`)."""
-    from verifarm.policy.cli import complete_policy_versions as complete
-
-    return complete(incomplete)
-
-
 def _bad_input(message: str) -> None:
-    from verifarm.cli_errors import BadInput
-
     raise BadInput(message)
 
 
 def _failed(message: str) -> None:
-    from verifarm.cli_errors import Failure
-
     raise Failure(message)
 
 
 def _trainer_home() -> Path:
-    from verifarm.settings import load_settings
-
     return load_settings().home / "trainer"
 
 
@@ -75,10 +74,6 @@ def _running_pid() -> int | None:
 
 def _load_config(config: Path | None):
     """The trainer config; a missing file or a bad value is bad input, reported in one line."""
-    import yaml
-
-    from verifarm.trainer.config import TrainerConfig
-
     if config is None:
         return TrainerConfig()
     if not config.is_file():
@@ -89,11 +84,8 @@ def _load_config(config: Path | None):
         _bad_input(f"trainer config {config}: {error}")
 
 
-def _ready_to_train(settings) -> None:
+def _ready_to_train(settings: Settings) -> None:
     """Refuse, in one line, to train without a good policy version or a usable store."""
-    from verifarm.policy.registry import CheckpointRegistry
-    from verifarm.rollout.services import ServiceUnavailable, check_store
-
     if CheckpointRegistry(settings.checkpoints).latest_version() is None:
         _failed(f"no good policy version in {settings.checkpoints}: publish one first with `verifarm policy init`")
     if not settings.database_url:
@@ -127,10 +119,7 @@ def run(
     """
     import logging
 
-    from verifarm.policy.registry import CheckpointRegistry
-    from verifarm.rollout.store import RolloutStore
-    from verifarm.settings import load_settings
-    from verifarm.terminal import ProgressReporter
+    # deferred: the trainer imports torch, which the daemon's other commands do not need
     from verifarm.trainer.daemon import ContinualTrainer, TrainerStateMismatch
 
     logging.basicConfig(
@@ -196,8 +185,6 @@ def start(
     fresh: bool = FreshOption,
 ) -> None:
     """Start the trainer as a background daemon (pid file and log under VERIFARM_HOME/trainer)."""
-    from verifarm.settings import load_settings
-
     pid = _running_pid()
     if pid is not None:
         _failed(f"the trainer is already running (pid {pid}): `verifarm train stop` first")
@@ -290,18 +277,14 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from verifarm.policy.registry import CheckpointRegistry
-    from verifarm.rollout.store import RolloutStore
-    from verifarm.settings import load_settings
-
     settings = load_settings()
     pid = _running_pid()
     versions = CheckpointRegistry(settings.checkpoints).versions()[-last:]
+    store_url = settings.existing_store_url() if versions else None
     metrics_by_version: dict[int, dict[str, float]] = {}
-    if versions and (settings.database_url or (settings.home / "rollouts.db").is_file()):
-        with RolloutStore(settings.store_url) as store:
-            for entry in store.metrics():
-                metrics_by_version.setdefault(entry.policy_version, {}).update(entry.metrics)
+    if store_url is not None:
+        with RolloutStore(store_url) as store:
+            metrics_by_version = latest_evaluations(store)
     if as_json:
         typer.echo(
             json.dumps(
@@ -372,12 +355,8 @@ def evaluate(
     """Evaluate one version on the held-out tasks (pass@1 greedy, pass@k) and print the table."""
     import torch
 
-    from verifarm.policy.registry import CheckpointRegistry
+    # deferred: imports torch and transformers
     from verifarm.policy.sampling import LocalPolicy
-    from verifarm.rollout.store import RolloutStore
-    from verifarm.settings import load_settings
-    from verifarm.trainer.corpus import build_corpus
-    from verifarm.trainer.evaluate import evaluate_policy
 
     trainer_config = _load_config(config)
     torch.set_num_threads(trainer_config.torch_threads)
@@ -391,8 +370,6 @@ def evaluate(
         )
     if version is None and registry.latest_version() is None:
         _failed(f"no good policy version in {settings.checkpoints}: publish one first with `verifarm policy init`")
-    from verifarm.policy.registry import CorruptCheckpoint
-
     try:
         loaded = registry.load(version)
     except CorruptCheckpoint as error:

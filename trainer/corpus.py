@@ -13,6 +13,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from verifarm.envs.catalog import get_family
+
 ARITHMETIC_ENV = "verifarm/Addition-v0"
 PYTHON_ENV = "verifarm/PythonFunction-v0"
 
@@ -68,8 +70,6 @@ class Corpus:
 
 def arithmetic_documents(env_id: str, count: int, min_digits: int, max_digits: int, seed: int) -> list[str]:
     """Prompt + worked reference solution, with digits spread evenly over the range."""
-    from verifarm.envs.catalog import get_family
-
     family = get_family(env_id)
     if max_digits > family.max_difficulty or min_digits < family.min_difficulty:
         raise ValueError(
@@ -88,7 +88,6 @@ def python_task_documents(count: int, seed: int) -> list[str]:
     """Generated Python function tasks with their reference solutions."""
     if count == 0:
         return []
-    from verifarm.envs.catalog import get_family
 
     family = get_family(PYTHON_ENV)
     documents = []

@@ -19,11 +19,16 @@ from pathlib import Path
 
 import torch
 
+from verifarm.policy.losses import distill_loss, grpo_loss, lm_loss, sequence_logprobs, sft_loss
 from verifarm.policy.registry import sha256_file
-from verifarm.policy.training import TrainConfig, make_optimizer
+from verifarm.policy.sampling import LocalPolicy
+from verifarm.policy.training import TrainConfig, align_behaviour_logprobs, encode_batch, encode_texts, make_optimizer
 from verifarm.redaction import redact_url
+from verifarm.rollout.store import RecordFilter
 from verifarm.trainer.config import TrainerConfig, plain
 from verifarm.trainer.corpus import Corpus, build_corpus
+from verifarm.trainer.drafter import refresh_published_drafter
+from verifarm.trainer.evaluate import evaluate_policy
 from verifarm.trainer.metrics import TrainerTelemetry
 from verifarm.trainer.post_data import PostBatch, PostSelection, read_post_batch
 from verifarm.trainer.schedule import PRETRAIN, DataCursor, next_corpus_indices, oldest_fresh_version, step_kind
@@ -244,8 +249,6 @@ class ContinualTrainer:
             encoded = self._encode_post(batch)
             old_logprobs = None
             if batch.mode == "grpo":
-                from verifarm.policy.losses import sequence_logprobs
-
                 # Log-probs under the weights before this batch's first update: the clipped ratio of
                 # later updates on the same batch is taken against them (PPO-style epochs).
                 old_logprobs = sequence_logprobs(self.model, encoded.input_ids, encoded.attention_mask)
@@ -291,23 +294,15 @@ class ContinualTrainer:
         return loss, metrics, grad_norm
 
     def _encode_texts(self, texts: list[str]):
-        from verifarm.policy.training import encode_texts
-
         return encode_texts(self.tokenizer, texts, max_length=self.config.max_seq_len)
 
     def _pretrain_loss(self, batch):
-        from verifarm.policy.losses import lm_loss
-
         return lm_loss(self.model, batch.input_ids, batch.attention_mask)
 
     def _encode_post(self, batch: PostBatch):
-        from verifarm.policy.training import encode_batch
-
         return encode_batch(self.tokenizer, batch.prompts, batch.completions, max_length=self.config.max_seq_len)
 
     def _post_loss(self, batch: PostBatch, encoded, old_logprobs):
-        from verifarm.policy.losses import distill_loss, grpo_loss, sft_loss
-
         ids, mask, completion_mask = encoded.input_ids, encoded.attention_mask, encoded.completion_mask
         if batch.mode == "rft":
             return sft_loss(self.model, ids, mask, completion_mask)
@@ -318,8 +313,6 @@ class ContinualTrainer:
             groups = torch.tensor(batch.group_ids, dtype=torch.long)
             behaviour = None
             if self.config.tis_cap is not None:
-                from verifarm.policy.training import align_behaviour_logprobs
-
                 behaviour = align_behaviour_logprobs(encoded, batch.token_ids, batch.logprobs)
             return grpo_loss(
                 self.model,
@@ -372,8 +365,6 @@ class ContinualTrainer:
         if self.config.evaluate_on_publish:
             metrics.update(self.evaluate())
         if self.config.refresh_drafter:
-            from verifarm.trainer.drafter import refresh_published_drafter
-
             metrics.update(refresh_published_drafter(self.registry, version, self.config))
         self.model.train()
         self.store.record_metrics(version, metrics, step=self.step_index)
@@ -385,8 +376,6 @@ class ContinualTrainer:
         """Held-out pass@1 / pass@k per env and difficulty and held-out corpus loss for the current weights."""
         if self._evaluate is not None:
             return self._evaluate(self)
-        from verifarm.policy.sampling import LocalPolicy
-        from verifarm.trainer.evaluate import evaluate_policy
 
         policy = LocalPolicy(self.model, self.tokenizer, version=self.version)
         report = evaluate_policy(policy, self.config.evaluation, self.corpus.heldout, self.config.max_seq_len)
@@ -397,8 +386,6 @@ class ContinualTrainer:
     def waiting_for(self) -> str:
         """What the next post-training step waits for, e.g. "passing rollouts of verifarm/Addition-v0 newer than
         v3: 0 so far" (the count: such records stored after the data cursor)."""
-        from verifarm.rollout.store import RecordFilter
-
         kind = self.next_kind()
         oldest = oldest_fresh_version(self.version, self.config.staleness_bound)
         passing = kind == "rft"

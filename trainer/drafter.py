@@ -8,6 +8,7 @@ only slows them. Prompt seeds sit apart from the evaluation's and from campaigns
 
 from __future__ import annotations
 
+from verifarm.envs.catalog import get_family
 from verifarm.policy.drafter import DrafterConfig, refresh_drafter
 from verifarm.trainer.config import TrainerConfig
 
@@ -17,8 +18,6 @@ DRAFTER_HELDOUT_SEED_BASE = 3_000_000_000
 
 def drafter_prompts(config: TrainerConfig, per_difficulty: int, seed_base: int) -> list[str]:
     """Prompts of every evaluation suite's env at each of its difficulties."""
-    from verifarm.envs.catalog import get_family
-
     prompts = []
     for suite in config.evaluation.suites:
         family = get_family(suite.env_id, **suite.options)

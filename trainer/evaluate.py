@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from verifarm.envs.catalog import get_family
+from verifarm.rollout.store import RolloutStore
 from verifarm.trainer.config import EvalConfig, EvalSuite
 
 
@@ -76,8 +78,6 @@ def short_env_name(env_id: str) -> str:
 
 def heldout_tasks(suite: EvalSuite, difficulty: int, count: int, seed: int) -> tuple[list, object]:
     """The same `count` held-out tasks for every version evaluated with this seed, and their task family."""
-    from verifarm.envs.catalog import get_family
-
     family = get_family(suite.env_id, **suite.options)
     base = seed + difficulty * 1_000_000
     return [family.generate(seed=base + index, difficulty=difficulty) for index in range(count)], family
@@ -134,6 +134,7 @@ def heldout_loss(model, tokenizer, texts: list[str], max_seq_len: int = 256, bat
     """Token-weighted mean language-model loss on held-out corpus documents (to watch forgetting)."""
     import torch
 
+    # deferred: torch (here and above) loads only when a loss is computed, not wherever this module is imported
     from verifarm.policy.training import encode_texts
 
     if not texts:
@@ -154,3 +155,11 @@ def heldout_loss(model, tokenizer, texts: list[str], max_seq_len: int = 256, bat
             tokens += int((targets != -100).sum())
     model.train(was_training)
     return total / tokens
+
+
+def latest_evaluations(store: RolloutStore) -> dict[int, dict[str, float]]:
+    """The newest value of every metric the trainer stored, per policy version."""
+    by_version: dict[int, dict[str, float]] = {}
+    for entry in store.metrics():  # oldest step first, so later evaluations overwrite earlier ones
+        by_version.setdefault(entry.policy_version, {}).update(entry.metrics)
+    return by_version

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from verifarm.rollout.store import RecordFilter
 from verifarm.trainer.schedule import DataCursor, is_fresh
 
 
@@ -84,8 +85,6 @@ def read_post_batch(
     Returns (None, cursor') when no usable fresh data exists yet; cursor' may still have moved past stale or
     useless records, so they are not scanned again.
     """
-    from verifarm.rollout.store import RecordFilter
-
     now = now or datetime.now(timezone.utc)
     cursor = DataCursor.from_dict(cursor.to_dict())
     prompts, completions, rewards, group_ids, versions, staleness = [], [], [], [], [], []

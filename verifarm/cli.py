@@ -8,8 +8,8 @@ from verifarm.cli_errors import VerifarmGroup
 from verifarm.dashboard.cli import dashboard
 from verifarm.envs.cli import app as envs_app
 from verifarm.envs.verify_cli import app as verify_app
-from verifarm.policy.cli import app as policy_app
 from verifarm.policy.server import serve
+from verifarm.policy_cli import app as policy_app
 from verifarm.rollout.cli import campaign_app, data_app, workers_app
 from verifarm.sandbox.cli import app as sandbox_app
 from verifarm.trainer.cli import app as train_app

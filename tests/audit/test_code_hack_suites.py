@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from verifarm.envs.catalog import get_family
-from verifarm.sandbox.backend import close_backends, probe_backend
+from verifarm.sandbox.selection import close_backends, probe_backend
 
 CASES_DIR = Path(__file__).parent / "cases"
 SUITES = {

@@ -20,10 +20,11 @@ import pytest
 import redis
 
 from verifarm.rollout.app import create_app, queue_keys
-from verifarm.rollout.campaign import parse_spec, status, submit
+from verifarm.rollout.campaign import parse_spec, status
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis, free_port
 from verifarm.rollout.store import RecordFilter, RolloutStore, record_id_for
+from verifarm.rollout.submission import submit
 
 from .conftest import HOSTILE_COMPLETION, hostile_record
 

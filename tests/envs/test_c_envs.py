@@ -6,7 +6,9 @@ import gymnasium as gym
 import pytest
 
 import verifarm.envs  # noqa: F401  (registers the ids)
-from verifarm.envs.c_program import PROBLEMS, CProgramFamily, extract_c_source, normalize_output
+from verifarm.envs.c_problems import PROBLEMS
+from verifarm.envs.c_program import CProgramFamily
+from verifarm.envs.program import extract_source, normalize_output
 
 WRONG_PROGRAMS = {
     "prints nothing": "int main(void) { return 0; }",
@@ -74,7 +76,7 @@ def test_output_comparison_ignores_only_trailing_whitespace() -> None:
     assert normalize_output("1 2  \n3\n\n\n") == normalize_output("1 2\n3")
     assert normalize_output("1  2\n3") != normalize_output("1 2\n3")
     assert normalize_output("3\n1") != normalize_output("1\n3")
-    assert extract_c_source("think\n```c\nint main(){}\n```\nbye") == "int main(){}\n"
+    assert extract_source("think\n```c\nint main(){}\n```\nbye") == "int main(){}\n"
 
 
 @pytest.mark.parametrize(

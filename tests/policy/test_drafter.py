@@ -92,7 +92,7 @@ def test_a_drafter_for_a_missing_version_is_refused(tmp_path, model, tokenizer):
 def test_policy_drafter_command_publishes_and_ls_shows_the_pair(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from verifarm.policy.cli import app
+    from verifarm.policy_cli import app
 
     monkeypatch.setenv("COLUMNS", "200")
     root = ["--root", str(tmp_path)]

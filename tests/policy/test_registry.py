@@ -184,7 +184,7 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path, tokenizer):
 def test_cli_init_ls_verify(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from verifarm.policy.cli import app
+    from verifarm.policy_cli import app
 
     monkeypatch.setenv("VERIFARM_HOME", str(tmp_path / "home"))  # no rollout store there: ls shows no metrics
     root = tmp_path / "checkpoints"

@@ -21,10 +21,12 @@ import redis
 import yaml
 
 from verifarm.rollout.app import create_app, queue_keys
-from verifarm.rollout.campaign import cancel, parse_spec, status, submit
+from verifarm.rollout.campaign import cancel, parse_spec, status
 from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.store import RecordFilter, RolloutStore, record_id_for
+from verifarm.rollout.submission import submit
+from verifarm.settings import FarmTuning
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +72,7 @@ class Farm:
             broker_url=self.redis_url,
             store_url=self.store_url,
             checkpoint_dir=self.checkpoint_dir,
-            visibility_timeout_s=12,
-            restore_interval_s=1,
-            reconcile_interval_s=2,
+            tuning=FarmTuning(visibility_timeout_s=12, restore_interval_s=1, reconcile_interval_s=2),
         )
 
     def start_worker(self, name: str, plain_celery: bool = False) -> subprocess.Popen:

@@ -12,15 +12,17 @@ import redis
 from pydantic import ValidationError
 
 from verifarm.envs.catalog import FamilyCache
-from verifarm.rollout.app import queue_keys
-from verifarm.rollout.campaign import parse_spec, submit
-from verifarm.rollout.config import FarmConfig, farm_environment
+from verifarm.rollout.app import create_app
+from verifarm.rollout.broker import farm_of, queue_keys
+from verifarm.rollout.campaign import parse_spec
+from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import EmbeddedRedis
 from verifarm.rollout.reconcile import SWEEP_LOCK, SWEEPS_PER_CAMPAIGN, UNACKED_KEY, sweep
 from verifarm.rollout.reference_policy import ReferencePolicy
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
-from verifarm.settings import Settings
+from verifarm.rollout.submission import submit
+from verifarm.settings import FarmTuning, Settings
 
 SPEC = parse_spec(
     {
@@ -44,7 +46,7 @@ def farm(tmp_path: Path) -> Iterator[FarmConfig]:
             broker_url=url,
             store_url=f"sqlite:///{tmp_path / 'rollouts.db'}",
             checkpoint_dir=tmp_path / "checkpoints",
-            reconcile_interval_s=1,
+            tuning=FarmTuning(reconcile_interval_s=1),
         )
     finally:
         server.stop(pid)
@@ -122,11 +124,11 @@ def test_one_sweeper_per_interval_and_a_bounded_number_of_sweeps(farm: FarmConfi
 def test_the_sweep_interval_travels_to_worker_processes_and_bad_values_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(home=tmp_path)
     monkeypatch.setenv("VERIFARM_FARM_RECONCILE_INTERVAL_S", "7")
-    farm = FarmConfig.from_settings(settings, broker_url="redis://127.0.0.1:1/0")
-    assert farm.reconcile_interval_s == 7
-    assert farm_environment(farm, {})["VERIFARM_FARM_RECONCILE_INTERVAL_S"] == "7"
+    farm = FarmConfig.from_settings(Settings(home=tmp_path), broker_url="redis://127.0.0.1:1/0")
+    assert farm.tuning.reconcile_interval_s == 7
+    # Worker processes receive the farm through the Celery app's config, not through the environment.
+    assert farm_of(create_app(farm)).tuning.reconcile_interval_s == 7
     monkeypatch.setenv("VERIFARM_FARM_RECONCILE_INTERVAL_S", "0")
     with pytest.raises(ValidationError, match="reconcile_interval_s"):
-        FarmConfig.from_settings(settings, broker_url="redis://127.0.0.1:1/0")
+        FarmConfig.from_settings(Settings(home=tmp_path), broker_url="redis://127.0.0.1:1/0")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from verifarm.sandbox.backend import BACKEND_NAMES, close_backends, probe_backend
+from verifarm.sandbox.selection import BACKEND_NAMES, close_backends, probe_backend
 
 
 def _backend_params():

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status, run
-from verifarm.sandbox.backend import BACKEND_NAMES, probe_backend
 from verifarm.sandbox.cgroup import Cgroup
-from verifarm.sandbox.languages import compile_and_run_c
+from verifarm.sandbox.compile_run import LanguageRun, compile_and_run
+from verifarm.sandbox.selection import BACKEND_NAMES, probe_backend
 
 HOSTILE = Limits(
     cpu_seconds=1.5,
@@ -308,17 +308,22 @@ def test_writes_outside_the_work_dir_do_not_reach_the_host(backend: str, token: 
         assert not os.path.exists(path), f"the sandbox wrote {path} on the host"
 
 
+def compile_and_run_c(source: str, backend: str) -> LanguageRun:
+    """Compile source as C under the short hostile limits, then run it once on empty stdin."""
+    return compile_and_run("c", source, [b""], backend, compile_limits=HOSTILE_SHORT)
+
+
 def test_compile_bombs_are_contained(backend: str):
-    random_include = compile_and_run_c("#include </dev/random>\n", [b""], compile_limits=HOSTILE_SHORT, backend=backend)
+    random_include = compile_and_run_c("#include </dev/random>\n", backend)
     assert random_include.compile.status in ANY_FAILURE and random_include.runs == []
     explosion = (
         "#define A(x) x x x x x x x x\n#define B(x) A(A(A(A(x))))\n#define C(x) B(B(B(x)))\n"
         "int main(){ C(C(int v;)) return 0; }\n"
     )
-    exploded = compile_and_run_c(explosion, [b""], compile_limits=HOSTILE_SHORT, backend=backend)
+    exploded = compile_and_run_c(explosion, backend)
     assert exploded.compile.status in ANY_FAILURE and exploded.runs == []
     assert len(exploded.compile.stdout) + len(exploded.compile.stderr) <= HOSTILE.output_bytes
-    errors = compile_and_run_c("int main( { return 0 }\n" * 5000, [b""], compile_limits=HOSTILE_SHORT, backend=backend)
+    errors = compile_and_run_c("int main( { return 0 }\n" * 5000, backend)
     assert errors.compile.status in ANY_FAILURE and errors.runs == []
     assert len(errors.compile.stderr) <= HOSTILE.output_bytes
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from verifarm.sandbox.backend import BACKEND_NAMES, probe_backend
 from verifarm.sandbox.harness import check_python
 from verifarm.sandbox.humaneval import broken_solution, load_problems, reference_solution
+from verifarm.sandbox.selection import BACKEND_NAMES, probe_backend
 
 PROBLEMS = load_problems()[::8]  # 21 problems spread over the set
 FLIPS = ((" < ", " >= "), (" > ", " <= "), (" == ", " != "), (" + ", " - "), (" - ", " + "), (" * ", " + "))

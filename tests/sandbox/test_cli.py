@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from verifarm.cli import app
-from verifarm.sandbox.backend import default_backend_name, probe_backend
+from verifarm.sandbox.selection import default_backend_name, probe_backend
 
 runner = CliRunner()
 

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status
-from verifarm.sandbox.backend import probe_backend
+from verifarm.sandbox.docker_backend import LABEL, DockerBackend, DockerConfig
+from verifarm.sandbox.selection import probe_backend
 
 pytestmark = [
     pytest.mark.docker,
@@ -20,8 +21,6 @@ pytestmark = [
 
 def test_a_container_killed_mid_run_is_an_infra_error_and_is_replaced():
     import docker
-
-    from verifarm.sandbox.docker_backend import LABEL, DockerBackend, DockerConfig
 
     backend = DockerBackend(DockerConfig(pool_size=1))
     try:
@@ -36,7 +35,7 @@ def test_a_container_killed_mid_run_is_an_infra_error_and_is_replaced():
         client = docker.from_env()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not results:
-            names = backend.container_names()
+            names = backend.sandbox_names()
             mine = [c for c in client.containers.list(filters={"label": f"{LABEL}.owner={owner}"}) if c.name in names]
             if mine:
                 time.sleep(0.5)
@@ -54,11 +53,9 @@ def test_a_container_killed_mid_run_is_an_infra_error_and_is_replaced():
 def test_close_removes_the_pool():
     import docker
 
-    from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
-
     backend = DockerBackend(DockerConfig(pool_size=2))
     backend.warm_up()
-    names = backend.container_names()
+    names = backend.sandbox_names()
     assert len(names) == 2
     backend.close()
     client = docker.from_env()
@@ -68,7 +65,6 @@ def test_close_removes_the_pool():
 def test_a_fork_bomb_in_one_container_does_not_starve_another():
     """Containers share the host's uids: each pool container runs programs under its own uid, so one run's
     process count never counts against another's RLIMIT_NPROC."""
-    from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
 
     bomber, bystander = DockerBackend(DockerConfig(pool_size=1)), DockerBackend(DockerConfig(pool_size=1))
     try:
@@ -96,8 +92,6 @@ def test_a_fork_bomb_in_one_container_does_not_starve_another():
 
 
 def test_unencodable_program_text_runs_and_never_leaks_a_pool_container():
-    from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
-
     # A lone surrogate in model text once raised after a container was taken, leaking it: with a pool of
     # one, the next run then waited forever.
     backend = DockerBackend(DockerConfig(pool_size=1))

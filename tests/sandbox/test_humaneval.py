@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from verifarm.sandbox.backend import default_backend_name
 from verifarm.sandbox.harness import check_python
 from verifarm.sandbox.humaneval import broken_solution, load_problems, reference_solution
+from verifarm.sandbox.selection import default_backend_name
 
 PROBLEMS = load_problems()
 SAMPLE = PROBLEMS[::16]  # 11 problems spread over the set

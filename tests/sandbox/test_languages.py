@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from verifarm.sandbox import Status
-from verifarm.sandbox.languages import LANGUAGE_NAMES, LANGUAGES, compile_and_run, get_language
+from verifarm.sandbox.compile_run import compile_and_run
+from verifarm.sandbox.languages import LANGUAGE_NAMES, LANGUAGES, get_language
 
 # Reads two numbers and prints their sum and, on stderr, a word: stdin, stdout and stderr all cross the sandbox.
 ADD = {

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from verifarm.sandbox import Program, Status, run
-from verifarm.sandbox.backend import BACKEND_NAMES, probe_backend
-from verifarm.sandbox.languages import Build, build, get_language
+from verifarm.sandbox.compile_run import Build, build
+from verifarm.sandbox.languages import get_language
+from verifarm.sandbox.selection import BACKEND_NAMES, probe_backend
 
 ANY_FAILURE = {Status.NONZERO_EXIT, Status.TIMEOUT, Status.MEMORY_LIMIT, Status.OUTPUT_LIMIT, Status.KILLED}
 

@@ -9,7 +9,10 @@ import time
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status, run
-from verifarm.sandbox.backend import probe_backend
+from verifarm.sandbox.bwrap_backend import BwrapBackend, BwrapConfig
+from verifarm.sandbox.bwrap_single import SingleRunBwrapBackend
+from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
+from verifarm.sandbox.selection import probe_backend
 from verifarm.sandbox.workdir import uid_processes
 
 SHORT = Limits(cpu_seconds=2, wall_seconds=2.5, max_processes=16)
@@ -38,10 +41,7 @@ def _pool(name: str, **config):
     if reason:
         pytest.skip(f"{name} backend unavailable: {reason}")
     if name == "docker":
-        from verifarm.sandbox.docker_backend import DockerBackend, DockerConfig
-
         return DockerBackend(DockerConfig(pool_size=1, **config))
-    from verifarm.sandbox.bwrap_backend import BwrapBackend, BwrapConfig
 
     reason = BwrapBackend.probe()
     if reason:
@@ -138,7 +138,6 @@ def test_a_multithreaded_spin_is_held_to_the_cpu_quota(name: str):
 def test_bwrap_without_root_also_treats_a_stopped_program_as_running(token: str, nothing_left):
     """The one-sandbox-per-run bwrap (what non-root users get) has bwrap's own init as a parent, which takes
     a stop for an end; a parent of ours in between keeps waiting."""
-    from verifarm.sandbox.bwrap_single import SingleRunBwrapBackend
 
     reason = SingleRunBwrapBackend.probe()
     if reason:

@@ -10,7 +10,9 @@ import platform
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status, get_backend
+from verifarm.sandbox.bwrap_single import SingleRunBwrapBackend
 from verifarm.sandbox.seccomp import compiled_filter, docker_profile, rules
+from verifarm.sandbox.selection import probe_backend
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="syscall numbers below are x86_64's")
 
@@ -98,11 +100,7 @@ def _isolated_backends():
 
 
 def _backend(name: str):
-    from verifarm.sandbox.backend import probe_backend
-
     if name == "bwrap-single-run":
-        from verifarm.sandbox.bwrap_single import SingleRunBwrapBackend
-
         reason = SingleRunBwrapBackend.probe()
         if reason:
             pytest.skip(f"single-run bwrap unavailable: {reason}")

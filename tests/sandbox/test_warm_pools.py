@@ -11,7 +11,8 @@ import time
 import pytest
 
 from verifarm.sandbox import Limits, Program, Status, get_backend
-from verifarm.sandbox.backend import probe_backend
+from verifarm.sandbox.bwrap_backend import BwrapBackend, BwrapConfig
+from verifarm.sandbox.selection import probe_backend
 
 FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")
 STATUS = (
@@ -53,7 +54,6 @@ def test_runs_hold_no_capability_and_the_agent_only_its_six(name: str):
 def test_a_sandbox_whose_agent_died_idle_is_replaced_and_the_program_runs_once():
     """An idle sandbox can lose its agent (it died after starting): the request never reached it, so the run goes
     to a fresh sandbox instead of becoming an infra error, and the program runs exactly once."""
-    from verifarm.sandbox.bwrap_backend import BwrapBackend, BwrapConfig
 
     if BwrapBackend.probe() is not None:
         pytest.skip(f"no warm bwrap pool here: {BwrapBackend.probe()}")
@@ -80,8 +80,6 @@ def test_a_sandbox_started_from_a_thread_that_ended_keeps_serving():
     """bwrap's --die-with-parent follows the thread that forked it: sandboxes started by a thread pool's
     workers must still serve after the pool is gone."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from verifarm.sandbox.bwrap_backend import BwrapBackend, BwrapConfig
 
     if BwrapBackend.probe() is not None:
         pytest.skip(f"no warm bwrap pool here: {BwrapBackend.probe()}")

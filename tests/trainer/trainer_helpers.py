@@ -8,7 +8,7 @@ from verifarm.policy.registry import CheckpointRegistry
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.rollout.campaign import CampaignSpec
 from verifarm.rollout.orchestration import roll_out_campaign
-from verifarm.rollout.rollouts import CheckpointSampler
+from verifarm.rollout.samplers import CheckpointSampler
 from verifarm.rollout.store import RolloutStore
 from verifarm.trainer.config import EvalConfig, EvalSuite, TrainerConfig
 from verifarm.trainer.corpus import CorpusConfig

@@ -1,17 +1,14 @@
-"""The rollout store: every sampled completion with its provenance, campaigns, and the trainer's metrics.
+"""Rollout records: one row per sampled completion, with its verdict and provenance, and the queries on them.
 
-One interface over SQLAlchemy 2: a SQLite file on one machine, PostgreSQL for a farm. Inserts are
-idempotent on the deterministic record id, so a redelivered Celery task never duplicates a row.
+Inserts are idempotent on the deterministic record id, so a redelivered Celery task never duplicates a row;
+`seq` numbers records in the order they were stored, the cursor the trainer reads by.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -21,7 +18,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Engine,
     Float,
     Index,
     Integer,
@@ -29,47 +25,19 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
     func,
     select,
     text,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import inspect as inspect_schema
 
-from verifarm.redaction import redact_url
+from verifarm.rollout.store.database import Database, as_utc, utcnow
 
 Outcome = Literal["pass", "fail", "infra_error"]
 OUTCOMES: tuple[str, ...] = ("pass", "fail", "infra_error")
 
 # Any fixed 64-bit number: the PostgreSQL advisory lock that orders record inserts.
 _INSERT_LOCK_KEY = 0x7665726966726D31
-
-# A fixed namespace: record ids must be the same on every machine and every run.
-_RECORD_NAMESPACE = uuid.UUID("6f1d3c1e-9a43-5b8e-8d5e-0c6a1f2b7e10")
-
-
-def record_id_for(campaign_id: str, task_index: int, sample_index: int) -> str:
-    """The id of sample `sample_index` of task `task_index`: a retried task recomputes the same one."""
-    return str(uuid.uuid5(_RECORD_NAMESPACE, f"{campaign_id}/{task_index}/{sample_index}"))
-
-
-def group_id_for(campaign_id: str, task_index: int) -> str:
-    """All n samples of one task share this id (what group-relative training normalises over)."""
-    return f"{campaign_id}/{task_index}"
-
-
-def content_hash_for(env_id: str, prompt: str, completion: str) -> str:
-    """Same env, prompt and completion -> same hash: the key for deduplicating datasets."""
-    payload = json.dumps([env_id, prompt, completion], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class RolloutRecord(BaseModel):
@@ -78,7 +46,7 @@ class RolloutRecord(BaseModel):
     record_id: str
     campaign_id: str
     env_id: str
-    env_version: str  # the family's verifier version at generation time
+    env_version: str  # the env id's version suffix ("v0" of verifarm/Addition-v0); the verifier's is verifier_version
     task_index: int
     task_seed: int
     task_id: str
@@ -103,7 +71,7 @@ class RolloutRecord(BaseModel):
     logprobs: list[float] | None = None
     drafted: bool | None = None  # sampled speculatively with a drafter; None where the sampler does not say
     details: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime = Field(default_factory=_utcnow)
+    created_at: datetime = Field(default_factory=utcnow)
     seq: int | None = None  # assigned by the store: the trainer's stable cursor
 
 
@@ -126,29 +94,6 @@ class RecordSummary(BaseModel):
     created_at: datetime
     prompt_preview: str
     completion_preview: str
-
-
-class CampaignRow(BaseModel):
-    campaign_id: str
-    name: str
-    spec: dict[str, Any]
-    total_tasks: int
-    samples_per_task: int
-    priority: int
-    cancelled: bool
-    infra_retries: int
-    created_at: datetime
-
-    @property
-    def expected_records(self) -> int:
-        return self.total_tasks * self.samples_per_task
-
-
-class MetricsEntry(BaseModel):
-    policy_version: int
-    step: int
-    metrics: dict[str, float]
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -174,8 +119,8 @@ class RecordFilter:
             raise ValueError(f"limit must be positive, got {self.limit}")
 
 
-def _tables(metadata: MetaData) -> tuple[Table, Table, Table]:
-    records = Table(
+def records_table(metadata: MetaData) -> Table:
+    return Table(
         "rollout_records",
         metadata,
         # An autoincrement cursor: records are read in the order they were stored, never skipped.
@@ -215,88 +160,24 @@ def _tables(metadata: MetaData) -> tuple[Table, Table, Table]:
         # One campaign's records newest first (the dashboard's dataset browser) without sorting the campaign.
         Index("ix_rollout_records_campaign_seq", "campaign_id", "seq"),
     )
-    campaigns = Table(
-        "rollout_campaigns",
-        metadata,
-        Column("campaign_id", String(64), primary_key=True),
-        Column("name", String(256), nullable=False),
-        Column("spec", JSON, nullable=False),
-        Column("total_tasks", Integer, nullable=False),
-        Column("samples_per_task", Integer, nullable=False),
-        Column("priority", Integer, nullable=False),
-        Column("cancelled", Boolean, nullable=False, default=False),
-        Column("infra_retries", Integer, nullable=False, default=0),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-    )
-    metrics = Table(
-        "trainer_metrics",
-        metadata,
-        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-        Column("policy_version", Integer, nullable=False, index=True),
-        Column("step", Integer, nullable=False),
-        Column("metrics", JSON, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        UniqueConstraint("policy_version", "step", name="uq_trainer_metrics_version_step"),
-    )
-    return records, campaigns, metrics
 
 
-def _as_utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def _enable_sqlite_concurrency(dbapi_connection: Any, _record: Any) -> None:
-    # Several worker processes write one SQLite file: WAL lets readers run beside a writer,
-    # and the busy timeout makes a writer wait for the lock instead of failing.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=60000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-class RolloutStore:
-    """Records, campaigns and trainer metrics in one database; tables are created on open."""
+class RecordStore(Database):
+    """The records table (created on open, brought up to date if an older store made it) and its queries."""
 
     def __init__(self, url: str) -> None:
-        if not url or "://" not in url:
-            raise ValueError(f"store url must be an SQLAlchemy URL such as sqlite:///path.db, got {redact_url(url)}")
-        self.url = url
-        self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
-        self.dialect = self.engine.dialect.name
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"the store supports sqlite and postgresql, not {self.dialect!r}")
-        if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _enable_sqlite_concurrency)
-        self.metadata = MetaData()
-        self.records, self.campaigns, self.metric_rows = _tables(self.metadata)
-        self.metadata.create_all(self.engine, checkfirst=True)
+        super().__init__(url)
+        self.records = records_table(self.metadata)
+        self.records.create(self.engine, checkfirst=True)
         for index in self.records.indexes:  # indexes added since an existing store's table was created
             index.create(self.engine, checkfirst=True)
         self._add_drafted_column()
 
     def _add_drafted_column(self) -> None:
         """Stores made before records had a `drafted` column get it (NULL for the records already there)."""
-        from sqlalchemy import inspect as inspect_schema
-
         if "drafted" not in {column["name"] for column in inspect_schema(self.engine).get_columns("rollout_records")}:
             with self.engine.begin() as conn:
                 conn.execute(text("ALTER TABLE rollout_records ADD COLUMN drafted BOOLEAN"))
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def __enter__(self) -> RolloutStore:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def _insert(self, table: Table):  # the dialect's INSERT, which knows ON CONFLICT
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-
-    # ---- records -------------------------------------------------------------------------------
 
     def add_records(self, records: Iterable[RolloutRecord]) -> int:
         """Store records; ones whose record_id is already stored are skipped. Returns how many were new."""
@@ -411,14 +292,14 @@ class RolloutStore:
         with self.engine.connect() as conn:
             rows = conn.execute(statement).mappings().all()
         return [
-            RecordSummary(**{**row, "reason": row["reason"][:preview_chars], "created_at": _as_utc(row["created_at"])})
+            RecordSummary(**{**row, "reason": row["reason"][:preview_chars], "created_at": as_utc(row["created_at"])})
             for row in rows
         ]
 
     @staticmethod
     def _record_from_row(row: Any) -> RolloutRecord:
         data = dict(row)
-        data["created_at"] = _as_utc(data["created_at"])
+        data["created_at"] = as_utc(data["created_at"])
         return RolloutRecord.model_validate(data)
 
     def get_record(self, record_id: str) -> RolloutRecord | None:
@@ -455,14 +336,6 @@ class RolloutStore:
                 counts[outcome] = int(n)
         return counts
 
-    def stored_record_ids(self, campaign_id: str, task_indices: Iterable[int]) -> set[str]:
-        """Record ids already stored for these tasks: lets a redelivered batch skip finished work."""
-        indices = list(task_indices)
-        c = self.records.c
-        statement = select(c.record_id).where(c.campaign_id == campaign_id, c.task_index.in_(indices))
-        with self.engine.connect() as conn:
-            return {row[0] for row in conn.execute(statement)}
-
     def complete_tasks(self, campaign_id: str, task_indices: Iterable[int], samples_per_task: int) -> set[int]:
         """The task indices among these whose `samples_per_task` records are all stored."""
         c = self.records.c
@@ -483,133 +356,9 @@ class RolloutStore:
             first, last = conn.execute(statement).one()
         if first is None:
             return None
-        return _as_utc(first), _as_utc(last)
+        return as_utc(first), as_utc(last)
 
     def latest_seq(self) -> int | None:
+        """The newest record's seq (None while the store is empty): a resumed trainer's cursor must not be past it."""
         with self.engine.connect() as conn:
             return conn.execute(select(func.max(self.records.c.seq))).scalar_one()
-
-    # ---- campaigns -----------------------------------------------------------------------------
-
-    def create_campaign(
-        self,
-        campaign_id: str,
-        name: str,
-        spec: dict[str, Any],
-        total_tasks: int,
-        samples_per_task: int,
-        priority: int,
-    ) -> CampaignRow:
-        """Store a new campaign; an id that already exists is refused."""
-        if self.get_campaign(campaign_id) is not None:
-            raise ValueError(f"campaign {campaign_id!r} already exists; pick another id")
-        row = CampaignRow(
-            campaign_id=campaign_id,
-            name=name,
-            spec=spec,
-            total_tasks=total_tasks,
-            samples_per_task=samples_per_task,
-            priority=priority,
-            cancelled=False,
-            infra_retries=0,
-            created_at=_utcnow(),
-        )
-        with self.engine.begin() as conn:
-            conn.execute(self.campaigns.insert().values(**row.model_dump()))
-        return row
-
-    def get_campaign(self, campaign_id: str) -> CampaignRow | None:
-        statement = select(self.campaigns).where(self.campaigns.c.campaign_id == campaign_id)
-        with self.engine.connect() as conn:
-            row = conn.execute(statement).mappings().first()
-        return None if row is None else self._campaign_from_row(row)
-
-    def list_campaigns(self) -> list[CampaignRow]:
-        statement = select(self.campaigns).order_by(self.campaigns.c.created_at)
-        with self.engine.connect() as conn:
-            return [self._campaign_from_row(r) for r in conn.execute(statement).mappings()]
-
-    def campaign_ids(self) -> list[str]:
-        """The ids of `list_campaigns`, in its order, without reading (and validating) specs: for menus."""
-        c = self.campaigns.c
-        with self.engine.connect() as conn:
-            return list(conn.execute(select(c.campaign_id).order_by(c.created_at)).scalars())
-
-    @staticmethod
-    def _campaign_from_row(row: Any) -> CampaignRow:
-        data = dict(row)
-        data["created_at"] = _as_utc(data["created_at"])
-        return CampaignRow.model_validate(data)
-
-    def _require_campaign(self, campaign_id: str) -> None:
-        if self.get_campaign(campaign_id) is None:
-            raise ValueError(f"no campaign {campaign_id!r} in the store at {self.engine.url!r}")
-
-    def set_cancelled(self, campaign_id: str, cancelled: bool = True) -> None:
-        self._require_campaign(campaign_id)
-        statement = (
-            update(self.campaigns).where(self.campaigns.c.campaign_id == campaign_id).values(cancelled=cancelled)
-        )
-        with self.engine.begin() as conn:
-            conn.execute(statement)
-
-    def is_cancelled(self, campaign_id: str) -> bool:
-        statement = select(self.campaigns.c.cancelled).where(self.campaigns.c.campaign_id == campaign_id)
-        with self.engine.connect() as conn:
-            value = conn.execute(statement).scalar_one_or_none()
-        if value is None:
-            raise ValueError(f"no campaign {campaign_id!r} in the store")
-        return bool(value)
-
-    def add_infra_retries(self, campaign_id: str, n: int) -> None:
-        """Count sandbox failures that were retried (they are never stored as fails)."""
-        if n <= 0:
-            return
-        c = self.campaigns.c
-        statement = update(self.campaigns).where(c.campaign_id == campaign_id).values(infra_retries=c.infra_retries + n)
-        with self.engine.begin() as conn:
-            conn.execute(statement)
-
-    def delete_campaign(self, campaign_id: str) -> int:
-        """Remove a campaign and its records. Returns how many records went."""
-        self._require_campaign(campaign_id)
-        with self.engine.begin() as conn:
-            gone = conn.execute(delete(self.records).where(self.records.c.campaign_id == campaign_id)).rowcount
-            conn.execute(delete(self.campaigns).where(self.campaigns.c.campaign_id == campaign_id))
-        return int(gone)
-
-    # ---- the trainer's metrics -----------------------------------------------------------------
-
-    def record_metrics(self, policy_version: int, metrics: dict[str, float], step: int) -> None:
-        """Store one evaluation; evaluating the same (version, step) again replaces it."""
-        if not metrics:
-            raise ValueError("metrics must hold at least one name: value")
-        clean = {str(k): float(v) for k, v in metrics.items()}
-        statement = self._insert(self.metric_rows).values(
-            policy_version=int(policy_version), step=int(step), metrics=clean, created_at=_utcnow()
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["policy_version", "step"],
-            set_={"metrics": statement.excluded.metrics, "created_at": statement.excluded.created_at},
-        )
-        with self.engine.begin() as conn:
-            conn.execute(statement)
-
-    def metrics(self, policy_version: int | None = None) -> list[MetricsEntry]:
-        """Stored evaluations, oldest version and step first; one version's only if given."""
-        t = self.metric_rows.c
-        statement = select(self.metric_rows)
-        if policy_version is not None:
-            statement = statement.where(t.policy_version == policy_version)
-        statement = statement.order_by(t.policy_version, t.step)
-        with self.engine.connect() as conn:
-            rows = conn.execute(statement).mappings().all()
-        return [
-            MetricsEntry(
-                policy_version=r["policy_version"],
-                step=r["step"],
-                metrics=r["metrics"],
-                created_at=_as_utc(r["created_at"]),
-            )
-            for r in rows
-        ]
