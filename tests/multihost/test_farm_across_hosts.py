@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -177,13 +178,13 @@ def test_a_worker_refused_by_a_service_exits_with_one_line(host_farm: HostFarm) 
             assert secret not in done.stderr and secret not in done.stdout
 
 
-FAULT_TASKS, FAULT_BATCH = 18, 3
+FAULT_TASKS, FAULT_BATCH = 24, 3
 
 
 def fault_spec(farm: HostFarm, name: str) -> str:
     """A campaign whose batches take a second or two: version 1 (random weights) samples to the token limit,
     where a trained version stops early and a batch would be over before a fault could hit it."""
-    return write_spec(farm, name, policy=1, tasks=FAULT_TASKS, batch_size=FAULT_BATCH, sampling={"max_new_tokens": 64})
+    return write_spec(farm, name, policy=1, tasks=FAULT_TASKS, batch_size=FAULT_BATCH, sampling={"max_new_tokens": 96})
 
 
 def batches_succeeded(farm: HostFarm, campaign_id: str) -> int:
@@ -191,41 +192,54 @@ def batches_succeeded(farm: HostFarm, campaign_id: str) -> int:
     return sum(len(pattern.findall(log_text(farm, host))) for host in WORKER_HOSTS)
 
 
-def submit_and_wait_for_progress(farm: HostFarm, name: str) -> str:
-    """Submit a fault campaign and return once its first batch is stored, while others are still to come."""
+def start_fault_campaign(farm: HostFarm, name: str, ready: Callable[[], bool], what: str) -> str:
+    """Submit a fault campaign and return as soon as `ready()` holds, while batches remain to be run.
+
+    The submitting command runs in the background: on a busy machine its exit takes seconds, in which a
+    campaign of short batches could finish before the fault."""
     campaign_id = f"{name}-1"
-    submitted = farm.cli("trainer", "campaign", "submit", fault_spec(farm, name), "--id", campaign_id)
-    assert submitted.returncode == 0, submitted.stderr
-    wait_until(lambda: batches_succeeded(farm, campaign_id) > 0, 180, f"{campaign_id} to start", farm.logs)
+    submit = farm.start(
+        "trainer", f"submit-{name}.log", "campaign", "submit", fault_spec(farm, name), "--id", campaign_id
+    )
+
+    def ready_or_refused() -> bool:
+        if submit.poll() not in (None, 0):
+            pytest.fail(f"campaign submit failed\n{log_text(farm, 'trainer', f'submit-{name}.log')}")
+        return ready()
+
+    wait_until(ready_or_refused, 180, what, farm.logs)
     assert batches_succeeded(farm, campaign_id) < FAULT_TASKS // FAULT_BATCH, "the campaign ended before the fault"
     return campaign_id
+
+
+def start_and_wait_for_progress(farm: HostFarm, name: str) -> str:
+    """A fault campaign whose first batch is stored."""
+    return start_fault_campaign(farm, name, lambda: batches_succeeded(farm, f"{name}-1") > 0, f"{name} to start")
 
 
 def test_cutting_a_workers_link_mid_batch_loses_and_duplicates_nothing(host_farm: HostFarm, worker_pools) -> None:
     log = host_farm.home("worker-a") / "workers.log"
     offset = len(log.read_bytes())
-    assert host_farm.cli("trainer", "campaign", "submit", fault_spec(host_farm, "cut"), "--id", "cut-1").returncode == 0
 
     def worker_a_mid_batch() -> bool:
         text = log.read_bytes()[offset:].decode(errors="replace")
         return text.count(" received") > text.count(" succeeded")
 
-    wait_until(worker_a_mid_batch, 120, "worker-a to take a batch", host_farm.logs)
+    campaign_id = start_fault_campaign(host_farm, "cut", worker_a_mid_batch, "worker-a to take a batch")
     host_farm.network.cut("worker-a")
-    assert batches_succeeded(host_farm, "cut-1") < FAULT_TASKS // FAULT_BATCH
     try:
         # worker-b finishes the campaign alone, worker-a's batch included once its visibility timeout passes.
-        state = host_farm.wait_complete("cut-1", 300)
+        state = host_farm.wait_complete(campaign_id, 300)
     finally:
         host_farm.network.restore("worker-a")
     assert state["state"] == "done"
     # Back on the network, worker-a finishes the batch it held: its records are already there, none is added.
     wait_until(lambda: "worker-a" in host_farm.workers_answering(), 180, "worker-a to come back", host_farm.logs)
-    assert_every_record_once(host_farm, "cut-1", FAULT_TASKS, 2)
+    assert_every_record_once(host_farm, campaign_id, FAULT_TASKS, 2)
 
 
 def test_a_postgresql_restart_during_a_campaign_loses_and_duplicates_nothing(host_farm: HostFarm, worker_pools):
-    campaign_id = submit_and_wait_for_progress(host_farm, "pgrestart")
+    campaign_id = start_and_wait_for_progress(host_farm, "pgrestart")
     host_farm.postgres.stop()
     host_farm.postgres.start()
     assert host_farm.wait_complete(campaign_id, 300)["state"] == "done"
@@ -233,7 +247,7 @@ def test_a_postgresql_restart_during_a_campaign_loses_and_duplicates_nothing(hos
 
 
 def test_a_redis_restart_with_its_data_loses_and_duplicates_nothing(host_farm: HostFarm, worker_pools) -> None:
-    campaign_id = submit_and_wait_for_progress(host_farm, "redisrestart")
+    campaign_id = start_and_wait_for_progress(host_farm, "redisrestart")
     host_farm.redis.stop()
     host_farm.redis.start()
     assert host_farm.wait_complete(campaign_id, 300)["state"] == "done"
