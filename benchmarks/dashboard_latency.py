@@ -26,6 +26,7 @@ dashboard's run-queue wait, and prints their means: what a page costs, apart fro
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -157,7 +158,7 @@ class Dashboard:
                 return
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise SystemExit("the dashboard did not start")
+                    raise SystemExit("the dashboard did not start") from None
                 time.sleep(0.2)
 
     def get(self, path: str) -> bytes:
@@ -175,6 +176,16 @@ class Dashboard:
 
 
 Timings = dict[int, dict[str, dict[str, list[float]]]]
+
+
+def fetch_page(dashboard: Dashboard, path: str) -> None:
+    body = dashboard.get(path)
+    assert body.count(b'class="record-link"') == PAGE_SIZE, path
+
+
+def query_direct(store: RolloutStore, flt: RecordFilter, before: int | None) -> None:
+    rows = store.newest_first(flt, before_seq=before, limit=PAGE_SIZE + 1, preview_chars=PREVIEW_CHARS)
+    assert len(rows) == PAGE_SIZE + 1
 
 
 def measure(urls: dict[int, str], repeats: int) -> tuple[Timings, Timings, Timings]:
@@ -207,17 +218,10 @@ def measure(urls: dict[int, str], repeats: int) -> tuple[Timings, Timings, Timin
                     }
                     path = "/records" + ("?" + urllib.parse.urlencode(params) if params else "")
 
-                    def page() -> None:
-                        body = dashboards[size].get(path)
-                        assert body.count(b'class="record-link"') == PAGE_SIZE, path
-
-                    def direct() -> None:
-                        rows = stores[size].newest_first(
-                            flt, before_seq=before, limit=PAGE_SIZE + 1, preview_chars=PREVIEW_CHARS
-                        )
-                        assert len(rows) == PAGE_SIZE + 1
-
-                    order = (("page", page), ("direct", direct))
+                    order = (
+                        ("page", functools.partial(fetch_page, dashboards[size], path)),
+                        ("direct", functools.partial(query_direct, stores[size], flt, before)),
+                    )
                     server = dashboards[size].process.pid
                     for side, call in order if round_index % 2 else order[::-1]:
                         used_before = scheduled(server), scheduled()

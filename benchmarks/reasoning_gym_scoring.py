@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 from verifarm.envs.reasoning_gym_adapter import ReasoningGymFamily
 
@@ -25,7 +26,7 @@ def scorer_cpu_seconds(family: ReasoningGymFamily) -> float:
     process = family._scorer._process
     if process is None:
         return 0.0
-    fields = open(f"/proc/{process.pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 

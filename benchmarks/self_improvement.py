@@ -255,7 +255,7 @@ def part_easy_to_hard(config: RoundsConfig, out: Path, workers: int, budget: flo
             trainer.run(until_idle=True)
     finally:
         farm.close()
-    elapsed, reached, last = history[-1]
+    elapsed, reached, _ = history[-1]
     best_target = max(r.pass_at_1[target_digits] for _, _, r in history)
     print(
         f"target 2: after {elapsed:.0f}s and {len(history) - 1} rounds the frontier is {reached} digits; "

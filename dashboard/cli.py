@@ -44,7 +44,7 @@ def dashboard(
             else "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         )
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from error
     try:
         app = create_app(config)
     except SQLAlchemyError as error:
@@ -56,7 +56,7 @@ def dashboard(
             fg=typer.colors.RED,
             err=True,
         )
-        raise typer.Exit(2)
+        raise typer.Exit(2) from error
     bound_host, bound_port = sock.getsockname()[:2]
     if not ipaddress.ip_address(bound_host).is_loopback:
         typer.secho(

@@ -222,6 +222,8 @@ def _task_and_completion(family: Any, case: AuditCase) -> tuple[Any, str]:
         task = family.generate(case.seed, difficulty)
     except ValueError as error:
         raise CaseError(f"case {case.case_id!r}: {error}") from None
+    if not isinstance(case.completion, str):
+        raise CaseError(f"case {case.case_id!r}: completion must be a string, got {case.completion!r}")
     return task, case.completion
 
 
@@ -249,9 +251,10 @@ def run_differential(
         checker = MathEquivalenceChecker(timeout_seconds=timeout_seconds, implementation=implementation)
         try:
             for result in results:
-                if not result.case.is_pair:
+                gold, answer = result.case.gold, result.case.answer
+                if gold is None or answer is None:  # not an answer pair
                     continue
-                other = checker.check(result.case.gold, result.case.answer)
+                other = checker.check(gold, answer)
                 outcome = "infra_error" if other.infra_error else "pass" if other.equivalent else "fail"
                 if outcome != result.actual:
                     disagreements.append(
@@ -329,8 +332,8 @@ def format_report(report: AuditReport, source: str = "", every_case: bool = Fals
             for d in found:
                 lines.append(
                     f"  {d.case.case_id}: env {d.env_outcome}, {implementation} {d.other_outcome}, "
-                    f"expected {d.case.expected}: {_one_line(d.case.gold, 40)} vs "
-                    f"{_one_line(d.case.answer, 40)} ({_one_line(d.reason, 80)})"
+                    f"expected {d.case.expected}: {_one_line(d.case.gold or '', 40)} vs "
+                    f"{_one_line(d.case.answer or '', 40)} ({_one_line(d.reason, 80)})"
                 )
     elif report.differential:
         lines.append(f"differential: {report.env_id} has no second implementation to compare with")

@@ -42,14 +42,28 @@ class TaskFamily(Protocol):
     ``max_prompt_chars`` and ``max_completion_chars`` (its Text spaces), ``max_turns`` and
     ``feedback(task, completion, verdict, turn, max_turns) -> str`` (multi-turn), ``close()`` (child processes)."""
 
-    name: str
-    verifier_version: str
-    min_difficulty: int
-    max_difficulty: int
+    # Read, never set: properties, so that a frozen dataclass's fields (read-only) match them too.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def verifier_version(self) -> str: ...
+
+    @property
+    def min_difficulty(self) -> int: ...
+
+    @property
+    def max_difficulty(self) -> int: ...
 
     def generate(self, seed: int, difficulty: int) -> Task: ...
 
     def verify(self, task: Task, completion: str) -> Verdict: ...
+
+
+class MultiTurnFamily(TaskFamily, Protocol):
+    """A family with ``feedback``: the next observation after a failed attempt of a multi-turn episode."""
+
+    def feedback(self, task: Task, completion: str, verdict: Verdict, turn: int, max_turns: int) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def list_envs(as_json: bool = typer.Option(False, "--json", help="one JSON array
 
     `--json` fields per env: env_id, min_difficulty, max_difficulty, verifier_version, languages.
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for env_id in ENV_IDS:
         family = get_family(env_id)
         rows.append(

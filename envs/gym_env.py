@@ -8,12 +8,12 @@ as the next observation and truncate at the turn limit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 from gymnasium import spaces
 
-from verifarm.envs.base import Task, Verdict, as_completion_text
+from verifarm.envs.base import MultiTurnFamily, Task, Verdict, as_completion_text
 from verifarm.envs.catalog import ENV_IDS, get_family
 
 REPLACEMENT_CHAR = "\ufffd"
@@ -38,7 +38,7 @@ DEFAULT_MAX_COMPLETION_CHARS = 8192
 class TaskEnv(gym.Env[str, str]):
     """A task family as a Gymnasium env; ``env_id`` names the family in ``verifarm.envs.catalog``."""
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012 -- gymnasium declares it a plain dict
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class TaskEnv(gym.Env[str, str]):
         self.observation_space = spaces.Text(max_length=max_prompt, min_length=0, charset=self.charset)
         self.action_space = spaces.Text(max_length=max_completion, min_length=0, charset=self.charset)
         self._charset_set = frozenset(self.charset)
+        self._max_observation_chars = max_prompt
         self.task: Task | None = None
         self.last_verdict: Verdict | None = None
         self.task_seed: int | None = None
@@ -87,7 +88,7 @@ class TaskEnv(gym.Env[str, str]):
         if any(c not in self._charset_set for c in text):
             fallback = REPLACEMENT_CHAR if REPLACEMENT_CHAR in self._charset_set else "?"
             text = "".join(c if c in self._charset_set else fallback for c in text)
-        return text[: self.observation_space.max_length]
+        return text[: self._max_observation_chars]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
@@ -125,7 +126,8 @@ class TaskEnv(gym.Env[str, str]):
         if self._done:
             observation = ""
         else:
-            observation = self._fit(self.family.feedback(self.task, completion, verdict, self.turn, self.max_turns))
+            family = cast(MultiTurnFamily, self.family)  # max_turns > 1 only with feedback (see __init__)
+            observation = self._fit(family.feedback(self.task, completion, verdict, self.turn, self.max_turns))
         self._last_observation = observation
         info: dict[str, Any] = {
             "task_id": self.task.task_id,

@@ -128,17 +128,18 @@ def split_unit(text: str) -> tuple[str, str | None]:
     if prefix:
         return text[prefix.end() :].strip(), _unit_name(prefix.group("unit"))
     wrapped = _WRAPPED_UNIT.search(text)
-    if wrapped and _unit_name(wrapped.group("unit")) and wrapped.start() > 0:
+    if wrapped and (unit := _unit_name(wrapped.group("unit"))) and wrapped.start() > 0:
         before = _TRAILING_SPACE.sub("", text[: wrapped.start()])
-        return before, _unit_name(wrapped.group("unit")) + _power(wrapped.group("power"))
+        return before, unit + _power(wrapped.group("power"))
     bare = _BARE_UNIT.search(text)
     if bare and bare.start() > 0:
         spelling = bare.group("unit")
+        unit = _unit_name(spelling)
         set_apart = bool(bare.group("gap")) or spelling.lower() in _SIGN_UNITS or len(spelling) > 1
         before = _TRAILING_SPACE.sub("", text[: bare.start()])
         # a unit follows a number or a closing bracket, never a letter ("2 x" is not 2 of unit x)
-        if set_apart and before and (before[-1].isdigit() or before[-1] in ")}]"):
-            return before, _unit_name(spelling) + _power(bare.group("power"))
+        if unit is not None and set_apart and before and (before[-1].isdigit() or before[-1] in ")}]"):
+            return before, unit + _power(bare.group("power"))
     return text, None
 
 

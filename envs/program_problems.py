@@ -103,7 +103,7 @@ def _range_sums(text: str) -> str:
         prefix.append(prefix[-1] + x)
     q = tokens[1 + n]
     pairs = tokens[2 + n : 2 + n + 2 * q]
-    return "".join(f"{prefix[r] - prefix[l - 1]}\n" for l, r in zip(pairs[::2], pairs[1::2]))
+    return "".join(f"{prefix[right] - prefix[left - 1]}\n" for left, right in zip(pairs[::2], pairs[1::2]))
 
 
 def _collatz(n: int) -> int:

@@ -248,7 +248,8 @@ TEMPLATES_BY_NAME = {template.name: template for template in TEMPLATES}
 
 
 def _balanced(rng: random.Random, size: int) -> str:
-    text, stack = "", []
+    text = ""
+    stack: list[str] = []  # open brackets, innermost last
     for _ in range(size):
         if stack and rng.random() < 0.5:
             text += {"(": ")", "[": "]", "{": "}"}[stack.pop()]

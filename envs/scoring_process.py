@@ -246,7 +246,7 @@ class ScoringProcess:
             self._drain_stderr()  # the child flushes stderr before it replies, so this request's output is here
             stderr = self._stderr.decode("utf-8", "replace")
             if reply is None:
-                died = process.poll()
+                died: int | str | None = process.poll()
                 if died is None and self._closed_output:  # exiting: its exit status is a moment away
                     try:
                         died = process.wait(timeout=5)
@@ -467,13 +467,13 @@ def _answer_in_fork(
     finally:
         os.close(readable)
         os.close(process_fd)
-    line = received.split(b"\n", 1)[0]
+    first_line = received.split(b"\n", 1)[0]
     if b"\n" not in received or os.waitstatus_to_exitcode(status) != 0:
         return json.dumps(
             {FAILURE_KEY: f"the scorer's fork died without a reply (exit status {os.waitstatus_to_exitcode(status)})"}
         )
     try:
-        reply = json.loads(line)
+        reply = json.loads(first_line)
     except ValueError:
         reply = None
     if not isinstance(reply, dict):

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import MixtralForCausalLM
 
 from verifarm.policy.model import build_drafter
 from verifarm.policy.registry import CheckpointRegistry, NoCheckpoint
@@ -66,6 +69,8 @@ def distill_drafter(
     version with the same shape) is copied and fine-tuned instead of building a fresh one."""
     if not prompts:
         raise ValueError("distilling a drafter needs at least one training prompt")
+    if not isinstance(policy.model, MixtralForCausalLM):
+        raise ValueError(f"drafters are distilled from Mixtral-style policies, got {type(policy.model).__name__}")
     drafter = build_drafter(policy.model, config.num_layers, seed=config.seed)
     if start is not None and start.config.to_dict() == drafter.config.to_dict():
         drafter.load_state_dict(start.state_dict())
@@ -95,7 +100,7 @@ def refresh_drafter(
     prompts: Sequence[str],
     heldout_prompts: Sequence[str],
     config: DrafterConfig = DrafterConfig(),
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Distill, measure and publish the drafter of policy `version`; returns the metadata it was published with."""
     if not heldout_prompts:
         raise ValueError("measuring a drafter needs held-out prompts")

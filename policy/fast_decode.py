@@ -10,11 +10,12 @@ slots. `DecoderOptions` selects int8 weights (`policy.quantize`) and a lower-pre
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import MixtralForCausalLM
+from transformers import MixtralForCausalLM, PreTrainedModel
 
 from verifarm.policy.quantize import Int8Experts, Int8Linear
 
@@ -88,6 +89,26 @@ class _LayerWeights:
     router: torch.Tensor  # (E, C)
     gate_up: torch.Tensor | Int8Experts  # (E, C, 2I): transposed views of Mixtral's (E, 2I, C)
     down: torch.Tensor | Int8Experts  # (E, I, C)
+
+
+def _int8_layer(w: _LayerWeights) -> _LayerWeights:
+    """A layer's projections and experts in int8, from the dense weights the decoder starts with."""
+    if not (
+        isinstance(w.qkv, torch.Tensor)
+        and isinstance(w.out, torch.Tensor)
+        and isinstance(w.gate_up, torch.Tensor)
+        and isinstance(w.down, torch.Tensor)
+    ):
+        raise TypeError("the layer's weights are int8 already")
+    return _LayerWeights(
+        w.input_norm,
+        Int8Linear(w.qkv),
+        Int8Linear(w.out),
+        w.post_norm,
+        w.router,
+        Int8Experts.from_weight(w.gate_up),
+        Int8Experts.from_weight(w.down),
+    )
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -216,7 +237,7 @@ def split_prompt_cache(cache: KVCache, lengths: list[int]) -> list[PromptSegment
             best_area, best_cut = area, cut
     bounds = [0, prompts] if best_cut is None or best_area > 0.75 * whole else [0, best_cut, prompts]
     segments = []
-    for start, stop in zip(bounds, bounds[1:]):
+    for start, stop in itertools.pairwise(bounds):
         first = width - max(lengths[start:stop])  # left padding: real tokens sit at the end
         part = KVCache(cache.kv[:, start:stop, :, first:].contiguous(), cache.valid[start:stop, first:])
         bias = torch.zeros(part.valid.shape, dtype=cache.kv.dtype, device=part.valid.device)
@@ -285,10 +306,10 @@ class FastMoEDecoder:
     """Prefill, single-token decode steps and multi-token `extend` over a `MixtralForCausalLM`'s weights
     with a `KVCache`."""
 
-    def __init__(self, model: MixtralForCausalLM, options: DecoderOptions = DecoderOptions()):
+    def __init__(self, model: PreTrainedModel, options: DecoderOptions = DecoderOptions()):
         reason = unsupported_reason(model)
-        if reason is not None:
-            raise ValueError(reason + "; sample it through transformers generate instead")
+        if reason is not None or not isinstance(model, MixtralForCausalLM):
+            raise ValueError(f"{reason}; sample it through transformers generate instead")
         config = model.config
         self.config = config
         self.num_heads = config.num_attention_heads
@@ -321,18 +342,7 @@ class FastMoEDecoder:
         self.kv_dtype = options.kv_cache_dtype or self.dtype
         if options.int8_weights:
             self.lm_head = Int8Linear(self.lm_head)
-            self.layers = [
-                _LayerWeights(
-                    w.input_norm,
-                    Int8Linear(w.qkv),
-                    Int8Linear(w.out),
-                    w.post_norm,
-                    w.router,
-                    Int8Experts.from_weight(w.gate_up),
-                    Int8Experts.from_weight(w.down),
-                )
-                for w in self.layers
-            ]
+            self.layers = [_int8_layer(w) for w in self.layers]
 
     def allocate_cache(self, batch: int, slots: int) -> KVCache:
         return KVCache.allocate(
@@ -363,9 +373,8 @@ class FastMoEDecoder:
     def _feed_forward(self, weights: _LayerWeights, hidden: torch.Tensor) -> torch.Tensor:
         normed = rms_norm(hidden, weights.post_norm, self.eps)
         flat = normed.reshape(-1, normed.shape[-1])
-        gate_up, down = weights.gate_up, weights.down
-        if isinstance(gate_up, Int8Experts):
-            gate_up, down = gate_up.dequantize(), down.dequantize()
+        gate_up = weights.gate_up.dequantize() if isinstance(weights.gate_up, Int8Experts) else weights.gate_up
+        down = weights.down.dequantize() if isinstance(weights.down, Int8Experts) else weights.down
         return hidden + batched_moe(flat, weights.router, gate_up, down, self.top_k).view_as(hidden)
 
     @torch.inference_mode()

@@ -10,6 +10,7 @@ router logits, with their coefficients stored in the config (`router_aux_loss_co
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 from transformers import MixtralConfig, MixtralForCausalLM, PreTrainedModel
@@ -71,7 +72,8 @@ def model_config(preset: str, vocab_size: int) -> MixtralConfig:
         num_local_experts=shape.num_experts,
         num_experts_per_tok=shape.experts_per_token,
         router_aux_loss_coef=shape.router_aux_loss_coef,
-        router_z_loss_coef=shape.router_z_loss_coef,
+        # Not in MixtralConfig's signature, but kept like every extra key (saved in config.json, read by our loss).
+        router_z_loss_coef=shape.router_z_loss_coef,  # type: ignore[call-arg]
         max_position_embeddings=shape.max_position_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": shape.rope_theta},
         pad_token_id=PAD_ID,
@@ -124,7 +126,8 @@ def build_drafter(policy: MixtralForCausalLM, num_layers: int = 1, seed: int = 0
             mine.self_attn.load_state_dict(theirs.self_attn.state_dict())
             mine.input_layernorm.load_state_dict(theirs.input_layernorm.state_dict())
             mine.post_attention_layernorm.load_state_dict(theirs.post_attention_layernorm.state_dict())
-    return drafter.to(dtype=policy.dtype, device=policy.device).eval()
+    # transformers wraps Module.to in functools.wraps, whose type loses the binding to self
+    return drafter.to(dtype=policy.dtype, device=policy.device).eval()  # type: ignore[call-arg]
 
 
 def count_parameters(model: PreTrainedModel) -> dict[str, int]:
@@ -167,7 +170,15 @@ def load_balancing_loss(
     """Switch-Transformer load-balancing loss (1.0 when perfectly balanced), as Mixtral computes it."""
     if not router_logits:
         raise ValueError("router_logits is empty: call the model with output_router_logits=True")
-    return load_balancing_loss_func(tuple(router_logits), num_experts, experts_per_token, attention_mask)
+    # transformers types gate_logits as a 1-tuple (it takes one tensor per layer), and returns the int 0 only when
+    # there are no logits, which is refused above.
+    loss = load_balancing_loss_func(
+        tuple(router_logits),  # type: ignore[arg-type]
+        num_experts,
+        experts_per_token,
+        attention_mask,
+    )
+    return cast(torch.Tensor, loss)
 
 
 def moe_aux_losses(

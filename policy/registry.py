@@ -359,7 +359,8 @@ class CheckpointRegistry:
 
         model = AutoModelForCausalLM.from_pretrained(info.path, **({"dtype": dtype} if dtype is not None else {}))
         if device is not None:
-            model = model.to(device)
+            # transformers wraps Module.to in functools.wraps, whose type loses the binding to self
+            model = model.to(device)  # type: ignore[arg-type]
         return model.eval(), info
 
     # ----- loading -------------------------------------------------------------------------------------
@@ -380,7 +381,8 @@ class CheckpointRegistry:
             kwargs["dtype"] = dtype
         model = AutoModelForCausalLM.from_pretrained(info.path, **kwargs)
         if device is not None:
-            model = model.to(device)
+            # transformers wraps Module.to in functools.wraps, whose type loses the binding to self
+            model = model.to(device)  # type: ignore[arg-type]
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(info.path)
         return LoadedPolicy(

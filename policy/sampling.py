@@ -10,16 +10,18 @@ log-probs, fewer policy forwards. With int8 weights or a bfloat16 cache they are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
 
 from verifarm.policy.fast_decode import (
     DecoderOptions,
     FastMoEDecoder,
     PromptGroups,
+    PromptSegment,
     split_prompt_cache,
     unsupported_reason,
 )
@@ -140,7 +142,8 @@ class LocalPolicy:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a Hugging Face checkpoint folder (no config.json)")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        # transformers wraps Module.to in functools.wraps, whose type loses the binding to self
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
         return cls(model, AutoTokenizer.from_pretrained(path), version)
 
     @property
@@ -178,6 +181,8 @@ class LocalPolicy:
         prompt_ids = [self.tokenizer(p)["input_ids"] for p in prompts]
         if any(len(ids) == 0 for ids in prompt_ids):
             raise ValueError("an empty prompt encodes to no tokens with this tokenizer; give it some text")
+        # (token ids, logprobs, finish reason[, drafts accepted and proposed]) per completion
+        rows: Sequence[tuple[list[int], list[float], str] | tuple[list[int], list[float], str, tuple[int, int]]]
         if unsupported_reason(self.model) is not None:
             rows = self._sample_with_generate(prompt_ids, params, n, seed)
         elif self.drafter is not None:
@@ -329,6 +334,8 @@ class LocalPolicy:
         them (the last is the next round's first input), the drafter's at least the first g-2.
         """
         # The drafter runs exact: its precision cannot change the output, only how often it is right.
+        if self.drafter is None:
+            raise ValueError("speculative sampling needs a drafter")
         decoder, drafter = FastMoEDecoder(self.model, self.decoder_options), FastMoEDecoder(self.drafter)
         device, k = decoder.device, self.draft_tokens
         generator = _make_generator(seed, device)
@@ -338,7 +345,8 @@ class LocalPolicy:
         slots = params.max_new_tokens + k  # a live row has g <= max_new_tokens - 1 and writes k+1 past g-1
         rotary = decoder.rotary_table(prompt_width + slots)
         draft_rotary = drafter.rotary_table(prompt_width + slots)
-        segments, draft_segments = [], []
+        segments: list[PromptSegment] = []
+        draft_segments: list[PromptSegment] = []
         for model_decoder, table, parts in ((decoder, rotary, segments), (drafter, draft_rotary, draft_segments)):
             prompt_cache = model_decoder.allocate_cache(len(prompt_ids), prompt_width)
             logits = model_decoder.prefill(layout.input_ids, layout.attention_mask, prompt_cache, table)
@@ -469,12 +477,12 @@ class LocalPolicy:
         flagged = ends_at.any(-1).cpu().tolist()
         first = ends_at.float().argmax(-1).cpu().tolist()
         committed_list, count_list = committed.cpu().tolist(), counts.tolist()
-        emitted_rows = emitted.cpu().tolist() if any(flagged) else None
+        emitted_rows = emitted.cpu().tolist() if any(flagged) else []  # read for flagged rows only
         eos_ids = self.eos_ids
-        results = []
+        results: list[tuple[int, str | None]] = []
         for batch_row, (g, count) in enumerate(zip(committed_list, count_list)):
             budget = params.max_new_tokens - g
-            end = None
+            end: tuple[int, str | None] | None = None
             if flagged[batch_row]:
                 row = int(row_ids[batch_row])
                 for column in range(first[batch_row], min(count, budget)):
@@ -496,7 +504,10 @@ class LocalPolicy:
         self, prompt_ids: list[list[int]], params: SamplingParams, n: int, seed: int | None
     ) -> list[tuple[list[int], list[float], str]]:
         """Any other causal LM: `transformers` `generate`, with raw logits kept for the log-probs."""
-        device = self.model.device
+        model = self.model
+        if not isinstance(model, GenerationMixin):
+            raise ValueError(f"{type(model).__name__} does not generate text; load a causal LM (AutoModelForCausalLM)")
+        device = model.device
         # Expand the n samples ourselves: `generate` refuses num_return_sequences > 1 when greedy.
         input_ids, attention_mask = self._left_pad([ids for ids in prompt_ids for _ in range(n)], device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -520,7 +531,7 @@ class LocalPolicy:
                 if seed is not None:
                     torch.manual_seed(seed)
                 with torch.inference_mode():
-                    output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
+                    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
         finally:
             self.model.train(was_training)
         generated = output.sequences[:, input_ids.shape[1] :]  # (B*n, T)

@@ -236,7 +236,8 @@ def distill(
     optimizer = make_optimizer(student, config)
     student.train()
     teacher.eval()
-    step, recent, started = 0, [], time.perf_counter()
+    recent: list[float] = []
+    step, started = 0, time.perf_counter()
     while step < config.steps and _set_lr(optimizer, config, step, started) is not None:
         chosen = torch.randint(len(prompts), (config.batch_size,), generator=generator).tolist()
         batch = encode_batch(
@@ -290,7 +291,7 @@ def pretrain(
             break
         lr = step_lr
 
-        chosen = []
+        chosen: list[str] = []
         while len(chosen) < config.batch_size:
             if cursor == len(order):
                 order, cursor = torch.randperm(len(texts), generator=generator).tolist(), 0

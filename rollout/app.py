@@ -124,7 +124,7 @@ def run_worker(farm: FarmConfig, concurrency: int, name: str, loglevel: str) -> 
 class BatchReconciler(bootsteps.StartStopStep):
     """Worker bootstep: periodically re-enqueue batches the broker lost (see `verifarm.rollout.reconcile`)."""
 
-    requires = {"celery.worker.components:Timer"}
+    requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -43,12 +44,12 @@ campaign_app = typer.Typer(no_args_is_help=True, help="rollout campaigns")
 data_app = typer.Typer(no_args_is_help=True, help="the collected datasets")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """Bad input: one line on stderr, exit 2 (the root command prints it)."""
     raise BadInput(message)
 
 
-def _failed(message: str) -> None:
+def _failed(message: str) -> NoReturn:
     """A runtime failure (a service down, a state that forbids the request): one line on stderr, exit 1."""
     raise Failure(message)
 
@@ -165,8 +166,8 @@ def workers_ls(
     if not rows:
         typer.echo("no workers answered")
     for row in rows:
-        running = ", ".join(f"{r['campaign_id']} batch {r['batch_index']}" for r in row["running"]) or "idle"
-        typer.echo(f"{row['worker']}: {running}")
+        activity = ", ".join(f"{r['campaign_id']} batch {r['batch_index']}" for r in row["running"]) or "idle"
+        typer.echo(f"{row['worker']}: {activity}")
 
 
 # ---- campaigns -------------------------------------------------------------------------------------------

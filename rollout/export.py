@@ -90,7 +90,7 @@ class _Sink:
         self.count = 0
         self._pending: list[dict[str, Any]] = []
         if fmt == "jsonl":
-            self._handle = open(path, "w", encoding="utf-8")
+            self._handle = open(path, "w", encoding="utf-8")  # noqa: SIM115 -- held across writes; close() closes it
         else:
             import pyarrow.parquet as pq
 

@@ -119,6 +119,8 @@ class QueueDepthCollector:
 
 def export_worker_metrics(settings: WorkerMetricsSettings, broker_url: str | None, queue_keys: Iterable[str]):
     """Serve the summed metrics of this process and every pool process it forks; returns the folder used."""
+    if settings.port is None:
+        raise ValueError("no VERIFARM_METRICS_WORKER_PORT: a worker without a port serves no metrics")
     from prometheus_client import CollectorRegistry, start_http_server, values
     from prometheus_client.multiprocess import MultiProcessCollector
 

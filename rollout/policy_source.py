@@ -4,7 +4,7 @@ checkpoint is published (for campaigns that ask for `latest`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -29,7 +29,8 @@ class CheckpointPolicySource:
         self.torch_threads = torch_threads
         self._loaded: CheckpointSampler | None = None
         self._endpoints: dict[tuple[str, str], EndpointSampler] = {}
-        self._drafter, self._drafter_key = None, None  # (policy version, drafter's version) it was loaded for
+        self._drafter: Any = None  # the registry's drafter model, as load_drafter gives it
+        self._drafter_key: tuple[int, int] | None = None  # (policy version, drafter's version) it was loaded for
         self.loads = 0  # how many times a checkpoint was read from disk
 
     @property

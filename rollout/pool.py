@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
 
 from verifarm.rollout.broker import sender_app
 from verifarm.rollout.config import FarmConfig
@@ -30,7 +29,6 @@ class WorkerPool:
         self.farm, self.log_dir, self.name = farm, Path(log_dir), name
         self.processes_wanted, self.concurrency = processes, concurrency
         self.processes: list[subprocess.Popen] = []
-        self._logs: list[IO[bytes]] = []
 
     def start(self) -> WorkerPool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -39,8 +37,6 @@ class WorkerPool:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFARM_")}
         farm_json = self.farm.model_dump_json().encode()
         for index in range(self.processes_wanted):
-            log = open(self.log_dir / f"{self.name}-{index}.log", "wb")
-            self._logs.append(log)
             command = [
                 sys.executable,
                 "-m",
@@ -49,15 +45,18 @@ class WorkerPool:
                 f"{self.name}-{index}@%h",
                 "WARNING",
             ]
-            process = subprocess.Popen(
-                command,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.PIPE,
-                start_new_session=True,
-            )
+            # The worker writes to its own copy of the log's descriptor; ours is closed once it has started.
+            with open(self.log_dir / f"{self.name}-{index}.log", "wb") as log:
+                process = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.PIPE,
+                    start_new_session=True,
+                )
             self.processes.append(process)
+            assert process.stdin is not None  # stdin=PIPE
             process.stdin.write(farm_json)
             process.stdin.close()
         return self
@@ -96,9 +95,7 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
-        for log in self._logs:
-            log.close()
-        self.processes, self._logs = [], []
+        self.processes = []
 
     def __enter__(self) -> WorkerPool:
         return self.start()

@@ -12,9 +12,9 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from verifarm.envs.base import Task, TaskFamily, Verdict
+from verifarm.envs.base import MultiTurnFamily, Task, TaskFamily, Verdict
 from verifarm.envs.catalog import FamilyCache
 from verifarm.policy.params import SamplingParams
 from verifarm.rollout.campaign import CampaignSpec, PlannedTask, plan_task
@@ -25,16 +25,25 @@ from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for
 class Sample(Protocol):
     """What a policy returns per sample (`verifarm.policy.sampling.Completion` has this shape)."""
 
-    text: str
-    token_ids: Any
-    logprobs: Any
-    policy_version: int | None
+    # Read, never set: properties, so that frozen dataclasses (read-only fields) match them too.
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def token_ids(self) -> Any: ...
+
+    @property
+    def logprobs(self) -> Any: ...
+
+    @property
+    def policy_version(self) -> int | None: ...
 
 
 class TaskSampler(Protocol):
     """A policy as the farm uses it: n samples for each task, outer list per task."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def sample_tasks(
         self, tasks: list[Task], n: int, sampling: SamplingParams, seed: int
@@ -259,7 +268,8 @@ def rollout_batch(
         followups = []
         for t, s in retry:
             previous = attempts[t][s]
-            observation = families_used[t].feedback(
+            # another turn only for a family with feedback (see _max_turns)
+            observation = cast(MultiTurnFamily, families_used[t]).feedback(
                 tasks[t],
                 storable_text(previous.sample.text),
                 previous.verdict,

@@ -25,9 +25,10 @@ try:
     from verifarm.sandbox.zygote import Zygote, runs_in_zygote
 except ImportError:  # inside a sandbox only this folder exists, mounted at /opt/verifarm
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from supervisor import RawOutcome, SpawnRequest, popen_launch, program_env, supervise
-    from workdir import read_outputs, sweep_uid, uid_processes
-    from zygote import Zygote, runs_in_zygote
+    # The same modules under their bare names (mypy checks them as verifarm.sandbox.*, above).
+    from supervisor import RawOutcome, SpawnRequest, popen_launch, program_env, supervise  # type: ignore[import-not-found, no-redef]
+    from workdir import read_outputs, sweep_uid, uid_processes  # type: ignore[import-not-found, no-redef]
+    from zygote import Zygote, runs_in_zygote  # type: ignore[import-not-found, no-redef]
 
 SOCKET_PATH = "/run/verifarm/agent.sock"
 RUN_DIR = "/work/run"

@@ -18,7 +18,7 @@ class Backend(ABC):
     @abstractmethod
     def run(self, program: Program, limits: Limits) -> ExecResult: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- a no-op by default: a backend that holds nothing needs no override
         """Release what the backend holds (containers, pools); idempotent."""
 
     @classmethod

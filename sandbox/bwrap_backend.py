@@ -121,6 +121,9 @@ class WarmBwrapSandbox(WarmSandbox):
         self._protect_agent()
 
     def _start(self) -> None:
+        run_uid = self.identity.uid
+        if run_uid is None:  # only root gets one, and only root runs the warm pool (see backend.py)
+            raise RuntimeError("the warm bwrap pool needs root: there is no uid to run programs under")
         seccomp_fd = filter_fd()
         procs_files = self.cgroup.procs_files if self.cgroup is not None else []
 
@@ -133,7 +136,7 @@ class WarmBwrapSandbox(WarmSandbox):
             with open(self.folder / "bwrap.log", "wb") as log:
                 self.process = _LAUNCHER.submit(
                     subprocess.Popen,
-                    sandbox_argv(self.agent.folder, self.scratch, seccomp_fd, self.identity.uid),
+                    sandbox_argv(self.agent.folder, self.scratch, seccomp_fd, run_uid),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
@@ -154,6 +157,8 @@ class WarmBwrapSandbox(WarmSandbox):
 
     def _protect_agent(self) -> None:
         """The agent and its fork server are never the OOM killer's choice; programs always are."""
+        if self.process is None:
+            return
         try:
             children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
             for child in children:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from verifarm.sandbox.bwrap_sandbox import supports, system_view, unusable_reason
 from verifarm.sandbox.host_backend import HostBackend
@@ -151,7 +152,9 @@ class SingleRunBwrapBackend(HostBackend):
         if reason is not None:
             return reason
         # As root, runs use an unprivileged uid (an unprivileged user namespace): probe exactly that.
-        as_run_uid = {"user": RUN_UID_BASE, "group": RUN_UID_BASE, "extra_groups": []} if os.geteuid() == 0 else {}
+        as_run_uid: dict[str, Any] = (
+            {"user": RUN_UID_BASE, "group": RUN_UID_BASE, "extra_groups": []} if os.geteuid() == 0 else {}
+        )
         try:
             result = subprocess.run(
                 [

@@ -215,8 +215,8 @@ class Cgroup:
             return None
         try:
             if self.version == 2:
-                quota, period = (folder / "cpu.max").read_text().split()
-                return None if quota == "max" else int(quota) / int(period)
+                quota_text, period_text = (folder / "cpu.max").read_text().split()
+                return None if quota_text == "max" else int(quota_text) / int(period_text)
             quota = _read_int(folder / "cpu.cfs_quota_us")
         except (OSError, ValueError):
             return None

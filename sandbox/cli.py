@@ -49,7 +49,7 @@ def info() -> None:
         group.remove()
     console.print(
         f"cgroups for process/bwrap runs (memory, pids, CPU quota): "
-        f"{'cgroup v%d' % group.version if group else 'unavailable'}"
+        f"{f'cgroup v{group.version}' if group else 'unavailable'}"
     )
     if probe_backend("bwrap") is None:
         kind = (

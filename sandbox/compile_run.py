@@ -46,10 +46,11 @@ def build(
 ) -> Build:
     """Compile source in one fresh sandbox (languages run from source just keep it); artefacts come back as bytes."""
     row = get_language(language)
-    if not row.compiled:
+    limits = compile_limits or row.compile_limits  # a compiled language's row always has both (see Language)
+    if row.compile_command is None or limits is None:
         return Build(row, None, {row.source_file: source.encode("utf-8", "surrogatepass")})
     program = Program(command=row.compile_command, files={row.source_file: source}, outputs=row.artefacts)
-    compiled = get_backend(backend).run(program, compile_limits or row.compile_limits)
+    compiled = get_backend(backend).run(program, limits)
     return Build(row, compiled, dict(compiled.files) if compiled.ok else {})
 
 

@@ -19,7 +19,7 @@ Usage: python3 -I -S driver.py SOLUTION_FILE PROMPT_FILE ENTRY_POINT   (stdin: s
 
 # Only built-in modules: json, ast, ctypes and signal would cost more start-up time than the tests.
 import _ctypes
-import _signal
+import _signal  # type: ignore[import-not-found]  # CPython's C half of `signal`; typeshed has no stub for it
 import builtins
 import math
 import os
@@ -57,7 +57,8 @@ def to_wire(value, depth=0):
         return b"s" + str(len(data)).encode() + b":" + data
     if kind is bytes:
         return b"b" + str(len(value)).encode() + b":" + value
-    tag = {list: b"l", tuple: b"t", set: b"S", frozenset: b"z", dict: b"d"}.get(kind)
+    tags: dict[type, bytes] = {list: b"l", tuple: b"t", set: b"S", frozenset: b"z", dict: b"d"}
+    tag = tags.get(kind)
     if tag is None:
         raise CandidateError(f"value of type {kind.__name__} is not plain data")
     items = value.items() if kind is dict else value
@@ -164,7 +165,8 @@ def serve_candidate(solution_code, request_fd, reply_fd):
         except CandidateError:
             os._exit(0)
         try:
-            reply = b"R" + to_wire(namespace[name](*args))
+            # Whatever the candidate bound to the name; calling a non-function raises, and the error is the reply.
+            reply = b"R" + to_wire(namespace[name](*args))  # type: ignore[operator]
         except BaseException as error:  # the candidate's exception is data for the driver
             reply = b"E" + to_wire((type(error).__name__, str(error)[:500]))
         send(reply_fd, reply)
@@ -199,7 +201,7 @@ def defines_function(solution_code, name):
 
 
 def read_all(fd):
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 1 << 16)
         if not chunk:
@@ -221,7 +223,7 @@ def close_inherited_fds(keep):
 
 def make_non_dumpable():
     """prctl(PR_SET_DUMPABLE, 0): the candidate (same uid) may no longer ptrace us or open /proc/<us>/..."""
-    libc = _ctypes.dlopen(None)
+    libc = _ctypes.dlopen(None)  # type: ignore[arg-type]  # None opens the program itself, as in dlopen(3)
     if _ctypes.call_function(_ctypes.dlsym(libc, "prctl"), (PR_SET_DUMPABLE, 0, 0, 0, 0)) != 0:
         raise OSError("prctl(PR_SET_DUMPABLE) failed")
 

@@ -21,7 +21,7 @@ try:
     from verifarm.sandbox.run_limits import apply_run_limits, wait_for_exit
 except ImportError:  # inside a sandbox only this folder exists, mounted at /opt/verifarm
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from run_limits import apply_run_limits, wait_for_exit
+    from run_limits import apply_run_limits, wait_for_exit  # type: ignore[import-not-found, no-redef]
 if TYPE_CHECKING:  # for annotations only: inside a sandbox this module has no package around it
     from verifarm.sandbox.program import Limits
 _READ_CHUNK = 65536
@@ -168,8 +168,9 @@ def popen_launch(request: SpawnRequest) -> Launched:
         close_fds=True,
     )
     # Our own fds from here on: the Popen object is dropped, we reap with wait4 for the rusage.
-    stdin_fd, stdout_fd, stderr_fd = (os.dup(stream.fileno()) for stream in (proc.stdin, proc.stdout, proc.stderr))
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
+    pipes = [stream for stream in (proc.stdin, proc.stdout, proc.stderr) if stream is not None]  # all three: PIPE
+    stdin_fd, stdout_fd, stderr_fd = (os.dup(stream.fileno()) for stream in pipes)
+    for stream in pipes:
         stream.close()
 
     def reap() -> tuple[int, float, int]:

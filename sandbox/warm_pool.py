@@ -171,13 +171,14 @@ class WarmPoolBackend(Backend):
                 capped = cgroup is not None and cgroup.cap_memory(
                     min(limits.memory_bytes + AGENT_MEMORY, self._memory_ceiling)
                 )
-                oom_before = cgroup.oom_kills() if capped else 0
+                capping = cgroup if capped else None  # its OOM kills tell that the run hit the memory cap
+                oom_before = capping.oom_kills() if capping is not None else 0
                 reply = sandbox.request(message, timeout=limits.wall_seconds + 30)
                 healthy = bool(reply.get("clean"))
                 if "error" in reply:
                     return infra_error(self.name, f"sandbox agent failed: {reply['error']}", time.monotonic() - started)
                 raw, outputs = decode_reply(reply)
-                raw.memory_exceeded = capped and cgroup.oom_kills() > oom_before
+                raw.memory_exceeded = capping is not None and capping.oom_kills() > oom_before
                 break
             except AgentUnreachable as error:
                 if attempt == 2:

@@ -139,11 +139,12 @@ class HostWorkDir:
             target.write_bytes(data)
             # Executable so a compiled binary handed to a later run can be started; harmless otherwise.
             target.chmod(0o755)
-        if self.identity.uid is not None:
-            for folder, dirs, names in os.walk(self.path):
-                os.chown(folder, self.identity.uid, self.identity.gid)
+        uid, gid = self.identity.uid, self.identity.gid
+        if uid is not None and gid is not None:
+            for folder, _dirs, names in os.walk(self.path):
+                os.chown(folder, uid, gid)
                 for name in names:
-                    os.chown(os.path.join(folder, name), self.identity.uid, self.identity.gid)
+                    os.chown(os.path.join(folder, name), uid, gid)
         os.chmod(self.path, 0o700)
 
     def read_outputs(self, names: tuple[str, ...], max_bytes: int) -> dict[str, bytes]:

@@ -27,10 +27,14 @@ try:
     from verifarm.sandbox.run_limits import _LIBC, apply_run_limits, wait_for_exit
 except ImportError:  # inside a sandbox only this folder exists, mounted at /opt/verifarm
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from run_limits import _LIBC, apply_run_limits, wait_for_exit
+    from run_limits import _LIBC, apply_run_limits, wait_for_exit  # type: ignore[import-not-found, no-redef]
 
 PYTHON_PREFIX = ["python3", "-I", "-S"]
-CodeType = type(compile("", "", "exec"))
+TYPE_CHECKING = False  # not `typing`'s: importing it costs start-up time; type checkers read this name as True
+if TYPE_CHECKING:
+    from types import CodeType
+else:
+    CodeType = type(compile("", "", "exec"))
 PR_SET_DUMPABLE = 4
 JOB_ARGV_BYTES = 16 * 1024  # the whole job must fit one socket message (see _run_job)
 
@@ -58,7 +62,7 @@ def precompile_harness(run_dir: str) -> dict[tuple[str, bytes], CodeType]:
             # deferred: the fork server holds only what its runs need; a missing driver only costs the optimisation
             from verifarm.sandbox.harness_driver import DRIVER_FILE_NAME
         except ImportError:
-            from harness_driver import DRIVER_FILE_NAME
+            from harness_driver import DRIVER_FILE_NAME  # type: ignore[import-not-found, no-redef]
         with open(os.path.join(folder, "harness_driver.py"), "rb") as handle:
             source = handle.read()
     except (ImportError, OSError):
@@ -110,10 +114,9 @@ def _run_job(job_socket, control, precompiled: dict[tuple[str, bytes], CodeType]
         _forget_template()
         main = type(sys)("__main__")
         main.__file__ = os.path.abspath(script)  # as Python 3.9+ sets it for the __main__ script
-        main.__cached__ = None
         main.__annotations__ = {}
         main.__loader__ = importlib.machinery.SourceFileLoader("__main__", main.__file__)
-        main.__builtins__ = builtins
+        main.__dict__.update(__cached__=None, __builtins__=builtins)
         sys.modules["__main__"] = main
         with open(script, "rb") as handle:
             source = handle.read()
@@ -203,7 +206,7 @@ class Zygote:
             # deferred: the agent's side only; the fork server, which runs this file too, never loads the supervisor
             from verifarm.sandbox.supervisor import Launched
         except ImportError:  # inside a sandbox
-            from supervisor import Launched
+            from supervisor import Launched  # type: ignore[import-not-found, no-redef]
         self._launched = Launched
         self._job, job_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 import yaml
@@ -36,11 +37,11 @@ FreshOption = typer.Option(
 )
 
 
-def _bad_input(message: str) -> None:
+def _bad_input(message: str) -> NoReturn:
     raise BadInput(message)
 
 
-def _failed(message: str) -> None:
+def _failed(message: str) -> NoReturn:
     raise Failure(message)
 
 
@@ -305,7 +306,7 @@ def status(
             )
         )
         return
-    typer.echo(f"trainer: {'running (pid %d)' % pid if pid else 'not running'}; log {_log_file()}")
+    typer.echo(f"trainer: {f'running (pid {pid})' if pid else 'not running'}; log {_log_file()}")
     if not versions:
         typer.echo(f"no policy versions in {settings.checkpoints}")
         return

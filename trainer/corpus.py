@@ -153,7 +153,8 @@ def build_corpus(config: CorpusConfig) -> Corpus:
     documents += stdlib_documents(config.stdlib_documents, config.stdlib_chunk_chars, config.seed)
 
     unique = list(dict.fromkeys(documents))
-    train, heldout = [], []
+    train: list[str] = []
+    heldout: list[str] = []
     for text in unique:
         bucket = int.from_bytes(hashlib.sha256(f"{config.seed}:{text}".encode()).digest()[:8], "big") / 2**64
         (heldout if bucket < config.heldout_fraction else train).append(text)

@@ -18,7 +18,7 @@ DRAFTER_HELDOUT_SEED_BASE = 3_000_000_000
 
 def drafter_prompts(config: TrainerConfig, per_difficulty: int, seed_base: int) -> list[str]:
     """Prompts of every evaluation suite's env at each of its difficulties."""
-    prompts = []
+    prompts: list[str] = []
     for suite in config.evaluation.suites:
         family = get_family(suite.env_id, **suite.options)
         for difficulty in suite.difficulties:

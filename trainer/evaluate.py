@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from verifarm.envs.base import Task, TaskFamily
 from verifarm.envs.catalog import get_family
 from verifarm.rollout.store import RolloutStore
 from verifarm.trainer.config import EvalConfig, EvalSuite
@@ -76,7 +77,7 @@ def short_env_name(env_id: str) -> str:
     return env_id.split("/", 1)[-1]
 
 
-def heldout_tasks(suite: EvalSuite, difficulty: int, count: int, seed: int) -> tuple[list, object]:
+def heldout_tasks(suite: EvalSuite, difficulty: int, count: int, seed: int) -> tuple[list[Task], TaskFamily]:
     """The same `count` held-out tasks for every version evaluated with this seed, and their task family."""
     family = get_family(suite.env_id, **suite.options)
     base = seed + difficulty * 1_000_000

@@ -57,7 +57,7 @@ def usable_samples(mode: str, group: list) -> list:
     """The samples of one complete group that a step of `mode` learns from."""
     if mode == "rft":
         # Identical passing completions (common on easy tasks) would weight a task by how easy it is.
-        unique = {}
+        unique: dict[str, object] = {}  # completion -> its first passing record
         for r in group:
             if r.passed:
                 unique.setdefault(r.completion, r)
@@ -87,8 +87,14 @@ def read_post_batch(
     """
     now = now or datetime.now(timezone.utc)
     cursor = DataCursor.from_dict(cursor.to_dict())
-    prompts, completions, rewards, group_ids, versions, staleness = [], [], [], [], [], []
-    sampled_ids, sampled_logprobs = [], []
+    prompts: list[str] = []
+    completions: list[str] = []
+    rewards: list[float] = []
+    group_ids: list[int] = []
+    versions: list[int] = []
+    staleness: list[int] = []
+    sampled_ids: list[list[int] | None] = []
+    sampled_logprobs: list[list[float] | None] = []
     scan_from = cursor.store_after_seq
     pending: dict[str, list] = {}  # group id -> records seen so far, in seq order
     order: list[str] = []  # group ids in order of their first record

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
@@ -29,6 +30,9 @@ from verifarm.terminal import ProgressReporter
 from verifarm.trainer.corpus import CorpusConfig, build_corpus
 from verifarm.trainer.evaluate import latest_evaluations
 
+if TYPE_CHECKING:  # transformers loads only in the commands that use it
+    from transformers import PreTrainedModel
+
 app = typer.Typer(no_args_is_help=True, help="policy commands")
 
 # The built-in pre-training of `policy init`: worked additions of up to 3 digits (the gold solutions the trainer's
@@ -40,7 +44,7 @@ DEFAULT_PRETRAIN_STEPS = 300
 DEFAULT_PRETRAIN_SECONDS = 600.0
 
 
-def _bad_input(message: str) -> None:
+def _bad_input(message: str) -> NoReturn:
     raise BadInput(message)
 
 
@@ -62,7 +66,9 @@ def _read_corpus(path: Path) -> list[str]:
             try:
                 texts.append(str(json.loads(line)["text"]))
             except (ValueError, KeyError, TypeError) as error:
-                raise typer.BadParameter(f"{path}:{number}: expected a JSON object with a 'text' field ({error})")
+                raise typer.BadParameter(
+                    f"{path}:{number}: expected a JSON object with a 'text' field ({error})"
+                ) from error
         return texts
     return [block.strip("\n") + "\n" for block in raw.split("\n\n") if block.strip()]
 
@@ -118,6 +124,7 @@ def init(
         _bad_input(f"{corpus} holds no documents")
 
     metadata: dict = {"parent_version": None, "seed": seed}
+    model: PreTrainedModel
     if from_pretrained is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -270,7 +277,7 @@ def list_versions(
         table.add_row(*row)
     Console().print(table)
     latest = registry.latest_version()
-    typer.echo(f"newest good version: {'v%d' % latest if latest else 'none'}")
+    typer.echo(f"newest good version: {f'v{latest}' if latest else 'none'}")
 
 
 @app.command("serve-registry")
@@ -364,7 +371,7 @@ def drafter(
         )
         families = [get_family(env_id) for env_id in env]
     except (ValueError, KeyError) as error:
-        raise typer.BadParameter(str(error).strip("'\""))
+        raise typer.BadParameter(str(error).strip("'\"")) from error
     for env_id, family in zip(env, families):
         if not family.min_difficulty <= difficulty <= family.max_difficulty:
             _bad_input(

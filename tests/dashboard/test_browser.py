@@ -73,14 +73,14 @@ class RunningFarm:
         return FarmConfig(broker_url=self.redis_url, store_url=self.store_url, checkpoint_dir=self.checkpoint_dir)
 
     def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.home / f"{name}.log", "w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "verifarm.cli", *args],
-            env={**self.env(), **(extra_env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.home / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "verifarm.cli", *args],
+                env={**self.env(), **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 

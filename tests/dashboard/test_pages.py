@@ -47,7 +47,7 @@ def test_campaign_pages_show_the_stores_numbers(filled_store_url, tmp_path):
         records = store.query(RecordFilter(campaign_id="alpha"))
     by_env = cell_texts(page, "by-env")
     assert sum(int(row[2]) for row in by_env) == len(records) == 36
-    for env, difficulty, count, passed, failed, infra, _ in by_env:
+    for env, difficulty, count, passed, failed, _infra, _ in by_env:
         group = [r for r in records if r.env_id == env and r.difficulty == int(difficulty)]
         assert (int(count), int(passed), int(failed)) == (
             len(group),

@@ -90,7 +90,7 @@ def test_multi_turn_episode_recovers_after_a_compile_error() -> None:
     env = gym.make("verifarm/ProgramMultiTurn-v0", language="go")
     env.reset(seed=4, options={"difficulty": 1})
     task = env.unwrapped.task
-    observation, reward, terminated, truncated, info = env.step("```go\npackage main\nfunc main() { oops }\n```")
+    observation, reward, terminated, _, _ = env.step("```go\npackage main\nfunc main() { oops }\n```")
     assert reward == 0.0 and not terminated and "did not compile" in observation
     _, reward, terminated, _, _ = env.step(task.reference)
     assert reward == 1.0 and terminated

@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 from verifarm.envs.math_equivalence import MathEquivalenceChecker
 from verifarm.envs.scoring_process import ScoringProcess
@@ -36,7 +37,7 @@ def test_child_is_deprivileged_when_started_as_root() -> None:
     checker = MathEquivalenceChecker(timeout_seconds=2)
     try:
         checker.check("1", "1.0")
-        status = open(f"/proc/{_child_pid(checker)}/status").read()
+        status = Path(f"/proc/{_child_pid(checker)}/status").read_text()
         uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
         if os.getuid() == 0:
             assert uid_line.split()[1:] == ["65534"] * 4, uid_line
@@ -246,7 +247,7 @@ def test_a_fork_stopped_by_a_signal_is_a_failure_not_a_timeout() -> None:
 
 
 def _stop_forks_of(parent_pid: int) -> None:
-    children = open(f"/proc/{parent_pid}/task/{parent_pid}/children").read().split()
+    children = Path(f"/proc/{parent_pid}/task/{parent_pid}/children").read_text().split()
     for pid in children:
         os.kill(int(pid), 19)  # SIGSTOP, as another answer's fork running as the same user could send
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -42,7 +43,7 @@ def _train(model, loss_fn, steps=8, lr=3e-3) -> list[float]:
     losses = []
     model.train()
     for _ in range(steps):
-        loss, metrics = loss_fn()
+        loss, _ = loss_fn()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -299,7 +300,7 @@ def test_router_load_stays_balanced(model, tokenizer):
     for coefficient in (model.config.router_aux_loss_coef, 0.0):
         trained = copy.deepcopy(model)
         trained.config.router_aux_loss_coef = coefficient
-        _train(trained, lambda: lm_loss(trained, docs.input_ids, docs.attention_mask), steps=30, lr=3e-3)
+        _train(trained, functools.partial(lm_loss, trained, docs.input_ids, docs.attention_mask), steps=30, lr=3e-3)
         balance[coefficient] = expert_load_report(trained, docs.input_ids, docs.attention_mask).balance_loss
     with_aux = balance[model.config.router_aux_loss_coef]
     # Mixtral's balance loss is top_k for perfectly even routing probabilities and grows with skew.

@@ -225,7 +225,7 @@ def test_from_dir_serves_a_saved_checkpoint(tmp_path, model, tokenizer):
     assert loaded.version == 3
     original = LocalPolicy(model, tokenizer, 3).sample(PROMPTS, n=1, temperature=0, max_new_tokens=10)
     assert loaded.sample(PROMPTS, n=1, temperature=0, max_new_tokens=10) == original
-    with pytest.raises(ValueError, match="config.json"):
+    with pytest.raises(ValueError, match=r"config\.json"):
         LocalPolicy.from_dir(tmp_path / "missing", version=1)
 
 

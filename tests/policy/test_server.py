@@ -235,7 +235,9 @@ def test_serve_command_serves_a_checkpoint_folder(tmp_path, local_policy):
                 break
             except HttpPolicyError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(process.stdout.read().decode() if process.poll() is not None else "timeout")
+                    raise AssertionError(
+                        process.stdout.read().decode() if process.poll() is not None else "timeout"
+                    ) from None
                 time.sleep(0.5)
         assert result == local_policy.sample(PROMPTS, n=1, temperature=0, max_new_tokens=12)
     finally:

@@ -49,7 +49,7 @@ def test_a_finished_campaign_is_not_cancelled_and_a_running_one_is(tmp_path: Pat
         for campaign_id in ("done-1", "running-1"):
             store.create_campaign(campaign_id, spec.name, spec.model_dump(mode="json"), spec.tasks, 4, 5)
         rollout_batch(store, "done-1", spec, range(spec.tasks), ReferencePolicy(0.0, 0), FamilyCache())
-    with pytest.raises(CampaignFinished, match="already done .*nothing to cancel"):
+    with pytest.raises(CampaignFinished, match=r"already done .*nothing to cancel"):
         cancel("done-1", url)
     assert cancel("running-1", url).state == "cancelled"
     with RolloutStore(url) as store:

@@ -94,10 +94,10 @@ class Farm:
             ]
         else:
             command = [sys.executable, "-m", "verifarm.cli", "workers", "start", "-c", "1", "-n", f"{name}@%h"]
-        log = open(self.home / f"{name}.log", "w")
-        process = subprocess.Popen(
-            command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with open(self.home / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(
+                command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.processes.append(process)
         return process
 

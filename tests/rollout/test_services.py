@@ -47,7 +47,7 @@ def test_settings_accept_the_url_forms_people_write_and_refuse_other_databases()
     assert short.store_url == "postgresql://someone@db.example/rollouts"
     assert Settings(database_url="postgresql://someone@db.example/rollouts").store_url.startswith("postgresql://")
     assert Settings(database_url="postgresql+psycopg2://u@h/d").store_url == "postgresql+psycopg2://u@h/d"
-    with pytest.raises(ValueError, match="SQLite .* or PostgreSQL"):
+    with pytest.raises(ValueError, match=r"SQLite .* or PostgreSQL"):
         Settings(database_url="mysql://someone@db.example/rollouts")
     with pytest.raises(ValueError, match="not a database URL"):
         Settings(database_url="rollouts.db")

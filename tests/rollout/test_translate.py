@@ -58,7 +58,7 @@ def test_settings_are_checked():
                 "translate": {"source_env": "verifarm/Program-v0", "target_languages": ["klingon"]},
             }
         )
-    with pytest.raises(ValueError, match="at least 50|greater than or equal to 50"):
+    with pytest.raises(ValueError, match=r"at least 50|greater than or equal to 50"):
         parse_spec(
             {
                 "envs": [{"env_id": "verifarm/Translate-v0"}],

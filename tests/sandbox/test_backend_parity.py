@@ -44,7 +44,7 @@ def test_references_and_mutants_get_identical_verdicts_on_every_backend():
         with ThreadPoolExecutor(max_workers=2) as pool:
             outcomes = list(
                 pool.map(
-                    lambda case: check_python(
+                    lambda case, backend=backend: check_python(
                         case[2], case[0]["test"], case[0]["entry_point"], backend=backend, prompt=case[0]["prompt"]
                     ),
                     cases,

@@ -1,5 +1,6 @@
 """The schedule, the staleness bound and the data cursor are pure: same inputs, same choices."""
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -21,7 +22,7 @@ def test_one_pretrain_step_for_every_three_post_steps():
     kinds = [step_kind(s, schedule) for s in range(400)]
     assert Counter(kinds) == {PRETRAIN: 100, "rft": 300}
     # Spread evenly: never two pre-training steps in a row.
-    assert all(not (a == b == PRETRAIN) for a, b in zip(kinds, kinds[1:]))
+    assert all(not (a == b == PRETRAIN) for a, b in itertools.pairwise(kinds))
 
 
 def test_modes_are_mixed_by_weight():
