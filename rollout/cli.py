@@ -80,10 +80,10 @@ def _check_services(settings: Settings, broker_url: str | None) -> None:
         _failed(str(error))
 
 
-def _check_registry(settings: Settings) -> None:
+def _check_registry(url: str, cache_dir: Path) -> None:
     """Refuse to start, in one line, when the trainer's registry server (VERIFARM_REGISTRY_URL) does not answer."""
     try:
-        check_registry(settings.registry_url, settings.checkpoints)
+        check_registry(url, cache_dir)
     except ServiceUnavailable as error:
         _failed(str(error))
 
@@ -121,7 +121,7 @@ def workers_start(
     settings = load_settings()
     _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     if settings.registry_url:
-        _check_registry(settings)
+        _check_registry(settings.registry_url, settings.checkpoints)
     with session_broker(settings.redis_url, settings.home) as broker_url:
         _check_services(settings, broker_url)
         farm = FarmConfig.from_settings(settings, broker_url=broker_url)

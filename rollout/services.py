@@ -89,6 +89,7 @@ def check_store(url: str, timeout_s: float = 5.0) -> None:
 
 def check_registry(url: str, cache_dir: Path, timeout_s: float = 5.0) -> None:
     """Ask the trainer's registry server for its index; raise ServiceUnavailable if it does not answer."""
+    # deferred: the registry client loads FastAPI, which only a farm with a registry server needs
     from verifarm.policy.remote_registry import RegistryUnreachable, RemoteRegistry
 
     try:
