@@ -94,6 +94,7 @@ def fill(url: str, size: int) -> None:
                         "policy_name": "checkpoint",
                         "verifier_version": "1",
                         "sandbox_backend": None,
+                        "drafted": None,
                         "sample_seconds": 0.01,
                         "verify_seconds": 0.001,
                         "content_hash": f"{i:064x}",

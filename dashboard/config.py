@@ -18,6 +18,9 @@ class DashboardConfig(BaseModel):
     tensorboard_dir: Path  # the trainer's event files, read back for the loss curves
     flower_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
     page_size: int = Field(default=50, ge=1, le=500)  # records per page of the dataset browser
+    # Records one page of the dataset browser examines at most: a filter matching almost nothing shows what this
+    # many found (and an "older" link) rather than scanning the whole store while the dashboard waits.
+    scan_window: int = Field(default=10_000, ge=1, le=1_000_000)
     preview_chars: int = Field(default=160, ge=16, le=2000)  # prompt/completion shown in lists
     text_chars: int = Field(default=20_000, ge=100, le=1_000_000)  # of one prompt/completion on its own page
     refresh_seconds: float = Field(default=2.0, gt=0, le=3600)  # live progress polling

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import PlainTextResponse
 
 from verifarm.dashboard import deps
@@ -21,6 +21,19 @@ TOKENS_SHOWN = 512  # of a record's token log-probs on its page
 
 def _blank_to_none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
+
+
+FILTER_PARAMS = ("campaign", "env", "outcome", "policy_version", "verifier_version", "policy_name")
+
+
+def page_cursor(value: str | None) -> int | None:
+    """The `before` cursor of an older page: a seq (a whole number from 1), or None for the newest page."""
+    value = _blank_to_none(value)
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise HTTPException(400, f"before must be a record's seq (a whole number from 1), got {value!r}")
+    return int(value)
 
 
 def record_filter(
@@ -50,40 +63,36 @@ def record_filter(
         raise HTTPException(400, str(error)) from None
 
 
-# A plain `def`: the page runs in the thread pool. On the event loop it was measured 18-36% faster at p95 (no hop
-# to a worker thread), but a filter that matches almost nothing makes the keyset walk scan the store (about a
-# second at a million records), and on the loop that second would stall every other page and the live progress.
+# Served on the event loop: a hop to a worker thread and back cost more than the page's own query (see the
+# Dashboard latency section of benchmarks/README.md). That is safe because the walk is bounded: a filter that
+# matches almost nothing examines at most `scan_window` records per page (a few milliseconds) and the page says
+# how far it searched, instead of scanning a million records while every other page waits.
 @router.get("/records")
-def records_page(
-    request: Request,
-    campaign: str | None = None,
-    env: str | None = None,
-    outcome: str | None = None,
-    policy_version: str | None = None,
-    verifier_version: str | None = None,
-    policy_name: str | None = None,
-    before: int | None = Query(None, ge=1, description="show records stored before this seq (the next page)"),
-    store: RolloutStore = Depends(deps.store),
-    config: DashboardConfig = Depends(deps.config),
-):
-    flt = record_filter(campaign, env, outcome, policy_version, verifier_version, policy_name)
+async def records_page(request: Request):
+    # The query string is read here rather than declared as parameters: FastAPI's validation of seven optional
+    # parameters cost a noticeable share of a page that otherwise takes about two milliseconds.
+    query = request.query_params
+    filters: dict[str, Any] = {name: query.get(name) for name in FILTER_PARAMS}
+    before = page_cursor(query.get("before"))
+    config: DashboardConfig = request.app.state.config
+    store: RolloutStore = request.app.state.store
+    flt = record_filter(*filters.values())
     # One more than a page tells whether an older page exists, without counting the matches.
-    rows = store.newest_first(flt, before_seq=before, limit=config.page_size + 1, preview_chars=config.preview_chars)
-    page, more = rows[: config.page_size], len(rows) > config.page_size
-    filters: dict[str, Any] = {
-        "campaign": campaign,
-        "env": env,
-        "outcome": outcome,
-        "policy_version": policy_version,
-        "verifier_version": verifier_version,
-        "policy_name": policy_name,
-    }
+    window = store.newest_window(
+        flt,
+        before_seq=before,
+        limit=config.page_size + 1,
+        preview_chars=config.preview_chars,
+        window=config.scan_window,
+    )
+    page, more = window.records[: config.page_size], len(window.records) > config.page_size
     active = {k: v for k, v in filters.items() if v}
     return deps.render(
         request,
         "records.html",
         records=page,
-        older=page[-1].seq if more and page else None,
+        older=page[-1].seq if more else window.searched_to,
+        searched_to=window.searched_to,
         filters=filters,
         active=active,
         campaigns=store.campaign_ids(),

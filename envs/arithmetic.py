@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 from verifarm.envs.base import Task, Verdict, check_completion_size
 
@@ -178,6 +179,8 @@ class ArithmeticFamily:
     # Bounds for the Text spaces: prompt 2*40 digits + 4; completion of 40x40 multiplication is ~3.3k chars.
     max_prompt_chars: int = 2 * MAX_DIGITS + 8 + len(INSTRUCTION)
     max_completion_chars: int = 4096
+    # Checking an answer costs microseconds, less than a round trip to the farm's shared verdict cache.
+    cheap_verifier: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         ops = tuple(self.operations)

@@ -40,7 +40,9 @@ class Verdict:
 class TaskFamily(Protocol):
     """A pure generator and verifier. Optional extras the Gymnasium env reads when present: ``charset``,
     ``max_prompt_chars`` and ``max_completion_chars`` (its Text spaces), ``max_turns`` and
-    ``feedback(task, completion, verdict, turn, max_turns) -> str`` (multi-turn), ``close()`` (child processes)."""
+    ``feedback(task, completion, verdict, turn, max_turns) -> str`` (multi-turn), ``close()`` (child processes),
+    ``cheap_verifier`` (True: verifying costs less than a database round trip, so the farm's shared verdict cache
+    is not consulted for it)."""
 
     # Read, never set: properties, so that a frozen dataclass's fields (read-only) match them too.
     @property

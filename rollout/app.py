@@ -26,6 +26,7 @@ from verifarm.rollout.policy_source import CheckpointPolicySource
 from verifarm.rollout.reconcile import start_sweeping
 from verifarm.rollout.rollouts import rollout_batch
 from verifarm.rollout.store import RolloutStore
+from verifarm.rollout.verdict_cache import VerdictCache
 from verifarm.settings import load_settings
 
 
@@ -36,6 +37,7 @@ class WorkerRuntime:
         self.pid = os.getpid()
         self.farm = farm
         self.store = RolloutStore(farm.store_url)
+        self.verdicts = VerdictCache(self.store.engine)  # shared by every worker of the farm
         self.families = FamilyCache(sandbox_backend=farm.sandbox_backend)
         self.policies = CheckpointPolicySource(
             farm.checkpoint_dir, torch_threads=farm.tuning.torch_threads, registry_url=farm.registry_url
@@ -60,6 +62,7 @@ class WorkerRuntime:
             sampler,
             self.families,
             self.farm.tuning.infra_retries,
+            self.verdicts,
         )
         return {"batch_index": batch_index, **report.as_dict()}
 

@@ -338,6 +338,10 @@ _MAX_V = typer.Option(None, "--max-version", help="highest policy version")
 _VERIFIER_V = typer.Option(None, "--verifier-version", help="only records scored by this verifier version")
 
 
+# `data ls` counts matches up to this many: past it the count would cost a read of the whole selection.
+COUNT_LIMIT = 10_000
+
+
 def _duplicates(store, flt) -> int:
     """How many matching records repeat the content of an earlier one (what `--dedupe` leaves out)."""
     from dataclasses import replace
@@ -362,13 +366,20 @@ def data_ls(
     limit: int = typer.Option(20, min=1, help="rows to list"),
     verifier_version: str | None = _VERIFIER_V,
     as_json: bool = typer.Option(False, "--json", help="one JSON object: the rows and the counts"),
+    count_all: bool = typer.Option(
+        False, "--count-all", help=f"count every match exactly, past {COUNT_LIMIT:,} (reads the whole selection)"
+    ),
 ) -> None:
     """List matching records, first stored first, with their total count (deduplicated by default, like `export`).
 
-    `--json` prints {"records": [...], "total": N, "duplicates": D, "deduplicated": bool}: each record has the
-    fields of `data show` (record_id, campaign_id, env_id, task_index, sample_index, prompt, completion, reward,
-    passed, outcome, policy_version, ...); total counts matching records under the same deduplication; duplicates
-    counts those that repeat an earlier record's content.
+    Counting stops past 10,000 matches (the listing then says "more than 10,000"), so that listing costs the same
+    in a store of any size; `--count-all` counts them all, and their duplicates.
+
+    `--json` prints {"records": [...], "total": N, "duplicates": D, "deduplicated": bool, "exact": bool}: each
+    record has the fields of `data show` (record_id, campaign_id, env_id, task_index, sample_index, prompt,
+    completion, reward, passed, outcome, policy_version, ...); total counts matching records under the same
+    deduplication; duplicates counts those that repeat an earlier record's content. When `exact` is false (more
+    than 10,000 matches, without --count-all), total and duplicates are null.
     """
     import dataclasses
 
@@ -380,9 +391,19 @@ def data_ls(
         _filter(campaign, env, outcome, min_version, max_version, dedupe, limit), verifier_version=verifier_version
     )
     with RolloutStore(_store_url(load_settings())) as store:
-        total = store.count(flt)
+        everything = store.count(
+            dataclasses.replace(flt, dedupe=False, limit=None), at_most=None if count_all else COUNT_LIMIT
+        )
+        # Deduplicating is counted only over a selection already known to be small (or when asked to).
+        distinct = (
+            store.count(dataclasses.replace(flt, dedupe=True, limit=None))
+            if count_all or everything <= COUNT_LIMIT
+            else None
+        )
         records = store.query(flt)
-        duplicates = _duplicates(store, flt)
+    exact = distinct is not None
+    total = (distinct if dedupe else everything) if distinct is not None else None
+    duplicates = everything - distinct if distinct is not None else None
     if as_json:
         typer.echo(
             json.dumps(
@@ -391,6 +412,7 @@ def data_ls(
                     "total": total,
                     "duplicates": duplicates,
                     "deduplicated": dedupe,
+                    "exact": exact,
                 }
             )
         )
@@ -413,7 +435,12 @@ def data_ls(
         )
         table.add_row(*(Text(cell) for cell in cells))
     Console(width=160).print(table)
-    if dedupe:
+    if not exact:
+        typer.echo(
+            f"{len(records)} of more than {COUNT_LIMIT:,} matching records, duplicates included "
+            "(--count-all counts them exactly)"
+        )
+    elif dedupe:
         typer.echo(
             f"{len(records)} of {total} records ({duplicates} duplicates not counted, as in `data export`; "
             "--all lists them)"

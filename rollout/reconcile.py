@@ -19,6 +19,7 @@ import redis
 
 from verifarm.rollout.campaign import status_from_store
 from verifarm.rollout.config import FarmConfig
+from verifarm.rollout.running_campaigns import RunningCampaigns
 from verifarm.rollout.store import RolloutStore
 from verifarm.rollout.submission import requeue
 
@@ -38,13 +39,21 @@ def batches_in_broker(client: redis.Redis, queue_keys: list[str]) -> int:
 
 
 def lost_campaigns(store: RolloutStore, older_than: datetime) -> list[str]:
-    """Running campaigns created before `older_than` (so still short of complete)."""
-    return [
-        row.campaign_id
-        for row in store.list_campaigns()
-        # A campaign just submitted may not have enqueued its batches yet.
-        if row.created_at <= older_than and status_from_store(store, row.campaign_id).state == "running"
-    ]
+    """Running campaigns created before `older_than` (so still short of complete).
+
+    Only campaigns not yet known to be done are counted (`RunningCampaigns`); one found done now is remembered,
+    so a store full of finished campaigns costs the sweep nothing.
+    """
+    index = RunningCampaigns(store.engine, store.campaigns)
+    running = []
+    # A campaign just submitted may not have enqueued its batches yet: only older ones are candidates.
+    for campaign_id in index.candidates(older_than):
+        current = status_from_store(store, campaign_id)
+        if current.state == "running":
+            running.append(campaign_id)
+        elif current.state == "done":
+            index.mark_done(campaign_id)
+    return running
 
 
 def sweep(farm: FarmConfig, queue_keys: list[str], now: datetime | None = None) -> dict[str, int]:

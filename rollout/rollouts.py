@@ -20,6 +20,7 @@ from verifarm.policy.params import SamplingParams
 from verifarm.rollout.campaign import CampaignSpec, PlannedTask, plan_task
 from verifarm.rollout.metrics import observe_batch
 from verifarm.rollout.store import RolloutRecord, RolloutStore, content_hash_for, group_id_for, record_id_for
+from verifarm.rollout.verdict_cache import CACHED_DETAIL, CachedVerdict, VerdictCache, verdict_key
 
 
 class Sample(Protocol):
@@ -62,6 +63,7 @@ class BatchReport:
     failed: int = 0
     infra_errors: int = 0
     infra_retries: int = 0
+    verdicts_cached: int = 0  # completions judged by a verdict given before (the cache or earlier in the batch)
     sample_seconds: float = 0.0
     verify_seconds: float = 0.0
     policy_versions: list[int] = field(default_factory=list)
@@ -141,6 +143,7 @@ class Attempt:
     verify_seconds: float
     turns: int = 1
     earlier: list[str] = field(default_factory=list)  # verdict reasons of the failed earlier turns
+    cached: bool = False  # the latest verdict was reused, not computed
 
     def wants_another_turn(self, max_turns: int) -> bool:
         return not self.verdict.passed and not self.verdict.infra_error and self.turns < max_turns
@@ -168,6 +171,8 @@ def build_records(
         if attempt.turns > 1:
             earlier = [storable_text(reason) for reason in attempt.earlier]
             details = {**details, "turns": attempt.turns, "earlier_reasons": earlier}
+        if attempt.cached:
+            details = {**details, CACHED_DETAIL: True}
         records.append(
             RolloutRecord(
                 record_id=record_id_for(campaign_id, plan.task_index, index),
@@ -203,6 +208,66 @@ def build_records(
     return records
 
 
+@dataclass(frozen=True)
+class Judged:
+    verdict: Verdict
+    seconds: float
+    cached: bool
+
+
+@dataclass(frozen=True)
+class ToVerify:
+    plan: PlannedTask
+    family: TaskFamily
+    task: Task
+    completion: str  # already storable_text
+
+
+def _verify_timed(item: ToVerify, retries: int, report: BatchReport, extra_seconds: float = 0.0) -> Judged:
+    started = time.perf_counter()
+    verdict, used = verify_with_retries(item.family, item.task, item.completion, retries)
+    report.infra_retries += used
+    return Judged(verdict, time.perf_counter() - started + extra_seconds, cached=False)
+
+
+def verify_all(
+    items: Sequence[ToVerify], cache: VerdictCache | None, retries: int, report: BatchReport
+) -> list[Judged]:
+    """Verdicts for all items. With a cache, each distinct (env, verifier version, task, completion) is verified
+    at most once: repeats within the items share one run, and a verdict any worker stored before is reused
+    (for families whose verifier is not cheaper than that lookup). Without one, every item is verified."""
+    if cache is None:
+        return [_verify_timed(item, retries, report) for item in items]
+    keys = [
+        verdict_key(item.plan.env_id, item.plan.options, item.family.verifier_version, item.task, item.completion)
+        for item in items
+    ]
+    shared = [not getattr(item.family, "cheap_verifier", False) for item in items]
+    started = time.perf_counter()
+    known = cache.lookup(key for key, share in zip(keys, shared) if share) if any(shared) else {}
+    lookup_each = (time.perf_counter() - started) / max(sum(shared), 1)
+    fresh: dict[str, Judged] = {}
+    judged = []
+    for key, item, share in zip(keys, items, shared):
+        if key in known:
+            judged.append(Judged(known[key], lookup_each, cached=True))
+        elif key in fresh:
+            judged.append(Judged(fresh[key].verdict, 0.0, cached=True))
+        else:
+            result = _verify_timed(item, retries, report, lookup_each if share else 0.0)
+            if not result.verdict.infra_error:  # a sandbox failure is tried again next time, never reused
+                fresh[key] = result
+            judged.append(result)
+    report.verdicts_cached += sum(j.cached for j in judged)
+    new_shared = {key: item for key, item, share in zip(keys, items, shared) if share and key in fresh}
+    if new_shared:
+        cache.store(
+            CachedVerdict(key, item.plan.env_id, item.family.verifier_version, fresh[key].verdict)
+            for key, item in new_shared.items()
+        )
+    return judged
+
+
 def _max_turns(family: TaskFamily) -> int:
     # Multi-turn families expose `max_turns` and `feedback(task, completion, verdict, turn, max_turns)`.
     return int(getattr(family, "max_turns", 1)) if hasattr(family, "feedback") else 1
@@ -216,11 +281,13 @@ def rollout_batch(
     sampler: TaskSampler,
     families: FamilyCache,
     infra_retries: int = 2,
+    verdict_cache: VerdictCache | None = None,
 ) -> BatchReport:
     """Roll out the given tasks of a campaign and store their records; safe to run again (skips stored tasks).
 
     Multi-turn envs get up to their `max_turns`: a failed sample's next prompt is the env's feedback on it.
     All records of the batch are written in one transaction, so a task is either fully stored or not at all.
+    With `verdict_cache`, identical completions of a task are verified once across the farm.
     """
     report = BatchReport(campaign_id, list(task_indices))
     if store.is_cancelled(campaign_id):
@@ -238,20 +305,27 @@ def rollout_batch(
     tasks = [family.generate(p.seed, p.difficulty) for family, p in zip(families_used, plans)]
     seed = sampling_seed(spec, todo)
 
-    def verify(family: TaskFamily, task: Task, sample: Sample) -> tuple[Verdict, float]:
-        started = time.perf_counter()
-        verdict, retries = verify_with_retries(family, task, storable_text(sample.text), infra_retries)
-        report.infra_retries += retries
-        return verdict, time.perf_counter() - started
-
     started = time.perf_counter()
     samples = sampler.sample_tasks(tasks, n, spec.sampling, seed)
     report.sample_seconds = time.perf_counter() - started
     if len(samples) != len(tasks) or any(len(group) != n for group in samples):
         raise RuntimeError(f"policy returned {[len(g) for g in samples]} samples for {len(tasks)} tasks x {n}")
+    judged = verify_all(
+        [
+            ToVerify(plan, family, task, storable_text(sample.text))
+            for plan, family, task, group in zip(plans, families_used, tasks, samples)
+            for sample in group
+        ],
+        verdict_cache,
+        infra_retries,
+        report,
+    )
     attempts = [
-        [Attempt(task.prompt, sample, *verify(family, task, sample)) for sample in group]
-        for family, task, group in zip(families_used, tasks, samples)
+        [
+            Attempt(task.prompt, sample, j.verdict, j.seconds, cached=j.cached)
+            for sample, j in zip(group, judged[t * n : (t + 1) * n])
+        ]
+        for t, (task, group) in enumerate(zip(tasks, samples))
     ]
 
     turn = 1
@@ -280,16 +354,27 @@ def rollout_batch(
         started = time.perf_counter()
         answers = sampler.sample_tasks(followups, 1, spec.sampling, seed + turn)
         report.sample_seconds += time.perf_counter() - started
-        for (t, s), followup, answer in zip(retry, followups, answers, strict=True):
+        if len(answers) != len(followups):
+            raise RuntimeError(f"policy returned {len(answers)} answers for {len(followups)} follow-ups")
+        judged = verify_all(
+            [
+                ToVerify(plans[t], families_used[t], tasks[t], storable_text(answer[0].text))
+                for (t, _), answer in zip(retry, answers)
+            ],
+            verdict_cache,
+            infra_retries,
+            report,
+        )
+        for (t, s), followup, answer, j in zip(retry, followups, answers, judged, strict=True):
             previous = attempts[t][s]
-            verdict, seconds = verify(families_used[t], tasks[t], answer[0])
             attempts[t][s] = Attempt(
                 followup.prompt,
                 answer[0],
-                verdict,
-                previous.verify_seconds + seconds,
+                j.verdict,
+                previous.verify_seconds + j.seconds,
                 previous.turns + 1,
                 [*previous.earlier, previous.verdict.reason],
+                cached=j.cached,
             )
 
     per_sample = report.sample_seconds / sum(a.turns for group in attempts for a in group)

@@ -117,11 +117,15 @@ def run(
 
     While no fresh post-training data exists it says what it waits for and takes pre-training steps meanwhile.
     Progress (step, mode, loss, tokens/s) is a bar on a terminal and a plain line every few seconds otherwise.
+    Under `torchrun --nproc-per-node N` it trains data-parallel on N processes (rank 0 reads data and publishes).
     """
     import logging
 
     # deferred: the trainer imports torch, which the daemon's other commands do not need
     from verifarm.trainer.daemon import ContinualTrainer, TrainerStateMismatch
+
+    # deferred: like the trainer, data-parallel training imports torch
+    from verifarm.trainer.distributed import DataParallel
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -131,6 +135,7 @@ def run(
     _ready_to_train(settings)
     registry = CheckpointRegistry(settings.checkpoints)
     store = RolloutStore(settings.store_url)
+    parallel = DataParallel.from_environment()
     stop_requested = []
 
     def request_stop(signum, _frame):
@@ -139,14 +144,15 @@ def run(
     try:
         try:
             trainer = ContinualTrainer(
-                trainer_config, registry, store, state_dir or _trainer_home() / "state", fresh=fresh
+                trainer_config, registry, store, state_dir or _trainer_home() / "state", fresh=fresh, parallel=parallel
             )
         except TrainerStateMismatch as error:
             _failed(str(error))
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         total = until_step - trainer.step_index if until_step else max_steps
-        with ProgressReporter("train", total=total, fields=("step", "mode", "loss", "tokens/s")) as progress:
+        title = "train" if parallel is None else f"train rank {parallel.rank}/{parallel.world_size}"
+        with ProgressReporter(title, total=total, fields=("step", "mode", "loss", "tokens/s")) as progress:
             taken = [0]
 
             def on_step(report) -> None:
@@ -173,10 +179,12 @@ def run(
                 on_step=on_step,
                 on_wait=on_wait,
             )
-        for report in published:
+        for report in published if trainer.is_primary else []:
             typer.echo(f"published v{report.version} at step {report.step}")
     finally:
         store.close()
+        if parallel is not None:
+            parallel.close()
 
 
 @app.command()

@@ -14,7 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from verifarm.redaction import redact_url
 from verifarm.rollout.store import RecordFilter
 from verifarm.trainer.config import TrainerConfig, plain
 from verifarm.trainer.corpus import Corpus, build_corpus
+from verifarm.trainer.distributed import DataParallel
 from verifarm.trainer.drafter import refresh_published_drafter
 from verifarm.trainer.evaluate import evaluate_policy
 from verifarm.trainer.metrics import TrainerTelemetry
@@ -99,8 +100,11 @@ class ContinualTrainer:
         corpus: Corpus | None = None,
         evaluate: Callable | None = None,
         fresh: bool = False,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.config = config
+        # Under torchrun: this rank's place in the data-parallel group (None: one process trains alone).
+        self.parallel = parallel
         self.registry = registry
         self.store = store
         self.state_dir = Path(state_dir)
@@ -113,8 +117,18 @@ class ContinualTrainer:
             staleness_bound=config.staleness_bound,
         )
         torch.set_num_threads(config.torch_threads)
-        self.telemetry = TrainerTelemetry(self.state_dir)  # TensorBoard scalars, Prometheus gauges, W&B if asked
+        # TensorBoard scalars, Prometheus gauges, W&B if asked: from the rank that publishes only.
+        self.telemetry = TrainerTelemetry(self.state_dir) if self.is_primary else None
         self._load(fresh)
+
+    @property
+    def is_primary(self) -> bool:
+        """The rank that reads the store's batches, writes the state and publishes (the only one, alone)."""
+        return self.parallel is None or self.parallel.is_primary
+
+    @property
+    def device(self) -> torch.device:
+        return self.parallel.device if self.parallel else torch.device("cpu")
 
     # ---- state ---------------------------------------------------------------------------------
 
@@ -128,6 +142,8 @@ class ContinualTrainer:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.version = loaded.version
         self.model.train()
+        # What the losses call: the model itself, or under DDP its wrapper (which averages the ranks' gradients).
+        self.train_model = self.parallel.wrap(self.model) if self.parallel else self.model
         self.optimizer = make_optimizer(
             self.model, TrainConfig(learning_rate=self.config.learning_rate, weight_decay=self.config.weight_decay)
         )
@@ -163,7 +179,7 @@ class ContinualTrainer:
             self.resumed_from = state_name
         self.teacher = None
         if self.config.schedule.mode_weights.get("distill", 0) > 0:
-            self.teacher = self.registry.load(self.config.teacher_version).model
+            self.teacher = self.registry.load(self.config.teacher_version).model.to(self.device)
             self.teacher.eval()
         self._last_published_step = self.step_index
         self._staleness_since_publish: list[int] = []  # of every post-training sample since the last publish
@@ -232,28 +248,29 @@ class ContinualTrainer:
         kind = kind or self.next_kind()
         started = time.perf_counter()
         if kind == PRETRAIN:
+            # A pure function of the cursor: every rank computes the same indices.
             indices, cursor = next_corpus_indices(
                 self.cursor, len(self.corpus.train), self.config.batch_size, self.config.seed
             )
-            texts = [self.corpus.train[i] for i in indices]
-            encoded = self._encode_texts(texts)
-            loss, metrics, grad_norm = self._update(lambda: self._pretrain_loss(encoded))
+            rows, empty = self._my_rows(list(range(len(indices))))
+            encoded = self._encode_texts([self.corpus.train[indices[i]] for i in rows]).to(self.device)
+            loss, metrics, grad_norm = self._update(lambda: self._pretrain_loss(encoded), empty)
             samples = len(indices)
         else:
-            batch, cursor = read_post_batch(
-                self.store, self.cursor, kind, self.config.batch_size, self.version, self.selection
-            )
+            batch, cursor = self._read_post_batch(kind)
             if batch is None:
                 self.cursor = cursor  # stale or useless records scanned are not scanned again
                 return None
-            encoded = self._encode_post(batch)
+            rows, empty = self._my_rows(batch.group_ids)
+            mine = _rows_of(batch, rows)
+            encoded = self._encode_post(mine).to(self.device)
             old_logprobs = None
             if batch.mode == "grpo":
                 # Log-probs under the weights before this batch's first update: the clipped ratio of
                 # later updates on the same batch is taken against them (PPO-style epochs).
                 old_logprobs = sequence_logprobs(self.model, encoded.input_ids, encoded.attention_mask)
             for _ in range(self.config.post_updates_per_batch):
-                loss, metrics, grad_norm = self._update(lambda: self._post_loss(batch, encoded, old_logprobs))
+                loss, metrics, grad_norm = self._update(lambda: self._post_loss(mine, encoded, old_logprobs), empty)
             metrics.update(batch.staleness_summary())
             self._staleness_since_publish.extend(batch.staleness)
             samples = len(batch)
@@ -271,8 +288,28 @@ class ContinualTrainer:
             while_waiting=while_waiting,
         )
         self.step_index += 1
-        self.telemetry.on_step(report, self.kind_counts, self.version)
+        if self.telemetry is not None:
+            self.telemetry.on_step(report, self.kind_counts, self.version)
         return report
+
+    def _read_post_batch(self, kind: str) -> tuple[PostBatch | None, DataCursor]:
+        """The next post-training batch: read by one rank and handed to all, so one data cursor advances even
+        while records keep arriving between the ranks' reads."""
+        if self.parallel is None:
+            return read_post_batch(self.store, self.cursor, kind, self.config.batch_size, self.version, self.selection)
+        read = None
+        if self.is_primary:
+            read = read_post_batch(self.store, self.cursor, kind, self.config.batch_size, self.version, self.selection)
+        batch, cursor = self.parallel.from_primary(read)
+        return batch, cursor
+
+    def _my_rows(self, groups: list) -> tuple[list[int], bool]:
+        """The rows of the batch this rank steps on, and whether it has none (then it steps on row 0 with no
+        weight: every rank must take part in each gradient exchange)."""
+        if self.parallel is None:
+            return list(range(len(groups))), False
+        rows = self.parallel.shard(groups)
+        return (rows, False) if rows else ([0], True)
 
     def learning_rate_now(self) -> float:
         """Constant after a linear warm-up over the first steps; a function of the step, so resumes match."""
@@ -281,14 +318,24 @@ class ContinualTrainer:
             return self.config.learning_rate * (self.step_index + 1) / warmup
         return self.config.learning_rate
 
-    def _update(self, compute_loss):
-        """One optimizer update; returns (loss, metrics, gradient norm before clipping)."""
+    def _update(self, compute_loss, weightless: bool = False):
+        """One optimizer update; returns (loss, metrics, gradient norm before clipping).
+
+        Under DDP each rank's loss is a token mean over its shard; weighted by the rank's share of the batch's
+        target tokens, the averaged gradient is that of the whole batch's token mean. The reported loss is
+        the whole batch's too."""
         rate = self.learning_rate_now()
         for group in self.optimizer.param_groups:
             group["lr"] = rate
         loss, metrics = compute_loss()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.parallel is None:
+            loss.backward()
+        else:
+            tokens = 0.0 if weightless else float(metrics.get("tokens", 0.0))
+            (loss * self.parallel.share_of(tokens)).backward()
+            total = self.parallel.sum(tokens)
+            loss = loss.new_tensor(self.parallel.sum(float(loss.detach()) * tokens) / total if total else 0.0)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         return loss, metrics, grad_norm
@@ -297,25 +344,26 @@ class ContinualTrainer:
         return encode_texts(self.tokenizer, texts, max_length=self.config.max_seq_len)
 
     def _pretrain_loss(self, batch):
-        return lm_loss(self.model, batch.input_ids, batch.attention_mask)
+        return lm_loss(self.train_model, batch.input_ids, batch.attention_mask)
 
     def _encode_post(self, batch: PostBatch):
         return encode_batch(self.tokenizer, batch.prompts, batch.completions, max_length=self.config.max_seq_len)
 
     def _post_loss(self, batch: PostBatch, encoded, old_logprobs):
         ids, mask, completion_mask = encoded.input_ids, encoded.attention_mask, encoded.completion_mask
+        model = self.train_model
         if batch.mode == "rft":
-            return sft_loss(self.model, ids, mask, completion_mask)
+            return sft_loss(model, ids, mask, completion_mask)
         if batch.mode == "grpo":
             # The records come from a version within the staleness bound; the ratio is taken against the
             # weights this batch started from (not the sampler's), which keeps updates on a known base.
-            rewards = torch.tensor(batch.rewards, dtype=torch.float32)
-            groups = torch.tensor(batch.group_ids, dtype=torch.long)
+            rewards = torch.tensor(batch.rewards, dtype=torch.float32, device=self.device)
+            groups = torch.tensor(batch.group_ids, dtype=torch.long, device=self.device)
             behaviour = None
             if self.config.tis_cap is not None:
                 behaviour = align_behaviour_logprobs(encoded, batch.token_ids, batch.logprobs)
             return grpo_loss(
-                self.model,
+                model,
                 ids,
                 mask,
                 completion_mask,
@@ -328,14 +376,25 @@ class ContinualTrainer:
             )
         if batch.mode == "distill":
             return distill_loss(
-                self.model, self.teacher, ids, mask, completion_mask, temperature=self.config.distill_temperature
+                model, self.teacher, ids, mask, completion_mask, temperature=self.config.distill_temperature
             )
         raise ValueError(f"unknown post-training mode {batch.mode!r}")
 
     # ---- publishing ----------------------------------------------------------------------------
 
     def publish(self) -> PublishReport:
-        """Save state, publish the weights as a new version, evaluate it and record the metrics."""
+        """Save state, publish the weights as a new version, evaluate it and record the metrics (under DDP, rank 0
+        does; the other ranks learn the new version from it)."""
+        if self.parallel is None:
+            return self._publish()
+        self.parallel.check_in_sync(self.model)
+        report: PublishReport = self.parallel.from_primary(self._publish() if self.is_primary else None)
+        self.version = report.version
+        self._last_published_step = self.step_index
+        self._staleness_since_publish = []
+        return report
+
+    def _publish(self) -> PublishReport:
         state_name = self._save_state()
         metadata = {
             "source": "trainer",
@@ -368,7 +427,8 @@ class ContinualTrainer:
             metrics.update(refresh_published_drafter(self.registry, version, self.config))
         self.model.train()
         self.store.record_metrics(version, metrics, step=self.step_index)
-        self.telemetry.on_publish(version, self.step_index, metrics)
+        if self.telemetry is not None:
+            self.telemetry.on_publish(version, self.step_index, metrics)
         logger.info("published policy v%d at step %d: %s", version, self.step_index, _short(metrics))
         return PublishReport(version=version, step=self.step_index, metrics=metrics)
 
@@ -426,8 +486,10 @@ class ContinualTrainer:
         published: list[PublishReport] = []
         taken = 0
         waiting = False
+        parallel = self.parallel
+        stop_everywhere = should_stop if parallel is None else lambda: parallel.any(should_stop())
         while (
-            not should_stop()
+            not stop_everywhere()
             and (max_steps is None or taken < max_steps)
             and (until_step is None or self.step_index < until_step)
         ):
@@ -464,6 +526,24 @@ class ContinualTrainer:
         if self.step_index > self._last_published_step:
             published.append(self.publish())
         return published
+
+
+def _rows_of(batch: PostBatch, rows: list[int]) -> PostBatch:
+    """The batch cut to these rows (every per-sample list; staleness stays the whole batch's, for reporting)."""
+
+    def pick(values: list) -> list:
+        return [values[i] for i in rows] if values else values
+
+    return replace(
+        batch,
+        prompts=pick(batch.prompts),
+        completions=pick(batch.completions),
+        rewards=pick(batch.rewards),
+        group_ids=pick(batch.group_ids),
+        policy_versions=pick(batch.policy_versions),
+        token_ids=pick(batch.token_ids),
+        logprobs=pick(batch.logprobs),
+    )
 
 
 def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> None:

@@ -15,6 +15,7 @@ from verifarm.rollout.store.records import (
     RecordFilter,
     RecordStore,
     RecordSummary,
+    RecordWindow,
     RolloutRecord,
 )
 from verifarm.rollout.store.trainer_metrics import MetricsEntry, MetricsStore
@@ -40,6 +41,7 @@ __all__ = [
     "RecordFilter",
     "RecordStore",
     "RecordSummary",
+    "RecordWindow",
     "RolloutRecord",
     "RolloutStore",
     "content_hash_for",

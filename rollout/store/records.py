@@ -97,6 +97,14 @@ class RecordSummary(BaseModel):
 
 
 @dataclass(frozen=True)
+class RecordWindow:
+    """A page of `RecordStore.newest_window`: the matches, newest first, and where the search stopped."""
+
+    records: list[RecordSummary]
+    searched_to: int | None  # the lowest seq examined when the window ran out first and older records remain
+
+
+@dataclass(frozen=True)
 class RecordFilter:
     """Which records to read; every field left None does not filter."""
 
@@ -200,8 +208,8 @@ class RecordStore(Database):
             inserted = conn.execute(statement, rows).all()
         return len(inserted)
 
-    def _where(self, flt: RecordFilter) -> list[Any]:
-        c = self.records.c
+    def _where(self, flt: RecordFilter, table: Any = None) -> list[Any]:
+        c = (self.records if table is None else table).c
         clauses: list[Any] = []
         if flt.campaign_id is not None:
             clauses.append(c.campaign_id == flt.campaign_id)
@@ -221,6 +229,16 @@ class RecordStore(Database):
             clauses.append(c.policy_name == flt.policy_name)
         return clauses
 
+    def _first_of_its_content(self, flt: RecordFilter) -> Any:
+        """The first stored record of each content hash among those matching the filter: no earlier matching
+        record has its hash. One content_hash index probe per row read, so a page costs the same in a store of
+        any size (grouping the whole table per page made an export quadratic)."""
+        c, earlier = self.records.c, self.records.alias("earlier")
+        repeat = select(earlier.c.seq).where(
+            earlier.c.content_hash == c.content_hash, earlier.c.seq < c.seq, *self._where(flt, earlier)
+        )
+        return ~repeat.exists()
+
     def query(self, flt: RecordFilter = RecordFilter()) -> list[RolloutRecord]:
         """Records matching the filter, in store order (ascending seq)."""
         return list(self.iter_records(flt))
@@ -230,9 +248,7 @@ class RecordStore(Database):
         c = self.records.c
         where = self._where(flt)
         if flt.dedupe:
-            # The first stored record of each content hash among those matching the filter.
-            first_seq = select(func.min(c.seq)).where(*where).group_by(c.content_hash)
-            where = [*where, c.seq.in_(first_seq.scalar_subquery())]
+            where.append(self._first_of_its_content(flt))
         cursor = flt.after_seq
         remaining = flt.limit
         while remaining is None or remaining > 0:
@@ -263,7 +279,57 @@ class RecordStore(Database):
         The query walks the primary key (or a campaign's index) backwards from the cursor and stops after
         `limit` matches, so a page costs the same in a store of ten thousand records or of a million. Prompt
         and completion are cut to `preview_chars` in the database: a page never reads megabytes of text.
+        A filter that matches almost nothing still walks to the oldest record; `newest_window` bounds that walk.
         """
+        statement = self._newest_statement(flt, before_seq, limit, preview_chars)
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement).mappings().all()
+        return [self._summary_from_row(row, preview_chars) for row in rows]
+
+    def newest_window(
+        self,
+        flt: RecordFilter = RecordFilter(),
+        before_seq: int | None = None,
+        limit: int = 50,
+        preview_chars: int = 200,
+        window: int = 10_000,
+    ) -> RecordWindow:
+        """Like `newest_first`, but examining at most `window` consecutive seqs, so that no filter costs more
+        than a bounded walk. The window ends at the newest record before the cursor (of the filter's campaign,
+        found through its index, so an old campaign's page starts at its own records); when it holds fewer than
+        `limit` matches, `searched_to` is where the walk stopped and the cursor of the next window. A filter on
+        nothing but the campaign needs no window: every record the walk meets matches."""
+        if window <= 0:
+            raise ValueError(f"window must be positive, got {window}")
+        if flt == RecordFilter(campaign_id=flt.campaign_id):
+            # Every record (of the campaign's index) matches: the walk stops after `limit` rows by itself.
+            return RecordWindow(self.newest_first(flt, before_seq, limit, preview_chars), None)
+        # One statement: the window's floor is a scalar subquery (one step down an index), and rides along as a
+        # column so that a page short of `limit` knows where its window ended.
+        floor = self._newest_seq(flt.campaign_id, before_seq).scalar_subquery() - window
+        statement = self._newest_statement(flt, before_seq, limit, preview_chars)
+        statement = statement.add_columns(floor.label("window_floor")).where(self.records.c.seq > floor)
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement).mappings().all()
+            searched_to: int | None = None
+            if len(rows) < limit:
+                lowest = rows[0]["window_floor"] if rows else conn.execute(select(floor)).scalar()
+                # Older records exist if the campaign (or the store) has any at or below the window's floor.
+                if lowest is not None and conn.execute(self._newest_seq(flt.campaign_id, lowest + 1)).scalar():
+                    searched_to = int(lowest) + 1
+        return RecordWindow([self._summary_from_row(row, preview_chars) for row in rows], searched_to)
+
+    def _newest_seq(self, campaign_id: str | None, before_seq: int | None) -> Any:
+        """The newest seq (of a campaign) stored before `before_seq`: one step down an index."""
+        c = self.records.c
+        statement = select(func.max(c.seq))
+        if campaign_id is not None:
+            statement = statement.where(c.campaign_id == campaign_id)
+        if before_seq is not None:
+            statement = statement.where(c.seq < before_seq)
+        return statement
+
+    def _newest_statement(self, flt: RecordFilter, before_seq: int | None, limit: int, preview_chars: int) -> Any:
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
         c = self.records.c
@@ -288,13 +354,17 @@ class RecordStore(Database):
         statement = select(*columns).where(*self._where(flt))
         if before_seq is not None:
             statement = statement.where(c.seq < before_seq)
-        statement = statement.order_by(c.seq.desc()).limit(limit)
-        with self.engine.connect() as conn:
-            rows = conn.execute(statement).mappings().all()
-        return [
-            RecordSummary(**{**row, "reason": row["reason"][:preview_chars], "created_at": as_utc(row["created_at"])})
-            for row in rows
-        ]
+        return statement.order_by(c.seq.desc()).limit(limit)
+
+    @staticmethod
+    def _summary_from_row(row: Any, preview_chars: int) -> RecordSummary:
+        return RecordSummary(
+            **{
+                **row,
+                "reason": row["reason"][:preview_chars],
+                "created_at": as_utc(row["created_at"]),
+            }
+        )
 
     @staticmethod
     def _record_from_row(row: Any) -> RolloutRecord:
@@ -317,11 +387,18 @@ class RecordStore(Database):
             rows = conn.execute(statement).mappings().all()
         return self._record_from_row(rows[0]) if len(rows) == 1 else None
 
-    def count(self, flt: RecordFilter = RecordFilter()) -> int:
+    def count(self, flt: RecordFilter = RecordFilter(), at_most: int | None = None) -> int:
+        """How many records match. With `at_most`, counting stops past it (at_most + 1 means "more"), so the
+        answer costs the same in a store of ten thousand records or of a million (for a filter an index serves).
+        A deduplicated count is always exact: it has to see every match."""
         c = self.records.c
         where = self._where(flt)
         if flt.after_seq is not None:
             where.append(c.seq > flt.after_seq)
+        if at_most is not None and not flt.dedupe:
+            matching = select(c.seq).where(*where).limit(at_most + 1).subquery()
+            with self.engine.connect() as conn:
+                return int(conn.execute(select(func.count()).select_from(matching)).scalar_one())
         column = func.count(func.distinct(c.content_hash)) if flt.dedupe else func.count()
         with self.engine.connect() as conn:
             return int(conn.execute(select(column).select_from(self.records).where(*where)).scalar_one())

@@ -108,7 +108,7 @@ def test_every_listing_and_status_command_prints_its_documented_json(home: Path)
     assert set(one) == CAMPAIGN_FIELDS and one["state"] == "done" and one["done"] == one["expected"] == 12
 
     listed = json_of("data", "ls", "--campaign", "json-1", "--all", "--limit", "5")
-    assert set(listed) == {"records", "total", "duplicates", "deduplicated"}
+    assert set(listed) == {"records", "total", "duplicates", "deduplicated", "exact"}
     assert listed["total"] == 12 and len(listed["records"]) == 5 and listed["deduplicated"] is False
     assert {"record_id", "completion", "outcome", "policy_version"} <= set(listed["records"][0])
 
@@ -206,3 +206,18 @@ def test_the_installed_script_completes_through_the_shell_protocol(home: Path) -
     }
     completed = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert completed.stdout.split() == ["json-1"], completed.stdout + completed.stderr
+
+
+def test_data_ls_stops_counting_past_its_limit_unless_asked(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from verifarm.rollout import cli as rollout_cli
+
+    exact = json_of("data", "ls", "--campaign", "json-1", "--all")
+    monkeypatch.setattr(rollout_cli, "COUNT_LIMIT", 5)
+    bounded = json_of("data", "ls", "--campaign", "json-1", "--all", "--limit", "3")
+    assert bounded["exact"] is False and bounded["total"] is None and bounded["duplicates"] is None
+    assert len(bounded["records"]) == 3
+    shown = CliRunner().invoke(app, ["data", "ls", "--campaign", "json-1"])
+    assert "of more than 5 matching records, duplicates included" in shown.stdout
+    counted = json_of("data", "ls", "--campaign", "json-1", "--all", "--count-all")
+    assert counted["exact"] is True and counted["total"] == exact["total"] == 12
+    assert counted["duplicates"] == exact["duplicates"]

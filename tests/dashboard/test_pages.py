@@ -87,6 +87,30 @@ def test_the_browser_pages_through_every_record_newest_first_with_filters(filled
     assert client.get("/records", params={"policy_version": "x"}).status_code == 400
 
 
+def test_a_rare_filter_searches_a_bounded_window_per_page_and_pages_on(filled_store_url, tmp_path):
+    client = client_for(filled_store_url, tmp_path, page_size=3, scan_window=5)
+    with RolloutStore(filled_store_url) as store:
+        fails = [r.seq for r in reversed(store.query(RecordFilter(outcome="fail")))]
+    seen, searched, url = [], [], "/records?outcome=fail"
+    while url:
+        page = client.get(url)
+        assert page.status_code == 200
+        shown = [int(row[0]) for row in cell_texts(page.text, "records") if row[0].isdigit()]
+        assert len(shown) <= 3 and (not shown or shown[0] - shown[-1] < 5)
+        mark = re.search(r'id="searched">Searched back to record #(\d+)', page.text)
+        if mark:
+            searched.append(int(mark.group(1)))
+            assert all(seq >= searched[-1] for seq in shown)
+            assert "No records match" not in page.text
+        seen += shown
+        older = re.search(r'href="([^"]+)" id="older"', page.text)
+        url = html.unescape(older.group(1)) if older else None
+        if url:
+            assert "outcome=fail" in url
+    assert seen == fails and fails
+    assert searched and searched == sorted(searched, reverse=True)
+
+
 def test_hostile_completion_is_inert_truncated_and_downloadable(filled_store_url, tmp_path):
     client = client_for(filled_store_url, tmp_path)
     record_id = record_id_for("beta", 1000, 0)

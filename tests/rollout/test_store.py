@@ -230,3 +230,39 @@ def test_newest_first_pages_by_keyset_and_cuts_long_text(store: RolloutStore) ->
     assert len(store.newest_first(RecordFilter(policy_name="checkpoint", verifier_version="1"), limit=50)) == 15
     with pytest.raises(ValueError, match="limit must be positive"):
         store.newest_first(limit=0)
+
+
+def test_newest_window_bounds_the_walk_and_pages_through_everything(store: RolloutStore) -> None:
+    store.add_records([make_record("old", t, 0, outcome="fail" if t % 2 else "pass") for t in range(6)])
+    store.add_records([make_record("new", t, 0, outcome="fail" if t % 5 == 0 else "pass") for t in range(30)])
+    for flt in (RecordFilter(outcome="fail"), RecordFilter(campaign_id="new", outcome="fail"), RecordFilter()):
+        expected = [r.seq for r in store.newest_first(flt, limit=1000)]
+        for window, limit in ((4, 3), (7, 2), (100, 3)):
+            seen, cursor, pages = [], None, 0
+            while pages == 0 or cursor is not None:
+                page = store.newest_window(flt, before_seq=cursor, limit=limit, window=window)
+                assert len(page.records) <= limit
+                seqs = [r.seq for r in page.records]
+                # A window holds at most `window` consecutive seqs below the cursor.
+                assert not seqs or seqs[0] - seqs[-1] < window
+                if page.searched_to is not None:
+                    assert len(page.records) < limit and all(s >= page.searched_to for s in seqs)
+                seen += seqs
+                cursor = seqs[-1] if len(seqs) == limit else page.searched_to
+                pages += 1
+            assert seen == expected, (flt, window, limit)
+    # An old campaign's first page starts at its own newest record, however many records came after it.
+    old_fails = store.newest_window(RecordFilter(campaign_id="old", outcome="fail"), limit=10, window=6)
+    assert [r.task_index for r in old_fails.records] == [5, 3, 1] and old_fails.searched_to is None
+    nothing = store.newest_window(RecordFilter(verifier_version="2"), limit=10, window=8)
+    assert nothing.records == [] and nothing.searched_to == store.latest_seq() - 7
+    with pytest.raises(ValueError, match="window must be positive"):
+        store.newest_window(RecordFilter(outcome="fail"), window=0)
+
+
+def test_a_bounded_count_stops_past_its_bound(store: RolloutStore) -> None:
+    records = [make_record("c", 0, i, completion=f"Answer: {i % 3}") for i in range(7)]
+    store.add_records(records)
+    assert store.count(RecordFilter()) == 7 and store.count(RecordFilter(dedupe=True)) == 3
+    assert store.count(RecordFilter(), at_most=10) == 7 and store.count(RecordFilter(), at_most=4) == 5
+    assert store.count(RecordFilter(dedupe=True), at_most=2) == 3  # deduplicated counts stay exact
