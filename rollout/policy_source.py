@@ -10,7 +10,7 @@ import torch
 
 from verifarm.policy.drafter import PublishedDrafter
 from verifarm.policy.http_policy import HttpPolicy
-from verifarm.policy.registry import CheckpointRegistry
+from verifarm.policy.remote_registry import open_registry
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.rollout.campaign import CampaignSpec, EndpointSpec
 from verifarm.rollout.reference_policy import ReferencePolicy
@@ -21,8 +21,11 @@ from verifarm.rollout.samplers import CheckpointSampler, EndpointSampler
 class CheckpointPolicySource:
     """Keeps one loaded checkpoint per worker process; `sampler_for` is called before each batch."""
 
-    def __init__(self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1) -> None:
-        self.registry = CheckpointRegistry(checkpoint_dir)
+    def __init__(
+        self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1, registry_url: str | None = None
+    ) -> None:
+        # With a registry URL, versions are fetched from the trainer and checkpoint_dir caches them.
+        self.registry = open_registry(checkpoint_dir, registry_url)
         self.device = device
         self.torch_threads = torch_threads
         self._loaded: CheckpointSampler | None = None
