@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from transformers import MixtralForCausalLM
 
 from verifarm.policy.model import build_drafter
-from verifarm.policy.registry import CheckpointRegistry, NoCheckpoint
+from verifarm.policy.registry import CheckpointRegistry, DrafterInfo, NoCheckpoint
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.policy.training import TrainConfig, distill
 
@@ -44,13 +44,24 @@ class DrafterConfig:
             raise ValueError(f"sample_temperature must be > 0, got {self.sample_temperature}")
 
 
+class DrafterSource(Protocol):
+    """What `PublishedDrafter` needs of a registry: the local `CheckpointRegistry` and the fetching
+    `RemoteRegistry` both provide it."""
+
+    def drafter_versions(self) -> list[int]: ...
+
+    def load_drafter(
+        self, version: int, *, device: str | None = None, dtype: Any = None
+    ) -> tuple[Any, DrafterInfo]: ...
+
+
 class PublishedDrafter:
     """The registry's drafter for whichever policy version a sampler holds: `attach` gives the policy the
     drafter `registry.drafter_for(version)` picks (loaded once per policy version and drafter version, so a
     newly published or refreshed drafter is picked up), or none. Speculative sampling is exact, so this only
     changes the speed of sampling, never its output."""
 
-    def __init__(self, registry: CheckpointRegistry, device: str | None = None):
+    def __init__(self, registry: DrafterSource, device: str | None = None):
         self.registry = registry
         self.device = device
         self._drafter: Any = None  # the loaded drafter, as `load_drafter` gives it
