@@ -60,7 +60,7 @@ def workload_prompts(count: int, seed: int, workload: str) -> list[str]:
     return prompts
 
 
-def path_policy(path: str, model, tokenizer, drafter, draft_tokens: int):
+def path_policy(path: str, model, tokenizer, drafter, draft_tokens: int, adaptive_draft: bool = True):
     """The LocalPolicy that samples along `path` (not `generate`)."""
     options = {
         "exact": DecoderOptions(),
@@ -77,6 +77,7 @@ def path_policy(path: str, model, tokenizer, drafter, draft_tokens: int):
         drafter=drafter if speculative else None,
         draft_tokens=draft_tokens,
         decoder_options=options[path],
+        adaptive_draft=adaptive_draft,
     )
 
 
@@ -164,7 +165,7 @@ def profile_path(path: str, model, tokenizer, drafter, prompts, args) -> None:
     """The operators one sampling run of `path` spends its time in (self CPU time, top 15)."""
     from torch.profiler import ProfilerActivity, profile
 
-    policy = path_policy(path, model, tokenizer, drafter, args.draft_tokens)
+    policy = path_policy(path, model, tokenizer, drafter, args.draft_tokens, not args.fixed_draft)
     run_policy(policy, prompts, args.n, 16, args.temperature, args.seed)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run = run_policy(policy, prompts, args.n, args.max_new_tokens, args.temperature, args.seed)
@@ -182,7 +183,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8, help="distinct prompts (default 8)")
     parser.add_argument("--n", type=int, default=8, help="samples per prompt; batch = prompts x n (default 8)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--draft-tokens", type=int, default=4, help="k of speculative sampling (default 4)")
+    parser.add_argument(
+        "--draft-tokens", type=int, default=4, help="k of speculative sampling, the most a round drafts (default 4)"
+    )
+    parser.add_argument(
+        "--fixed-draft", action="store_true", help="always draft k tokens (default: adapt k to the acceptance rate)"
+    )
     parser.add_argument("--paths", default=DEFAULT_PATHS, help=f"comma-separated, of {', '.join(PATHS)}")
     # Five repeats: each run's credited tokens depend on where its samples hit eos, and one pair's ratio
     # ranged 2.7-3.9 within a single run on an idle machine.
@@ -229,7 +235,11 @@ def main() -> None:
         f"speculative greedy == exact greedy (32 tokens): {greedy_parity(speculative, model, tokenizer, prompts, 32)}"
     )
 
-    policies = {p: path_policy(p, model, tokenizer, drafter, args.draft_tokens) for p in paths if p != "generate"}
+    policies = {
+        p: path_policy(p, model, tokenizer, drafter, args.draft_tokens, not args.fixed_draft)
+        for p in paths
+        if p != "generate"
+    }
     runs: dict[str, list[Run]] = {p: [] for p in paths}
     for repeat in range(args.repeats):
         seed = args.seed + repeat

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from verifarm.dashboard.config import DashboardConfig, without_secrets
+from verifarm.dashboard.config import DashboardConfig
 from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
+from verifarm.redaction import redact_url
 from verifarm.settings import load_settings
 
 
@@ -50,7 +51,7 @@ def dashboard(
         sock.close()
         reason = str(getattr(error, "orig", None) or error).splitlines()[0]
         typer.secho(
-            f"error: cannot open the store at {without_secrets(config.store_url)}: {reason} (set "
+            f"error: cannot open the store at {redact_url(config.store_url)}: {reason} (set "
             "VERIFARM_HOME or VERIFARM_DATABASE_URL to the farm's store)",
             fg=typer.colors.RED,
             err=True,

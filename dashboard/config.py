@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
@@ -38,20 +37,3 @@ class DashboardConfig(BaseModel):
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-
-def without_secrets(url: str | None) -> str:
-    """A URL fit to show: any password replaced by ***, query strings dropped (they can carry tokens)."""
-    if not url:
-        return "-"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparseable URL hidden)"
-    shown = url.split("?", 1)[0].split("#", 1)[0]
-    if "@" in parts.netloc:
-        userinfo, host = parts.netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        masked = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
-        shown = shown.replace(parts.netloc, masked, 1)
-    return shown

@@ -10,10 +10,11 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
 from verifarm.dashboard import charts
-from verifarm.dashboard.config import DashboardConfig, without_secrets
+from verifarm.dashboard.config import DashboardConfig
 from verifarm.dashboard.record_rows import record_rows
 from verifarm.dashboard.text import one_line, shown
 from verifarm.policy.registry import CheckpointRegistry
+from verifarm.redaction import redact_url
 from verifarm.rollout.store import RolloutStore
 
 
@@ -42,9 +43,7 @@ def make_templates() -> Jinja2Templates:
         auto_reload=False,
     )
     templates = Jinja2Templates(env=env)
-    env.filters.update(
-        percent=_percent, number=_number, duration=_duration, one_line=one_line, secret_free=without_secrets
-    )
+    env.filters.update(percent=_percent, number=_number, duration=_duration, one_line=one_line, secret_free=redact_url)
     env.globals.update(shown=shown, charts=charts, record_rows=record_rows)
     return templates
 

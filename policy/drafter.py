@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from transformers import MixtralForCausalLM
 
 from verifarm.policy.model import build_drafter
-from verifarm.policy.registry import CheckpointRegistry, NoCheckpoint
+from verifarm.policy.registry import CheckpointRegistry, DrafterInfo, NoCheckpoint
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.policy.training import TrainConfig, distill
 
@@ -42,6 +42,44 @@ class DrafterConfig:
             )
         if not self.sample_temperature > 0:
             raise ValueError(f"sample_temperature must be > 0, got {self.sample_temperature}")
+
+
+class DrafterSource(Protocol):
+    """What `PublishedDrafter` needs of a registry: the local `CheckpointRegistry` and the fetching
+    `RemoteRegistry` both provide it."""
+
+    def drafter_versions(self) -> list[int]: ...
+
+    def load_drafter(
+        self, version: int, *, device: str | None = None, dtype: Any = None
+    ) -> tuple[Any, DrafterInfo]: ...
+
+
+class PublishedDrafter:
+    """The registry's drafter for whichever policy version a sampler holds: `attach` gives the policy the
+    drafter `registry.drafter_for(version)` picks (loaded once per policy version and drafter version, so a
+    newly published or refreshed drafter is picked up), or none. Speculative sampling is exact, so this only
+    changes the speed of sampling, never its output."""
+
+    def __init__(self, registry: DrafterSource, device: str | None = None):
+        self.registry = registry
+        self.device = device
+        self._drafter: Any = None  # the loaded drafter, as `load_drafter` gives it
+        self._key: tuple[int, int] | None = None  # the (policy version, drafter's version) it was loaded for
+
+    def attach(self, policy: LocalPolicy, wanted: bool, draft_tokens: int) -> None:
+        """Sample `policy` speculatively with `draft_tokens` drafts a round when `wanted` and a drafter of its
+        version or an older one is published; plainly otherwise."""
+        policy.draft_tokens = draft_tokens
+        candidates = [v for v in self.registry.drafter_versions() if v <= policy.version] if wanted else []
+        if not candidates:  # a directory listing: no hashing unless a drafter is (re)loaded
+            policy.drafter = None
+            return
+        key = (policy.version, candidates[-1])
+        if key != self._key:
+            self._drafter, _ = self.registry.load_drafter(policy.version, device=self.device)
+            self._key = key
+        policy.drafter = self._drafter
 
 
 def acceptance_rate(

@@ -477,16 +477,40 @@ class FastMoEDecoder:
             hidden = self._feed_forward(weights, hidden)
         return linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)
 
+    def plan_extend(self, positions: torch.Tensor, slots: torch.Tensor, width_q: int, cache: KVCache) -> ExtendPlan:
+        """What `extend` needs besides the tokens for rows starting at `positions`/`slots` (B,) with `width_q`
+        tokens each: built once, it serves every call with those places (a drafter's k single-token calls
+        of one round take `plan.window(...)` views of one plan)."""
+        heads, kv_heads = self.num_heads, self.kv_heads
+        groups_per_kv = heads // kv_heads
+        offsets = torch.arange(width_q, device=self.device)
+        token_slots = slots[:, None] + offsets  # (B, Q)
+        places = positions[:, None] + offsets
+        used = int(slots.max()) + width_q  # the generated slots any row reads
+        # Generated part: query (b, j) reads slot s iff s <= slots[b] + j; queries laid out j-major, g-minor.
+        seen = torch.arange(used, device=self.device)[None, None, :] <= token_slots[:, :, None]  # (B, Q, S)
+        generated_bias = torch.zeros(seen.shape, dtype=self.dtype, device=self.device)
+        generated_bias = generated_bias.masked_fill_(~seen, float("-inf")).repeat_interleave(groups_per_kv, dim=1)
+        # Where each row's new keys and values go, as rows of a layer's cache viewed (B * 2*Hkv * S, D): one
+        # index_copy_ a layer (advanced-index assignment through a transposed view costs several times more).
+        cache_heads, cache_slots = cache.kv.shape[2], cache.kv.shape[3]
+        head_rows = torch.arange(slots.shape[0], device=self.device)[:, None] * cache_heads + torch.arange(
+            cache_heads, device=self.device
+        )  # (B, 2*Hkv)
+        write_at = head_rows[:, :, None] * cache_slots + token_slots[:, None, :]  # (B, 2*Hkv, Q)
+        return ExtendPlan(places, generated_bias.unsqueeze(1), write_at, used, groups_per_kv)
+
     @torch.inference_mode()
     def extend(
         self,
         tokens: torch.Tensor,
-        positions: torch.Tensor,
-        slots: torch.Tensor,
+        positions: torch.Tensor | None,
+        slots: torch.Tensor | None,
         prompt_segments: list[PromptSegment],
         groups: PromptGroups,
         cache: KVCache,
         rotary: tuple[torch.Tensor, torch.Tensor],
+        plan: ExtendPlan | None = None,
     ) -> torch.Tensor:
         """Decode Q tokens per row in one forward, each row at its own place: tokens (B, Q); logits (B, Q, V).
 
@@ -494,28 +518,21 @@ class FastMoEDecoder:
         attends to its prompt (cascade, as in `step`), to the row's generated slots before `slots[b]`, and to
         its own tokens up to j. Slots from `slots[b] + Q` on are never read, so dropping a row's rejected
         draft tokens is only starting its next call at a lower slot: they are masked, then overwritten.
+        `plan` is `plan_extend` of these places, when the caller has it already (then `positions` and `slots`
+        are not read).
         """
         batch, width_q = tokens.shape
         heads, kv_heads, head_dim = self.num_heads, self.kv_heads, self.head_dim
         groups_per_kv = heads // kv_heads
         prompts, width = groups.index.shape
         scale = head_dim**-0.5
-        offsets = torch.arange(width_q, device=self.device)
-        token_slots = slots[:, None] + offsets  # (B, Q)
-        cos, signed_sin = rotary[0][positions[:, None] + offsets], rotary[1][positions[:, None] + offsets]
-        used = int(slots.max()) + width_q  # the generated slots any row reads
-        # Generated part: query (b, j) reads slot s iff s <= slots[b] + j; queries laid out j-major, g-minor.
-        seen = torch.arange(used, device=self.device)[None, None, :] <= token_slots[:, :, None]  # (B, Q, S)
-        generated_bias = torch.zeros(seen.shape, dtype=self.dtype, device=self.device)
-        generated_bias = generated_bias.masked_fill_(~seen, float("-inf")).repeat_interleave(groups_per_kv, dim=1)
-        generated_bias = generated_bias.unsqueeze(1)  # (B, 1, Q*G, S)
-        # Where each row's new keys and values go, as rows of a layer's cache viewed (B * 2*Hkv * S, D): one
-        # index_copy_ a layer (advanced-index assignment through a transposed view costs several times more).
-        cache_heads, cache_slots = cache.kv.shape[2], cache.kv.shape[3]
-        head_rows = torch.arange(batch, device=self.device)[:, None] * cache_heads + torch.arange(
-            cache_heads, device=self.device
-        )  # (B, 2*Hkv)
-        write_at = (head_rows[:, :, None] * cache_slots + token_slots[:, None, :]).reshape(-1)  # (B * 2*Hkv * Q,)
+        if plan is None:
+            if positions is None or slots is None:
+                raise ValueError("extend needs the rows' positions and slots, or a plan of them")
+            plan = self.plan_extend(positions, slots, width_q, cache)
+        cos, signed_sin = rotary[0][plan.positions], rotary[1][plan.positions]
+        write_at = plan.write_at.reshape(-1)
+        used, generated_bias = plan.used, plan.generated_bias
         gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
         hidden = F.embedding(tokens, self.embed)  # (B, Q, C)
         for index, weights in enumerate(self.layers):
@@ -528,7 +545,9 @@ class FastMoEDecoder:
             stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
             stacked = stacked.permute(0, 3, 1, 2, 4, 5).reshape(prompts, kv_heads, -1, head_dim)
             parts = [
-                attend(stacked[seg.start : seg.stop], seg.cache.keys(index), seg.cache.values(index), seg.bias, scale)
+                _attend_prompt(
+                    stacked[seg.start : seg.stop], seg.cache.keys(index), seg.cache.values(index), seg.bias, scale
+                )
                 for seg in prompt_segments
             ]
             out_p, lse_p = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))
@@ -547,3 +566,42 @@ class FastMoEDecoder:
             hidden = hidden + linear(attended.to(self.dtype).reshape(batch, width_q, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)
         return linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)
+
+
+@dataclass(frozen=True)
+class ExtendPlan:
+    """The places of one `extend` call's tokens: positions (B, Q), the generated part's attention bias
+    (B, 1, Q*G, S) over slots [0, used), and the flat cache rows (B, 2*Hkv, Q) their keys and values go to."""
+
+    positions: torch.Tensor
+    generated_bias: torch.Tensor
+    write_at: torch.Tensor
+    used: int
+    groups_per_kv: int
+
+    def window(self, first: int, count: int = 1) -> ExtendPlan:
+        """The plan of tokens [first, first + count) of this plan's rows (views, no copies): what a drafter's
+        calls of one round read, its catch-up first, then one token a call. Later slots stay masked, so
+        `used` is kept."""
+        g = self.groups_per_kv
+        return ExtendPlan(
+            self.positions[:, first : first + count],
+            self.generated_bias[:, :, first * g : (first + count) * g],
+            self.write_at[:, :, first : first + count],
+            self.used,
+            g,
+        )
+
+
+# Below this many prompt slots the plain-ops attention beats the fused kernel (measured on 2-core CPUs: many
+# stacked queries over a short prompt, as speculative rounds have, run about twice as fast).
+SHORT_PROMPT_SLOTS = 32
+
+
+def _attend_prompt(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`attend` for the prompt part of `extend`: the plain-ops form over short prompts, the fused kernel else."""
+    if keys.shape[-2] <= SHORT_PROMPT_SLOTS and q.dtype == keys.dtype:
+        return attend_reference(q, keys, values, bias, scale)
+    return attend(q, keys, values, bias, scale)

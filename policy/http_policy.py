@@ -14,6 +14,7 @@ from typing import Any
 
 from verifarm.policy.params import SamplingParams
 from verifarm.policy.sampling import Completion
+from verifarm.redaction import redact_url
 
 
 class HttpPolicyError(RuntimeError):
@@ -36,7 +37,7 @@ class HttpPolicy:
         self, base_url: str, model_name: str, version: int = 0, timeout_s: float = 600.0, api_key: str | None = None
     ):
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise ValueError(f"base_url must start with http:// or https://, got {redact_url(base_url)}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         root = base_url.rstrip("/")

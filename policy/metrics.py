@@ -27,9 +27,20 @@ class ServerMetrics:
         self.tokens_per_second = Gauge(
             "verifarm_server_tokens_per_second", "tokens/s of the last request", registry=self.registry
         )
+        self.draft_tokens = Counter(
+            "verifarm_server_draft_tokens",
+            "speculative sampling's draft tokens, proposed and accepted (the acceptance rate is their ratio)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.policy_version = Gauge(
             "verifarm_server_policy_version", "the policy version served last", registry=self.registry
         )
+
+    def observe_drafts(self, proposed: int, accepted: int) -> None:
+        """Draft tokens of speculative sampling: proposed by the drafter, and those the policy kept."""
+        self.draft_tokens.labels("proposed").inc(proposed)
+        self.draft_tokens.labels("accepted").inc(accepted)
 
     def observe_sampling(self, seconds: float, tokens: int, version: int) -> None:
         self.sampling_seconds.observe(seconds)

@@ -35,10 +35,10 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
-_TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = ".tmp-"
 DRAFTERS_DIR = "drafters"
 _LOCK_NAME = ".publish.lock"
-_HASH_CHUNK = 1 << 20
+HASH_CHUNK = 1 << 20
 
 
 class CorruptCheckpoint(RuntimeError):
@@ -104,7 +104,7 @@ def version_dir_name(version: int) -> str:
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -223,7 +223,7 @@ class CheckpointRegistry:
     def _stage(self, model: Any, tokenizer: Any | None) -> tuple[Path, dict[str, str]]:
         """Save into a fresh temporary folder under the root, fsynced; return it and its files' SHA-256."""
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=self.root))
+        staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
         try:
             model.save_pretrained(staging, safe_serialization=True)
             if tokenizer is not None:
@@ -286,7 +286,7 @@ class CheckpointRegistry:
         removed = []
         cutoff = time.time() - older_than_seconds
         for entry in self.root.iterdir():
-            if entry.name.startswith(_TEMP_PREFIX) and entry.is_dir() and entry.stat().st_mtime < cutoff:
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_dir() and entry.stat().st_mtime < cutoff:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         return removed
@@ -317,7 +317,7 @@ class CheckpointRegistry:
                 # reader between the two renames finds no drafter (it samples plainly), never half of one.
                 retired = None
                 if target.exists():
-                    retired = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=self.root))
+                    retired = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=self.root))
                     os.rename(target, retired / "old")
                 os.rename(staging, target)
                 _fsync_path(target.parent)

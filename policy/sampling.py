@@ -27,7 +27,7 @@ from verifarm.policy.fast_decode import (
 )
 from verifarm.policy.params import SamplingParams
 from verifarm.policy.positions import COUPLED, coupled_position_ids, next_coupled_ids, position_scheme
-from verifarm.policy.speculative import accept_drafts, draw, nucleus, sampling_distribution
+from verifarm.policy.speculative import DraftLength, accept_drafts, draw, nucleus, sampling_distribution
 
 
 @dataclass
@@ -99,8 +99,9 @@ class LocalPolicy:
     """A policy held in this process: `sample` runs the model on its own device.
 
     With a `drafter` (a small Mixtral-style model of the same tokenizer, see `policy.drafter`) the fast
-    decoder samples speculatively, `draft_tokens` proposals per round, with the very same output
-    distribution; without one, or for models the fast decoder does not run, it samples token by token.
+    decoder samples speculatively, up to `draft_tokens` proposals per round (with `adaptive_draft`, as many as
+    the drafter's acceptance so far makes worth it, see `speculative.DraftLength`; else always that many), with
+    the very same output distribution; without one, or for models the fast decoder does not run, it samples token by token.
     `decoder_options` select int8 weights and a bfloat16 KV cache for the policy (not exact: the
     log-probs recorded are then those of the low-precision model, which the trainer corrects for).
     """
@@ -113,6 +114,7 @@ class LocalPolicy:
         drafter: PreTrainedModel | None = None,
         draft_tokens: int = 4,
         decoder_options: DecoderOptions = DecoderOptions(),
+        adaptive_draft: bool = True,
     ):
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs a pad or eos token to pad prompt batches")
@@ -135,6 +137,7 @@ class LocalPolicy:
         self.version = int(version)
         self.drafter = drafter
         self.draft_tokens = draft_tokens
+        self.adaptive_draft = adaptive_draft
         self.decoder_options = decoder_options
         self._stop_candidates: dict[tuple[str, ...], torch.Tensor] = {}
 
@@ -354,12 +357,14 @@ class LocalPolicy:
         if self.drafter is None:
             raise ValueError("speculative sampling needs a drafter")
         decoder, drafter = FastMoEDecoder(self.model, self.decoder_options), FastMoEDecoder(self.drafter)
-        device, k = decoder.device, self.draft_tokens
+        device, max_k = decoder.device, self.draft_tokens
+        draft_length = DraftLength(max_k) if self.adaptive_draft else None
+        k = max_k
         generator = _make_generator(seed, device)
         layout = self._prompt_layout(prompt_ids, n, device)
         prompt_of, row_ids = layout.prompt_of, layout.row_ids
         total_rows, prompt_width = len(prompt_of), layout.input_ids.shape[1]
-        slots = params.max_new_tokens + k  # a live row has g <= max_new_tokens - 1 and writes k+1 past g-1
+        slots = params.max_new_tokens + max_k  # a live row has g <= max_new_tokens - 1 and writes k+1 past g-1
         rotary = decoder.rotary_table(prompt_width + slots)
         draft_rotary = drafter.rotary_table(prompt_width + slots)
         segments: list[PromptSegment] = []
@@ -375,8 +380,9 @@ class LocalPolicy:
         cache, draft_cache = decoder.allocate_cache(total_rows, slots), drafter.allocate_cache(total_rows, slots)
         groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
 
-        out_tokens = torch.zeros(total_rows, slots + 1, dtype=torch.long, device=device)
-        out_logprobs = torch.zeros(total_rows, slots + 1, dtype=torch.float32, device=device)
+        # One row more than the batch: the scratch row finished rows write to while they ride along.
+        out_tokens = torch.zeros(total_rows + 1, slots + 1, dtype=torch.long, device=device)
+        out_logprobs = torch.zeros(total_rows + 1, slots + 1, dtype=torch.float32, device=device)
         eos = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
         stop_candidates = self._stop_candidate_tokens(params.stop, device) if params.stop else None
         stop_window = 4 * max((len(s) for s in params.stop), default=0) + 4
@@ -389,8 +395,12 @@ class LocalPolicy:
             first_logits.index_select(0, expand), params.temperature, params.top_p, generator
         )
         emitted, logprobs, counts = emitted[:, None], logprobs[:, None], torch.ones(total_rows, dtype=torch.long)
-        committed = torch.zeros(total_rows, dtype=torch.long, device=device)  # g per live row
+        committed = torch.zeros(total_rows, dtype=torch.long, device=device)  # g per batch row
         finished = torch.zeros(total_rows, dtype=torch.bool)
+        # A finished row rides along until a quarter of the batch is done, as in `_sample_fast` (dropping rows
+        # copies both caches): its count stays 0, so it never moves, and its output goes to a scratch row.
+        scratch_row = total_rows
+        finished_count = 0
         accepted = None
         while True:
             # Write this round's tokens, then cut each row at eos, a stop string or the token budget.
@@ -401,33 +411,47 @@ class LocalPolicy:
                 emitted, counts, committed, eos, stop_candidates, stop_window, row_ids, out_tokens, params
             )
             accepted_list = accepted.tolist() if accepted is not None else None
+            round_kept = round_rejected = 0
             for batch_row, (row, (count, reason)) in enumerate(zip(row_ids.tolist(), ends)):
+                if finished[batch_row]:
+                    continue
                 if accepted_list is not None:
                     proposed[row] += k
                     kept[row] += accepted_list[batch_row]  # a cut at eos is no rejection
+                    round_kept += accepted_list[batch_row]
+                    round_rejected += accepted_list[batch_row] < k
                 if reason is not None:
                     lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
                     finished[batch_row] = True
-            committed = committed + counts.to(device)
-            live = (~finished).nonzero().flatten()
-            if len(live) == 0:
+                    finished_count += 1
+            live_count = len(row_ids) - finished_count
+            if live_count == 0:
                 break
-            if len(live) < len(row_ids):
-                # Finished rows leave at once (their caches are dropped, one copy each): unlike plain
-                # decoding, a row kept along would still cost k drafter steps per round.
-                cache, draft_cache = cache.select_rows(live.to(device)), draft_cache.select_rows(live.to(device))
+            counts = counts.masked_fill(finished, 0)
+            committed = committed + counts.to(device)
+            row_ids = row_ids.masked_fill(finished.to(device), scratch_row)
+            if live_count <= 0.75 * len(row_ids):
+                live = (~finished).nonzero().flatten().to(device)
+                cache, draft_cache = cache.select_rows(live), draft_cache.select_rows(live)
                 row_ids, committed, prompt_lengths = row_ids[live], committed[live], prompt_lengths[live]
                 prompt_of = [prompt_of[i] for i in live.tolist()]
                 groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
-                finished = finished[live]
+                finished, finished_count = finished[live.cpu()], 0
 
-            # The drafter catches up on the last two committed tokens (one in the first round) and drafts.
+            if draft_length is not None:
+                if accepted_list is not None:
+                    draft_length.observe(round_kept, round_rejected)
+                k = draft_length.next()
+            # The drafter catches up on the last two committed tokens (one in the first round) and drafts; its
+            # calls of this round read views of one plan of the round's places.
             last = out_tokens[row_ids[:, None], committed[:, None] - 1]  # (B, 1)
-            feed = min(2, int(committed.min()))
-            start = committed - feed
+            # (Riding finished rows do not count: they may sit at g = 1 while every live row needs two.)
+            feed = min(2, int(committed[~finished.to(device)].min()))
+            start = (committed - feed).clamp(min=0)
             inputs = out_tokens[row_ids[:, None], start[:, None] + torch.arange(feed, device=device)]
+            plan = drafter.plan_extend(prompt_lengths + start, start, feed + k - 1, draft_cache)
             draft_logits = drafter.extend(
-                inputs, prompt_lengths + start, start, draft_segments, groups, draft_cache, draft_rotary
+                inputs, None, None, draft_segments, groups, draft_cache, draft_rotary, plan=plan.window(0, feed)
             )[:, -1]
             draft_tokens, draft_probs = [], []
             for index in range(k):
@@ -435,15 +459,15 @@ class LocalPolicy:
                 draft_tokens.append(draw(probs, generator))
                 draft_probs.append(probs)
                 if index + 1 < k:
-                    at = committed + index
                     draft_logits = drafter.extend(
                         draft_tokens[-1][:, None],
-                        prompt_lengths + at,
-                        at,
+                        None,
+                        None,
                         draft_segments,
                         groups,
                         draft_cache,
                         draft_rotary,
+                        plan=plan.window(feed + index),
                     )[:, 0]
             drafts = torch.stack(draft_tokens, dim=1)  # (B, k)
 
@@ -457,6 +481,7 @@ class LocalPolicy:
                 torch.stack(draft_probs, dim=1),
                 sampling_distribution(target_logits, params.temperature, params.top_p),
                 generator,
+                normalized=params.top_p >= 1.0,
             )
             accepted = verdict.accepted
             emitted = torch.cat((drafts, drafts[:, :1]), dim=1).scatter_(

@@ -41,6 +41,8 @@ MAX_BODY_BYTES = 4 << 20
 MAX_ROWS_PER_REQUEST = 4096  # prompts x n: bounds the memory one request can claim
 MAX_TOKENS_PER_REQUEST = 8192
 DEFAULT_MAX_CACHE_BYTES = 4 << 30  # KV cache one request may allocate
+SPECULATIVE_DRAFTERS = ("auto", "none")  # as a campaign's `speculative.drafter`
+MAX_DRAFT_TOKENS = 16
 
 # For tokenizers that carry no chat template (ours): each message on its own "role: content" line, then the
 # assistant's turn. A checkpoint with its own `chat_template` is served with that one instead.
@@ -214,8 +216,12 @@ class CompletionService:
                 )
             started = time.perf_counter()
             results = policy.sample_with(request.prompts, request.sampling, request.n, request.seed)
-        sampled = sum(len(c.token_ids) for samples in results for c in samples)
+        completions = [c for samples in results for c in samples]
+        sampled = sum(len(c.token_ids) for c in completions)
         self.metrics.observe_sampling(time.perf_counter() - started, sampled, policy.version)
+        self.metrics.observe_drafts(
+            sum(c.draft_proposed for c in completions), sum(c.draft_accepted for c in completions)
+        )
         return policy, request, results, sum(prompt_tokens), sampled
 
     def _envelope(self, kind: str, policy: Any, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
@@ -432,12 +438,32 @@ def verify_checkpoint_folder(path: Path) -> str | None:
     return None
 
 
-def _load_policy(checkpoint: Path | None, registry: Path | None, version: int | None, device: str) -> Callable[[], Any]:
-    """What `serve` serves; every refusal is a ValueError (or the registry's errors) with a one-line message."""
+def _load_policy(
+    checkpoint: Path | None,
+    registry: Path | None,
+    version: int | None,
+    device: str,
+    drafter: str = "none",
+    draft_tokens: int = 4,
+) -> Callable[[], Any]:
+    """What `serve` serves; every refusal is a ValueError (or the registry's errors) with a one-line message.
+
+    With `drafter="auto"` each request samples speculatively, `draft_tokens` drafts a round, with the drafter
+    the registry publishes beside the served version (plainly while there is none): the same output, faster.
+    """
     # deferred: torch and transformers load when a policy is served, not with the CLI
     from verifarm.policy.sampling import LocalPolicy
 
+    if drafter not in SPECULATIVE_DRAFTERS:
+        raise ValueError(f"--drafter takes {' or '.join(SPECULATIVE_DRAFTERS)}, got {drafter!r}")
+    if not 1 <= draft_tokens <= MAX_DRAFT_TOKENS:
+        raise ValueError(f"--draft-tokens must be in [1, {MAX_DRAFT_TOKENS}], got {draft_tokens}")
     if checkpoint is not None:
+        if drafter == "auto":
+            raise ValueError(
+                "--drafter auto needs a checkpoint registry (drafters are published beside its versions); "
+                "serve one with --registry, or drop --drafter"
+            )
         warning = verify_checkpoint_folder(checkpoint)
         if warning:
             typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
@@ -445,14 +471,39 @@ def _load_policy(checkpoint: Path | None, registry: Path | None, version: int | 
         return lambda: fixed
     if registry is None:
         registry = load_settings().checkpoints
-    if version is None:
-        return RegistryFollower(registry, device)
+    current = RegistryFollower(registry, device) if version is None else _pinned_version(registry, version, device)
+    if drafter == "none":
+        return current
+    return SpeculativePolicy(current, registry, draft_tokens, device)
+
+
+def _pinned_version(registry: Path, version: int, device: str) -> Callable[[], Any]:
+    # deferred: torch and transformers load when a policy is served, not with the CLI
+    from verifarm.policy.sampling import LocalPolicy
+
     store = CheckpointRegistry(registry)
     if version not in store.published_versions():
         raise ValueError(f"no policy version {version} in {registry} (published: {store.published_versions()})")
     loaded = store.load(version, device=device)
     pinned = LocalPolicy(loaded.model, loaded.tokenizer, loaded.version)
     return lambda: pinned
+
+
+class SpeculativePolicy:
+    """The served policy with the registry's drafter for its version attached before each request."""
+
+    def __init__(self, current_policy: Callable[[], Any], registry_root: Path, draft_tokens: int, device: str):
+        # deferred: the drafter module loads torch and transformers, which the CLI does not import
+        from verifarm.policy.drafter import PublishedDrafter
+
+        self.current_policy = current_policy
+        self.drafters = PublishedDrafter(CheckpointRegistry(registry_root), device)
+        self.draft_tokens = draft_tokens
+
+    def __call__(self):
+        policy = self.current_policy()
+        self.drafters.attach(policy, True, self.draft_tokens)
+        return policy
 
 
 def serve(
@@ -472,6 +523,14 @@ def serve(
     model_name: Annotated[str, typer.Option(help="the model id clients send")] = "verifarm-policy",
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     max_cache_gib: Annotated[float, typer.Option(help="refuse requests whose KV cache exceeds this")] = 4.0,
+    drafter: Annotated[
+        str,
+        typer.Option(
+            help="speculative sampling: auto drafts with the drafter the registry publishes beside the served "
+            "version (exact output, faster), none samples plainly"
+        ),
+    ] = "none",
+    draft_tokens: Annotated[int, typer.Option(help="draft tokens per round of speculative sampling (k)")] = 4,
 ) -> None:
     """Serve a policy through an OpenAI-compatible API (/v1/completions, /v1/chat/completions) until interrupted."""
 
@@ -488,7 +547,7 @@ def serve(
     except (PortUnavailable, ValueError) as error:
         fail(str(error))
     try:
-        current_policy = _load_policy(checkpoint, registry, version, device)
+        current_policy = _load_policy(checkpoint, registry, version, device, drafter, draft_tokens)
     except (ValueError, CorruptCheckpoint, NoCheckpoint) as error:
         sock.close()
         fail(str(error))

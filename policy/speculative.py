@@ -49,6 +49,37 @@ def draw(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return torch.searchsorted(cdf, uniform, right=True).squeeze(-1)
 
 
+# What one draft token adds to a round, in units of the round's verifying forward: a drafter step plus one more
+# position in that forward (profiled on the tiny preset, 64 rows: ~0.2 each; see benchmarks/README.md).
+DRAFT_COST = 0.4
+
+
+def best_draft_length(acceptance: float, max_tokens: int, draft_cost: float = DRAFT_COST) -> int:
+    """The k in [1, max_tokens] that emits the most tokens per unit of work when each draft is kept with
+    probability `acceptance`: a round emits (1 - a^(k+1)) / (1 - a) tokens on average (Leviathan et al. 2023,
+    section 3.4) and costs 1 + draft_cost * k. A poor or stale drafter thus gets short rounds, a good one long."""
+    a = min(max(acceptance, 0.0), 0.999)
+    return max(range(1, max_tokens + 1), key=lambda k: (1 - a ** (k + 1)) / (1 - a) / (1 + draft_cost * k))
+
+
+@dataclass
+class DraftLength:
+    """Adaptive k: the per-token acceptance rate estimated over recent rounds, and the k it calls for."""
+
+    max_tokens: int
+    acceptance: float = 0.9  # optimistic start: the first rounds measure the drafter at (nearly) full length
+    memory: float = 0.5  # weight of the estimate so far against the latest round's
+
+    def next(self) -> int:
+        return best_draft_length(self.acceptance, self.max_tokens)
+
+    def observe(self, kept: int, rejected: int) -> None:
+        """A round's drafts: `kept` in total over its rows, and how many rows rejected one (the rest kept all,
+        or were cut at eos or the budget). kept / (kept + rejected) is the maximum-likelihood rate."""
+        if kept + rejected:
+            self.acceptance = self.memory * self.acceptance + (1 - self.memory) * kept / (kept + rejected)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The outcome of verifying one round of drafts, per row."""
@@ -58,14 +89,18 @@ class Verdict:
 
 
 def accept_drafts(
-    draft_tokens: torch.Tensor, draft_probs: torch.Tensor, target_probs: torch.Tensor, generator: torch.Generator | None
+    draft_tokens: torch.Tensor,
+    draft_probs: torch.Tensor,
+    target_probs: torch.Tensor,
+    generator: torch.Generator | None,
+    normalized: bool = False,
 ) -> Verdict:
     """The speculative-sampling rule over a batch whose rows keep different numbers of drafts.
 
     draft_tokens (B, k) were drawn from draft_probs (B, k, V); target_probs (B, k+1, V) is the policy's
     sampling distribution before each draft token and after the last one. Both are distributions as
     `sampling_distribution` returns them; rows need not sum to 1 (a nucleus comes unnormalised), each
-    is normalised here.
+    is normalised here, unless the caller says they are already (`normalized`: no nucleus was cut).
     """
     batch, k = draft_tokens.shape
     if (
@@ -77,8 +112,9 @@ def accept_drafts(
             f"need draft_probs (B, k, V) and target_probs (B, k+1, V) for draft_tokens {(batch, k)}, "
             f"got {tuple(draft_probs.shape)} and {tuple(target_probs.shape)}"
         )
-    p_all = draft_probs.float() / draft_probs.float().sum(-1, keepdim=True)
-    q_all = target_probs.float() / target_probs.float().sum(-1, keepdim=True)
+    p_all, q_all = draft_probs.float(), target_probs.float()
+    if not normalized:
+        p_all, q_all = p_all / p_all.sum(-1, keepdim=True), q_all / q_all.sum(-1, keepdim=True)
     p = p_all.gather(-1, draft_tokens[..., None]).squeeze(-1)  # (B, k)
     q = q_all[:, :k].gather(-1, draft_tokens[..., None]).squeeze(-1)
     uniform = torch.rand((batch, k), generator=generator, device=draft_tokens.device)

@@ -39,7 +39,9 @@ class WorkerRuntime:
         self.store = RolloutStore(farm.store_url)
         self.verdicts = VerdictCache(self.store.engine)  # shared by every worker of the farm
         self.families = FamilyCache(sandbox_backend=farm.sandbox_backend)
-        self.policies = CheckpointPolicySource(farm.checkpoint_dir, torch_threads=farm.tuning.torch_threads)
+        self.policies = CheckpointPolicySource(
+            farm.checkpoint_dir, torch_threads=farm.tuning.torch_threads, registry_url=farm.registry_url
+        )
         self._specs: dict[str, Any] = {}  # specs never change once stored
 
     def run_batch(self, campaign_id: str, batch_index: int) -> dict[str, Any]:

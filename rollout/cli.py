@@ -17,6 +17,7 @@ import typer
 
 from verifarm.cli_errors import BadInput, Failure
 from verifarm.envs.cli import complete_env_ids
+from verifarm.redaction import redact_url
 from verifarm.rollout.broker import sender_app
 from verifarm.rollout.campaign import (
     CampaignFinished,
@@ -30,7 +31,7 @@ from verifarm.rollout.config import FarmConfig
 from verifarm.rollout.embedded_redis import session_broker
 from verifarm.rollout.export import export_records
 from verifarm.rollout.reverify import format_reverify, reverify
-from verifarm.rollout.services import ServiceUnavailable, check_broker, check_store, redacted
+from verifarm.rollout.services import ServiceUnavailable, check_broker, check_registry, check_store
 from verifarm.rollout.store import RecordFilter, RolloutStore
 from verifarm.rollout.submission import requeue, submit
 from verifarm.rollout.translate import export_translation_pairs, translation_records
@@ -79,6 +80,14 @@ def _check_services(settings: Settings, broker_url: str | None) -> None:
         _failed(str(error))
 
 
+def _check_registry(url: str, cache_dir: Path) -> None:
+    """Refuse to start, in one line, when the trainer's registry server (VERIFARM_REGISTRY_URL) does not answer."""
+    try:
+        check_registry(url, cache_dir)
+    except ServiceUnavailable as error:
+        _failed(str(error))
+
+
 def complete_campaign_ids(incomplete: str) -> list[str]:
     """Shell completion of the campaign ids in the store (none, rather than a new database, if it is absent)."""
     try:
@@ -111,11 +120,13 @@ def workers_start(
 
     settings = load_settings()
     _check_services(settings, None)  # the store first: no private Redis is started only to refuse
+    if settings.registry_url:
+        _check_registry(settings.registry_url, settings.checkpoints)
     with session_broker(settings.redis_url, settings.home) as broker_url:
         _check_services(settings, broker_url)
         farm = FarmConfig.from_settings(settings, broker_url=broker_url)
         typer.echo(
-            f"broker {redacted(broker_url)}  store {redacted(farm.store_url)}  checkpoints {farm.checkpoint_dir}",
+            f"broker {redact_url(broker_url)}  store {redact_url(farm.store_url)}  checkpoints {farm.checkpoint_dir}",
             err=True,
         )
         run_worker(farm, concurrency or os.cpu_count() or 1, name, loglevel)

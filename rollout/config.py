@@ -19,6 +19,8 @@ class FarmConfig(BaseModel):
     broker_url: str = Field(min_length=1)
     store_url: str = Field(min_length=1)
     checkpoint_dir: Path
+    # The trainer's registry over HTTP; checkpoint_dir is then this machine's cache of it.
+    registry_url: str | None = None
     sandbox_backend: str = "auto"
     tuning: FarmTuning = Field(default_factory=FarmTuning)
 
@@ -35,6 +37,7 @@ class FarmConfig(BaseModel):
             broker_url=url,
             store_url=settings.store_url,
             checkpoint_dir=settings.checkpoints,
+            registry_url=settings.registry_url,
             sandbox_backend=settings.sandbox_backend,
             tuning=settings.farm,
         )

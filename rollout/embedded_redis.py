@@ -20,21 +20,13 @@ from pathlib import Path
 
 import redis
 
+from verifarm.processes import process_alive
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _answers(url: str) -> bool:
@@ -72,7 +64,7 @@ class EmbeddedRedis:
     def running_url(self) -> str | None:
         """The URL of this folder's server if one is up and answering."""
         state = self._state()
-        if state is None or not _alive(int(state["pid"])):
+        if state is None or not process_alive(int(state["pid"])):
             return None
         url = f"redis://127.0.0.1:{state['port']}/0"
         return url if _answers(url) else None
@@ -126,7 +118,7 @@ class EmbeddedRedis:
     def stop_recorded(self) -> bool:
         """Stop the server this folder's state file names (e.g. one left by a crashed command). True if one ran."""
         state = self._state()
-        if state is None or not _alive(int(state["pid"])):
+        if state is None or not process_alive(int(state["pid"])):
             self.state_file.unlink(missing_ok=True)
             return False
         self.stop(int(state["pid"]))
@@ -143,7 +135,7 @@ class EmbeddedRedis:
             try:
                 finished, _ = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:  # not our child: poll for it to disappear
-                finished = 0 if _alive(pid) else pid
+                finished = 0 if process_alive(pid) else pid
             if finished:
                 break
             time.sleep(0.05)

@@ -4,12 +4,13 @@ checkpoint is published (for campaigns that ask for `latest`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
+from verifarm.policy.drafter import PublishedDrafter
 from verifarm.policy.http_policy import HttpPolicy
-from verifarm.policy.registry import CheckpointRegistry
+from verifarm.policy.remote_registry import open_registry
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.rollout.campaign import CampaignSpec, EndpointSpec
 from verifarm.rollout.reference_policy import ReferencePolicy
@@ -20,14 +21,16 @@ from verifarm.rollout.samplers import CheckpointSampler, EndpointSampler
 class CheckpointPolicySource:
     """Keeps one loaded checkpoint per worker process; `sampler_for` is called before each batch."""
 
-    def __init__(self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1) -> None:
-        self.registry = CheckpointRegistry(checkpoint_dir)
+    def __init__(
+        self, checkpoint_dir: Path, device: str = "cpu", torch_threads: int = 1, registry_url: str | None = None
+    ) -> None:
+        # With a registry URL, versions are fetched from the trainer and checkpoint_dir caches them.
+        self.registry = open_registry(checkpoint_dir, registry_url)
         self.device = device
         self.torch_threads = torch_threads
         self._loaded: CheckpointSampler | None = None
         self._endpoints: dict[tuple[str, str], EndpointSampler] = {}
-        self._drafter: Any = None  # the registry's drafter model, as load_drafter gives it
-        self._drafter_key: tuple[int, int] | None = None  # (policy version, drafter's version) it was loaded for
+        self.drafters = PublishedDrafter(self.registry, device)
         self.loads = 0  # how many times a checkpoint was read from disk
 
     @property
@@ -68,19 +71,5 @@ class CheckpointPolicySource:
         if spec.endpoint is not None:
             return self.endpoint_sampler(spec.endpoint)
         sampler = self.sampler(spec.policy)
-        self._set_drafter(sampler.policy, spec.speculative.drafter == "auto", spec.speculative.k)
+        self.drafters.attach(sampler.policy, spec.speculative.drafter == "auto", spec.speculative.k)
         return sampler
-
-    def _set_drafter(self, policy, wanted: bool, k: int) -> None:
-        """Give the loaded policy the registry's drafter for its version (reloaded when the policy moves or a
-        newer drafter is published), or none. Speculative sampling is exact, so this only changes speed."""
-        policy.draft_tokens = k
-        candidates = [v for v in self.registry.drafter_versions() if v <= policy.version] if wanted else []
-        if not candidates:  # a directory listing: no hashing unless a drafter is (re)loaded
-            policy.drafter = None
-            return
-        key = (policy.version, candidates[-1])
-        if key != self._drafter_key:
-            self._drafter, _ = self.registry.load_drafter(policy.version, device=self.device)
-            self._drafter_key = key
-        policy.drafter = self._drafter

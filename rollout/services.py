@@ -6,6 +6,10 @@ down, fails later and far from the cause; these checks fail at once, in one line
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from verifarm.redaction import redact_url
+
 
 class ServiceUnavailable(ConnectionError):
     """A broker or store that is unreachable or refuses the credentials; the message says which and what to do."""
@@ -14,20 +18,6 @@ class ServiceUnavailable(ConnectionError):
 def _first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL (a Redis URL): hide anything between ':' and '@'
-        scheme, sep, rest = url.partition("://")
-        credentials, at, host = rest.rpartition("@")
-        if not at or ":" not in credentials:
-            return url
-        return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def check_broker(url: str, timeout_s: float = 3.0) -> None:
@@ -40,12 +30,12 @@ def check_broker(url: str, timeout_s: float = 3.0) -> None:
         client.close()
     except redis.AuthenticationError as error:
         raise ServiceUnavailable(
-            f"the Redis broker at {redacted(url)} refused the credentials ({_first_line(error)}): "
+            f"the Redis broker at {redact_url(url)} refused the credentials ({_first_line(error)}): "
             "correct the password in VERIFARM_REDIS_URL"
         ) from None
     except (redis.RedisError, OSError, ValueError) as error:
         raise ServiceUnavailable(
-            f"cannot reach the Redis broker at {redacted(url)} ({_first_line(error)}): start "
+            f"cannot reach the Redis broker at {redact_url(url)} ({_first_line(error)}): start "
             "Redis, or correct VERIFARM_REDIS_URL (unset, the CLI runs a private one)"
         ) from None
 
@@ -69,7 +59,7 @@ def check_store(url: str, timeout_s: float = 5.0) -> None:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError as error:
         raise ServiceUnavailable(
-            f"the store URL {url!r} is not an SQLAlchemy URL ({error}): use "
+            f"the store URL {redact_url(url)} is not an SQLAlchemy URL ({error}): use "
             "sqlite:///path.db or postgresql://user@host/db"
         ) from None
     connect_args = {"connect_timeout": int(max(1, timeout_s))} if parsed.get_backend_name() == "postgresql" else {}
@@ -77,7 +67,7 @@ def check_store(url: str, timeout_s: float = 5.0) -> None:
         engine = sqlalchemy.create_engine(parsed, connect_args=connect_args)
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ImportError) as error:
         raise ServiceUnavailable(
-            f"cannot use the store URL {redacted(url)} ({_first_line(error)}): use "
+            f"cannot use the store URL {redact_url(url)} ({_first_line(error)}): use "
             "sqlite:///path.db or postgresql://user@host/db"
         ) from None
     try:
@@ -87,11 +77,24 @@ def check_store(url: str, timeout_s: float = 5.0) -> None:
         reason = _first_line(error)
         if any(word in reason.lower() for word in _CREDENTIAL_WORDS):
             raise ServiceUnavailable(
-                f"the store at {redacted(url)} refused the credentials ({reason}): correct the "
+                f"the store at {redact_url(url)} refused the credentials ({reason}): correct the "
                 "user or password in VERIFARM_DATABASE_URL"
             ) from None
         raise ServiceUnavailable(
-            f"cannot open the store at {redacted(url)} ({reason}): start the database, or correct VERIFARM_DATABASE_URL"
+            f"cannot open the store at {redact_url(url)} ({reason}): start the database, or correct VERIFARM_DATABASE_URL"
         ) from None
     finally:
         engine.dispose()
+
+
+def check_registry(url: str, cache_dir: Path, timeout_s: float = 5.0) -> None:
+    """Ask the trainer's registry server for its index; raise ServiceUnavailable if it does not answer."""
+    # deferred: the registry client loads FastAPI, which only a farm with a registry server needs
+    from verifarm.policy.remote_registry import RegistryUnreachable, RemoteRegistry
+
+    try:
+        RemoteRegistry(url, cache_dir, timeout_s=timeout_s).published_versions()
+    except RegistryUnreachable as error:
+        raise ServiceUnavailable(
+            f"{error}: start `verifarm policy serve-registry` on the trainer host, or correct VERIFARM_REGISTRY_URL"
+        ) from None

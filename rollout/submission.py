@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from verifarm.policy.registry import CheckpointRegistry
+from verifarm.policy.remote_registry import open_registry
+from verifarm.redaction import redact_url
 from verifarm.rollout.broker import enqueue_batches, sender_app
 from verifarm.rollout.campaign import CampaignSpec, check_campaign_id, new_campaign_id, parse_spec
 from verifarm.rollout.config import FarmConfig
@@ -22,7 +23,9 @@ def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None)
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
     except Exception as error:
-        raise ConnectionError(f"cannot reach the broker at {farm.broker_url}: {error}; nothing was stored") from None
+        raise ConnectionError(
+            f"cannot reach the broker at {redact_url(farm.broker_url)}: {error}; nothing was stored"
+        ) from None
     campaign_id = check_campaign_id(campaign_id) if campaign_id else new_campaign_id(spec)
     with RolloutStore(farm.store_url) as store:
         if spec.translate is not None and not spec.translate.sources:
@@ -46,19 +49,21 @@ def submit(spec: CampaignSpec, farm: FarmConfig, campaign_id: str | None = None)
 
 
 def check_policy_available(spec: CampaignSpec, farm: FarmConfig) -> None:
-    """Refuse a campaign whose policy no worker could load (workers read the same checkpoint folder)."""
+    """Refuse a campaign whose policy no worker could load (from the same checkpoint folder, or fetched from the
+    same registry server: a server out of reach raises ConnectionError)."""
     if spec.policy == "reference" or spec.endpoint is not None:
         return
-    registry = CheckpointRegistry(farm.checkpoint_dir)
+    registry = open_registry(farm.checkpoint_dir, farm.registry_url)
+    where = redact_url(farm.registry_url) if farm.registry_url else farm.checkpoint_dir
     if spec.policy == "latest":
         if registry.latest_version() is None:
             raise ValueError(
-                f"policy 'latest': no good checkpoint in {farm.checkpoint_dir}; publish one first "
+                f"policy 'latest': no good checkpoint in {where}; publish one first "
                 "(or use policy: reference for a load test)"
             )
     elif spec.policy not in registry.published_versions() or not registry.inspect(spec.policy).ok:
         raise ValueError(
-            f"policy version {spec.policy} is not a good checkpoint in {farm.checkpoint_dir} "
+            f"policy version {spec.policy} is not a good checkpoint in {where} "
             f"(published: {registry.published_versions()})"
         )
 

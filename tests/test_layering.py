@@ -40,8 +40,9 @@ MAY_IMPORT = {
     "verifarm": {"base", "sandbox", "envs", "policy", "rollout", "trainer", "dashboard"},
 }
 # Modules of the glue folder that are a part of their own, "base": the settings every entry point resolves (the
-# CLI, a worker, the policy server) and the CLI's error and terminal helpers that each part's commands use.
-BASE = {"verifarm.settings", "verifarm.cli_errors", "verifarm.terminal"}
+# CLI, a worker, the policy server), the redaction of the URLs they hold, and the CLI's error and terminal helpers
+# that each part's commands use.
+BASE = {"verifarm.settings", "verifarm.redaction", "verifarm.processes", "verifarm.cli_errors", "verifarm.terminal"}
 # Scripts on top of everything: they may import any part, but keep the deferred-import rule.
 SCRIPT_FOLDERS = ("benchmarks",)
 DEFERRED = re.compile(r"#\s*deferred:\s*\S")

@@ -21,6 +21,7 @@ import yaml
 from verifarm.cli_errors import BadInput, Failure
 from verifarm.policy.cli import complete_policy_versions
 from verifarm.policy.registry import CheckpointRegistry, CorruptCheckpoint
+from verifarm.processes import process_alive
 from verifarm.rollout.services import ServiceUnavailable, check_store
 from verifarm.rollout.store import RolloutStore
 from verifarm.settings import Settings, load_settings
@@ -64,12 +65,12 @@ def _running_pid() -> int | None:
         return None
     try:
         pid = int(path.read_text().strip())
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
+    except ValueError:
         path.unlink(missing_ok=True)
         return None
-    except PermissionError:
-        return pid  # alive, owned by someone else
+    if not process_alive(pid):
+        path.unlink(missing_ok=True)
+        return None
     return pid
 
 
@@ -284,11 +285,7 @@ def _alive(pid: int) -> bool:
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return process_alive(pid)
 
 
 @app.command()

@@ -23,6 +23,7 @@ from verifarm.policy.losses import distill_loss, grpo_loss, lm_loss, sequence_lo
 from verifarm.policy.registry import sha256_file
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.policy.training import TrainConfig, align_behaviour_logprobs, encode_batch, encode_texts, make_optimizer
+from verifarm.redaction import redact_url
 from verifarm.rollout.store import RecordFilter
 from verifarm.trainer.config import TrainerConfig, plain
 from verifarm.trainer.corpus import Corpus, build_corpus
@@ -214,7 +215,7 @@ class ContinualTrainer:
         if read_up_to is not None and (newest is None or newest < read_up_to):
             raise TrainerStateMismatch(
                 f"trainer state {state_name} has read the rollout store up to record {read_up_to}, but the store at "
-                f"{self.store.url} holds {'no records' if newest is None else f'only {newest}'}: it is another "
+                f"{redact_url(self.store.url)} holds {'no records' if newest is None else f'only {newest}'}: it is another "
                 f"store, so point VERIFARM_DATABASE_URL at the one it trained from, {FRESH_HINT}"
             )
 

@@ -20,6 +20,7 @@ from verifarm.policy.registry import CheckpointRegistry
 from verifarm.policy.sampling import LocalPolicy
 from verifarm.policy.tokenizer import build_tokenizer
 from verifarm.policy.training import TrainConfig, pretrain
+from verifarm.redaction import redact_url
 from verifarm.rollout.campaign import CampaignSpec
 from verifarm.rollout.orchestration import CampaignRunner, LocalFarm
 from verifarm.trainer.config import RoundsConfig
@@ -150,11 +151,11 @@ def run_in_fresh_farm(config: RoundsConfig, home: Path, say: Callable[[str], Non
         if config.workers > 0:
             pool = farm.start_pool(config.workers)
             say(
-                f"worker pool: {config.workers} process(es), private Redis {pool.broker_url}; "
-                f"store {farm.settings.store_url}"
+                f"worker pool: {config.workers} process(es), private Redis {redact_url(pool.broker_url)}; "
+                f"store {redact_url(farm.settings.store_url)}"
             )
         else:
-            say(f"rollouts in this process (no worker pool); store {farm.settings.store_url}")
+            say(f"rollouts in this process (no worker pool); store {redact_url(farm.settings.store_url)}")
         return run_rounds(config, farm_trainer(config, farm, corpus), farm.campaigns(config.round_timeout_seconds), say)
 
 

@@ -21,7 +21,9 @@ from rich.table import Table
 
 from verifarm.cli_errors import BadInput, Failure
 from verifarm.envs.catalog import get_family
+from verifarm.policy.asgi import PortUnavailable, bind_socket, serve_forever
 from verifarm.policy.cli import RootOption, complete_policy_versions, registry_at
+from verifarm.policy.remote_registry import registry_app
 from verifarm.rollout.store import RolloutStore
 from verifarm.settings import load_settings
 from verifarm.terminal import ProgressReporter
@@ -285,6 +287,25 @@ def list_versions(
     Console().print(table)
     latest = registry.latest_version()
     typer.echo(f"newest good version: {f'v{latest}' if latest else 'none'}")
+
+
+@app.command("serve-registry")
+def serve_registry(
+    host: str = typer.Option("127.0.0.1", help="address to bind (the trainer host's address on the farm network)"),
+    port: int = typer.Option(8270, help="port to bind"),
+    root: Path | None = RootOption,
+) -> None:
+    """Serve this registry read-only over HTTP to workers that share no disk with it (VERIFARM_REGISTRY_URL)."""
+    registry = registry_at(root)
+    if not registry.root.is_dir():
+        _bad_input(f"no checkpoint registry at {registry.root}: publish a version first (verifarm policy init)")
+    try:
+        sock = bind_socket(host, port)
+    except (PortUnavailable, ValueError) as error:
+        _bad_input(str(error))
+    bound_host, bound_port = sock.getsockname()[:2]
+    typer.echo(f"serving the registry {registry.root} read-only on http://{bound_host}:{bound_port}")
+    serve_forever(registry_app(registry), sock)
 
 
 @app.command()

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from verifarm.redaction import redact_url
+
 
 class FarmTuning(BaseModel):
     """The farm's timing knobs (VERIFARM_FARM_<FIELD>), shared by every worker of a farm."""
@@ -32,8 +34,13 @@ class FarmTuning(BaseModel):
 
 class Settings(BaseSettings):
     # `farm` is nested: VERIFARM_FARM_VISIBILITY_TIMEOUT_S sets farm.visibility_timeout_s (split once after FARM).
+    # Inputs stay out of validation errors: a refused URL may carry a password.
     model_config = SettingsConfigDict(
-        env_prefix="VERIFARM_", extra="ignore", env_nested_delimiter="_", env_nested_max_split=1
+        env_prefix="VERIFARM_",
+        extra="ignore",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        hide_input_in_errors=True,
     )
 
     home: Path = Field(default=Path(".verifarm"), description="folder for local state")
@@ -41,6 +48,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="rollout store; None is a SQLite file in home")
     checkpoint_dir: Path | None = Field(default=None, description="policy registry; None is home/checkpoints")
     sandbox_backend: str = Field(default="auto", description="docker, bwrap, process or auto")
+    registry_url: str | None = Field(
+        default=None,
+        description="the trainer's registry over HTTP (`verifarm policy serve-registry`); checkpoint_dir then "
+        "caches the versions fetched from it",
+    )
     farm: FarmTuning = Field(default_factory=FarmTuning, description="timing knobs of the rollout farm")
 
     @field_validator("database_url")
@@ -59,7 +71,7 @@ class Settings(BaseSettings):
             backend = make_url(url).get_backend_name()
         except ArgumentError:
             raise ValueError(
-                f"VERIFARM_DATABASE_URL={url!r} is not a database URL: use "
+                f"VERIFARM_DATABASE_URL={redact_url(url)} is not a database URL: use "
                 "sqlite:///path/rollouts.db or postgresql://user@host/db"
             ) from None
         if backend not in ("sqlite", "postgresql"):
@@ -68,6 +80,13 @@ class Settings(BaseSettings):
                 "(sqlite:///path.db) or PostgreSQL (postgresql://user@host/db)"
             )
         return url
+
+    @field_validator("registry_url")
+    @classmethod
+    def _http_registry(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"VERIFARM_REGISTRY_URL={redact_url(url)} must start with http:// or https://")
+        return url or None
 
     @property
     def default_store_file(self) -> Path:

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, MetaData, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 
+from verifarm.redaction import redact_url
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -37,7 +39,7 @@ class Database:
 
     def __init__(self, url: str) -> None:
         if not url or "://" not in url:
-            raise ValueError(f"store url must be an SQLAlchemy URL such as sqlite:///path.db, got {url!r}")
+            raise ValueError(f"store url must be an SQLAlchemy URL such as sqlite:///path.db, got {redact_url(url)}")
         self.url = url
         self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         self.dialect = self.engine.dialect.name

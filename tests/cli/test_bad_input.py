@@ -85,12 +85,18 @@ CASES: list[BadInputCase] = [
     BadInputCase(("policy", "drafter", "--version", "99"), 2, "no version 99"),
     BadInputCase(("policy", "drafter", "--difficulty", "99"), 2, "outside verifarm/Addition-v0's range"),
     BadInputCase(("policy", "drafter", "--env", "verifarm/Nope-v0"), 2, "unknown env id"),
+    BadInputCase(("policy", "serve-registry", "--root", "{files}/missing"), 2, "no checkpoint registry at"),
+    BadInputCase(("policy", "serve-registry", "--port", "99999"), 2, "port must lie"),
     # workers
     BadInputCase(("workers", "ls"), 1, "cannot reach the Redis broker", {"VERIFARM_REDIS_URL": REDIS_DOWN}),
     BadInputCase(("workers", "start"), 1, "cannot reach the Redis broker", {"VERIFARM_REDIS_URL": REDIS_DOWN}),
     BadInputCase(("workers", "start"), 1, "cannot open the store", {"VERIFARM_DATABASE_URL": STORE_DOWN}),
     BadInputCase(("workers", "start"), 1, "refused the credentials", {"VERIFARM_DATABASE_URL": ROLE_REFUSED}),
     BadInputCase(("workers", "start", "--concurrency", "0"), 2, "--concurrency"),
+    BadInputCase(
+        ("workers", "start"), 1, "cannot reach the checkpoint registry", {"VERIFARM_REGISTRY_URL": "http://127.0.0.1:1"}
+    ),
+    BadInputCase(("workers", "start"), 2, "must start with http", {"VERIFARM_REGISTRY_URL": "ftp://trainer/registry"}),
     # campaign
     BadInputCase(("campaign", "submit", "{files}/missing.yaml"), 2, "does not exist"),
     BadInputCase(("campaign", "submit", "{files}/bad.yaml"), 2, "unknown env id"),

@@ -10,7 +10,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from verifarm.dashboard.app import create_app
-from verifarm.dashboard.config import DashboardConfig, without_secrets
+from verifarm.dashboard.config import DashboardConfig
+from verifarm.redaction import redact_url
 from verifarm.rollout.campaign import status
 from verifarm.rollout.store import RecordFilter, RolloutStore, record_id_for
 
@@ -181,9 +182,9 @@ def test_no_page_shows_a_password(postgres_url, tmp_path):
         reply = client.get(path)
         assert secret not in reply.text, path
     assert "postgres:***@127.0.0.1" in client.get("/").text
-    assert without_secrets("redis://user:pw@host:6379/0?token=abc") == "redis://user:***@host:6379/0"
-    assert without_secrets("sqlite:////var/lib/verifarm/rollouts.db") == "sqlite:////var/lib/verifarm/rollouts.db"
-    assert without_secrets("redis://:only-a-password@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact_url("redis://user:pw@host:6379/0?token=abc") == "redis://user:***@host:6379/0?token=***"
+    assert redact_url("sqlite:////var/lib/verifarm/rollouts.db") == "sqlite:////var/lib/verifarm/rollouts.db"
+    assert redact_url("redis://:only-a-password@h:6379/0") == "redis://:***@h:6379/0"
 
 
 def test_the_dashboard_command_refuses_a_busy_port_or_a_missing_store_in_one_line(tmp_path):

@@ -295,3 +295,52 @@ def test_serve_checkpoint_folder_with_a_manifest_is_verified(published, tmp_path
     (folder / "config.json").write_text(json.dumps({**config, "num_experts_per_tok": 1}))
     line = serve_refusal("--checkpoint", str(folder), "--port", str(free_port()))
     assert line.startswith(f"error: checkpoint {folder} fails its checksums") and "config.json" in line
+
+
+def metric(url, name):
+    """A sample's value from the server's Prometheus exposition (0 when absent)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as reply:
+        lines = reply.read().decode().splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith(name + " "))
+
+
+def test_serve_with_a_drafter_samples_speculatively_and_exactly(published, local_policy):
+    from verifarm.policy.model import build_drafter
+    from verifarm.policy.server import _load_policy
+
+    published.publish_drafter(1, build_drafter(local_policy.model), {"acceptance_rate": 0.5})
+    speculative = _load_policy(None, published.root, None, "cpu", drafter="auto", draft_tokens=3)
+    with running(CompletionService(speculative, "tiny-moe")) as server:
+        remote = HttpPolicy(server.url, "tiny-moe")
+        greedy = remote.sample(PROMPTS, n=2, temperature=0, max_new_tokens=12)
+        proposed = metric(server.url, 'verifarm_server_draft_tokens_total{outcome="proposed"}')
+        accepted = metric(server.url, 'verifarm_server_draft_tokens_total{outcome="accepted"}')
+    # Drafted (the server counts the drafts), and token for token the policy's own greedy output.
+    assert proposed > 0 and 0 < accepted <= proposed
+    plain = LocalPolicy(local_policy.model, local_policy.tokenizer, version=1)
+    assert tokens_of(greedy) == tokens_of(plain.sample(PROMPTS, n=2, temperature=0, max_new_tokens=12))
+    # With --drafter none (the default) the same registry is served plainly: no drafts, the same tokens.
+    with running(CompletionService(_load_policy(None, published.root, 1, "cpu"), "tiny-moe")) as server:
+        again = HttpPolicy(server.url, "tiny-moe").sample(PROMPTS, n=2, temperature=0, max_new_tokens=12)
+        assert metric(server.url, 'verifarm_server_draft_tokens_total{outcome="proposed"}') == 0
+    assert tokens_of(again) == tokens_of(greedy)
+
+
+def tokens_of(rows):
+    return [[(c.text, c.token_ids, c.policy_version) for c in row] for row in rows]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--drafter", "sometimes"], "error: --drafter takes auto or none, got 'sometimes'"),
+        (["--drafter", "auto", "--draft-tokens", "0"], "error: --draft-tokens must be in [1, 16], got 0"),
+    ],
+)
+def test_serve_refuses_bad_speculative_options_in_one_line(published, args, message):
+    assert serve_refusal("--registry", str(published.root), "--port", str(free_port()), *args) == message
+
+
+def test_serve_refuses_a_drafter_for_a_checkpoint_folder(published):
+    line = serve_refusal("--checkpoint", str(published.path(1)), "--drafter", "auto", "--port", str(free_port()))
+    assert line.startswith("error: --drafter auto needs a checkpoint registry")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from verifarm.policy.speculative import accept_drafts, sampling_distribution
+from verifarm.policy.speculative import DraftLength, accept_drafts, best_draft_length, sampling_distribution
 
 VOCAB = 5
 K = 2
@@ -116,3 +116,20 @@ def test_top_p_nucleus_is_respected_by_the_replacement_token():
 def test_mismatched_shapes_raise():
     with pytest.raises(ValueError, match="target_probs"):
         accept_drafts(torch.zeros(2, K, dtype=torch.long), torch.ones(2, K, VOCAB), torch.ones(2, K, VOCAB), None)
+
+
+def test_draft_length_follows_the_acceptance_rate():
+    # A drafter that is always right is worth the longest rounds, one that is never right the shortest.
+    assert best_draft_length(1.0, 8) == 8 and best_draft_length(0.0, 8) == 1
+    lengths = [best_draft_length(a, 16) for a in (0.3, 0.6, 0.8, 0.9, 0.95, 0.99)]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
+    adaptive = DraftLength(max_tokens=8)
+    assert adaptive.next() > 1
+    for _ in range(6):  # rounds where every row rejects its first draft
+        adaptive.observe(kept=0, rejected=64)
+    assert adaptive.acceptance < 0.05 and adaptive.next() == 1
+    for _ in range(12):  # the drafter got good: every row keeps all 8
+        adaptive.observe(kept=64 * 8, rejected=0)
+    assert adaptive.next() == 8
+    adaptive.observe(kept=0, rejected=0)  # a round with no drafts tells nothing
+    assert adaptive.next() == 8

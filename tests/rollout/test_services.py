@@ -11,11 +11,12 @@ import pytest
 import redis
 
 from verifarm.envs.catalog import FamilyCache
+from verifarm.redaction import redact_url
 from verifarm.rollout.campaign import parse_spec
 from verifarm.rollout.embedded_redis import free_port
 from verifarm.rollout.reference_policy import ReferencePolicy
 from verifarm.rollout.rollouts import rollout_batch
-from verifarm.rollout.services import ServiceUnavailable, check_broker, check_store, redacted
+from verifarm.rollout.services import ServiceUnavailable, check_broker, check_store
 from verifarm.rollout.store import RecordFilter, RolloutStore
 from verifarm.settings import Settings
 
@@ -115,6 +116,13 @@ def test_the_broker_check_tells_a_refused_password_from_a_broker_that_is_down(pa
 
 
 def test_urls_in_messages_hide_passwords() -> None:
-    assert redacted("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
-    assert redacted("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
-    assert redacted("redis://host:6379/0") == "redis://host:6379/0"
+    assert redact_url("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
+    assert redact_url("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_a_registry_server_that_does_not_answer_is_named_in_one_line(tmp_path) -> None:
+    from verifarm.rollout.services import check_registry
+
+    with pytest.raises(ServiceUnavailable, match=r"cannot reach the checkpoint registry at http://farm:\*\*\*@127"):
+        check_registry("http://farm:s3cret@127.0.0.1:1", tmp_path, timeout_s=1)
