@@ -52,7 +52,8 @@ def _validate_nope_rope_parameters(self, rope_parameters: dict, ignore_keys: set
 # Registered once on import: transformers looks rotary types up in this table when it builds (and re-initialises)
 # a model's rotary embedding, and validates a config's rotary parameters through the mixin's method.
 ROPE_INIT_FUNCTIONS[NOPE_ROTARY_TYPE] = _nope_inverse_frequencies
-RotaryEmbeddingConfigMixin._validate_nope_rope_parameters = _validate_nope_rope_parameters
+# The mixin declares no such attribute: transformers finds a rotary type's validator by this name at run time.
+RotaryEmbeddingConfigMixin._validate_nope_rope_parameters = _validate_nope_rope_parameters  # type: ignore[attr-defined]
 
 
 def rotary_parameters(scheme: str, rope_theta: float) -> dict:

@@ -357,7 +357,8 @@ class CheckpointRegistry:
             )
         from transformers import AutoModelForCausalLM
 
-        import verifarm.policy.positions  # noqa: F401  (registers the nope rotary type; deferred with transformers)
+        # deferred: registers the nope rotary type; loads torch and transformers, as the caller is about to
+        import verifarm.policy.positions  # noqa: F401
 
         model = AutoModelForCausalLM.from_pretrained(info.path, **({"dtype": dtype} if dtype is not None else {}))
         if device is not None:
@@ -378,7 +379,8 @@ class CheckpointRegistry:
             raise CorruptCheckpoint(version, info.path, list(info.problems))
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        import verifarm.policy.positions  # noqa: F401  (registers the nope rotary type; deferred with transformers)
+        # deferred: registers the nope rotary type; loads torch and transformers, as the caller is about to
+        import verifarm.policy.positions  # noqa: F401
 
         kwargs: dict[str, Any] = {}
         if dtype is not None:

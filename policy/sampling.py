@@ -279,7 +279,7 @@ class LocalPolicy:
         expand = torch.tensor(prompt_of, device=device)
         logits = logits.index_select(0, expand)
         previous = input_ids[:, -1].index_select(0, expand)  # each row's last token (coupled ids follow it)
-        if coupled:
+        if prompt_positions is not None:
             positions = prompt_positions[:, -1].index_select(0, expand)
         else:
             positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row

@@ -193,6 +193,7 @@ def run(
 
 def _run_curriculum(trainer, registry, store, progress, stop_requested: list) -> None:
     """The config's frontier curriculum: the daemon rolls out its own campaigns in this process, round by round."""
+    # deferred: torch and the rollout machinery load only when a curriculum runs, not on every `verifarm train`
     from verifarm.rollout.orchestration import InProcessCampaigns
     from verifarm.trainer.frontier import round_line, run_frontier
 

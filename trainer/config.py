@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from verifarm.envs.catalog import get_family
 from verifarm.trainer.corpus import CorpusConfig
 from verifarm.trainer.schedule import ScheduleConfig
 
@@ -81,8 +82,6 @@ class FrontierConfig:
             raise ValueError(f"threshold must lie in (0, 1], got {self.threshold}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        from verifarm.envs.catalog import get_family
-
         family = get_family(self.env_id, **self.env_options)  # bad options raise ValueError here
         if self.target_digits > family.max_difficulty:
             raise ValueError(f"{self.env_id} goes up to {family.max_difficulty} digits, asked {self.target_digits}")
@@ -95,8 +94,6 @@ class FrontierConfig:
     def max_new_tokens(self, digits: int) -> int:
         """Token budget of a `digits`-digit completion: the reference's length (one byte a token) plus room for
         a slip or two."""
-        from verifarm.envs.catalog import get_family
-
         reference = get_family(self.env_id, **self.env_options).generate(0, digits).reference
         return len(reference) + digits + 8
 

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 import typer
 
 from verifarm.settings import load_settings
+from verifarm.trainer.config import FrontierConfig, TrainerConfig
+from verifarm.trainer.corpus import CorpusConfig
+from verifarm.trainer.schedule import ScheduleConfig
 
 if TYPE_CHECKING:
     from verifarm.trainer.frontier import FrontierRound
@@ -58,8 +61,10 @@ class DemoConfig:
         for name in ("rounds", "corpus_documents", "pretrain_steps", "pretrain_batch_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.workers < 0 or self.pretrain_seconds <= 0:
-            raise ValueError("workers must be >= 0 and pretrain_seconds > 0")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.pretrain_seconds <= 0:
+            raise ValueError(f"pretrain_seconds must be > 0, got {self.pretrain_seconds}")
         self.trainer_config()  # the curriculum and corpus settings are checked where they are defined
 
     @classmethod
@@ -86,10 +91,6 @@ class DemoConfig:
         return {"answer_order": self.answer_order, "solution": self.solution}
 
     def trainer_config(self):
-        from verifarm.trainer.config import FrontierConfig, TrainerConfig
-        from verifarm.trainer.corpus import CorpusConfig
-        from verifarm.trainer.schedule import ScheduleConfig
-
         curriculum = FrontierConfig(
             env_options=self.env_options,
             gold_digits=self.gold_digits,

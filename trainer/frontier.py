@@ -22,11 +22,16 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from verifarm.policy.model import build_model
+from verifarm.policy.sampling import LocalPolicy
 from verifarm.policy.tokenizer import build_tokenizer
 from verifarm.policy.training import TrainConfig, pretrain
+from verifarm.rollout.campaign import CampaignSpec
+from verifarm.rollout.store import RecordFilter
 from verifarm.trainer.config import FrontierConfig
+from verifarm.trainer.evaluate import evaluate_policy
 from verifarm.trainer.post_data import PostBatch
 
 METADATA_KEY = "frontier"
@@ -82,7 +87,6 @@ def mastered(state: FrontierState, config: FrontierConfig) -> bool:
 
 def round_spec(config: FrontierConfig, round_index: int, digits: int, seed: int):
     """The campaign of one round: tasks of exactly `digits` digits, sampled by the newest version."""
-    from verifarm.rollout.campaign import CampaignSpec
 
     return CampaignSpec(
         name=f"frontier-r{round_index}-d{digits}",
@@ -118,9 +122,8 @@ class ReplayPool:
 
     def refresh(self, campaign_ids: list[str]) -> int:
         """Reload the pool from the store; returns its size."""
-        from verifarm.rollout.store import RecordFilter
 
-        unique = {}
+        unique: dict[tuple[str, str], Any] = {}
         for campaign_id in campaign_ids:
             for record in self.store.iter_records(
                 RecordFilter(campaign_id=campaign_id, env_id=self.env_id, passed=True, outcome="pass")
@@ -173,8 +176,6 @@ def publish_gold_policy(
 
 def evaluate_lengths(trainer, config: FrontierConfig) -> dict[int, float]:
     """Greedy held-out pass@1 per length of the trainer's current weights."""
-    from verifarm.policy.sampling import LocalPolicy
-    from verifarm.trainer.evaluate import evaluate_policy
 
     was_training = trainer.model.training
     trainer.model.eval()

@@ -135,7 +135,8 @@ def init(
     if from_pretrained is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        import verifarm.policy.positions  # noqa: F401  (registers the nope rotary type; deferred with transformers)
+        # deferred: registers the nope rotary type; loads torch and transformers, as the caller is about to
+        import verifarm.policy.positions  # noqa: F401
 
         model = AutoModelForCausalLM.from_pretrained(from_pretrained)
         tokenizer = AutoTokenizer.from_pretrained(from_pretrained)

@@ -61,7 +61,7 @@ CASES: list[BadInputCase] = [
     # the root command
     BadInputCase(("no-such-command",), 2, "No such command"),
     BadInputCase(("--bogus",), 2, "No such option"),
-    BadInputCase(("demo", "--workers", "-1"), 2, "workers >= 0"),
+    BadInputCase(("demo", "--workers", "-1"), 2, "workers must be >= 0, got -1"),
     # sandbox
     BadInputCase(("sandbox", "info", "--bogus"), 2, "No such option"),
     BadInputCase(("sandbox", "build-image", "--bogus"), 2, "No such option"),
