@@ -13,7 +13,7 @@ import urllib.request
 from typing import Any
 
 from verifarm.policy.params import SamplingParams
-from verifarm.policy.sampling import Completion
+from verifarm.policy.sampling import Completion, SamplesByKeyword
 from verifarm.redaction import redact_url
 
 
@@ -30,7 +30,7 @@ def _token_ids(choice: dict[str, Any]) -> list[int]:
     return []
 
 
-class HttpPolicy:
+class HttpPolicy(SamplesByKeyword):
     """Samples from `model_name` at `base_url` (e.g. "http://127.0.0.1:8000" or ".../v1")."""
 
     def __init__(
@@ -46,22 +46,6 @@ class HttpPolicy:
         self.version = version  # updated from the server's policy_version when it reports one
         self.timeout_s = timeout_s
         self.api_key = api_key
-
-    def sample(
-        self,
-        prompts: list[str],
-        n: int = 1,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_new_tokens: int = 256,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> list[list[Completion]]:
-        """n completions per prompt (outer list per prompt), in the order the endpoint indexes them."""
-        params = SamplingParams.checked(
-            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=tuple(stop or ())
-        )
-        return self.sample_with(prompts, params, n, seed)
 
     def sample_with(
         self, prompts: list[str], params: SamplingParams, n: int = 1, seed: int | None = None

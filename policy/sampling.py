@@ -95,7 +95,33 @@ class _PromptLayout:
     row_ids: torch.Tensor  # (B,) output row of each batch row
 
 
-class LocalPolicy:
+class SamplesByKeyword:
+    """`sample(prompts, n, temperature=..., ...)`, the keyword form people call by hand, for a policy that
+    implements `sample_with` (the form campaigns and the server use, settings validated once)."""
+
+    def sample_with(
+        self, prompts: list[str], params: SamplingParams, n: int = 1, seed: int | None = None
+    ) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def sample(
+        self,
+        prompts: list[str],
+        n: int = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> list[list[Completion]]:
+        """n completions for each prompt (outer list per prompt); temperature 0 is greedy decoding."""
+        params = SamplingParams.checked(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=tuple(stop or ())
+        )
+        return self.sample_with(prompts, params, n, seed)
+
+
+class LocalPolicy(SamplesByKeyword):
     """A policy held in this process: `sample` runs the model on its own device.
 
     With a `drafter` (a small Mixtral-style model of the same tokenizer, see `policy.drafter`) the fast
@@ -160,22 +186,6 @@ class LocalPolicy:
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
-
-    def sample(
-        self,
-        prompts: list[str],
-        n: int = 1,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_new_tokens: int = 256,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> list[list[Completion]]:
-        """n completions for each prompt (outer list per prompt); temperature 0 is greedy decoding."""
-        params = SamplingParams.checked(
-            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=tuple(stop or ())
-        )
-        return self.sample_with(prompts, params, n, seed)
 
     def sample_with(
         self, prompts: list[str], params: SamplingParams, n: int = 1, seed: int | None = None
