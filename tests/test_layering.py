@@ -13,16 +13,12 @@ Three rules, each failure named by file:line:
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "verifarm"
@@ -62,17 +58,18 @@ class Import:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
 
 
+def _load_typecheck_script():
+    """`.ci/typecheck.py`, which already reads the package mapping as setuptools does: one reader for both."""
+    spec = importlib.util.spec_from_file_location("verifarm_ci_typecheck", ROOT / ".ci" / "typecheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def package_folders() -> dict[str, Path]:
-    """Each package pyproject.toml lists -> its folder, by the longest prefix package-dir maps (as setuptools)."""
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    mapped = config["package-dir"]
-    folders = {}
-    for package in config["packages"]:
-        parts = package.split(".")
-        cut = next((cut for cut in range(len(parts), 0, -1) if ".".join(parts[:cut]) in mapped), 0)
-        base = ROOT / mapped[".".join(parts[:cut])] if cut else ROOT
-        folders[package] = base.joinpath(*parts[cut:])
-    return folders
+    """Each package pyproject.toml lists -> its folder."""
+    return _load_typecheck_script().package_dirs()
 
 
 def package_modules() -> dict[str, Path]:
