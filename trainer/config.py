@@ -67,6 +67,10 @@ class FrontierConfig:
     temperature: float = 0.7
     steps_per_round: int = 60
     threshold: float = 0.9  # held-out greedy pass@1 at frontier + 1 that moves the frontier
+    # How many lengths past the frontier a round's campaign draws from (1: exactly one digit past, as in the
+    # anchor). 2 also samples two digits past, where the policy already passes now and then: the frontier
+    # moves as soon as frontier + 1 is mastered, and the next length has verified samples waiting.
+    reach: int = 1
     eval_tasks: int = 64  # held-out tasks per length
     max_rounds: int = 50
 
@@ -75,7 +79,7 @@ class FrontierConfig:
             raise ValueError(
                 f"need 1 <= gold_digits < target_digits, got gold {self.gold_digits}, target {self.target_digits}"
             )
-        for name in ("tasks_per_round", "samples_per_task", "steps_per_round", "eval_tasks", "max_rounds"):
+        for name in ("tasks_per_round", "samples_per_task", "steps_per_round", "eval_tasks", "max_rounds", "reach"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.threshold <= 1:

@@ -2,7 +2,8 @@
 
 The policy starts from a corpus of worked tasks of at most `gold_digits` digits (the frontier). Each round:
 
-1. a campaign of tasks exactly one digit past the frontier, sampled by the newest version;
+1. a campaign of tasks one digit past the frontier (up to `reach` digits past, if set), sampled by the newest
+   version;
 2. its verified passing samples join the replay pool (the passing samples of every round so far, nothing else:
    a sample longer than the gold data enters training only if the verifier passed it);
 3. `steps_per_round` steps of the trainer's schedule: pre-training steps on the gold corpus interleaved with
@@ -86,8 +87,9 @@ def mastered(state: FrontierState, config: FrontierConfig) -> bool:
 
 
 def round_spec(config: FrontierConfig, round_index: int, digits: int, seed: int):
-    """The campaign of one round: tasks of exactly `digits` digits, sampled by the newest version."""
-
+    """The campaign of one round: tasks of `digits` digits (up to `digits + reach - 1` with a reach past one
+    digit, never past the target), sampled by the newest version."""
+    longest = min(digits + config.reach - 1, config.target_digits)
     return CampaignSpec(
         name=f"frontier-r{round_index}-d{digits}",
         envs=[
@@ -95,12 +97,12 @@ def round_spec(config: FrontierConfig, round_index: int, digits: int, seed: int)
                 "env_id": config.env_id,
                 "options": dict(config.env_options),
                 "min_difficulty": digits,
-                "max_difficulty": digits,
+                "max_difficulty": longest,
             }
         ],
         tasks=config.tasks_per_round,
         samples_per_task=config.samples_per_task,
-        sampling={"temperature": config.temperature, "max_new_tokens": config.max_new_tokens(digits)},
+        sampling={"temperature": config.temperature, "max_new_tokens": config.max_new_tokens(longest)},
         policy="latest",
         seed=seed * 1000 + round_index,
         batch_size=16,

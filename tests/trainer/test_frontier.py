@@ -38,6 +38,15 @@ def test_a_round_samples_exactly_one_digit_past_the_frontier():
     assert config.max_new_tokens(8) > len("Answer: 123456789")
 
 
+def test_a_longer_reach_also_samples_past_the_next_length_but_never_past_the_target():
+    config = FrontierConfig(env_options=UNITS_FIRST, gold_digits=4, target_digits=8, reach=2)
+    (choice,) = round_spec(config, 3, 5, seed=0).envs
+    assert (choice.min_difficulty, choice.max_difficulty) == (5, 6)
+    (last,) = round_spec(config, 9, 8, seed=0).envs
+    assert (last.min_difficulty, last.max_difficulty) == (8, 8)
+    assert round_spec(config, 3, 5, seed=0).sampling.max_new_tokens == config.max_new_tokens(6)
+
+
 def test_the_gold_corpus_never_holds_more_than_four_digits():
     corpus_config = CorpusConfig(
         arithmetic_max_digits=4, arithmetic_documents=2000, arithmetic_options=UNITS_FIRST, heldout_fraction=0.1
@@ -67,6 +76,7 @@ def test_the_gold_corpus_never_holds_more_than_four_digits():
         ({"env_options": {"answer_order": "sideways"}}, "answer_order"),
         ({"target_digits": 41}, "goes up to 40"),
         ({"steps_per_round": 0}, "steps_per_round"),
+        ({"reach": 0}, "reach"),
     ],
 )
 def test_bad_curriculum_settings_are_refused(bad, message):
