@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ def make_templates() -> Jinja2Templates:
         auto_reload=False,
     )
     templates = Jinja2Templates(env=env)
-    env.filters.update(percent=_percent, number=_number, duration=_duration, one_line=one_line, secret_free=redact_url)
+    # Every page shows the store's URL (the same few URLs): parsed once, not on each page.
+    secret_free = lru_cache(maxsize=16)(redact_url)
+    env.filters.update(percent=_percent, number=_number, duration=_duration, one_line=one_line, secret_free=secret_free)
     env.globals.update(shown=shown, charts=charts, record_rows=record_rows)
     return templates
 

@@ -91,10 +91,18 @@ class CampaignStore(Database):
             return [self._campaign_from_row(r) for r in conn.execute(statement).mappings()]
 
     def campaign_ids(self) -> list[str]:
-        """The ids of `list_campaigns`, in its order, without reading (and validating) specs: for menus."""
+        """The ids of `list_campaigns`, in its order, without reading (and validating) specs: for menus.
+
+        The dataset browser's menu asks on every page, so this is the driver's own cursor on a pooled
+        connection: SQLAlchemy's statement building, cache lookup and result wrapping cost 3-4 times the query."""
         c = self.campaigns.c
-        with self.engine.connect() as conn:
-            return list(conn.execute(select(c.campaign_id).order_by(c.created_at)).scalars())
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(f"SELECT {c.campaign_id.name} FROM {self.campaigns.name} ORDER BY {c.created_at.name}")
+            return [row[0] for row in cursor.fetchall()]
+        finally:
+            connection.close()
 
     @staticmethod
     def _campaign_from_row(row: Any) -> CampaignRow:
