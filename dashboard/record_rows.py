@@ -1,5 +1,9 @@
-"""The dataset browser's HTML that is built in Python rather than in the Jinja2 template: the table rows and the
-filter menus' options.
+"""The dataset browser's page, made in Python rather than by a Jinja2 template: its filter form, table rows and
+pager, inside base.html's layout (`deps.frame`).
+
+The browser's page is timed against its own store query (the Dashboard latency section of benchmarks/README.md),
+and Jinja2's rendering of the form and pager alone cost about as much as all 50 rows written as f-strings. What
+the page shows and how it escapes is tested against the template it replaced (tests/dashboard/).
 
 The rows are the page's hot loop: 11 cells for each of up to 500 records. Through Jinja2 every cell is an
 attribute lookup, a filter call and an escape in the template's generated code, and for a page of 50 rows that
@@ -13,9 +17,10 @@ Numbers are formatted from the record's validated int and float fields.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from html import escape
+from urllib.parse import urlencode
 
 from markupsafe import Markup
 
@@ -87,3 +92,67 @@ def menu_options(values: tuple[str, ...], selected: str | None) -> Markup:
             for raw, value in zip(values, map(escape, values))
         )
     )
+
+
+def _query_href(query: Mapping[str, object]) -> str:
+    return escape(f"/records?{urlencode(query)}")
+
+
+def records_content(
+    records: Sequence[RecordSummary],
+    preview_chars: int,
+    filters: Mapping[str, str | None],
+    menus: Mapping[str, Markup],
+    before: int | None,
+    older: int | None,
+    searched_to: int | None,
+) -> str:
+    """The page's content: the filter form (`filters` as the query string gave them, each menu's options from
+    `menu_options`), the table of `records`, how far a bounded search went, and the links to the newest and the
+    next older page (the active filters kept)."""
+    active = {name: value for name, value in filters.items() if value}
+    if records:
+        rows: str = record_rows(records, preview_chars)
+    else:
+        rows = "" if searched_to else '\n  <tr><td colspan="11" class="empty">No records match.</td></tr>\n  '
+    searched = (
+        f'<p class="searched" id="searched">Searched back to record #{searched_to:d}: '
+        f'{"these are all that match" if records else "no records match"} so far, and "older" searches on.</p>'
+        if searched_to
+        else ""
+    )
+    newest = f'<a href="{_query_href(active)}" id="newest">newest</a>' if before else ""
+    older_link = f'<a href="{_query_href({**active, "before": older})}" id="older">older →</a>' if older else ""
+    return f"""
+<h1>Dataset</h1>
+<form method="get" action="/records" class="filters" id="filters">
+  <label>campaign <select name="campaign"><option value="">any</option>
+    {menus["campaign"]}
+  </select></label>
+  <label>env <select name="env"><option value="">any</option>
+    {menus["env"]}
+  </select></label>
+  <label>outcome <select name="outcome"><option value="">any</option>
+    {menus["outcome"]}
+  </select></label>
+  <label>policy version <input name="policy_version" size="4" value="{escape(filters["policy_version"] or "")}"></label>
+  <label>verifier version <input name="verifier_version" size="6" value="{escape(filters["verifier_version"] or "")}"></label>
+  <label>policy <select name="policy_name"><option value="">any</option>
+    {menus["policy_name"]}
+  </select></label>
+  <button type="submit">filter</button>
+</form>
+<table id="records">
+  <thead><tr><th class="num">#</th><th>record</th><th>campaign</th><th>env</th><th class="num">task</th>
+    <th class="num">sample</th><th>outcome</th><th class="num">reward</th><th>policy</th><th>verifier</th>
+    <th>completion</th></tr></thead>
+  <tbody>
+  {rows}
+  </tbody>
+</table>
+{searched}
+<p class="pager">
+  {newest}
+  {older_link}
+</p>
+"""

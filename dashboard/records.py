@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from verifarm.dashboard import deps
 from verifarm.dashboard.config import DashboardConfig
-from verifarm.dashboard.record_rows import menu_options
+from verifarm.dashboard.record_rows import menu_options, records_content
 from verifarm.envs.catalog import ENV_IDS
 from verifarm.rollout.store import OUTCOMES, RecordFilter, RolloutStore, record_id_for
 
@@ -88,22 +88,23 @@ async def records_page(request: Request) -> HTMLResponse:
         window=config.scan_window,
     )
     page, more = window.records[: config.page_size], len(window.records) > config.page_size
-    active = {k: v for k, v in filters.items() if v}
-    body = state.templates.get_template("records.html").render(
-        request=request,
-        config=config,
-        records=page,
+    menus = {
+        "campaign": menu_options(tuple(store.campaign_ids()), filters["campaign"]),
+        "env": menu_options(ENV_CHOICES, filters["env"]),
+        "outcome": menu_options(OUTCOMES, filters["outcome"]),
+        "policy_name": menu_options(POLICY_NAMES, filters["policy_name"]),
+    }
+    content = records_content(
+        page,
+        config.preview_chars,
+        filters,
+        menus,
+        before=before,
         older=page[-1].seq if more else window.searched_to,
         searched_to=window.searched_to,
-        filters=filters,
-        active=active,
-        campaign_options=menu_options(tuple(store.campaign_ids()), filters["campaign"]),
-        env_options=menu_options(ENV_CHOICES, filters["env"]),
-        outcome_options=menu_options(OUTCOMES, filters["outcome"]),
-        policy_options=menu_options(POLICY_NAMES, filters["policy_name"]),
-        before=before,
     )
-    return HTMLResponse(body)
+    head, tail = deps.frame(request, "Dataset")
+    return HTMLResponse(head + content + tail)
 
 
 router.add_route("/records", records_page, methods=["GET"])
