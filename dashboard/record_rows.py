@@ -2,8 +2,9 @@
 pager, inside base.html's layout (`deps.frame`).
 
 The browser's page is timed against its own store query (the Dashboard latency section of benchmarks/README.md),
-and Jinja2's rendering of the form and pager alone cost about as much as all 50 rows written as f-strings. What
-the page shows and how it escapes is tested against the template it replaced (tests/dashboard/).
+and Jinja2's rendering of the form and pager alone cost about as much as all 50 rows written as f-strings. The
+rows are tested against the template loop they replaced (tests/dashboard/test_record_rows.py), the page's
+escaping of stored text and of the filters it echoes in tests/dashboard/test_pages.py.
 
 The rows are the page's hot loop: 11 cells for each of up to 500 records. Through Jinja2 every cell is an
 attribute lookup, a filter call and an escape in the template's generated code, and for a page of 50 rows that
