@@ -13,7 +13,6 @@ one f-string, and every string read from the store is HTML-escaped with the stan
 (the same five characters as Jinja2's autoescaping, without a `Markup` object per cell). The escaping runs once
 over all of a page's cells joined by a character no transformation touches, then split again: each of the 300
 cells' escapes was a Python call of its own (five `str.replace` each), several times what the characters cost.
-Numbers are formatted from the record's validated int and float fields.
 """
 
 from __future__ import annotations
@@ -50,37 +49,37 @@ def _preview(text: str) -> str:
 def record_rows(records: Sequence[RecordSummary], preview_chars: int) -> Markup:
     """The `<tr>` of each record for the browser's table, completions cut to `preview_chars` on one line (as
     `text.one_line` shows them: control characters written out, newlines as ⏎, … where cut)."""
-    if not records:
-        return Markup("")
-    cells = _each(
-        [
-            cell
-            for r in records
-            for cell in (r.record_id, r.record_id[:8], r.campaign_id, r.env_id.replace("verifarm/", ""), r.outcome)
-        ]
+    n = len(records)
+    ids = [r.record_id for r in records]
+    texts = _each(
+        ids
+        + [record_id[:8] for record_id in ids]
+        + [r.campaign_id for r in records]
+        + [r.env_id.replace("verifarm/", "") for r in records]
+        + [r.outcome for r in records]
         + [r.verifier_version for r in records],
         escape,
     )
     previews = _each([r.completion_preview[:preview_chars] for r in records], _preview)
-    rows = []
-    for index, r in enumerate(records):
-        record_id, short_id, campaign, env, outcome = cells[5 * index : 5 * index + 5]
-        policy = "ref" if r.policy_version is None else f"v{r.policy_version:d}"
-        cut = _CUT if len(r.completion_preview) > preview_chars else ""
-        # Each row opens and closes with the whitespace the template around it expects (two-space indent).
-        rows.append(
-            f'\n  <tr data-record="{record_id}">\n'
-            f'    <td class="num">{r.seq:d}</td>\n'
-            f'    <td><a href="/records/{record_id}" class="record-link">{short_id}</a></td>\n'
-            f"    <td>{campaign}</td><td>{env}</td>\n"
-            f'    <td class="num">{r.task_index:d}</td><td class="num">{r.sample_index:d}</td>\n'
-            f'    <td class="outcome outcome-{outcome}">{outcome}</td>'
-            f'<td class="num">{r.reward:.2f}</td>\n'
-            f"    <td>{policy}</td><td>{cells[5 * len(records) + index]}</td>\n"
-            f'    <td class="text preview">{previews[index]}{cut}</td>\n'
-            f"  </tr>\n  "
+    columns = zip(records, *(texts[i * n : (i + 1) * n] for i in range(6)), previews)
+    # Each row opens and closes with the whitespace the table around it expects (two-space indent). Numbers
+    # are the record's validated int and float fields.
+    return Markup(
+        "".join(
+            [
+                f'\n  <tr data-record="{record_id}">\n'
+                f'    <td class="num">{r.seq}</td>\n'
+                f'    <td><a href="/records/{record_id}" class="record-link">{short_id}</a></td>\n'
+                f"    <td>{campaign}</td><td>{env}</td>\n"
+                f'    <td class="num">{r.task_index}</td><td class="num">{r.sample_index}</td>\n'
+                f'    <td class="outcome outcome-{outcome}">{outcome}</td><td class="num">{r.reward:.2f}</td>\n'
+                f"    <td>{'ref' if r.policy_version is None else f'v{r.policy_version}'}</td><td>{verifier}</td>\n"
+                f'    <td class="text preview">{preview}{_CUT if len(r.completion_preview) > preview_chars else ""}</td>\n'
+                f"  </tr>\n  "
+                for r, record_id, short_id, campaign, env, outcome, verifier, preview in columns
+            ]
         )
-    return Markup("".join(rows))
+    )
 
 
 @lru_cache(maxsize=256)
