@@ -6,7 +6,8 @@ For each store `verifarm dashboard` runs as its own process (as users run it) an
 in the same run so that load on the machine hits both alike:
 
   page    GET /records?... over one keep-alive HTTP connection (query, campaign list, template, HTTP)
-  direct  RolloutStore.newest_first(...) with the same filter, cursor, limit and preview length in this process
+  direct  RolloutStore.newest_window(...), the store call the page makes, with the page's filter, cursor, limit,
+          preview length and scan window, in this process
 
 for three pages: the first page (no filter), a filtered page (one campaign's failures) and a page deep in the
 store (cursor at the middle seq). Both stores are measured in the same loop (one dashboard process each). Targets:
@@ -47,6 +48,7 @@ ENVS = ("verifarm/Addition-v0", "verifarm/Arithmetic-v0", "verifarm/MathAnswer-v
 CAMPAIGNS = 20
 PAGE_SIZE = 50
 PREVIEW_CHARS = DashboardConfig.model_fields["preview_chars"].default  # what the dashboard cuts text to
+SCAN_WINDOW = DashboardConfig.model_fields["scan_window"].default  # the records a page examines at most
 CHUNK = 50_000
 
 
@@ -185,8 +187,11 @@ def fetch_page(dashboard: Dashboard, path: str) -> None:
 
 
 def query_direct(store: RolloutStore, flt: RecordFilter, before: int | None) -> None:
-    rows = store.newest_first(flt, before_seq=before, limit=PAGE_SIZE + 1, preview_chars=PREVIEW_CHARS)
-    assert len(rows) == PAGE_SIZE + 1
+    """The store call the page makes, with the page's arguments: what the page costs beyond it is the web layer."""
+    window = store.newest_window(
+        flt, before_seq=before, limit=PAGE_SIZE + 1, preview_chars=PREVIEW_CHARS, window=SCAN_WINDOW
+    )
+    assert len(window.records) == PAGE_SIZE + 1
 
 
 def measure(urls: dict[int, str], repeats: int) -> tuple[Timings, Timings, Timings]:

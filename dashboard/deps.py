@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,6 @@ from fastapi.templating import Jinja2Templates
 
 from verifarm.dashboard import charts
 from verifarm.dashboard.config import DashboardConfig
-from verifarm.dashboard.record_rows import record_rows
 from verifarm.dashboard.text import one_line, shown
 from verifarm.policy.registry import CheckpointRegistry
 from verifarm.redaction import redact_url
@@ -43,8 +43,10 @@ def make_templates() -> Jinja2Templates:
         auto_reload=False,
     )
     templates = Jinja2Templates(env=env)
-    env.filters.update(percent=_percent, number=_number, duration=_duration, one_line=one_line, secret_free=redact_url)
-    env.globals.update(shown=shown, charts=charts, record_rows=record_rows)
+    # Every page shows the store's URL (the same few URLs): parsed once, not on each page.
+    secret_free = lru_cache(maxsize=16)(redact_url)
+    env.filters.update(percent=_percent, number=_number, duration=_duration, one_line=one_line, secret_free=secret_free)
+    env.globals.update(shown=shown, charts=charts)
     return templates
 
 
@@ -60,6 +62,23 @@ async def store(request: Request) -> RolloutStore:
 
 async def registry(request: Request) -> CheckpointRegistry:
     return request.app.state.registry
+
+
+_CONTENT = "\ue001"  # a private-use character: where a page's content goes in its frame
+
+
+def frame(request: Request, title: str) -> tuple[str, str]:
+    """base.html's markup before and after a page's content, for a page made in Python. What the layout shows (the
+    config's store URL and refresh period) is fixed for the app's life, so it is rendered once per title."""
+    app_state = request.app.state
+    frames: dict[str, tuple[str, str]] = app_state.frames
+    if title not in frames:
+        page = app_state.templates.get_template("frame.html").render(
+            config=app_state.config, title=title, content=_CONTENT
+        )
+        head, tail = page.split(_CONTENT)
+        frames[title] = head, tail
+    return frames[title]
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any):

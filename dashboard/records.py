@@ -6,16 +6,18 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from verifarm.dashboard import deps
 from verifarm.dashboard.config import DashboardConfig
+from verifarm.dashboard.record_rows import menu_options, records_content
 from verifarm.envs.catalog import ENV_IDS
 from verifarm.rollout.store import OUTCOMES, RecordFilter, RolloutStore, record_id_for
 
 router = APIRouter()
 
 ENV_CHOICES = tuple(sorted(ENV_IDS))
+POLICY_NAMES = ("checkpoint", "reference", "endpoint")
 TOKENS_SHOWN = 512  # of a record's token log-probs on its page
 
 
@@ -67,15 +69,15 @@ def record_filter(
 # Dashboard latency section of benchmarks/README.md). That is safe because the walk is bounded: a filter that
 # matches almost nothing examines at most `scan_window` records per page (a few milliseconds) and the page says
 # how far it searched, instead of scanning a million records while every other page waits.
-@router.get("/records")
-async def records_page(request: Request):
-    # The query string is read here rather than declared as parameters: FastAPI's validation of seven optional
-    # parameters cost a noticeable share of a page that otherwise takes about two milliseconds.
+# A plain Starlette route (registered below), not a FastAPI endpoint: the page reads its query string itself, so
+# FastAPI's parameter validation, dependency solving and response handling would only add to every page.
+async def records_page(request: Request) -> HTMLResponse:
     query = request.query_params
     filters: dict[str, Any] = {name: query.get(name) for name in FILTER_PARAMS}
     before = page_cursor(query.get("before"))
-    config: DashboardConfig = request.app.state.config
-    store: RolloutStore = request.app.state.store
+    state = request.app.state
+    config: DashboardConfig = state.config
+    store: RolloutStore = state.store
     flt = record_filter(*filters.values())
     # One more than a page tells whether an older page exists, without counting the matches.
     window = store.newest_window(
@@ -86,20 +88,26 @@ async def records_page(request: Request):
         window=config.scan_window,
     )
     page, more = window.records[: config.page_size], len(window.records) > config.page_size
-    active = {k: v for k, v in filters.items() if v}
-    return deps.render(
-        request,
-        "records.html",
-        records=page,
+    menus = {
+        "campaign": menu_options(tuple(store.campaign_ids()), filters["campaign"]),
+        "env": menu_options(ENV_CHOICES, filters["env"]),
+        "outcome": menu_options(OUTCOMES, filters["outcome"]),
+        "policy_name": menu_options(POLICY_NAMES, filters["policy_name"]),
+    }
+    content = records_content(
+        page,
+        config.preview_chars,
+        filters,
+        menus,
+        before=before,
         older=page[-1].seq if more else window.searched_to,
         searched_to=window.searched_to,
-        filters=filters,
-        active=active,
-        campaigns=store.campaign_ids(),
-        env_ids=ENV_CHOICES,
-        outcomes=OUTCOMES,
-        before=before,
     )
+    head, tail = deps.frame(request, "Dataset")
+    return HTMLResponse(head + content + tail)
+
+
+router.add_route("/records", records_page, methods=["GET"])
 
 
 def _record_or_404(store: RolloutStore, record_id: str):

@@ -27,12 +27,17 @@ class ShownText:
     truncated: bool
 
 
+def visible(text: str) -> str:
+    """`text` with control characters written out as escapes (each character on its own: a page's texts may be
+    joined, made visible at once and split again)."""
+    return _UNSAFE.sub(_visible, text)
+
+
 def shown(text: str, limit: int) -> ShownText:
     """The first `limit` characters of `text` with control characters written out as escapes."""
     if limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
-    cut = text[:limit]
-    return ShownText(_UNSAFE.sub(_visible, cut), len(text), len(text) > limit)
+    return ShownText(visible(text[:limit]), len(text), len(text) > limit)
 
 
 def one_line(text: str, limit: int) -> str:

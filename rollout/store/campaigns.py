@@ -3,11 +3,13 @@ retried sandbox failures."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, MetaData, String, Table, select, update
+from sqlalchemy.pool import QueuePool
 
 from verifarm.rollout.store.database import Database, as_utc, utcnow
 
@@ -51,6 +53,11 @@ class CampaignStore(Database):
         super().__init__(url)
         self.campaigns = campaigns_table(self.metadata)
         self.campaigns.create(self.engine, checkfirst=True)
+        # `campaign_ids` on a SQLite file: a connection of its own, the ids it read, and the file's data version
+        # when it read them.
+        self._ids_lock = threading.Lock()
+        self._ids_connection: Any = None
+        self._ids_read: tuple[int, list[str]] | None = None
 
     def create_campaign(
         self,
@@ -91,10 +98,42 @@ class CampaignStore(Database):
             return [self._campaign_from_row(r) for r in conn.execute(statement).mappings()]
 
     def campaign_ids(self) -> list[str]:
-        """The ids of `list_campaigns`, in its order, without reading (and validating) specs: for menus."""
+        """The ids of `list_campaigns`, in its order, without reading (and validating) specs: for menus.
+
+        The dataset browser's menu asks on every page, so this skips SQLAlchemy's statement building, cache lookup
+        and result wrapping (3-4 times the query) for the driver's own cursor. On a SQLite file the ids are read
+        again only when the file changed: `PRAGMA data_version` on a connection that never writes changes with
+        every commit of any other connection (any process), and costs a few microseconds."""
         c = self.campaigns.c
-        with self.engine.connect() as conn:
-            return list(conn.execute(select(c.campaign_id).order_by(c.created_at)).scalars())
+        sql = f"SELECT {c.campaign_id.name} FROM {self.campaigns.name} ORDER BY {c.created_at.name}"
+        if self.dialect != "sqlite" or not isinstance(self.engine.pool, QueuePool):
+            # PostgreSQL has no such counter; an in-memory SQLite database shares its one connection.
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute(sql)
+                return [row[0] for row in cursor.fetchall()]
+            finally:
+                connection.close()
+        with self._ids_lock:
+            if self._ids_connection is None:
+                self._ids_connection = self.engine.raw_connection()
+            cursor = self._ids_connection.cursor()
+            try:
+                # fetchall: a statement left unfinished would hold its read snapshot (and stall checkpoints).
+                version = cursor.execute("PRAGMA data_version").fetchall()[0][0]
+                if self._ids_read is None or self._ids_read[0] != version:
+                    self._ids_read = version, [row[0] for row in cursor.execute(sql).fetchall()]
+            finally:
+                cursor.close()
+            return list(self._ids_read[1])
+
+    def close(self) -> None:
+        with self._ids_lock:
+            if self._ids_connection is not None:
+                self._ids_connection.close()
+                self._ids_connection = None
+        super().close()
 
     @staticmethod
     def _campaign_from_row(row: Any) -> CampaignRow:

@@ -223,6 +223,18 @@ def test_a_bad_cursor_is_a_400_page(filled_store_url, tmp_path):
     assert reply.status_code == 400 and "before" in reply.text and "<html" in reply.text
 
 
+def test_the_filters_a_page_echoes_are_inert(filled_store_url, tmp_path):
+    # The form shows the query's own values again, and the pager's links carry them: markup in them stays text.
+    hostile = '"><script>window.__pwned = 3</script>'
+    page = client_for(filled_store_url, tmp_path, page_size=2).get(
+        "/records", params={"verifier_version": hostile, "campaign": hostile, "before": "1000000"}
+    )
+    assert page.status_code == 200 and "<script>window.__pwned" not in page.text
+    assert f'name="verifier_version" size="6" value="{html.escape(hostile)}"' in page.text
+    newest = re.search(r'href="([^"]+)" id="newest"', page.text)
+    assert newest and "script" in html.unescape(newest.group(1)) and "<" not in newest.group(1)
+
+
 def test_the_filter_menu_lists_a_campaign_created_a_moment_ago(filled_store_url, tmp_path):
     client = client_for(filled_store_url, tmp_path)
     menu = re.compile(r'<option value="([^"]*)"')

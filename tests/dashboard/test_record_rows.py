@@ -72,6 +72,18 @@ def test_rows_show_what_the_template_loop_showed():
     assert cells(rows)[1][:2] == ["6", HOSTILE[:8]] and cells(rows)[1][8] == "ref" and cells(rows)[0][8] == "v3"
 
 
+def test_a_cell_holding_the_joiner_of_a_pages_cells_is_shown_as_it_is():
+    # The cells of a page are escaped joined by U+E000; a stored string holding that character itself must not
+    # shift the other cells.
+    records = [summary(3, "a\ue000b<", 1, 0.5), summary(2, HOSTILE, 2, 1.0)]
+    env = jinja2.Environment(autoescape=True)
+    env.filters["one_line"] = one_line
+    reference = env.from_string(TEMPLATE_LOOP).render(records=records, preview_chars=40)
+    rows = record_rows(records, preview_chars=40)
+    assert cells(rows) == cells(reference) and attributes(rows) == attributes(reference)
+    assert cells(rows)[0][2] == "ca\ue000b<"
+
+
 def test_every_stored_string_is_inert():
     rows = str(record_rows([summary(1, HOSTILE, 1, 0.0)], preview_chars=200))
     assert "<script>" not in rows and "'" not in rows and '("x")' not in rows

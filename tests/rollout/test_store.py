@@ -266,3 +266,15 @@ def test_a_bounded_count_stops_past_its_bound(store: RolloutStore) -> None:
     assert store.count(RecordFilter()) == 7 and store.count(RecordFilter(dedupe=True)) == 3
     assert store.count(RecordFilter(), at_most=10) == 7 and store.count(RecordFilter(), at_most=4) == 5
     assert store.count(RecordFilter(dedupe=True), at_most=2) == 3  # deduplicated counts stay exact
+
+
+def test_campaign_ids_follow_every_commit_of_any_connection(store: RolloutStore, store_url: str) -> None:
+    assert store.campaign_ids() == []
+    store.create_campaign("later", "later", {"policy": "reference"}, 1, 1, 5)
+    assert store.campaign_ids() == ["later"]
+    # Another engine on the same database, as another process (the CLI submitting a campaign) would write.
+    with RolloutStore(store_url) as other:
+        other.create_campaign("newest", "newest", {"policy": "reference"}, 1, 1, 5)
+        assert store.campaign_ids() == ["later", "newest"]
+        other.set_cancelled("later")  # a commit that changes no id
+        assert store.campaign_ids() == ["later", "newest"] == [row.campaign_id for row in store.list_campaigns()]
