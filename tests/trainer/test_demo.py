@@ -33,12 +33,14 @@ def test_quick_demo_runs_frontier_rounds_through_the_worker_pool_and_plots(tmp_p
 
     with RolloutStore(f"sqlite:///{home / 'rollouts.db'}") as store:
         records = store.query(RecordFilter())
-    # Every rollout came from a worker sampling a published checkpoint, on tasks one digit past the frontier.
+    # Every rollout came from a worker sampling a published checkpoint, on tasks one and two digits past the
+    # frontier (never past the target).
     assert records and all(r.policy_name == "checkpoint" and r.policy_version >= 1 for r in records)
     assert len(records) == config.rounds * config.tasks_per_round * config.samples_per_task
     for entry, next_entry in pairwise(history):
         round_records = [r for r in records if r.campaign_id.startswith(f"frontier-r{next_entry.round}-")]
-        assert {r.difficulty for r in round_records} == {entry.frontier + 1}
+        reach = range(entry.frontier + 1, min(entry.frontier + config.reach, 3) + 1)
+        assert round_records and {r.difficulty for r in round_records} <= set(reach)
         assert all(r.prompt.startswith("(units first) ") for r in round_records)
 
 
@@ -57,6 +59,8 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path):
         ({"gold_digits": 8}, "gold_digits < target_digits"),
         ({"answer_order": "sideways"}, "answer_order"),
         ({"workers": -1}, "workers"),
+        ({"time_budget_seconds": 0}, "time_budget_seconds"),
+        ({"reach": 0}, "reach"),
     ],
 )
 def test_bad_demo_settings_are_refused_with_the_setting_named(changes, message):
