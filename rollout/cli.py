@@ -115,9 +115,6 @@ def workers_start(
     loglevel: str = typer.Option("INFO", "--loglevel", "-l"),
 ) -> None:
     """Start a pool of rollout workers (blocks; Ctrl-C stops it, and the private Redis if it started one)."""
-    # deferred: the worker's app loads torch and transformers, which no other command needs
-    from verifarm.rollout.app import run_worker
-
     settings = load_settings()
     _check_services(settings, None)  # the store first: no private Redis is started only to refuse
     if settings.registry_url:
@@ -125,6 +122,10 @@ def workers_start(
     with session_broker(settings.redis_url, settings.home) as broker_url:
         _check_services(settings, broker_url)
         farm = FarmConfig.from_settings(settings, broker_url=broker_url)
+        # A refused start never waits for the worker's torch and transformers (seconds).
+        # deferred: the worker's app loads torch and transformers, which no other command needs
+        from verifarm.rollout.app import run_worker
+
         typer.echo(
             f"broker {redact_url(broker_url)}  store {redact_url(farm.store_url)}  checkpoints {farm.checkpoint_dir}",
             err=True,
