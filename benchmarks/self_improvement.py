@@ -359,7 +359,7 @@ def part_easy_to_hard(
     best_name, (best, _) = max(runs.items(), key=lambda item: item[1][0].history[-1].pass_at_1[target_digits])
     reached = best.history[-1].pass_at_1[target_digits]
     print(
-        f"target 2: best {best_name}: {target_digits}-digit held-out pass@1 {reached:.1%} after {best.rounds} rounds "
+        f"{target_digits}-digit target: best {best_name}: held-out pass@1 {reached:.1%} after {best.rounds} rounds "
         f"-> {'MET' if reached >= 0.9 else 'NOT MET'}"
     )
     print(f"easy to hard: frontier of the best variant = {best.frontier} digits (gold 4, target {target_digits})")
