@@ -54,6 +54,23 @@ class KVCache:
         """The cache of a subset (or repetition) of batch rows, e.g. to drop finished sequences."""
         return KVCache(self.kv.index_select(1, rows), self.valid.index_select(0, rows))
 
+    def prompts_per_row(self, rows: torch.Tensor, free_slots: int) -> KVCache:
+        """A cache for batch rows sampling the prompts `rows` (B,) of this prompt cache (P, W slots): each row
+        gets its prompt's keys and values in slots [0, W) and `free_slots` more for its generated tokens."""
+        layers, _, heads, width, head_dim = self.kv.shape
+        kv = self.kv.new_zeros((layers, rows.shape[0], heads, width + free_slots, head_dim))
+        kv[:, :, :, :width] = self.kv.index_select(1, rows)
+        valid = self.valid.new_zeros((rows.shape[0], width + free_slots))
+        valid[:, :width] = self.valid.index_select(0, rows)
+        return KVCache(kv, valid)
+
+    def prompt_bias(self, width: int) -> torch.Tensor:
+        """The additive attention bias (B, 1, 1, S) of a `prompts_per_row` cache whose prompts fill slots
+        [0, width): -inf at their left padding, 0 at every other slot (the generated ones, valid once written)."""
+        bias = torch.zeros(self.valid.shape, dtype=self.kv.dtype, device=self.kv.device)
+        bias[:, :width].masked_fill_(~self.valid[:, :width], float("-inf"))
+        return bias[:, None, None, :]
+
 
 @dataclass(frozen=True)
 class DecoderOptions:
@@ -345,6 +362,13 @@ class FastMoEDecoder:
             self.lm_head = Int8Linear(self.lm_head)
             self.layers = [_int8_layer(w) for w in self.layers]
 
+    def rows_hold_prompts(self, prompt_width: int) -> bool:
+        """Whether prompts of `prompt_width` slots are best copied into each row's cache (`prompts_per_row`)
+        rather than attended once per prompt (the cascade): short prompts in float32 on CPU, where one fused
+        attention a layer saves the cascade's second attention and merge. Elsewhere it is not measured, and
+        the cascade keeps bfloat16 greedy decoding token for token with `generate`."""
+        return prompt_width <= ROW_PROMPT_SLOTS and self.device.type == "cpu" and self.dtype == torch.float32
+
     def allocate_cache(self, batch: int, slots: int) -> KVCache:
         return KVCache.allocate(
             len(self.layers), batch, self.kv_heads, slots, self.head_dim, self.kv_dtype, self.device
@@ -431,6 +455,7 @@ class FastMoEDecoder:
         cache: KVCache,
         slot: int,
         rotary: tuple[torch.Tensor, torch.Tensor],
+        prompt_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decode one token per row: tokens/positions (B,); logits (B, V).
 
@@ -438,6 +463,10 @@ class FastMoEDecoder:
         per prompt from its `prompt_segments` cache for all rows sampling that prompt (`groups`), the generated
         part per row from `cache` (this token written at `slot`), and the two merge through their
         log-sum-exps. n samples of one prompt thus never copy or re-read its keys n times.
+
+        With no `prompt_segments`, each row's left-padded prompt is in its own `cache` before its generated
+        tokens (`KVCache.prompts_per_row`), and `prompt_bias` (B, 1, 1, S) is -inf at its padding: one
+        attention a layer and no merge, which is cheaper for short prompts (see `ROW_PROMPT_SLOTS`).
         """
         batch = tokens.shape[0]
         heads, kv_heads, head_dim = self.num_heads, self.kv_heads, self.head_dim
@@ -453,6 +482,14 @@ class FastMoEDecoder:
             qkv = apply_rotary(self._qkv(weights, hidden), cos, signed_sin)  # q, k rotated; v as it was
             cache.kv[index, :, :, slot] = qkv[:, heads:]  # this token's keys and values, one copy
             q = qkv[:, :heads].view(batch, kv_heads, groups_per_kv, head_dim)  # (B, Hkv, G, D)
+            if not prompt_segments:
+                if prompt_bias is None:
+                    raise ValueError("a step over prompts held in the rows' own cache needs their prompt_bias")
+                seen = cache.kv[index, :, :, : slot + 1]
+                attended, _ = attend(q, seen[:, :kv_heads], seen[:, kv_heads:], prompt_bias[..., : slot + 1], scale)
+                hidden = hidden + linear(attended.to(self.dtype).reshape(batch, -1), weights.out)
+                hidden = self._feed_forward(weights, hidden)
+                continue
             # Prompt part: the rows of one prompt stacked as that prompt's queries.
             # (P, R, Hkv, G, D): a view when the batch is already laid out by prompt, else a gather.
             stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
@@ -477,10 +514,18 @@ class FastMoEDecoder:
             hidden = self._feed_forward(weights, hidden)
         return linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)
 
-    def plan_extend(self, positions: torch.Tensor, slots: torch.Tensor, width_q: int, cache: KVCache) -> ExtendPlan:
+    def plan_extend(
+        self,
+        positions: torch.Tensor,
+        slots: torch.Tensor,
+        width_q: int,
+        cache: KVCache,
+        first_slot: torch.Tensor | None = None,
+    ) -> ExtendPlan:
         """What `extend` needs besides the tokens for rows starting at `positions`/`slots` (B,) with `width_q`
         tokens each: built once, it serves every call with those places (a drafter's k single-token calls
-        of one round take `plan.window(...)` views of one plan)."""
+        of one round take `plan.window(...)` views of one plan). `first_slot` (B,): the first slot each row
+        reads, for rows whose left-padded prompt sits in their own cache (see `extend`); by default slot 0."""
         heads, kv_heads = self.num_heads, self.kv_heads
         groups_per_kv = heads // kv_heads
         offsets = torch.arange(width_q, device=self.device)
@@ -488,7 +533,10 @@ class FastMoEDecoder:
         places = positions[:, None] + offsets
         used = int(slots.max()) + width_q  # the generated slots any row reads
         # Generated part: query (b, j) reads slot s iff s <= slots[b] + j; queries laid out j-major, g-minor.
-        seen = torch.arange(used, device=self.device)[None, None, :] <= token_slots[:, :, None]  # (B, Q, S)
+        slot_ids = torch.arange(used, device=self.device)[None, None, :]
+        seen = slot_ids <= token_slots[:, :, None]  # (B, Q, S)
+        if first_slot is not None:
+            seen &= slot_ids >= first_slot[:, None, None]
         generated_bias = torch.zeros(seen.shape, dtype=self.dtype, device=self.device)
         generated_bias = generated_bias.masked_fill_(~seen, float("-inf")).repeat_interleave(groups_per_kv, dim=1)
         # Where each row's new keys and values go, as rows of a layer's cache viewed (B * 2*Hkv * S, D): one
@@ -519,7 +567,10 @@ class FastMoEDecoder:
         its own tokens up to j. Slots from `slots[b] + Q` on are never read, so dropping a row's rejected
         draft tokens is only starting its next call at a lower slot: they are masked, then overwritten.
         `plan` is `plan_extend` of these places, when the caller has it already (then `positions` and `slots`
-        are not read).
+        are not read). With no `prompt_segments` each row's prompt is in its own cache, before its generated
+        slots (prefilled there, its left padding masked by the plan's `first_slot`): one attention a layer and
+        no merge, fewer ops a call than the cascade, which pays for a small model whose calls are mostly op
+        overhead (a drafter), not for the policy, whose prompt keys the cascade reads once for n rows.
         """
         batch, width_q = tokens.shape
         heads, kv_heads, head_dim = self.num_heads, self.kv_heads, self.head_dim
@@ -541,6 +592,15 @@ class FastMoEDecoder:
                 0, write_at, qkv[:, :, heads:].transpose(1, 2).reshape(-1, head_dim).to(cache.kv.dtype)
             )
             q = qkv[:, :, :heads].view(batch, width_q, kv_heads, groups_per_kv, head_dim)
+            generated = cache.kv[index, :, :, :used]
+            q_rows = q.permute(0, 2, 1, 3, 4).reshape(batch, kv_heads, width_q * groups_per_kv, head_dim)
+            out_g, lse_g = attend(q_rows, generated[:, :kv_heads], generated[:, kv_heads:], generated_bias, scale)
+            out_g = out_g.view(batch, kv_heads, width_q, groups_per_kv, head_dim).transpose(1, 2)
+            if not prompt_segments:  # the prompt is in the rows' own cache: that was all of it
+                hidden = hidden + linear(out_g.to(self.dtype).reshape(batch, width_q, -1), weights.out)
+                hidden = self._feed_forward(weights, hidden)
+                continue
+            lse_g = lse_g.view(batch, kv_heads, width_q, groups_per_kv).transpose(1, 2)
             # Prompt part: every query of a prompt's rows at once, (P, Hkv, R*Q*G, D).
             stacked = q.view(prompts, width, *q.shape[1:]) if groups.aligned else q[gather]
             stacked = stacked.permute(0, 3, 1, 2, 4, 5).reshape(prompts, kv_heads, -1, head_dim)
@@ -557,11 +617,6 @@ class FastMoEDecoder:
             lse_p = lse_p.reshape(prompts * width, width_q, kv_heads, groups_per_kv)
             if not groups.aligned:
                 out_p, lse_p = out_p[groups.position], lse_p[groups.position]  # (B, Q, Hkv, G, ·)
-            generated = cache.kv[index, :, :, :used]
-            q_rows = q.permute(0, 2, 1, 3, 4).reshape(batch, kv_heads, width_q * groups_per_kv, head_dim)
-            out_g, lse_g = attend(q_rows, generated[:, :kv_heads], generated[:, kv_heads:], generated_bias, scale)
-            out_g = out_g.view(batch, kv_heads, width_q, groups_per_kv, head_dim).transpose(1, 2)
-            lse_g = lse_g.view(batch, kv_heads, width_q, groups_per_kv).transpose(1, 2)
             attended = merge_attention(out_p, lse_p, out_g, lse_g)  # (B, Q, Hkv, G, D)
             hidden = hidden + linear(attended.to(self.dtype).reshape(batch, width_q, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)
@@ -592,6 +647,11 @@ class ExtendPlan:
             g,
         )
 
+
+# Prompts up to this many slots are copied into each row's cache rather than attended once per prompt (the
+# cascade): for 11-token prompts a policy step then costs 0.83 of a cascade step, a 5-token verify 0.87 of one
+# (2-core CPU, 64 rows, tiny preset); the cascade pays where n rows would each re-read a long prompt.
+ROW_PROMPT_SLOTS = 32
 
 # Below this many prompt slots the plain-ops attention beats the fused kernel (measured on 2-core CPUs: many
 # stacked queries over a short prompt, as speculative rounds have, run about twice as fast).
