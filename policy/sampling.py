@@ -412,7 +412,9 @@ class LocalPolicy(SamplesByKeyword):
         stop_window = 4 * max((len(s) for s in params.stop), default=0) + 4
         lengths = [params.max_new_tokens] * total_rows
         reasons = ["length"] * total_rows
-        proposed, kept = [0] * total_rows, [0] * total_rows
+        # Drafts proposed and kept per output row (and the scratch row).
+        proposed = torch.zeros(total_rows + 1, dtype=torch.long, device=device)
+        drafts_kept = torch.zeros(total_rows + 1, dtype=torch.long, device=device)
 
         # Token 0 of every row comes from the prompt's logits, as in plain sampling.
         emitted, logprobs = choose_tokens(
@@ -434,20 +436,21 @@ class LocalPolicy(SamplesByKeyword):
             ends = self._round_ends(
                 emitted, counts, committed, eos, stop_candidates, stop_window, row_ids, out_tokens, params
             )
-            accepted_list = accepted.tolist() if accepted is not None else None
             round_kept = round_rejected = 0
-            for batch_row, (row, (count, reason)) in enumerate(zip(row_ids.tolist(), ends)):
+            if accepted is not None:
+                # Riding finished rows count toward the scratch row; rows ending this round still count.
+                proposed.index_add_(0, row_ids, torch.full_like(accepted, k))
+                drafts_kept.index_add_(0, row_ids, accepted)  # a cut at eos is no rejection
+                live_now = ~finished.to(device)
+                round_kept = int(accepted[live_now].sum())
+                round_rejected = int((accepted[live_now] < k).sum())
+            for batch_row, (count, reason) in ends.items():
                 if finished[batch_row]:
                     continue
-                if accepted_list is not None:
-                    proposed[row] += k
-                    kept[row] += accepted_list[batch_row]  # a cut at eos is no rejection
-                    round_kept += accepted_list[batch_row]
-                    round_rejected += accepted_list[batch_row] < k
-                if reason is not None:
-                    lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
-                    finished[batch_row] = True
-                    finished_count += 1
+                row = int(row_ids[batch_row])
+                lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
+                finished[batch_row] = True
+                finished_count += 1
             live_count = len(row_ids) - finished_count
             if live_count == 0:
                 break
@@ -463,7 +466,7 @@ class LocalPolicy(SamplesByKeyword):
                 finished, finished_count = finished[live.cpu()], 0
 
             if draft_length is not None:
-                if accepted_list is not None:
+                if accepted is not None:
                     draft_length.observe(round_kept, round_rejected)
                 k = draft_length.next()
             # The drafter catches up on the last two committed tokens (one in the first round) and drafts; its
@@ -525,8 +528,9 @@ class LocalPolicy(SamplesByKeyword):
             counts = (accepted + 1).cpu()
 
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()
+        proposed_list, kept_list = proposed.tolist(), drafts_kept.tolist()
         return [
-            (token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r], (proposed[r], kept[r]))
+            (token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r], (proposed_list[r], kept_list[r]))
             for r in range(total_rows)
         ]
 
@@ -541,38 +545,43 @@ class LocalPolicy(SamplesByKeyword):
         row_ids: torch.Tensor,
         out_tokens: torch.Tensor,
         params: SamplingParams,
-    ) -> list[tuple[int, str | None]]:
-        """Per batch row: how many of its `counts` new tokens `emitted` (B, C) it keeps, and why it ends
-        ("stop" at eos or a stop string, "length" at the budget) or None if it goes on."""
+    ) -> dict[int, tuple[int, str]]:
+        """The batch rows that end this round, each with how many of its `counts` new tokens `emitted` (B, C)
+        it keeps and why it ends: "stop" at eos or a stop string, "length" at the budget. The other rows keep
+        all their new tokens; only rows with an end in sight are looked at one by one."""
         columns = torch.arange(emitted.shape[1], device=emitted.device)
-        usable = columns < counts.to(emitted.device)[:, None]
+        counts = counts.to(emitted.device)
+        usable = columns < counts[:, None]
         ends_at = torch.isin(emitted, eos) & usable
         if stop_candidates is not None:
             ends_at |= stop_candidates[emitted] & usable
-        flagged = ends_at.any(-1).cpu().tolist()
-        first = ends_at.float().argmax(-1).cpu().tolist()
-        committed_list, count_list = committed.cpu().tolist(), counts.tolist()
-        emitted_rows = emitted.cpu().tolist() if any(flagged) else []  # read for flagged rows only
+        budget = params.max_new_tokens - committed
+        flagged = ends_at.any(-1)
+        candidates = (flagged | (counts >= budget)).nonzero().flatten().tolist()
+        if not candidates:
+            return {}
+        flagged_list, first = flagged.cpu().tolist(), ends_at.float().argmax(-1).cpu().tolist()
+        committed_list, count_list = committed.cpu().tolist(), counts.cpu().tolist()
+        emitted_rows = emitted.cpu().tolist()
         eos_ids = self.eos_ids
-        results: list[tuple[int, str | None]] = []
-        for batch_row, (g, count) in enumerate(zip(committed_list, count_list)):
-            budget = params.max_new_tokens - g
-            end: tuple[int, str | None] | None = None
-            if flagged[batch_row]:
+        results: dict[int, tuple[int, str]] = {}
+        for batch_row in candidates:
+            g, count = committed_list[batch_row], count_list[batch_row]
+            row_budget = params.max_new_tokens - g
+            if flagged_list[batch_row]:
                 row = int(row_ids[batch_row])
-                for column in range(first[batch_row], min(count, budget)):
+                for column in range(first[batch_row], min(count, row_budget)):
                     token = emitted_rows[batch_row][column]
                     if token in eos_ids:
-                        end = (column + 1, "stop")
+                        results[batch_row] = (column + 1, "stop")
                         break
                     if stop_candidates is not None and bool(stop_candidates[token]):
                         tail = out_tokens[row, max(0, g + column + 1 - stop_window) : g + column + 1].tolist()
                         if any(s in self.tokenizer.decode(tail, skip_special_tokens=True) for s in params.stop):
-                            end = (column + 1, "stop")
+                            results[batch_row] = (column + 1, "stop")
                             break
-            if end is None:
-                end = (budget, "length") if count >= budget else (count, None)
-            results.append(end)
+            if batch_row not in results and count >= row_budget:
+                results[batch_row] = (row_budget, "length")
         return results
 
     def _sample_with_generate(
