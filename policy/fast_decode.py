@@ -5,7 +5,9 @@ fused q/k/v matrix) and runs them with a preallocated KV cache, grouped-query at
 repeating the cache, and the experts computed as one batched product over the stacked expert
 weights (a grouped GEMM, no Python loop over experts). `policy.sampling` drives it: token by token with
 `step`, or, for speculative sampling, with `extend`, which scores several tokens per row at per-row cache
-slots. `DecoderOptions` selects int8 weights (`policy.quantize`) and a lower-precision KV cache.
+slots. Long prompts are attended once per prompt for all the rows sampling them (cascade attention); short
+ones sit in each row's own cache (`KVCache.prompts_per_row`), one attention a layer. `DecoderOptions`
+selects int8 weights (`policy.quantize`) and a lower-precision KV cache.
 """
 
 from __future__ import annotations
