@@ -20,7 +20,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, P
 from verifarm.policy.fast_decode import (
     DecoderOptions,
     FastMoEDecoder,
+    KVCache,
     PromptGroups,
+    PromptSegment,
     split_prompt_cache,
     unsupported_reason,
 )
@@ -391,19 +393,19 @@ class LocalPolicy(SamplesByKeyword):
         first_logits = decoder.prefill(layout.input_ids, layout.attention_mask, prompt_cache, rotary)
         expand = torch.tensor(prompt_of, device=device)
         prompt_lengths = layout.attention_mask.sum(-1).index_select(0, expand)  # (B,) position of token 0
-        # As in `_sample_fast`: short prompts in each row's cache, generated slots after them; else the cascade.
-        if decoder.rows_hold_prompts(prompt_width):
-            cache, segments, first_slot = prompt_cache.prompts_per_row(expand, slots), [], prompt_width
-        else:
-            cache = decoder.allocate_cache(total_rows, slots)
-            segments, first_slot = split_prompt_cache(prompt_cache, layout.lengths), 0
-        # The drafter keeps each row's prompt in the row's own cache, its generated slots after the prompt's
-        # (`extend` without prompt segments) whatever the prompts' length: a one-layer drafter's calls are mostly
-        # op overhead, and one attention a call instead of the cascade's two and their merge makes each draft
-        # token about a quarter cheaper; its precision is free to choose, it only changes which drafts are kept.
+        # As in `_sample_fast`: short prompts in each row's cache, generated slots after them; else the cascade,
+        # for the policy and the drafter alike (a one-layer drafter's call is mostly op overhead, and one
+        # attention instead of the cascade's two and their merge makes a draft token about a quarter cheaper).
         draft_prompts = drafter.allocate_cache(len(prompt_ids), prompt_width)
         drafter.prefill(layout.input_ids, layout.attention_mask, draft_prompts, draft_rotary)
-        draft_cache = draft_prompts.prompts_per_row(expand, slots)
+        caches: list[tuple[KVCache, list[PromptSegment], int]] = []
+        for model_decoder, prompts_cache in ((decoder, prompt_cache), (drafter, draft_prompts)):
+            if model_decoder.rows_hold_prompts(prompt_width):
+                caches.append((prompts_cache.prompts_per_row(expand, slots), [], prompt_width))
+            else:
+                parts = split_prompt_cache(prompts_cache, layout.lengths)
+                caches.append((model_decoder.allocate_cache(total_rows, slots), parts, 0))
+        (cache, segments, first_slot), (draft_cache, draft_segments, draft_first_slot) = caches
         groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
 
         # One row more than the batch: the scratch row finished rows write to while they ride along.
@@ -479,10 +481,14 @@ class LocalPolicy(SamplesByKeyword):
             start = (committed - feed).clamp(min=0)
             inputs = out_tokens[row_ids[:, None], start[:, None] + torch.arange(feed, device=device)]
             plan = drafter.plan_extend(
-                prompt_lengths + start, prompt_width + start, feed + k - 1, draft_cache, prompt_width - prompt_lengths
+                prompt_lengths + start,
+                draft_first_slot + start,
+                feed + k - 1,
+                draft_cache,
+                prompt_width - prompt_lengths if draft_first_slot else None,
             )
             draft_logits = drafter.extend(
-                inputs, None, None, [], groups, draft_cache, draft_rotary, plan=plan.window(0, feed)
+                inputs, None, None, draft_segments, groups, draft_cache, draft_rotary, plan=plan.window(0, feed)
             )[:, -1]
             draft_tokens, draft_probs = [], []
             for index in range(k):
@@ -494,7 +500,7 @@ class LocalPolicy(SamplesByKeyword):
                         draft_tokens[-1][:, None],
                         None,
                         None,
-                        [],
+                        draft_segments,
                         groups,
                         draft_cache,
                         draft_rotary,
