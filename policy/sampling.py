@@ -442,9 +442,9 @@ class LocalPolicy(SamplesByKeyword):
             )
             round_kept = round_rejected = 0
             if accepted is not None:
-                # Riding finished rows count toward the scratch row; rows ending this round still count.
+                # Riding finished rows count toward the scratch row; rows ending this round are corrected below.
                 proposed.index_add_(0, row_ids, torch.full_like(accepted, k))
-                drafts_kept.index_add_(0, row_ids, accepted)  # a cut at eos is no rejection
+                drafts_kept.index_add_(0, row_ids, accepted)
                 live_now = ~finished.to(device)
                 round_kept = int(accepted[live_now].sum())
                 round_rejected = int((accepted[live_now] < k).sum())
@@ -452,6 +452,14 @@ class LocalPolicy(SamplesByKeyword):
                 if finished[batch_row]:
                     continue
                 row = int(row_ids[batch_row])
+                if accepted is not None:
+                    # Only the drafts up to the row's end count: a cut at eos or the budget is no rejection, and
+                    # drafts after it were neither used nor wrong (else the draft length shrinks as rows end).
+                    row_kept = int(accepted[batch_row])
+                    proposed[row] -= k - min(k, count)
+                    drafts_kept[row] -= row_kept - min(row_kept, count)
+                    round_kept -= row_kept - min(row_kept, count)
+                    round_rejected -= int(row_kept < k and count <= row_kept)
                 lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
                 finished[batch_row] = True
                 finished_count += 1

@@ -99,9 +99,9 @@ def test_rows_ending_mid_round_at_eos_and_stop_strings_match_plain_sampling(toke
     with torch.no_grad():  # eos wins wherever the first row's 4th greedy token would: rows end at different steps
         model.lm_head.weight[tokenizer.eos_token_id] = model.lm_head.weight[free[0][0].token_ids[3]] * 1.05
     stop = ["a)", "never-seen"]
-    plain = LocalPolicy(model, tokenizer, 0).sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=24, stop=stop)
+    plain = LocalPolicy(model, tokenizer, 0).sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=22, stop=stop)
     spec = LocalPolicy(model, tokenizer, 0, drafter=model, draft_tokens=3)  # the policy drafting for itself
-    drafted = spec.sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=24, stop=stop)
+    drafted = spec.sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=22, stop=stop)
     lengths = set()
     for plain_row, drafted_row in zip(plain, drafted):
         for ours, theirs in zip(drafted_row, plain_row):
@@ -111,6 +111,10 @@ def test_rows_ending_mid_round_at_eos_and_stop_strings_match_plain_sampling(toke
                 theirs.finish_reason,
             )
             assert ours.draft_accepted == ours.draft_proposed  # a perfect drafter is always kept
+            # Drafts past a row's end count neither as proposed nor kept: after its first token a row emits rounds
+            # of 3 drafts and a bonus token, then up to its end in the last round (no bonus if it ends on a draft).
+            full_rounds, last = divmod(len(ours.token_ids) - 1, 3 + 1)
+            assert ours.draft_proposed == 3 * full_rounds + min(3, last)
             lengths.add(len(ours.token_ids))
     assert len(lengths) > 1 and min(lengths) <= 4
 
