@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, P
 from verifarm.policy.fast_decode import (
     DecoderOptions,
     FastMoEDecoder,
+    KVCache,
     PromptGroups,
     PromptSegment,
     split_prompt_cache,
@@ -276,8 +277,9 @@ class LocalPolicy(SamplesByKeyword):
         prompt_width = input_ids.shape[1]
         total_rows = len(prompt_of)
 
-        # Each distinct prompt is prefilled once and its keys are shared by its n samples (see
-        # FastMoEDecoder.step); only the generated tokens get a cache per row.
+        # Each distinct prompt is prefilled once. Long prompts' keys are shared by its n samples (the cascade of
+        # FastMoEDecoder.step) and only the generated tokens get a cache per row; short ones are copied into each
+        # row's cache, where one attention a layer costs less than the cascade's two and their merge.
         prompt_cache = decoder.allocate_cache(len(prompt_ids), prompt_width)
         rotary = decoder.rotary_table(prompt_width + params.max_new_tokens)
         # Coupled positions number tokens by their place in a run of digits or of other tokens (ids never
@@ -285,15 +287,21 @@ class LocalPolicy(SamplesByKeyword):
         coupled = position_scheme(self.model.config) == COUPLED
         prompt_positions = coupled_position_ids(input_ids, attention_mask) if coupled else None
         logits = decoder.prefill(input_ids, attention_mask, prompt_cache, rotary, prompt_positions)
-        prompt_segments = split_prompt_cache(prompt_cache, layout.lengths)
         expand = torch.tensor(prompt_of, device=device)
+        # Short prompts go into each row's cache (one attention a layer); longer ones are attended once per
+        # prompt for all its rows (the cascade), from segments trimmed to their lengths.
+        if decoder.rows_hold_prompts(prompt_width):
+            cache = prompt_cache.prompts_per_row(expand, params.max_new_tokens)
+            prompt_segments, prompt_bias, first_slot = [], cache.prompt_bias(prompt_width), prompt_width
+        else:
+            cache = decoder.allocate_cache(total_rows, params.max_new_tokens)
+            prompt_segments, prompt_bias, first_slot = split_prompt_cache(prompt_cache, layout.lengths), None, 0
         logits = logits.index_select(0, expand)
         previous = input_ids[:, -1].index_select(0, expand)  # each row's last token (coupled ids follow it)
         if prompt_positions is not None:
             positions = prompt_positions[:, -1].index_select(0, expand)
         else:
             positions = attention_mask.sum(-1).index_select(0, expand)  # next position of each row
-        cache = decoder.allocate_cache(total_rows, params.max_new_tokens)
         groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
 
         out_tokens = torch.zeros(total_rows, params.max_new_tokens, dtype=torch.long, device=device)
@@ -342,9 +350,13 @@ class LocalPolicy(SamplesByKeyword):
                 finished, finished_count = finished[keep], 0
                 prompt_of = [prompt_of[i] for i in keep.tolist()]
                 groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
+                if prompt_bias is not None:
+                    prompt_bias = prompt_bias[keep]
             if coupled:
                 positions = next_coupled_ids(tokens, previous, positions)
-            logits = decoder.step(tokens, positions, prompt_segments, groups, cache, step, rotary)
+            logits = decoder.step(
+                tokens, positions, prompt_segments, groups, cache, first_slot + step, rotary, prompt_bias
+            )
             previous = tokens
             if not coupled:
                 positions = positions + 1
@@ -377,17 +389,23 @@ class LocalPolicy(SamplesByKeyword):
         slots = params.max_new_tokens + max_k  # a live row has g <= max_new_tokens - 1 and writes k+1 past g-1
         rotary = decoder.rotary_table(prompt_width + slots)
         draft_rotary = drafter.rotary_table(prompt_width + slots)
-        segments: list[PromptSegment] = []
-        draft_segments: list[PromptSegment] = []
-        for model_decoder, table, parts in ((decoder, rotary, segments), (drafter, draft_rotary, draft_segments)):
-            prompt_cache = model_decoder.allocate_cache(len(prompt_ids), prompt_width)
-            logits = model_decoder.prefill(layout.input_ids, layout.attention_mask, prompt_cache, table)
-            parts.extend(split_prompt_cache(prompt_cache, layout.lengths))
-            if model_decoder is decoder:
-                first_logits = logits
+        prompt_cache = decoder.allocate_cache(len(prompt_ids), prompt_width)
+        first_logits = decoder.prefill(layout.input_ids, layout.attention_mask, prompt_cache, rotary)
         expand = torch.tensor(prompt_of, device=device)
         prompt_lengths = layout.attention_mask.sum(-1).index_select(0, expand)  # (B,) position of token 0
-        cache, draft_cache = decoder.allocate_cache(total_rows, slots), drafter.allocate_cache(total_rows, slots)
+        # As in `_sample_fast`: short prompts in each row's cache, generated slots after them; else the cascade,
+        # for the policy and the drafter alike (a one-layer drafter's call is mostly op overhead, and one
+        # attention instead of the cascade's two and their merge makes a draft token about a quarter cheaper).
+        draft_prompts = drafter.allocate_cache(len(prompt_ids), prompt_width)
+        drafter.prefill(layout.input_ids, layout.attention_mask, draft_prompts, draft_rotary)
+        caches: list[tuple[KVCache, list[PromptSegment], int]] = []
+        for model_decoder, prompts_cache in ((decoder, prompt_cache), (drafter, draft_prompts)):
+            if model_decoder.rows_hold_prompts(prompt_width):
+                caches.append((prompts_cache.prompts_per_row(expand, slots), [], prompt_width))
+            else:
+                parts = split_prompt_cache(prompts_cache, layout.lengths)
+                caches.append((model_decoder.allocate_cache(total_rows, slots), parts, 0))
+        (cache, segments, first_slot), (draft_cache, draft_segments, draft_first_slot) = caches
         groups = PromptGroups.from_prompt_of(prompt_of, len(prompt_ids), device)
 
         # One row more than the batch: the scratch row finished rows write to while they ride along.
@@ -398,7 +416,9 @@ class LocalPolicy(SamplesByKeyword):
         stop_window = 4 * max((len(s) for s in params.stop), default=0) + 4
         lengths = [params.max_new_tokens] * total_rows
         reasons = ["length"] * total_rows
-        proposed, kept = [0] * total_rows, [0] * total_rows
+        # Drafts proposed and kept per output row (and the scratch row).
+        proposed = torch.zeros(total_rows + 1, dtype=torch.long, device=device)
+        drafts_kept = torch.zeros(total_rows + 1, dtype=torch.long, device=device)
 
         # Token 0 of every row comes from the prompt's logits, as in plain sampling.
         emitted, logprobs = choose_tokens(
@@ -420,20 +440,29 @@ class LocalPolicy(SamplesByKeyword):
             ends = self._round_ends(
                 emitted, counts, committed, eos, stop_candidates, stop_window, row_ids, out_tokens, params
             )
-            accepted_list = accepted.tolist() if accepted is not None else None
             round_kept = round_rejected = 0
-            for batch_row, (row, (count, reason)) in enumerate(zip(row_ids.tolist(), ends)):
+            if accepted is not None:
+                # Riding finished rows count toward the scratch row; rows ending this round are corrected below.
+                proposed.index_add_(0, row_ids, torch.full_like(accepted, k))
+                drafts_kept.index_add_(0, row_ids, accepted)
+                live_now = ~finished.to(device)
+                round_kept = int(accepted[live_now].sum())
+                round_rejected = int((accepted[live_now] < k).sum())
+            for batch_row, (count, reason) in ends.items():
                 if finished[batch_row]:
                     continue
-                if accepted_list is not None:
-                    proposed[row] += k
-                    kept[row] += accepted_list[batch_row]  # a cut at eos is no rejection
-                    round_kept += accepted_list[batch_row]
-                    round_rejected += accepted_list[batch_row] < k
-                if reason is not None:
-                    lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
-                    finished[batch_row] = True
-                    finished_count += 1
+                row = int(row_ids[batch_row])
+                if accepted is not None:
+                    # Only the drafts up to the row's end count: a cut at eos or the budget is no rejection, and
+                    # drafts after it were neither used nor wrong (else the draft length shrinks as rows end).
+                    row_kept = int(accepted[batch_row])
+                    proposed[row] -= k - min(k, count)
+                    drafts_kept[row] -= row_kept - min(row_kept, count)
+                    round_kept -= row_kept - min(row_kept, count)
+                    round_rejected -= int(row_kept < k and count <= row_kept)
+                lengths[row], reasons[row] = int(committed[batch_row]) + count, reason
+                finished[batch_row] = True
+                finished_count += 1
             live_count = len(row_ids) - finished_count
             if live_count == 0:
                 break
@@ -449,7 +478,7 @@ class LocalPolicy(SamplesByKeyword):
                 finished, finished_count = finished[live.cpu()], 0
 
             if draft_length is not None:
-                if accepted_list is not None:
+                if accepted is not None:
                     draft_length.observe(round_kept, round_rejected)
                 k = draft_length.next()
             # The drafter catches up on the last two committed tokens (one in the first round) and drafts; its
@@ -459,7 +488,13 @@ class LocalPolicy(SamplesByKeyword):
             feed = min(2, int(committed[~finished.to(device)].min()))
             start = (committed - feed).clamp(min=0)
             inputs = out_tokens[row_ids[:, None], start[:, None] + torch.arange(feed, device=device)]
-            plan = drafter.plan_extend(prompt_lengths + start, start, feed + k - 1, draft_cache)
+            plan = drafter.plan_extend(
+                prompt_lengths + start,
+                draft_first_slot + start,
+                feed + k - 1,
+                draft_cache,
+                prompt_width - prompt_lengths if draft_first_slot else None,
+            )
             draft_logits = drafter.extend(
                 inputs, None, None, draft_segments, groups, draft_cache, draft_rotary, plan=plan.window(0, feed)
             )[:, -1]
@@ -483,8 +518,15 @@ class LocalPolicy(SamplesByKeyword):
 
             # One policy forward over the last committed token and the k drafts: k+1 distributions.
             start = committed - 1
+            verify_plan = decoder.plan_extend(
+                prompt_lengths + start,
+                first_slot + start,
+                k + 1,
+                cache,
+                prompt_width - prompt_lengths if first_slot else None,
+            )
             target_logits = decoder.extend(
-                torch.cat((last, drafts), dim=1), prompt_lengths + start, start, segments, groups, cache, rotary
+                torch.cat((last, drafts), dim=1), None, None, segments, groups, cache, rotary, plan=verify_plan
             )  # (B, k+1, V)
             verdict = accept_drafts(
                 drafts,
@@ -502,8 +544,9 @@ class LocalPolicy(SamplesByKeyword):
             counts = (accepted + 1).cpu()
 
         token_lists, logprob_lists = out_tokens.cpu().tolist(), out_logprobs.cpu().tolist()
+        proposed_list, kept_list = proposed.tolist(), drafts_kept.tolist()
         return [
-            (token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r], (proposed[r], kept[r]))
+            (token_lists[r][: lengths[r]], logprob_lists[r][: lengths[r]], reasons[r], (proposed_list[r], kept_list[r]))
             for r in range(total_rows)
         ]
 
@@ -518,38 +561,43 @@ class LocalPolicy(SamplesByKeyword):
         row_ids: torch.Tensor,
         out_tokens: torch.Tensor,
         params: SamplingParams,
-    ) -> list[tuple[int, str | None]]:
-        """Per batch row: how many of its `counts` new tokens `emitted` (B, C) it keeps, and why it ends
-        ("stop" at eos or a stop string, "length" at the budget) or None if it goes on."""
+    ) -> dict[int, tuple[int, str]]:
+        """The batch rows that end this round, each with how many of its `counts` new tokens `emitted` (B, C)
+        it keeps and why it ends: "stop" at eos or a stop string, "length" at the budget. The other rows keep
+        all their new tokens; only rows with an end in sight are looked at one by one."""
         columns = torch.arange(emitted.shape[1], device=emitted.device)
-        usable = columns < counts.to(emitted.device)[:, None]
+        counts = counts.to(emitted.device)
+        usable = columns < counts[:, None]
         ends_at = torch.isin(emitted, eos) & usable
         if stop_candidates is not None:
             ends_at |= stop_candidates[emitted] & usable
-        flagged = ends_at.any(-1).cpu().tolist()
-        first = ends_at.float().argmax(-1).cpu().tolist()
-        committed_list, count_list = committed.cpu().tolist(), counts.tolist()
-        emitted_rows = emitted.cpu().tolist() if any(flagged) else []  # read for flagged rows only
+        budget = params.max_new_tokens - committed
+        flagged = ends_at.any(-1)
+        candidates = (flagged | (counts >= budget)).nonzero().flatten().tolist()
+        if not candidates:
+            return {}
+        flagged_list, first = flagged.cpu().tolist(), ends_at.float().argmax(-1).cpu().tolist()
+        committed_list, count_list = committed.cpu().tolist(), counts.cpu().tolist()
+        emitted_rows = emitted.cpu().tolist()
         eos_ids = self.eos_ids
-        results: list[tuple[int, str | None]] = []
-        for batch_row, (g, count) in enumerate(zip(committed_list, count_list)):
-            budget = params.max_new_tokens - g
-            end: tuple[int, str | None] | None = None
-            if flagged[batch_row]:
+        results: dict[int, tuple[int, str]] = {}
+        for batch_row in candidates:
+            g, count = committed_list[batch_row], count_list[batch_row]
+            row_budget = params.max_new_tokens - g
+            if flagged_list[batch_row]:
                 row = int(row_ids[batch_row])
-                for column in range(first[batch_row], min(count, budget)):
+                for column in range(first[batch_row], min(count, row_budget)):
                     token = emitted_rows[batch_row][column]
                     if token in eos_ids:
-                        end = (column + 1, "stop")
+                        results[batch_row] = (column + 1, "stop")
                         break
                     if stop_candidates is not None and bool(stop_candidates[token]):
                         tail = out_tokens[row, max(0, g + column + 1 - stop_window) : g + column + 1].tolist()
                         if any(s in self.tokenizer.decode(tail, skip_special_tokens=True) for s in params.stop):
-                            end = (column + 1, "stop")
+                            results[batch_row] = (column + 1, "stop")
                             break
-            if end is None:
-                end = (budget, "length") if count >= budget else (count, None)
-            results.append(end)
+            if batch_row not in results and count >= row_budget:
+                results[batch_row] = (row_budget, "length")
         return results
 
     def _sample_with_generate(

@@ -91,10 +91,10 @@ def test_split_prompt_cache_trims_short_prompts_padding():
     cache = KVCache.allocate(2, 4, 1, 10, 8, torch.float32, torch.device("cpu"))
     for prompt, length in enumerate([2, 3, 9, 10]):
         cache.valid[prompt, 10 - length :] = True
-        cache.kv[:, prompt, :, 10 - length :] = prompt + 1
+        cache.kv[:, :, prompt, :, 10 - length :] = prompt + 1
     short, long = split_prompt_cache(cache, [2, 3, 9, 10])
     assert (short.start, short.stop, long.start, long.stop) == (0, 2, 2, 4)
-    assert short.cache.kv.shape == (2, 2, 2, 3, 8) and long.cache.kv.shape == (2, 2, 2, 10, 8)  # keys, values heads
+    assert short.cache.kv.shape == (2, 2, 2, 1, 3, 8) and long.cache.kv.shape == (2, 2, 2, 1, 10, 8)  # keys, values
     assert short.cache.keys(0).shape == short.cache.values(0).shape == (2, 1, 3, 8)
     assert short.cache.keys(0)[1, 0, :, 0].tolist() == [2, 2, 2] and short.cache.values(1)[0, 0, 0, 0] == 0
     assert short.bias[:, 0, 0].tolist() == [[float("-inf"), 0, 0], [0, 0, 0]]

@@ -35,8 +35,10 @@ def forward_logits(model, tokenizer, prompt: str, continuation: list[int]) -> to
         return model(input_ids=ids).logits[0, -len(continuation) :]
 
 
-def test_extend_matches_a_full_forward_and_rolls_back_by_slot(model, tokenizer):
-    """Rows at different slots; a row rewritten from an earlier slot forgets the tokens it replaced."""
+@pytest.mark.parametrize("rows_hold_prompts", [False, True], ids=["cascade", "prompt-in-row"])
+def test_extend_matches_a_full_forward_and_rolls_back_by_slot(model, tokenizer, rows_hold_prompts):
+    """Rows at different slots; a row rewritten from an earlier slot forgets the tokens it replaced. The prompt
+    is attended once per prompt (the cascade) or sits in each row's own cache before its generated slots."""
     decoder = FastMoEDecoder(model)
     prompts = PROMPTS[:3]
     ids = [tokenizer(p)["input_ids"] for p in prompts]
@@ -47,25 +49,41 @@ def test_extend_matches_a_full_forward_and_rolls_back_by_slot(model, tokenizer):
     decoder.prefill(input_ids, mask, prompt_cache, rotary)
     segments = split_prompt_cache(prompt_cache, [len(x) for x in ids])
     groups = PromptGroups.from_prompt_of([0, 1, 2], 3, torch.device("cpu"))
-    cache = decoder.allocate_cache(3, 16)
     lengths = torch.tensor([len(x) for x in ids])
+    if rows_hold_prompts:
+        cache, segments, offset = prompt_cache.prompts_per_row(torch.arange(3), 16), [], width
+    else:
+        cache, offset = decoder.allocate_cache(3, 16), 0
+
+    def extend(tokens: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        first_slot = width - lengths if rows_hold_prompts else None  # the left padding stays unseen
+        plan = decoder.plan_extend(lengths + generated, offset + generated, tokens.shape[1], cache, first_slot)
+        return decoder.extend(tokens, None, None, segments, groups, cache, rotary, plan=plan)
+
     first = torch.tensor([[40, 41, 42, 43], [50, 51, 52, 53], [60, 61, 62, 63]])
-    decoder.extend(first, lengths, torch.zeros(3, dtype=torch.long), segments, groups, cache, rotary)
+    extend(first, torch.zeros(3, dtype=torch.long))
     # Keep 1, 3 and 0 tokens of each row and continue from there with new tokens.
     kept = torch.tensor([1, 3, 0])
     second = torch.tensor([[70, 71], [72, 73], [74, 75]])
-    logits = decoder.extend(second, lengths + kept, kept, segments, groups, cache, rotary)
+    logits = extend(second, kept)
     for row in range(3):
         continuation = first[row, : kept[row]].tolist() + second[row].tolist()
         expected = forward_logits(model, tokenizer, prompts[row], continuation)[-2:]
         torch.testing.assert_close(logits[row], expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("draft_tokens", [1, 4])
-def test_greedy_speculative_output_is_the_policys_greedy_output(model, drafter, tokenizer, draft_tokens):
-    plain = LocalPolicy(model, tokenizer, 0).sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=40)
+@pytest.mark.parametrize(
+    "draft_tokens,prompts",
+    [(1, PROMPTS), (4, PROMPTS), (4, PROMPTS[:4])],
+    ids=["k1-cascade", "k4-cascade", "k4-prompt-in-row"],  # a long prompt makes the policy take the cascade
+)
+def test_greedy_speculative_output_is_the_policys_greedy_output(model, drafter, tokenizer, draft_tokens, prompts):
+    assert FastMoEDecoder(model).rows_hold_prompts(max(len(tokenizer(p)["input_ids"]) for p in prompts)) == (
+        len(prompts) == 4
+    )
+    plain = LocalPolicy(model, tokenizer, 0).sample(prompts * 2, n=2, temperature=0, max_new_tokens=40)
     spec = LocalPolicy(model, tokenizer, 0, drafter=drafter, draft_tokens=draft_tokens)
-    drafted = spec.sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=40)
+    drafted = spec.sample(prompts * 2, n=2, temperature=0, max_new_tokens=40)
     for plain_row, drafted_row in zip(plain, drafted):
         for ours, theirs in zip(drafted_row, plain_row):
             assert ours.token_ids == theirs.token_ids and ours.finish_reason == theirs.finish_reason
@@ -81,9 +99,9 @@ def test_rows_ending_mid_round_at_eos_and_stop_strings_match_plain_sampling(toke
     with torch.no_grad():  # eos wins wherever the first row's 4th greedy token would: rows end at different steps
         model.lm_head.weight[tokenizer.eos_token_id] = model.lm_head.weight[free[0][0].token_ids[3]] * 1.05
     stop = ["a)", "never-seen"]
-    plain = LocalPolicy(model, tokenizer, 0).sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=24, stop=stop)
+    plain = LocalPolicy(model, tokenizer, 0).sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=22, stop=stop)
     spec = LocalPolicy(model, tokenizer, 0, drafter=model, draft_tokens=3)  # the policy drafting for itself
-    drafted = spec.sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=24, stop=stop)
+    drafted = spec.sample(PROMPTS * 2, n=2, temperature=0, max_new_tokens=22, stop=stop)
     lengths = set()
     for plain_row, drafted_row in zip(plain, drafted):
         for ours, theirs in zip(drafted_row, plain_row):
@@ -93,6 +111,10 @@ def test_rows_ending_mid_round_at_eos_and_stop_strings_match_plain_sampling(toke
                 theirs.finish_reason,
             )
             assert ours.draft_accepted == ours.draft_proposed  # a perfect drafter is always kept
+            # Drafts past a row's end count neither as proposed nor kept: after its first token a row emits rounds
+            # of 3 drafts and a bonus token, then up to its end in the last round (no bonus if it ends on a draft).
+            full_rounds, last = divmod(len(ours.token_ids) - 1, 3 + 1)
+            assert ours.draft_proposed == 3 * full_rounds + min(3, last)
             lengths.add(len(ours.token_ids))
     assert len(lengths) > 1 and min(lengths) <= 4
 
