@@ -242,6 +242,8 @@ EASY_TO_HARD_VARIANTS = {
     "orders": [EasyToHardVariant("coupled", o) for o in ("units_first", "msd_first")],
     "all": [EasyToHardVariant(p, o) for p in ("rope", "nope", "coupled") for o in ("units_first", "msd_first")],
 }
+# Each variant on its own too (e.g. `--variants rope+units-first+direct`), so variants can run side by side.
+EASY_TO_HARD_VARIANTS.update({variant.name: [variant] for variant in EASY_TO_HARD_VARIANTS["all"]})
 
 
 def easy_to_hard_variant(
