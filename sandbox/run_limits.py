@@ -10,6 +10,7 @@ import ctypes
 import math
 import os
 import resource
+import signal
 
 PR_SET_PDEATHSIG = 1
 SIGKILL = 9
@@ -21,6 +22,13 @@ def apply_run_limits(
     cpu_seconds, memory_bytes, max_processes, file_size_bytes, open_files, uid=None, gid=None, cgroup_procs=()
 ):
     """Join the cgroup, set rlimits, drop to the run's uid (when given): in the child, before the program."""
+    # A worker started in the background (`verifarm workers start &`) ignores SIGINT and SIGQUIT, under nohup
+    # SIGHUP, and an ignored signal stays ignored across exec: every program starts with the dispositions a
+    # foreground shell would give it. (A handler, such as the fork server's Python one, is left alone: exec
+    # resets it, a forked run keeps it.)
+    for number in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        if signal.getsignal(number) == signal.SIG_IGN:
+            signal.signal(number, signal.SIG_DFL)
     for procs in cgroup_procs:  # while still root: the cgroup files belong to root
         with open(procs, "w") as handle:
             handle.write(str(os.getpid()))

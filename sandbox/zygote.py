@@ -21,6 +21,7 @@ import builtins
 import importlib.machinery
 import marshal
 import os
+import signal
 import sys
 
 try:
@@ -172,6 +173,11 @@ def _finalize(code: int) -> int:
 
 def serve(job_fd: int, control_fd: int, run_dir: str) -> None:
     """The template: keep one idle child ready; report its pid, then its wait status and usage."""
+    # What a fresh python3 started from a foreground shell has, however the agent was started (a background
+    # worker ignores SIGINT and SIGQUIT, a nohup one SIGHUP, and the template inherits that): runs fork from here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     precompiled = precompile_harness(run_dir)
     job_socket = _socket.socket(fileno=job_fd)
     control = _socket.socket(fileno=control_fd)

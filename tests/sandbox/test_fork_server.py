@@ -5,6 +5,7 @@ signal dispositions of a fresh `python3` started on the host."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 
 import pytest
@@ -87,12 +88,25 @@ def test_a_forked_run_is_a_fresh_interpreter(backend: str):
     assert forked["argv"] == ["state.py", "one", "two"] and forked["our_modules"] == []
 
 
+def _foreground_dispositions() -> None:
+    for number in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def test_signal_dispositions_are_those_of_a_fresh_python3(backend: str, tmp_path):
     script = tmp_path / "state.py"
     script.write_text(STATE)
     # restore_signals (the default) gives the child the dispositions a shell would: what `python3` starts from.
+    # The test may itself run in the background (SIGINT and SIGQUIT ignored) or under nohup (SIGHUP ignored); the
+    # reference is a python3 started in the foreground, which is what every sandboxed program must get.
     host = json.loads(
-        subprocess.run(["python3", "-I", "-S", str(script)], capture_output=True, check=True, cwd=tmp_path).stdout
+        subprocess.run(
+            ["python3", "-I", "-S", str(script)],
+            capture_output=True,
+            check=True,
+            cwd=tmp_path,
+            preexec_fn=_foreground_dispositions,
+        ).stdout
     )
     forked = _state(backend, ("python3", "-I", "-S", "state.py"))
     assert forked["signals"] == host["signals"]
