@@ -39,7 +39,7 @@ def test_quick_demo_runs_frontier_rounds_through_the_worker_pool_and_plots(tmp_p
     assert len(records) == config.rounds * config.tasks_per_round * config.samples_per_task
     for entry, next_entry in pairwise(history):
         round_records = [r for r in records if r.campaign_id.startswith(f"frontier-r{next_entry.round}-")]
-        reach = range(entry.frontier + 1, min(entry.frontier + config.reach, 3) + 1)
+        reach = range(entry.frontier + 1, min(entry.frontier + config.reach, config.target_digits) + 1)
         assert round_records and {r.difficulty for r in round_records} <= set(reach)
         assert all(r.prompt.startswith("(units first) ") for r in round_records)
 
