@@ -189,7 +189,7 @@ def fetch_page(dashboard: Dashboard, path: str) -> None:
 def query_direct(store: RolloutStore, flt: RecordFilter, before: int | None) -> None:
     """The store call the page makes, with the page's arguments: what the page costs beyond it is the web layer."""
     window = store.newest_window(
-        flt, before_seq=before, limit=PAGE_SIZE + 1, preview_chars=PREVIEW_CHARS, window=SCAN_WINDOW
+        flt, before_seq=before, limit=PAGE_SIZE + 1, preview_chars=PREVIEW_CHARS + 1, window=SCAN_WINDOW
     )
     assert len(window.records) == PAGE_SIZE + 1
 

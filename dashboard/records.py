@@ -79,12 +79,13 @@ async def records_page(request: Request) -> HTMLResponse:
     config: DashboardConfig = state.config
     store: RolloutStore = state.store
     flt = record_filter(*filters.values())
-    # One more than a page tells whether an older page exists, without counting the matches.
+    # One more than a page tells whether an older page exists, without counting the matches; one character
+    # more than a preview tells whether the text went on (the listing marks it cut).
     window = store.newest_window(
         flt,
         before_seq=before,
         limit=config.page_size + 1,
-        preview_chars=config.preview_chars,
+        preview_chars=config.preview_chars + 1,
         window=config.scan_window,
     )
     page, more = window.records[: config.page_size], len(window.records) > config.page_size

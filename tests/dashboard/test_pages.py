@@ -265,3 +265,15 @@ def test_training_curves_are_read_from_the_trainers_event_files(filled_store_url
     loss_chart = client.get("/training").text.split("training loss by mode</title>", 1)[1].split("</svg>", 1)[0]
     assert loss_chart.count("<circle") == 4  # a changed event file is read again
     telemetry.close()
+
+
+def test_the_listing_marks_exactly_the_previews_it_cut(filled_store_url, tmp_path):
+    client = client_for(filled_store_url, tmp_path, preview_chars=40)
+    rows = cell_texts(client.get("/records", params={"campaign": "beta"}).text, "records")
+    with RolloutStore(filled_store_url) as store:
+        completions = {r.seq: r.completion for r in store.iter_records(RecordFilter(campaign_id="beta"))}
+    assert len(rows) == len(completions) and any(len(c) > 40 for c in completions.values())
+    assert any(len(c) <= 40 for c in completions.values())
+    for row in rows:
+        completion, preview = completions[int(row[0])], row[-1]
+        assert preview.endswith("…") == (len(completion) > 40), (completion[:60], preview)
