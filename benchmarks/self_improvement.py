@@ -81,7 +81,7 @@ def base_config(quick: bool) -> RoundsConfig:
             rounds=3,
             eval_tasks=24,
             pretrain_max_digits=2,
-            campaign_max_digits=3,
+            campaign_max_digits=2,
             eval_difficulties=(1, 2, 3),
             trainer=replace(config.trainer, corpus=CorpusConfig(arithmetic_max_digits=2, arithmetic_documents=3000)),
         )
