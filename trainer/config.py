@@ -255,10 +255,11 @@ class RoundsConfig:
     pretrain_batch_size: int = 32  # 64 with ~1500 steps masters 1-4 digits (the easy-to-hard experiment)
     pretrain_max_digits: int = 3  # gold worked solutions exist only up to here
     rounds: int = 8  # ~35-40 s each with 2 workers on 2 cores: the whole demo takes about 6 minutes
-    # Many tasks: a worked solution is unique, so the deduplicated passing samples a round trains on number
-    # about one per solved task (128 tasks gave 5-6 training steps a round).
-    campaign_tasks: int = 1024
-    samples_per_task: int = 16
+    # Many tasks, few samples each: a worked solution is unique, so the deduplicated passing samples a round
+    # trains on number about one per solved task (128 tasks gave 5-6 training steps a round). 4096 x 8 costs
+    # the rollouts of 2048 x 16 and gives twice the data: seed 1 went from 0.94 to 1.14 of its starting pass@16.
+    campaign_tasks: int = 4096
+    samples_per_task: int = 8
     campaign_min_digits: int = 1
     # The gold data's digits. One digit beyond them stays at 0% (the worked format does not extrapolate past
     # the digits the policy was trained on; pass@16 is 0 there too), so a campaign reaching it spent a quarter of
