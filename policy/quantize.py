@@ -1,4 +1,5 @@
-"""int8 weights with per-output-channel scales for the fast decoder: attention, output head and experts.
+"""int8 weights with per-output-channel scales for the fast decoder: attention output, output head and experts
+(the query/key/value projection stays float: `fast_decode._int8_layer` says why).
 
 Dense projections run through PyTorch's int8 matrix product (`torch._int_mm`, int8 x int8 -> int32) with
 the activations quantized per token on each call (dynamic W8A8, as torchao's int8 dynamic quantization):
