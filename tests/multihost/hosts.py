@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,14 @@ def _ip(*args: str) -> None:
     done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
         raise RuntimeError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
+
+
+def _link_up(namespace: str, link: str, bridge_port: bool = False) -> bool:
+    """Whether `link` in `namespace` has carrier (and, for a bridge's port, forwards)."""
+    shown = subprocess.run(
+        ["ip", "-n", namespace, "-d", "-o", "link", "show", link], capture_output=True, text=True, timeout=30
+    ).stdout
+    return "state UP" in shown and (not bridge_port or "bridge_slave state forwarding" in shown)
 
 
 def namespaces_unavailable() -> str | None:
@@ -144,8 +153,19 @@ class TestNetwork:
         """Unplug a host's cable at the switch: its packets go nowhere until `restore`."""
         _ip("-n", self.switch, "link", "set", self.port_of(name), "down")
 
-    def restore(self, name: str) -> None:
-        _ip("-n", self.switch, "link", "set", self.port_of(name), "up")
+    def restore(self, name: str, timeout: float = 10.0) -> None:
+        """Plug the cable back in, and return once packets pass: the port and the host's end up again and the
+        bridge forwarding on the port (a packet sent right after `link set up` can find it not yet there)."""
+        port = self.port_of(name)
+        _ip("-n", self.switch, "link", "set", port, "up")
+        deadline = time.monotonic() + timeout
+        while not (_link_up(self.switch, port, bridge_port=True) and _link_up(self.hosts[name].namespace, "eth0")):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}'s link did not come back up within {timeout:.0f} s")
+            time.sleep(0.02)  # the kernel offers no event to wait on from here; the wait is bounded
+        # A packet sent while unplugged left a failed neighbour entry, which refuses connections ("no route to
+        # host") until it expires: forget it, as the host would after a fresh carrier.
+        _ip("-n", self.hosts[name].namespace, "neigh", "flush", "dev", "eth0")
 
     def close(self) -> None:
         for host in self.hosts.values():

@@ -61,7 +61,8 @@ def test_hosts_reach_each_other_only_through_their_switch(tmp_path: Path) -> Non
         network.cut("alpha")
         assert fetch(alpha, url).returncode != 0
         network.restore("alpha")
-        assert fetch(alpha, url).stdout.strip() == "hello from beta"
+        again = fetch(alpha, url)
+        assert again.stdout.strip() == "hello from beta", again.stderr
         namespaces = [host.namespace for host in network.hosts.values()] + [network.switch]
     finally:
         network.close()
