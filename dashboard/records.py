@@ -25,6 +25,7 @@ def _blank_to_none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
+LISTING_PATH = "/records"  # served ahead of FastAPI's stack by `app.ListingFirst`
 FILTER_PARAMS = ("campaign", "env", "outcome", "policy_version", "verifier_version", "policy_name")
 
 
@@ -108,7 +109,7 @@ async def records_page(request: Request) -> HTMLResponse:
     return HTMLResponse(head + content + tail)
 
 
-router.add_route("/records", records_page, methods=["GET"])
+router.add_route(LISTING_PATH, records_page, methods=["GET"])
 
 
 def _record_or_404(store: RolloutStore, record_id: str):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from verifarm.dashboard.app import create_app
+from verifarm.dashboard.app import SECURITY_HEADERS, create_app
 from verifarm.dashboard.config import DashboardConfig
 from verifarm.redaction import redact_url
 from verifarm.rollout.campaign import status
@@ -277,3 +277,18 @@ def test_the_listing_marks_exactly_the_previews_it_cut(filled_store_url, tmp_pat
     for row in rows:
         completion, preview = completions[int(row[0])], row[-1]
         assert preview.endswith("…") == (len(completion) > 40), (completion[:60], preview)
+
+
+def test_the_listing_served_ahead_of_fastapi_carries_every_pages_security_headers(filled_store_url, tmp_path):
+    client = client_for(filled_store_url, tmp_path)
+    for reply, expected in (
+        (client.get("/records"), 200),
+        (client.get("/records", params={"outcome": "won"}), 400),  # handed to the full app, its error page
+        (client.head("/records"), 200),
+        (client.get("/"), 200),  # the campaigns page, through FastAPI's stack, for comparison
+    ):
+        assert reply.status_code == expected
+        for name, value in SECURITY_HEADERS.items():
+            assert reply.headers[name] == value, (reply.request.url, name)
+    assert client.head("/records").content == b""
+    assert client.post("/records").status_code == 405
