@@ -124,7 +124,9 @@ def test_draft_length_follows_the_acceptance_rate():
     lengths = [best_draft_length(a, 16) for a in (0.3, 0.6, 0.8, 0.9, 0.95, 0.99)]
     assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
     adaptive = DraftLength(max_tokens=8)
-    assert adaptive.next() > 1
+    assert adaptive.next() == 8  # the first round drafts at full length
+    adaptive.observe(kept=64 * 8 - 1, rejected=1)  # one rejection in 64 rows of a good drafter: rounds stay long
+    assert adaptive.next() == 8
     for _ in range(6):  # rounds where every row rejects its first draft
         adaptive.observe(kept=0, rejected=64)
     assert adaptive.acceptance < 0.05 and adaptive.next() == 1
