@@ -444,7 +444,7 @@ def _load_policy(
     version: int | None,
     device: str,
     drafter: str = "none",
-    draft_tokens: int = 4,
+    draft_tokens: int = 16,
 ) -> Callable[[], Any]:
     """What `serve` serves; every refusal is a ValueError (or the registry's errors) with a one-line message.
 
@@ -530,7 +530,7 @@ def serve(
             "version (exact output, faster), none samples plainly"
         ),
     ] = "none",
-    draft_tokens: Annotated[int, typer.Option(help="draft tokens per round of speculative sampling (k)")] = 4,
+    draft_tokens: Annotated[int, typer.Option(help="the most draft tokens a round of speculative sampling (k)")] = 16,
 ) -> None:
     """Serve a policy through an OpenAI-compatible API (/v1/completions, /v1/chat/completions) until interrupted."""
 
