@@ -17,10 +17,15 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+# How long `close` waits for the other ranks: as long as any collective of the group waits by default (rank 0 may
+# still be publishing and evaluating a version); a rank that failed never comes, and torchrun then stops them all.
+CLOSE_WAIT = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -106,5 +111,19 @@ class DataParallel:
             raise RuntimeError(f"data-parallel ranks hold different parameters (largest spread {spread:.3g})")
 
     def close(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        """Leave the process group, once every rank's collectives are done.
+
+        A gloo worker thread frees a finished collective's tensors after waking the caller, and freeing a tensor
+        that Python made (the all-reduces above) takes the GIL. The group's destructor, which runs when the last
+        reference to it goes (DDP's reducer, when the trainer is dropped), joins those threads while holding the
+        GIL: if one is still waiting for it, both wait for ever (seen at the end of `train run` under torchrun).
+        A barrier waits with the GIL released, so such a thread gets it and finishes; the barrier's own tensors
+        are not Python's."""
+        if not dist.is_initialized():
+            return
+        if dist.get_backend() == "gloo":
+            try:
+                dist.monitored_barrier(timeout=CLOSE_WAIT)
+            except RuntimeError:
+                pass  # a rank that failed never arrives: leave anyway, its error is the one to report
+        dist.destroy_process_group()
