@@ -85,7 +85,6 @@ class ListingFirst:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.state = app.state
         self.headers = security_headers()
 
     async def __call__(self, scope, receive, send) -> None:
