@@ -553,11 +553,14 @@ class FastMoEDecoder:
         width_q: int,
         cache: KVCache,
         first_slot: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> ExtendPlan:
         """What `extend` needs besides the tokens for rows starting at `positions`/`slots` (B,) with `width_q`
         tokens each: built once, it serves every call with those places (a drafter's k single-token calls
         of one round take `plan.window(...)` views of one plan). `first_slot` (B,): the first slot each row
-        reads, for rows whose left-padded prompt sits in their own cache (see `extend`); by default slot 0."""
+        reads, for rows whose left-padded prompt sits in their own cache (see `extend`); by default slot 0.
+        With the `rotary` table the plan also holds each token's rotation and, for rows holding their prompt,
+        the per-head attention bias: gathered once for all the calls its windows serve, not once a call."""
         heads, kv_heads = self.num_heads, self.kv_heads
         groups_per_kv = heads // kv_heads
         offsets = torch.arange(width_q, device=self.device)
@@ -577,7 +580,13 @@ class FastMoEDecoder:
         arange = functools.partial(torch.arange, device=self.device)
         head_rows = (arange(2)[:, None, None] * batch + arange(batch)[:, None]) * kv_heads + arange(kv_heads)
         write_at = head_rows[..., None] * cache_slots + token_slots[None, :, None, :]  # (2, B, Hkv, Q)
-        return ExtendPlan(places, generated_bias.unsqueeze(1), write_at, used, groups_per_kv)
+        generated_bias = generated_bias.unsqueeze(1)
+        rotation = None if rotary is None else (rotary[0][places], rotary[1][places])  # (B, Q, H + 2*Hkv, D) each
+        # Rows holding their prompt attend once a layer, with the bias of each (row, head): (B*Hkv, Q*G, S).
+        row_bias = None
+        if rotary is not None and first_slot is not None:
+            row_bias = generated_bias.expand(-1, kv_heads, -1, -1).flatten(0, 1)
+        return ExtendPlan(places, generated_bias, write_at, used, groups_per_kv, rotation, row_bias)
 
     @torch.inference_mode()
     def extend(
@@ -612,12 +621,16 @@ class FastMoEDecoder:
             if positions is None or slots is None:
                 raise ValueError("extend needs the rows' positions and slots, or a plan of them")
             plan = self.plan_extend(positions, slots, width_q, cache)
-        cos, signed_sin = rotary[0][plan.positions], rotary[1][plan.positions]
+        cos, signed_sin = plan.rotation or (rotary[0][plan.positions], rotary[1][plan.positions])
         write_at = plan.write_at.reshape(-1)
         used, generated_bias = plan.used, plan.generated_bias
         gather = None if groups.aligned else groups.index.clamp(max=batch - 1)
-        # With the prompts in the rows' cache: the bias of each (row, head), (B*Hkv, Q*G, S), built once a call.
-        row_bias = None if prompt_segments else generated_bias.expand(-1, kv_heads, -1, -1).flatten(0, 1)
+        # With the prompts in the rows' cache: the bias of each (row, head), (B*Hkv, Q*G, S).
+        row_bias = None
+        if not prompt_segments:
+            row_bias = plan.row_bias
+            if row_bias is None:
+                row_bias = generated_bias.expand(-1, kv_heads, -1, -1).flatten(0, 1)
         hidden = F.embedding(tokens, self.embed)  # (B, Q, C)
         for index, weights in enumerate(self.layers):
             qkv = apply_rotary(self._qkv(weights, hidden), cos, signed_sin)  # (B, Q, H + 2*Hkv, D)
@@ -660,25 +673,32 @@ class FastMoEDecoder:
 @dataclass(frozen=True)
 class ExtendPlan:
     """The places of one `extend` call's tokens: positions (B, Q), the generated part's attention bias
-    (B, 1, Q*G, S) over slots [0, used), and the flat cache rows (2, B, Hkv, Q) their keys and values go to."""
+    (B, 1, Q*G, S) over slots [0, used), and the flat cache rows (2, B, Hkv, Q) their keys and values go to;
+    when planned with the rotary table, also the tokens' rotation (cos, signed sin, each (B, Q, H + 2*Hkv, D))
+    and, for rows holding their prompt, the bias per (row, head) (B*Hkv, Q*G, S)."""
 
     positions: torch.Tensor
     generated_bias: torch.Tensor
     write_at: torch.Tensor
     used: int
     groups_per_kv: int
+    rotation: tuple[torch.Tensor, torch.Tensor] | None = None
+    row_bias: torch.Tensor | None = None
 
     def window(self, first: int, count: int = 1) -> ExtendPlan:
         """The plan of tokens [first, first + count) of this plan's rows (views, no copies): what a drafter's
         calls of one round read, its catch-up first, then one token a call. Later slots stay masked, so
         `used` is kept."""
-        g = self.groups_per_kv
+        g, stop = self.groups_per_kv, first + count
+        rotation = None if self.rotation is None else (self.rotation[0][:, first:stop], self.rotation[1][:, first:stop])
         return ExtendPlan(
-            self.positions[:, first : first + count],
-            self.generated_bias[:, :, first * g : (first + count) * g],
-            self.write_at[..., first : first + count],
+            self.positions[:, first:stop],
+            self.generated_bias[:, :, first * g : stop * g],
+            self.write_at[..., first:stop],
             self.used,
             g,
+            rotation,
+            None if self.row_bias is None else self.row_bias[:, first * g : stop * g],
         )
 
 

@@ -494,6 +494,7 @@ class LocalPolicy(SamplesByKeyword):
                 feed + k - 1,
                 draft_cache,
                 prompt_width - prompt_lengths if draft_first_slot else None,
+                draft_rotary,
             )
             draft_logits = drafter.extend(
                 inputs, None, None, draft_segments, groups, draft_cache, draft_rotary, plan=plan.window(0, feed)

@@ -36,9 +36,12 @@ def forward_logits(model, tokenizer, prompt: str, continuation: list[int]) -> to
 
 
 @pytest.mark.parametrize("rows_hold_prompts", [False, True], ids=["cascade", "prompt-in-row"])
-def test_extend_matches_a_full_forward_and_rolls_back_by_slot(model, tokenizer, rows_hold_prompts):
+@pytest.mark.parametrize("one_token_windows", [False, True], ids=["one-call", "windows-of-one-plan"])
+def test_extend_matches_a_full_forward_and_rolls_back_by_slot(model, tokenizer, rows_hold_prompts, one_token_windows):
     """Rows at different slots; a row rewritten from an earlier slot forgets the tokens it replaced. The prompt
-    is attended once per prompt (the cascade) or sits in each row's own cache before its generated slots."""
+    is attended once per prompt (the cascade) or sits in each row's own cache before its generated slots. The
+    continuation runs as one call, or token by token through windows of one plan that holds the rotation (as a
+    drafter's calls of a round run)."""
     decoder = FastMoEDecoder(model)
     prompts = PROMPTS[:3]
     ids = [tokenizer(p)["input_ids"] for p in prompts]
@@ -55,17 +58,26 @@ def test_extend_matches_a_full_forward_and_rolls_back_by_slot(model, tokenizer, 
     else:
         cache, offset = decoder.allocate_cache(3, 16), 0
 
-    def extend(tokens: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    def extend(tokens: torch.Tensor, generated: torch.Tensor, windows: bool = False) -> torch.Tensor:
         first_slot = width - lengths if rows_hold_prompts else None  # the left padding stays unseen
-        plan = decoder.plan_extend(lengths + generated, offset + generated, tokens.shape[1], cache, first_slot)
-        return decoder.extend(tokens, None, None, segments, groups, cache, rotary, plan=plan)
+        places = (lengths + generated, offset + generated, tokens.shape[1], cache, first_slot)
+        if not windows:
+            return decoder.extend(
+                tokens, None, None, segments, groups, cache, rotary, plan=decoder.plan_extend(*places)
+            )
+        plan = decoder.plan_extend(*places, rotary=rotary)
+        calls = [
+            decoder.extend(tokens[:, [j]], None, None, segments, groups, cache, rotary, plan=plan.window(j))
+            for j in range(tokens.shape[1])
+        ]
+        return torch.cat(calls, dim=1)
 
     first = torch.tensor([[40, 41, 42, 43], [50, 51, 52, 53], [60, 61, 62, 63]])
     extend(first, torch.zeros(3, dtype=torch.long))
     # Keep 1, 3 and 0 tokens of each row and continue from there with new tokens.
     kept = torch.tensor([1, 3, 0])
     second = torch.tensor([[70, 71], [72, 73], [74, 75]])
-    logits = extend(second, kept)
+    logits = extend(second, kept, windows=one_token_windows)
     for row in range(3):
         continuation = first[row, : kept[row]].tolist() + second[row].tolist()
         expected = forward_logits(model, tokenizer, prompts[row], continuation)[-2:]
