@@ -13,6 +13,7 @@ the two runs of that repeat, which shrugs off load swings better than best-of-ea
     python benchmarks/sampling_throughput.py --registry ROOT --workload arithmetic --temperature 0.5
         # the newest version of a registry and the drafter published beside it
     python benchmarks/sampling_throughput.py --profile +speculative   # where one path's time goes
+    python benchmarks/sampling_throughput.py --ceiling   # the most speculative sampling can gain at this batch
 
 A random-weight preset has no distilled drafter: its drafter is `build_drafter` of the policy, undistilled.
 """
@@ -27,10 +28,11 @@ from dataclasses import dataclass
 import torch
 
 from verifarm.envs.catalog import get_family
-from verifarm.policy.fast_decode import DecoderOptions
+from verifarm.policy.fast_decode import DecoderOptions, FastMoEDecoder, PromptGroups, split_prompt_cache
 from verifarm.policy.model import build_drafter, build_model, count_parameters
 from verifarm.policy.registry import CheckpointRegistry, NoCheckpoint
 from verifarm.policy.sampling import LocalPolicy
+from verifarm.policy.speculative import draw, sampling_distribution
 from verifarm.policy.tokenizer import build_tokenizer
 
 PATHS = ("generate", "exact", "+speculative", "+int8", "+both", "+bf16kv")
@@ -179,6 +181,88 @@ def profile_path(path: str, model, tokenizer, drafter, prompts, args) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
+def thread_ms(call, repeats: int = 30) -> float:
+    """Median thread time of `call` in milliseconds, after a warm-up."""
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.thread_time()
+        call()
+        times.append(time.thread_time() - start)
+    return 1000 * statistics.median(times)
+
+
+def extend_ms(decoder: FastMoEDecoder, ids: list[list[int]], n: int, widths: tuple[int, ...], vocab: int) -> dict:
+    """Thread milliseconds of one `extend` call of each width in `widths`, n rows per prompt of `ids` (sorted by
+    length) with 32 generated tokens in each row's cache, laid out as the sampler lays them out."""
+    width, rows, generated = max(map(len, ids)), len(ids) * n, 32
+    input_ids = torch.tensor([[0] * (width - len(x)) + x for x in ids])
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+    prompt_of = torch.arange(len(ids)).repeat_interleave(n)
+    groups = PromptGroups.from_prompt_of(prompt_of.tolist(), len(ids), torch.device("cpu"))
+    lengths = mask.sum(-1)[prompt_of]
+    slots = generated + max(widths)
+    prompt_cache, rotary = decoder.allocate_cache(len(ids), width), decoder.rotary_table(width + slots)
+    decoder.prefill(input_ids, mask, prompt_cache, rotary)
+    if decoder.rows_hold_prompts(width):
+        cache, segments, first = prompt_cache.prompts_per_row(prompt_of, slots), [], width - lengths
+    else:
+        cache, segments, first = (
+            decoder.allocate_cache(rows, slots),
+            split_prompt_cache(prompt_cache, list(map(len, ids))),
+            None,
+        )
+    offset = 0 if first is None else width
+
+    def extend(tokens: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        plan = decoder.plan_extend(lengths + at, offset + at, tokens.shape[1], cache, first, rotary)
+        return decoder.extend(tokens, None, None, segments, groups, cache, rotary, plan=plan)
+
+    tokens = torch.randint(0, vocab, (rows, slots))
+    extend(tokens[:, :generated], torch.zeros(rows, dtype=torch.long))
+    at = torch.full((rows,), generated)
+    return {q: thread_ms(lambda q=q: extend(tokens[:, generated : generated + q], at)) for q in widths}
+
+
+def speculative_ceiling(model, tokenizer, drafter, prompts, args) -> None:
+    """The most speculative sampling can gain over the exact sampler at this batch on this machine: the exact
+    sampler's cost per step against a round's verifying forward over k+1 positions plus k drafter calls and draws,
+    each timed alone, with every draft kept and nothing else in a round (plans, acceptance, round ends) counted."""
+    exact = path_policy("exact", model, tokenizer, drafter, args.draft_tokens)
+    step_costs = []
+    for repeat in range(6):
+        start = time.thread_time()
+        results = exact.sample(
+            prompts, n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=repeat
+        )
+        steps = max(len(c.token_ids) for row in results for c in row)
+        step_costs.append(1000 * (time.thread_time() - start) / steps)  # the prefill included: a generous step
+    step_ms = statistics.median(step_costs[1:])  # the first run warms up
+
+    ids = sorted((tokenizer(p)["input_ids"] for p in prompts), key=len)  # shortest first, as the sampler lays out
+    rows, k = len(ids) * args.n, args.draft_tokens
+    policy_ms = extend_ms(FastMoEDecoder(model), ids, args.n, (1, k + 1), len(tokenizer))
+    timings = {("policy", q): ms for q, ms in policy_ms.items()}
+    timings["drafter", 1] = extend_ms(FastMoEDecoder(drafter), ids, args.n, (1,), len(tokenizer))[1]
+    logits = torch.randn(rows, model.config.vocab_size)
+    generator = torch.Generator().manual_seed(0)
+    draw_ms = thread_ms(lambda: draw(sampling_distribution(logits, args.temperature or 1.0, 1.0), generator))
+    verify_ms, draft_ms = timings["policy", k + 1], timings["drafter", 1] + draw_ms
+    round_ms = verify_ms + k * draft_ms
+    print(
+        f"{rows} rows, 32 tokens in: exact sampler {step_ms:.3f} ms a step (prefill included); "
+        f"verifying forward of 1 / {k + 1} positions {timings['policy', 1]:.3f} / {verify_ms:.3f} ms "
+        f"({(verify_ms - timings['policy', 1]) / k:.3f} ms a further position); drafter call "
+        f"{timings['drafter', 1]:.3f} ms + draw {draw_ms:.3f} ms"
+    )
+    print(
+        f"a round of k={k}, every draft kept: {round_ms:.2f} ms for {k + 1} tokens = {round_ms / (k + 1):.3f} ms a "
+        f"token (verifying {verify_ms / (k + 1):.3f}, drafting {k * draft_ms / (k + 1):.3f})"
+    )
+    print(f"speculative ceiling x exact at this batch: {(k + 1) * step_ms / round_ms:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", help="model preset with random weights (default tiny)")
@@ -208,6 +292,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="128 new tokens, one repeat")
     parser.add_argument("--profile", default=None, choices=PATHS[1:], help="profile one path instead")
+    parser.add_argument(
+        "--ceiling", action="store_true", help="the most speculative sampling can gain at this batch, from timed parts"
+    )
     args = parser.parse_args()
     if args.quick:
         args.max_new_tokens, args.repeats = min(args.max_new_tokens, 128), 1
@@ -222,6 +309,9 @@ def main() -> None:
     prompts = workload_prompts(args.prompts, args.seed, args.workload)
     if args.profile:
         profile_path(args.profile, model, tokenizer, drafter, prompts, args)
+        return
+    if args.ceiling:
+        speculative_ceiling(model, tokenizer, drafter, prompts, args)
         return
     params, draft_params = count_parameters(model), count_parameters(drafter)
     prompt_lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
