@@ -583,9 +583,7 @@ class FastMoEDecoder:
         generated_bias = generated_bias.unsqueeze(1)
         rotation = None if rotary is None else (rotary[0][places], rotary[1][places])  # (B, Q, H + 2*Hkv, D) each
         # Rows holding their prompt attend once a layer, with the bias of each (row, head): (B*Hkv, Q*G, S).
-        row_bias = None
-        if rotary is not None and first_slot is not None:
-            row_bias = generated_bias.expand(-1, kv_heads, -1, -1).flatten(0, 1)
+        row_bias = None if rotary is None or first_slot is None else _bias_per_head(generated_bias, kv_heads)
         return ExtendPlan(places, generated_bias, write_at, used, groups_per_kv, rotation, row_bias)
 
     @torch.inference_mode()
@@ -628,9 +626,7 @@ class FastMoEDecoder:
         # With the prompts in the rows' cache: the bias of each (row, head), (B*Hkv, Q*G, S).
         row_bias = None
         if not prompt_segments:
-            row_bias = plan.row_bias
-            if row_bias is None:
-                row_bias = generated_bias.expand(-1, kv_heads, -1, -1).flatten(0, 1)
+            row_bias = plan.row_bias if plan.row_bias is not None else _bias_per_head(generated_bias, kv_heads)
         hidden = F.embedding(tokens, self.embed)  # (B, Q, C)
         for index, weights in enumerate(self.layers):
             qkv = apply_rotary(self._qkv(weights, hidden), cos, signed_sin)  # (B, Q, H + 2*Hkv, D)
@@ -668,6 +664,11 @@ class FastMoEDecoder:
             hidden = hidden + linear(attended.to(self.dtype).reshape(batch, width_q, -1), weights.out)
             hidden = self._feed_forward(weights, hidden)
         return linear(rms_norm(hidden, self.final_norm, self.eps), self.lm_head)
+
+
+def _bias_per_head(generated_bias: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """A plan's generated-part bias (B, 1, Q*G, S) for each (row, head) of one batched attention: (B*Hkv, Q*G, S)."""
+    return generated_bias.expand(-1, kv_heads, -1, -1).flatten(0, 1)
 
 
 @dataclass(frozen=True)
