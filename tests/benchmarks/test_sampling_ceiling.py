@@ -19,7 +19,7 @@ spec.loader.exec_module(benchmark)
 
 
 @pytest.mark.parametrize("workload", ["arithmetic", "mixed"], ids=["prompts-in-rows", "cascade"])
-def test_the_ceiling_times_a_verifying_forward_that_grows_with_its_positions(workload, capsys):
+def test_the_ceiling_is_the_exact_step_against_a_round_of_its_timed_parts(workload, capsys):
     tokenizer = build_tokenizer()
     model = build_model("tiny", len(tokenizer), seed=0).eval()
     drafter = build_drafter(model)
@@ -28,7 +28,15 @@ def test_the_ceiling_times_a_verifying_forward_that_grows_with_its_positions(wor
     benchmark.speculative_ceiling(model, tokenizer, drafter, prompts, args)
     out = capsys.readouterr().out
     assert out.startswith("4 rows, 32 tokens in:")
-    one, nine = map(float, re.search(r"of 1 / 9 positions ([\d.]+) / ([\d.]+) ms", out).groups())
-    assert 0 < one < nine  # eight more positions through every layer cost more than one
-    ceiling = float(re.search(r"ceiling x exact at this batch: ([\d.]+)$", out.strip()).group(1))
-    assert 0 < ceiling < 100
+    number = r"([\d.]+)"
+    step, one, nine = (
+        float(x)
+        for x in re.search(rf"exact sampler {number} ms a step.*of 1 / 9 positions {number} / {number}", out).groups()
+    )
+    call, draw = (float(x) for x in re.search(rf"drafter call {number} ms \+ draw {number} ms", out).groups())
+    round_ms = float(re.search(rf"k=8, every draft kept: {number} ms for 9 tokens", out).group(1))
+    ceiling = float(re.search(rf"ceiling x exact at this batch: {number}$", out.strip()).group(1))
+    assert min(step, one, nine, call, draw) > 0
+    # A round is one verifying forward over 9 positions and 8 drafter calls with their draws (printed rounded).
+    assert round_ms == pytest.approx(nine + 8 * (call + draw), abs=0.01)
+    assert ceiling == pytest.approx(9 * step / round_ms, rel=0.01, abs=0.01)
